@@ -1,0 +1,161 @@
+"""Everything the project does through netlink: namespaces, links, addresses.
+
+The only module that imports pyroute2 (the router daemon, the host daemon and the lab all call
+these functions), so swapping the library touches one place.  Functions take plain names;
+``ns=None`` means the caller's own network namespace.
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+
+from pyroute2 import IPRoute, NetNS, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+NETNS_DIR = "/run/netns"
+
+
+class LinkError(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def _ipr(ns: str | None = None):
+    ipr = NetNS(ns) if ns else IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+# -- namespaces -------------------------------------------------------------------------------
+
+def netns_exists(name: str) -> bool:
+    return os.path.exists(os.path.join(NETNS_DIR, name))
+
+
+def netns_list() -> list[str]:
+    return sorted(netns.listnetns())
+
+
+def netns_create(name: str) -> None:
+    netns.create(name)
+    with _ipr(name) as ipr:
+        lo = ipr.link_lookup(ifname="lo")
+        if lo:
+            ipr.link("set", index=lo[0], state="up")
+
+
+def netns_remove(name: str) -> None:
+    if netns_exists(name):
+        netns.remove(name)
+
+
+# -- links ------------------------------------------------------------------------------------
+
+def link_index(ifname: str, ns: str | None = None) -> int | None:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        return found[0] if found else None
+
+
+def link_info(ifname: str, ns: str | None = None) -> dict | None:
+    """{'index', 'mac' (bytes), 'mtu', 'up'} of a link, or None if it does not exist."""
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        msg = ipr.get_links(found[0])[0]
+        mac = msg.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
+        return {"index": found[0], "mac": bytes.fromhex(mac.replace(":", "")),
+                "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1)}
+
+
+def link_names(ns: str | None = None) -> list[str]:
+    with _ipr(ns) as ipr:
+        return [m.get_attr("IFLA_IFNAME") for m in ipr.get_links()]
+
+
+def link_set(ifname: str, ns: str | None = None, *, up: bool | None = None, mtu: int | None = None,
+             mac: str | None = None, rename: str | None = None, netns_to: str | None = None) -> None:
+    """Change a link; ``netns_to`` moves it into another namespace (applied last)."""
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LinkError(f"no interface {ifname!r} in namespace {ns or '(own)'}")
+        idx = found[0]
+        try:
+            if mtu is not None:
+                ipr.link("set", index=idx, mtu=mtu)
+            if mac is not None:
+                ipr.link("set", index=idx, address=mac)
+            if rename is not None:
+                ipr.link("set", index=idx, ifname=rename)
+            if up is not None:
+                ipr.link("set", index=idx, state="up" if up else "down")
+            if netns_to is not None:
+                ipr.link("set", index=idx, net_ns_fd=netns_to)
+        except NetlinkError as e:
+            raise LinkError(f"cannot change {ifname}: {e}") from None
+
+
+def link_delete(ifname: str, ns: str | None = None) -> bool:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        try:
+            ipr.link("del", index=found[0])
+        except NetlinkError:
+            return False
+        return True
+
+
+def addr_add(ifname: str, cidr: str, ns: str | None = None) -> None:
+    iface = ipaddress.ip_interface(cidr)
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LinkError(f"no interface {ifname!r} in namespace {ns or '(own)'}")
+        kw = {}
+        if iface.version == 6:
+            kw["IFA_FLAGS"] = 0x02            # IFA_F_NODAD: usable at once in labs and tests
+        try:
+            ipr.addr("add", index=found[0], address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen, **kw)
+        except NetlinkError as e:
+            if e.code != 17:          # EEXIST
+                raise LinkError(f"cannot add {cidr} to {ifname}: {e}") from None
+
+
+def veth_create(name: str, peer: str, ns: str | None = None, peer_ns: str | None = None,
+                mac: str | None = None, peer_mac: str | None = None, mtu: int | None = None) -> None:
+    """Create a veth pair in the caller's namespace, then move each end where it belongs."""
+    with _ipr() as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
+        except NetlinkError as e:
+            raise LinkError(f"cannot create veth {name}/{peer}: {e}") from None
+    for ifname, target, addr in ((name, ns, mac), (peer, peer_ns, peer_mac)):
+        link_set(ifname, mtu=mtu, mac=addr)
+        if target:
+            link_set(ifname, netns_to=target)
+        link_set(ifname, target, up=True)
+
+
+def bridge_create(name: str, ns: str | None = None) -> None:
+    with _ipr(ns) as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="bridge")
+        except NetlinkError as e:
+            raise LinkError(f"cannot create bridge {name}: {e}") from None
+        idx = ipr.link_lookup(ifname=name)[0]
+        ipr.link("set", index=idx, state="up")
+
+
+def bridge_attach(ifname: str, bridge: str, ns: str | None = None) -> None:
+    with _ipr(ns) as ipr:
+        br = ipr.link_lookup(ifname=bridge)[0]
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=idx, master=br, state="up")
