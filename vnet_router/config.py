@@ -209,7 +209,7 @@ def _endpoint(v):
     if not sep:
         raise ValueError(f"bad address {v!r} (want IP:PORT)")
     try:
-        ipaddress.ip_address(host)
+        host = str(ipaddress.ip_address(host))
         port = int(port)
     except ValueError:
         raise ValueError(f"bad address {v!r} (want IP:PORT)") from None

@@ -1,0 +1,281 @@
+"""Substrate link table, virtual link table and the demultiplexing rule (DESIGN 3, 4).
+
+:class:`Tables` is the one authoritative in-memory model of a node, built from a validated
+``NodeConfig`` plus the facts read off the system (interface index, MAC, MTU).  ``compile()``
+turns it into a read-only :class:`Snapshot` shaped for the receive path: per interface, a
+dict from (VLAN id, sender MAC) to the substrate link context, and per substrate link a dict
+from VLI to the input virtual link.  The datapath holds one snapshot reference and swaps it
+atomically when the tables change; it never sees a half-built table.
+
+Virtual link state (:class:`VLink`: counters, the rate and the meter the datapath attaches)
+lives in the model and is shared by successive snapshots, so counters survive a recompile.
+
+This module imports only ``wire`` and ``config``; it does no I/O.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from . import wire
+from .config import NodeConfig, Rate
+
+DELIVER, SWITCH, DROP = 1, 2, 3
+ACTION_NAMES = {DELIVER: "deliver", SWITCH: "switch", DROP: "drop"}
+IN, OUT = "in", "out"
+
+# Drop reasons: each has its own counter (globally and per substrate link where known).
+DROP_REASONS = (
+    "short",            # shorter than the Ethernet / VLAN / substrate header
+    "bad_len",          # LEN larger than what arrived
+    "unknown_vlan",     # tagged with a VLAN id no p2p substrate link of the interface uses
+    "bad_peer",         # p2p VLAN frame from a MAC that is not the configured peer
+    "no_link",          # untagged but no multiaccess link here / UDP from an unknown remote
+    "unknown_vli",      # no virtual link with this VLI on the substrate link
+    "control",          # VLI 0 frame that does not parse (no control protocol in v1)
+    "oversize",         # larger than the substrate link MTU or the logical interface
+    "policed",          # input token bucket empty
+    "queue_full",       # output shaper queue full
+    "vli_drop",         # virtual link configured with action drop
+    "tap_error",        # the logical interface refused the frame
+    "send_error",       # the substrate interface refused the frame
+)
+
+
+class LinkState:
+    """Counters of one substrate link (plain ints, read by ``show`` and metrics)."""
+
+    __slots__ = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops")
+
+    def __init__(self):
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+
+
+class VLink:
+    """One direction of a virtual link: key (substrate link, VLI, direction)."""
+
+    __slots__ = ("link_id", "vli", "direction", "vnet", "action", "rate", "packets", "bytes",
+                 "drops", "meter", "port", "owner")
+
+    def __init__(self, link_id: str, vli: int, direction: str, vnet: str, action: int,
+                 rate: Rate, owner: str):
+        self.link_id, self.vli, self.direction = link_id, vli, direction
+        self.vnet, self.action, self.rate, self.owner = vnet, action, rate, owner
+        self.packets = self.bytes = 0
+        self.drops: dict[str, int] = {}
+        self.meter = None     # datapath: token bucket (input policer / output shaper)
+        self.port = None      # datapath: where frames go next (TAP port, output VLink, link)
+
+    @property
+    def key(self):
+        return (self.link_id, self.vli, self.direction)
+
+    def drop(self, reason: str):
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+
+
+class LinkCtx:
+    """Compiled context of one substrate link, as the receive path needs it."""
+
+    __slots__ = ("id", "kind", "ifname", "ifindex", "local_mac", "peer_mac", "vlan", "priority",
+                 "local", "remote", "mtu", "payload_mtu", "in_vlinks", "state", "tx_header")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
+@dataclass(frozen=True)
+class IfaceCtx:
+    ifindex: int
+    ifname: str
+    mac: bytes
+    p2p: dict            # (vid, peer MAC bytes) -> LinkCtx
+    p2p_vids: frozenset
+    multiaccess: LinkCtx | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    generation: int
+    ethertype: int
+    links: dict          # id -> LinkCtx
+    ifaces: dict         # ifindex -> IfaceCtx
+    udp: dict            # (local ip, port) -> {(remote ip, port): LinkCtx}
+    vlinks: dict         # (link, vli, dir) -> VLink
+
+
+@dataclass(frozen=True)
+class IfaceFacts:
+    """What the daemon read off the system about one interface."""
+
+    ifindex: int
+    mac: bytes
+    mtu: int
+
+
+def udp_overhead(link) -> int:
+    ipver = ipaddress.ip_address(link.remote[0]).version
+    return (20 if ipver == 4 else 40) + 8 + wire.UDP_SUBSTRATE_HLEN
+
+
+def logical_mtu(ctx: LinkCtx) -> int:
+    """MTU for a TAP on this link so its frames fit the substrate MTU after encapsulation."""
+    return ctx.payload_mtu - wire.ETH_HLEN
+
+
+class Tables:
+    """The authoritative model: substrate links, vNets, virtual links and their state."""
+
+    def __init__(self, config: NodeConfig, facts: dict[str, IfaceFacts]):
+        self.config = config
+        self.facts = facts
+        self.generation = 0
+        self.link_states: dict[str, LinkState] = {}
+        self.vlinks: dict[tuple, VLink] = {}
+        self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self._build()
+
+    def _build(self):
+        cfg = self.config
+        old = self.vlinks
+        vlinks: dict[tuple, VLink] = {}
+
+        def vlink(link, vli, direction, vnet, action, rate, owner):
+            key = (link, vli, direction)
+            v = old.get(key)
+            if v is None or v.action != action or v.vnet != vnet:
+                v = VLink(link, vli, direction, vnet, action, rate, owner)
+            v.rate, v.owner = rate, owner
+            vlinks[key] = v
+            return v
+
+        for li in cfg.interfaces:
+            owner = f"{li.vnet}/{li.name}"
+            vlink(li.substrate_link, li.in_vli, IN, li.vnet, DELIVER, li.in_rate, owner)
+            vlink(li.substrate_link, li.out_vli, OUT, li.vnet, DELIVER, li.rate, owner)
+        for sw in cfg.switches:
+            owner = f"{sw.vnet}/switch {sw.in_link}:{sw.in_vli}->{sw.out_link}:{sw.out_vli}"
+            vlink(sw.in_link, sw.in_vli, IN, sw.vnet, SWITCH, Rate(), owner)
+            vlink(sw.out_link, sw.out_vli, OUT, sw.vnet, SWITCH, sw.rate, owner)
+        for link_id, vli in cfg.drops:
+            vlink(link_id, vli, IN, "-", DROP, Rate(), "drop")
+        self.vlinks = vlinks
+        for s in cfg.substrate_links:
+            self.link_states.setdefault(s.id, LinkState())
+
+    def input_vlink(self, link_id: str, vli: int) -> VLink:
+        return self.vlinks[(link_id, vli, IN)]
+
+    def output_vlink(self, link_id: str, vli: int) -> VLink:
+        return self.vlinks[(link_id, vli, OUT)]
+
+    def compile(self) -> Snapshot:
+        """Build the read-only receive-path view of the current tables."""
+        self.generation += 1
+        cfg = self.config
+        links: dict[str, LinkCtx] = {}
+        for s in cfg.substrate_links:
+            if s.kind == "udp":
+                mtu = s.mtu or 1500
+                payload_mtu = mtu - udp_overhead(s)
+                ctx = LinkCtx(id=s.id, kind=s.kind, local=s.local, remote=s.remote, mtu=mtu,
+                              payload_mtu=payload_mtu)
+            else:
+                f = self.facts[s.interface]
+                mtu = s.mtu or f.mtu
+                vlan = wire.VlanTag(s.vlan, s.priority) if s.kind == "p2p" else None
+                ctx = LinkCtx(id=s.id, kind=s.kind, ifname=s.interface, ifindex=f.ifindex,
+                              local_mac=f.mac, peer_mac=s.peer_mac, vlan=vlan,
+                              priority=s.priority, mtu=mtu,
+                              payload_mtu=mtu - wire.SUBSTRATE_HLEN,
+                              tx_header=wire.pack_eth_header(
+                                  s.peer_mac or wire.BROADCAST_MAC, f.mac, vlan, cfg.node.ethertype))
+            ctx.state = self.link_states[s.id]
+            ctx.in_vlinks = {}
+            links[s.id] = ctx
+        for (link_id, vli, direction), v in self.vlinks.items():
+            if direction == IN:
+                links[link_id].in_vlinks[vli] = v
+
+        ifaces: dict[int, IfaceCtx] = {}
+        by_if: dict[str, list[LinkCtx]] = {}
+        for ctx in links.values():
+            if ctx.kind != "udp":
+                by_if.setdefault(ctx.ifname, []).append(ctx)
+        for ifname, ctxs in by_if.items():
+            f = self.facts[ifname]
+            p2p = {(c.vlan.vid, c.peer_mac): c for c in ctxs if c.kind == "p2p"}
+            multi = next((c for c in ctxs if c.kind == "multiaccess"), None)
+            ifaces[f.ifindex] = IfaceCtx(f.ifindex, ifname, f.mac, p2p,
+                                         frozenset(v for v, _ in p2p), multi)
+        udp: dict = {}
+        for ctx in links.values():
+            if ctx.kind == "udp":
+                udp.setdefault(ctx.local, {})[ctx.remote] = ctx
+        return Snapshot(self.generation, cfg.node.ethertype, links, ifaces, udp, dict(self.vlinks))
+
+
+# -- the demultiplexing rule ------------------------------------------------------------------
+# classify_*() return (reason, link ctx, vlink, payload offset, payload length).  ``reason`` is
+# None for a frame to act on, else the drop reason; link ctx / vlink are filled as far as the
+# frame got.  They never raise on frame contents.
+
+def classify_eth(snap: Snapshot, ifindex: int, frame, aux_tci: int | None):
+    """Steps 2-4 of DESIGN section 3 for a frame received on ``ifindex``.
+
+    ``aux_tci`` is the VLAN TCI the kernel stripped (PACKET_AUXDATA / ring header) or None;
+    a tag still inline in the frame is read from the frame.
+    """
+    iface = snap.ifaces.get(ifindex)
+    if iface is None:
+        return "no_link", None, None, 0, 0
+    view = memoryview(frame)
+    try:
+        dst, src, tag, off = wire.parse_l2(view, snap.ethertype)
+    except wire.DecodeError as e:
+        return ("short" if e.reason == "short" else "no_link"), None, None, 0, 0
+    vid = tag.vid if tag is not None else (aux_tci & 0x0FFF if aux_tci is not None else None)
+    if vid is None or vid == 0:           # untagged (or priority-tagged) -> multiaccess
+        ctx = iface.multiaccess
+        if ctx is None:
+            return "no_link", None, None, 0, 0
+    else:
+        ctx = iface.p2p.get((vid, bytes(src)))
+        if ctx is None:
+            return ("bad_peer" if vid in iface.p2p_vids else "unknown_vlan"), None, None, 0, 0
+    return _lookup_vli(ctx, view, off)
+
+
+def _lookup_vli(ctx: LinkCtx, view, off: int):
+    try:
+        vli, start, length = wire.parse_substrate(view, off)
+    except wire.DecodeError as e:
+        return e.reason, ctx, None, 0, 0
+    if length > ctx.payload_mtu:
+        return "oversize", ctx, None, start, length
+    v = ctx.in_vlinks.get(vli)
+    if v is None:
+        return ("control" if vli == wire.VLI_CONTROL else "unknown_vli"), ctx, None, start, length
+    return None, ctx, v, start, length
+
+
+def classify_udp(snap: Snapshot, local: tuple, remote: tuple, datagram):
+    """Demultiplex a UDP tunnel datagram received on ``local`` from ``remote``."""
+    ctx = snap.udp.get(local, {}).get(remote)
+    if ctx is None:
+        return "no_link", None, None, 0, 0
+    view = memoryview(datagram)
+    try:
+        vli = wire.parse_udp(view)
+    except wire.DecodeError as e:
+        return e.reason, ctx, None, 0, 0
+    length = len(view) - wire.UDP_SUBSTRATE_HLEN
+    if length > ctx.payload_mtu:
+        return "oversize", ctx, None, wire.UDP_SUBSTRATE_HLEN, length
+    v = ctx.in_vlinks.get(vli)
+    if v is None:
+        return ("control" if vli == wire.VLI_CONTROL else "unknown_vli"), ctx, None, \
+            wire.UDP_SUBSTRATE_HLEN, length
+    return None, ctx, v, wire.UDP_SUBSTRATE_HLEN, length
