@@ -41,6 +41,14 @@ def netns_list() -> list[str]:
 
 def netns_create(name: str) -> None:
     netns.create(name)
+    try:
+        _lo_up(name)
+    except BaseException:
+        netns.remove(name)
+        raise
+
+
+def _lo_up(name: str) -> None:
     with _ipr(name) as ipr:
         lo = ipr.link_lookup(ifname="lo")
         if lo:
@@ -159,3 +167,43 @@ def bridge_attach(ifname: str, bridge: str, ns: str | None = None) -> None:
         br = ipr.link_lookup(ifname=bridge)[0]
         idx = ipr.link_lookup(ifname=ifname)[0]
         ipr.link("set", index=idx, master=br, state="up")
+
+
+# -- lab helpers (added for vnet_router.lab) --------------------------------------------------
+
+def veth_create_between(name: str, ns: str, peer: str, peer_ns: str, *, mac: str | None = None,
+                        peer_mac: str | None = None, mtu: int | None = None) -> None:
+    """Create a veth pair directly inside namespace ``ns`` with its peer in ``peer_ns``.
+
+    Unlike :func:`veth_create` no name is ever used in the caller's namespace, so ends may be
+    called ``eth0`` without clashing with the host's own interfaces.  Both ends end up up.
+    """
+    with _ipr(ns) as ipr:
+        try:
+            ipr.link("add", ifname=name, kind="veth",
+                     peer={"ifname": peer, "net_ns_fd": peer_ns})
+        except NetlinkError as e:
+            raise LinkError(f"cannot create veth {ns}:{name} <-> {peer_ns}:{peer}: {e}") from None
+    for ifname, where, addr in ((name, ns, mac), (peer, peer_ns, peer_mac)):
+        link_set(ifname, where, mtu=mtu, mac=addr)
+        link_set(ifname, where, up=True)
+
+
+def addr_list(ifname: str, ns: str | None = None) -> list[str]:
+    """Addresses of an interface as CIDR strings ('10.0.0.1/24'), [] if it has none."""
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LinkError(f"no interface {ifname!r} in namespace {ns or '(own)'}")
+        return [f"{m.get_attr('IFA_ADDRESS')}/{m['prefixlen']}"
+                for m in ipr.get_addr(index=found[0])]
+
+
+def bridge_ports(bridge: str, ns: str | None = None) -> list[str]:
+    """Names of the interfaces enslaved to ``bridge``."""
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=bridge)
+        if not found:
+            raise LinkError(f"no bridge {bridge!r} in namespace {ns or '(own)'}")
+        return sorted(m.get_attr("IFLA_IFNAME") for m in ipr.get_links()
+                      if m.get_attr("IFLA_MASTER") == found[0])

@@ -1,0 +1,81 @@
+"""``vnetctl``: command-line client of a daemon's control socket.
+
+``vnetctl [-s SOCKET] show [--json]`` prints a node's substrate links, virtual links, vNets,
+logical interfaces and drop counters.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .control import ControlError, request
+from .units import format_rate
+
+DEFAULT_SOCKET = "/run/vnet/vnet-router.sock"
+
+
+def _table(headers, rows) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def _drops(d: dict) -> str:
+    return ",".join(f"{k}={n}" for k, n in sorted(d.items()) if n) or "-"
+
+
+def render(st: dict) -> str:
+    out = [f"node {st['node']}  config {st['config']}  generation {st['generation']}  "
+           f"datapath {st['datapath']}  up {st['uptime_seconds']:.0f}s", ""]
+    rows = []
+    for s in st["substrate_links"]:
+        where = s.get("interface") or f"{s.get('local')} -> {s.get('remote')}"
+        extra = f"peer {s['peer_mac']} vlan {s['vlan']} prio {s['priority']}" \
+            if s["kind"] == "p2p" else ""
+        rows.append([s["id"], s["kind"], where, extra or "-", s["mtu"], s["rx_packets"],
+                     s["tx_packets"], _drops(s["drops"])])
+    out += ["substrate links", _table(["id", "kind", "where", "peer", "mtu", "rx_pkts",
+                                       "tx_pkts", "drops"], rows), ""]
+    rows = []
+    for v in st["virtual_links"]:
+        r = v["rate"]
+        rate = f"{format_rate(r['min'])}/{format_rate(r['current'])}/{format_rate(r['max'])}" \
+            if r["max"] is not None else "unlimited"
+        rows.append([v["substrate_link"], v["vli"], v["direction"], v["vnet"], v["action"],
+                     v["owner"], rate, v["packets"], v["bytes"], v["queue_depth"],
+                     _drops(v["drops"])])
+    out += ["virtual links", _table(["link", "vli", "dir", "vnet", "action", "owner",
+                                     "rate min/cur/max", "pkts", "bytes", "queue", "drops"],
+                                    rows), ""]
+    rows = [[p["vnet"], p["name"], p["namespace"], p["rx_packets"], p["tx_packets"],
+             len(p["learned"])] for p in st["logical_interfaces"]]
+    out += ["logical interfaces", _table(["vnet", "name", "namespace", "from_vnet", "to_vnet",
+                                          "learned_macs"], rows), ""]
+    out.append("drops: " + _drops(st["drops"]))
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="vnetctl", description="Query a vnet daemon over its "
+                                "control socket.")
+    p.add_argument("-s", "--socket", default=DEFAULT_SOCKET,
+                   help=f"control socket of the daemon (default {DEFAULT_SOCKET})")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    show = sub.add_parser("show", help="tables and counters of the node")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    args = p.parse_args(argv)
+    try:
+        st = request(args.socket, "show")
+    except ControlError as e:
+        print(f"vnetctl: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(st, indent=2) if args.json else render(st))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

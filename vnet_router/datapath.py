@@ -1,0 +1,337 @@
+"""Reference datapath: pure Python on an asyncio (uvloop) event loop.
+
+It defines the semantics the fast path must match.  Work is split like this:
+
+* ``tables.classify_eth`` / ``classify_udp`` decide (link, virtual link) or a drop reason;
+* this module counts, meters, and moves bytes: substrate socket -> TAP (deliver),
+  substrate socket -> substrate socket (switch, a VLI swap), TAP -> substrate socket;
+* ``ports.py`` (the daemon) creates TAPs and namespaces; this module only reads and writes fds.
+
+Everything computed when tables change (encapsulation headers, meters, where each virtual link
+leads) is attached to the ``VLink`` objects in ``install()``; per frame there is one dict lookup
+for the substrate link, one for the VLI, and the write.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+
+from . import packet_io, wire
+from .shaping import Shaper, TokenBucket, default_burst
+from .tables import DELIVER, IN, OUT, SWITCH, LinkCtx, Snapshot, Tables, VLink, classify_eth, \
+    classify_udp
+
+log = logging.getLogger(__name__)
+
+BATCH = 64                  # frames read per readiness event and socket (fairness between fds)
+RXBUF = 65536 + 64
+_LEN = struct.Struct("!H")
+
+
+class TapPort:
+    """A logical interface: TAP fd + its output virtual link (+ learned outer MACs)."""
+
+    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "rx_packets",
+                 "rx_bytes", "tx_packets", "tx_bytes")
+
+    def __init__(self, vnet: str, name: str, fd: int):
+        self.vnet, self.name, self.fd = vnet, name, fd
+        self.out: VLink | None = None
+        self.max_frame = 0
+        self.learned: dict[bytes, bytes] = {}   # inner MAC -> outer MAC (multiaccess)
+        self.paused = False
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+
+
+class Datapath:
+    def __init__(self, tables: Tables, loop: asyncio.AbstractEventLoop | None = None,
+                 clock=time.monotonic):
+        self.tables = tables
+        self.loop = loop or asyncio.get_event_loop()
+        self.clock = clock
+        self.snap: Snapshot | None = None
+        self.ports: dict[tuple[str, str], TapPort] = {}
+        self.rx: dict[int, socket.socket] = {}     # ifindex -> receive socket
+        self.tx: dict[int, socket.socket] = {}     # ifindex -> send socket
+        self.udp: dict[tuple, socket.socket] = {}  # local (ip, port) -> socket
+        self._buf = bytearray(RXBUF)
+        self._view = memoryview(self._buf)
+        self.drops = tables.drops
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def add_port(self, vnet: str, name: str, fd: int) -> TapPort:
+        port = TapPort(vnet, name, fd)
+        self.ports[(vnet, name)] = port
+        return port
+
+    def open(self):
+        """Open the substrate sockets the tables need and install the first snapshot."""
+        snap = self.tables.compile()
+        for ifindex, iface in snap.ifaces.items():
+            self.rx[ifindex] = packet_io.open_rx(iface.ifname, snap.ethertype)
+            self.tx[ifindex] = packet_io.open_tx(iface.ifname)
+        for local in snap.udp:
+            fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            s.bind(local)
+            s.setblocking(False)
+            self.udp[local] = s
+        self.install(snap)
+        for ifindex, s in self.rx.items():
+            self.loop.add_reader(s.fileno(), self._on_eth, s, ifindex)
+        for local, s in self.udp.items():
+            self.loop.add_reader(s.fileno(), self._on_udp, s, local)
+        for port in self.ports.values():
+            self.loop.add_reader(port.fd, self._on_tap, port)
+        log.info("datapath: reference, %d substrate interfaces, %d udp sockets, %d logical "
+                 "interfaces", len(self.rx), len(self.udp), len(self.ports))
+
+    def install(self, snap: Snapshot):
+        """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
+        cfg = self.tables.config
+        for li in cfg.interfaces:
+            port = self.ports.get((li.vnet, li.name))
+            vin = self.tables.input_vlink(li.substrate_link, li.in_vli)
+            vout = self.tables.output_vlink(li.substrate_link, li.out_vli)
+            ctx = snap.links[li.substrate_link]
+            vin.port = port
+            vout.port = ctx
+            if port is not None:
+                port.out = vout
+                port.max_frame = ctx.payload_mtu
+        for sw in cfg.switches:
+            vin = self.tables.input_vlink(sw.in_link, sw.in_vli)
+            vout = self.tables.output_vlink(sw.out_link, sw.out_vli)
+            vin.port = vout
+            vout.port = snap.links[sw.out_link]
+        for v in snap.vlinks.values():
+            ctx = snap.links[v.link_id]
+            rate = v.rate
+            if v.direction == OUT:
+                v.encap = _encap(ctx, v.vli)
+            if rate.max is None:
+                v.meter = None
+            elif v.direction == IN:
+                if not isinstance(v.meter, TokenBucket):
+                    v.meter = TokenBucket(rate.max, rate.burst or default_burst(rate.max, ctx.mtu),
+                                          self.clock)
+                else:
+                    v.meter.set_rate(rate.max, rate.burst or default_burst(rate.max, ctx.mtu))
+            else:
+                if not isinstance(v.meter, Shaper):
+                    v.meter = Shaper(TokenBucket(rate.max, rate.burst or
+                                                 default_burst(rate.max, ctx.mtu), self.clock),
+                                     self._queue_limit(v))
+                else:
+                    v.meter.bucket.set_rate(rate.max, rate.burst or default_burst(rate.max, ctx.mtu))
+        self.snap = snap
+
+    def _queue_limit(self, v: VLink) -> int:
+        cfg = self.tables.config
+        for li in cfg.interfaces:
+            if (li.substrate_link, li.out_vli) == (v.link_id, v.vli):
+                return li.queue
+        for sw in cfg.switches:
+            if (sw.out_link, sw.out_vli) == (v.link_id, v.vli):
+                return sw.queue
+        return 256
+
+    def close(self):
+        for s in list(self.rx.values()) + list(self.udp.values()):
+            try:
+                self.loop.remove_reader(s.fileno())
+            except Exception:
+                pass
+            s.close()
+        for port in self.ports.values():
+            try:
+                self.loop.remove_reader(port.fd)
+            except Exception:
+                pass
+        for s in self.tx.values():
+            s.close()
+        self.rx.clear(), self.tx.clear(), self.udp.clear()
+
+    # -- receive from substrate ----------------------------------------------------------------
+
+    def _on_eth(self, sock: socket.socket, ifindex: int):
+        buf, view = self._buf, self._view
+        for _ in range(BATCH):
+            try:
+                n, anc, _flags, _addr = sock.recvmsg_into([buf], packet_io.AUX_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("receive error on ifindex %d: %s", ifindex, e)
+                return
+            tci = packet_io.aux_vlan_tci(anc)
+            self.receive(self.snap, classify_eth(self.snap, ifindex, view[:n], tci), view, n)
+
+    def _on_udp(self, sock: socket.socket, local: tuple):
+        buf, view = self._buf, self._view
+        for _ in range(BATCH):
+            try:
+                n, addr = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("receive error on udp %s: %s", local, e)
+                return
+            self.receive(self.snap, classify_udp(self.snap, local, addr[:2], view[:n]), view, n)
+
+    def receive(self, snap: Snapshot, verdict, view: memoryview, n: int):
+        """Act on one classified frame (steps 4-5 of the receive rule)."""
+        reason, ctx, v, start, length = verdict
+        if ctx is not None:
+            st = ctx.state
+            st.rx_packets += 1
+            st.rx_bytes += n
+        if reason is not None:
+            self._drop(reason, ctx, v)
+            return
+        if v.meter is not None and not v.meter.take(length):
+            self._drop("policed", ctx, v)
+            return
+        if v.action == DELIVER:
+            port = v.port
+            if port is None:
+                self._drop("tap_error", ctx, v)
+                return
+            if ctx.kind == "multiaccess" and length >= 12:
+                src = bytes(view[6 + start:12 + start])
+                outer = bytes(view[6:12])
+                if port.learned.get(src) != outer:
+                    port.learned[src] = outer
+            try:
+                os.write(port.fd, view[start:start + length])
+            except OSError:
+                self._drop("tap_error", ctx, v)
+                return
+            v.packets += 1
+            v.bytes += length
+            port.tx_packets += 1
+            port.tx_bytes += length
+        elif v.action == SWITCH:
+            v.packets += 1
+            v.bytes += length
+            self.output(v.port, bytes(view[start:start + length]))
+        else:
+            self._drop("vli_drop", ctx, v)
+
+    def _drop(self, reason: str, ctx: LinkCtx | None, v: VLink | None):
+        self.drops[reason] += 1
+        if ctx is not None:
+            ctx.state.drops[reason] += 1
+        if v is not None:
+            v.drop(reason)
+
+    # -- transmit ------------------------------------------------------------------------------
+
+    def _on_tap(self, port: TapPort):
+        fd, out = port.fd, port.out
+        for _ in range(BATCH):
+            try:
+                frame = os.read(fd, RXBUF)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("read error on %s/%s: %s", port.vnet, port.name, e)
+                return
+            port.rx_packets += 1
+            port.rx_bytes += len(frame)
+            if out is None:
+                continue
+            self.output(out, frame, port)
+            if port.paused:
+                return
+
+    def output(self, v: VLink, payload: bytes, port: TapPort | None = None):
+        """Send ``payload`` on output virtual link ``v``: shaper, encapsulation, socket."""
+        ctx: LinkCtx = v.port
+        if len(payload) > ctx.payload_mtu:
+            self._drop("oversize", ctx, v)
+            return
+        shaper = v.meter
+        if shaper is not None:
+            verdict = shaper.offer((payload, port), len(payload))
+            if verdict == 0:
+                if port is not None and shaper.depth >= shaper.limit:
+                    self._pause(port)
+                if not shaper.scheduled:
+                    self._schedule(v)
+                return
+            if verdict < 0:
+                self._drop("queue_full", ctx, v)
+                return
+        self._send(v, ctx, payload, port)
+
+    def _send(self, v: VLink, ctx: LinkCtx, payload: bytes, port: TapPort | None):
+        kind = ctx.kind
+        try:
+            if kind == "p2p":
+                self.tx[ctx.ifindex].send(v.encap + _LEN.pack(len(payload)) + payload)
+            elif kind == "multiaccess":
+                dst = wire.BROADCAST_MAC
+                if port is not None and not payload[0] & 1:
+                    dst = port.learned.get(payload[:6], wire.BROADCAST_MAC)
+                self.tx[ctx.ifindex].send(dst + v.encap + _LEN.pack(len(payload)) + payload)
+            else:
+                self.udp[ctx.local].sendto(v.encap + payload, ctx.remote)
+        except (BlockingIOError, OSError):
+            self._drop("send_error", ctx, v)
+            return
+        v.packets += 1
+        v.bytes += len(payload)
+        st = ctx.state
+        st.tx_packets += 1
+        st.tx_bytes += len(payload)
+
+    def _schedule(self, v: VLink):
+        shaper = v.meter
+        delay = shaper.next_departure()
+        if delay is None:
+            shaper.scheduled = False
+            return
+        shaper.scheduled = True
+        self.loop.call_later(max(delay, 0.0005), self._drain, v)
+
+    def _drain(self, v: VLink):
+        shaper = v.meter
+        shaper.scheduled = False
+        if not isinstance(shaper, Shaper):
+            return
+        ctx = v.port
+        for payload, port in shaper.release():
+            self._send(v, ctx, payload, port)
+        for port in self.ports.values():
+            if port.paused and port.out is v and shaper.depth < shaper.limit // 2 + 1:
+                self._resume(port)
+        if shaper.depth:
+            self._schedule(v)
+
+    def _pause(self, port: TapPort):
+        if not port.paused:
+            port.paused = True
+            self.loop.remove_reader(port.fd)
+
+    def _resume(self, port: TapPort):
+        if port.paused:
+            port.paused = False
+            self.loop.add_reader(port.fd, self._on_tap, port)
+
+
+def _encap(ctx: LinkCtx, vli: int) -> bytes:
+    """Precomputed encapsulation prefix of an output virtual link (all but LEN and payload)."""
+    vli_bytes = _LEN.pack(vli)
+    if ctx.kind == "p2p":
+        return ctx.tx_header + vli_bytes
+    if ctx.kind == "multiaccess":
+        return ctx.tx_header[6:] + vli_bytes      # dst MAC is chosen per frame
+    return vli_bytes

@@ -1,0 +1,102 @@
+"""AF_PACKET sockets for substrate interfaces, with the kernel details of DESIGN section 2.
+
+Receive sockets bind ETH_P_ALL (only those see the VLAN tag), carry a classic BPF filter that
+passes only substrate frames (EtherType 0x88B5, tagged or not) that this host did not send, so
+legacy traffic never reaches user space, and report the stripped tag through PACKET_AUXDATA.
+Send sockets use protocol 0 so they never receive copies of their own frames.
+"""
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_AUXDATA = 8
+SO_ATTACH_FILTER = 26
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+TP_STATUS_VLAN_VALID = 1 << 4
+PACKET_OUTGOING = 4
+
+_AUX = struct.Struct("=IIIHHHH")     # tpacket_auxdata
+AUX_SPACE = socket.CMSG_SPACE(_AUX.size)
+
+# classic BPF opcodes
+_LD_H_ABS, _LD_W_ABS, _JEQ_K, _RET_K = 0x28, 0x20, 0x15, 0x06
+_SKF_AD_OFF, _SKF_AD_PKTTYPE = -0x1000, 4
+
+
+def _insn(code, jt, jf, k):
+    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def substrate_filter(ethertype: int) -> list[bytes]:
+    """Accept EtherType ``ethertype`` at offset 12 (tag stripped by the kernel or absent) or at
+    16 behind an inline 802.1Q/802.1ad tag; reject frames this host sent (PACKET_OUTGOING)."""
+    return [
+        _insn(_LD_W_ABS, 0, 0, _SKF_AD_OFF + _SKF_AD_PKTTYPE),   # 0: A = pkttype
+        _insn(_JEQ_K, 6, 0, PACKET_OUTGOING),                     # 1: outgoing -> reject
+        _insn(_LD_H_ABS, 0, 0, 12),                               # 2: A = ethertype
+        _insn(_JEQ_K, 5, 0, ethertype),                           # 3: substrate -> accept
+        _insn(_JEQ_K, 1, 0, 0x8100),                              # 4: inline tag -> 6
+        _insn(_JEQ_K, 0, 2, 0x88A8),                              # 5: inline S-tag -> 6 else reject
+        _insn(_LD_H_ABS, 0, 0, 16),                               # 6: A = inner ethertype
+        _insn(_JEQ_K, 1, 0, ethertype),                           # 7: substrate -> accept
+        _insn(_RET_K, 0, 0, 0),                                   # 8: reject
+        _insn(_RET_K, 0, 0, 0x40000),                             # 9: accept (whole frame)
+    ]
+
+
+def attach_filter(sock: socket.socket, insns: list[bytes]) -> None:
+    prog = b"".join(insns)
+    buf = ctypes.create_string_buffer(prog)
+    fprog = struct.pack("HL", len(insns), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def _bufsize(sock, opt_force, opt, size):
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, opt_force, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, opt, size)
+
+
+def open_rx(ifname: str, ethertype: int, rcvbuf: int = 4 << 20) -> socket.socket:
+    """Non-blocking receive socket for substrate frames on ``ifname``."""
+    # Protocol 0 first: no frame can be queued before the filter is in place.
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        attach_filter(sock, substrate_filter(ethertype))
+        sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+        _bufsize(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((ifname, ETH_P_ALL))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def open_tx(ifname: str, sndbuf: int = 4 << 20) -> socket.socket:
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        _bufsize(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, sndbuf)
+        sock.bind((ifname, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def aux_vlan_tci(ancdata) -> int | None:
+    """The stripped VLAN TCI from recvmsg ancillary data, or None if the frame had no tag."""
+    for level, ctype, data in ancdata:
+        if level == SOL_PACKET and ctype == PACKET_AUXDATA and len(data) >= _AUX.size:
+            status, _len, _snap, _mac, _net, tci, _tpid = _AUX.unpack_from(data)
+            if status & TP_STATUS_VLAN_VALID:
+                return tci
+            return None
+    return None

@@ -1,0 +1,55 @@
+"""The ``show`` view of a node: tables and counters as plain JSON-able data.
+
+Read by ``vnetctl show`` over the control socket (and later by the metrics collector); it reads
+the datapath's plain counters, it never changes them.
+"""
+from __future__ import annotations
+
+import time
+
+from . import wire
+from .tables import ACTION_NAMES
+
+
+def _rate(r):
+    return {"min": r.min, "max": r.max, "current": r.current}
+
+
+def status(cfg, tables, dp, started: float) -> dict:
+    snap = dp.snap
+    links = []
+    for s in cfg.substrate_links:
+        ctx = snap.links[s.id]
+        st = ctx.state
+        d = {"id": s.id, "kind": s.kind, "mtu": ctx.mtu,
+             "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
+             "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes,
+             "drops": {k: n for k, n in st.drops.items() if n}}
+        if s.kind == "udp":
+            d.update(local=f"{s.local[0]}:{s.local[1]}", remote=f"{s.remote[0]}:{s.remote[1]}")
+        else:
+            d.update(interface=s.interface, local_mac=wire.mac_to_str(ctx.local_mac))
+        if s.kind == "p2p":
+            d.update(peer_mac=wire.mac_to_str(s.peer_mac), vlan=s.vlan, priority=s.priority)
+        links.append(d)
+    vlinks = []
+    for (link, vli, direction), v in sorted(tables.vlinks.items()):
+        meter = v.meter
+        depth = getattr(meter, "depth", 0)
+        vlinks.append({"substrate_link": link, "vli": vli, "direction": direction,
+                       "vnet": v.vnet, "action": ACTION_NAMES[v.action], "owner": v.owner,
+                       "rate": _rate(v.rate), "packets": v.packets, "bytes": v.bytes,
+                       "queue_depth": depth, "drops": dict(v.drops)})
+    ports = [{"vnet": p.vnet, "name": p.name, "namespace": cfg.vnet(p.vnet).namespace,
+              "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+              "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+              "learned": {wire.mac_to_str(k): wire.mac_to_str(m) for k, m in p.learned.items()}}
+             for p in dp.ports.values()]
+    return {
+        "node": cfg.node.name, "config": cfg.path, "generation": snap.generation,
+        "datapath": "reference", "uptime_seconds": round(time.time() - started, 3),
+        "substrate_links": links, "virtual_links": vlinks,
+        "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
+        "logical_interfaces": ports,
+        "drops": {k: n for k, n in tables.drops.items()},
+    }
