@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# vnet: set up a fresh Debian machine (root, Python 3.11) and run the demo or the test suite.
+#   ./run.sh demo    install what is missing, then build the demo lab and print its report
+#   ./run.sh test    install what is missing, then run the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool"
+
+setup() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "run.sh: needs root (network namespaces, veth, TAP)" >&2
+        exit 1
+    fi
+    missing=""
+    for p in $APT_PACKAGES; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+    done
+    if [ -n "$missing" ]; then
+        echo "== installing Debian packages:$missing"
+        apt-get update -q
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
+    fi
+    echo "== installing vnet and its Python dependencies"
+    python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+}
+
+case "${1:-}" in
+    demo)
+        setup
+        shift
+        exec python3 -m vnet_router.lab.cli demo "$@"
+        ;;
+    test)
+        setup
+        shift
+        exec python3 -m pytest tests "$@"
+        ;;
+    *)
+        echo "usage: ./run.sh demo | test [pytest args]" >&2
+        exit 2
+        ;;
+esac
