@@ -1,0 +1,39 @@
+"""Suite-wide guard: nothing the tests create (namespace, veth, TAP) may outlive the run."""
+import os
+import subprocess
+
+import pytest
+
+
+def _netns() -> set[str]:
+    try:
+        return set(os.listdir("/run/netns"))
+    except FileNotFoundError:
+        return set()
+
+
+def _links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    if os.geteuid() != 0:
+        yield
+        return
+    ns_before, links_before = _netns(), _links()
+    yield
+    ns_left = sorted(_netns() - ns_before)
+    links_left = sorted(_links() - links_before)
+    assert not ns_left and not links_left, \
+        f"left behind after the suite: namespaces {ns_left}, links {links_left}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (network namespaces, veth, TAP)")
+    for item in items:
+        if "root" in item.keywords:
+            item.add_marker(skip)
