@@ -1,0 +1,162 @@
+"""``vnet-lab``: build lab topologies of network namespaces and run vnet-router on them.
+
+    vnet-lab demo                 the paper's Fig. 4 LAN: build, check, report, tear down
+    vnet-lab up FILE              build any topology file and keep it until Ctrl-C
+    vnet-lab clean                remove namespaces of labs whose process is gone
+
+The work (``Lab``, the demo) lives in ``lab.py`` and ``demo.py``; this module only parses
+arguments and prints.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import time
+
+from .. import netlink
+from ..config import ConfigError
+from . import demo
+from .lab import Lab, LabError, processes_in, stale_namespaces
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="vnet-lab",
+        description="Build topologies of network namespaces, veth pairs and bridges, run "
+                    "vnet-router on their nodes, and run the demo of the paper's Fig. 4 LAN. "
+                    "Needs root. The topology file format is described in docs/lab.md.")
+    def common(parser, default):
+        parser.add_argument("--workdir", metavar="DIR", default=default,
+                            help="write node configs and daemon logs here (kept afterwards); "
+                                 "default: a fresh temporary directory, removed at the end")
+        parser.add_argument("--keep-logs", action="store_true", default=default or False,
+                            help="keep the temporary work dir (configs, daemon logs) and "
+                                 "print its path")
+
+    common(p, None)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    d = sub.add_parser("demo", help="build the Fig. 4 LAN, run the checks, print a report; "
+                                    "exit 0 only if every check is as expected")
+    common(d, argparse.SUPPRESS)
+    d.add_argument("--topology", metavar="FILE", default=str(demo.DEMO_TOPOLOGY),
+                   help="demo topology file (default: %(default)s)")
+    u = sub.add_parser("up", help="build a topology file and keep it up until Ctrl-C")
+    u.add_argument("file", help="topology file (TOML)")
+    common(u, argparse.SUPPRESS)
+    c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone")
+    c.add_argument("--kill", action="store_true",
+                   help="also SIGTERM processes still running inside those namespaces")
+    sub.add_parser("check", help="validate a topology file and exit").add_argument("file")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.cmd == "check":
+        return _check(args)
+    if os.geteuid() != 0:
+        print("vnet-lab: needs root (network namespaces, veth, TAP)", file=sys.stderr)
+        return 1
+    try:
+        if args.cmd == "demo":
+            return demo.run(args.topology, workdir=args.workdir, keep_logs=args.keep_logs)
+        if args.cmd == "up":
+            return _up(args)
+        return _clean(args)
+    except KeyboardInterrupt:
+        print("\nvnet-lab: interrupted; everything was removed", file=sys.stderr)
+        return 130
+
+
+def _check(args) -> int:
+    from . import topology
+    try:
+        t = topology.load(args.file)
+    except ConfigError as e:
+        print(f"vnet-lab: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK ({len(t.nodes)} nodes, {len(t.switches)} switches, "
+          f"{len(t.links)} links, {sum(n.has_router for n in t.nodes)} routers)")
+    return 0
+
+
+def _up(args) -> int:
+    def progress(msg):
+        print(f"  {msg}", flush=True)
+
+    print(f"vnet-lab: building {args.file}", flush=True)
+    try:
+        lab = Lab(args.file, workdir=args.workdir, keep_workdir=args.keep_logs,
+                  progress=progress)
+    except ConfigError as e:
+        print(f"vnet-lab: {e}", file=sys.stderr)
+        return 2
+    try:
+        with lab:
+            _print_summary(lab)
+            print("up; press Ctrl-C to tear it down", flush=True)
+            reported = set()
+            while True:
+                for node, rc in lab.alive().items():
+                    if rc is not None and node not in reported:
+                        reported.add(node)
+                        print(f"vnet-lab: daemon of node {node} exited with status {rc}; "
+                              f"last lines of its log:\n{lab.log_tail(node)}", flush=True)
+                time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nvnet-lab: torn down", flush=True)
+        return 0
+    except SystemExit as e:            # SIGTERM / SIGHUP while up (see Lab._install_signals)
+        print(f"vnet-lab: torn down (signal {e.code - 128 if isinstance(e.code, int) else '?'})",
+              flush=True)
+        return 0
+    except LabError as e:
+        print(f"vnet-lab: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep_logs or args.workdir:
+            print(f"vnet-lab: configs and daemon logs kept in {lab.workdir}", flush=True)
+
+
+def _print_summary(lab: Lab):
+    print("namespaces (use `ip netns exec NAME COMMAND`):")
+    for sw in lab.topo.switches:
+        print(f"  {lab.ns(sw.name):24} switch {sw.name}")
+    for node in lab.topo.nodes:
+        ifs = ", ".join(f"{i} {lab.mac(node.name, i)}" for i in node.interfaces)
+        print(f"  {lab.ns(node.name):24} node {node.name}: {ifs}")
+        if node.name in lab.configs:
+            for v in lab.configs[node.name].vnets:
+                print(f"  {v.namespace:24}   vNet {v.name} of {node.name}")
+    for node in lab.configs:
+        print(f"control: vnetctl -s {shlex.quote(lab.socket(node))} show      # {node}")
+    print(f"work dir (configs, logs): {lab.workdir}")
+
+
+def _clean(args) -> int:
+    stale = stale_namespaces()
+    if not stale:
+        print("vnet-lab: no stale lab namespaces")
+        return 0
+    for ns in stale:
+        pids = processes_in(ns)
+        if pids and args.kill:
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            print(f"{ns}: sent SIGTERM to {', '.join(map(str, pids))}")
+        elif pids:
+            print(f"{ns}: processes still inside: {', '.join(map(str, pids))} "
+                  "(--kill ends them)")
+        netlink.netns_remove(ns)
+        print(f"{ns}: removed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

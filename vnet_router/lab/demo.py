@@ -1,0 +1,125 @@
+"""The demo: the LAN of the paper's Fig. 4 (``etc/lab/demo.toml``), built, checked, reported.
+
+``run(...)`` builds the lab (progress lines on the way), runs the checks below — reachability
+inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy IP on the
+LAN — prints a report table plus the substrate counters of every node, tears everything down
+and returns 0 only if every check came out as expected.  ``cli.py`` calls it for
+``vnet-lab demo``; the topology and what it means are described in ``docs/lab.md``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError
+from .lab import Lab, LabError
+
+DEMO_TOPOLOGY = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    node: str
+    vnet: str | None
+    dst: str
+    reachable: bool
+
+    @property
+    def expected(self) -> str:
+        return "reachable" if self.reachable else "unreachable"
+
+
+CHECKS = (
+    Check("blue h1 -> h2 (via r's bridge)", "h1", "blue", "10.0.0.2", True),
+    Check("blue h1 -> r", "h1", "blue", "10.0.0.254", True),
+    Check("blue h3 -> h2 (via r's bridge)", "h3", "blue", "10.0.0.2", True),
+    Check("green h1 -> h2", "h1", "green", "10.0.0.12", True),
+    Check("green h2 -> h3", "h2", "green", "10.0.0.13", True),
+    Check("blue h1 -> 10.0.0.12 (green only)", "h1", "blue", "10.0.0.12", False),
+    Check("green h1 -> 10.0.0.254 (blue only)", "h1", "green", "10.0.0.254", False),
+    Check("legacy h1 -> h2 on the LAN", "h1", None, "192.168.77.2", True),
+)
+
+
+def _table(headers, rows) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def _counters(lab: Lab) -> list[list[str]]:
+    rows = []
+    for node in lab.configs:
+        try:
+            st = lab.control(node)
+        except Exception as e:          # the report must not die on a daemon hiccup
+            rows.append([node, "-", "-", "-", f"show failed: {e}"])
+            continue
+        for s in st.get("substrate_links", []):
+            drops = ",".join(f"{k}={n}" for k, n in sorted(s.get("drops", {}).items())) or "-"
+            rows.append([node, f"{s.get('id')} ({s.get('kind')})", str(s.get("rx_packets", "?")),
+                         str(s.get("tx_packets", "?")), drops])
+    return rows
+
+
+def run_checks(lab: Lab, checks=CHECKS, out=sys.stdout) -> list[tuple[Check, str, bool]]:
+    results = []
+    for c in checks:
+        where = f"{c.node}/{c.vnet}" if c.vnet else c.node
+        r = lab.ping(c.node, c.dst, vnet=c.vnet, count=3, interval=0.2, wait=1.0)
+        passed = r.ok == c.reachable
+        results.append((c, str(r), passed))
+        print(f"  check {c.what}: ping {c.dst} from {where}: {r} "
+              f"-> {'PASS' if passed else 'FAIL'}", file=out, flush=True)
+    return results
+
+
+def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool = False,
+        out=sys.stdout) -> int:
+    def progress(msg):
+        print(f"  {msg}", file=out, flush=True)
+
+    print(f"vnet-lab demo: building {topology}", file=out, flush=True)
+    t0 = time.monotonic()
+    lab = Lab(topology, workdir=workdir, keep_workdir=keep_logs, progress=progress)
+    try:
+        with lab:
+            print(f"built in {time.monotonic() - t0:.1f} s; running checks", file=out, flush=True)
+            # the first frames of a vNet also resolve ARP; give the daemons a moment of warm-up
+            lab.ping("h1", "10.0.0.254", vnet="blue", count=1, wait=1.0)
+            results = run_checks(lab, out=out)
+            counters = _counters(lab)
+            print("tearing down", file=out, flush=True)
+    except (LabError, ConfigError) as e:
+        print(f"vnet-lab demo: FAILED to build or run the lab: {e}", file=out, flush=True)
+        return 1
+    ok = all(p for _, _, p in results)
+    bad_exit = {n: rc for n, rc in lab.daemon_exit.items() if rc != 0}
+
+    print("", file=out)
+    print("substrate counters (at the end of the checks)", file=out)
+    print(_table(["node", "substrate link", "rx_pkts", "tx_pkts", "drops"], counters), file=out)
+    print("", file=out)
+    print(_table(["check", "expected", "result", "verdict"],
+                 [[c.what, c.expected, res, "PASS" if p else "FAIL"] for c, res, p in results]),
+          file=out)
+    print("", file=out)
+    if bad_exit:
+        print("daemons that did not exit cleanly: "
+              + ", ".join(f"{n} (status {rc})" for n, rc in bad_exit.items()), file=out)
+    if lab.leftovers:
+        print("namespaces the daemons left behind (removed by the lab): "
+              + ", ".join(lab.leftovers), file=out)
+    if lab.cleanup_errors:
+        print("cleanup problems: " + "; ".join(lab.cleanup_errors), file=out)
+    if keep_logs or workdir:
+        print(f"configs and daemon logs kept in {lab.workdir}", file=out)
+    passed = sum(p for _, _, p in results)
+    verdict = "PASS" if ok and not bad_exit and not lab.cleanup_errors else "FAIL"
+    print(f"{verdict}: {passed}/{len(results)} checks as expected", file=out, flush=True)
+    return 0 if verdict == "PASS" else 1

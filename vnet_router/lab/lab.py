@@ -1,0 +1,483 @@
+"""Build a topology of network namespaces, veth pairs and bridges, and run vnet-router on it.
+
+``Lab`` is a context manager::
+
+    with Lab("etc/lab/demo.toml") as lab:
+        print(lab.ping("h1", "10.0.0.2", vnet="blue"))
+
+Building: one namespace per switch and node (``PREFIX + name``), a Linux bridge in each switch
+namespace, veth pairs for the links (created directly in their namespaces through
+``vnet_router.netlink``, so no name ever appears in the host's namespace), sysctls, legacy
+addresses; then each node's router config (``topology.render_router``) is written to the work
+dir and ``vnet_router.daemon`` is started in the node's namespace with ``nsenter --net`` (not
+``ip netns exec``: its private mount namespace would hide the vNet namespaces the daemon
+creates), ready once its control socket answers ``show``; then the post-start commands run.
+
+Stopping (always: normal exit, exception, Ctrl-C, SIGTERM): SIGTERM to the daemons, SIGKILL
+after a timeout, then every namespace whose name starts with the lab's prefix is removed —
+the ones the lab made and any vNet namespace a daemon left behind (recorded in ``leftovers``).
+Nothing happens at import; signal handlers are installed by ``start`` and restored by ``stop``.
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import config as rconfig
+from .. import control, netlink
+from . import topology as topo_mod
+from .topology import Topology
+
+_counter = itertools.count()
+_STALE = re.compile(r"^vl(\d+)(?:x\d+)?-")
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def default_prefix() -> str:
+    """'vl<pid>-' for a process's first lab, 'vl<pid>x<n>-' for the next ones."""
+    n = next(_counter)
+    return f"vl{os.getpid()}-" if n == 0 else f"vl{os.getpid()}x{n}-"
+
+
+@dataclass(frozen=True)
+class PingResult:
+    transmitted: int
+    received: int
+    loss: float                    # percent
+    rtt_min: float | None          # ms
+    rtt_avg: float | None
+    rtt_max: float | None
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.received > 0
+
+    def __str__(self):
+        s = f"{self.received}/{self.transmitted} replies"
+        if self.rtt_avg is not None:
+            s += f", rtt {self.rtt_avg:.2f} ms"
+        return s
+
+
+_PING_COUNTS = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
+_PING_LOSS = re.compile(r"([\d.]+)% packet loss")
+_PING_RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/[\d.]+ ms")
+
+
+def parse_ping(output: str) -> PingResult:
+    counts, loss, rtt = (_PING_COUNTS.search(output), _PING_LOSS.search(output),
+                         _PING_RTT.search(output))
+    tx, rx = (int(counts.group(1)), int(counts.group(2))) if counts else (0, 0)
+    rtts = tuple(float(x) for x in rtt.groups()) if rtt else (None, None, None)
+    return PingResult(tx, rx, float(loss.group(1)) if loss else 100.0, *rtts, output)
+
+
+class Lab:
+    """A running topology.  ``start()``/``stop()``, or use it as a context manager."""
+
+    def __init__(self, topology: Topology | str | Path, *, prefix: str | None = None,
+                 workdir: str | Path | None = None, keep_workdir: bool = False,
+                 progress=None, daemon_cmd: list[str] | None = None,
+                 ready_timeout: float = 10.0, stop_timeout: float = 5.0):
+        self.topo = topology if isinstance(topology, Topology) else topo_mod.load(topology)
+        self.prefix = prefix or default_prefix()
+        self._workdir_arg = Path(workdir) if workdir else None
+        self.workdir: Path | None = None
+        self.keep_workdir = keep_workdir
+        self.progress = progress or (lambda msg: None)
+        self.daemon_cmd = daemon_cmd or [sys.executable, "-m", "vnet_router.daemon"]
+        self.ready_timeout, self.stop_timeout = ready_timeout, stop_timeout
+        self.configs: dict[str, rconfig.NodeConfig] = {}
+        self.daemons: dict[str, subprocess.Popen] = {}
+        self.daemon_exit: dict[str, int] = {}          # node -> exit status, after stop
+        self.leftovers: list[str] = []                 # vNet namespaces daemons left behind
+        self.cleanup_errors: list[str] = []
+        self._procs: list[subprocess.Popen] = []
+        self._created: list[str] = []
+        self._old_handlers: dict[int, object] = {}
+        self._started = self._stopped = False
+
+    # -- names ------------------------------------------------------------------------------
+
+    def ns(self, name: str) -> str:
+        """Namespace of a node or switch."""
+        return self.prefix + name
+
+    def vnet_ns(self, node: str, vnet: str) -> str:
+        """Namespace of ``vnet`` on ``node`` (from the node's rendered router config)."""
+        if node not in self.configs:
+            raise LabError(f"node {node} runs no router (or the lab is not started)")
+        try:
+            return self.configs[node].vnet(vnet).namespace
+        except StopIteration:
+            raise LabError(f"node {node} has no vNet {vnet!r}") from None
+
+    def namespaces(self) -> list[str]:
+        """Every existing namespace of this lab (nodes, switches, vNets)."""
+        return [n for n in netlink.netns_list() if n.startswith(self.prefix)]
+
+    def mac(self, node: str, ifname: str) -> str:
+        return self.topo.mac(node, ifname)
+
+    def socket(self, node: str) -> str:
+        return self.configs[node].node.control_socket
+
+    def log_path(self, node: str) -> Path:
+        return self.workdir / f"{node}.log"
+
+    def log_tail(self, node: str, lines: int = 15) -> str:
+        try:
+            text = self.log_path(node).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def __enter__(self) -> "Lab":
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self) -> "Lab":
+        if self._started:
+            raise LabError("a Lab can be started once")
+        self._started = True
+        self._install_signals()
+        atexit.register(self.stop)
+        try:
+            self._prepare_workdir()
+            self._build()
+            self._start_daemons()
+            self._run_commands()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop daemons and processes, remove every namespace of the lab.  Idempotent."""
+        if self._stopped or not self._started:
+            return
+        self._stopped = True
+        atexit.unregister(self.stop)
+        masked = self._mask_signals()
+        try:
+            self._stop_processes()
+            self._stop_daemons()
+            self._remove_namespaces()
+            if self.workdir is not None and not self.keep_workdir and not self._workdir_arg:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        finally:
+            self._restore_signals(masked)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def _prepare_workdir(self):
+        if self._workdir_arg:
+            self._workdir_arg.mkdir(parents=True, exist_ok=True)
+            self.workdir = self._workdir_arg.resolve()
+        else:
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"vnet-lab-{self.prefix}"))
+        self.progress(f"work dir {self.workdir}")
+
+    def _build(self):
+        t = self.topo
+        names = [sw.name for sw in t.switches] + [n.name for n in t.nodes]
+        for name in names:
+            ns = self.ns(name)
+            if netlink.netns_exists(ns):
+                raise LabError(f"namespace {ns} already exists (another lab with prefix "
+                               f"{self.prefix!r}?  `vnet-lab clean` removes stale ones)")
+            netlink.netns_create(ns)
+            self._created.append(ns)
+        self.progress(f"namespaces: {', '.join(self.ns(n) for n in names)}")
+
+        for sw in t.switches:
+            self._sysctl(self.ns(sw.name), "net.ipv6.conf.all.disable_ipv6", "1")
+            self._sysctl(self.ns(sw.name), "net.ipv6.conf.default.disable_ipv6", "1")
+            netlink.bridge_create(sw.name, self.ns(sw.name))
+        for link in t.links:
+            netlink.veth_create_between(link.a.ifname, self.ns(link.a.owner),
+                                        link.b.ifname, self.ns(link.b.owner),
+                                        mac=link.a.mac, peer_mac=link.b.mac, mtu=link.mtu)
+            if link.b.switch is not None:
+                netlink.bridge_attach(link.b.ifname, link.b.switch, self.ns(link.b.switch))
+        if t.switches:
+            self.progress("switches: " + ", ".join(
+                f"{sw.name} [{', '.join(l.b.ifname for l in t.links if l.b.switch == sw.name)}]"
+                for sw in t.switches))
+        if t.links:
+            self.progress(f"links: {len(t.links)} veth pairs")
+
+        for node in t.nodes:
+            for key, value in node.sysctl:
+                self._sysctl(self.ns(node.name), key, value)
+            for ifname, cidrs in node.addresses:
+                for cidr in cidrs:
+                    netlink.addr_add(ifname, cidr, self.ns(node.name))
+            if node.addresses:
+                self.progress(f"legacy addresses {node.name}: " + ", ".join(
+                    f"{ifname} {' '.join(c)}" for ifname, c in node.addresses))
+
+    def _sysctl(self, ns: str, key: str, value: str):
+        r = self.run_in(ns, ["sysctl", "-q", "-w", f"{key}={value}"])
+        if r.returncode != 0:
+            raise LabError(f"sysctl {key}={value} in {ns} failed: {r.stderr.strip()}")
+
+    def _start_daemons(self):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PKG_ROOT, env.get("PYTHONPATH")) if p)
+        for node in self.topo.nodes:
+            if not node.has_router:
+                continue
+            rendered = topo_mod.render_router(self.topo, node.name, self.prefix, str(self.workdir))
+            path = self.workdir / f"{node.name}.toml"
+            path.write_text(topo_mod.dump_toml(rendered))
+            self.configs[node.name] = cfg = rconfig.load(path)
+            for v in cfg.vnets:
+                if not v.namespace.startswith(self.prefix):
+                    raise LabError(f"{path}: vNet {v.name} namespace {v.namespace!r} does not "
+                                   f"start with the lab prefix {self.prefix!r}")
+            argv = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(node.name)}",
+                    *self.daemon_cmd, "-c", str(path)]
+            with open(self.log_path(node.name), "ab") as log:
+                self.daemons[node.name] = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=env, start_new_session=True)   # Ctrl-C goes to the lab, not to them
+            self.progress(f"daemon {node.name}: started (pid {self.daemons[node.name].pid}, "
+                          f"config {path.name}, log {node.name}.log)")
+        for name, proc in self.daemons.items():
+            self._wait_ready(name, proc)
+
+    def _wait_ready(self, node: str, proc: subprocess.Popen):
+        sock = self.socket(node)
+        t0 = time.monotonic()
+        last = ""
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                raise LabError(f"daemon of node {node} exited with status {rc} before it was "
+                               f"ready; last lines of {self.log_path(node)}:\n"
+                               f"{self.log_tail(node)}")
+            try:
+                control.request(sock, "show", timeout=1.0)
+                break
+            except (control.ControlError, OSError, ValueError) as e:
+                last = str(e)
+            if time.monotonic() - t0 > self.ready_timeout:
+                raise LabError(f"daemon of node {node} not ready after {self.ready_timeout:.0f} s "
+                               f"({last}); last lines of {self.log_path(node)}:\n"
+                               f"{self.log_tail(node)}")
+            time.sleep(0.1)
+        vnets = ", ".join(f"{v.name} in {v.namespace}" for v in self.configs[node].vnets)
+        self.progress(f"daemon {node}: ready in {time.monotonic() - t0:.1f} s"
+                      + (f" (vNets: {vnets})" if vnets else ""))
+
+    def _run_commands(self):
+        for node in self.topo.nodes:
+            for cmd in node.commands:
+                ns = self.vnet_ns(node.name, cmd.vnet) if cmd.vnet else self.ns(node.name)
+                r = self.run_in(ns, list(cmd.argv))
+                where = f"{node.name}/{cmd.vnet}" if cmd.vnet else node.name
+                if r.returncode != 0:
+                    raise LabError(f"{self.topo.path}: {cmd.key}: `{cmd}` in {ns} failed "
+                                   f"(status {r.returncode}): {r.stderr.strip()}")
+                self.progress(f"command {where}: {cmd}")
+
+    # -- using a running lab ----------------------------------------------------------------
+
+    def run_in(self, ns: str, argv, *, check: bool = False, timeout: float | None = 60, **kw):
+        """Run ``argv`` in namespace ``ns`` (``ip netns exec``); returns CompletedProcess."""
+        if isinstance(argv, str):
+            argv = shlex.split(argv)
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        r = subprocess.run(["ip", "netns", "exec", ns, *argv], timeout=timeout, **kw)
+        if check and r.returncode != 0:
+            raise LabError(f"`{shlex.join(argv)}` in {ns} failed (status {r.returncode}): "
+                           f"{(r.stderr or '').strip()}")
+        return r
+
+    def _where(self, node: str, vnet: str | None) -> str:
+        if node not in {n.name for n in self.topo.nodes} | {s.name for s in self.topo.switches}:
+            raise LabError(f"no node or switch {node!r} in the topology")
+        return self.vnet_ns(node, vnet) if vnet else self.ns(node)
+
+    def exec(self, node: str, argv, vnet: str | None = None, **kw):
+        """Run a command in a node's namespace, or in one of its vNet namespaces."""
+        return self.run_in(self._where(node, vnet), argv, **kw)
+
+    def popen(self, node: str, argv, vnet: str | None = None, **kw) -> subprocess.Popen:
+        """Start a background command there; ``stop()`` ends it if it still runs."""
+        if isinstance(argv, str):
+            argv = shlex.split(argv)
+        kw.setdefault("start_new_session", True)
+        p = subprocess.Popen(["ip", "netns", "exec", self._where(node, vnet), *argv], **kw)
+        self._procs.append(p)
+        return p
+
+    def ping(self, node: str, dst: str, vnet: str | None = None, *, count: int = 3,
+             interval: float = 0.2, wait: float = 1.0) -> PingResult:
+        r = self.exec(node, ["ping", "-n", "-q", "-c", str(count), "-i", str(interval),
+                             "-W", str(wait), dst], vnet=vnet,
+                      timeout=count * (interval + wait) + 10)
+        return parse_ping(r.stdout + r.stderr)
+
+    def control(self, node: str, cmd: str = "show", **args) -> dict:
+        return control.request(self.socket(node), cmd, **args)
+
+    def alive(self) -> dict[str, int | None]:
+        """node -> None while its daemon runs, else its exit status."""
+        return {n: p.poll() for n, p in self.daemons.items()}
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def _stop_processes(self):
+        for p in self._procs:
+            if p.poll() is None:
+                _end(p, self.stop_timeout)
+
+    def _stop_daemons(self):
+        for p in self.daemons.values():
+            if p.poll() is None:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + self.stop_timeout
+        for node, p in self.daemons.items():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.cleanup_errors.append(f"daemon {node} ignored SIGTERM for "
+                                           f"{self.stop_timeout:.0f} s; killed")
+                p.kill()
+                p.wait()
+            self.daemon_exit[node] = p.returncode
+            if p.returncode != 0:
+                self.progress(f"daemon {node}: exited with status {p.returncode}")
+
+    def _remove_namespaces(self):
+        mine = set(self._created)
+        for ns in self.namespaces():
+            if ns not in mine:
+                self.leftovers.append(ns)
+        if self.leftovers:
+            self.progress(f"removing namespaces the daemons left behind: "
+                          f"{', '.join(self.leftovers)}")
+        for ns in self.leftovers + self._created[::-1]:
+            try:
+                netlink.netns_remove(ns)
+            except OSError as e:
+                self.cleanup_errors.append(f"cannot remove namespace {ns}: {e}")
+        still = self.namespaces()
+        if still:
+            self.cleanup_errors.append(f"namespaces still present: {', '.join(still)}")
+        for e in self.cleanup_errors:
+            self.progress(f"cleanup: {e}")
+        self.progress(f"removed {len(self._created) + len(self.leftovers)} namespaces")
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def _install_signals(self):
+        """SIGTERM/SIGHUP raise SystemExit while the lab runs, so cleanup happens."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                self._old_handlers[sig] = signal.signal(sig, _raise_exit)
+
+    def _mask_signals(self):
+        """Ignore Ctrl-C and SIGTERM while cleaning up, so cleanup is not cut short."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {sig: signal.signal(sig, signal.SIG_IGN)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+
+    def _restore_signals(self, masked):
+        for sig, handler in masked.items():
+            signal.signal(sig, handler)
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers.clear()
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _end(p: subprocess.Popen, timeout: float):
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        p.terminate()
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            p.kill()
+        p.wait()
+
+
+# -- stale labs -------------------------------------------------------------------------------
+
+def stale_namespaces() -> list[str]:
+    """Lab namespaces ('vl<pid>-...') whose creating process no longer exists."""
+    out = []
+    for ns in netlink.netns_list():
+        m = _STALE.match(ns)
+        if m and not _pid_alive(int(m.group(1))):
+            out.append(ns)
+    return out
+
+
+def processes_in(ns: str) -> list[int]:
+    """Pids of processes whose network namespace is ``ns``."""
+    try:
+        target = os.stat(os.path.join(netlink.NETNS_DIR, ns))
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                st = os.stat(f"/proc/{entry}/ns/net")
+            except OSError:
+                continue
+            if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
+                pids.append(int(entry))
+    return pids
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
