@@ -10,8 +10,14 @@ import contextlib
 import ipaddress
 import os
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute, NetNS, config as _pyroute2_config, netns
 from pyroute2.netlink.exceptions import NetlinkError
+
+# NetNS forks a short-lived child that enters the namespace and hands back a socket, then
+# stops it with SIGTERM.  Without this the child runs the *caller's* SIGTERM handler on a
+# copy of the caller's stack -- and the daemon's or the lab's clean-up (removing namespaces!)
+# ran in that child.  With it, the child resets SIGTERM/SIGINT to their defaults first.
+_pyroute2_config.disable_mp_signal = True
 
 NETNS_DIR = "/run/netns"
 
