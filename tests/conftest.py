@@ -1,5 +1,6 @@
 """Suite-wide guard: nothing the tests create (namespace, veth, TAP) may outlive the run."""
 import os
+import re
 import subprocess
 
 import pytest
@@ -10,6 +11,16 @@ def _netns() -> set[str]:
         return set(os.listdir("/run/netns"))
     except FileNotFoundError:
         return set()
+
+
+def _ours(ns: str) -> bool:
+    """Labs name namespaces vl<pid>...: ours, or of a process (demo run) that has ended.
+    A lab of another live process (a second suite running at the same time) is not ours."""
+    m = re.match(r"vl(\d+)", ns)
+    if not m:
+        return True
+    pid = int(m.group(1))
+    return pid == os.getpid() or not os.path.exists(f"/proc/{pid}")
 
 
 def _links() -> set[str]:
@@ -24,7 +35,7 @@ def nothing_left_behind():
         return
     ns_before, links_before = _netns(), _links()
     yield
-    ns_left = sorted(_netns() - ns_before)
+    ns_left = sorted(n for n in _netns() - ns_before if _ours(n))
     links_left = sorted(_links() - links_before)
     assert not ns_left and not links_left, \
         f"left behind after the suite: namespaces {ns_left}, links {links_left}"

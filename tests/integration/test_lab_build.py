@@ -1,0 +1,244 @@
+"""The lab builds topologies and always removes them (root: namespaces, veth, bridges).
+
+Most tests use a stand-in daemon (``FAKE_DAEMON`` below: serves ``show`` on the control socket,
+creates the vNet namespaces) so the lab's own behaviour is tested whatever the state of the
+real daemon; ``test_demo_end_to_end`` runs the real vnet-router on the demo topology.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from vnet_router import netlink
+from vnet_router.lab import demo, topology
+from vnet_router.lab.lab import Lab, LabError, parse_ping
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[2]
+
+TOPO = """
+[[switch]]
+name = "sw"
+
+[[node]]
+name = "a"
+addresses = { eth0 = ["192.168.99.1/24"] }
+[[node.commands]]
+run = "ip route add 10.99.0.0/30 via 192.168.99.2"
+
+[[node]]
+name = "b"
+addresses = { eth0 = ["192.168.99.2/24"], eth1 = ["10.99.0.1/30"] }
+sysctl = { "net.ipv4.ip_forward" = 1 }
+
+[[node]]
+name = "c"
+addresses = { eth0 = ["10.99.0.2/30"] }
+[[node.commands]]
+run = "ip route add 192.168.99.0/24 via 10.99.0.1"
+
+[[link]]
+a = "a:eth0"
+b = "sw"
+a_mac = "02:99:00:00:00:01"
+
+[[link]]
+a = "b:eth0"
+b = "sw"
+mtu = 9000
+
+[[link]]
+a = "b:eth1"
+b = "c:eth0"
+"""
+
+FAKE_DAEMON = """
+import asyncio, signal, sys, time
+sys.path.insert(0, {root!r})
+from vnet_router import config, control, netlink
+mode, cfg = sys.argv[1], config.load(sys.argv[-1])
+if mode == "bad":
+    print("vnet-router: bad.toml: vnet[0].id: this config is bad", file=sys.stderr)
+    sys.exit(2)
+for v in cfg.vnets:
+    netlink.netns_create(v.namespace)
+if mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+async def main():
+    srv = control.ControlServer(cfg.node.control_socket, {{"show": lambda: {{"node": cfg.node.name}}}})
+    await srv.start()
+    print("ready", flush=True)
+    stop = asyncio.Event()
+    if mode != "stubborn":
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await stop.wait()
+    await srv.close()
+
+asyncio.run(main())
+if mode == "ok":
+    for v in cfg.vnets:
+        netlink.netns_remove(v.namespace)
+# mode "litter": exits 0 but leaves its vNet namespaces behind
+"""
+
+ROUTER_NODE = """
+[[node]]
+name = "r"
+[node.router]
+vnet = [{ name = "v", id = 1 }]
+[[node.commands]]
+vnet = "v"
+run = "ip link add name br0 type bridge"
+"""
+
+
+def lab_namespaces(prefix: str) -> list[str]:
+    return [n for n in netlink.netns_list() if n.startswith(prefix)]
+
+
+@pytest.fixture
+def fake(tmp_path):
+    script = tmp_path / "fake_daemon.py"
+    script.write_text(FAKE_DAEMON.format(root=str(ROOT)))
+    return lambda mode: [sys.executable, str(script), mode]
+
+
+def test_build_addresses_macs_mtu_forwarding_and_cleanup(tmp_path):
+    lab = Lab(topology.loads(TOPO), workdir=tmp_path / "w")
+    try:
+        with lab:
+            assert sorted(lab.namespaces()) == sorted(lab.ns(n) for n in ("sw", "a", "b", "c"))
+            assert netlink.link_info("eth0", lab.ns("a"))["mac"] == bytes.fromhex("029900000001")
+            assert netlink.link_info("eth0", lab.ns("b"))["mtu"] == 9000
+            assert netlink.link_info("b-eth0", lab.ns("sw"))["mtu"] == 9000
+            assert netlink.bridge_ports("sw", lab.ns("sw")) == ["a-eth0", "b-eth0"]
+            assert "10.99.0.1/30" in netlink.addr_list("eth1", lab.ns("b"))
+            assert lab.exec("b", "sysctl -n net.ipv4.ip_forward").stdout.strip() == "1"
+            # c reaches a only through b: the bridge, the direct link, the route command
+            # and the ip_forward sysctl all had to work
+            r = lab.ping("c", "192.168.99.1", count=2, interval=0.2)
+            assert r.received == 2 and r.loss == 0.0 and r.rtt_avg is not None
+            r = lab.ping("a", "192.168.99.77", count=1, wait=0.5)
+            assert r.transmitted == 1 and r.received == 0 and not r.ok
+            # nothing of the lab is visible in the caller's namespace
+            assert "a-eth0" not in netlink.link_names() and "eth1" not in netlink.link_names()
+    finally:
+        lab.stop()
+    assert lab_namespaces(lab.prefix) == []
+    assert lab.cleanup_errors == []
+
+
+def test_exception_inside_the_lab_still_cleans_up():
+    lab = Lab(topology.loads(TOPO))
+    with pytest.raises(ZeroDivisionError):
+        with lab:
+            assert len(lab.namespaces()) == 4
+            1 / 0
+    assert lab_namespaces(lab.prefix) == []
+    assert not lab.workdir.exists()            # temporary work dir removed
+
+
+def test_failing_command_fails_the_build_and_cleans_up():
+    text = TOPO.replace("via 10.99.0.1", "via 10.200.0.1")     # not a reachable gateway
+    lab = Lab(topology.loads(text, "t.toml"))
+    with pytest.raises(LabError, match=r"t\.toml: node\[2\]\.commands\[0\]: `ip route add"):
+        lab.start()
+    assert lab_namespaces(lab.prefix) == []
+
+
+def test_daemons_vnet_namespaces_and_commands(fake, tmp_path):
+    lab = Lab(topology.loads(TOPO + ROUTER_NODE), daemon_cmd=fake("ok"),
+              workdir=tmp_path / "w")
+    with lab:
+        assert lab.control("r") == {"node": "r"}
+        assert lab.vnet_ns("r", "v") == lab.prefix + "r-v"
+        assert "br0" in netlink.link_names(lab.vnet_ns("r", "v"))
+        assert lab.exec("r", ["ip", "-br", "link", "show", "dev", "br0"], vnet="v").returncode == 0
+        assert (tmp_path / "w" / "r.toml").exists()
+        assert "ready" in lab.log_tail("r")
+    assert lab.daemon_exit == {"r": 0}
+    assert lab.leftovers == []
+    assert lab_namespaces(lab.prefix) == []
+
+
+def test_namespaces_left_behind_by_a_daemon_are_removed(fake):
+    lab = Lab(topology.loads(ROUTER_NODE), daemon_cmd=fake("litter"))
+    with lab:
+        pass
+    assert lab.leftovers == [lab.prefix + "r-v"]
+    assert lab_namespaces(lab.prefix) == []
+
+
+def test_daemon_ignoring_sigterm_is_killed(fake):
+    lab = Lab(topology.loads(ROUTER_NODE), daemon_cmd=fake("stubborn"), stop_timeout=1.0)
+    with lab:
+        pid = lab.daemons["r"].pid
+    assert lab.daemon_exit["r"] == -signal.SIGKILL
+    assert any("ignored SIGTERM" in e for e in lab.cleanup_errors)
+    assert not Path(f"/proc/{pid}").exists()
+    assert lab_namespaces(lab.prefix) == []
+
+
+def test_daemon_failing_at_start_reports_its_log(fake):
+    lab = Lab(topology.loads(ROUTER_NODE), daemon_cmd=fake("bad"))
+    with pytest.raises(LabError, match=r"(?s)node r exited with status 2.*this config is bad"):
+        lab.start()
+    assert lab_namespaces(lab.prefix) == []
+
+
+SCRIPT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from vnet_router.lab import topology
+from vnet_router.lab.lab import Lab
+with Lab(topology.loads({topo!r}), prefix={prefix!r}) as lab:
+    print("up", flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_to_the_lab_process_cleans_up(sig):
+    prefix = f"vl{os.getpid()}s{int(sig)}-"
+    code = SCRIPT.format(root=str(ROOT), topo=TOPO, prefix=prefix)
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "up"
+        assert len(lab_namespaces(prefix)) == 4
+        p.send_signal(sig)
+        p.wait(20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for ns in lab_namespaces(prefix):       # the test itself must not leave any
+            netlink.netns_remove(ns)
+    assert p.returncode != 0
+    assert lab_namespaces(prefix) == []
+
+
+def test_parse_ping_output():
+    out = ("--- 10.0.0.2 ping statistics ---\n"
+           "3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n"
+           "rtt min/avg/max/mdev = 0.061/0.085/0.110/0.024 ms\n")
+    r = parse_ping(out)
+    assert (r.transmitted, r.received, r.loss) == (3, 2, 33.3333)
+    assert (r.rtt_min, r.rtt_avg, r.rtt_max) == (0.061, 0.085, 0.110)
+    r = parse_ping("1 packets transmitted, 0 received, +1 errors, 100% packet loss, time 0ms\n")
+    assert (r.received, r.loss, r.rtt_avg, r.ok) == (0, 100.0, None, False)
+
+
+@pytest.mark.skipif(not (ROOT / "vnet_router" / "daemon.py").exists(), reason="no daemon yet")
+def test_demo_end_to_end(tmp_path, capsys):
+    rc = demo.run(demo.DEMO_TOPOLOGY)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "PASS: 8/8 checks as expected" in out
+    assert not any(n.startswith("vl") and n.split("-")[0] == f"vl{os.getpid()}"
+                   for n in netlink.netns_list())

@@ -1,0 +1,239 @@
+"""Lab topology files: parsing, validation errors, placeholders, rendering (no system access)."""
+import textwrap
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from vnet_router import config as rconfig
+from vnet_router.config import ConfigError
+from vnet_router.lab import topology as T
+
+DEMO = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"
+
+BASE = """
+[[switch]]
+name = "sw"
+
+[[node]]
+name = "a"
+
+[[node]]
+name = "b"
+
+[[link]]
+a = "a:eth0"
+b = "sw"
+
+[[link]]
+a = "b:eth0"
+b = "sw"
+"""
+
+
+def load(text: str, path="topo.toml"):
+    return T.loads(textwrap.dedent(text), path)
+
+
+def test_demo_topology_parses():
+    t = T.load(DEMO)
+    assert [n.name for n in t.nodes] == ["r", "h1", "h2", "h3"]
+    assert [s.name for s in t.switches] == ["sw"]
+    assert all(link.b.switch == "sw" for link in t.links)
+    assert t.mac("r", "eth0") == "02:00:00:00:00:fe"
+    assert t.mac("h2", "eth0") == "02:00:00:00:00:02"
+    assert t.node("r").vnets == ("blue",)
+    assert t.node("h1").vnets == ("blue", "green")
+    assert all(c.vnet == "blue" for c in t.node("r").commands)
+    assert dict(t.node("h3").addresses) == {"eth0": ("192.168.77.3/24",)}
+
+
+def test_demo_rendered_configs_are_valid_and_name_peers_by_mac():
+    t = T.load(DEMO)
+    for node in t.nodes:
+        d = T.render_router(t, node.name, "vl42-", "/tmp/w")
+        cfg = rconfig.loads(T.dump_toml(d), f"{node.name}.toml")
+        assert cfg.node.name == node.name
+        assert cfg.node.control_socket == f"/tmp/w/{node.name}.sock"
+        assert all(v.namespace.startswith("vl42-") for v in cfg.vnets)
+    r = rconfig.parse(T.render_router(t, "r", "vl42-", "/tmp/w"))
+    assert r.link("p2p-h1").peer_mac == bytes.fromhex("020000000001")
+    h1 = rconfig.parse(T.render_router(t, "h1", "vl42-", "/tmp/w"))
+    assert h1.link("p2p-r").peer_mac == bytes.fromhex("0200000000fe")
+    assert h1.vnet("green").namespace == "vl42-h1-green"
+
+
+def test_switch_ports_and_derived_macs():
+    t = load(BASE)
+    assert [link.b.ifname for link in t.links] == ["a-eth0", "b-eth0"]
+    macs = [e.mac for e in t.endpoints()]
+    assert len(set(macs)) == 4
+    for m in macs:
+        first = int(m[:2], 16)
+        assert first & 1 == 0 and first & 2 == 2       # unicast, locally administered
+    assert t.mac("a", "eth0") == T.derived_mac("a", "eth0") == load(BASE).mac("a", "eth0")
+
+
+def test_long_switch_port_names_fall_back_to_link_index():
+    t = load("""
+        [[switch]]
+        name = "sw"
+        [[node]]
+        name = "longnodename"
+        [[link]]
+        a = "longnodename:eth0"
+        b = "sw"
+    """)
+    assert t.links[0].b.ifname == "p0"
+
+
+def test_node_to_node_link_with_mtu_and_macs():
+    t = load("""
+        [[node]]
+        name = "a"
+        [[node]]
+        name = "b"
+        [[link]]
+        a = "a:x0"
+        b = "b:y0"
+        a_mac = "02:AA:00:00:00:01"
+        b_mac = "02:aa:00:00:00:02"
+        mtu = 9000
+    """)
+    link = t.links[0]
+    assert (link.a.node, link.a.ifname, link.a.mac) == ("a", "x0", "02:aa:00:00:00:01")
+    assert (link.b.node, link.b.ifname, link.b.mac) == ("b", "y0", "02:aa:00:00:00:02")
+    assert link.mtu == 9000
+    assert t.node("b").interfaces == ("y0",)
+
+
+def test_inline_router_placeholders_and_defaults():
+    t = load(BASE.replace('[[node]]\nname = "b"', '''[[node]]
+name = "b"
+sysctl = { "net.ipv4.ip_forward" = 1 }
+[node.router]
+node = { log_level = "debug" }
+substrate_link = [{ id = "p", kind = "p2p", interface = "eth0", peer_mac = "{mac:a:eth0}", vlan = 7 }]
+vnet = [{ name = "v", id = 3 }, { name = "w", id = 4, namespace = "{prefix}{node}-other" }]
+interface = [{ vnet = "v", name = "t0", substrate_link = "p", in_vli = 5, rate = { min = "1Mbit", max = "2Mbit" } }]
+[[node.commands]]
+vnet = "v"
+run = ["ip", "link", "set", "dev", "t0", "up"]
+[[node.commands]]
+run = "sysctl -w net.ipv4.conf.all.forwarding=1"
+'''))
+    b = t.node("b")
+    assert b.sysctl == (("net.ipv4.ip_forward", "1"),)
+    assert b.commands[0].vnet == "v" and b.commands[0].argv[:2] == ("ip", "link")
+    assert b.commands[1].vnet is None and b.commands[1].argv[0] == "sysctl"
+    d = T.render_router(t, "b", "vl7-", "/w")
+    assert d["substrate_link"][0]["peer_mac"] == t.mac("a", "eth0")
+    assert d["vnet"][0]["namespace"] == "vl7-b-v"
+    assert d["vnet"][1]["namespace"] == "vl7-b-other"
+    assert d["node"] == {"log_level": "debug", "name": "b", "control_socket": "/w/b.sock"}
+    cfg = rconfig.loads(T.dump_toml(d))
+    assert cfg.interfaces[0].rate.max == 2_000_000
+    assert t.node("b").router["vnet"][0] == {"name": "v", "id": 3}    # original untouched
+
+
+def test_router_config_file_relative_to_topology(tmp_path):
+    (tmp_path / "r.toml").write_text(textwrap.dedent("""
+        [[vnet]]
+        name = "v"
+        id = 1
+        namespace = "{prefix}x"
+    """))
+    topo = tmp_path / "t.toml"
+    topo.write_text('[[node]]\nname = "r"\nrouter_config = "r.toml"\n')
+    t = T.load(topo)
+    assert T.render_router(t, "r", "vl1-", "/w")["vnet"][0]["namespace"] == "vl1-x"
+
+
+def test_router_config_file_errors_name_that_file(tmp_path):
+    (tmp_path / "r.toml").write_text('[[vnet]]\nname = "v"\nid = 0\n')
+    topo = tmp_path / "t.toml"
+    topo.write_text('[[node]]\nname = "r"\nrouter_config = "r.toml"\n')
+    with pytest.raises(ConfigError) as e:
+        T.load(topo)
+    assert e.value.file == str(tmp_path / "r.toml")
+    assert e.value.key == "vnet[0].id"
+    topo.write_text('[[node]]\nname = "r"\nrouter_config = "missing.toml"\n')
+    with pytest.raises(ConfigError, match=r"node\[0\]\.router_config: cannot read"):
+        T.load(topo)
+
+
+def test_dump_toml_round_trips_config_shaped_data():
+    data = {"node": {"name": "x", "control_socket": "/a b/\"q\".sock"},
+            "substrate_link": [{"id": "p", "vlan": 10, "capacity": "1Gbit"}],
+            "interface": [{"name": "t", "addresses": ["10.0.0.1/24", "fd00::1/64"],
+                           "rate": {"min": "1Mbit", "max": "2Mbit"}, "flag": True}],
+            "weird key": {"n": 1}, "top": 5}
+    assert tomllib.loads(T.dump_toml(data)) == data
+
+
+ERRORS = [
+    # (topology text, key in the error, words in the problem)
+    (BASE + '[[link]]\na = "c:eth0"\nb = "sw"\n', "link[2].a", "unknown node 'c'"),
+    (BASE + '[[link]]\na = "a:eth1"\nb = "sw2"\n', "link[2].b", "unknown switch 'sw2'"),
+    (BASE + '[[link]]\na = "sw"\nb = "a:eth1"\n', "link[2].a", "is a switch"),
+    (BASE + '[[link]]\na = "a:eth0"\nb = "b:eth1"\n', "link[2].a", "already in use"),
+    (BASE + '[[link]]\na = "a:averyveryverylongname"\nb = "b:e1"\n', "link[2].a",
+     "bad interface name"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\nmtu = 20\n', "link[2].mtu", "out of range"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\ncolour = "red"\n', "link[2].colour",
+     "unknown key"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\na_mac = "03:00:00:00:00:01"\n', "link[2].a_mac",
+     "multicast"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\na_mac = "02:00:00:00:00:01"\n'
+            'b_mac = "02:00:00:00:00:01"\n', "link[2].b_mac", "already used"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\nb_mac = "zz"\n', "link[2].b_mac", "bad MAC"),
+    (BASE.replace('name = "a"', 'name = "a-1"').replace('"a:eth0"', '"a-1:eth0"'),
+     "node[0].name", "bad node name"),
+    (BASE.replace('name = "b"', 'name = "a"'), "node[1].name", "duplicate node"),
+    (BASE.replace('name = "b"', 'name = "sw"'), "node[1].name", "already a switch"),
+    (BASE.replace('name = "a"', 'name = "a"\naddresses = { eth9 = ["10.0.0.1/24"] }'),
+     "node[0].addresses.eth9", "has no interface 'eth9'"),
+    (BASE.replace('name = "a"', 'name = "a"\naddresses = { eth0 = ["10.0.0.1"] }'),
+     "node[0].addresses.eth0[0]", "needs a prefix length"),
+    (BASE.replace('name = "a"', 'name = "a"\nsysctl = { "kernel.panic" = 1 }'),
+     "node[0].sysctl.kernel.panic", "net.*"),
+    (BASE.replace('name = "a"', 'name = "a"\nrouter = { vnet = [{ name = "v", id = 1 }] }\n'
+                  'router_config = "x.toml"'), "node[0].router_config", "not both"),
+    (BASE.replace('name = "a"', 'name = "a"\n[[node.commands]]\nvnet = "v"\nrun = "true"'),
+     "node[0].commands[0].vnet", "has no vNet 'v'"),
+    (BASE.replace('name = "a"', 'name = "a"\n[[node.commands]]\nrun = ""'),
+     "node[0].commands[0].run", "empty command"),
+    (BASE.replace('name = "a"', 'name = "a"\nrouter = { substrate_link = [{ id = "p", '
+                  'kind = "p2p", interface = "eth0", peer_mac = "{mac:b:eth7}", vlan = 1 }] }'),
+     "node[0].router.substrate_link[0].peer_mac", "no link end 'b:eth7'"),
+    (BASE.replace('name = "a"', 'name = "a"\nrouter = { node = { control_socket = "{sock}" } }'),
+     "node[0].router.node.control_socket", "unknown placeholder '{sock}'"),
+    (BASE.replace('name = "a"', 'name = "a"\nrouter = { substrate_link = [{ id = "p", '
+                  'kind = "p2p", interface = "eth0", peer_mac = "{mac:b:eth0}", vlan = 5000 }] }'),
+     "node[0].router.substrate_link[0].vlan", "out of range"),
+    (BASE.replace('name = "a"', 'name = "a"\nrouter = { substrate_link = [{ id = "m", '
+                  'kind = "multiaccess", interface = "eth3" }] }'),
+     "node[0].router.substrate_link[0].interface", "has no interface 'eth3'"),
+    (BASE.replace('name = "a"', 'name = "a"\nrouter = { vnet = [{ name = "v", id = 1, '
+                  'namespace = "fixed" }] }'), "node[0].router.vnet[0].namespace", "{prefix}"),
+    (BASE + '[[hub]]\nname = "x"\n', "hub", "unknown key"),
+    ('[lab]\nname = 3\n', "lab.name", "must be str"),
+    ('link = 3\n', "link", "array of tables"),
+]
+
+
+@pytest.mark.parametrize("text,key,words", ERRORS, ids=[e[1] + ":" + e[2] for e in ERRORS])
+def test_errors_name_file_key_and_problem(text, key, words):
+    with pytest.raises(ConfigError) as e:
+        T.loads(text, "lab/topo.toml")
+    assert e.value.file == "lab/topo.toml"
+    assert e.value.key == key
+    assert words in e.value.problem
+    assert str(e.value).startswith("lab/topo.toml: ")
+
+
+def test_not_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        T.loads("[[node]\n", "x.toml")
+    with pytest.raises(ConfigError, match="file not found"):
+        T.load(tmp_path / "nope.toml")
