@@ -67,7 +67,8 @@ def _counters(lab: Lab) -> list[list[str]]:
     return rows
 
 
-def run_checks(lab: Lab, checks=CHECKS, out=sys.stdout) -> list[tuple[Check, str, bool]]:
+def run_checks(lab: Lab, checks=CHECKS, out=None) -> list[tuple[Check, str, bool]]:
+    out = out or sys.stdout
     results = []
     for c in checks:
         where = f"{c.node}/{c.vnet}" if c.vnet else c.node
@@ -80,7 +81,9 @@ def run_checks(lab: Lab, checks=CHECKS, out=sys.stdout) -> list[tuple[Check, str
 
 
 def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool = False,
-        out=sys.stdout) -> int:
+        out=None) -> int:
+    out = out or sys.stdout
+
     def progress(msg):
         print(f"  {msg}", file=out, flush=True)
 

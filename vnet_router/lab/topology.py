@@ -175,6 +175,15 @@ def derived_mac(owner: str, ifname: str) -> str:
 
 
 def parse(data: dict, file: str = "<string>") -> Topology:
+    try:
+        return _parse(data, file)
+    except ConfigError as e:
+        if e.key.startswith("."):       # top-level keys: "link", not ".link"
+            raise ConfigError(e.file, e.key[1:], e.problem) from None
+        raise
+
+
+def _parse(data: dict, file: str) -> Topology:
     base = Path(file).parent if not file.startswith("<") else Path(".")
     top = rconfig._Section(file, "", data)
 
