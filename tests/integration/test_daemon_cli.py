@@ -1,0 +1,110 @@
+"""The daemon's command line: bad configs refused before anything is created; vnetctl show."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vnet_router import netlink
+
+pytestmark = pytest.mark.root
+
+GOOD = """
+[node]
+control_socket = "{sock}"
+[[substrate_link]]
+id = "p"
+kind = "p2p"
+interface = "e0"
+peer_mac = "02:00:00:00:00:02"
+vlan = {vlan}
+[[vnet]]
+name = "blue"
+id = 1
+namespace = "{ns}-blue"
+[[interface]]
+vnet = "blue"
+name = "blue0"
+substrate_link = "p"
+in_vli = 10
+"""
+
+
+@pytest.fixture
+def node_ns():
+    ns = f"vl{os.getpid()}cli"
+    netlink.netns_create(ns)
+    netlink.veth_create_between("e0", ns, "e1", ns)
+    try:
+        yield ns
+    finally:
+        netlink.netns_remove(ns)
+
+
+def _run(ns, cfg_path, *args, timeout=20):
+    return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m",
+                           "vnet_router.daemon", "-c", str(cfg_path), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda t: t, "substrate_link[0].vlan"),
+    (lambda t: t.replace('interface = "e0"', 'interface = "nope0"').replace("5000", "10"),
+     "substrate_link[0].interface"),
+    (lambda t: t.replace('substrate_link = "p"', 'substrate_link = "q"').replace("5000", "10"),
+     "interface[0].substrate_link"),
+])
+def test_bad_config_exits_2_with_one_line_and_creates_nothing(node_ns, tmp_path, mutate, key):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(mutate(GOOD.format(sock=tmp_path / "s.sock", vlan=5000, ns=node_ns)))
+    ours = lambda: [n for n in netlink.netns_list() if n.startswith(node_ns)]  # noqa: E731
+    ns_before, links_before = ours(), netlink.link_names(node_ns)
+    r = _run(node_ns, cfg)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(cfg) in lines[0] and key in lines[0], r.stderr
+    assert ours() == ns_before == [node_ns]
+    assert netlink.link_names(node_ns) == links_before
+    assert not os.path.exists(tmp_path / "s.sock")
+
+
+def test_check_mode_and_show(node_ns, tmp_path):
+    sock = tmp_path / "s.sock"
+    cfg = tmp_path / "good.toml"
+    cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
+    r = _run(node_ns, cfg, "--check")
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr
+    assert not netlink.netns_exists(f"{node_ns}-blue")
+
+    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
+                          "vnet_router.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            p.wait(0) if p.poll() is not None else None
+            subprocess.run(["sleep", "0.1"])
+        text = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", str(sock), "show"],
+                              capture_output=True, text=True)
+        js = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", str(sock), "show",
+                             "--json"], capture_output=True, text=True)
+        assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
+        st = json.loads(js.stdout)
+        assert [s["id"] for s in st["substrate_links"]] == ["p"]
+        assert "p  " in text.stdout and "blue/blue0" in text.stdout
+        assert netlink.link_names(f"{node_ns}-blue") == ["lo", "blue0"]
+        assert netlink.link_info("blue0", f"{node_ns}-blue")["mtu"] == 1500 - 4 - 14
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    assert "removed namespace" in err
+    assert not netlink.netns_exists(f"{node_ns}-blue")
+    assert not sock.exists()
+
+
+def test_unreachable_daemon_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", str(tmp_path / "none"),
+                        "show"], capture_output=True, text=True)
+    assert r.returncode == 1 and "cannot reach daemon" in r.stderr
