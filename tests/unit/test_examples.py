@@ -1,0 +1,14 @@
+"""The shipped example configurations stay valid."""
+from pathlib import Path
+
+import pytest
+
+from vnet_router import config
+
+ETC = Path(__file__).resolve().parents[2] / "etc"
+
+
+@pytest.mark.parametrize("name", ["router.toml", "host.toml"])
+def test_example_config_is_valid(name):
+    cfg = config.load(ETC / name)
+    assert cfg.substrate_links and cfg.vnets
