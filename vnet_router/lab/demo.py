@@ -2,12 +2,13 @@
 
 ``run(...)`` builds the lab (progress lines on the way), runs the checks below — reachability
 inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy IP on the
-LAN — prints a report table plus the substrate counters of every node, tears everything down
+LAN, and the 20 Mbit/s limit of blue's virtual links (iperf3) — prints a report table plus the substrate counters of every node, tears everything down
 and returns 0 only if every check came out as expected.  ``cli.py`` calls it for
 ``vnet-lab demo``; the topology and what it means are described in ``docs/lab.md``.
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ DEMO_TOPOLOGY = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml
 
 @dataclass(frozen=True)
 class Check:
+    """Ping ``dst`` from ``node`` (in ``vnet``, or the node's own namespace if None)."""
+
     what: str
     node: str
     vnet: str | None
@@ -30,6 +33,31 @@ class Check:
     @property
     def expected(self) -> str:
         return "reachable" if self.reachable else "unreachable"
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        r = lab.ping(self.node, self.dst, vnet=self.vnet, count=3, interval=0.2, wait=1.0)
+        return str(r), r.ok == self.reachable
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    """TCP throughput (iperf3, 2 s) from ``node`` to ``server`` inside ``vnet``."""
+
+    what: str
+    node: str
+    vnet: str
+    server: str
+    dst: str
+    low: int                       # bit/s; the measured rate must lie in [low, high]
+    high: int | None
+    expected: str
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        if shutil.which("iperf3") is None:
+            return "skipped: no iperf3", True
+        bps = lab.throughput(self.node, self.server, self.dst, vnet=self.vnet, seconds=2)
+        ok = bps >= self.low and (self.high is None or bps <= self.high)
+        return f"{bps / 1e6:.1f} Mbit/s", ok
 
 
 CHECKS = (
@@ -41,6 +69,11 @@ CHECKS = (
     Check("blue h1 -> 10.0.0.12 (green only)", "h1", "blue", "10.0.0.12", False),
     Check("green h1 -> 10.0.0.254 (blue only)", "h1", "green", "10.0.0.254", False),
     Check("legacy h1 -> h2 on the LAN", "h1", None, "192.168.77.2", True),
+    # blue's output virtual links are shaped to 20 Mbit/s; green's are unlimited
+    RateCheck("blue h1 -> r TCP rate (20Mbit)", "h1", "blue", "r", "10.0.0.254",
+              10_000_000, 21_000_000, "10-21 Mbit/s"),
+    RateCheck("green h1 -> h2 TCP rate (no limit)", "h1", "green", "h2", "10.0.0.12",
+              40_000_000, None, "> 40 Mbit/s"),
 )
 
 
@@ -67,16 +100,17 @@ def _counters(lab: Lab) -> list[list[str]]:
     return rows
 
 
-def run_checks(lab: Lab, checks=CHECKS, out=None) -> list[tuple[Check, str, bool]]:
+def run_checks(lab: Lab, checks=CHECKS, out=None) -> list[tuple[object, str, bool]]:
     out = out or sys.stdout
     results = []
     for c in checks:
-        where = f"{c.node}/{c.vnet}" if c.vnet else c.node
-        r = lab.ping(c.node, c.dst, vnet=c.vnet, count=3, interval=0.2, wait=1.0)
-        passed = r.ok == c.reachable
-        results.append((c, str(r), passed))
-        print(f"  check {c.what}: ping {c.dst} from {where}: {r} "
-              f"-> {'PASS' if passed else 'FAIL'}", file=out, flush=True)
+        try:
+            result, passed = c.run(lab)
+        except LabError as e:
+            result, passed = f"error: {e}", False
+        results.append((c, result, passed))
+        print(f"  check {c.what}: {result} -> {'PASS' if passed else 'FAIL'}",
+              file=out, flush=True)
     return results
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import os
 import re
 import shlex
@@ -344,6 +345,34 @@ class Lab:
                              "-W", str(wait), dst], vnet=vnet,
                       timeout=count * (interval + wait) + 10)
         return parse_ping(r.stdout + r.stderr)
+
+    def throughput(self, node: str, server: str, dst: str, vnet: str | None = None, *,
+                   server_vnet: str | None = None, seconds: float = 2.0,
+                   extra: tuple[str, ...] = ()) -> float:
+        """Received bit/s of an iperf3 run from ``node`` to a one-shot server on ``server``.
+
+        ``dst`` is the server's address; ``server_vnet`` defaults to ``vnet``.  Needs iperf3.
+        """
+        if shutil.which("iperf3") is None:
+            raise LabError("iperf3 is not installed")
+        srv = self.popen(server, ["iperf3", "-s", "-1", "-B", dst], vnet=server_vnet or vnet,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(20):                     # until the server listens
+                r = self.exec(node, ["iperf3", "-c", dst, "-t", str(seconds), "-J", *extra],
+                              vnet=vnet, timeout=seconds + 30)
+                if "unable to connect" not in r.stdout or srv.poll() is not None:
+                    break
+                time.sleep(0.1)
+        finally:
+            if srv.poll() is None:
+                _end(srv, 2.0)
+        try:
+            end = json.loads(r.stdout)["end"]
+            return float((end.get("sum_received") or end["sum"])["bits_per_second"])
+        except (ValueError, KeyError, TypeError):
+            raise LabError(f"iperf3 {node} -> {dst} failed: "
+                           f"{(r.stdout + r.stderr).strip()[-300:]}") from None
 
     def control(self, node: str, cmd: str = "show", **args) -> dict:
         return control.request(self.socket(node), cmd, **args)
