@@ -1,14 +1,17 @@
 """The demo: the LAN of the paper's Fig. 4 (``etc/lab/demo.toml``), built, checked, reported.
 
-``run(...)`` builds the lab (progress lines on the way), runs the checks below — reachability
-inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy IP on the
-LAN, and the 20 Mbit/s limit of blue's virtual links (iperf3) — prints a report table plus the substrate counters of every node, tears everything down
-and returns 0 only if every check came out as expected.  ``cli.py`` calls it for
-``vnet-lab demo``; the topology and what it means are described in ``docs/lab.md``.
+``run(...)`` builds the lab (progress lines on the way) and runs the checks below:
+reachability inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy
+IP on the LAN, the substrate frames on the wire (tcpdump) and the 20 Mbit/s limit of blue's
+virtual links (iperf3).  It prints a report table plus every node's substrate counters, tears
+everything down and returns 0 only if every check came out as expected.  ``cli.py`` calls it
+for ``vnet-lab demo``; the topology and what it means are described in ``docs/lab.md``.
 """
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -60,6 +63,51 @@ class RateCheck:
         return f"{bps / 1e6:.1f} Mbit/s", ok
 
 
+@dataclass(frozen=True)
+class WireCheck:
+    """Ping inside ``vnet`` while tcpdump watches ``node``'s port on switch ``sw``: the
+    substrate frames must look like ``pattern`` (tcpdump -e text) on the LAN."""
+
+    what: str
+    node: str
+    vnet: str
+    dst: str
+    bpf: str                       # tcpdump filter, after "ether src NODE's MAC and"
+    pattern: str                   # regex over tcpdump -e -nn output
+    expected: str
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        if shutil.which("tcpdump") is None:
+            return "skipped: no tcpdump", True
+        port = next(l.b.ifname for l in lab.topo.links
+                    if l.a.node == self.node and l.b.switch is not None)
+        sw = next(l.b.switch for l in lab.topo.links
+                  if l.a.node == self.node and l.b.switch is not None)
+        flt = f"ether src {lab.mac(self.node, 'eth0')} and {self.bpf}"
+        cap = lab.popen(sw, ["tcpdump", "-i", port, "-e", "-nn", "-l", "-c", "3", flt],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cap.stderr.readline()                   # "listening on ...": the capture is open
+        lab.ping(self.node, self.dst, vnet=self.vnet, count=3, interval=0.1, wait=1.0)
+        try:
+            out, _ = cap.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            out, _ = cap.communicate()
+        frames = [line for line in out.splitlines() if " > " in line and "ethertype" in line]
+        if not frames:
+            return "no substrate frames seen", False
+        good = [line for line in frames if re.search(self.pattern, line)]
+        return f"{len(good)}/{len(frames)} {_describe_frame(frames[0])}", len(good) == len(frames)
+
+
+def _describe_frame(line: str) -> str:
+    vlan = re.search(r"vlan (\d+), p (\d+)", line)
+    types = re.findall(r"ethertype [^,]*?\((0x[0-9a-f]+)\)", line)
+    inner = types[-1] if types else "?"
+    return (f"VLAN {vlan.group(1)} PCP {vlan.group(2)}, {inner}" if vlan
+            else f"untagged, {inner}")
+
+
 CHECKS = (
     Check("blue h1 -> h2 (via r's bridge)", "h1", "blue", "10.0.0.2", True),
     Check("blue h1 -> r", "h1", "blue", "10.0.0.254", True),
@@ -70,6 +118,11 @@ CHECKS = (
     Check("green h1 -> 10.0.0.254 (blue only)", "h1", "green", "10.0.0.254", False),
     Check("legacy h1 -> h2 on the LAN", "h1", None, "192.168.77.2", True),
     # blue's output virtual links are shaped to 20 Mbit/s; green's are unlimited
+    # what the substrate puts on the wire (Fig. 4): blue p2p tagged, green multiaccess untagged
+    WireCheck("blue frames on the LAN", "h1", "blue", "10.0.0.254", "vlan 10",
+              r"vlan 10, p 5, ethertype [^,]*\(0x88b5\)", "VLAN 10 PCP 5, 0x88b5"),
+    WireCheck("green frames on the LAN", "h1", "green", "10.0.0.12", "ether proto 0x88b5",
+              r"^(?!.*vlan).*ethertype [^,]*\(0x88b5\)", "untagged, 0x88b5"),
     RateCheck("blue h1 -> r TCP rate (20Mbit)", "h1", "blue", "r", "10.0.0.254",
               10_000_000, 21_000_000, "10-21 Mbit/s"),
     RateCheck("green h1 -> h2 TCP rate (no limit)", "h1", "green", "h2", "10.0.0.12",
