@@ -79,12 +79,9 @@ class WireCheck:
     def run(self, lab: Lab) -> tuple[str, bool]:
         if shutil.which("tcpdump") is None:
             return "skipped: no tcpdump", True
-        port = next(l.b.ifname for l in lab.topo.links
-                    if l.a.node == self.node and l.b.switch is not None)
-        sw = next(l.b.switch for l in lab.topo.links
-                  if l.a.node == self.node and l.b.switch is not None)
-        flt = f"ether src {lab.mac(self.node, 'eth0')} and {self.bpf}"
-        cap = lab.popen(sw, ["tcpdump", "-i", port, "-e", "-nn", "-l", "-c", "3", flt],
+        link = next(l for l in lab.topo.links if l.a.node == self.node and l.b.switch)
+        flt = f"ether src {link.a.mac} and {self.bpf}"
+        cap = lab.popen(link.b.switch, ["tcpdump", "-i", link.b.ifname, "-e", "-nn", "-l", "-c", "3", flt],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         cap.stderr.readline()                   # "listening on ...": the capture is open
         lab.ping(self.node, self.dst, vnet=self.vnet, count=3, interval=0.1, wait=1.0)
