@@ -52,6 +52,7 @@ class NodeSection:
     udp_port: int = wire.UDP_PORT_DEFAULT
     datapath: str = "auto"
     log_level: str = "info"
+    metrics: tuple[str, int] | None = None     # Prometheus HTTP listen address
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ def parse(data: dict, file: str = "<string>") -> NodeConfig:
             datapath=s.get("datapath", str, "auto", _choice(DATAPATHS)),
             log_level=s.get("log_level", str, "info",
                             _choice(("debug", "info", "warning", "error"))),
+            metrics=s.get("metrics", str, None, _endpoint),
         )
         s.done()
 

@@ -10,6 +10,7 @@ use.  Malformed requests get an error reply; the server keeps serving.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -20,7 +21,11 @@ MAX_REQUEST = 64 * 1024
 
 
 class ControlError(RuntimeError):
-    pass
+    """Client side: the daemon could not be reached or refused the command."""
+
+
+class CommandError(RuntimeError):
+    """Server side: a handler refuses a command; the message goes back to the client."""
 
 
 def request(path: str, cmd: str, timeout: float = 5.0, **args) -> dict:
@@ -87,7 +92,7 @@ class ControlServer:
                     return
                 if not line:
                     return
-                await self._reply(writer, self._dispatch(line))
+                await self._reply(writer, await self._dispatch(line))
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -98,7 +103,7 @@ class ControlServer:
         writer.write(json.dumps(obj).encode() + b"\n")
         await writer.drain()
 
-    def _dispatch(self, line: bytes) -> dict:
+    async def _dispatch(self, line: bytes) -> dict:
         try:
             msg = json.loads(line)
         except ValueError:
@@ -111,9 +116,14 @@ class ControlServer:
             return {"ok": False, "error": f"unknown command {msg['cmd']!r} "
                                           f"(known: {', '.join(sorted(self.handlers))})"}
         try:
-            return {"ok": True, "result": handler(**args)}
+            result = handler(**args)
+            if inspect.isawaitable(result):
+                result = await result
+            return {"ok": True, "result": result}
         except TypeError as e:
             return {"ok": False, "error": f"bad arguments for {msg['cmd']!r}: {e}"}
+        except CommandError as e:
+            return {"ok": False, "error": str(e)}
         except Exception as e:     # a handler bug must not take the daemon down
             log.exception("control command %s failed", msg["cmd"])
             return {"ok": False, "error": f"{msg['cmd']} failed: {e}"}

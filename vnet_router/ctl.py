@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .control import ControlError, request
@@ -67,13 +68,23 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     show = sub.add_parser("show", help="tables and counters of the node")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    rl = sub.add_parser("reload", help="validate the configuration file (or FILE) and apply "
+                        "only what changed; an invalid file changes nothing")
+    rl.add_argument("file", nargs="?", help="configuration to load (default: the one in use)")
     args = p.parse_args(argv)
     try:
-        st = request(args.socket, "show")
+        if args.cmd == "show":
+            st = request(args.socket, "show")
+            print(json.dumps(st, indent=2) if args.json else render(st))
+        elif args.cmd == "reload":
+            kw = {"path": os.path.abspath(args.file)} if args.file else {}
+            r = request(args.socket, "reload", timeout=60, **kw)
+            print(f"reloaded: generation {r['generation']}")
+            for line in r["changes"]:
+                print(f"  {line}")
     except ControlError as e:
         print(f"vnetctl: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(st, indent=2) if args.json else render(st))
     return 0
 
 

@@ -1,10 +1,10 @@
 """``vnet-router``: the substrate router daemon.
 
 Order of work: parse arguments, load and validate the configuration, check it against the
-system (interfaces exist) -- all before touching anything; then create vNet namespaces and
-TAPs (``ports``), open the datapath, serve the control socket, and run until SIGTERM/SIGINT,
-when it removes what it created.  Exit status: 0 clean stop, 1 runtime failure, 2 bad
-configuration.
+system (interfaces exist) -- all before touching anything; then ``Node`` creates vNet
+namespaces and TAPs, opens the datapath, serves the control socket (and metrics), reloads on
+SIGHUP / ``vnetctl reload``, and runs until SIGTERM/SIGINT, when it removes what it created.
+Exit status: 0 clean stop, 1 runtime failure, 2 bad configuration.
 """
 from __future__ import annotations
 
@@ -17,11 +17,8 @@ import sys
 import time
 
 from . import __version__, config as config_mod
-from .datapath import Datapath
-from .ports import EnvironmentError_, Ports, read_facts
-from .status import status
-from .tables import Tables
-from .control import ControlServer
+from .node import Node
+from .ports import EnvironmentError_, read_facts
 
 log = logging.getLogger("vnet_router")
 
@@ -43,37 +40,6 @@ def parse_args(argv=None):
 def setup_logging(level: str):
     logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-async def run(cfg: config_mod.NodeConfig, tables: Tables, ports: Ports) -> int:
-    loop = asyncio.get_running_loop()
-    dp = None
-    control = None
-    started = time.time()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        dp = Datapath(tables, loop)
-        for (vnet, name), tap in ports.taps.items():
-            dp.add_port(vnet, name, tap.fd)
-        dp.open()
-        control = ControlServer(cfg.node.control_socket, {
-            "show": lambda: status(cfg, tables, dp, started),
-            "ping": lambda: "pong",
-        })
-        await control.start()
-        log.info("node %s ready: %d substrate links, %d vNets, %d logical interfaces, "
-                 "%d switched virtual links", cfg.node.name, len(cfg.substrate_links),
-                 len(cfg.vnets), len(cfg.interfaces), len(cfg.switches))
-        await stop.wait()
-        log.info("stopping")
-        return 0
-    finally:
-        if control is not None:
-            await control.close()
-        if dp is not None:
-            dp.close()
 
 
 _MAIN_PID = os.getpid()
@@ -110,11 +76,10 @@ def main(argv=None) -> int:
         runner = asyncio.run
     # Netlink work (pyroute2 runs its own event loop) happens outside the datapath's loop:
     # namespaces and TAPs are made before it starts and removed after it ends.
-    tables = Tables(cfg, facts)
-    ports = Ports(cfg)
+    node = Node(cfg, facts)
     try:
-        ports.setup(tables.compile())
-        return runner(run(cfg, tables, ports))
+        node.setup_system()
+        return runner(node.run())
     except KeyboardInterrupt:
         log.info("interrupted during set-up")
         return 0
@@ -122,7 +87,7 @@ def main(argv=None) -> int:
         log.exception("vnet-router failed")
         return 1
     finally:
-        ports.teardown()
+        node.teardown_system()
 
 
 if __name__ == "__main__":

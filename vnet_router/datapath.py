@@ -60,6 +60,7 @@ class Datapath:
         self.udp: dict[tuple, socket.socket] = {}  # local (ip, port) -> socket
         self._buf = bytearray(RXBUF)
         self._view = memoryview(self._buf)
+        self._reading: set[int] = set()
         self.drops = tables.drops
 
     # -- set-up --------------------------------------------------------------------------------
@@ -72,26 +73,78 @@ class Datapath:
     def open(self):
         """Open the substrate sockets the tables need and install the first snapshot."""
         snap = self.tables.compile()
-        for ifindex, iface in snap.ifaces.items():
-            self.rx[ifindex] = packet_io.open_rx(iface.ifname, snap.ethertype)
-            self.tx[ifindex] = packet_io.open_tx(iface.ifname)
-        for local in snap.udp:
-            fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
-            s = socket.socket(fam, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            s.bind(local)
-            s.setblocking(False)
-            self.udp[local] = s
+        self._sync_sockets(snap)
         self.install(snap)
-        for ifindex, s in self.rx.items():
-            self.loop.add_reader(s.fileno(), self._on_eth, s, ifindex)
-        for local, s in self.udp.items():
-            self.loop.add_reader(s.fileno(), self._on_udp, s, local)
+        self._start_readers()
         for port in self.ports.values():
             self.loop.add_reader(port.fd, self._on_tap, port)
         log.info("datapath: reference, %d substrate interfaces, %d udp sockets, %d logical "
                  "interfaces", len(self.rx), len(self.udp), len(self.ports))
+
+    def reconfigure(self, add: dict[tuple[str, str], int], remove: list[tuple[str, str]]):
+        """Swap to the tables' current configuration in one step of the event loop: open the
+        sockets it needs, attach and detach TAPs, install the new snapshot, close what is no
+        longer needed.  No frame is processed half-way through."""
+        snap = self.tables.compile()
+        for key in remove:
+            port = self.ports.pop(key, None)
+            if port is not None and not port.paused:
+                self.loop.remove_reader(port.fd)
+        for (vnet, name), fd in add.items():
+            self.loop.add_reader(fd, self._on_tap, self.add_port(vnet, name, fd))
+        self._sync_sockets(snap)
+        self.install(snap)
+        self._start_readers()
+        for port in self.ports.values():
+            self._resume(port)
+
+    def open_sockets(self, snap: Snapshot):
+        """Open (not yet use) the sockets ``snap`` needs; a reload calls it before the swap so
+        the swap itself cannot fail on a socket."""
+        self._sync_sockets(snap, close=False)
+
+    def _sync_sockets(self, snap: Snapshot, close: bool = True):
+        for ifindex, iface in snap.ifaces.items():
+            if ifindex not in self.rx:
+                self.rx[ifindex] = s = packet_io.open_rx(iface.ifname, snap.ethertype)
+                self.tx[ifindex] = packet_io.open_tx(iface.ifname)
+        for local in snap.udp:
+            if local not in self.udp:
+                fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+                s = socket.socket(fam, socket.SOCK_DGRAM)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                    s.bind(local)
+                    s.setblocking(False)
+                except OSError:
+                    s.close()
+                    raise
+                self.udp[local] = s
+        if not close:
+            return
+        for ifindex in [i for i in self.rx if i not in snap.ifaces]:
+            s = self.rx.pop(ifindex)
+            self._reading.discard(s.fileno())
+            self.loop.remove_reader(s.fileno())
+            s.close()
+            self.tx.pop(ifindex).close()
+        for local in [k for k in self.udp if k not in snap.udp]:
+            s = self.udp.pop(local)
+            self._reading.discard(s.fileno())
+            self.loop.remove_reader(s.fileno())
+            s.close()
+
+    def _start_readers(self):
+        """Read every substrate socket that is not read yet (after the snapshot is in)."""
+        for ifindex, s in self.rx.items():
+            if s.fileno() not in self._reading:
+                self._reading.add(s.fileno())
+                self.loop.add_reader(s.fileno(), self._on_eth, s, ifindex)
+        for local, s in self.udp.items():
+            if s.fileno() not in self._reading:
+                self._reading.add(s.fileno())
+                self.loop.add_reader(s.fileno(), self._on_udp, s, local)
 
     def install(self, snap: Snapshot):
         """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
@@ -117,6 +170,10 @@ class Datapath:
             if v.direction == OUT:
                 v.encap = _encap(ctx, v.vli)
             if rate.max is None:
+                if isinstance(v.meter, Shaper):          # shaping lifted: send what waits
+                    old, v.meter = v.meter, None
+                    for payload, port in old.queue:
+                        self._send(v, ctx, payload, port)
                 v.meter = None
             elif v.direction == IN:
                 if not isinstance(v.meter, TokenBucket):
@@ -131,6 +188,7 @@ class Datapath:
                                      self._queue_limit(v))
                 else:
                     v.meter.bucket.set_rate(rate.max, rate.burst or default_burst(rate.max, ctx.mtu))
+                    v.meter.limit = self._queue_limit(v)
         self.snap = snap
 
     def _queue_limit(self, v: VLink) -> int:
@@ -304,8 +362,11 @@ class Datapath:
 
     def _drain(self, v: VLink):
         shaper = v.meter
-        shaper.scheduled = False
         if not isinstance(shaper, Shaper):
+            return
+        shaper.scheduled = False
+        if self.tables.vlinks.get(v.key) is not v:      # removed by a reload meanwhile
+            shaper.queue.clear()
             return
         ctx = v.port
         for payload, port in shaper.release():

@@ -143,6 +143,20 @@ def addr_add(ifname: str, cidr: str, ns: str | None = None) -> None:
                 raise LinkError(f"cannot add {cidr} to {ifname}: {e}") from None
 
 
+def addr_del(ifname: str, cidr: str, ns: str | None = None) -> None:
+    iface = ipaddress.ip_interface(cidr)
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LinkError(f"no interface {ifname!r} in namespace {ns or '(own)'}")
+        try:
+            ipr.addr("del", index=found[0], address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen)
+        except NetlinkError as e:
+            if e.code != 99:          # EADDRNOTAVAIL: already gone
+                raise LinkError(f"cannot remove {cidr} from {ifname}: {e}") from None
+
+
 def veth_create(name: str, peer: str, ns: str | None = None, peer_ns: str | None = None,
                 mac: str | None = None, peer_mac: str | None = None, mtu: int | None = None) -> None:
     """Create a veth pair in the caller's namespace, then move each end where it belongs."""

@@ -138,6 +138,15 @@ class Tables:
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._build()
 
+    def update(self, config: NodeConfig, facts: dict[str, IfaceFacts]):
+        """Adopt a new configuration.  Virtual links whose key, vNet and action stay keep their
+        state (counters, meters); the datapath installs the next ``compile()``."""
+        self.config, self.facts = config, facts
+        self._build()
+        for link_id in list(self.link_states):
+            if not any(s.id == link_id for s in config.substrate_links):
+                del self.link_states[link_id]
+
     def _build(self):
         cfg = self.config
         old = self.vlinks

@@ -1,0 +1,227 @@
+"""A running substrate node: tables, ports, datapath, control socket, metrics, reload.
+
+``daemon.py`` parses the command line and validates the first configuration; ``Node`` does the
+rest.  System set-up (namespaces, TAPs: ``ports``) happens before the event loop starts and is
+removed after it ends; a reload does its netlink work in a worker thread, then swaps tables,
+TAPs and sockets in one step of the loop (``Datapath.reconfigure``), then removes what the new
+configuration dropped.  An invalid new configuration changes nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import time
+
+from . import config as config_mod, sdnotify
+from .control import CommandError, ControlServer
+from .datapath import Datapath
+from .ports import EnvironmentError_, Ports, read_facts
+from .status import status
+from .tables import Tables
+
+log = logging.getLogger("vnet_router")
+
+# keys a reload cannot change (they are bound when the daemon starts)
+_FIXED = ("control_socket", "ethertype", "metrics")
+
+
+class Node:
+    def __init__(self, cfg: config_mod.NodeConfig, facts):
+        self.cfg = cfg
+        self.facts = facts
+        self.tables = Tables(cfg, facts)
+        self.ports = Ports(cfg)
+        self.dp: Datapath | None = None
+        self.control: ControlServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started = time.time()
+        self.loaded_at = time.time()
+        self.reloads = {"ok": 0, "refused": 0}
+        self.requests: dict[tuple[str, str], int] = {}
+        self._reload_lock: asyncio.Lock | None = None
+        self._metrics = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def setup_system(self):
+        """Namespaces and TAPs; runs before the event loop."""
+        self.ports.setup(self.tables.compile())
+
+    def teardown_system(self):
+        self.ports.teardown()
+
+    async def run(self) -> int:
+        self.loop = loop = asyncio.get_running_loop()
+        self._reload_lock = asyncio.Lock()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._sighup()))
+        cfg = self.cfg
+        try:
+            self.dp = Datapath(self.tables, loop)
+            for li in cfg.interfaces:
+                self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
+            self.dp.open()
+            self.control = ControlServer(cfg.node.control_socket, {
+                "show": self._counted("show", self.status),
+                "reload": self._counted("reload", self.reload),
+                "ping": lambda: "pong",
+            })
+            await self.control.start()
+            if cfg.node.metrics:
+                from . import metrics
+                self._metrics = metrics.serve(*cfg.node.metrics, self._status_from_thread)
+            log.info("node %s ready: %d substrate links, %d vNets, %d logical interfaces, "
+                     "%d switched virtual links", cfg.node.name, len(cfg.substrate_links),
+                     len(cfg.vnets), len(cfg.interfaces), len(cfg.switches))
+            sdnotify.notify("READY=1", f"STATUS=forwarding, generation {self.tables.generation}")
+            await stop.wait()
+            log.info("stopping")
+            sdnotify.notify("STOPPING=1")
+            return 0
+        finally:
+            if self._metrics is not None:
+                self._metrics[0].shutdown()
+                self._metrics[0].server_close()
+            if self.control is not None:
+                await self.control.close()
+            if self.dp is not None:
+                self.dp.close()
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        st = status(self.cfg, self.tables, self.dp, self.started)
+        st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
+        return st
+
+    def _status_from_thread(self) -> dict:
+        """For the metrics thread: compute the status inside the event loop (no torn reads)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def work():
+            try:
+                st = self.status()
+                st["_control_requests"] = dict(self.requests)
+                fut.set_result(st)
+            except BaseException as e:      # pragma: no cover - reported to the scraper
+                fut.set_exception(e)
+        self.loop.call_soon_threadsafe(work)
+        return fut.result(timeout=5)
+
+    def _counted(self, name, fn):
+        def wrapped(**kw):
+            try:
+                result = fn(**kw)
+            except Exception:
+                self._count(name, "error")
+                raise
+            if asyncio.iscoroutine(result):
+                return self._await_counted(name, result)
+            self._count(name, "ok")
+            return result
+        return wrapped
+
+    async def _await_counted(self, name, coro):
+        try:
+            result = await coro
+        except Exception:
+            self._count(name, "error")
+            raise
+        self._count(name, "ok")
+        return result
+
+    def _count(self, name, outcome):
+        self.requests[(name, outcome)] = self.requests.get((name, outcome), 0) + 1
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def _sighup(self):
+        try:
+            await self.reload()
+        except CommandError as e:
+            log.error("reload refused: %s", e)
+
+    async def reload(self, path: str | None = None) -> dict:
+        """Validate ``path`` (default: the file in use) fully, then apply only the difference.
+        Raises CommandError (and changes nothing) if the new configuration is not usable."""
+        async with self._reload_lock:
+            try:
+                return await self._reload(path or self.cfg.path)
+            except CommandError as e:
+                self.reloads["refused"] += 1
+                log.error("reload refused, still running generation %d: %s",
+                          self.tables.generation, e)
+                raise
+
+    async def _reload(self, path: str) -> dict:
+        loop = asyncio.get_running_loop()
+        old = self.cfg
+        try:
+            new = config_mod.load(path)
+        except config_mod.ConfigError as e:
+            raise CommandError(str(e)) from None
+        for key in _FIXED:
+            if getattr(new.node, key) != getattr(old.node, key):
+                raise CommandError(f"{path}: node.{key}: cannot change while running "
+                                   f"(restart the daemon)")
+        sdnotify.notify("RELOADING=1", sdnotify.monotonic_usec())
+        try:
+            owned = set(self.ports.taps)
+            try:
+                facts = await loop.run_in_executor(None, read_facts, new, owned)
+            except EnvironmentError_ as e:
+                raise CommandError(str(e)) from None
+            trial = Tables(new, facts).compile()
+            try:
+                change = await loop.run_in_executor(None, self.ports.prepare, new, trial)
+            except Exception as e:
+                raise CommandError(f"{path}: cannot apply: {e}") from None
+            try:
+                self.dp.open_sockets(trial)
+            except OSError as e:
+                await loop.run_in_executor(None, self.ports.abort, change)
+                raise CommandError(f"{path}: cannot open substrate sockets: {e}") from None
+            # -- the swap: one synchronous step of the loop --
+            old_keys = {(li.vnet, li.name): Ports.key(old, li) for li in old.interfaces}
+            add = {(li.vnet, li.name): change.new_taps[Ports.key(new, li)].fd
+                   for li in new.interfaces if Ports.key(new, li) in change.new_taps}
+            remove = [vk for vk, pk in old_keys.items() if pk in change.drop_taps or vk in add]
+            self.tables.update(new, facts)
+            self.dp.reconfigure(add, remove)
+            self.cfg, self.facts, self.loaded_at = new, facts, time.time()
+            self.reloads["ok"] += 1
+            # -- afterwards: remove what the new configuration dropped --
+            await loop.run_in_executor(None, self.ports.commit, change)
+        finally:
+            sdnotify.notify("READY=1", f"STATUS=forwarding, generation {self.tables.generation}")
+        summary = change.summary + _table_diff(old, new)
+        log.info("reloaded %s: generation %d, %d changes", path, self.tables.generation,
+                 len(summary))
+        for line in _table_diff(old, new):
+            log.info("%s", line)
+        return {"generation": self.tables.generation, "changes": summary}
+
+
+def _table_diff(old: config_mod.NodeConfig, new: config_mod.NodeConfig) -> list[str]:
+    out = []
+    for what, a, b in (("substrate link", old.substrate_links, new.substrate_links),
+                       ("vnet", old.vnets, new.vnets),
+                       ("interface", old.interfaces, new.interfaces),
+                       ("switch", old.switches, new.switches)):
+        a, b = set(a), set(b)
+        out += [f"{what} added: {_name(x)}" for x in b - a if _name(x) not in map(_name, a)]
+        out += [f"{what} removed: {_name(x)}" for x in a - b if _name(x) not in map(_name, b)]
+        out += [f"{what} changed: {_name(x)}" for x in b - a if _name(x) in map(_name, a)]
+    return sorted(out)
+
+
+def _name(x) -> str:
+    for attr in ("id", "name"):
+        if hasattr(x, attr) and not hasattr(x, "in_link"):
+            v = getattr(x, attr)
+            return f"{x.vnet}/{v}" if hasattr(x, "vnet") and attr == "name" else v
+    return f"{x.vnet} {x.in_link}:{x.in_vli}->{x.out_link}:{x.out_vli}"
