@@ -18,6 +18,7 @@ import time
 
 from . import __version__, config as config_mod
 from .node import Node
+from . import ports as ports_mod
 from .ports import EnvironmentError_, read_facts
 
 log = logging.getLogger("vnet_router")
@@ -31,6 +32,17 @@ def parse_args(argv=None):
     p.add_argument("-c", "--config", required=True, help="TOML configuration file")
     p.add_argument("--check", action="store_true",
                    help="validate the configuration (and the interfaces it names) and exit")
+    steps = p.add_mutually_exclusive_group()
+    steps.add_argument("--prepare", action="store_true",
+                       help="privileged helper step (systemd ExecStartPre=+): create the vNet "
+                            "namespaces of the configuration, then exit")
+    steps.add_argument("--configure", action="store_true",
+                       help="privileged helper step (ExecStartPost=+, ExecReload=+): name, "
+                            "address and bring up the running daemon's logical interfaces "
+                            "inside their namespaces, then exit")
+    steps.add_argument("--cleanup", action="store_true",
+                       help="privileged helper step (ExecStopPost=+): remove the vNet "
+                            "namespaces of the configuration, then exit")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    help="override [node].log_level")
     p.add_argument("--version", action="version", version=f"vnet-router {__version__}")
@@ -60,6 +72,13 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _terminate)       # until the event loop takes over
     try:
         cfg = config_mod.load(args.config)
+        if args.prepare or args.configure or args.cleanup:
+            fn = {True: None, args.prepare: ports_mod.prepare_namespaces,
+                  args.configure: ports_mod.configure_namespaces,
+                  args.cleanup: ports_mod.remove_namespaces}[True]
+            for line in fn(cfg):
+                print(f"vnet-router: {line}")
+            return 0
         facts = read_facts(cfg)
     except (config_mod.ConfigError, EnvironmentError_) as e:
         print(f"vnet-router: {e}", file=sys.stderr)

@@ -38,9 +38,17 @@ def read_facts(cfg: NodeConfig, owned: set | None = None) -> dict[str, IfaceFact
             raise EnvironmentError_(f"{cfg.path}: substrate_link[{idx}].interface: no interface "
                                     f"{s.interface!r} on this node")
         facts[s.interface] = IfaceFacts(info["index"], info["mac"], info["mtu"])
+    privileged = netlink.can_enter_namespaces()
+    if not privileged:
+        for idx, v in enumerate(cfg.vnets):
+            if not netlink.netns_exists(v.namespace):
+                raise EnvironmentError_(
+                    f"{cfg.path}: vnet[{idx}].namespace: namespace {v.namespace!r} does not "
+                    f"exist and this process may not create it (no CAP_SYS_ADMIN); run "
+                    f"`vnet-router -c {cfg.path} --prepare` as root first")
     for idx, li in enumerate(cfg.interfaces):
         ns = cfg.vnet(li.vnet).namespace
-        if (ns, li.name) in (owned or ()):
+        if (ns, li.name) in (owned or ()) or not privileged:
             continue
         if netlink.netns_exists(ns) and netlink.link_index(li.name, ns) is not None:
             raise EnvironmentError_(f"{cfg.path}: interface[{idx}].name: {li.name!r} already "
@@ -60,8 +68,11 @@ class Change:
 
 
 class Ports:
-    def __init__(self, cfg: NodeConfig):
+    def __init__(self, cfg: NodeConfig, privileged: bool | None = None):
         self.cfg = cfg
+        # without CAP_SYS_ADMIN the TAP is moved into its namespace with an alias naming it,
+        # and `vnet-router --configure` (privileged) names it, addresses it and brings it up
+        self.privileged = netlink.can_enter_namespaces() if privileged is None else privileged
         self.created_ns: list[str] = []
         self.taps: dict[tuple[str, str], Tap] = {}          # (namespace, name) -> Tap
         self._addresses: dict[tuple[str, str], tuple] = {}
@@ -103,12 +114,13 @@ class Ports:
                 continue
             tap = Tap()
             ch.new_taps[key] = tap
-            netlink.link_set(tap.tmpname, mtu=mtu,
-                             mac=wire.mac_to_str(li.mac) if li.mac else None, netns_to=key[0])
-            netlink.link_set(tap.tmpname, key[0], rename=li.name)
-            for a in li.addresses:
-                netlink.addr_add(li.name, a, key[0])
-            netlink.link_set(li.name, key[0], up=True)
+            netlink.link_set(tap.tmpname, mtu=mtu, mac=wire.mac_to_str(li.mac) if li.mac else None,
+                             alias=tap_alias(li), netns_to=key[0])
+            if self.privileged:
+                configure_logical(key[0], li, tap.tmpname)
+            else:
+                ch.summary.append(f"{key[0]}/{tap.tmpname}: left for `vnet-router --configure` "
+                                  f"to name {li.name}, address and bring up (no CAP_SYS_ADMIN)")
             self._addresses[key], self._mtu[key] = li.addresses, mtu
             ch.summary.append(f"vnet {li.vnet}: logical interface {li.name} in {key[0]} on "
                               f"{li.substrate_link} (in VLI {li.in_vli}, out VLI {li.out_vli}, "
@@ -118,6 +130,8 @@ class Ports:
 
     def _update(self, key, li, mtu, ch: Change):
         ns, name = key
+        if not self.privileged:
+            return
         if self._mtu.get(key) != mtu:
             netlink.link_set(name, ns, mtu=mtu)
             ch.summary.append(f"{ns}/{name}: mtu {self._mtu.get(key)} -> {mtu}")
@@ -174,3 +188,49 @@ class Ports:
         for ns in list(self.created_ns):
             self._remove_ns(ns)
             log.info("removed namespace %s", ns)
+
+
+def tap_alias(li: LogicalInterface) -> str:
+    return f"vnet:{li.vnet}/{li.name}"
+
+
+def configure_logical(ns: str, li: LogicalInterface, current: str | None = None) -> str:
+    """Name, address and bring up a logical interface inside its namespace (idempotent).
+    ``current``: its name now (found by alias if None).  Returns what was done."""
+    name = current or netlink.link_by_alias(tap_alias(li), ns)
+    if name is None:
+        return f"{ns}: no logical interface {li.vnet}/{li.name} (is the daemon running?)"
+    if name != li.name:
+        netlink.link_set(name, ns, rename=li.name)
+    have = set(netlink.addr_list(li.name, ns))
+    for a in li.addresses:
+        if a not in have:
+            netlink.addr_add(li.name, a, ns)
+    netlink.link_set(li.name, ns, up=True)
+    return f"{ns}/{li.name}: up, addresses {', '.join(li.addresses) or '-'}"
+
+
+def prepare_namespaces(cfg: NodeConfig) -> list[str]:
+    """Privileged helper step: create the vNet namespaces of ``cfg`` that do not exist."""
+    done = []
+    for v in cfg.vnets:
+        if not netlink.netns_exists(v.namespace):
+            netlink.netns_create(v.namespace)
+            done.append(f"created namespace {v.namespace} for vNet {v.name}")
+    return done
+
+
+def configure_namespaces(cfg: NodeConfig) -> list[str]:
+    """Privileged helper step: configure every logical interface inside its namespace."""
+    return [configure_logical(cfg.vnet(li.vnet).namespace, li) for li in cfg.interfaces
+            if netlink.netns_exists(cfg.vnet(li.vnet).namespace)]
+
+
+def remove_namespaces(cfg: NodeConfig) -> list[str]:
+    """Privileged helper step after the daemon stopped: remove the vNet namespaces."""
+    done = []
+    for v in cfg.vnets:
+        if netlink.netns_exists(v.namespace):
+            netlink.netns_remove(v.namespace)
+            done.append(f"removed namespace {v.namespace}")
+    return done
