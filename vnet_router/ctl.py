@@ -1,7 +1,8 @@
 """``vnetctl``: command-line client of a daemon's control socket.
 
 ``vnetctl [-s SOCKET] show [--json]`` prints a node's substrate links, virtual links, vNets,
-logical interfaces and drop counters.
+logical interfaces and drop counters; ``top`` refreshes per-virtual-link rates; ``reload``
+applies a changed configuration file.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from .control import ControlError, request
 from .units import format_rate
@@ -60,6 +62,42 @@ def render(st: dict) -> str:
     return "\n".join(out)
 
 
+def _rates(prev: dict, cur: dict, dt: float) -> list[list]:
+    """Rows of `top`: per virtual link, frames/s and bit/s since the previous sample."""
+    old = {(v["substrate_link"], v["vli"], v["direction"]): v for v in prev["virtual_links"]}
+    rows = []
+    for v in cur["virtual_links"]:
+        p = old.get((v["substrate_link"], v["vli"], v["direction"]))
+        dp = v["packets"] - p["packets"] if p else 0
+        db = v["bytes"] - p["bytes"] if p else 0
+        dd = sum(v["drops"].values()) - (sum(p["drops"].values()) if p else 0)
+        rows.append([v["substrate_link"], v["vli"], v["direction"], v["vnet"], v["owner"],
+                     f"{dp / dt:,.0f}", format_rate(int(db * 8 / dt)) if db else "0",
+                     format_rate(v["rate"]["max"]), v["queue_depth"], f"{dd / dt:,.0f}"])
+    rows.sort(key=lambda r: -float(r[5].replace(",", "")))
+    return rows
+
+
+def top(path: str, interval: float, count: int | None, out=sys.stdout) -> int:
+    prev = request(path, "show")
+    t0 = time.monotonic()
+    n = 0
+    while count is None or n < count:
+        time.sleep(interval)
+        cur = request(path, "show")
+        t1 = time.monotonic()
+        rows = _rates(prev, cur, t1 - t0)
+        if out.isatty():
+            out.write("\x1b[H\x1b[2J")
+        out.write(f"node {cur['node']}  generation {cur['generation']}  every {interval:g}s  "
+                  f"(Ctrl-C quits)\n")
+        out.write(_table(["link", "vli", "dir", "vnet", "owner", "pkt/s", "bit/s", "max",
+                          "queue", "drops/s"], rows) + "\n\n")
+        out.flush()
+        prev, t0, n = cur, t1, n + 1
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vnetctl", description="Query a vnet daemon over its "
                                 "control socket.")
@@ -68,6 +106,9 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     show = sub.add_parser("show", help="tables and counters of the node")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    tp = sub.add_parser("top", help="live rates of every virtual link, refreshed")
+    tp.add_argument("-i", "--interval", type=float, default=1.0, help="seconds between samples")
+    tp.add_argument("-n", "--count", type=int, help="stop after this many refreshes")
     rl = sub.add_parser("reload", help="validate the configuration file (or FILE) and apply "
                         "only what changed; an invalid file changes nothing")
     rl.add_argument("file", nargs="?", help="configuration to load (default: the one in use)")
@@ -76,6 +117,11 @@ def main(argv=None) -> int:
         if args.cmd == "show":
             st = request(args.socket, "show")
             print(json.dumps(st, indent=2) if args.json else render(st))
+        elif args.cmd == "top":
+            try:
+                return top(args.socket, args.interval, args.count)
+            except KeyboardInterrupt:
+                return 0
         elif args.cmd == "reload":
             kw = {"path": os.path.abspath(args.file)} if args.file else {}
             r = request(args.socket, "reload", timeout=60, **kw)

@@ -18,7 +18,7 @@ import time
 
 from . import __version__, config as config_mod
 from .node import Node
-from . import ports as ports_mod
+from . import logs, ports as ports_mod
 from .ports import EnvironmentError_, read_facts
 
 log = logging.getLogger("vnet_router")
@@ -50,8 +50,7 @@ def parse_args(argv=None):
 
 
 def setup_logging(level: str):
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(level)
 
 
 _MAIN_PID = os.getpid()
