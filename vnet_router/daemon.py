@@ -17,7 +17,7 @@ import sys
 import time
 
 from . import __version__, config as config_mod
-from .datapath import Datapath
+from . import datapaths
 from .ports import EnvironmentError_, Ports, read_facts
 from .status import status
 from .tables import Tables
@@ -54,7 +54,7 @@ async def run(cfg: config_mod.NodeConfig, tables: Tables, ports: Ports) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        dp = Datapath(tables, loop)
+        dp = datapaths.choose(cfg.node.datapath).Datapath(tables, loop)
         for (vnet, name), tap in ports.taps.items():
             dp.add_port(vnet, name, tap.fd)
         dp.open()

@@ -48,6 +48,8 @@ class TapPort:
 
 
 class Datapath:
+    name = "reference"
+
     def __init__(self, tables: Tables, loop: asyncio.AbstractEventLoop | None = None,
                  clock=time.monotonic):
         self.tables = tables
@@ -171,8 +173,16 @@ class Datapath:
             except OSError as e:
                 log.warning("receive error on ifindex %d: %s", ifindex, e)
                 return
-            tci = packet_io.aux_vlan_tci(anc)
-            self.receive(self.snap, classify_eth(self.snap, ifindex, view[:n], tci), view, n)
+            self.process_eth(ifindex, view[:n], packet_io.aux_vlan_tci(anc))
+
+    def process_eth(self, ifindex: int, frame, tci: int | None):
+        """Classify and act on one substrate frame received on ``ifindex`` (``tci``: the VLAN
+        TCI the kernel stripped, or None).  Sockets feed it; tests call it directly."""
+        view = memoryview(frame)
+        self.receive(self.snap, classify_eth(self.snap, ifindex, view, tci), view, len(view))
+
+    def flush(self):
+        """Push out frames held for a batched send (the reference sends each frame at once)."""
 
     def _on_udp(self, sock: socket.socket, local: tuple):
         buf, view = self._buf, self._view
