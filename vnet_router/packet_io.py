@@ -127,14 +127,16 @@ class RxRing:
     most recently bound socket first) has always written a frame into the ring before it rings.
     """
 
-    def __init__(self, ifname: str, ethertype: int, block_size: int = 1 << 18,
-                 block_nr: int = 16, retire_ms: int = 1, frame_size: int = 2048):
+    def __init__(self, ifname: str, ethertype: int, block_size: int = 1 << 16,
+                 block_nr: int = 64, retire_ms: int = 1, frame_size: int = 2048):
         self.ifname, self.block_size, self.block_nr = ifname, block_size, block_nr
         self.sock = self.doorbell = self.map = None
         try:
             bell = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self.doorbell = bell
-            attach_filter(bell, substrate_filter(ethertype, snaplen=1))
+            self._bell_filter = substrate_filter(ethertype, snaplen=1)
+            self.bell_on = True
+            attach_filter(bell, self._bell_filter)
             bell.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
             bell.bind((ifname, ETH_P_ALL))
             bell.setblocking(False)
@@ -155,6 +157,11 @@ class RxRing:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def set_doorbell(self, on: bool):
+        """Ring on every substrate frame (low load) or never (high load: blocks come full)."""
+        attach_filter(self.doorbell, self._bell_filter if on else [_insn(_RET_K, 0, 0, 0)])
+        self.bell_on = on
 
     def close(self):
         for s in (self.sock, self.doorbell):
