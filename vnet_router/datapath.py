@@ -48,6 +48,8 @@ class TapPort:
 
 
 class Datapath:
+    name = "reference"
+
     def __init__(self, tables: Tables, loop: asyncio.AbstractEventLoop | None = None,
                  clock=time.monotonic):
         self.tables = tables
@@ -78,8 +80,8 @@ class Datapath:
         self._start_readers()
         for port in self.ports.values():
             self.loop.add_reader(port.fd, self._on_tap, port)
-        log.info("datapath: reference, %d substrate interfaces, %d udp sockets, %d logical "
-                 "interfaces", len(self.rx), len(self.udp), len(self.ports))
+        log.info("datapath: %s, %d substrate interfaces, %d udp sockets, %d logical "
+                 "interfaces", self.name, len(snap.ifaces), len(self.udp), len(self.ports))
 
     def reconfigure(self, add: dict[tuple[str, str], int], remove: list[tuple[str, str]]):
         """Swap to the tables' current configuration in one step of the event loop: open the
@@ -104,10 +106,24 @@ class Datapath:
         self._sync_sockets(snap, close=False)
 
     def _sync_sockets(self, snap: Snapshot, close: bool = True):
+        self._sync_eth(snap, close)
+        self._sync_udp(snap, close)
+
+    def _sync_eth(self, snap: Snapshot, close: bool):
+        """Open the receive/send sockets of new substrate interfaces (no reader yet); with
+        ``close``, close those of interfaces the snapshot no longer has."""
         for ifindex, iface in snap.ifaces.items():
             if ifindex not in self.rx:
-                self.rx[ifindex] = s = packet_io.open_rx(iface.ifname, snap.ethertype)
+                self.rx[ifindex] = packet_io.open_rx(iface.ifname, snap.ethertype)
                 self.tx[ifindex] = packet_io.open_tx(iface.ifname)
+        if close:
+            for ifindex in [i for i in self.rx if i not in snap.ifaces]:
+                s = self.rx.pop(ifindex)
+                self._stop_reading(s.fileno())
+                s.close()
+                self.tx.pop(ifindex).close()
+
+    def _sync_udp(self, snap: Snapshot, close: bool):
         for local in snap.udp:
             if local not in self.udp:
                 fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
@@ -121,30 +137,28 @@ class Datapath:
                     s.close()
                     raise
                 self.udp[local] = s
-        if not close:
-            return
-        for ifindex in [i for i in self.rx if i not in snap.ifaces]:
-            s = self.rx.pop(ifindex)
-            self._reading.discard(s.fileno())
-            self.loop.remove_reader(s.fileno())
-            s.close()
-            self.tx.pop(ifindex).close()
-        for local in [k for k in self.udp if k not in snap.udp]:
-            s = self.udp.pop(local)
-            self._reading.discard(s.fileno())
-            self.loop.remove_reader(s.fileno())
-            s.close()
+        if close:
+            for local in [k for k in self.udp if k not in snap.udp]:
+                s = self.udp.pop(local)
+                self._stop_reading(s.fileno())
+                s.close()
+
+    def _read(self, fd: int, callback, *args):
+        if fd not in self._reading:
+            self._reading.add(fd)
+            self.loop.add_reader(fd, callback, *args)
+
+    def _stop_reading(self, fd: int):
+        if fd in self._reading:
+            self._reading.discard(fd)
+            self.loop.remove_reader(fd)
 
     def _start_readers(self):
         """Read every substrate socket that is not read yet (after the snapshot is in)."""
         for ifindex, s in self.rx.items():
-            if s.fileno() not in self._reading:
-                self._reading.add(s.fileno())
-                self.loop.add_reader(s.fileno(), self._on_eth, s, ifindex)
+            self._read(s.fileno(), self._on_eth, s, ifindex)
         for local, s in self.udp.items():
-            if s.fileno() not in self._reading:
-                self._reading.add(s.fileno())
-                self.loop.add_reader(s.fileno(), self._on_udp, s, local)
+            self._read(s.fileno(), self._on_udp, s, local)
 
     def install(self, snap: Snapshot):
         """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
@@ -203,16 +217,11 @@ class Datapath:
 
     def close(self):
         for s in list(self.rx.values()) + list(self.udp.values()):
-            try:
-                self.loop.remove_reader(s.fileno())
-            except Exception:
-                pass
+            self._stop_reading(s.fileno())
             s.close()
         for port in self.ports.values():
-            try:
+            if not port.paused:
                 self.loop.remove_reader(port.fd)
-            except Exception:
-                pass
         for s in self.tx.values():
             s.close()
         self.rx.clear(), self.tx.clear(), self.udp.clear()
@@ -229,8 +238,16 @@ class Datapath:
             except OSError as e:
                 log.warning("receive error on ifindex %d: %s", ifindex, e)
                 return
-            tci = packet_io.aux_vlan_tci(anc)
-            self.receive(self.snap, classify_eth(self.snap, ifindex, view[:n], tci), view, n)
+            self.process_eth(ifindex, view[:n], packet_io.aux_vlan_tci(anc))
+
+    def process_eth(self, ifindex: int, frame, tci: int | None):
+        """Classify and act on one substrate frame received on ``ifindex`` (``tci``: the VLAN
+        TCI the kernel stripped, or None).  Sockets feed it; tests call it directly."""
+        view = memoryview(frame)
+        self.receive(self.snap, classify_eth(self.snap, ifindex, view, tci), view, len(view))
+
+    def flush(self):
+        """Push out frames held for a batched send (the reference sends each frame at once)."""
 
     def _on_udp(self, sock: socket.socket, local: tuple):
         buf, view = self._buf, self._view

@@ -14,9 +14,8 @@ import logging
 import signal
 import time
 
-from . import config as config_mod, sdnotify
+from . import config as config_mod, datapaths, sdnotify
 from .control import CommandError, ControlServer
-from .datapath import Datapath
 from .ports import EnvironmentError_, Ports, read_facts
 from .status import status
 from .tables import Tables
@@ -33,7 +32,7 @@ class Node:
         self.facts = facts
         self.tables = Tables(cfg, facts)
         self.ports = Ports(cfg)
-        self.dp: Datapath | None = None
+        self.dp = None           # the datapath chosen by datapaths.choose()
         self.control: ControlServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
@@ -61,7 +60,7 @@ class Node:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._sighup()))
         cfg = self.cfg
         try:
-            self.dp = Datapath(self.tables, loop)
+            self.dp = datapaths.choose(cfg.node.datapath).Datapath(self.tables, loop)
             for li in cfg.interfaces:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
             self.dp.open()

@@ -47,7 +47,7 @@ def status(cfg, tables, dp, started: float) -> dict:
              for p in dp.ports.values()]
     return {
         "node": cfg.node.name, "config": cfg.path, "generation": snap.generation,
-        "datapath": "reference", "uptime_seconds": round(time.time() - started, 3),
+        "datapath": getattr(dp, "name", "reference"), "uptime_seconds": round(time.time() - started, 3),
         "substrate_links": links, "virtual_links": vlinks,
         "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
         "logical_interfaces": ports,
