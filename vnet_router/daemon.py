@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
-import time
 
 from . import __version__, config as config_mod
 from .node import Node
@@ -53,29 +51,18 @@ def setup_logging(level: str):
     logs.setup(level)
 
 
-_MAIN_PID = os.getpid()
-
-
-def _terminate(signum, frame):
-    # pyroute2 forks helper processes that inherit this handler; only the daemon itself
-    # turns SIGTERM into an orderly stop.
-    if os.getpid() == _MAIN_PID:
-        raise KeyboardInterrupt
-    os._exit(0)
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def main(argv=None) -> int:
-    global _MAIN_PID
     args = parse_args(argv)
-    _MAIN_PID = os.getpid()
-    signal.signal(signal.SIGTERM, _terminate)       # until the event loop takes over
     try:
         cfg = config_mod.load(args.config)
         if args.prepare or args.configure or args.cleanup:
-            fn = {True: None, args.prepare: ports_mod.prepare_namespaces,
-                  args.configure: ports_mod.configure_namespaces,
-                  args.cleanup: ports_mod.remove_namespaces}[True]
-            for line in fn(cfg):
+            step = (ports_mod.prepare_namespaces if args.prepare else
+                    ports_mod.configure_namespaces if args.configure else
+                    ports_mod.remove_namespaces)
+            for line in step(cfg):
                 print(f"vnet-router: {line}")
             return 0
         facts = read_facts(cfg)
@@ -93,18 +80,20 @@ def main(argv=None) -> int:
     except ImportError:         # pragma: no cover - uvloop is a dependency
         runner = asyncio.run
     # Netlink work (pyroute2 runs its own event loop) happens outside the datapath's loop:
-    # namespaces and TAPs are made before it starts and removed after it ends.
-    node = Node(cfg, facts)
+    # namespaces and TAPs are made before it starts and removed after it ends.  Stop signals
+    # are held back (blocked, not lost) during both, so set-up and clean-up are never cut
+    # short; Node.run() unblocks them once its handlers are in place, and a SIGTERM that
+    # arrived during set-up then stops the node at once.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    node = Node(cfg, facts, unblock=STOP_SIGNALS)
     try:
         node.setup_system()
         return runner(node.run())
-    except KeyboardInterrupt:
-        log.info("interrupted during set-up")
-        return 0
     except Exception:
         log.exception("vnet-router failed")
         return 1
     finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         node.teardown_system()
 
 

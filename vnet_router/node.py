@@ -27,8 +27,9 @@ _FIXED = ("control_socket", "ethertype", "metrics")
 
 
 class Node:
-    def __init__(self, cfg: config_mod.NodeConfig, facts):
+    def __init__(self, cfg: config_mod.NodeConfig, facts, unblock=frozenset()):
         self.cfg = cfg
+        self._unblock = unblock          # signals main() held back during set-up
         self.facts = facts
         self.tables = Tables(cfg, facts)
         self.ports = Ports(cfg)
@@ -58,6 +59,8 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._sighup()))
+        if self._unblock:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._unblock)
         cfg = self.cfg
         try:
             self.dp = datapaths.choose(cfg.node.datapath).Datapath(self.tables, loop)

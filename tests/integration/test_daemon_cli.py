@@ -134,3 +134,20 @@ def test_systemd_notify_protocol(node_ns, tmp_path):
         p.communicate(timeout=10)
     assert notify.recv(4096).decode() == "STOPPING=1"
     assert p.returncode == 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8])
+def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, delay):
+    """A stop signal during set-up is held back, never lost: the daemon stops at once when
+    set-up is done, and removes what it created."""
+    sock = tmp_path / "s.sock"
+    cfg = tmp_path / "good.toml"
+    cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
+    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
+                          "vnet_router.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    subprocess.run(["sleep", str(delay)])
+    p.terminate()
+    _, err = p.communicate(timeout=20)
+    assert p.returncode in (0, -15), err        # -15: killed before Python set up anything
+    assert not netlink.netns_exists(f"{node_ns}-blue"), err
+    assert not sock.exists()

@@ -2,7 +2,6 @@
 runs over a third -- which loses nothing; a broken file changes nothing and names the key."""
 import subprocess
 import sys
-import threading
 import time
 
 import pytest

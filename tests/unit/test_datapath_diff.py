@@ -8,7 +8,6 @@ ends the test reads.  What came out (per socket, in order per output) and every 
 Hypothesis then runs random frames through both.
 """
 import asyncio
-import os
 import random
 import socket
 
