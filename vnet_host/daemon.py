@@ -249,6 +249,15 @@ class HostNode(Node):
                     f"{self.cfg.path}; remove it there")
         return f"{what}: unknown vNet {name!r}"
 
+    def load_config(self, path: str):
+        return hconfig.load(path, self.state).node
+
+    async def _sighup(self):
+        try:
+            await self.reload_state()
+        except CommandError as e:
+            log.error("reload refused: %s", e)
+
     async def reload_state(self):
         """Re-read the configuration file (with the current state) and apply it."""
         async with self._reload_lock:

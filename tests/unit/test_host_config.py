@@ -76,3 +76,9 @@ def test_vnp_router_learns_forwards_and_counts():
     assert r.handle("p2", Packet(DATA, addr("1.1"), addr("2.1"), b"x").pack()) is None
     assert r.counters == {"forwarded": 3, "hello": 1, "no_route": 2, "ttl_expired": 1,
                           "malformed": 1, "same_port": 1, "send_error": 0}
+
+
+def test_example_hostd_config_is_valid():
+    from pathlib import Path
+    h = hconfig.load(str(Path(__file__).resolve().parents[2] / "etc" / "hostd.toml"))
+    assert h.node.substrate_links and h.host.namespace_prefix == "vnet-"
