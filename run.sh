@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool prometheus systemd netsniff-ng build-essential"
+APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool prometheus systemd netsniff-ng build-essential bird2"
 
 setup() {
     if [ "$(id -u)" != 0 ]; then

@@ -588,6 +588,11 @@ cdef class _Engine:
                     log.warning("read error on %s/%s: %s", port.vnet, port.name,
                                 os.strerror(errno))
                 break
+            if n == 0:                       # library endpoint: the application closed its end
+                self.flush_tx()
+                self.sync()
+                self.dp._closed(port)
+                return
             p.rx_packets += 1
             p.rx_bytes += n
             if p.out < 0:

@@ -2,7 +2,9 @@
 
 ``vnetctl [-s SOCKET] show [--json]`` prints a node's substrate links, virtual links, vNets,
 logical interfaces and drop counters; ``top`` refreshes per-virtual-link rates; ``reload``
-applies a changed configuration file.
+applies a changed configuration file.  Against ``vnet-hostd``: ``vnet add|del``,
+``join|leave``, ``vlink add|del`` change the end-system at run time, ``instance
+start|stop|list`` runs sandboxed protocol instances.
 """
 from __future__ import annotations
 
@@ -59,6 +61,14 @@ def render(st: dict) -> str:
     out += ["logical interfaces", _table(["vnet", "name", "namespace", "from_vnet", "to_vnet",
                                           "learned_macs"], rows), ""]
     out.append("drops: " + _drops(st["drops"]))
+    if "instances" in st:
+        rows = [[i["name"], i["vnet"], i["pid"], i["user"],
+                 f"{i['cpu_seconds_used']}/{i['cpu_seconds_limit']}s",
+                 f"{i['rss_bytes'] >> 20}/{i['memory_limit'] >> 20}M", " ".join(i["argv"])]
+                for i in st["instances"]]
+        out += ["", "instances", _table(["name", "vnet", "pid", "user", "cpu", "memory",
+                                         "command"], rows),
+                "instances stopped: " + _drops(st["instances_stopped"])]
     return "\n".join(out)
 
 
@@ -112,8 +122,17 @@ def main(argv=None) -> int:
     rl = sub.add_parser("reload", help="validate the configuration file (or FILE) and apply "
                         "only what changed; an invalid file changes nothing")
     rl.add_argument("file", nargs="?", help="configuration to load (default: the one in use)")
+    _host_commands(sub)
+    if argv is None:
+        argv = sys.argv[1:]
+    cmd_argv: list[str] = []
+    if "--" in argv:                    # instance start ... -- COMMAND ARGS
+        i = argv.index("--")
+        argv, cmd_argv = argv[:i], argv[i + 1:]
     args = p.parse_args(argv)
     try:
+        if args.cmd in _HOST:
+            return _HOST[args.cmd](args, cmd_argv)
         if args.cmd == "show":
             st = request(args.socket, "show")
             print(json.dumps(st, indent=2) if args.json else render(st))
@@ -132,6 +151,117 @@ def main(argv=None) -> int:
         print(f"vnetctl: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _host_commands(sub):
+    v = sub.add_parser("vnet", help="vnet-hostd: install (add) or remove (del) a vNet")
+    vs = v.add_subparsers(dest="action", required=True)
+    va = vs.add_parser("add")
+    va.add_argument("name")
+    va.add_argument("--id", type=int, required=True)
+    va.add_argument("--namespace")
+    va.add_argument("--allow", action="append", default=[],
+                    help="user, uid or @group that may open endpoints of the vNet (repeat)")
+    vs.add_parser("del").add_argument("name")
+    for name, what in (("join", "install a vNet if needed and attach a logical interface"),):
+        j = sub.add_parser(name, help=f"vnet-hostd: {what}")
+        j.add_argument("vnet")
+        j.add_argument("--id", type=int, required=True)
+        _iface_args(j, name_required=False)
+        j.add_argument("--allow", action="append", default=[])
+    sub.add_parser("leave", help="vnet-hostd: detach from a vNet and remove it").add_argument(
+        "vnet")
+    vl = sub.add_parser("vlink", help="vnet-hostd: add or delete a logical interface")
+    vls = vl.add_subparsers(dest="action", required=True)
+    a = vls.add_parser("add")
+    a.add_argument("vnet")
+    _iface_args(a, name_required=True)
+    d = vls.add_parser("del")
+    d.add_argument("vnet")
+    d.add_argument("name")
+    ins = sub.add_parser("instance", help="vnet-hostd: sandboxed protocol instances")
+    iss = ins.add_subparsers(dest="action", required=True)
+    st = iss.add_parser("start", help="start NAME in a vNet: ... start NAME --vnet V -- CMD ARGS")
+    st.add_argument("name")
+    st.add_argument("--vnet", required=True)
+    st.add_argument("--user")
+    st.add_argument("--cpu", type=int, help="CPU seconds")
+    st.add_argument("--memory", help="e.g. 64MB")
+    st.add_argument("--cap", action="append", default=[],
+                    help="net_admin, net_raw or net_bind_service (repeat)")
+    iss.add_parser("stop").add_argument("name")
+    iss.add_parser("list")
+
+
+def _iface_args(p, name_required):
+    if name_required:
+        p.add_argument("name")
+    else:
+        p.add_argument("--name", help="logical interface name (default VNET0)")
+    p.add_argument("--link", required=True, help="substrate link id")
+    p.add_argument("--in-vli", type=int, required=True)
+    p.add_argument("--out-vli", type=int)
+    p.add_argument("--address", action="append", default=[])
+    p.add_argument("--kind", choices=("tap", "socket"), default="tap")
+    p.add_argument("--rate", help="output rate, e.g. 10Mbit")
+
+
+def _changed(r: dict) -> int:
+    print(f"generation {r['generation']}")
+    for line in r["changes"]:
+        print(f"  {line}")
+    return 0
+
+
+def _iface_kw(a) -> dict:
+    kw = {"substrate_link": a.link, "in_vli": a.in_vli, "out_vli": a.out_vli,
+          "addresses": a.address, "kind": a.kind}
+    if a.rate:
+        kw["rate"] = a.rate
+    return kw
+
+
+def _vnet(a, _rest):
+    if a.action == "add":
+        return _changed(request(a.socket, "vnet_add", timeout=60, name=a.name, id=a.id,
+                                namespace=a.namespace, allow=a.allow))
+    return _changed(request(a.socket, "vnet_del", timeout=60, name=a.name))
+
+
+def _join(a, _rest):
+    return _changed(request(a.socket, "join", timeout=60, vnet=a.vnet, id=a.id, name=a.name,
+                            allow=a.allow, **_iface_kw(a)))
+
+
+def _leave(a, _rest):
+    return _changed(request(a.socket, "leave", timeout=60, vnet=a.vnet))
+
+
+def _vlink(a, _rest):
+    if a.action == "add":
+        return _changed(request(a.socket, "vlink_add", timeout=60, vnet=a.vnet, name=a.name,
+                                **_iface_kw(a)))
+    return _changed(request(a.socket, "vlink_del", timeout=60, vnet=a.vnet, name=a.name))
+
+
+def _instance(a, rest):
+    if a.action == "start":
+        if not rest:
+            print("vnetctl: instance start needs a command after --", file=sys.stderr)
+            return 2
+        r = request(a.socket, "instance_start", name=a.name, vnet=a.vnet, argv=rest,
+                    user=a.user, cpu_seconds=a.cpu, memory=a.memory, caps=a.cap)
+        print(f"instance {r['name']}: pid {r['pid']} in {r['namespace']} as {r['user']}")
+    elif a.action == "stop":
+        request(a.socket, "instance_stop", name=a.name)
+        print(f"instance {a.name}: stopping")
+    else:
+        r = request(a.socket, "instances")
+        print(json.dumps(r, indent=2))
+    return 0
+
+
+_HOST = {"vnet": _vnet, "join": _join, "leave": _leave, "vlink": _vlink, "instance": _instance}
 
 
 if __name__ == "__main__":

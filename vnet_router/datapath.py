@@ -35,8 +35,8 @@ _LEN = struct.Struct("!H")
 class TapPort:
     """A logical interface: TAP fd + its output virtual link (+ learned outer MACs)."""
 
-    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "rx_packets",
-                 "rx_bytes", "tx_packets", "tx_bytes")
+    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "closed",
+                 "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
 
     def __init__(self, vnet: str, name: str, fd: int):
         self.vnet, self.name, self.fd = vnet, name, fd
@@ -44,6 +44,7 @@ class TapPort:
         self.max_frame = 0
         self.learned: dict[bytes, bytes] = {}   # inner MAC -> outer MAC (multiaccess)
         self.paused = False
+        self.closed = False     # a library endpoint whose application went away
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
 
 
@@ -64,6 +65,8 @@ class Datapath:
         self._view = memoryview(self._buf)
         self._reading: set[int] = set()
         self.drops = tables.drops
+        # called with the port when a library endpoint's application closed its end (EOF)
+        self.on_port_closed = None
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -90,7 +93,7 @@ class Datapath:
         snap = self.tables.compile()
         for key in remove:
             port = self.ports.pop(key, None)
-            if port is not None and not port.paused:
+            if port is not None and not port.paused and not port.closed:
                 self.loop.remove_reader(port.fd)
         for (vnet, name), fd in add.items():
             self.loop.add_reader(fd, self._on_tap, self.add_port(vnet, name, fd))
@@ -319,6 +322,9 @@ class Datapath:
             except OSError as e:
                 log.warning("read error on %s/%s: %s", port.vnet, port.name, e)
                 return
+            if not frame:                   # library endpoint: the application closed its end
+                self._closed(port)
+                return
             port.rx_packets += 1
             port.rx_bytes += len(frame)
             if out is None:
@@ -399,8 +405,15 @@ class Datapath:
             port.paused = True
             self.loop.remove_reader(port.fd)
 
+    def _closed(self, port: TapPort):
+        port.closed = True
+        if not port.paused:
+            self.loop.remove_reader(port.fd)
+        if self.on_port_closed is not None:
+            self.on_port_closed(port)
+
     def _resume(self, port: TapPort):
-        if port.paused:
+        if port.paused and not port.closed:
             port.paused = False
             self.loop.add_reader(port.fd, self._on_tap, port)
 

@@ -15,8 +15,8 @@ import signal
 import time
 
 from . import config as config_mod, datapaths, sdnotify
-from .control import CommandError, ControlServer
-from .ports import EnvironmentError_, Ports, read_facts
+from .control import CommandError, ControlServer, WithFds, wants_peer
+from .ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from .status import status
 from .tables import Tables
 
@@ -66,13 +66,13 @@ class Node:
             self.dp = datapaths.choose(cfg.node.datapath).Datapath(self.tables, loop)
             for li in cfg.interfaces:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
+            self.dp.on_port_closed = self._endpoint_closed
             self.dp.open()
-            self.control = ControlServer(cfg.node.control_socket, {
-                "show": self._counted("show", self.status),
-                "reload": self._counted("reload", self.reload),
-                "ping": lambda: "pong",
-            })
+            handlers = {name: self._counted(name, fn) if name != "ping" else fn
+                        for name, fn in self.handlers().items()}
+            self.control = self.make_control(cfg.node.control_socket, handlers)
             await self.control.start()
+            await self.started_serving()
             if cfg.node.metrics:
                 from . import metrics
                 self._metrics = metrics.serve(*cfg.node.metrics, self._status_from_thread)
@@ -92,6 +92,66 @@ class Node:
                 await self.control.close()
             if self.dp is not None:
                 self.dp.close()
+
+    # -- control -------------------------------------------------------------------------------
+
+    def handlers(self) -> dict:
+        """Control commands (a subclass adds its own)."""
+        return {"show": self.status, "reload": self.reload, "ping": lambda: "pong",
+                "endpoint": self.endpoint}
+
+    def make_control(self, path: str, handlers: dict) -> ControlServer:
+        return ControlServer(path, handlers)
+
+    async def started_serving(self):
+        """Hook: runs once the control socket listens."""
+
+    def endpoint_allowed(self, vnet: str, peer) -> str | None:
+        """None if ``peer`` may open endpoints of ``vnet``, else why not (router: the control
+        socket's file permissions already restrict who connects)."""
+        return None
+
+    @wants_peer
+    def endpoint(self, vnet: str, interface: str, peer=None):
+        """Hand the application end of library endpoint ``vnet``/``interface`` to the caller."""
+        if not isinstance(vnet, str) or not isinstance(interface, str):
+            raise CommandError("endpoint: 'vnet' and 'interface' must be strings")
+        if vnet not in {v.name for v in self.cfg.vnets}:
+            raise CommandError(f"endpoint: unknown vNet {vnet!r}")
+        li = next((li for li in self.cfg.interfaces
+                   if li.vnet == vnet and li.name == interface), None)
+        if li is None or li.kind != "socket":
+            names = [li.name for li in self.cfg.interfaces
+                     if li.vnet == vnet and li.kind == "socket"]
+            raise CommandError(f"endpoint: vNet {vnet} has no library endpoint {interface!r} "
+                               f"(it has: {', '.join(names) or 'none'})")
+        why = self.endpoint_allowed(vnet, peer)
+        if why:
+            raise CommandError(f"endpoint: permission denied: {why}")
+        end: SocketEnd = self.ports.tap_for(self.cfg, li)
+        if end.app is None:
+            raise CommandError(f"endpoint: {vnet}/{interface} is busy (held by pid {end.holder})")
+        app = end.take_app(peer.pid if peer else None)
+        log.info("endpoint %s/%s handed to pid %s uid %s", vnet, interface,
+                 peer.pid if peer else "?", peer.uid if peer else "?")
+        ctx = self.tables.compile().links[li.substrate_link]
+        return WithFds({"vnet": vnet, "interface": interface, "mtu": ctx.payload_mtu,
+                        "substrate_link": li.substrate_link, "in_vli": li.in_vli,
+                        "out_vli": li.out_vli}, [app])
+
+    def _endpoint_closed(self, port):
+        """The application of a library endpoint went away: a fresh socket pair takes the
+        port's place (in the datapath, one step of the loop) for the next application."""
+        key = next((k for k, t in self.ports.taps.items() if t.fd == port.fd), None)
+        if key is None:
+            return
+        old = self.ports.taps[key]
+        log.info("endpoint %s/%s released by pid %s", port.vnet, port.name,
+                 getattr(old, "holder", None))
+        new = SocketEnd()
+        self.ports.taps[key] = new
+        self.dp.reconfigure({(port.vnet, port.name): new.fd}, [(port.vnet, port.name)])
+        old.close()
 
     # -- status --------------------------------------------------------------------------------
 
@@ -125,6 +185,7 @@ class Node:
                 return self._await_counted(name, result)
             self._count(name, "ok")
             return result
+        wrapped.wants_peer = getattr(fn, "wants_peer", False)
         return wrapped
 
     async def _await_counted(self, name, coro):
@@ -160,12 +221,21 @@ class Node:
                 raise
 
     async def _reload(self, path: str) -> dict:
-        loop = asyncio.get_running_loop()
-        old = self.cfg
         try:
-            new = config_mod.load(path)
+            new = self.load_config(path)
         except config_mod.ConfigError as e:
             raise CommandError(str(e)) from None
+        return await self.apply(new, path)
+
+    def load_config(self, path: str) -> config_mod.NodeConfig:
+        return config_mod.load(path)
+
+    async def apply(self, new: config_mod.NodeConfig, path: str) -> dict:
+        """Apply ``new`` (validated) in two phases: prepare (worker thread), swap (one loop
+        step), commit (worker thread).  Raises CommandError and changes nothing on failure.
+        Callers hold the reload lock."""
+        loop = asyncio.get_running_loop()
+        old = self.cfg
         for key in _FIXED:
             if getattr(new.node, key) != getattr(old.node, key):
                 raise CommandError(f"{path}: node.{key}: cannot change while running "

@@ -10,6 +10,7 @@ configuration dropped.  Only what this node created is ever removed.
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass, field
 
 from . import netlink, wire
@@ -67,6 +68,34 @@ class Change:
     summary: list = field(default_factory=list)       # human-readable lines
 
 
+class SocketEnd:
+    """A library logical interface: a SOCK_SEQPACKET pair.  The datapath reads and writes
+    ``fd`` (one vNet packet per message, like a TAP); ``app`` is the other end, handed to one
+    application at a time (``take_app``).  When that application closes it the datapath reads
+    end-of-file and the owner calls ``renew`` for the next one."""
+
+    tmpname = None
+
+    def __init__(self):
+        self._mine, self.app = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (self._mine, self.app):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        self._mine.setblocking(False)
+        self.fd = self._mine.fileno()
+        self.holder: int | None = None         # pid of the application holding ``app``
+
+    def take_app(self, pid: int | None) -> socket.socket:
+        """The application end (caller sends it, then closes it); None if already taken."""
+        app, self.app, self.holder = self.app, None, pid
+        return app
+
+    def close(self):
+        for s in (self._mine, self.app):
+            if s is not None:
+                s.close()
+        self.app = None
+
+
 class Ports:
     def __init__(self, cfg: NodeConfig, privileged: bool | None = None):
         self.cfg = cfg
@@ -112,6 +141,12 @@ class Ports:
             if key in self.taps:
                 self._update(key, li, mtu, ch)
                 continue
+            if li.kind == "socket":
+                ch.new_taps[key] = SocketEnd()
+                ch.summary.append(f"vnet {li.vnet}: library endpoint {li.name} on "
+                                  f"{li.substrate_link} (in VLI {li.in_vli}, out VLI "
+                                  f"{li.out_vli}, mtu {mtu})")
+                continue
             tap = Tap()
             ch.new_taps[key] = tap
             netlink.link_set(tap.tmpname, mtu=mtu, mac=wire.mac_to_str(li.mac) if li.mac else None,
@@ -130,7 +165,7 @@ class Ports:
 
     def _update(self, key, li, mtu, ch: Change):
         ns, name = key
-        if not self.privileged:
+        if not self.privileged or li.kind == "socket":
             return
         if self._mtu.get(key) != mtu:
             netlink.link_set(name, ns, mtu=mtu)
@@ -223,7 +258,7 @@ def prepare_namespaces(cfg: NodeConfig) -> list[str]:
 def configure_namespaces(cfg: NodeConfig) -> list[str]:
     """Privileged helper step: configure every logical interface inside its namespace."""
     return [configure_logical(cfg.vnet(li.vnet).namespace, li) for li in cfg.interfaces
-            if netlink.netns_exists(cfg.vnet(li.vnet).namespace)]
+            if li.kind == "tap" and netlink.netns_exists(cfg.vnet(li.vnet).namespace)]
 
 
 def remove_namespaces(cfg: NodeConfig) -> list[str]:

@@ -83,6 +83,17 @@ def _one(lab, expr):
     return next(iter(res.values()))
 
 
+def _up(lab, timeout=60):
+    """Prometheus answers its API (it starts slowly on a loaded machine)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = lab.exec("y", ["python3", "-c", GET, "http://127.0.0.1:9090/-/ready"], timeout=20)
+        if r.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("Prometheus never became ready")
+
+
 def _wait_scrape(lab, expr, predicate, timeout=20):
     end = time.monotonic() + timeout
     value = None
@@ -105,6 +116,7 @@ def test_prometheus_scrapes_counters_and_rates(make_lab, tmp_path):
                            "--web.listen-address=127.0.0.1:9090"],
                      stdout=open(tmp_path / "prom.log", "w"), stderr=open(tmp_path / "prom.err", "w"))
     in_y = 'vnet_virtual_link_packets_total{node="y",vnet="blue",direction="in"}'
+    _up(lab)
     base = _wait_scrape(lab, in_y, lambda v: True, timeout=40)
     time.sleep(1.5)
     base = _wait_scrape(lab, in_y, lambda v: True)

@@ -128,6 +128,8 @@ class Lab:
         try:
             return self.configs[node].vnet(vnet).namespace
         except StopIteration:
+            if self.topo.node(node).daemon == "host":      # joined at run time
+                return f"{self.prefix}{node}-{vnet}"
             raise LabError(f"node {node} has no vNet {vnet!r}") from None
 
     def namespaces(self) -> list[str]:
@@ -256,13 +258,16 @@ class Lab:
             rendered = topo_mod.render_router(self.topo, node.name, self.prefix, str(self.workdir))
             path = self.workdir / f"{node.name}.toml"
             path.write_text(topo_mod.dump_toml(rendered))
-            self.configs[node.name] = cfg = rconfig.load(path)
+            self.configs[node.name] = cfg = topo_mod.parse_node_config(
+                rendered, str(path), node.daemon)
             for v in cfg.vnets:
                 if not v.namespace.startswith(self.prefix):
                     raise LabError(f"{path}: vNet {v.name} namespace {v.namespace!r} does not "
                                    f"start with the lab prefix {self.prefix!r}")
+            cmd = self.daemon_cmd if node.daemon == "router" else \
+                [sys.executable, "-m", "vnet_host.daemon"]
             argv = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(node.name)}",
-                    *self.daemon_cmd, "-c", str(path)]
+                    *cmd, "-c", str(path)]
             with open(self.log_path(node.name), "ab") as log:
                 self.daemons[node.name] = subprocess.Popen(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
