@@ -18,7 +18,9 @@ def _bindir() -> str:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 @pytest.mark.parametrize("unit, instance", [("vnet-router.service", None),
-                                            ("vnet-router@.service", "r1")])
+                                            ("vnet-router@.service", "r1"),
+                                            ("vnet-vbm.service", None),
+                                            ("vnet-hostd.service", None)])
 def test_unit_verifies(tmp_path, unit, instance):
     bindir = _bindir()
     assert os.access(f"{bindir}/vnet-router", os.X_OK), f"vnet-router not installed in {bindir}"
@@ -30,7 +32,8 @@ def test_unit_verifies(tmp_path, unit, instance):
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
 
 
-@pytest.mark.parametrize("unit", ["vnet-router.service", "vnet-router@.service"])
+@pytest.mark.parametrize("unit", ["vnet-router.service", "vnet-router@.service",
+                                  "vnet-vbm.service"])
 def test_unit_settings(unit):
     lines = {tuple(l.split("=", 1)) for l in (UNITS / unit).read_text().splitlines() if "=" in l}
     for want in [("Type", "notify"), ("User", "vnet"),
@@ -39,4 +42,15 @@ def test_unit_settings(unit):
                  ("NoNewPrivileges", "yes"), ("ProtectSystem", "strict")]:
         assert want in lines, want
     keys = {k for k, _ in lines}
-    assert {"RuntimeDirectory", "ExecReload", "ExecStartPre", "ExecStopPost"} <= keys
+    assert {"RuntimeDirectory", "ExecReload"} <= keys
+    if unit.startswith("vnet-router"):        # hosts vNets: privileged namespace steps
+        assert {"ExecStartPre", "ExecStartPost", "ExecStopPost"} <= keys
+
+
+def test_hostd_unit_bounds_its_capabilities():
+    lines = dict(l.split("=", 1) for l in (UNITS / "vnet-hostd.service").read_text().splitlines()
+                 if "=" in l and not l.startswith("#"))
+    assert lines["Type"] == "notify" and "ExecReload" in lines
+    caps = set(lines["CapabilityBoundingSet"].split())
+    assert "CAP_SYS_MODULE" not in caps and "CAP_SYS_PTRACE" not in caps
+    assert {"CAP_NET_ADMIN", "CAP_NET_RAW"} <= caps
