@@ -71,9 +71,13 @@ addresses = ["10.0.0.{i}/24"]
     return "\n".join(parts)
 
 
-@pytest.fixture
-def lan(make_lab):
-    return make_lab(lan_topology())
+@pytest.fixture(params=["fast", "reference"])
+def lan(make_lab, monkeypatch, request):
+    """The LAN with each datapath: the daemons inherit VNET_DATAPATH."""
+    monkeypatch.setenv("VNET_DATAPATH", request.param)
+    lab = make_lab(lan_topology())
+    assert {lab.control(n)["datapath"] for n in lab.daemons} == {request.param}
+    return lab
 
 
 def _capture(lab, node, vnet, ifname, path):
