@@ -87,7 +87,10 @@ class ControlServer:
                     return
                 if not line:
                     return
-                await self._reply(writer, self._dispatch(line))
+                reply = self._dispatch(line)
+                if asyncio.isfuture(reply) or asyncio.iscoroutine(reply):
+                    reply = await self._finish(reply)
+                await self._reply(writer, reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -98,7 +101,18 @@ class ControlServer:
         writer.write(json.dumps(obj).encode() + b"\n")
         await writer.drain()
 
-    def _dispatch(self, line: bytes) -> dict:
+    @staticmethod
+    async def _finish(pending) -> dict:
+        """A handler returned a coroutine (work that waits on the network): await it."""
+        try:
+            return {"ok": True, "result": await pending}
+        except (ValueError, LookupError, TimeoutError) as e:
+            return {"ok": False, "error": str(e)}
+        except Exception as e:     # a handler bug must not take the daemon down
+            log.exception("control command failed")
+            return {"ok": False, "error": f"failed: {e}"}
+
+    def _dispatch(self, line: bytes):
         try:
             msg = json.loads(line)
         except ValueError:
@@ -111,7 +125,12 @@ class ControlServer:
             return {"ok": False, "error": f"unknown command {msg['cmd']!r} "
                                           f"(known: {', '.join(sorted(self.handlers))})"}
         try:
-            return {"ok": True, "result": handler(**args)}
+            result = handler(**args)
+            if asyncio.iscoroutine(result):
+                return result
+            return {"ok": True, "result": result}
+        except (ValueError, LookupError) as e:
+            return {"ok": False, "error": str(e)}
         except TypeError as e:
             return {"ok": False, "error": f"bad arguments for {msg['cmd']!r}: {e}"}
         except Exception as e:     # a handler bug must not take the daemon down

@@ -22,6 +22,7 @@ from .ports import EnvironmentError_, Ports, read_facts
 from .status import status
 from .tables import Tables
 from .control import ControlServer
+from .controlplane import ControlPlane
 
 log = logging.getLogger("vnet_router")
 
@@ -49,6 +50,7 @@ async def run(cfg: config_mod.NodeConfig, tables: Tables, ports: Ports) -> int:
     loop = asyncio.get_running_loop()
     dp = None
     control = None
+    cp = None
     started = time.time()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -58,10 +60,16 @@ async def run(cfg: config_mod.NodeConfig, tables: Tables, ports: Ports) -> int:
         for (vnet, name), tap in ports.taps.items():
             dp.add_port(vnet, name, tap.fd)
         dp.open()
-        control = ControlServer(cfg.node.control_socket, {
-            "show": lambda: status(cfg, tables, dp, started),
+        handlers = {
+            "show": lambda: status(cfg, tables, dp, started, cp),
             "ping": lambda: "pong",
-        })
+        }
+        if cfg.tm is not None or cfg.vbm is not None:
+            cp = ControlPlane(cfg, tables, dp, ports, loop)
+            cp.start()
+            handlers.update(alloc=cp.allocations, vlink_add=cp.vlink_add,
+                            vlink_del=cp.vlink_del)
+        control = ControlServer(cfg.node.control_socket, handlers)
         await control.start()
         log.info("node %s ready: %d substrate links, %d vNets, %d logical interfaces, "
                  "%d switched virtual links", cfg.node.name, len(cfg.substrate_links),
@@ -72,6 +80,8 @@ async def run(cfg: config_mod.NodeConfig, tables: Tables, ports: Ports) -> int:
     finally:
         if control is not None:
             await control.close()
+        if cp is not None:
+            cp.close()
         if dp is not None:
             dp.close()
 

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 64                  # frames read per readiness event and socket (fairness between fds)
 RXBUF = 65536 + 64
+MIN_METER_RATE = 8000       # bit/s: a meter never runs at 0 (a TM minimum may be 0)
 _LEN = struct.Struct("!H")
 
 
@@ -61,6 +62,8 @@ class Datapath:
         self._buf = bytearray(RXBUF)
         self._view = memoryview(self._buf)
         self.drops = tables.drops
+        # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
+        self.on_control = None
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -68,6 +71,18 @@ class Datapath:
         port = TapPort(vnet, name, fd)
         self.ports[(vnet, name)] = port
         return port
+
+    def remove_port(self, vnet: str, name: str):
+        port = self.ports.pop((vnet, name), None)
+        if port is not None and not port.paused:
+            try:
+                self.loop.remove_reader(port.fd)
+            except Exception:
+                pass
+        return port
+
+    def start_port(self, port: TapPort):
+        self.loop.add_reader(port.fd, self._on_tap, port)
 
     def open(self):
         """Open the substrate sockets the tables need and install the first snapshot."""
@@ -96,7 +111,7 @@ class Datapath:
     def install(self, snap: Snapshot):
         """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
         cfg = self.tables.config
-        for li in cfg.interfaces:
+        for li in self.tables.interfaces:
             port = self.ports.get((li.vnet, li.name))
             vin = self.tables.input_vlink(li.substrate_link, li.in_vli)
             vout = self.tables.output_vlink(li.substrate_link, li.out_vli)
@@ -112,30 +127,37 @@ class Datapath:
             vin.port = vout
             vout.port = snap.links[sw.out_link]
         for v in snap.vlinks.values():
-            ctx = snap.links[v.link_id]
-            rate = v.rate
             if v.direction == OUT:
-                v.encap = _encap(ctx, v.vli)
-            if rate.max is None:
-                v.meter = None
-            elif v.direction == IN:
-                if not isinstance(v.meter, TokenBucket):
-                    v.meter = TokenBucket(rate.max, rate.burst or default_burst(rate.max, ctx.mtu),
-                                          self.clock)
-                else:
-                    v.meter.set_rate(rate.max, rate.burst or default_burst(rate.max, ctx.mtu))
-            else:
-                if not isinstance(v.meter, Shaper):
-                    v.meter = Shaper(TokenBucket(rate.max, rate.burst or
-                                                 default_burst(rate.max, ctx.mtu), self.clock),
-                                     self._queue_limit(v))
-                else:
-                    v.meter.bucket.set_rate(rate.max, rate.burst or default_burst(rate.max, ctx.mtu))
+                v.encap = _encap(snap.links[v.link_id], v.vli)
+            self._meter(v, snap.links[v.link_id])
         self.snap = snap
+
+    def set_rate(self, v: VLink):
+        """The Traffic Manager changed ``v.rate``: the meter follows its current rate."""
+        if self.snap is not None and v.link_id in self.snap.links:
+            self._meter(v, self.snap.links[v.link_id])
+
+    def _meter(self, v: VLink, ctx: LinkCtx):
+        rate = v.rate
+        if rate.max is None:
+            v.meter = None
+            return
+        bps = max(rate.current, MIN_METER_RATE)
+        burst = rate.burst or default_burst(bps, ctx.mtu)
+        if v.direction == IN:
+            if not isinstance(v.meter, TokenBucket):
+                v.meter = TokenBucket(bps, burst, self.clock)
+            else:
+                v.meter.set_rate(bps, burst)
+        else:
+            if not isinstance(v.meter, Shaper):
+                v.meter = Shaper(TokenBucket(bps, burst, self.clock), self._queue_limit(v))
+            else:
+                v.meter.bucket.set_rate(bps, burst)
 
     def _queue_limit(self, v: VLink) -> int:
         cfg = self.tables.config
-        for li in cfg.interfaces:
+        for li in self.tables.interfaces:
             if (li.substrate_link, li.out_vli) == (v.link_id, v.vli):
                 return li.queue
         for sw in cfg.switches:
@@ -194,6 +216,9 @@ class Datapath:
             st.rx_packets += 1
             st.rx_bytes += n
         if reason is not None:
+            if reason == "control" and self.on_control is not None and \
+                    self.on_control(ctx, view, start, length):
+                return
             self._drop(reason, ctx, v)
             return
         if v.meter is not None and not v.meter.take(length):
@@ -292,6 +317,27 @@ class Datapath:
         st = ctx.state
         st.tx_packets += 1
         st.tx_bytes += len(payload)
+
+    def send_control(self, ctx: LinkCtx, payload: bytes, dst: bytes | None = None) -> bool:
+        """Send a control message on VLI 0 of substrate link ``ctx`` (``dst``: multiaccess
+        destination MAC, default broadcast)."""
+        try:
+            if ctx.kind == "p2p":
+                self.tx[ctx.ifindex].send(_encap(ctx, wire.VLI_CONTROL) +
+                                          _LEN.pack(len(payload)) + payload)
+            elif ctx.kind == "multiaccess":
+                self.tx[ctx.ifindex].send((dst or wire.BROADCAST_MAC) +
+                                          _encap(ctx, wire.VLI_CONTROL) +
+                                          _LEN.pack(len(payload)) + payload)
+            else:
+                self.udp[ctx.local].sendto(_encap(ctx, wire.VLI_CONTROL) + payload, ctx.remote)
+        except (BlockingIOError, OSError):
+            self._drop("send_error", ctx, None)
+            return False
+        st = ctx.state
+        st.tx_packets += 1
+        st.tx_bytes += len(payload)
+        return True
 
     def _schedule(self, v: VLink):
         shaper = v.meter

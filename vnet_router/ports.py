@@ -55,19 +55,37 @@ class Ports:
                 self.created_ns.append(v.namespace)
                 log.info("vnet %s: created namespace %s", v.name, v.namespace)
         for li in cfg.interfaces:
-            ns = cfg.vnet(li.vnet).namespace
-            ctx = snap.links[li.substrate_link]
-            mtu = logical_mtu(ctx)
-            tap = Tap()
-            self.taps[(li.vnet, li.name)] = tap
+            self.add(li, snap.links[li.substrate_link])
+
+    def add(self, li, ctx) -> Tap:
+        """Create the TAP of logical interface ``li`` in its vNet's namespace (blocking
+        netlink work: the daemon calls this from a worker thread once its loop runs)."""
+        ns = self.cfg.vnet(li.vnet).namespace
+        mtu = logical_mtu(ctx)
+        tap = Tap()
+        self.taps[(li.vnet, li.name)] = tap
+        try:
             netlink.link_set(tap.tmpname, mtu=mtu,
                              mac=wire.mac_to_str(li.mac) if li.mac else None, netns_to=ns)
             netlink.link_set(tap.tmpname, ns, rename=li.name)
             for a in li.addresses:
                 netlink.addr_add(li.name, a, ns)
             netlink.link_set(li.name, ns, up=True)
-            log.info("vnet %s: logical interface %s in %s on %s (in VLI %d, out VLI %d, mtu %d)",
-                     li.vnet, li.name, ns, li.substrate_link, li.in_vli, li.out_vli, mtu)
+        except BaseException:
+            self.taps.pop((li.vnet, li.name), None)
+            tap.close()
+            raise
+        log.info("vnet %s: logical interface %s in %s on %s (in VLI %d, out VLI %d, mtu %d)",
+                 li.vnet, li.name, ns, li.substrate_link, li.in_vli, li.out_vli, mtu)
+        return tap
+
+    def remove(self, vnet: str, name: str) -> bool:
+        tap = self.taps.pop((vnet, name), None)
+        if tap is None:
+            return False
+        tap.close()
+        log.info("vnet %s: removed logical interface %s", vnet, name)
+        return True
 
     def teardown(self):
         for (vnet, name), tap in self.taps.items():

@@ -137,7 +137,8 @@ class Responder:
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def handle(self, peer, msg: Message, execute) -> Message | None:
-        """``execute(peer, msg) -> reply`` runs once per (peer, incarnation, seq)."""
+        """``execute(peer, msg) -> reply`` runs once per (peer, incarnation, seq).  It may
+        return None to defer (then it sees the retries too) and answer with ``complete``."""
         now = self.clock()
         if now - self._last_gc > self.window:
             self._gc(now)
@@ -161,6 +162,13 @@ class Responder:
             return None
         reply = replace(reply, node=self.node, incarnation=self.incarnation, seq=msg.seq)
         self.cache[key] = (now, reply)
+        self.send(peer, reply)
+        return reply
+
+    def complete(self, peer, msg: Message, reply: Message) -> Message:
+        """Answer a request whose ``execute`` returned None (deferred work now done)."""
+        reply = replace(reply, node=self.node, incarnation=self.incarnation, seq=msg.seq)
+        self.cache[(peer, msg.node, msg.incarnation, msg.seq)] = (self.clock(), reply)
         self.send(peer, reply)
         return reply
 
