@@ -164,3 +164,154 @@ def test_vlink_add_and_teardown_with_downstream_chosen_vli(make_lab):
     again = vlink_add(lab, "blue", "dyn0", "2Mbit", "20Mbit", "10.7.0.1/24", "10.7.0.2/24")
     assert again["out_vli"] == info["out_vli"]
     assert lab.ping("x", "10.7.0.2", vnet="blue", count=2).received == 2
+
+
+def run_flow(lab, vnet, dst, port, seconds, sample=None):
+    """iperf3 x -> y; returns (per-second rates, samples of ``sample()`` taken meanwhile)."""
+    server, client = iperf(lab, vnet, dst, port, seconds)
+    samples = []
+    while client.poll() is None:
+        if sample is not None:
+            samples.append(sample())
+        time.sleep(0.5)
+    return iperf_result(server, client, seconds), samples
+
+
+def test_demand_raises_rate_to_max_and_idle_link_falls_back(make_lab):
+    lab = make_lab(topology(lan="100Mbit"))
+    wait_vbm(lab)
+    vlink_add(lab, "blue", "dyn0", "4Mbit", "24Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    o = out_link(lab, "x", "blue")
+    assert o["current"] == 4 * M                    # starts at its minimum
+    rates, samples = run_flow(lab, "blue", "10.7.0.2", 5301, 12,
+                              lambda: out_link(lab, "x", "blue")["current"])
+    granted = max(samples)
+    tail = rates[-4:]
+    measured = sum(tail) / len(tail)
+    print(f"granted {granted / M:.1f} Mbit/s, measured {[round(r / M, 1) for r in rates]}")
+    assert granted == 24 * M, samples
+    assert out_link(lab, "x", "blue")["current"] == 24 * M
+    assert abs(measured - granted) <= 0.15 * granted, (measured, granted)
+    y = lab.control("y", "alloc")
+    assert y["aggregates"]["blue"]["used"] <= y["aggregates"]["blue"]["aggregate"]
+    # idle for the configured interval (3 s): back to the minimum, in alloc and in show
+    t0 = time.monotonic()
+    wait_for(lambda: out_link(lab, "x", "blue")["current"] == 4 * M, 15, "idle fall-back")
+    print(f"idle fall-back after {time.monotonic() - t0:.1f} s")
+    vli = out_link(lab, "x", "blue")["vli"]
+    assert shown_rate(lab, "x", "blue", vli) == 4 * M
+    wait_for(lambda: next(i for i in lab.control("y", "alloc")["inputs"])["current"] == 4 * M,
+             5, "the downstream input rate to follow")
+
+
+def test_two_vnets_competing_each_get_their_share(make_lab):
+    lab = make_lab(topology(lan="40Mbit", blue=0.5, red=0.5))
+    wait_vbm(lab)
+    vlink_add(lab, "blue", "b0", "2Mbit", "30Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    vlink_add(lab, "red", "r0", "2Mbit", "30Mbit", "10.8.0.1/24", "10.8.0.2/24")
+    sb, cb = iperf(lab, "blue", "10.7.0.2", 5401, 14)
+    sr, cr = iperf(lab, "red", "10.8.0.2", 5402, 14)
+    blue = iperf_result(sb, cb, 14)
+    red = iperf_result(sr, cr, 14)
+    v = lab.control("v", "alloc")["vbm"]
+    xa, ya = lab.control("x", "alloc"), lab.control("y", "alloc")
+    print("blue", [round(r / M, 1) for r in blue], "red", [round(r / M, 1) for r in red])
+    print("VBM", json.dumps(v["vnets"]))
+    for name, vid, rates in (("blue", "1", blue), ("red", "2", red)):
+        pool = v["vnets"][vid]["pool"]
+        assert pool == 20 * M
+        assert v["vnets"][vid]["allocated"] <= pool
+        # y's share of the pool: what the VBM has not given to x (its minimum)
+        y_agg = ya["aggregates"][name]["aggregate"]
+        assert y_agg + xa["aggregates"][name]["aggregate"] <= pool
+        assert y_agg >= pool - 2 * M - 0.5 * M, (name, y_agg)
+        got = sum(rates[-5:]) / 5
+        assert got >= 0.85 * y_agg, (name, got, y_agg)
+
+
+def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
+    lab = make_lab(topology(lan="60Mbit"))
+    wait_vbm(lab)
+    vlink_add(lab, "blue", "dyn0", "2Mbit", "40Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    run_flow(lab, "blue", "10.7.0.2", 5501, 6)
+    before = {n: lab.control(n, "alloc")["aggregates"] for n in "xy"}
+    assert before["y"]["blue"]["aggregate"] > 20 * M, before
+    lab.kill_daemon("v")
+    # demand goes on and asks for more: nobody goes above what it had
+    _, samples = run_flow(lab, "blue", "10.7.0.2", 5502, 6,
+                          lambda: {n: lab.control(n, "alloc")["aggregates"] for n in "xy"})
+    for s in samples + [{n: lab.control(n, "alloc")["aggregates"] for n in "xy"}]:
+        for n in "xy":
+            for vnet, a in s[n].items():
+                assert a["aggregate"] <= before[n][vnet]["aggregate"], (n, vnet, a, before)
+                assert a["used"] <= a["aggregate"]
+    assert lab.control("y", "alloc")["counters"].get("timeouts", 0) > 0
+    lab.restart_daemon("v")
+
+    def rebuilt():
+        view = lab.control("v", "alloc")["vbm"]
+        held = {n: lab.control(n, "alloc") for n in "xy"}
+        nodes = view["vnets"]["1"]["nodes"]
+        want = {str(int(held[n]["node_id"], 16)): held[n]["aggregates"]["blue"]["aggregate"]
+                for n in "xy"}
+        return view["state"] == "ACTIVE" and {k: x["aggregate"] for k, x in nodes.items()} == want
+    wait_for(rebuilt, 20, "the restarted VBM to rebuild its view from the nodes")
+
+
+INJECTOR = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.bind(("e1", 0))
+data = sys.stdin.buffer.read()
+while data:
+    size = int.from_bytes(data[:4], "big")
+    s.send(data[4:4 + size])
+    data = data[4 + size:]
+"""
+
+
+def test_spoofed_and_malformed_control_messages_are_refused_and_counted(make_lab):
+    lab = make_lab(topology())
+    wait_vbm(lab)
+    info = vlink_add(lab, "blue", "dyn0", "2Mbit", "20Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    x, y = (bytes.fromhex(lab.mac(n, "e1").replace(":", "")) for n in ("x", "y"))
+    tag = wire.VlanTag(10, 0)
+
+    def ctl(msg):
+        return wire.pack_eth(y, x, 0, msg.pack(), tag)
+
+    n = 5
+    frames = []
+    for i in range(n):
+        seq = 1_000_000 + 10 * i
+        frames += [
+            wire.pack_eth(y, x, 0, b"\x07garbage" * 4, tag),                          # garbage
+            ctl(m.RateRequest(node=1, incarnation=2, seq=seq, vli=3333, rate=M)),     # unknown
+            ctl(m.RateRequest(node=1, incarnation=2, seq=seq + 1, vli=info["out_vli"],
+                              rate=10**9)),                                           # > max
+            ctl(m.RateReply(node=1, incarnation=2, seq=seq + 2, vli=info["out_vli"],
+                            rate=10**9)),                                             # bad seq
+            ctl(m.VlinkTeardown(node=1, incarnation=2, seq=seq + 3, vli=4444)),       # unknown
+        ]
+    before = lab.control("y")
+    pinger = lab.popen("x", ["ping", "-n", "-c", "30", "-i", "0.05", "10.7.0.2"], vnet="blue",
+                       stdout=subprocess.PIPE, text=True)
+    blob = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+    r = lab.exec("x", ["python3", "-c", INJECTOR], input=blob, text=False)
+    assert r.returncode == 0, r.stderr
+    out, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in out, out
+    time.sleep(0.5)
+    after = lab.control("y")
+    c0, c1 = before["control"], after["control"]
+
+    def delta(key):
+        return c1.get(key, 0) - c0.get(key, 0)
+    assert after["drops"]["control"] - before["drops"]["control"] == n      # garbage
+    assert delta("malformed") == n
+    assert delta("unknown_vlink") == 2 * n
+    assert delta("above_max") == n
+    assert delta("bad_seq") == n
+    yin = next(i for i in lab.control("y", "alloc")["inputs"] if i["vli"] == info["out_vli"])
+    assert yin["current"] <= yin["max"]
+    assert all(v is None for v in lab.alive().values())
