@@ -277,6 +277,8 @@ class ControlPlane:
         except ValueError:
             self.ports.remove(d.vnet, d.name)
             raise
+        if ctx.kind == "multiaccess":       # unicast to the peer, never flooded to the LAN
+            self.tables.output_vlink(d.link, d.out_vli).dst = d.peer[1]
         port = self.dp.add_port(d.vnet, d.name, tap.fd)
         self.dp.install(self.tables.compile())
         self.dp.start_port(port)

@@ -303,8 +303,8 @@ class Datapath:
             if kind == "p2p":
                 self.tx[ctx.ifindex].send(v.encap + _LEN.pack(len(payload)) + payload)
             elif kind == "multiaccess":
-                dst = wire.BROADCAST_MAC
-                if port is not None and not payload[0] & 1:
+                dst = v.dst or wire.BROADCAST_MAC
+                if v.dst is None and port is not None and not payload[0] & 1:
                     dst = port.learned.get(payload[:6], wire.BROADCAST_MAC)
                 self.tx[ctx.ifindex].send(dst + v.encap + _LEN.pack(len(payload)) + payload)
             else:

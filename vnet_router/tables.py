@@ -56,7 +56,7 @@ class VLink:
     """One direction of a virtual link: key (substrate link, VLI, direction)."""
 
     __slots__ = ("link_id", "vli", "direction", "vnet", "action", "rate", "packets", "bytes",
-                 "drops", "meter", "port", "owner", "encap")
+                 "drops", "meter", "port", "owner", "encap", "dst")
 
     def __init__(self, link_id: str, vli: int, direction: str, vnet: str, action: int,
                  rate: Rate, owner: str):
@@ -67,6 +67,7 @@ class VLink:
         self.meter = None     # datapath: token bucket (input policer / output shaper)
         self.port = None      # datapath: where frames go next (TAP port, output VLink, link)
         self.encap = b""      # datapath: precomputed encapsulation prefix (output)
+        self.dst = None       # multiaccess output: fixed outer destination MAC (else learned)
 
     @property
     def key(self):

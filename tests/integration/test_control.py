@@ -164,6 +164,22 @@ def test_vlink_add_and_teardown_with_downstream_chosen_vli(make_lab):
     again = vlink_add(lab, "blue", "dyn0", "2Mbit", "20Mbit", "10.7.0.1/24", "10.7.0.2/24")
     assert again["out_vli"] == info["out_vli"]
     assert lab.ping("x", "10.7.0.2", vnet="blue", count=2).received == 2
+    # on the multiaccess LAN the neighbour is named; frames go to it only (not flooded)
+    r = vnetctl(lab, "x", "vlink", "add", "lan", "red", "ma0", "--max", "10Mbit", "--peer", "y",
+                "--address", "10.9.0.1/24")
+    assert r.returncode == 0, r.stderr
+    lab.exec("y", ["ip", "addr", "add", "10.9.0.2/24", "dev", "ma0"], vnet="red", check=True)
+    v_rx = lab.control("v")["substrate_links"][0]["rx_packets"]
+    assert lab.ping("x", "10.9.0.2", vnet="red", count=3).received == 3
+    hellos = 2 * 2 * 3 / 0.5 + 10        # what v may hear meanwhile: HELLOs of x and y
+    assert lab.control("v")["substrate_links"][0]["rx_packets"] - v_rx < hellos
+    r = vnetctl(lab, "x", "vlink", "add", "lan", "red", "ma1", "--max", "10Mbit", "--peer", "nobody")
+    assert r.returncode == 1 and "no neighbour 'nobody'" in r.stderr
+    text = vnetctl(lab, "x", "alloc")
+    assert text.returncode == 0 and "output virtual links" in text.stdout, text.stderr
+    print(text.stdout)
+    text = vnetctl(lab, "v", "alloc")
+    assert text.returncode == 0 and "VBM: " in text.stdout, text.stdout + text.stderr
 
 
 def run_flow(lab, vnet, dst, port, seconds, sample=None):
