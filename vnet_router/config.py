@@ -121,6 +121,7 @@ class TMSection:
     vbm_link: str | None = None     # substrate link on which the VBM is reached (its LAN)
     dynamic_vli_base: int = 1024    # VLIs this node allocates for dynamic virtual links
     start_at: str = "min"           # managed static links start at their "min" or "max"
+    kernel_shaping: bool = False    # shape managed output links with Linux HTB (kshaping.py)
 
 
 @dataclass(frozen=True)
@@ -450,6 +451,7 @@ def parse(data: dict, file: str = "<string>") -> NodeConfig:
             vbm_link=s.get("vbm_link", str, None, _known(links, "substrate link")),
             dynamic_vli_base=s.get("dynamic_vli_base", int, 1024, _vli),
             start_at=s.get("start_at", str, "min", _choice(("min", "max"))),
+            kernel_shaping=s.get("kernel_shaping", bool, False),
         )
         s.done()
     if "vbm" in data:

@@ -31,6 +31,7 @@ from .config import LogicalInterface, NodeConfig, Rate, _IFNAME
 from .ctlproto import messages as m
 from .ctlproto.fsm import VlinkFSM, VlinkState
 from .ctlproto.transport import Requester, Responder
+from .kshaping import KernelShaping
 from .tables import IN, OUT
 from .tm import TrafficManager
 from .vbm import VBM, AdmissionError
@@ -88,6 +89,7 @@ class ControlPlane:
                            rebuild_time=cfg.vbm.rebuild_time, counters=self.counters)
             for s in cfg.vbm.shares:
                 self.vbm.admit(s.vnet, s.share)
+        self.kshaping = KernelShaping(dp, loop) if tm_cfg and tm_cfg.kernel_shaping else None
         self.neighbours: dict[tuple, dict] = {}
         self.dynamic: dict[tuple[str, str], Dynamic] = {}
         self.reserved: set[tuple[str, int]] = set()
@@ -117,12 +119,17 @@ class ControlPlane:
         log.info("control plane: node id %08x incarnation %08x%s", self.node_id,
                  self.incarnation, f", VBM on {self.cfg.vbm.link}" if self.vbm else "")
 
-    def close(self):
+    async def close(self):
         if self._timer is not None:
             self._timer.cancel()
         self.dp.on_control = None
         for t in list(self._tasks):
             t.cancel()
+        if self.kshaping is not None:
+            try:
+                await self.kshaping.close()
+            except Exception:
+                log.exception("removing the HTB qdiscs failed")
 
     def _spawn(self, coro):
         t = self.loop.create_task(coro)
@@ -230,7 +237,7 @@ class ControlPlane:
             v = self.tables.vlinks.get((key[0][0], key[1], OUT))
             if v is None:
                 continue
-            qfull = v.drops.get("queue_full", 0)
+            qfull = v.drops.get("queue_full", 0) + v.drops.get("send_error", 0)
             last = self._obs.get(key)
             self._obs[key] = (now, v.packets, v.bytes, qfull)
             if last is None or now <= last[0]:
@@ -255,6 +262,8 @@ class ControlPlane:
             return
         v.rate = replace(v.rate, cur=rate)
         self.dp.set_rate(v)
+        if self.kshaping is not None and v.direction == OUT:
+            self._spawn(self.kshaping.set_rate(v, rate))
         log.debug("rate %s %s:%d -> %d bit/s", direction, link_id, vli, rate)
 
     # -- dynamic virtual links ---------------------------------------------------------------
@@ -290,6 +299,9 @@ class ControlPlane:
 
     def _uninstall(self, d: Dynamic):
         self.dynamic.pop((d.vnet, d.name), None)
+        v = self.tables.vlinks.get((d.link, d.out_vli, OUT))
+        if v is not None and self.kshaping is not None:
+            self._spawn(self.kshaping.remove(v))
         self.tm.remove_input((d.peer, d.in_vli))
         self.tm.remove_output((d.peer, d.out_vli))
         self.dp.remove_port(d.vnet, d.name)
@@ -453,6 +465,7 @@ class ControlPlane:
             "neighbours": [{"peer": _peer_str(p), **{k: v for k, v in n.items() if k != "seen"}}
                            for p, n in self.neighbours.items()],
             "vbm": self.vbm.view() if self.vbm is not None else None,
+            "kernel_shaping": self.kshaping.rates() if self.kshaping is not None else None,
             "counters": dict(sorted(self.counters.items())),
         }
 

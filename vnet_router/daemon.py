@@ -81,7 +81,7 @@ async def run(cfg: config_mod.NodeConfig, tables: Tables, ports: Ports) -> int:
         if control is not None:
             await control.close()
         if cp is not None:
-            cp.close()
+            await cp.close()
         if dp is not None:
             dp.close()
 

@@ -137,9 +137,23 @@ class Datapath:
         if self.snap is not None and v.link_id in self.snap.links:
             self._meter(v, self.snap.links[v.link_id])
 
+    def kernel_shaped(self, v: VLink, sock: socket.socket):
+        """From now on output ``v`` is shaped by the kernel (HTB class chosen by ``sock``'s
+        SO_PRIORITY): frames the user-space shaper still holds go out first."""
+        shaper = v.meter
+        v.txsock = sock
+        v.meter = None
+        if isinstance(shaper, Shaper):
+            for payload, port in shaper.release() + [f for f, _ in shaper.queue]:
+                self._send(v, v.port, payload, port)
+            shaper.queue.clear()
+            for port in self.ports.values():
+                if port.paused and port.out is v:
+                    self._resume(port)
+
     def _meter(self, v: VLink, ctx: LinkCtx):
         rate = v.rate
-        if rate.max is None:
+        if rate.max is None or (v.direction == OUT and v.txsock is not None):
             v.meter = None
             return
         bps = max(rate.current, MIN_METER_RATE)
@@ -179,6 +193,10 @@ class Datapath:
                 pass
         for s in self.tx.values():
             s.close()
+        for v in self.tables.vlinks.values():
+            if v.txsock is not None:
+                v.txsock.close()
+                v.txsock = None
         self.rx.clear(), self.tx.clear(), self.udp.clear()
 
     # -- receive from substrate ----------------------------------------------------------------
@@ -301,12 +319,14 @@ class Datapath:
         kind = ctx.kind
         try:
             if kind == "p2p":
-                self.tx[ctx.ifindex].send(v.encap + _LEN.pack(len(payload)) + payload)
+                (v.txsock or self.tx[ctx.ifindex]).send(v.encap + _LEN.pack(len(payload)) +
+                                                        payload)
             elif kind == "multiaccess":
                 dst = v.dst or wire.BROADCAST_MAC
                 if v.dst is None and port is not None and not payload[0] & 1:
                     dst = port.learned.get(payload[:6], wire.BROADCAST_MAC)
-                self.tx[ctx.ifindex].send(dst + v.encap + _LEN.pack(len(payload)) + payload)
+                (v.txsock or self.tx[ctx.ifindex]).send(dst + v.encap + _LEN.pack(len(payload))
+                                                        + payload)
             else:
                 self.udp[ctx.local].sendto(v.encap + payload, ctx.remote)
         except (BlockingIOError, OSError):
@@ -350,9 +370,9 @@ class Datapath:
 
     def _drain(self, v: VLink):
         shaper = v.meter
-        shaper.scheduled = False
         if not isinstance(shaper, Shaper):
             return
+        shaper.scheduled = False
         ctx = v.port
         for payload, port in shaper.release():
             self._send(v, ctx, payload, port)

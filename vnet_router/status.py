@@ -39,6 +39,8 @@ def status(cfg, tables, dp, started: float, cp=None) -> dict:
         vlinks.append({"substrate_link": link, "vli": vli, "direction": direction,
                        "vnet": v.vnet, "action": ACTION_NAMES[v.action], "owner": v.owner,
                        "rate": _rate(v.rate), "packets": v.packets, "bytes": v.bytes,
+                       "shaper": "kernel" if v.txsock is not None else
+                                 ("user" if meter is not None else "none"),
                        "queue_depth": depth, "drops": dict(v.drops)})
     ports = [{"vnet": p.vnet, "name": p.name, "namespace": cfg.vnet(p.vnet).namespace,
               "dynamic": (p.vnet, p.name) in getattr(cp, "dynamic", {}),

@@ -56,7 +56,7 @@ class VLink:
     """One direction of a virtual link: key (substrate link, VLI, direction)."""
 
     __slots__ = ("link_id", "vli", "direction", "vnet", "action", "rate", "packets", "bytes",
-                 "drops", "meter", "port", "owner", "encap", "dst")
+                 "drops", "meter", "port", "owner", "encap", "dst", "txsock")
 
     def __init__(self, link_id: str, vli: int, direction: str, vnet: str, action: int,
                  rate: Rate, owner: str):
@@ -68,6 +68,7 @@ class VLink:
         self.port = None      # datapath: where frames go next (TAP port, output VLink, link)
         self.encap = b""      # datapath: precomputed encapsulation prefix (output)
         self.dst = None       # multiaccess output: fixed outer destination MAC (else learned)
+        self.txsock = None    # output shaped by the kernel (HTB): its own send socket
 
     @property
     def key(self):

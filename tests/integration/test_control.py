@@ -60,7 +60,7 @@ vbm_link = "lan"
 """
 
 
-def topology(lan="60Mbit", blue=0.5, red=0.5):
+def topology(lan="60Mbit", blue=0.5, red=0.5, tm=TM):
     vbm = f"""
 [node.router.vbm]
 link = "lan"
@@ -76,7 +76,7 @@ share = {red}
     return ('[[switch]]\nname = "sw"\n'
             + "".join(f'[[link]]\na = "{n}:e0"\nb = "sw"\n' for n in "xyv")
             + '[[link]]\na = "x:e1"\nb = "y:e1"\n'
-            + _node("x", "y", tm=TM) + _node("y", "x", tm=TM) + _node("v", None, False, vbm=vbm))
+            + _node("x", "y", tm=tm) + _node("y", "x", tm=tm) + _node("v", None, False, vbm=vbm))
 
 
 def vnetctl(lab, node, *args):
@@ -333,3 +333,25 @@ def test_spoofed_and_malformed_control_messages_are_refused_and_counted(make_lab
     yin = next(i for i in lab.control("y", "alloc")["inputs"] if i["vli"] == info["out_vli"])
     assert yin["current"] <= yin["max"]
     assert all(v is None for v in lab.alive().values())
+
+
+def test_kernel_htb_shaping_follows_the_granted_rate(make_lab):
+    lab = make_lab(topology(lan="100Mbit", tm=TM + "kernel_shaping = true\n"))
+    wait_vbm(lab)
+    info = vlink_add(lab, "blue", "dyn0", "4Mbit", "24Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    wait_for(lambda: next(v for v in lab.control("x")["virtual_links"]
+                          if v["vli"] == info["out_vli"] and v["direction"] == "out")["shaper"]
+             == "kernel", 5, "the kernel shaper to take over")
+    rates, samples = run_flow(lab, "blue", "10.7.0.2", 5601, 12,
+                              lambda: out_link(lab, "x", "blue")["current"])
+    granted = out_link(lab, "x", "blue")["current"]
+    measured = sum(rates[-4:]) / 4
+    tc = lab.exec("x", ["tc", "-s", "class", "show", "dev", "e1"]).stdout
+    print(f"granted {granted / M} Mbit/s, measured {[round(r / M, 1) for r in rates]}\n{tc}")
+    assert granted == 24 * M, samples
+    assert abs(measured - granted) <= 0.15 * granted, (measured, granted)
+    assert "class htb 1:2" in tc and "rate 24Mbit" in tc
+    r = vnetctl(lab, "x", "vlink", "del", "blue", "dyn0")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: "class htb 1:2" not in
+             lab.exec("x", ["tc", "class", "show", "dev", "e1"]).stdout, 5, "class removal")
