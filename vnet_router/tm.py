@@ -264,9 +264,17 @@ class TrafficManager:
     def _unmet(self, vnet) -> bool:
         return any(i.asked > i.current for i in self.inputs.values() if i.vnet == vnet)
 
-    def _notify(self, link: InLink):
-        self.req.request(link.peer, m.RateNotify(vli=link.vli, rate=link.current),
-                         lambda reply: None)
+    def _notify(self, link: InLink, rounds: int = 3):
+        """Tell the upstream TM its link's rate changed; unanswered, try again (a few rounds of
+        retries: the upstream may be down, then its next RATE_REQUEST resynchronises)."""
+        rate = link.current
+
+        def done(reply):
+            if reply is None and rounds > 1 and self.inputs.get(link.key) is link \
+                    and link.current == rate:
+                self._notify(link, rounds - 1)
+
+        self.req.request(link.peer, m.RateNotify(vli=link.vli, rate=rate), done)
 
     def _assigned(self, vnet, rate):
         agg = self.aggregates[vnet]

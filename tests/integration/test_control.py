@@ -355,3 +355,7 @@ def test_kernel_htb_shaping_follows_the_granted_rate(make_lab):
     assert r.returncode == 0, r.stderr
     wait_for(lambda: "class htb 1:2" not in
              lab.exec("x", ["tc", "class", "show", "dev", "e1"]).stdout, 5, "class removal")
+    lab.stop()
+    assert lab.daemon_exit == {"x": 0, "y": 0, "v": 0}, lab.daemon_exit
+    for node in "xyv":
+        assert "Traceback" not in lab.log_path(node).read_text(), lab.log_tail(node, 40)
