@@ -19,7 +19,6 @@ Peers are ``(substrate link id, MAC bytes | None)``.  Timers run on the event lo
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -34,7 +33,8 @@ from .ctlproto.transport import Requester, Responder
 from .kshaping import KernelShaping
 from .tables import IN, OUT
 from .tm import TrafficManager
-from .vbm import VBM, AdmissionError
+from .units import parse_rate
+from .vbm import VBM
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,6 @@ class ControlPlane:
     async def vlink_add(self, link: str, vnet: str, name: str, min, max, addresses=(),
                         peer: str | None = None) -> dict:
         """``vnetctl vlink add``: set up a virtual link pair with the neighbour on ``link``."""
-        from .units import parse_rate
         if link not in {s.id for s in self.cfg.substrate_links}:
             raise LookupError(f"unknown substrate link {link!r}")
         if vnet not in self.vnet_ids:
@@ -474,5 +473,3 @@ def _peer_str(peer) -> str:
     link_id, mac = peer
     return f"{link_id}/{wire.mac_to_str(mac)}" if mac else str(link_id)
 
-
-__all__ = ["ControlPlane", "AdmissionError"]
