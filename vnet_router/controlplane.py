@@ -81,7 +81,7 @@ class ControlPlane:
         self.tm = TrafficManager(
             self.req, clock, idle_interval=tm_cfg.idle_interval if tm_cfg else 10.0,
             report_interval=tm_cfg.report_interval if tm_cfg else 5.0, capacity=capacity,
-            hold=max(0.5, 2 * self.tick_every),
+            hold=max(0.5, 2 * self.tick_every), bounded=bool(tm_cfg and tm_cfg.vbm_link),
             on_rate=self._on_rate, counters=self.counters)
         self.vbm = None
         if cfg.vbm is not None:

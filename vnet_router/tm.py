@@ -72,11 +72,15 @@ class Aggregate:
 class TrafficManager:
     def __init__(self, requester, clock, *, idle_interval: float = 10.0, vbm_peer=None,
                  capacity: int = 0, on_rate=None, report_interval: float = 5.0,
-                 hold: float = 1.0, give_back: float = 0.1, counters: dict | None = None):
+                 hold: float = 1.0, give_back: float = 0.1, bounded: bool = True,
+                 counters: dict | None = None):
         self.req, self.clock = requester, clock
         self.idle_interval, self.report_interval, self.hold = idle_interval, report_interval, hold
         self.give_back = give_back        # give back slack above this fraction of the aggregate
         self.vbm_peer, self.capacity = vbm_peer, capacity
+        # bounded=False: no VBM serves this node's LAN at all, so no aggregate bounds the
+        # inputs (only each link's max); the aggregate then just records Σ inputs
+        self.bounded = bounded
         self.on_rate = on_rate or (lambda direction, key, rate: None)
         self.outputs: dict[tuple, OutLink] = {}
         self.inputs: dict[tuple, InLink] = {}
@@ -226,9 +230,11 @@ class TrafficManager:
             self._set_in(link, msg.rate)
             return m.RateReply(status=m.Status.OK, vli=msg.vli, rate=msg.rate)
         agg = self.aggregates.setdefault(link.vnet, Aggregate())
-        room = agg.rate - self.input_sum(link.vnet)
+        room = agg.rate - self.input_sum(link.vnet) if self.bounded else msg.rate
         grant = min(msg.rate, link.current + max(room, 0))
         self._set_in(link, grant)
+        if not self.bounded:
+            agg.rate = max(agg.rate, self.input_sum(link.vnet))
         shortfall = msg.rate - grant
         link.asked = msg.rate if shortfall > 0 else 0
         if shortfall > 0 and self.vbm_peer is not None and not agg.outstanding:

@@ -359,3 +359,44 @@ def test_kernel_htb_shaping_follows_the_granted_rate(make_lab):
     assert lab.daemon_exit == {"x": 0, "y": 0, "v": 0}, lab.daemon_exit
     for node in "xyv":
         assert "Traceback" not in lab.log_path(node).read_text(), lab.log_tail(node, 40)
+
+
+def _static(name, peer, in_vli, out_vli, octet):
+    return f"""
+[[node]]
+name = "{name}"
+[node.router]
+[node.router.tm]
+idle_interval = 3
+tick = 0.2
+[[node.router.substrate_link]]
+id = "p"
+kind = "p2p"
+interface = "e0"
+peer_mac = "{{mac:{peer}:e0}}"
+vlan = 10
+[[node.router.vnet]]
+name = "blue"
+id = 1
+[[node.router.interface]]
+vnet = "blue"
+name = "blue0"
+substrate_link = "p"
+in_vli = {in_vli}
+out_vli = {out_vli}
+rate = {{ min = "3Mbit", max = "15Mbit" }}
+in_rate = {{ min = "3Mbit", max = "15Mbit" }}
+addresses = ["10.0.0.{octet}/24"]
+"""
+
+
+def test_static_managed_link_without_vbm_follows_demand(make_lab):
+    lab = make_lab('[[link]]\na = "x:e0"\nb = "y:e0"\n' + _static("x", "y", 11, 10, 1)
+                   + _static("y", "x", 10, 11, 2))
+    assert out_link(lab, "x", "blue")["current"] == 3 * M          # starts at its minimum
+    rates, samples = run_flow(lab, "blue", "10.0.0.2", 5701, 8,
+                              lambda: out_link(lab, "x", "blue")["current"])
+    print("static", [round(r / M, 1) for r in rates], samples)
+    assert max(samples) == 15 * M
+    assert abs(sum(rates[-3:]) / 3 - 15 * M) <= 0.15 * 15 * M
+    wait_for(lambda: out_link(lab, "x", "blue")["current"] == 3 * M, 15, "idle fall-back")
