@@ -48,7 +48,7 @@ class SimNode:
 class Simulation:
     def __init__(self, n_nodes=100, *, seed=1, loss=0.2, links_per_node=2, lan_capacity=10**10,
                  shares=(0.4, 0.3, 0.2, 0.1), min_rate=1_000_000, max_rates=(10**7, 10**8),
-                 idle_fraction=0.3, idle_interval=5.0, tick=0.05):
+                 idle_fraction=0.3, idle_interval=5.0, tick=0.05, vbm_rebuild=12.0):
         self.rng = random.Random(seed)
         self.clock = SimClock()
         self.loss, self.tick_every = loss, tick
@@ -61,6 +61,7 @@ class Simulation:
         self.last_change = 0.0
         self.counters: dict = {}
         self.vbm_up = True
+        self.vbm_rebuild = vbm_rebuild
         self.vbm_incarnation = 0
         self.nodes: list[SimNode] = []
         for i in range(n_nodes):
@@ -96,7 +97,8 @@ class Simulation:
 
     def _make_vbm(self):
         self.vbm_incarnation += 1
-        self.vbm = VBM(self.clock, lan_capacity=self.lan_capacity, counters=self.counters)
+        self.vbm = VBM(self.clock, lan_capacity=self.lan_capacity, counters=self.counters,
+                       rebuild_time=self.vbm_rebuild)
         for v, s in self.shares.items():
             self.vbm.admit(v, s)
         self.vbm_resp = Responder(lambda peer, msg: self._send(VBM_ID, peer, msg), self.clock,
