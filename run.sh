@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool"
+APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool prometheus systemd netsniff-ng build-essential bird2"
 
 setup() {
     if [ "$(id -u)" != 0 ]; then
@@ -22,7 +22,7 @@ setup() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing
     fi
     echo "== installing vnet and its Python dependencies"
-    python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+    python3 -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 }
 
 case "${1:-}" in

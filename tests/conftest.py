@@ -14,11 +14,13 @@ def _netns() -> set[str]:
 
 
 def _ours(ns: str) -> bool:
-    """Labs name namespaces vl<pid>...: ours, or of a process (demo run) that has ended.
-    A lab of another live process (a second suite running at the same time) is not ours."""
+    """Every namespace the suite makes is named vl<pid>... (labs, fixtures; daemons' vNet
+    namespaces inherit the lab's prefix).  Ours: our pid, or a process that has ended (a demo
+    run).  Namespaces of other live processes (a second suite running at the same time on
+    this machine) are not ours."""
     m = re.match(r"vl(\d+)", ns)
     if not m:
-        return True
+        return False
     pid = int(m.group(1))
     return pid == os.getpid() or not os.path.exists(f"/proc/{pid}")
 

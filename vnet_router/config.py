@@ -17,6 +17,7 @@ from . import wire
 from .units import parse_rate, parse_size
 
 KINDS = ("p2p", "multiaccess", "udp")
+IFACE_KINDS = ("tap", "socket")
 DATAPATHS = ("auto", "reference", "fast")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
 _NAME = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
@@ -58,6 +59,7 @@ class NodeSection:
     udp_port: int = wire.UDP_PORT_DEFAULT
     datapath: str = "auto"
     log_level: str = "info"
+    metrics: tuple[str, int] | None = None     # Prometheus HTTP listen address
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,11 @@ class VNet:
 
 @dataclass(frozen=True)
 class LogicalInterface:
-    """A TAP in the vNet's namespace = input virtual link + output virtual link."""
+    """A logical interface = input virtual link + output virtual link.
+
+    ``kind`` "tap": a TAP in the vNet's namespace (payload = the vNet's Ethernet frame);
+    "socket": a library endpoint (payload = the vNet packet as the protocol wrote it), handed
+    to an application by the daemon over its control socket (``vnet_host.lib``)."""
 
     vnet: str
     name: str
@@ -95,6 +101,7 @@ class LogicalInterface:
     queue: int = 256                   # packets held by the output shaper
     mac: bytes | None = None
     addresses: tuple[str, ...] = ()
+    kind: str = "tap"
 
 
 @dataclass(frozen=True)
@@ -311,6 +318,7 @@ def parse(data: dict, file: str = "<string>") -> NodeConfig:
             datapath=s.get("datapath", str, "auto", _choice(DATAPATHS)),
             log_level=s.get("log_level", str, "info",
                             _choice(("debug", "info", "warning", "error"))),
+            metrics=s.get("metrics", str, None, _endpoint),
         )
         s.done()
 
@@ -403,12 +411,18 @@ def parse(data: dict, file: str = "<string>") -> NodeConfig:
         out_vli = s.get("out_vli", int, in_vli, _vli)
         claim(used_in, s, "in_vli", lid, in_vli, "input")
         claim(used_out, s, "out_vli", lid, out_vli, "output")
+        kind = s.get("kind", str, "tap", _choice(IFACE_KINDS))
+        if kind == "socket":
+            for key in ("addresses", "mac"):
+                if key in s.data:
+                    raise s.err(key, "a socket interface has no MAC or IP addresses (the "
+                                "protocol on the library does its own addressing)")
         li = LogicalInterface(
             vnet=vnet, name=name, substrate_link=lid, in_vli=in_vli, out_vli=out_vli,
             rate=_rate(s, "rate"), in_rate=_rate(s, "in_rate"),
             queue=s.get("queue", int, 256, _range(1, 1_000_000, "queue length")),
             mac=s.get("mac", str, None, wire.mac_to_bytes),
-            addresses=tuple(_address_list(s)),
+            addresses=tuple(_address_list(s)), kind=kind,
         )
         s.done()
         interfaces.append(li)

@@ -6,21 +6,72 @@ Request:  ``{"cmd": "show"}``        Response: ``{"ok": true, "result": {...}}``
 The server side (``ControlServer``) runs in the daemon's event loop and dispatches to
 handlers the daemon registers; ``request()`` is the blocking client ``vnetctl`` and the lab
 use.  Malformed requests get an error reply; the server keeps serving.
+
+Access: the server reads the peer's credentials (SO_PEERCRED) per connection; an optional
+``policy(cmd, peer)`` refuses commands (e.g. state changes by unprivileged users), and a
+handler marked with :func:`wants_peer` gets the credentials as ``peer=``.  A handler may
+return :class:`WithFds`: the reply then carries descriptors (SCM_RIGHTS), which is how a
+daemon hands a bound endpoint to an application (``request_fds()`` is the client).
 """
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import os
 import socket
+import struct
+from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 64 * 1024
 
 
 class ControlError(RuntimeError):
-    pass
+    """Client side: the daemon could not be reached or refused the command."""
+
+
+class CommandError(RuntimeError):
+    """Server side: a handler refuses a command; the message goes back to the client."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Credentials of the process at the other end of a control connection."""
+
+    pid: int
+    uid: int
+    gid: int
+
+    def groups(self) -> set[int]:
+        """Primary and supplementary groups (from /proc; empty if the process is gone)."""
+        out = {self.gid}
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith("Groups:"):
+                        out |= {int(g) for g in line.split()[1:]}
+        except OSError:
+            pass
+        return out
+
+
+@dataclass
+class WithFds:
+    """A handler's result plus descriptors to pass with the reply (closed after sending)."""
+
+    result: object
+    fds: list = field(default_factory=list)
+
+
+def wants_peer(fn):
+    """Mark a handler that takes the caller's credentials as ``peer=``."""
+    fn.wants_peer = True
+    return fn
+
+
+_CRED = struct.Struct("3i")
 
 
 def request(path: str, cmd: str, timeout: float = 5.0, **args) -> dict:
@@ -49,11 +100,45 @@ def request(path: str, cmd: str, timeout: float = 5.0, **args) -> dict:
     return reply["result"]
 
 
+def request_fds(path: str, cmd: str, timeout: float = 10.0, **args) -> tuple[dict, list[int]]:
+    """Like ``request`` for a command whose reply carries descriptors: (result, fds)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    fds: list[int] = []
+    try:
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as e:
+            raise ControlError(f"cannot reach daemon at {path}: {e.strerror}") from None
+        s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            data, anc, _flags, _addr = s.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
+            for level, typ, payload in anc:
+                if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                    n = len(payload) - len(payload) % 4
+                    fds += list(struct.unpack(f"{n // 4}i", payload[:n]))
+            if not data:
+                break
+            buf += data
+    finally:
+        s.close()
+    if not buf:
+        raise ControlError(f"daemon at {path} closed the connection without a reply")
+    reply = json.loads(buf)
+    if not reply.get("ok"):
+        for fd in fds:
+            os.close(fd)
+        raise ControlError(reply.get("error", "unknown error"))
+    return reply["result"], fds
+
+
 class ControlServer:
     """Serves ``handlers[cmd](**args) -> json-able`` on a Unix socket."""
 
-    def __init__(self, path: str, handlers: dict, mode: int = 0o660):
+    def __init__(self, path: str, handlers: dict, mode: int = 0o660, policy=None):
         self.path, self.handlers, self.mode = path, handlers, mode
+        self.policy = policy            # policy(cmd, peer) -> None or an error message
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self):
@@ -79,6 +164,7 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         try:
+            peer = _peer(writer)
             while True:
                 try:
                     line = await reader.readline()
@@ -87,10 +173,15 @@ class ControlServer:
                     return
                 if not line:
                     return
-                reply = self._dispatch(line)
-                if asyncio.isfuture(reply) or asyncio.iscoroutine(reply):
-                    reply = await self._finish(reply)
-                await self._reply(writer, reply)
+                if not line.endswith(b"\n"):       # client went away mid-request
+                    log.info("control: truncated request (%d bytes) from pid %s; ignored",
+                             len(line), peer.pid if peer else "?")
+                    return
+                reply = await self._dispatch(line, peer)
+                if isinstance(reply, WithFds):
+                    await self._reply_fds(writer, reply)
+                else:
+                    await self._reply(writer, reply)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
@@ -102,17 +193,25 @@ class ControlServer:
         await writer.drain()
 
     @staticmethod
-    async def _finish(pending) -> dict:
-        """A handler returned a coroutine (work that waits on the network): await it."""
+    async def _reply_fds(writer, reply: WithFds):
+        """Send the reply with SCM_RIGHTS on a duplicate of the connection's descriptor (the
+        transport's own buffer is empty: every earlier reply was drained)."""
+        data = json.dumps({"ok": True, "result": reply.result}).encode() + b"\n"
+        fds = [f if isinstance(f, int) else f.fileno() for f in reply.fds]
+        sock = socket.socket(fileno=os.dup(writer.get_extra_info("socket").fileno()))
         try:
-            return {"ok": True, "result": await pending}
-        except (ValueError, LookupError, TimeoutError) as e:
-            return {"ok": False, "error": str(e)}
-        except Exception as e:     # a handler bug must not take the daemon down
-            log.exception("control command failed")
-            return {"ok": False, "error": f"failed: {e}"}
+            sock.setblocking(True)
+            sock.settimeout(5)
+            sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          struct.pack(f"{len(fds)}i", *fds))])
+            if sent < len(data):
+                sock.sendall(data[sent:])
+        finally:
+            sock.close()
+            for f in reply.fds:
+                os.close(f) if isinstance(f, int) else f.close()
 
-    def _dispatch(self, line: bytes):
+    async def _dispatch(self, line: bytes, peer: "Peer | None" = None):
         try:
             msg = json.loads(line)
         except ValueError:
@@ -124,15 +223,36 @@ class ControlServer:
         if handler is None:
             return {"ok": False, "error": f"unknown command {msg['cmd']!r} "
                                           f"(known: {', '.join(sorted(self.handlers))})"}
+        if self.policy is not None:
+            refused = self.policy(msg["cmd"], peer)
+            if refused:
+                log.warning("control: refused %s from uid %s pid %s: %s", msg["cmd"],
+                            peer.uid if peer else "?", peer.pid if peer else "?", refused)
+                return {"ok": False, "error": refused}
+        if getattr(handler, "wants_peer", False):
+            args["peer"] = peer
         try:
             result = handler(**args)
-            if asyncio.iscoroutine(result):
+            if inspect.isawaitable(result):
+                result = await result
+            if isinstance(result, WithFds):
                 return result
             return {"ok": True, "result": result}
-        except (ValueError, LookupError) as e:
-            return {"ok": False, "error": str(e)}
         except TypeError as e:
             return {"ok": False, "error": f"bad arguments for {msg['cmd']!r}: {e}"}
+        except (CommandError, ValueError, LookupError, TimeoutError) as e:
+            # CommandError: refused; ValueError/LookupError/TimeoutError: the control plane's
+            # answer to a bad argument or a neighbour that did not reply (vlink add/del)
+            return {"ok": False, "error": str(e)}
         except Exception as e:     # a handler bug must not take the daemon down
             log.exception("control command %s failed", msg["cmd"])
             return {"ok": False, "error": f"{msg['cmd']} failed: {e}"}
+
+
+def _peer(writer) -> Peer | None:
+    try:
+        raw = writer.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                         _CRED.size)
+        return Peer(*_CRED.unpack(raw))
+    except (OSError, AttributeError):
+        return None

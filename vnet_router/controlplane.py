@@ -11,8 +11,10 @@ Work is split like this:
 * dynamic virtual links (``vnetctl vlink add``): the node asking is upstream of the link it
   will send on; it allocates its own input VLI (the reverse direction) and a TAP, sends
   VLINK_SETUP; the downstream node allocates its input VLI, creates its TAP and answers with
-  the VLI.  TAPs are created through netlink in a worker thread (pyroute2 cannot run inside
-  the daemon's event loop).
+  the VLI.  TAPs are created through netlink in a worker thread (``Ports.create``: pyroute2
+  cannot run inside the daemon's event loop); the datapath takes them in one loop step
+  (``Datapath.reconfigure``), like a reload.  A reload keeps them (``Tables.dynamic``,
+  ``Ports.dynamic``) and tells the control plane (:meth:`ControlPlane.reconfigured`).
 
 Peers are ``(substrate link id, MAC bytes | None)``.  Timers run on the event loop every
 ``[tm].tick`` seconds.
@@ -68,6 +70,9 @@ class ControlPlane:
         self.node_id = zlib.crc32(cfg.node.name.encode() + macs) & 0x7FFFFFFF
         self.incarnation = self.rng.getrandbits(32)
         self.counters: dict[str, int] = {}
+        # control messages by (type, outcome): sent, send_error, no_link, received, malformed,
+        # error (the handler failed); what the protocol then did is in ``counters``
+        self.messages: dict[tuple[str, str], int] = {}
         self.req = Requester(self._send, clock, node=self.node_id, incarnation=self.incarnation,
                              seq_start=self.rng.getrandbits(32), rng=self.rng,
                              counters=self.counters)
@@ -103,21 +108,47 @@ class ControlPlane:
 
     def start(self):
         self.dp.on_control = self.on_control
-        start_at = self.cfg.tm.start_at if self.cfg.tm else "min"
-        for li in self.cfg.interfaces:          # static managed links of p2p substrate links
-            link = self.cfg.link(li.substrate_link)
-            if link.kind != "p2p":
-                continue
-            peer, vid = (link.id, link.peer_mac), self.vnet_ids[li.vnet]
-            if li.rate.managed:
-                self.tm.add_output(peer, li.out_vli, vid, li.rate.min, li.rate.max,
-                                   li.rate.min if start_at == "min" else li.rate.max)
-            if li.in_rate.managed:
-                self.tm.add_input(peer, li.in_vli, vid, li.in_rate.min, li.in_rate.max,
-                                  li.in_rate.min if start_at == "min" else li.in_rate.max)
+        self._manage(self._static(self.cfg))
         self._timer = self.loop.call_soon(self._tick)
         log.info("control plane: node id %08x incarnation %08x%s", self.node_id,
                  self.incarnation, f", VBM on {self.cfg.vbm.link}" if self.vbm else "")
+
+    @staticmethod
+    def _static(cfg: NodeConfig) -> dict:
+        """Static managed virtual links of p2p substrate links:
+        (direction, peer, VLI) -> (vNet id, min, max)."""
+        vids = {v.name: v.id for v in cfg.vnets}
+        out = {}
+        for li in cfg.interfaces:
+            link = cfg.link(li.substrate_link)
+            if link.kind != "p2p":
+                continue
+            peer = (link.id, link.peer_mac)
+            if li.rate.managed:
+                out[("out", peer, li.out_vli)] = (vids[li.vnet], li.rate.min, li.rate.max)
+            if li.in_rate.managed:
+                out[("in", peer, li.in_vli)] = (vids[li.vnet], li.in_rate.min, li.in_rate.max)
+        return out
+
+    def _manage(self, links: dict):
+        start_at = self.cfg.tm.start_at if self.cfg.tm else "min"
+        for (direction, peer, vli), (vid, lo, hi) in links.items():
+            add = self.tm.add_output if direction == "out" else self.tm.add_input
+            add(peer, vli, vid, lo, hi, lo if start_at == "min" else hi)
+
+    def reconfigured(self, cfg: NodeConfig):
+        """A reload swapped in ``cfg`` (same ``[tm]``/``[vbm]``): follow its vNets and its
+        static managed virtual links (new ones are managed, removed ones forgotten, changed
+        bounds start over)."""
+        old, new = self._static(self.cfg), self._static(cfg)
+        self.cfg = cfg
+        self.vnet_ids = {v.name: v.id for v in cfg.vnets}
+        self.vnet_names = {v.id: v.name for v in cfg.vnets}
+        for key in [k for k in old if old[k] != new.get(k)]:
+            direction, peer, vli = key
+            (self.tm.remove_output if direction == "out" else self.tm.remove_input)((peer, vli))
+            self._obs.pop((peer, vli), None)
+        self._manage({k: b for k, b in new.items() if old.get(k) != b})
 
     async def close(self):
         if self._timer is not None:
@@ -142,13 +173,20 @@ class ControlPlane:
     def _count(self, name):
         self.counters[name] = self.counters.get(name, 0) + 1
 
+    def _message(self, kind: str, outcome: str):
+        key = (kind, outcome)
+        self.messages[key] = self.messages.get(key, 0) + 1
+
     def _send(self, peer, msg: m.Message):
         link_id, mac = peer
+        kind = msg.TYPE.name.lower()
         ctx = self.dp.snap.links.get(link_id)
         if ctx is None:
+            self._message(kind, "no_link")
             return
-        self._count(f"tx_{msg.TYPE.name.lower()}")
-        self.dp.send_control(ctx, msg.pack(), mac if ctx.kind == "multiaccess" else None)
+        self._count(f"tx_{kind}")
+        sent = self.dp.send_control(ctx, msg.pack(), mac if ctx.kind == "multiaccess" else None)
+        self._message(kind, "sent" if sent else "send_error")
 
     def on_control(self, ctx, view, start, length) -> bool:
         """A VLI 0 frame arrived on substrate link ``ctx``.  False = malformed (dropped)."""
@@ -156,12 +194,15 @@ class ControlPlane:
             msg = m.decode(view[start:start + length])
         except m.ControlDecodeError:
             self._count("malformed")
+            self._message("unknown", "malformed")
             return False
         src = bytes(view[6:12]) if ctx.kind != "udp" else None
         if src is not None and src == ctx.local_mac:
             return True
         peer = (ctx.id, src)
-        self._count(f"rx_{msg.TYPE.name.lower()}")
+        kind = msg.TYPE.name.lower()
+        self._count(f"rx_{kind}")
+        self._message(kind, "received")
         try:
             if isinstance(msg, m.Hello):
                 self._hello(peer, msg)
@@ -172,6 +213,7 @@ class ControlPlane:
         except Exception:              # a bug must not stop forwarding
             log.exception("control message %s from %s failed", msg.TYPE.name, _peer_str(peer))
             self._count("errors")
+            self._message(kind, "error")
         return True
 
     def _hello(self, peer, msg: m.Hello):
@@ -281,17 +323,16 @@ class ControlPlane:
                               out_vli=d.out_vli, rate=rate, in_rate=rate,
                               addresses=tuple(addresses))
         ctx = self.dp.snap.links[d.link]
-        tap = await self.loop.run_in_executor(None, self.ports.add, li, ctx)
+        tap = await self.loop.run_in_executor(None, self.ports.create, self.cfg, li, ctx)
         try:
             self.tables.add_interface(li)
         except ValueError:
-            self.ports.remove(d.vnet, d.name)
+            tap.close()
             raise
+        self.ports.adopt(self.cfg, li, tap)
         if ctx.kind == "multiaccess":       # unicast to the peer, never flooded to the LAN
             self.tables.output_vlink(d.link, d.out_vli).dst = d.peer[1]
-        port = self.dp.add_port(d.vnet, d.name, tap.fd)
-        self.dp.install(self.tables.compile())
-        self.dp.start_port(port)
+        self.dp.reconfigure({(d.vnet, d.name): tap.fd}, [])
         vid = self.vnet_ids[d.vnet]
         self.tm.add_input(d.peer, d.in_vli, vid, d.min, d.max)
         self.tm.add_output(d.peer, d.out_vli, vid, d.min, d.max)
@@ -304,10 +345,9 @@ class ControlPlane:
             self._spawn(self.kshaping.remove(v))
         self.tm.remove_input((d.peer, d.in_vli))
         self.tm.remove_output((d.peer, d.out_vli))
-        self.dp.remove_port(d.vnet, d.name)
         self.tables.remove_interface(d.vnet, d.name)
-        self.dp.install(self.tables.compile())
-        self.ports.remove(d.vnet, d.name)          # closing the TAP deletes it: no netlink
+        self.dp.reconfigure({}, [(d.vnet, d.name)])
+        self.ports.remove(self.cfg, d.vnet, d.name)   # closing the TAP deletes it: no netlink
 
     def _peer_for(self, link_id: str, peer_name: str | None):
         s = self.cfg.link(link_id)
@@ -439,6 +479,15 @@ class ControlPlane:
         return {"vnet": d.vnet, "name": d.name, "substrate_link": d.link,
                 "peer": _peer_str(d.peer), "in_vli": d.in_vli, "out_vli": d.out_vli,
                 "min": d.min, "max": d.max, "upstream": d.upstream, "state": d.fsm.state.name}
+
+    def status(self) -> dict:
+        """``status()['control']``: the protocol's counters (flat, by event), plus
+        ``messages`` (type -> outcome -> count) and ``allocations`` (as ``alloc``)."""
+        messages: dict[str, dict[str, int]] = {}
+        for (kind, outcome), n in sorted(self.messages.items()):
+            messages.setdefault(kind, {})[outcome] = n
+        return {**dict(sorted(self.counters.items())), "messages": messages,
+                "allocations": self.allocations()}
 
     def allocations(self) -> dict:
         tm = self.tm

@@ -36,8 +36,8 @@ _LEN = struct.Struct("!H")
 class TapPort:
     """A logical interface: TAP fd + its output virtual link (+ learned outer MACs)."""
 
-    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "rx_packets",
-                 "rx_bytes", "tx_packets", "tx_bytes")
+    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "closed",
+                 "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
 
     def __init__(self, vnet: str, name: str, fd: int):
         self.vnet, self.name, self.fd = vnet, name, fd
@@ -45,10 +45,13 @@ class TapPort:
         self.max_frame = 0
         self.learned: dict[bytes, bytes] = {}   # inner MAC -> outer MAC (multiaccess)
         self.paused = False
+        self.closed = False     # a library endpoint whose application went away
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
 
 
 class Datapath:
+    name = "reference"
+
     def __init__(self, tables: Tables, loop: asyncio.AbstractEventLoop | None = None,
                  clock=time.monotonic):
         self.tables = tables
@@ -61,9 +64,12 @@ class Datapath:
         self.udp: dict[tuple, socket.socket] = {}  # local (ip, port) -> socket
         self._buf = bytearray(RXBUF)
         self._view = memoryview(self._buf)
+        self._reading: set[int] = set()
         self.drops = tables.drops
         # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
         self.on_control = None
+        # called with the port when a library endpoint's application closed its end (EOF)
+        self.on_port_closed = None
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -72,41 +78,93 @@ class Datapath:
         self.ports[(vnet, name)] = port
         return port
 
-    def remove_port(self, vnet: str, name: str):
-        port = self.ports.pop((vnet, name), None)
-        if port is not None and not port.paused:
-            try:
-                self.loop.remove_reader(port.fd)
-            except Exception:
-                pass
-        return port
-
-    def start_port(self, port: TapPort):
-        self.loop.add_reader(port.fd, self._on_tap, port)
-
     def open(self):
         """Open the substrate sockets the tables need and install the first snapshot."""
         snap = self.tables.compile()
-        for ifindex, iface in snap.ifaces.items():
-            self.rx[ifindex] = packet_io.open_rx(iface.ifname, snap.ethertype)
-            self.tx[ifindex] = packet_io.open_tx(iface.ifname)
-        for local in snap.udp:
-            fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
-            s = socket.socket(fam, socket.SOCK_DGRAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            s.bind(local)
-            s.setblocking(False)
-            self.udp[local] = s
+        self._sync_sockets(snap)
         self.install(snap)
-        for ifindex, s in self.rx.items():
-            self.loop.add_reader(s.fileno(), self._on_eth, s, ifindex)
-        for local, s in self.udp.items():
-            self.loop.add_reader(s.fileno(), self._on_udp, s, local)
+        self._start_readers()
         for port in self.ports.values():
             self.loop.add_reader(port.fd, self._on_tap, port)
-        log.info("datapath: reference, %d substrate interfaces, %d udp sockets, %d logical "
-                 "interfaces", len(self.rx), len(self.udp), len(self.ports))
+        log.info("datapath: %s, %d substrate interfaces, %d udp sockets, %d logical "
+                 "interfaces", self.name, len(snap.ifaces), len(self.udp), len(self.ports))
+
+    def reconfigure(self, add: dict[tuple[str, str], int], remove: list[tuple[str, str]]):
+        """Swap to the tables' current configuration in one step of the event loop: open the
+        sockets it needs, attach and detach TAPs, install the new snapshot, close what is no
+        longer needed.  No frame is processed half-way through."""
+        snap = self.tables.compile()
+        for key in remove:
+            port = self.ports.pop(key, None)
+            if port is not None and not port.paused and not port.closed:
+                self.loop.remove_reader(port.fd)
+        for (vnet, name), fd in add.items():
+            self.loop.add_reader(fd, self._on_tap, self.add_port(vnet, name, fd))
+        self._sync_sockets(snap)
+        self.install(snap)
+        self._start_readers()
+        for port in self.ports.values():
+            self._resume(port)
+
+    def open_sockets(self, snap: Snapshot):
+        """Open (not yet use) the sockets ``snap`` needs; a reload calls it before the swap so
+        the swap itself cannot fail on a socket."""
+        self._sync_sockets(snap, close=False)
+
+    def _sync_sockets(self, snap: Snapshot, close: bool = True):
+        self._sync_eth(snap, close)
+        self._sync_udp(snap, close)
+
+    def _sync_eth(self, snap: Snapshot, close: bool):
+        """Open the receive/send sockets of new substrate interfaces (no reader yet); with
+        ``close``, close those of interfaces the snapshot no longer has."""
+        for ifindex, iface in snap.ifaces.items():
+            if ifindex not in self.rx:
+                self.rx[ifindex] = packet_io.open_rx(iface.ifname, snap.ethertype)
+                self.tx[ifindex] = packet_io.open_tx(iface.ifname)
+        if close:
+            for ifindex in [i for i in self.rx if i not in snap.ifaces]:
+                s = self.rx.pop(ifindex)
+                self._stop_reading(s.fileno())
+                s.close()
+                self.tx.pop(ifindex).close()
+
+    def _sync_udp(self, snap: Snapshot, close: bool):
+        for local in snap.udp:
+            if local not in self.udp:
+                fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+                s = socket.socket(fam, socket.SOCK_DGRAM)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                    s.bind(local)
+                    s.setblocking(False)
+                except OSError:
+                    s.close()
+                    raise
+                self.udp[local] = s
+        if close:
+            for local in [k for k in self.udp if k not in snap.udp]:
+                s = self.udp.pop(local)
+                self._stop_reading(s.fileno())
+                s.close()
+
+    def _read(self, fd: int, callback, *args):
+        if fd not in self._reading:
+            self._reading.add(fd)
+            self.loop.add_reader(fd, callback, *args)
+
+    def _stop_reading(self, fd: int):
+        if fd in self._reading:
+            self._reading.discard(fd)
+            self.loop.remove_reader(fd)
+
+    def _start_readers(self):
+        """Read every substrate socket that is not read yet (after the snapshot is in)."""
+        for ifindex, s in self.rx.items():
+            self._read(s.fileno(), self._on_eth, s, ifindex)
+        for local, s in self.udp.items():
+            self._read(s.fileno(), self._on_udp, s, local)
 
     def install(self, snap: Snapshot):
         """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
@@ -152,8 +210,17 @@ class Datapath:
                     self._resume(port)
 
     def _meter(self, v: VLink, ctx: LinkCtx):
+        """Token bucket (input) or shaper (output) at the virtual link's current rate."""
         rate = v.rate
         if rate.max is None or (v.direction == OUT and v.txsock is not None):
+            if isinstance(v.meter, Shaper):          # shaping lifted: send what waits
+                old, v.meter = v.meter, None
+                for (payload, port), _n in old.queue:
+                    self._send(v, ctx, payload, port)
+                old.queue.clear()
+                for port in self.ports.values():
+                    if port.paused and port.out is v:
+                        self._resume(port)
             v.meter = None
             return
         bps = max(rate.current, MIN_METER_RATE)
@@ -168,6 +235,7 @@ class Datapath:
                 v.meter = Shaper(TokenBucket(bps, burst, self.clock), self._queue_limit(v))
             else:
                 v.meter.bucket.set_rate(bps, burst)
+                v.meter.limit = self._queue_limit(v)
 
     def _queue_limit(self, v: VLink) -> int:
         cfg = self.tables.config
@@ -181,16 +249,11 @@ class Datapath:
 
     def close(self):
         for s in list(self.rx.values()) + list(self.udp.values()):
-            try:
-                self.loop.remove_reader(s.fileno())
-            except Exception:
-                pass
+            self._stop_reading(s.fileno())
             s.close()
         for port in self.ports.values():
-            try:
+            if not port.paused:
                 self.loop.remove_reader(port.fd)
-            except Exception:
-                pass
         for s in self.tx.values():
             s.close()
         for v in self.tables.vlinks.values():
@@ -211,8 +274,16 @@ class Datapath:
             except OSError as e:
                 log.warning("receive error on ifindex %d: %s", ifindex, e)
                 return
-            tci = packet_io.aux_vlan_tci(anc)
-            self.receive(self.snap, classify_eth(self.snap, ifindex, view[:n], tci), view, n)
+            self.process_eth(ifindex, view[:n], packet_io.aux_vlan_tci(anc))
+
+    def process_eth(self, ifindex: int, frame, tci: int | None):
+        """Classify and act on one substrate frame received on ``ifindex`` (``tci``: the VLAN
+        TCI the kernel stripped, or None).  Sockets feed it; tests call it directly."""
+        view = memoryview(frame)
+        self.receive(self.snap, classify_eth(self.snap, ifindex, view, tci), view, len(view))
+
+    def flush(self):
+        """Push out frames held for a batched send (the reference sends each frame at once)."""
 
     def _on_udp(self, sock: socket.socket, local: tuple):
         buf, view = self._buf, self._view
@@ -286,6 +357,9 @@ class Datapath:
                 return
             except OSError as e:
                 log.warning("read error on %s/%s: %s", port.vnet, port.name, e)
+                return
+            if not frame:                   # library endpoint: the application closed its end
+                self._closed(port)
                 return
             port.rx_packets += 1
             port.rx_bytes += len(frame)
@@ -373,6 +447,9 @@ class Datapath:
         if not isinstance(shaper, Shaper):
             return
         shaper.scheduled = False
+        if self.tables.vlinks.get(v.key) is not v:      # removed by a reload meanwhile
+            shaper.queue.clear()
+            return
         ctx = v.port
         for payload, port in shaper.release():
             self._send(v, ctx, payload, port)
@@ -387,8 +464,15 @@ class Datapath:
             port.paused = True
             self.loop.remove_reader(port.fd)
 
+    def _closed(self, port: TapPort):
+        port.closed = True
+        if not port.paused:
+            self.loop.remove_reader(port.fd)
+        if self.on_port_closed is not None:
+            self.on_port_closed(port)
+
     def _resume(self, port: TapPort):
-        if port.paused:
+        if port.paused and not port.closed:
             port.paused = False
             self.loop.add_reader(port.fd, self._on_tap, port)
 

@@ -66,6 +66,20 @@ def netns_remove(name: str) -> None:
         netns.remove(name)
 
 
+def can_enter_namespaces() -> bool:
+    """True if this process may create and enter network namespaces (CAP_SYS_ADMIN).  A
+    daemon run with only CAP_NET_ADMIN + CAP_NET_RAW (the systemd units) may not: a privileged
+    helper step (``vnet-router --prepare / --configure``) does that part."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 21))
+    except OSError:
+        pass
+    return os.geteuid() == 0
+
+
 # -- links ------------------------------------------------------------------------------------
 
 def link_index(ifname: str, ns: str | None = None) -> int | None:
@@ -86,13 +100,23 @@ def link_info(ifname: str, ns: str | None = None) -> dict | None:
                 "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1)}
 
 
+def link_by_alias(alias: str, ns: str | None = None) -> str | None:
+    """Name of the link whose IFLA_IFALIAS is ``alias``, or None."""
+    with _ipr(ns) as ipr:
+        for m in ipr.get_links():
+            if m.get_attr("IFLA_IFALIAS") == alias:
+                return m.get_attr("IFLA_IFNAME")
+    return None
+
+
 def link_names(ns: str | None = None) -> list[str]:
     with _ipr(ns) as ipr:
         return [m.get_attr("IFLA_IFNAME") for m in ipr.get_links()]
 
 
 def link_set(ifname: str, ns: str | None = None, *, up: bool | None = None, mtu: int | None = None,
-             mac: str | None = None, rename: str | None = None, netns_to: str | None = None) -> None:
+             mac: str | None = None, rename: str | None = None, alias: str | None = None,
+             netns_to: str | None = None) -> None:
     """Change a link; ``netns_to`` moves it into another namespace (applied last)."""
     with _ipr(ns) as ipr:
         found = ipr.link_lookup(ifname=ifname)
@@ -106,6 +130,8 @@ def link_set(ifname: str, ns: str | None = None, *, up: bool | None = None, mtu:
                 ipr.link("set", index=idx, address=mac)
             if rename is not None:
                 ipr.link("set", index=idx, ifname=rename)
+            if alias is not None:
+                ipr.link("set", index=idx, ifalias=alias)
             if up is not None:
                 ipr.link("set", index=idx, state="up" if up else "down")
             if netns_to is not None:
@@ -141,6 +167,20 @@ def addr_add(ifname: str, cidr: str, ns: str | None = None) -> None:
         except NetlinkError as e:
             if e.code != 17:          # EEXIST
                 raise LinkError(f"cannot add {cidr} to {ifname}: {e}") from None
+
+
+def addr_del(ifname: str, cidr: str, ns: str | None = None) -> None:
+    iface = ipaddress.ip_interface(cidr)
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise LinkError(f"no interface {ifname!r} in namespace {ns or '(own)'}")
+        try:
+            ipr.addr("del", index=found[0], address=str(iface.ip),
+                     prefixlen=iface.network.prefixlen)
+        except NetlinkError as e:
+            if e.code != 99:          # EADDRNOTAVAIL: already gone
+                raise LinkError(f"cannot remove {cidr} from {ifname}: {e}") from None
 
 
 def veth_create(name: str, peer: str, ns: str | None = None, peer_ns: str | None = None,

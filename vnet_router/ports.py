@@ -1,15 +1,20 @@
 """System set-up of a node: vNet namespaces and TAP logical interfaces, and their removal.
 
-Runs after the configuration validated and before the datapath opens its sockets.  Everything
-created is recorded so ``teardown()`` removes exactly that (and nothing the node did not
-create), also when set-up fails half-way.
+Runs outside the datapath's event loop (pyroute2 runs a loop of its own): before the loop
+starts, after it ends, and in a worker thread for a reload.  Work is two-phase so a reload is
+all-or-nothing: ``prepare(cfg, snap)`` creates what the new configuration adds (namespaces,
+TAPs) and changes what it keeps (MTU, addresses) -- on failure it removes what it created and
+raises; after the datapath swapped to the new tables, ``commit(change)`` removes what the new
+configuration dropped.  Only what this node created is ever removed.
 """
 from __future__ import annotations
 
 import logging
+import socket
+from dataclasses import dataclass, field
 
 from . import netlink, wire
-from .config import NodeConfig
+from .config import LogicalInterface, NodeConfig
 from .tables import IfaceFacts, Snapshot, logical_mtu
 from .tap import Tap
 
@@ -20,8 +25,10 @@ class EnvironmentError_(RuntimeError):
     """The system does not match the configuration (missing interface, ...)."""
 
 
-def read_facts(cfg: NodeConfig) -> dict[str, IfaceFacts]:
-    """Read index, MAC and MTU of every substrate interface (read-only; touches nothing)."""
+def read_facts(cfg: NodeConfig, owned: set | None = None) -> dict[str, IfaceFacts]:
+    """Read index, MAC and MTU of every substrate interface (read-only; touches nothing).
+
+    ``owned``: (namespace, name) of TAPs this node already has (a reload keeps them)."""
     facts = {}
     for s in cfg.substrate_links:
         if s.kind == "udp" or s.interface in facts:
@@ -32,71 +39,274 @@ def read_facts(cfg: NodeConfig) -> dict[str, IfaceFacts]:
             raise EnvironmentError_(f"{cfg.path}: substrate_link[{idx}].interface: no interface "
                                     f"{s.interface!r} on this node")
         facts[s.interface] = IfaceFacts(info["index"], info["mac"], info["mtu"])
-    for li in cfg.interfaces:
+    privileged = netlink.can_enter_namespaces()
+    if not privileged:
+        for idx, v in enumerate(cfg.vnets):
+            if not netlink.netns_exists(v.namespace):
+                raise EnvironmentError_(
+                    f"{cfg.path}: vnet[{idx}].namespace: namespace {v.namespace!r} does not "
+                    f"exist and this process may not create it (no CAP_SYS_ADMIN); run "
+                    f"`vnet-router -c {cfg.path} --prepare` as root first")
+    for idx, li in enumerate(cfg.interfaces):
         ns = cfg.vnet(li.vnet).namespace
+        if (ns, li.name) in (owned or ()) or not privileged:
+            continue
         if netlink.netns_exists(ns) and netlink.link_index(li.name, ns) is not None:
-            idx = cfg.interfaces.index(li)
             raise EnvironmentError_(f"{cfg.path}: interface[{idx}].name: {li.name!r} already "
                                     f"exists in namespace {ns!r}")
     return facts
 
 
+@dataclass
+class Change:
+    """What a prepare() did and what its commit() will undo of the old configuration."""
+
+    new_ns: list = field(default_factory=list)
+    new_taps: dict = field(default_factory=dict)      # (ns, name) -> Tap
+    drop_taps: list = field(default_factory=list)     # (ns, name)
+    drop_ns: list = field(default_factory=list)
+    summary: list = field(default_factory=list)       # human-readable lines
+
+
+class SocketEnd:
+    """A library logical interface: a SOCK_SEQPACKET pair.  The datapath reads and writes
+    ``fd`` (one vNet packet per message, like a TAP); ``app`` is the other end, handed to one
+    application at a time (``take_app``).  When that application closes it the datapath reads
+    end-of-file and the owner calls ``renew`` for the next one."""
+
+    tmpname = None
+
+    def __init__(self):
+        self._mine, self.app = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (self._mine, self.app):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        self._mine.setblocking(False)
+        self.fd = self._mine.fileno()
+        self.holder: int | None = None         # pid of the application holding ``app``
+
+    def take_app(self, pid: int | None) -> socket.socket:
+        """The application end (caller sends it, then closes it); None if already taken."""
+        app, self.app, self.holder = self.app, None, pid
+        return app
+
+    def close(self):
+        for s in (self._mine, self.app):
+            if s is not None:
+                s.close()
+        self.app = None
+
+
 class Ports:
-    def __init__(self, cfg: NodeConfig):
+    def __init__(self, cfg: NodeConfig, privileged: bool | None = None):
         self.cfg = cfg
+        # without CAP_SYS_ADMIN the TAP is moved into its namespace with an alias naming it,
+        # and `vnet-router --configure` (privileged) names it, addresses it and brings it up
+        self.privileged = netlink.can_enter_namespaces() if privileged is None else privileged
         self.created_ns: list[str] = []
-        self.taps: dict[tuple[str, str], Tap] = {}
+        self.taps: dict[tuple[str, str], Tap] = {}          # (namespace, name) -> Tap
+        self._addresses: dict[tuple[str, str], tuple] = {}
+        self._mtu: dict[tuple[str, str], int] = {}
+        self.dynamic: set[tuple[str, str]] = set()   # TAPs made at run time (control plane)
+
+    @staticmethod
+    def key(cfg: NodeConfig, li: LogicalInterface) -> tuple[str, str]:
+        return cfg.vnet(li.vnet).namespace, li.name
+
+    def tap_for(self, cfg: NodeConfig, li: LogicalInterface) -> Tap:
+        return self.taps[self.key(cfg, li)]
 
     def setup(self, snap: Snapshot):
-        cfg = self.cfg
+        self.commit(self.prepare(self.cfg, snap))
+
+    def prepare(self, cfg: NodeConfig, snap: Snapshot) -> Change:
+        ch = Change()
+        try:
+            self._prepare(cfg, snap, ch)
+        except BaseException:
+            self._undo(ch)
+            raise
+        return ch
+
+    def _prepare(self, cfg: NodeConfig, snap: Snapshot, ch: Change):
+        wanted_ns = {v.namespace for v in cfg.vnets}
         for v in cfg.vnets:
             if not netlink.netns_exists(v.namespace):
                 netlink.netns_create(v.namespace)
-                self.created_ns.append(v.namespace)
-                log.info("vnet %s: created namespace %s", v.name, v.namespace)
+                ch.new_ns.append(v.namespace)
+                ch.summary.append(f"vnet {v.name}: created namespace {v.namespace}")
+        wanted = {}
         for li in cfg.interfaces:
-            self.add(li, snap.links[li.substrate_link])
+            key = self.key(cfg, li)
+            wanted[key] = li
+            mtu = logical_mtu(snap.links[li.substrate_link])
+            if key in self.taps:
+                self._update(key, li, mtu, ch)
+                continue
+            if li.kind == "socket":
+                ch.new_taps[key] = SocketEnd()
+                ch.summary.append(f"vnet {li.vnet}: library endpoint {li.name} on "
+                                  f"{li.substrate_link} (in VLI {li.in_vli}, out VLI "
+                                  f"{li.out_vli}, mtu {mtu})")
+                continue
+            tap = Tap()
+            ch.new_taps[key] = tap
+            netlink.link_set(tap.tmpname, mtu=mtu, mac=wire.mac_to_str(li.mac) if li.mac else None,
+                             alias=tap_alias(li), netns_to=key[0])
+            if self.privileged:
+                configure_logical(key[0], li, tap.tmpname)
+            else:
+                ch.summary.append(f"{key[0]}/{tap.tmpname}: left for `vnet-router --configure` "
+                                  f"to name {li.name}, address and bring up (no CAP_SYS_ADMIN)")
+            self._addresses[key], self._mtu[key] = li.addresses, mtu
+            ch.summary.append(f"vnet {li.vnet}: logical interface {li.name} in {key[0]} on "
+                              f"{li.substrate_link} (in VLI {li.in_vli}, out VLI {li.out_vli}, "
+                              f"mtu {mtu})")
+        ch.drop_taps = [k for k in self.taps if k not in wanted and k not in self.dynamic]
+        ch.drop_ns = [ns for ns in self.created_ns if ns not in wanted_ns]
 
-    def add(self, li, ctx) -> Tap:
-        """Create the TAP of logical interface ``li`` in its vNet's namespace (blocking
-        netlink work: the daemon calls this from a worker thread once its loop runs)."""
-        ns = self.cfg.vnet(li.vnet).namespace
+    # -- run-time logical interfaces (control protocol: VLINK_SETUP, ``vnetctl vlink add``) --
+    # They are made and removed at once, outside the two-phase reload, and a reload leaves
+    # them alone.  ``create`` does the blocking netlink work (the daemon runs it in a worker
+    # thread); ``adopt`` and ``remove`` run on the event loop.
+
+    def create(self, cfg: NodeConfig, li: LogicalInterface, ctx) -> Tap:
+        """Create the TAP of run-time logical interface ``li`` in its vNet's namespace."""
+        ns = self.key(cfg, li)[0]
         mtu = logical_mtu(ctx)
         tap = Tap()
-        self.taps[(li.vnet, li.name)] = tap
         try:
-            netlink.link_set(tap.tmpname, mtu=mtu,
-                             mac=wire.mac_to_str(li.mac) if li.mac else None, netns_to=ns)
-            netlink.link_set(tap.tmpname, ns, rename=li.name)
-            for a in li.addresses:
-                netlink.addr_add(li.name, a, ns)
-            netlink.link_set(li.name, ns, up=True)
+            netlink.link_set(tap.tmpname, mtu=mtu, mac=wire.mac_to_str(li.mac) if li.mac else None,
+                             alias=tap_alias(li), netns_to=ns)
+            if self.privileged:
+                configure_logical(ns, li, tap.tmpname)
+            else:
+                log.warning("vnet %s: run-time logical interface %s left down in %s (no "
+                            "CAP_SYS_ADMIN to name and address it)", li.vnet, li.name, ns)
         except BaseException:
-            self.taps.pop((li.vnet, li.name), None)
             tap.close()
             raise
         log.info("vnet %s: logical interface %s in %s on %s (in VLI %d, out VLI %d, mtu %d)",
                  li.vnet, li.name, ns, li.substrate_link, li.in_vli, li.out_vli, mtu)
         return tap
 
-    def remove(self, vnet: str, name: str) -> bool:
-        tap = self.taps.pop((vnet, name), None)
-        if tap is None:
+    def adopt(self, cfg: NodeConfig, li: LogicalInterface, tap: Tap):
+        key = self.key(cfg, li)
+        self.taps[key] = tap
+        self.dynamic.add(key)
+
+    def remove(self, cfg: NodeConfig, vnet: str, name: str) -> bool:
+        """Remove run-time logical interface ``vnet``/``name`` (closing a TAP deletes it)."""
+        key = (cfg.vnet(vnet).namespace, name)
+        if key not in self.dynamic:
             return False
-        tap.close()
+        self.dynamic.discard(key)
+        self.taps.pop(key).close()
         log.info("vnet %s: removed logical interface %s", vnet, name)
         return True
 
+    def _update(self, key, li, mtu, ch: Change):
+        ns, name = key
+        if not self.privileged or li.kind == "socket":
+            return
+        if self._mtu.get(key) != mtu:
+            netlink.link_set(name, ns, mtu=mtu)
+            ch.summary.append(f"{ns}/{name}: mtu {self._mtu.get(key)} -> {mtu}")
+            self._mtu[key] = mtu
+        old = set(self._addresses.get(key, ()))
+        for a in li.addresses:
+            if a not in old:
+                netlink.addr_add(name, a, ns)
+                ch.summary.append(f"{ns}/{name}: address {a} added")
+        for a in old - set(li.addresses):
+            netlink.addr_del(name, a, ns)
+            ch.summary.append(f"{ns}/{name}: address {a} removed")
+        self._addresses[key] = li.addresses
+
+    def _undo(self, ch: Change):
+        for key, tap in ch.new_taps.items():
+            tap.close()
+            self._addresses.pop(key, None)
+            self._mtu.pop(key, None)
+        for ns in ch.new_ns:
+            netlink.netns_remove(ns)
+
+    def abort(self, ch: Change):
+        """Undo a prepare() whose configuration was not taken after all."""
+        self._undo(ch)
+
+    def commit(self, ch: Change):
+        self.taps.update(ch.new_taps)
+        self.created_ns.extend(ch.new_ns)
+        for key in ch.drop_taps:
+            self.taps.pop(key).close()
+            self._addresses.pop(key, None)
+            self._mtu.pop(key, None)
+            ch.summary.append(f"removed logical interface {key[1]} from {key[0]}")
+        for ns in ch.drop_ns:
+            self._remove_ns(ns)
+            ch.summary.append(f"removed namespace {ns}")
+        for line in ch.summary:
+            log.info("%s", line)
+
+    def _remove_ns(self, ns):
+        try:
+            netlink.netns_remove(ns)
+            self.created_ns.remove(ns)
+        except OSError as e:
+            log.error("cannot remove namespace %s: %s", ns, e)
+
     def teardown(self):
-        for (vnet, name), tap in self.taps.items():
+        for tap in self.taps.values():
             tap.close()
         if self.taps:
             log.info("removed %d logical interfaces", len(self.taps))
         self.taps.clear()
-        for ns in self.created_ns:
-            try:
-                netlink.netns_remove(ns)
-                log.info("removed namespace %s", ns)
-            except OSError as e:
-                log.error("cannot remove namespace %s: %s", ns, e)
-        self.created_ns.clear()
+        for ns in list(self.created_ns):
+            self._remove_ns(ns)
+            log.info("removed namespace %s", ns)
+
+
+def tap_alias(li: LogicalInterface) -> str:
+    return f"vnet:{li.vnet}/{li.name}"
+
+
+def configure_logical(ns: str, li: LogicalInterface, current: str | None = None) -> str:
+    """Name, address and bring up a logical interface inside its namespace (idempotent).
+    ``current``: its name now (found by alias if None).  Returns what was done."""
+    name = current or netlink.link_by_alias(tap_alias(li), ns)
+    if name is None:
+        return f"{ns}: no logical interface {li.vnet}/{li.name} (is the daemon running?)"
+    if name != li.name:
+        netlink.link_set(name, ns, rename=li.name)
+    have = set(netlink.addr_list(li.name, ns))
+    for a in li.addresses:
+        if a not in have:
+            netlink.addr_add(li.name, a, ns)
+    netlink.link_set(li.name, ns, up=True)
+    return f"{ns}/{li.name}: up, addresses {', '.join(li.addresses) or '-'}"
+
+
+def prepare_namespaces(cfg: NodeConfig) -> list[str]:
+    """Privileged helper step: create the vNet namespaces of ``cfg`` that do not exist."""
+    done = []
+    for v in cfg.vnets:
+        if not netlink.netns_exists(v.namespace):
+            netlink.netns_create(v.namespace)
+            done.append(f"created namespace {v.namespace} for vNet {v.name}")
+    return done
+
+
+def configure_namespaces(cfg: NodeConfig) -> list[str]:
+    """Privileged helper step: configure every logical interface inside its namespace."""
+    return [configure_logical(cfg.vnet(li.vnet).namespace, li) for li in cfg.interfaces
+            if li.kind == "tap" and netlink.netns_exists(cfg.vnet(li.vnet).namespace)]
+
+
+def remove_namespaces(cfg: NodeConfig) -> list[str]:
+    """Privileged helper step after the daemon stopped: remove the vNet namespaces."""
+    done = []
+    for v in cfg.vnets:
+        if netlink.netns_exists(v.namespace):
+            netlink.netns_remove(v.namespace)
+            done.append(f"removed namespace {v.namespace}")
+    return done

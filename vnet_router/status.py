@@ -50,10 +50,11 @@ def status(cfg, tables, dp, started: float, cp=None) -> dict:
              for p in dp.ports.values()]
     return {
         "node": cfg.node.name, "config": cfg.path, "generation": snap.generation,
-        "datapath": "reference", "uptime_seconds": round(time.time() - started, 3),
+        "datapath": getattr(dp, "name", "reference"), "uptime_seconds": round(time.time() - started, 3),
         "substrate_links": links, "virtual_links": vlinks,
         "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
         "logical_interfaces": ports,
         "drops": {k: n for k, n in tables.drops.items()},
-        "control": dict(sorted(cp.counters.items())) if cp is not None else None,
+        # control plane ([tm]/[vbm]): event counters, messages by type and outcome, allocations
+        "control": cp.status() if cp is not None else None,
     }

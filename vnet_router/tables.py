@@ -141,6 +141,16 @@ class Tables:
         self.dynamic: list = []       # LogicalInterfaces made at run time (control protocol)
         self._build()
 
+    def update(self, config: NodeConfig, facts: dict[str, IfaceFacts]):
+        """Adopt a new configuration.  Virtual links whose key, vNet and action stay keep their
+        state (counters, meters); run-time logical interfaces (``dynamic``) stay; the datapath
+        installs the next ``compile()``."""
+        self.config, self.facts = config, facts
+        self._build()
+        for link_id in list(self.link_states):
+            if not any(s.id == link_id for s in config.substrate_links):
+                del self.link_states[link_id]
+
     @property
     def interfaces(self) -> tuple:
         """Logical interfaces: the configured ones, then those created at run time."""

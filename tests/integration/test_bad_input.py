@@ -1,14 +1,12 @@
 """Malformed substrate frames injected with a raw socket are dropped and counted under their
 own reason, while forwarding goes on; VLAN tags arrive stripped (auxdata) on veth and are
 classified like inline ones."""
-import socket
-import struct
 import subprocess
 import time
 
 import pytest
 
-from vnet_router import packet_io, wire
+from vnet_router import wire
 from vnet_router.config import loads
 from vnet_router.lab.lab import Lab
 from vnet_router.lab import topology

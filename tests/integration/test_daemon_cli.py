@@ -108,3 +108,46 @@ def test_unreachable_daemon_is_a_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", str(tmp_path / "none"),
                         "show"], capture_output=True, text=True)
     assert r.returncode == 1 and "cannot reach daemon" in r.stderr
+
+
+def test_systemd_notify_protocol(node_ns, tmp_path):
+    """Type=notify: READY=1 once serving, RELOADING=1/READY=1 around a reload, STOPPING=1."""
+    import socket as socket_mod
+    sock = tmp_path / "s.sock"
+    cfg = tmp_path / "good.toml"
+    cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
+    notify = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(15)
+    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
+                          "vnet_router.daemon", "-c", str(cfg)], env=env,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        msgs = [notify.recv(4096).decode()]
+        assert msgs[0].startswith("READY=1") and sock.exists()
+        p.send_signal(1)                      # SIGHUP: reload
+        msgs += [notify.recv(4096).decode(), notify.recv(4096).decode()]
+        assert msgs[1].startswith("RELOADING=1\nMONOTONIC_USEC=") and msgs[2].startswith("READY=1")
+    finally:
+        p.terminate()
+        p.communicate(timeout=10)
+    assert notify.recv(4096).decode() == "STOPPING=1"
+    assert p.returncode == 0
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8])
+def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, delay):
+    """A stop signal during set-up is held back, never lost: the daemon stops at once when
+    set-up is done, and removes what it created."""
+    sock = tmp_path / "s.sock"
+    cfg = tmp_path / "good.toml"
+    cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
+    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
+                          "vnet_router.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    subprocess.run(["sleep", str(delay)])
+    p.terminate()
+    _, err = p.communicate(timeout=20)
+    assert p.returncode in (0, -15), err        # -15: killed before Python set up anything
+    assert not netlink.netns_exists(f"{node_ns}-blue"), err
+    assert not sock.exists()

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -236,9 +235,28 @@ def test_parse_ping_output():
 
 @pytest.mark.skipif(not (ROOT / "vnet_router" / "daemon.py").exists(), reason="no daemon yet")
 def test_demo_end_to_end(tmp_path, capsys):
-    rc = demo.run(demo.DEMO_TOPOLOGY)
+    plot = tmp_path / "rates.png"
+    rc = demo.run(demo.DEMO_TOPOLOGY, plot=str(plot))
     out = capsys.readouterr().out
     assert rc == 0, out
-    assert "PASS: 8/8 checks as expected" in out
+    assert f"PASS: {len(demo.CHECKS)}/{len(demo.CHECKS)} checks as expected" in out
+    assert "while green floods" in out and f"plot {plot}" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     assert not any(n.startswith("vl") and n.split("-")[0] == f"vl{os.getpid()}"
                    for n in netlink.netns_list())
+
+
+@pytest.mark.parametrize("after", [1.0, 5.0])
+def test_demo_interrupted_leaves_nothing(tmp_path, after):
+    """Ctrl-C during the build (1 s) or during the checks (5 s): everything is removed."""
+    p = subprocess.Popen([sys.executable, "-m", "vnet_router.lab.cli", "demo", "--plot",
+                          str(tmp_path / "rates.png")], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    time.sleep(after)
+    os.killpg(p.pid, signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode != 0, out
+    left = [n for n in netlink.netns_list() if n.startswith(f"vl{p.pid}")]
+    assert not left, out
+    names = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert "vl" + str(p.pid) not in names

@@ -180,3 +180,20 @@ def test_udp_substrate_link_carries_a_vnet(make_lab):
     big = lab.exec("x", ["ping", "-c", "2", "-M", "do", "-s", str(int(mtu) - 28), "10.0.0.2"],
                    vnet="blue")
     assert big.returncode == 0, big.stdout + big.stderr
+
+
+def test_vnetctl_top_shows_live_rates(make_lab):
+    import subprocess
+    import sys
+    lab = make_lab(UDP)
+    pinger = lab.popen("x", ["ping", "-q", "-c", "300", "-i", "0.01", "10.0.0.2"], vnet="blue",
+                       stdout=subprocess.DEVNULL)
+    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket("y"), "top",
+                        "-n", "2", "-i", "0.5"], capture_output=True, text=True, timeout=30)
+    pinger.wait(timeout=30)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().split("\n\n")[-1].splitlines()
+    assert last[0].startswith("node y")
+    rows = {tuple(line.split()[:3]): line.split() for line in last[2:]}
+    pps = float(rows[("tun", "7", "in")][5].replace(",", ""))
+    assert 50 <= pps <= 150, last                 # ~100 pings/s arriving at y

@@ -1,7 +1,6 @@
 """Codec properties: round trip, and arbitrary bytes only ever raise DecodeError."""
 from hypothesis import given, strategies as st
 
-from vnet_router import wire
 from vnet_router.wire import DecodeError, EthFrame, UdpFrame, VlanTag
 
 macs = st.binary(min_size=6, max_size=6)

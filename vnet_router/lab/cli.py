@@ -43,6 +43,9 @@ def parse_args(argv=None):
     common(d, argparse.SUPPRESS)
     d.add_argument("--topology", metavar="FILE", default=str(demo.DEMO_TOPOLOGY),
                    help="demo topology file (default: %(default)s)")
+    d.add_argument("--plot", metavar="PNG", default="vnet-demo-rates.png",
+                   help="where to write the plot of both vNets' rates under the flood "
+                        "(default: %(default)s in the current directory)")
     u = sub.add_parser("up", help="build a topology file and keep it up until Ctrl-C")
     u.add_argument("file", help="topology file (TOML)")
     common(u, argparse.SUPPRESS)
@@ -62,7 +65,8 @@ def main(argv=None) -> int:
         return 1
     try:
         if args.cmd == "demo":
-            return demo.run(args.topology, workdir=args.workdir, keep_logs=args.keep_logs)
+            return demo.run(args.topology, workdir=args.workdir, keep_logs=args.keep_logs,
+                            plot=args.plot)
         if args.cmd == "up":
             return _up(args)
         return _clean(args)
@@ -133,7 +137,8 @@ def _print_summary(lab: Lab):
                 print(f"  {v.namespace:24}   vNet {v.name} of {node.name}")
     for node in lab.configs:
         print(f"control: vnetctl -s {shlex.quote(lab.socket(node))} show      # {node}")
-    print(f"work dir (configs, logs): {lab.workdir}")
+    print(f"work dir (configs, logs): {lab.workdir}"
+          + ("" if lab.keep_workdir or lab._workdir_arg else " (removed at exit; --keep-logs keeps it)"))
 
 
 def _clean(args) -> int:

@@ -1,13 +1,19 @@
 """The demo: the LAN of the paper's Fig. 4 (``etc/lab/demo.toml``), built, checked, reported.
 
-``run(...)`` builds the lab (progress lines on the way), runs the checks below — reachability
-inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy IP on the
-LAN — prints a report table plus the substrate counters of every node, tears everything down
-and returns 0 only if every check came out as expected.  ``cli.py`` calls it for
-``vnet-lab demo``; the topology and what it means are described in ``docs/lab.md``.
+``run(...)`` builds the lab (progress lines on the way) and runs the checks below:
+reachability inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy
+IP on the LAN, the substrate frames on the wire (tcpdump), the 20 Mbit/s limit of blue's
+virtual links (iperf3), and that limit held while green floods the same LAN interface (both
+vNets' rates sampled every 0.5 s and plotted to a PNG).  It prints a report table plus every node's substrate counters, tears
+everything down and returns 0 only if every check came out as expected.  ``cli.py`` calls it
+for ``vnet-lab demo``; the topology and what it means are described in ``docs/lab.md``.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
+import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -21,6 +27,8 @@ DEMO_TOPOLOGY = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml
 
 @dataclass(frozen=True)
 class Check:
+    """Ping ``dst`` from ``node`` (in ``vnet``, or the node's own namespace if None)."""
+
     what: str
     node: str
     vnet: str | None
@@ -30,6 +38,180 @@ class Check:
     @property
     def expected(self) -> str:
         return "reachable" if self.reachable else "unreachable"
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        r = lab.ping(self.node, self.dst, vnet=self.vnet, count=3, interval=0.2, wait=1.0)
+        return str(r), r.ok == self.reachable
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    """TCP throughput (iperf3, 2 s) from ``node`` to ``server`` inside ``vnet``."""
+
+    what: str
+    node: str
+    vnet: str
+    server: str
+    dst: str
+    low: int                       # bit/s; the measured rate must lie in [low, high]
+    high: int | None
+    expected: str
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        if shutil.which("iperf3") is None:
+            return "skipped: no iperf3", True
+        bps = lab.throughput(self.node, self.server, self.dst, vnet=self.vnet, seconds=2)
+        ok = bps >= self.low and (self.high is None or bps <= self.high)
+        return f"{bps / 1e6:.1f} Mbit/s", ok
+
+
+@dataclass(frozen=True)
+class WireCheck:
+    """Ping inside ``vnet`` while tcpdump watches ``node``'s port on switch ``sw``: the
+    substrate frames must look like ``pattern`` (tcpdump -e text) on the LAN."""
+
+    what: str
+    node: str
+    vnet: str
+    dst: str
+    bpf: str                       # tcpdump filter, after "ether src NODE's MAC and"
+    pattern: str                   # regex over tcpdump -e -nn output
+    expected: str
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        if shutil.which("tcpdump") is None:
+            return "skipped: no tcpdump", True
+        link = next(l for l in lab.topo.links if l.a.node == self.node and l.b.switch)
+        flt = f"ether src {link.a.mac} and {self.bpf}"
+        cap = lab.popen(link.b.switch, ["tcpdump", "-i", link.b.ifname, "-e", "-nn", "-l", "-c", "3", flt],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cap.stderr.readline()                   # "listening on ...": the capture is open
+        lab.ping(self.node, self.dst, vnet=self.vnet, count=3, interval=0.1, wait=1.0)
+        try:
+            out, _ = cap.communicate(timeout=3)
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            out, _ = cap.communicate()
+        frames = [line for line in out.splitlines() if " > " in line and "ethertype" in line]
+        if not frames:
+            return "no substrate frames seen", False
+        good = [line for line in frames if re.search(self.pattern, line)]
+        return f"{len(good)}/{len(frames)} {_describe_frame(frames[0])}", len(good) == len(frames)
+
+
+@dataclass(frozen=True)
+class FloodCheck:
+    """The guarantee under load: TCP in ``vnet`` from ``node`` to ``dst`` while vNet ``flood``
+    sends UDP as fast as iperf3 can from the same node over the same LAN interface.  Samples
+    both vNets' output rates at ``node`` every 0.5 s (from its daemon's counters) and plots
+    them to ``plot`` (PNG) when matplotlib is there."""
+
+    what: str
+    node: str
+    vnet: str
+    server: str
+    dst: str
+    flood: str
+    flood_server: str
+    flood_dst: str
+    guaranteed: int                # bit/s
+    seconds: float = 8.0
+    plot: str | None = "vnet-demo-rates.png"
+
+    @property
+    def expected(self) -> str:
+        return f">= {0.85 * self.guaranteed / 1e6:g} Mbit/s while flooded"
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        if shutil.which("iperf3") is None:
+            return "skipped: no iperf3", True
+        procs = [
+            lab.popen(self.server, ["iperf3", "-s", "-1", "-B", self.dst, "-p", "5301"],
+                      vnet=self.vnet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+            lab.popen(self.flood_server, ["iperf3", "-s", "-1", "-B", self.flood_dst,
+                                          "-p", "5302"], vnet=self.flood,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        time.sleep(0.5)
+        t = self.seconds
+        procs.append(lab.popen(self.node, ["iperf3", "-c", self.flood_dst, "-p", "5302", "-u",
+                                           "-b", "1G", "-t", str(t + 2)], vnet=self.flood,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1.0)
+        procs.append(lab.popen(self.node, ["iperf3", "-c", self.dst, "-p", "5301",
+                                           "-t", str(t)], vnet=self.vnet,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        series = self._sample(lab, t + 2.0)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        # judge the seconds when both ran: the TCP flow's lifetime, minus its slow start
+        both = [(ts, r[self.vnet], r[self.flood]) for ts, r in series if 2.0 <= ts <= t + 0.5]
+        if not both:
+            return "no samples", False
+        blue = sorted(b for _, b, _ in both)[len(both) // 2]
+        green = sorted(g for _, _, g in both)[len(both) // 2]
+        note = ""
+        if self.plot:
+            note = "; " + _plot(series, self, self.plot)
+        ok = blue >= 0.85 * self.guaranteed and green > self.guaranteed
+        return (f"{self.vnet} {blue / 1e6:.1f} Mbit/s (median) while {self.flood} "
+                f"{green / 1e6:.0f} Mbit/s{note}"), ok
+
+    def _sample(self, lab: Lab, seconds: float):
+        def totals():
+            st = lab.control(self.node)
+            acc = {self.vnet: 0, self.flood: 0}
+            for v in st["virtual_links"]:
+                if v["direction"] == "out" and v["vnet"] in acc:
+                    acc[v["vnet"]] += v["bytes"]
+            return time.monotonic(), acc
+        t0, prev = totals()
+        start, series = t0, []
+        while time.monotonic() - start < seconds:
+            time.sleep(0.5)
+            t1, cur = totals()
+            series.append((t1 - start, {k: (cur[k] - prev[k]) * 8 / (t1 - t0) for k in cur}))
+            t0, prev = t1, cur
+        return series
+
+
+def _plot(series, check: "FloodCheck", path: str) -> str:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot (matplotlib missing)"
+    ts = [t for t, _ in series]
+    fig, ax = plt.subplots(figsize=(8, 4))
+
+    def mbit(vnet):        # an idle sample has no place on a log scale
+        return [r[vnet] / 1e6 if r[vnet] > 0 else float("nan") for _, r in series]
+    ax.plot(ts, mbit(check.vnet), color="tab:blue", marker=".",
+            label=f"{check.vnet} (TCP, guaranteed {check.guaranteed / 1e6:g} Mbit/s)")
+    ax.plot(ts, mbit(check.flood), color="tab:green", marker=".",
+            label=f"{check.flood} (UDP flood, 1 Gbit/s offered)")
+    ax.axhline(check.guaranteed / 1e6, color="tab:blue", linestyle="--", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("Mbit/s sent by " + check.node + " (log)")
+    ax.set_title("vnet demo: two vNets on one LAN interface")
+    ax.legend(loc="center right")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"plot {Path(path).resolve()}"
+
+
+def _describe_frame(line: str) -> str:
+    vlan = re.search(r"vlan (\d+), p (\d+)", line)
+    types = re.findall(r"ethertype [^,]*?\((0x[0-9a-f]+)\)", line)
+    inner = types[-1] if types else "?"
+    return (f"VLAN {vlan.group(1)} PCP {vlan.group(2)}, {inner}" if vlan
+            else f"untagged, {inner}")
 
 
 CHECKS = (
@@ -41,6 +223,18 @@ CHECKS = (
     Check("blue h1 -> 10.0.0.12 (green only)", "h1", "blue", "10.0.0.12", False),
     Check("green h1 -> 10.0.0.254 (blue only)", "h1", "green", "10.0.0.254", False),
     Check("legacy h1 -> h2 on the LAN", "h1", None, "192.168.77.2", True),
+    # blue's output virtual links are shaped to 20 Mbit/s; green's are unlimited
+    # what the substrate puts on the wire (Fig. 4): blue p2p tagged, green multiaccess untagged
+    WireCheck("blue frames on the LAN", "h1", "blue", "10.0.0.254", "vlan 10",
+              r"vlan 10, p 5, ethertype [^,]*\(0x88b5\)", "VLAN 10 PCP 5, 0x88b5"),
+    WireCheck("green frames on the LAN", "h1", "green", "10.0.0.12", "ether proto 0x88b5",
+              r"^(?!.*vlan).*ethertype [^,]*\(0x88b5\)", "untagged, 0x88b5"),
+    RateCheck("blue h1 -> r TCP rate (20Mbit)", "h1", "blue", "r", "10.0.0.254",
+              10_000_000, 21_000_000, "10-21 Mbit/s"),
+    RateCheck("green h1 -> h2 TCP rate (no limit)", "h1", "green", "h2", "10.0.0.12",
+              40_000_000, None, "> 40 Mbit/s"),
+    FloodCheck("blue h1 -> r TCP while green floods", "h1", "blue", "r", "10.0.0.254",
+               "green", "h2", "10.0.0.12", 20_000_000),
 )
 
 
@@ -67,22 +261,25 @@ def _counters(lab: Lab) -> list[list[str]]:
     return rows
 
 
-def run_checks(lab: Lab, checks=CHECKS, out=None) -> list[tuple[Check, str, bool]]:
+def run_checks(lab: Lab, checks=CHECKS, out=None) -> list[tuple[object, str, bool]]:
     out = out or sys.stdout
     results = []
     for c in checks:
-        where = f"{c.node}/{c.vnet}" if c.vnet else c.node
-        r = lab.ping(c.node, c.dst, vnet=c.vnet, count=3, interval=0.2, wait=1.0)
-        passed = r.ok == c.reachable
-        results.append((c, str(r), passed))
-        print(f"  check {c.what}: ping {c.dst} from {where}: {r} "
-              f"-> {'PASS' if passed else 'FAIL'}", file=out, flush=True)
+        try:
+            result, passed = c.run(lab)
+        except LabError as e:
+            result, passed = f"error: {e}", False
+        results.append((c, result, passed))
+        print(f"  check {c.what}: {result} -> {'PASS' if passed else 'FAIL'}",
+              file=out, flush=True)
     return results
 
 
 def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool = False,
-        out=None) -> int:
+        out=None, plot: str | None = "vnet-demo-rates.png") -> int:
     out = out or sys.stdout
+    checks = tuple(dataclasses.replace(c, plot=plot) if isinstance(c, FloodCheck) else c
+                   for c in CHECKS)
 
     def progress(msg):
         print(f"  {msg}", file=out, flush=True)
@@ -95,7 +292,7 @@ def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool =
             print(f"built in {time.monotonic() - t0:.1f} s; running checks", file=out, flush=True)
             # the first frames of a vNet also resolve ARP; give the daemons a moment of warm-up
             lab.ping("h1", "10.0.0.254", vnet="blue", count=1, wait=1.0)
-            results = run_checks(lab, out=out)
+            results = run_checks(lab, checks, out=out)
             counters = _counters(lab)
             print("tearing down", file=out, flush=True)
     except (LabError, ConfigError) as e:

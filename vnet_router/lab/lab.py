@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import json
 import os
 import re
 import shlex
@@ -127,6 +128,8 @@ class Lab:
         try:
             return self.configs[node].vnet(vnet).namespace
         except StopIteration:
+            if self.topo.node(node).daemon == "host":      # joined at run time
+                return f"{self.prefix}{node}-{vnet}"
             raise LabError(f"node {node} has no vNet {vnet!r}") from None
 
     def namespaces(self) -> list[str]:
@@ -252,7 +255,8 @@ class Lab:
             rendered = topo_mod.render_router(self.topo, node.name, self.prefix, str(self.workdir))
             path = self.workdir / f"{node.name}.toml"
             path.write_text(topo_mod.dump_toml(rendered))
-            self.configs[node.name] = cfg = rconfig.load(path)
+            self.configs[node.name] = cfg = topo_mod.parse_node_config(
+                rendered, str(path), node.daemon)
             for v in cfg.vnets:
                 if not v.namespace.startswith(self.prefix):
                     raise LabError(f"{path}: vNet {v.name} namespace {v.namespace!r} does not "
@@ -266,8 +270,9 @@ class Lab:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (_PKG_ROOT, env.get("PYTHONPATH")) if p)
         path = self.workdir / f"{node}.toml"
-        argv = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(node)}",
-                *self.daemon_cmd, "-c", str(path)]
+        cmd = self.daemon_cmd if self.topo.node(node).daemon == "router" else \
+            [sys.executable, "-m", "vnet_host.daemon"]
+        argv = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(node)}", *cmd, "-c", str(path)]
         with open(self.log_path(node), "ab") as log:
             self.daemons[node] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -362,6 +367,34 @@ class Lab:
                              "-W", str(wait), dst], vnet=vnet,
                       timeout=count * (interval + wait) + 10)
         return parse_ping(r.stdout + r.stderr)
+
+    def throughput(self, node: str, server: str, dst: str, vnet: str | None = None, *,
+                   server_vnet: str | None = None, seconds: float = 2.0,
+                   extra: tuple[str, ...] = ()) -> float:
+        """Received bit/s of an iperf3 run from ``node`` to a one-shot server on ``server``.
+
+        ``dst`` is the server's address; ``server_vnet`` defaults to ``vnet``.  Needs iperf3.
+        """
+        if shutil.which("iperf3") is None:
+            raise LabError("iperf3 is not installed")
+        srv = self.popen(server, ["iperf3", "-s", "-1", "-B", dst], vnet=server_vnet or vnet,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(20):                     # until the server listens
+                r = self.exec(node, ["iperf3", "-c", dst, "-t", str(seconds), "-J", *extra],
+                              vnet=vnet, timeout=seconds + 30)
+                if "unable to connect" not in r.stdout or srv.poll() is not None:
+                    break
+                time.sleep(0.1)
+        finally:
+            if srv.poll() is None:
+                _end(srv, 2.0)
+        try:
+            end = json.loads(r.stdout)["end"]
+            return float((end.get("sum_received") or end["sum"])["bits_per_second"])
+        except (ValueError, KeyError, TypeError):
+            raise LabError(f"iperf3 {node} -> {dst} failed: "
+                           f"{(r.stdout + r.stderr).strip()[-300:]}") from None
 
     def control(self, node: str, cmd: str = "show", **args) -> dict:
         return control.request(self.socket(node), cmd, **args)

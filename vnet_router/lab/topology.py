@@ -109,6 +109,7 @@ class Node:
     router: dict | None = field(default=None, hash=False)     # TOML table, placeholders intact
     router_key: str = ""           # "node[1].router" or the router_config file, for messages
     vnets: tuple[str, ...] = ()    # vNet names of the router config
+    daemon: str = "router"         # "router": vnet-router; "host": vnet-hostd (host profile)
 
     @property
     def has_router(self) -> bool:
@@ -326,7 +327,8 @@ def _node(s, name, interfaces, macmap, base: Path) -> Node:
             raise s.err(f"sysctl.{key}", f"must be an integer or a string, not {value!r}")
         sysctl.append((key, str(value)))
 
-    router, router_key, vnets = _router(s, name, interfaces, macmap, base)
+    daemon = s.get("daemon", str, "router", rconfig._choice(("router", "host")))
+    router, router_key, vnets = _router(s, name, interfaces, macmap, base, daemon)
 
     commands = []
     s.used.add("commands")
@@ -355,10 +357,18 @@ def _node(s, name, interfaces, macmap, base: Path) -> Node:
         commands.append(Command(argv, vnet, c.key))
     s.done()
     return Node(name, interfaces, tuple(addresses), tuple(sysctl), tuple(commands),
-                router, router_key, vnets)
+                router, router_key, vnets, daemon)
 
 
-def _router(s, name, interfaces, macmap, base: Path):
+def parse_node_config(rendered: dict, file: str, daemon: str) -> rconfig.NodeConfig:
+    """Validate a rendered node config with the parser of its daemon."""
+    if daemon == "host":
+        from vnet_host import config as hconfig        # the lab drives both daemons
+        return hconfig.parse(rendered, file).node
+    return rconfig.parse(rendered, file)
+
+
+def _router(s, name, interfaces, macmap, base: Path, daemon: str = "router"):
     inline = s.get("router", dict, None)
     ref = s.get("router_config", str, None)
     if inline is not None and ref is not None:
@@ -379,8 +389,8 @@ def _router(s, name, interfaces, macmap, base: Path):
         where = ""
     # validate with a sample prefix now, so a lab never half-builds on a bad router config
     try:
-        rendered = render(table, name, SAMPLE_PREFIX, SAMPLE_WORKDIR, macmap)
-        cfg = rconfig.parse(rendered, file)
+        rendered = render(table, name, SAMPLE_PREFIX, SAMPLE_WORKDIR, macmap, daemon)
+        cfg = parse_node_config(rendered, file, daemon)
     except ConfigError as e:
         key = ".".join(k for k in (where, e.key.lstrip(".")) if k and k != "-") or "-"
         raise ConfigError(file if e.file == "-" else e.file, key, e.problem) from None
@@ -406,7 +416,7 @@ def _join(*parts):
 # -- rendering router configs -----------------------------------------------------------------
 
 def render(table: dict, node: str, prefix: str, workdir: str,
-           macs: dict[tuple[str, str], str]) -> dict:
+           macs: dict[tuple[str, str], str], daemon: str = "router") -> dict:
     """The router config of ``node`` with placeholders substituted and lab defaults filled in.
 
     Defaults: ``node.name`` = the node's name, ``node.control_socket`` = WORKDIR/NODE.sock,
@@ -447,6 +457,11 @@ def render(table: dict, node: str, prefix: str, workdir: str,
     for v in out.get("vnet", []) if isinstance(out.get("vnet"), list) else []:
         if isinstance(v, dict) and "namespace" not in v and isinstance(v.get("name"), str):
             v["namespace"] = f"{prefix}{node}-{v['name']}"
+    if daemon == "host":        # vnet-hostd: state and run-time vNet namespaces in the lab
+        host = out.setdefault("host", {})
+        if isinstance(host, dict):
+            host.setdefault("state_dir", f"{workdir}/{node}-state")
+            host.setdefault("namespace_prefix", f"{prefix}{node}-")
     return out
 
 
@@ -454,7 +469,7 @@ def render_router(topo: Topology, node: str, prefix: str, workdir: str) -> dict:
     n = topo.node(node)
     if n.router is None:
         raise ValueError(f"node {node} has no router config")
-    return render(n.router, node, prefix, workdir, topo.macs())
+    return render(n.router, node, prefix, workdir, topo.macs(), n.daemon)
 
 
 # -- writing TOML (the lab writes each node's rendered config to a file) ----------------------

@@ -1,0 +1,523 @@
+"""pps benchmark suite: ``python3 -m benchmarks.run`` (root; trafgen from Debian's netsniff-ng).
+
+Topology, built fresh for every case in namespaces named ``vl<pid>b-*`` and always removed::
+
+    gen ns  g0 ==veth== r0  router ns  r1 ==veth== s0  sink ns
+
+trafgen (pinned to core 0) sends substrate frames on g0 (802.1Q VLAN 10, EtherType 0x88B5,
+VLI 100); the forwarder under test runs in the router ns pinned to core 1; the case runs for a
+fixed time.  offered = g0 tx (+ tx drops), delivered = s0 rx (or the TAP's counter), ratio,
+and router CPU-us per delivered packet = busy time of core 1 (user+sys+softirq from
+/proc/stat) / delivered -- the bridge and tc mirred do much of their work in the generator's
+softirq on core 0, so their CPU column undercounts.
+
+Cases: Linux bridge, tc mirred, reference datapath, fast path (pass-through VLI switch on p2p
+VLAN links), fast path substrate->TAP and TAP->substrate (plus a bare Python recv + os.write
+loop into a TAP as the yardstick), fast path with 1,000 virtual links and 64 substrate links;
+at 64 and 1500 bytes.  Then ping latency (median / p99) through the bridge and through the
+fast-path router, with vnet end-systems on both sides.  Writes docs/benchmarks.md and a PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vnet_router import netlink
+
+ROOT = Path(__file__).resolve().parents[1]
+GEN_CORE, FWD_CORE = 0, 1
+MAC = {"g0": "02:b0:00:00:00:01", "r0": "02:b0:00:00:00:02", "r1": "02:b0:00:00:00:03",
+       "s0": "02:b0:00:00:00:04"}
+BELL = "02:b0:00:00:00:ff"
+
+
+def _b(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+@dataclass
+class Result:
+    case: str
+    size: int
+    offered: float = 0.0
+    delivered: float = 0.0
+    cpu_us: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return self.delivered / self.offered if self.offered else 0.0
+
+
+@dataclass
+class Latency:
+    case: str
+    rtts: list = field(default_factory=list)
+    sent: int = 0
+
+    def pct(self, p):
+        if not self.rtts:
+            return float("nan")
+        s = sorted(self.rtts)
+        return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+class Bench:
+    def __init__(self, seconds: float, progress=print):
+        self.seconds = seconds
+        self.prefix = f"vl{os.getpid()}b-"
+        self.progress = progress
+        self.work = Path(tempfile.mkdtemp(prefix="vnet-bench-"))
+        self.procs: list[subprocess.Popen] = []
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def ns(self, name):
+        return self.prefix + name
+
+    def sh(self, ns, *argv, check=True, **kw):
+        cmd = ["ip", "netns", "exec", self.ns(ns), *argv] if ns else list(argv)
+        r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
+        return r
+
+    def build(self):
+        for n in ("gen", "rtr", "sink"):
+            netlink.netns_create(self.ns(n))
+        netlink.veth_create_between("g0", self.ns("gen"), "r0", self.ns("rtr"),
+                                    mac=MAC["g0"], peer_mac=MAC["r0"])
+        netlink.veth_create_between("r1", self.ns("rtr"), "s0", self.ns("sink"),
+                                    mac=MAC["r1"], peer_mac=MAC["s0"])
+        for ns, dev in (("gen", "g0"), ("rtr", "r0"), ("rtr", "r1"), ("sink", "s0")):
+            self.sh(ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
+
+    def teardown(self):
+        for p in self.procs:
+            self.stop(p)
+        self.procs.clear()
+        for n in netlink.netns_list():
+            if n.startswith(self.prefix):
+                try:
+                    netlink.netns_remove(n)
+                except OSError:
+                    pass
+
+    def popen(self, ns, argv, core=None, env=None, log=None):
+        cmd = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(ns)}"]
+        if core is not None:
+            cmd += ["taskset", "-c", str(core)]
+        out = open(log, "w") if log else subprocess.DEVNULL
+        p = subprocess.Popen(cmd + list(argv), stdout=out, stderr=subprocess.STDOUT,
+                             start_new_session=True, env=env)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGINT):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+                p.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def stats(self, ns, dev):
+        r = self.sh(ns, "ip", "-s", "-j", "link", "show", "dev", dev)
+        s = json.loads(r.stdout)[0]["stats64"]
+        return s["rx"], s["tx"]
+
+    # -- forwarders -----------------------------------------------------------------------------
+
+    def router(self, cfg: str, datapath: str, name="r"):
+        path = self.work / f"{name}.toml"
+        sock = self.work / f"{name}.sock"
+        path.write_text(f'[node]\nname = "{name}"\ncontrol_socket = "{sock}"\n'
+                        f'log_level = "info"\ndatapath = "{datapath}"\n' + cfg)
+        env = dict(os.environ, PYTHONPATH=str(ROOT), VNET_DATAPATH=datapath)
+        log = self.work / f"{name}.log"
+        p = self.popen("rtr" if name == "r" else name, [sys.executable, "-m", "vnet_router.daemon",
+                                                        "-c", str(path)],
+                       core=FWD_CORE if name == "r" else GEN_CORE, env=env, log=log)
+        from vnet_router import control
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if p.poll() is not None:
+                raise RuntimeError(f"router {name} exited: {log.read_text()[-2000:]}")
+            try:
+                show = control.request(str(sock), "show", timeout=1.0)
+                if show.get("datapath") != datapath:
+                    raise RuntimeError(f"router {name} runs {show.get('datapath')}, not {datapath}")
+                return p
+            except (OSError, ValueError, KeyError, control.ControlError):
+                time.sleep(0.1)
+        raise RuntimeError(f"router {name} not ready: {log.read_text()[-2000:]}")
+
+    def p2p(self, lid, dev, peer, vlan):
+        return (f'[[substrate_link]]\nid = "{lid}"\nkind = "p2p"\ninterface = "{dev}"\n'
+                f'peer_mac = "{peer}"\nvlan = {vlan}\n')
+
+    def switch_cfg(self, extra_links=0, extra_vlinks=0):
+        cfg = self.p2p("in", "r0", MAC["g0"], 10) + self.p2p("out", "r1", MAC["s0"], 20)
+        sw = ('[[switch]]\nvnet = "gold"\nin_link = "{}"\nin_vli = {}\nout_link = "{}"\n'
+              'out_vli = {}\n')
+        cfg += sw.format("in", 100, "out", 200)
+        links_in, links_out = ["in"], ["out"]
+        for i in range(extra_links // 2):
+            cfg += self.p2p(f"in{i}", "r0", f"02:b1:00:00:{i // 256:02x}:{i % 256:02x}", 10 + i % 50)
+            cfg += self.p2p(f"out{i}", "r1", f"02:b2:00:00:{i // 256:02x}:{i % 256:02x}",
+                            20 + i % 50)
+            links_in.append(f"in{i}")
+            links_out.append(f"out{i}")
+        for j in range(extra_vlinks):
+            a, b = links_in[j % len(links_in)], links_out[j % len(links_out)]
+            cfg += sw.format(a, 1000 + j, b, 3000 + j)
+        return cfg
+
+    def tap_cfg(self):
+        return (self.p2p("in", "r0", MAC["g0"], 10) + self.p2p("out", "r1", MAC["s0"], 20) +
+                f'[[vnet]]\nname = "blue"\nid = 1\nnamespace = "{self.ns("blue")}"\n'
+                '[[interface]]\nvnet = "blue"\nname = "t0"\nsubstrate_link = "in"\n'
+                f'in_vli = 100\nout_vli = 101\nmac = "{MAC["s0"]}"\n')
+
+    # -- traffic --------------------------------------------------------------------------------
+
+    def trafgen_cfg(self, size: int, dst: str, src: str, tagged=True, substrate=True) -> Path:
+        """One frame of ``size`` bytes (no FCS): [tag 10] 0x88B5 VLI 100 LEN payload."""
+        head = list(_b(dst) + _b(src))
+        if tagged:
+            head += [0x81, 0x00, 0x00, 0x0A]
+        if substrate:
+            plen = size - len(head) - 6
+            head += [0x88, 0xB5, 0x00, 0x64, plen >> 8, plen & 0xFF]
+            # payload: an inner Ethernet frame (dst = the TAP's MAC in the TAP cases)
+            inner = list(_b(MAC["s0"]) + _b("02:b0:00:00:00:aa")) + [0x88, 0xB6]
+            body = inner + [0] * (plen - len(inner))
+        else:
+            body = [0x88, 0xB6] + [0] * (size - len(head) - 2)
+        path = self.work / f"frame{size}{'t' if tagged else ''}{'s' if substrate else ''}.cfg"
+        path.write_text("{ " + ", ".join(f"0x{x:02x}" for x in head + body) + " }\n")
+        return path
+
+    def offer(self, gen_ns, gen_dev, cfg: Path, count_ns, count_dev, count_rx=True):
+        """Run trafgen for the fixed time; (offered pps, delivered pps, core-1 busy us)."""
+        tg = self.popen(gen_ns, ["trafgen", "-o", gen_dev, "-i", str(cfg), "-P", "1",
+                                 "--no-sock-mem", "-Q"], core=GEN_CORE)
+        time.sleep(min(1.0, self.seconds / 3))           # ramp up
+        if tg.poll() is not None:
+            raise RuntimeError("trafgen exited at once")
+        g0 = self.stats(gen_ns, gen_dev)[1]
+        c0 = self.stats(count_ns, count_dev)[0 if count_rx else 1]
+        cpu0, t0 = _core_busy(FWD_CORE), time.monotonic()
+        time.sleep(self.seconds)
+        g1 = self.stats(gen_ns, gen_dev)[1]
+        c1 = self.stats(count_ns, count_dev)[0 if count_rx else 1]
+        cpu1, t1 = _core_busy(FWD_CORE), time.monotonic()
+        self.stop(tg)
+        dt = t1 - t0
+        offered = (g1["packets"] + g1.get("dropped", 0) - g0["packets"] - g0.get("dropped", 0))
+        delivered = c1["packets"] - c0["packets"]
+        # busy us per second of measurement (so that / delivered pps = us per packet)
+        return offered / dt, delivered / dt, (cpu1 - cpu0) * 1e6 / dt * self.seconds
+
+    # -- cases ----------------------------------------------------------------------------------
+
+    def case(self, name, size, setup, **kw) -> Result:
+        self.build()
+        try:
+            extra = setup() or {}
+            direction = extra.get("direction", "fwd")
+            if direction == "tap_in":       # substrate -> TAP: count at the TAP
+                o, d, cpu = self.offer("gen", "g0", self.trafgen_cfg(size, MAC["r0"], MAC["g0"]),
+                                       extra["tap_ns"], extra["tap_dev"])
+            elif direction == "tap_out":    # TAP -> substrate: trafgen in the vNet, count at g0
+                o, d, cpu = self.offer("blue", "t0", self.trafgen_cfg(size - 22, MAC["s0"],
+                                                                      "02:b0:00:00:00:aa",
+                                                                      tagged=False,
+                                                                      substrate=False),
+                                       "gen", "g0")
+            else:
+                o, d, cpu = self.offer("gen", "g0",
+                                       self.trafgen_cfg(size, extra.get("dst", MAC["r0"]),
+                                                        MAC["g0"]), "sink", "s0")
+            r = Result(name, size, o, d, cpu / (d * self.seconds) if d else None)
+        finally:
+            self.teardown()
+        self.progress(f"  {name:<42} {size:>5} B  offered {r.offered / 1e3:8.1f} kpps  "
+                      f"delivered {r.delivered / 1e3:8.1f} kpps  ratio {r.ratio:5.2f}  "
+                      f"cpu {r.cpu_us if r.cpu_us is not None else float('nan'):6.2f} us/pkt")
+        return r
+
+    def setup_bridge(self):
+        self.sh("rtr", "ip", "link", "add", "br0", "type", "bridge")
+        for dev in ("r0", "r1"):
+            self.sh("rtr", "ip", "link", "set", "dev", dev, "master", "br0")
+        self.sh("rtr", "ip", "link", "set", "dev", "br0", "up")
+        # the bridge learns s0 so frames are forwarded, not flooded
+        self.sh("sink", "python3", "-c", _SEND_ONE.format(dev="s0", frame=(
+            _b(BELL) + _b(MAC["s0"]) + b"\x88\xb6" + bytes(50)).hex()))
+        return {"dst": MAC["s0"]}
+
+    def setup_mirred(self):
+        self.sh("rtr", "tc", "qdisc", "add", "dev", "r0", "ingress")
+        self.sh("rtr", "tc", "filter", "add", "dev", "r0", "parent", "ffff:", "protocol", "all",
+                "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect",
+                "dev", "r1")
+        return {}
+
+    def setup_router(self, datapath, extra_links=0, extra_vlinks=0):
+        self.router(self.switch_cfg(extra_links, extra_vlinks), datapath)
+        return {}
+
+    def setup_tap_in(self, datapath="fast"):
+        self.router(self.tap_cfg(), datapath)
+        return {"direction": "tap_in", "tap_ns": "blue", "tap_dev": "t0"}
+
+    def setup_tap_out(self, datapath="fast"):
+        self.router(self.tap_cfg(), datapath)
+        return {"direction": "tap_out"}
+
+    def setup_bare_tap(self):
+        script = self.work / "bare_tap.py"
+        script.write_text(_BARE_TAP)
+        self.popen("rtr", [sys.executable, str(script), "r0", "bt0"], core=FWD_CORE,
+                   env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.sh("rtr", "ip", "link", "show", "dev", "bt0", check=False).returncode == 0:
+                time.sleep(0.3)
+                return {"direction": "tap_in", "tap_ns": "rtr", "tap_dev": "bt0"}
+            time.sleep(0.1)
+        raise RuntimeError("bare TAP loop did not start")
+
+    # -- latency --------------------------------------------------------------------------------
+
+    def latency(self, name, via_router: bool, count: int, interval: float) -> Latency:
+        self.build()
+        try:
+            if via_router:
+                self.router(self.p2p("in", "r0", MAC["g0"], 10) +
+                            self.p2p("out", "r1", MAC["s0"], 20) +
+                            '[[switch]]\nvnet = "blue"\nin_link = "in"\nin_vli = 100\n'
+                            'out_link = "out"\nout_vli = 200\n'
+                            '[[switch]]\nvnet = "blue"\nin_link = "out"\nin_vli = 201\n'
+                            'out_link = "in"\nout_vli = 101\n', "fast")
+                a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
+            else:
+                self.setup_bridge()
+                a_peer, b_peer, b_vlan, b_in, b_out = MAC["s0"], MAC["g0"], 10, 100, 101
+            blue = lambda ns: f'[[vnet]]\nname = "blue"\nid = 1\nnamespace = "{ns}"\n'
+            iface = ('[[interface]]\nvnet = "blue"\nname = "blue0"\nsubstrate_link = "up"\n'
+                     'in_vli = {}\nout_vli = {}\naddresses = ["{}"]\n')
+            self.router(self.p2p("up", "g0", a_peer, 10) + blue(self.ns("ablue")) +
+                        iface.format(101, 100, "10.9.1.1/24"), "fast", name="gen")
+            self.router(self.p2p("up", "s0", b_peer, b_vlan) + blue(self.ns("bblue")) +
+                        iface.format(b_in, b_out, "10.9.1.2/24"), "fast", name="sink")
+            # Warm-up, not measured, the same for bridge and router: freshly raised veths drop
+            # what they are given until the kernel's link watch activates them (up to ~1 s),
+            # and the first ping waits for ARP; neither is forwarding latency.
+            for _ in range(10):
+                w = subprocess.run(["ip", "netns", "exec", self.ns("ablue"), "ping", "-n", "-c",
+                                    "2", "-i", "0.2", "-W", "1", "10.9.1.2"],
+                                   capture_output=True, text=True, timeout=30)
+                if w.returncode == 0:
+                    break
+            r = subprocess.run(["ip", "netns", "exec", self.ns("ablue"), "ping", "-n", "-c",
+                                str(count), "-i", str(interval), "-W", "1", "10.9.1.2"],
+                               capture_output=True, text=True, timeout=count * interval + 30)
+            lat = Latency(name, [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms",
+                                                                    r.stdout)], count)
+        finally:
+            self.teardown()
+        self.progress(f"  {name:<42} {len(lat.rtts)}/{count} replies  median "
+                      f"{lat.pct(50):7.1f} us  p99 {lat.pct(99):7.1f} us")
+        return lat
+
+
+_SEND_ONE = ("import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0); "
+             "s.bind(('{dev}', 0)); s.send(bytes.fromhex('{frame}'))")
+
+# The yardstick of acceptance point 3: a bare Python recv + os.write loop into a TAP.
+_BARE_TAP = """
+import os, socket, sys
+from vnet_router import packet_io
+from vnet_router.tap import Tap
+s = packet_io.open_rx(sys.argv[1], 0x88B5)
+s.setblocking(True)
+tap = Tap()
+os.set_blocking(tap.fd, True)
+os.system(f"ip link set dev {tap.tmpname} name {sys.argv[2]}")
+os.system(f"ip link set dev {sys.argv[2]} up")
+buf = bytearray(65600)
+view = memoryview(buf)
+fd = tap.fd
+recv_into = s.recv_into
+write = os.write
+while True:
+    n = recv_into(buf)
+    try:
+        write(fd, view[18:n])
+    except OSError:
+        pass
+"""
+
+
+def _core_busy(core: int) -> float:
+    """Seconds core ``core`` spent not idle (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+                return busy / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+def run_all(seconds, sizes, pings, interval, only=None, progress=print):
+    b = Bench(seconds, progress)
+    results, lats = [], []
+    cases = [
+        ("(a) Linux bridge", b.setup_bridge),
+        ("(b) tc mirred", b.setup_mirred),
+        ("(c) reference datapath, VLI switch", lambda: b.setup_router("reference")),
+        ("(d) fast path, VLI switch", lambda: b.setup_router("fast")),
+        ("(e) bare Python recv+os.write -> TAP", b.setup_bare_tap),
+        ("(e) fast path substrate -> TAP", lambda: b.setup_tap_in("fast")),
+        ("(e) fast path TAP -> substrate", lambda: b.setup_tap_out("fast")),
+        ("(f) fast path, 1000 vlinks / 64 links", lambda: b.setup_router("fast", 62, 999)),
+    ]
+    try:
+        for size in sizes:
+            for name, setup in cases:
+                if only and not any(o in name for o in only):
+                    continue
+                results.append(b.case(name, size, setup))
+        if pings:
+            lats.append(b.latency("ping via Linux bridge", False, pings, interval))
+            lats.append(b.latency("ping via vnet router (fast path)", True, pings, interval))
+    finally:
+        b.teardown()
+        shutil.rmtree(b.work, ignore_errors=True)
+    return results, lats
+
+
+def table(results, lats) -> str:
+    lines = ["| case | frame | offered kpps | delivered kpps | delivered/offered | "
+             "router CPU-us/pkt |", "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        cpu = f"{r.cpu_us:.2f}" if r.cpu_us is not None else "-"
+        lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | "
+                     f"{r.delivered / 1e3:.1f} | {r.ratio:.2f} | {cpu} |")
+    if lats:
+        lines += ["", "| latency (ping, vnet end-systems on both sides) | replies | median RTT us "
+                  "| p99 RTT us |", "|---|---:|---:|---:|"]
+        for l in lats:
+            lines.append(f"| {l.case} | {len(l.rtts)}/{l.sent} | {l.pct(50):.1f} | "
+                         f"{l.pct(99):.1f} |")
+    return "\n".join(lines)
+
+
+def plot(results, path: Path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sizes = sorted({r.size for r in results})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 5), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        rs = [r for r in results if r.size == size]
+        y = range(len(rs))
+        ax.barh([i + 0.2 for i in y], [r.offered / 1e3 for r in rs], 0.4, label="offered",
+                color="#bbbbbb")
+        ax.barh([i - 0.2 for i in y], [r.delivered / 1e3 for r in rs], 0.4, label="delivered",
+                color="#2a6fb0")
+        ax.set_yticks(list(y), [r.case for r in rs], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("kpps")
+        ax.set_title(f"{size}-byte frames")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python3 -m benchmarks.run", description=__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=5.0, help="measuring time per case")
+    p.add_argument("--sizes", default="64,1500", help="frame sizes in bytes")
+    p.add_argument("--pings", type=int, default=1000, help="pings per latency case (0: none)")
+    p.add_argument("--interval", type=float, default=0.01, help="seconds between pings")
+    p.add_argument("--only", action="append", help="run only cases whose name contains this")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
+                   help="markdown report ('-': none); the PNG goes next to it")
+    p.add_argument("--json", help="also write the raw results here")
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("benchmarks: needs root (namespaces, veth, TAP)", file=sys.stderr)
+        return 2
+    if not shutil.which("trafgen"):
+        print("benchmarks: trafgen missing (apt-get install netsniff-ng)", file=sys.stderr)
+        return 2
+    sizes = [int(s) for s in a.sizes.split(",")]
+    cmd = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
+          f"{GEN_CORE}, forwarder on core {FWD_CORE}")
+    results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only)
+    text = table(results, lats)
+    print()
+    print(text)
+    if a.json:
+        Path(a.json).write_text(json.dumps({
+            "results": [r.__dict__ | {"ratio": r.ratio} for r in results],
+            "latency": [{"case": l.case, "sent": l.sent, "replies": len(l.rtts),
+                         "median_us": l.pct(50), "p99_us": l.pct(99)} for l in lats]}, indent=1))
+    if a.out != "-":
+        out = Path(a.out)
+        png = out.with_suffix(".png")
+        have_png = plot(results, png)
+        out.write_text(
+            "# Benchmarks\n\n"
+            f"- machine: {machine()}\n- date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
+            f"- command: `{cmd.strip()}`\n"
+            f"- {a.seconds:g} s per case; trafgen pinned to core {GEN_CORE}, forwarder to core "
+            f"{FWD_CORE}; offered = generator veth tx, delivered = sink veth rx (TAP cases: the "
+            "TAP's counter); router CPU-us/pkt = busy time of core 1 per delivered packet (the "
+            "bridge and tc mirred forward mostly in the generator's softirq on core 0, so their "
+            "column undercounts). Other work on the machine shares both cores.\n\n"
+            + text + "\n" + (f"\n![pps]({png.name})\n" if have_png else ""))
+        print(f"\nwrote {out}" + (f" and {png}" if have_png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

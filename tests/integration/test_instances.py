@@ -1,0 +1,82 @@
+"""Sandboxed protocol instances of vnet-hostd: own vNet namespace only, unprivileged, CPU and
+memory limits; one over its limit is stopped and unloaded while another vNet keeps
+forwarding without loss."""
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from host_topo import sockdir, topology, vnetctl
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def lab(make_lab):
+    d = sockdir()
+    try:
+        lab = make_lab(topology(d))
+        for i, h in enumerate(("h1", "h2"), 1):
+            for vnet, vid, base in (("blue", 1, 100), ("green", 2, 300)):
+                r = vnetctl(lab, h, "join", vnet, "--id", str(vid), "--link", "up", "--in-vli",
+                            str(base + 1), "--out-vli", str(base), "--address", f"10.0.0.{i}/24")
+                assert r.returncode == 0, r.stderr
+        yield lab
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _wait_stopped(lab, name, timeout=30.0):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        st = lab.control("h1", "instances")
+        ev = [e for e in st["events"] if e["instance"] == name]
+        if ev:
+            return ev[-1], time.monotonic() - t0, st
+        time.sleep(0.2)
+    raise AssertionError(f"instance {name} still running after {timeout} s: {st}")
+
+
+def test_instance_sees_only_its_vnet_and_runs_unprivileged(lab):
+    r = vnetctl(lab, "h1", "instance", "start", "look", "--vnet", "blue", "--",
+                "sh", "-c", "ip -o link; id -u; cat /proc/self/status | grep CapEff")
+    assert r.returncode == 0, r.stderr
+    ev, _, _ = _wait_stopped(lab, "look")
+    assert ev["reason"] == "exited" and ev["status"] == 0, ev
+    out = (lab.workdir / "h1-state" / "instances" / "look" / "output.log").read_text()
+    names = {l.split(":")[1].strip() for l in out.splitlines() if l[:1].isdigit() and ": " in l}
+    assert names == {"lo", "blue0"}, out            # not green0, not the host's e0
+    assert "\n65534\n" in out and "CapEff:\t0000000000000000" in out, out
+
+
+def test_over_limit_instances_are_stopped_while_another_vnet_loses_nothing(lab):
+    n = 160
+    ping = lab.popen("h1", ["ping", "-n", "-q", "-c", str(n), "-i", "0.05", "-W", "2",
+                            "10.0.0.2"], vnet="green", stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    r = vnetctl(lab, "h1", "instance", "start", "spin", "--vnet", "blue", "--cpu", "2", "--",
+                "sh", "-c", "while :; do :; done")
+    assert r.returncode == 0, r.stderr
+    ev, took, st = _wait_stopped(lab, "spin")
+    assert ev["reason"] == "cpu", ev
+    assert took < 30
+    print(f"spin: stopped after {took:.1f} s wall, {ev['cpu_seconds_used']} s CPU")
+    r = vnetctl(lab, "h1", "instance", "start", "hog", "--vnet", "blue", "--memory", "32MB",
+                "--", "sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; sleep 0.05; done")
+    assert r.returncode == 0, r.stderr
+    ev, took, st = _wait_stopped(lab, "hog")
+    assert ev["reason"] == "memory", ev
+    print(f"hog: stopped after {took:.1f} s wall, rss {ev['rss_bytes'] >> 20} MB")
+    assert st["stopped"]["cpu"] == 1 and st["stopped"]["memory"] == 1
+    assert st["running"] == []
+    out, _ = ping.communicate(timeout=60)
+    assert f"{n} packets transmitted, {n} received" in out, out
+    print("green ping:", out.strip().splitlines()[-2])
+    # logged and counted; unloaded: no process of theirs remains
+    log = lab.log_path("h1").read_text()
+    assert "instance spin (vnet blue) exceeded its CPU limit" in log
+    assert "instance hog (vnet blue) exceeded its memory limit" in log
+    assert lab.control("h1")["instances_stopped"]["cpu"] == 1
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "while :; do :; done" not in ps and "x=$x$x" not in ps

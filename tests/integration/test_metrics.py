@@ -1,0 +1,166 @@
+"""Metrics: a real Prometheus server (Debian's) scrapes the routers of a lab; its HTTP API
+shows counters matching the packets the test sent and the configured rates; `vnetctl show
+--json` agrees with the /metrics endpoint."""
+import json
+import shutil
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(shutil.which("prometheus") is None,
+                                 reason="Debian's prometheus is not installed (run.sh installs it)")]
+
+
+def _node(name, peer, octet, b_in, b_out):
+    return f"""
+[[node]]
+name = "{name}"
+addresses = {{ e0 = ["192.168.60.{octet}/24"] }}
+[node.router]
+[node.router.node]
+metrics = "0.0.0.0:9477"
+[[node.router.substrate_link]]
+id = "p"
+kind = "p2p"
+interface = "e0"
+peer_mac = "{{mac:{peer}:e0}}"
+vlan = 10
+[[node.router.vnet]]
+name = "blue"
+id = 1
+[[node.router.interface]]
+vnet = "blue"
+name = "blue0"
+substrate_link = "p"
+in_vli = {b_in}
+out_vli = {b_out}
+rate = {{ min = "5Mbit", max = "20Mbit" }}
+addresses = ["10.0.0.{octet}/24"]
+"""
+
+
+TOPO = '[[link]]\na = "x:e0"\nb = "y:e0"\n' + _node("x", "y", 1, 11, 10) + _node("y", "x", 2, 10, 11)
+
+PROM_CONFIG = """
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: vnet
+    static_configs:
+      - targets: ["127.0.0.1:9477"]
+        labels: {node: y}
+      - targets: ["192.168.60.1:9477"]
+        labels: {node: x}
+"""
+
+GET = """
+import sys, urllib.request, urllib.parse
+url = sys.argv[1]
+print(urllib.request.urlopen(url, timeout=5).read().decode())
+"""
+
+
+def _get(lab, node, url):
+    r = lab.exec(node, ["python3", "-c", GET, url], timeout=20)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def _query(lab, expr):
+    from urllib.parse import quote
+    out = json.loads(_get(lab, "y", f"http://127.0.0.1:9090/api/v1/query?query={quote(expr)}"))
+    assert out["status"] == "success", out
+    return {tuple(sorted(r["metric"].items())): float(r["value"][1])
+            for r in out["data"]["result"]}
+
+
+def _one(lab, expr):
+    res = _query(lab, expr)
+    assert len(res) == 1, (expr, res)
+    return next(iter(res.values()))
+
+
+def _up(lab, timeout=60):
+    """Prometheus answers its API (it starts slowly on a loaded machine)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = lab.exec("y", ["python3", "-c", GET, "http://127.0.0.1:9090/-/ready"], timeout=20)
+        if r.returncode == 0:
+            return
+        time.sleep(0.5)
+    raise AssertionError("Prometheus never became ready")
+
+
+def _wait_scrape(lab, expr, predicate, timeout=20):
+    end = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < end:
+        res = _query(lab, expr)
+        if len(res) == 1:
+            value = next(iter(res.values()))
+            if predicate(value):
+                return value
+        time.sleep(0.5)
+    raise AssertionError(f"{expr}: last value {value}")
+
+
+def test_prometheus_scrapes_counters_and_rates(make_lab, tmp_path):
+    lab = make_lab(TOPO)
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(PROM_CONFIG)
+    prom = lab.popen("y", ["prometheus", f"--config.file={cfg}",
+                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                           "--web.listen-address=127.0.0.1:9090"],
+                     stdout=open(tmp_path / "prom.log", "w"), stderr=open(tmp_path / "prom.err", "w"))
+    in_y = 'vnet_virtual_link_packets_total{node="y",vnet="blue",direction="in"}'
+    _up(lab)
+    base = _wait_scrape(lab, in_y, lambda v: True, timeout=40)
+    time.sleep(1.5)
+    base = _wait_scrape(lab, in_y, lambda v: True)
+    sent = 1000
+    r = lab.exec("x", ["ping", "-q", "-c", str(sent), "-i", "0.002", "10.0.0.2"], vnet="blue",
+                 timeout=60)
+    assert f"{sent} received" in r.stdout, r.stdout
+    got = _wait_scrape(lab, in_y, lambda v: v - base >= sent) - base
+    time.sleep(2.5)                          # two more scrapes: nothing else counted
+    got = _one(lab, in_y) - base
+    assert abs(got - sent) <= sent * 0.01, f"Prometheus saw {got} frames into y, sent {sent}"
+    out_x = _one(lab, 'vnet_virtual_link_packets_total{node="x",vnet="blue",direction="out"}')
+    assert out_x >= sent
+    for node in ("x", "y"):
+        sel = f'{{node="{node}",vnet="blue",direction="out"}}'
+        assert _one(lab, f"vnet_virtual_link_rate_max_bits_per_second{sel}") == 20e6
+        assert _one(lab, f"vnet_virtual_link_rate_min_bits_per_second{sel}") == 5e6
+        assert _one(lab, f'vnet_info{{node="{node}"}}') == 1
+    prom.terminate()
+    prom.wait(timeout=20)
+
+
+def test_show_json_matches_metrics_endpoint(make_lab):
+    lab = make_lab(TOPO)
+    assert lab.ping("x", "10.0.0.2", vnet="blue", count=20, interval=0.01).received == 20
+    time.sleep(0.5)
+    for _ in range(3):                       # retry if a background frame slipped in between
+        st = lab.control("y")
+        text = _get(lab, "y", "http://127.0.0.1:9477/metrics")
+        if lab.control("y")["virtual_links"] == st["virtual_links"]:
+            break
+    samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    for v in st["virtual_links"]:
+        labels = tuple(sorted({"link": v["substrate_link"], "vli": str(v["vli"]),
+                               "direction": v["direction"], "vnet": v["vnet"],
+                               "action": v["action"]}.items()))
+        assert samples[("vnet_virtual_link_packets_total", labels)] == v["packets"]
+        assert samples[("vnet_virtual_link_bytes_total", labels)] == v["bytes"]
+    for s in st["substrate_links"]:
+        labels = (("kind", s["kind"]), ("link", s["id"]))
+        assert samples[("vnet_substrate_link_rx_packets_total", labels)] == s["rx_packets"]
+        assert samples[("vnet_substrate_link_tx_bytes_total", labels)] == s["tx_bytes"]
+    assert samples[("vnet_config_generation", ())] == st["generation"]
+    assert v["packets"] >= 20

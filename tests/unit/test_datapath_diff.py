@@ -1,0 +1,489 @@
+"""Differential tests: the fast datapath decides exactly like the reference.
+
+One corpus of frames (valid, tagged inline / out of band / untagged, every drop reason, random
+bytes) and TAP frames goes through both datapaths, built from the same configuration, with no
+real interfaces: substrate send sockets and TAP fds are SOCK_SEQPACKET socketpairs whose other
+ends the test reads.  What came out (per socket, in order per output) and every counter
+(substrate links, virtual links, global drops, logical interfaces, learned MACs) must be equal.
+Hypothesis then runs random frames through both.
+"""
+import asyncio
+import random
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from vnet_router import datapath as ref_mod, datapaths, wire
+from vnet_router.config import loads
+from vnet_router.tables import IfaceFacts, Tables
+
+try:
+    fast_mod = datapaths.fast_module()
+except ImportError:          # test_fast_path_is_built says so loudly
+    fast_mod = None
+
+IMPLS = [pytest.param(ref_mod, id="py"),
+         pytest.param(fast_mod, id="c", marks=pytest.mark.skipif(fast_mod is None,
+                                                                 reason="fast path not built"))]
+
+ME0 = bytes.fromhex("0200000000aa")
+ME1 = bytes.fromhex("0200000000bb")
+P1, P2, P3, Q = (bytes.fromhex(x) for x in ("020000000001", "020000000002", "020000000003",
+                                            "020000000004"))
+STRANGER = bytes.fromhex("0200000000ee")
+IF0, IF1 = 2, 3
+
+CFG = """
+[[substrate_link]]
+id = "p1"
+kind = "p2p"
+interface = "eth0"
+peer_mac = "02:00:00:00:00:01"
+vlan = 10
+priority = 5
+[[substrate_link]]
+id = "p2"
+kind = "p2p"
+interface = "eth0"
+peer_mac = "02:00:00:00:00:02"
+vlan = 10
+[[substrate_link]]
+id = "p3"
+kind = "p2p"
+interface = "eth0"
+peer_mac = "02:00:00:00:00:03"
+vlan = 20
+mtu = 600
+[[substrate_link]]
+id = "lan"
+kind = "multiaccess"
+interface = "eth0"
+[[substrate_link]]
+id = "q"
+kind = "p2p"
+interface = "eth1"
+peer_mac = "02:00:00:00:00:04"
+vlan = 30
+[[substrate_link]]
+id = "t"
+kind = "udp"
+local = "192.0.2.1:4799"
+remote = "192.0.2.2:4799"
+[[vnet]]
+name = "blue"
+id = 1
+[[interface]]
+vnet = "blue"
+name = "b1"
+substrate_link = "p1"
+in_vli = 100
+out_vli = 101
+in_rate = { max = "1Mbit", burst = "6KB" }
+[[interface]]
+vnet = "blue"
+name = "b2"
+substrate_link = "lan"
+in_vli = 100
+out_vli = 101
+[[interface]]
+vnet = "blue"
+name = "b3"
+substrate_link = "q"
+in_vli = 100
+out_vli = 101
+[[interface]]
+vnet = "blue"
+name = "b4"
+substrate_link = "t"
+in_vli = 7
+[[interface]]
+vnet = "blue"
+name = "b5"
+substrate_link = "p2"
+in_vli = 100
+out_vli = 101
+rate = { max = "1Mbit", burst = "4KB" }
+queue = 3
+[[interface]]
+vnet = "blue"
+name = "noport"
+substrate_link = "p3"
+in_vli = 100
+[[switch]]
+vnet = "gold"
+in_link = "p2"
+in_vli = 5
+out_link = "p1"
+out_vli = 6
+[[switch]]
+vnet = "gold"
+in_link = "p1"
+in_vli = 7
+out_link = "lan"
+out_vli = 8
+[[switch]]
+vnet = "gold"
+in_link = "lan"
+in_vli = 9
+out_link = "q"
+out_vli = 10
+[[switch]]
+vnet = "gold"
+in_link = "q"
+in_vli = 11
+out_link = "p3"
+out_vli = 12
+[[switch]]
+vnet = "gold"
+in_link = "p1"
+in_vli = 13
+out_link = "p2"
+out_vli = 14
+rate = { max = "1Mbit", burst = "3KB" }
+queue = 2
+[[drop]]
+substrate_link = "p1"
+vli = 66
+"""
+
+
+class Rig:
+    """One datapath on socketpairs; ``outputs()`` drains what it sent."""
+
+    def __init__(self, mod, broken_tx=False):
+        cfg = loads(CFG)
+        facts = {"eth0": IfaceFacts(IF0, ME0, 1500), "eth1": IfaceFacts(IF1, ME1, 1500)}
+        self.tables = Tables(cfg, facts)
+        self.loop = asyncio.new_event_loop()
+        self.dp = mod.Datapath(self.tables, self.loop, clock=lambda: 100.0)
+        self.peers = {}
+        self.socks = []
+        for li in cfg.interfaces:
+            if li.name == "noport":
+                continue
+            a, b = self._pair()
+            self.dp.add_port(li.vnet, li.name, a.fileno())
+            self.peers[("tap", li.name)] = b
+        for ifindex in (IF0, IF1):
+            a, b = self._pair()
+            self.dp.tx[ifindex] = a
+            self.peers[("if", ifindex)] = b
+            if broken_tx and ifindex == IF1:
+                b.close()            # sends on eth1 fail: send_error
+        self.dp.install(self.tables.compile())
+
+    def _pair(self):
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (a, b):
+            s.setblocking(False)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.socks += [a, b]
+        return a, b
+
+    def eth(self, ifindex, frame, tci=None):
+        self.dp.process_eth(ifindex, frame, tci)
+
+    def tap(self, name, frames):
+        peer = self.peers[("tap", name)]
+        for f in frames:
+            peer.send(f)
+        port = self.dp.ports[("blue", name)]
+        while not port.paused:
+            before = port.rx_packets
+            self.dp._on_tap(port)
+            if port.rx_packets == before:
+                break
+
+    def outputs(self):
+        self.dp.flush()
+        out = {}
+        for key, s in self.peers.items():
+            if s.fileno() < 0:
+                continue
+            got = []
+            while True:
+                try:
+                    got.append(s.recv(70000))
+                except BlockingIOError:
+                    break
+            if key[0] == "if":
+                got = by_virtual_link(got)
+            out[f"{key[0]}:{key[1]}"] = got
+        return out
+
+    def counters(self):
+        self.dp.flush()
+        snap = self.dp.snap
+        return {
+            "links": {lid: (c.state.rx_packets, c.state.rx_bytes, c.state.tx_packets,
+                            c.state.tx_bytes, {k: n for k, n in c.state.drops.items() if n})
+                      for lid, c in snap.links.items()},
+            "vlinks": {k: (v.packets, v.bytes, dict(v.drops),
+                           getattr(v.meter, "depth", None))
+                       for k, v in self.tables.vlinks.items()},
+            "drops": dict(self.tables.drops),
+            "ports": {k: (p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, dict(p.learned),
+                          p.paused)
+                      for k, p in self.dp.ports.items()},
+        }
+
+    def close(self):
+        self.dp.close()
+        for s in self.socks:
+            s.close()
+        self.loop.close()
+
+
+def by_virtual_link(frames):
+    """Frames sent on one interface, in order per output virtual link (dst, VLAN, VLI).
+
+    Order between different virtual links is no part of the semantics: the fast path sends a
+    batch at a time, the reference frame by frame, and shaped links release on their own."""
+    groups = {}
+    for f in frames:
+        e = wire.EthFrame.unpack(f)
+        groups.setdefault((e.dst, e.vlan, e.vli), []).append(f)
+    return groups
+
+
+def sub(dst, src, vli, payload, vlan=None, ethertype=wire.ETHERTYPE_SUBSTRATE):
+    return wire.pack_eth(dst, src, vli, payload, vlan, ethertype)
+
+
+def inner(dst=b"\x02\x11\x11\x11\x11\x11", src=b"\x02\x22\x22\x22\x22\x22", n=50):
+    return dst + src + b"\x08\x00" + bytes(range(n % 256)) * (n // 256) + bytes(range(n % 256))
+
+
+def corpus():
+    """(ifindex, frame, tci) for every case the receive rule knows, plus random bytes."""
+    t10, t20, t30 = wire.VlanTag(10, 5), wire.VlanTag(20), wire.VlanTag(30)
+    frames = []
+
+    def both(ifindex, dst, src, vli, payload, tag):
+        """The same frame with its tag inline and stripped into the out-of-band TCI."""
+        frames.append((ifindex, sub(dst, src, vli, payload, tag), None))
+        frames.append((ifindex, sub(dst, src, vli, payload), tag.tci))
+
+    # valid: deliver (p2p, tagged both ways; multiaccess with learning; eth1)
+    both(IF0, ME0, P1, 100, inner(n=60), t10)
+    frames.append((IF0, sub(ME0, P3, 100, inner(), None), None))          # untagged -> lan
+    frames.append((IF0, sub(wire.BROADCAST_MAC, STRANGER, 100, inner(src=b"\x02\x33" * 3)), None))
+    frames.append((IF0, sub(ME0, P2, 100, inner(), wire.VlanTag(0, 3)), None))  # prio tag -> lan
+    frames.append((IF0, sub(ME0, P2, 100, inner(n=10)), 0x6000))           # prio TCI -> lan
+    both(IF1, ME1, Q, 100, inner(n=1400), t30)
+    frames.append((IF0, sub(ME0, P2, 100, b"tiny"), None))                 # < 12: no learning
+    # valid: switch (VLI swap) p2p->p2p, p2p->lan, lan->p2p on another interface, p2p->p2p
+    for n in (0, 1, 46, 200, 1400):
+        both(IF0, ME0, P2, 5, (bytes(range(256)) * 6)[:n], t10)
+    both(IF0, ME0, P1, 7, inner(n=80), t10)
+    frames.append((IF0, sub(ME0, P1, 9, inner(n=70)), None))
+    both(IF1, ME1, Q, 11, inner(n=560), t30)                               # fits p3 (mtu 600)
+    both(IF1, ME1, Q, 11, inner(n=590), t30)                               # oversize on p3 out
+    # shaped switch: bucket of 3KB, queue of 2 -> sends, queued, queue_full
+    for _ in range(8):
+        frames.append((IF0, sub(ME0, P1, 13, b"\x55" * 1000, t10), None))
+    # policed: b1's input bucket holds 6KB and the clock stands still
+    for _ in range(8):
+        frames.append((IF0, sub(ME0, P1, 100, b"\x66" * 1200), t10.tci))
+    # drop reasons
+    frames += [
+        (IF0, b"", None), (IF0, b"\x01" * 13, None),                                   # short
+        (IF0, ME0 + P1 + b"\x81\x00\x00", None),                                       # short
+        (IF0, wire.pack_eth_header(ME0, P1, t10) + b"\x00\x64\x00", None),             # short
+        (IF0, wire.pack_eth_header(ME0, P1) + b"\x00", 10),                            # short
+        (IF0, sub(ME0, P1, 100, b"x" * 100, t10)[:-30], None),                         # bad_len
+        (IF0, sub(ME0, P1, 100, b"x" * 100)[:-1], 10),                                 # bad_len
+        (IF0, sub(ME0, P1, 100, b"x" * 60, wire.VlanTag(11)), None),                   # unknown_vlan
+        (IF0, sub(ME0, P1, 100, b"x" * 60), 4094),                                     # unknown_vlan
+        (IF0, sub(ME0, STRANGER, 100, b"x" * 60, t10), None),                          # bad_peer
+        (IF0, sub(ME0, P3, 100, b"x" * 60), 10),                                       # bad_peer
+        (IF1, sub(ME1, Q, 100, b"x" * 60), None),                                      # no_link
+        (99, sub(ME0, P1, 100, b"x" * 60, t10), None),                                 # no_link
+        (IF0, sub(ME0, P1, 100, b"x" * 60, t10, ethertype=0x0800), None),              # no_link
+        (IF0, sub(ME0, P1, 100, b"x" * 60, ethertype=0x86DD), 10),                     # no_link
+        (IF0, sub(ME0, P1, 555, b"x" * 60, t10), None),                                # unknown_vli
+        (IF0, sub(ME0, P1, 0, b"\xff" * 30, t10), None),                               # control
+        (IF0, sub(ME0, P1, 100, b"x" * 1497, t10), None),                              # oversize
+        (IF0, sub(ME0, P3, 100, b"x" * 597, t20), None),                               # oversize
+        (IF0, sub(ME0, P1, 66, b"x" * 60, t10), None),                                 # vli_drop
+        (IF0, sub(ME0, P3, 100, b"x" * 60, t20), None),                                # tap_error
+        (IF0, sub(ME0, P3, 100, b"x" * 60), 20 | 0x2000),                              # tap_error
+    ]
+    rnd = random.Random(5)
+    for i in range(300):
+        n = rnd.choice((0, 5, 14, 17, 18, 21, 22, 40, 64, 200, 1600))
+        f = bytearray(rnd.randbytes(n))
+        if n >= 18 and i % 3:
+            f[12:14] = b"\x88\xb5" if i % 2 else b"\x81\x00"
+            f[16:18] = b"\x88\xb5"
+            f[6:12] = rnd.choice((P1, P2, P3, Q, STRANGER))
+        if n >= 22 and i % 5 == 0:
+            f[14:16] = rnd.choice((b"\x00\x05", b"\x00\x07", b"\x00\x64", b"\x00\x0d"))
+        frames.append((rnd.choice((IF0, IF1)), bytes(f), rnd.choice((None, 10, 20, 30, 0, 4095))))
+    return frames
+
+
+TAP_FRAMES = {
+    "b1": [inner(n=60), inner(n=1400), inner(n=1483), inner(n=1500)],       # last: oversize
+    "b2": [inner(n=60), inner(dst=b"\x02\x33" * 3, n=60), inner(dst=wire.BROADCAST_MAC)],
+    "b3": [inner(n=100)] * 3,
+    "b5": [b"\x77" * 1000] * 9,                                               # shaped, pauses
+}
+
+
+def run(mod, broken_tx=False, frames=None, taps=True):
+    rig = Rig(mod, broken_tx)
+    try:
+        for ifindex, frame, tci in (corpus() if frames is None else frames):
+            rig.eth(ifindex, frame, tci)
+        if taps:
+            for name, fs in TAP_FRAMES.items():
+                rig.tap(name, fs)
+        return rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+@pytest.mark.parametrize("broken_tx", [False, True], ids=["ok", "send_error"])
+def test_corpus_same_outputs_and_counters(broken_tx):
+    ref_out, ref_cnt = run(ref_mod, broken_tx)
+    fast_out, fast_cnt = run(fast_mod, broken_tx)
+    assert fast_out == ref_out
+    assert fast_cnt == ref_cnt
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_corpus_frame_by_frame():
+    """Each frame of the corpus alone (fresh datapaths): a mismatch names the frame."""
+    for i, item in enumerate(corpus()[:80]):
+        assert run(fast_mod, frames=[item], taps=False) == \
+            run(ref_mod, frames=[item], taps=False), f"frame {i}: {item!r}"
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_corpus_exercises_every_reason(mod):
+    """The corpus is worth its name: every drop reason and both actions happen."""
+    out, cnt = run(mod, broken_tx=True)
+    assert all(n > 0 for n in cnt["drops"].values()), cnt["drops"]
+    assert out["if:2"] and out["tap:b1"] and out["tap:b2"] and out["tap:b3"]
+    assert cnt["ports"][("blue", "b2")][4]      # learned a MAC on the multiaccess link
+    out, cnt = run(mod)
+    assert out["if:3"] and cnt["drops"]["send_error"] == 0
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(
+    st.sampled_from([IF0, IF1, 7]),
+    st.one_of(
+        st.binary(max_size=80),
+        st.builds(lambda src, vli, tag, payload, cut: sub(ME0, src, vli, payload, tag)[:cut],
+                  st.sampled_from([P1, P2, P3, Q, STRANGER]),
+                  st.sampled_from([0, 5, 7, 9, 11, 13, 66, 100, 101, 555]),
+                  st.one_of(st.none(), st.builds(wire.VlanTag, st.sampled_from([0, 10, 20, 30, 11]),
+                                                 st.integers(0, 7))),
+                  st.binary(max_size=700),
+                  st.integers(0, 800))),
+    st.one_of(st.none(), st.sampled_from([0, 10, 20, 30, 0xA00A, 4095]))), max_size=25))
+def test_random_frames_same_decisions(frames):
+    assert run(fast_mod, frames=frames, taps=False) == run(ref_mod, frames=frames, taps=False)
+
+
+# -- with a control plane: VLI 0, meters at the current rate, fixed neighbour, own socket -----
+
+def control_frames():
+    """VLI 0 frames: accepted ones (first byte 1) and refused ones, on p2p links (tag inline
+    and out of band), the multiaccess link and eth1, plus one oversize."""
+    t10, t30 = wire.VlanTag(10, 5), wire.VlanTag(30)
+    ok, bad = b"\x01hello" * 5, b"\xffgarbage" * 4
+    return [
+        (IF0, sub(ME0, P1, 0, ok, t10), None), (IF0, sub(ME0, P1, 0, ok), t10.tci),
+        (IF0, sub(ME0, P2, 0, bad, t10), None),
+        (IF0, sub(wire.BROADCAST_MAC, P3, 0, ok), None), (IF0, sub(ME0, STRANGER, 0, bad), None),
+        (IF1, sub(ME1, Q, 0, ok, t30), None), (IF1, sub(ME1, Q, 0, b""), 30),
+        (IF0, sub(ME0, P1, 0, b"\x01" * 1497, t10), None),                    # oversize
+        (IF0, sub(ME0, P1, 100, inner(n=60), t10), None),                     # data still flows
+    ]
+
+
+def run_control(mod):
+    rig = Rig(mod)
+    seen = []
+
+    def on_control(ctx, view, start, length):
+        seen.append((ctx.id, bytes(view[6:12]), bytes(view[start:start + length])))
+        return length > 0 and view[start] == 1
+    rig.dp.on_control = on_control
+    try:
+        for ifindex, frame, tci in control_frames():
+            rig.eth(ifindex, frame, tci)
+        return seen, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_vli0_frames_go_to_the_control_plane(mod):
+    seen, out, cnt = run_control(mod)
+    assert [(lid, src) for lid, src, _ in seen] == [("p1", P1), ("p1", P1), ("p2", P2),
+                                                    ("lan", P3), ("lan", STRANGER), ("q", Q),
+                                                    ("q", Q)]
+    assert seen[0][2] == b"\x01hello" * 5
+    assert cnt["drops"]["control"] == 3          # refused: garbage twice, empty once
+    assert cnt["drops"]["oversize"] == 1
+    assert len(out["tap:b1"]) == 1
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_vli0_same_in_both():
+    assert run_control(fast_mod) == run_control(ref_mod)
+
+
+def run_managed(mod):
+    """A dynamic virtual link's fixed neighbour MAC (``VLink.dst``) on the multiaccess link,
+    an output shaped by the kernel on its own socket (``kernel_shaped``) and a meter the
+    Traffic Manager retunes (``set_rate`` to ``Rate.cur``)."""
+    from dataclasses import replace
+    rig = Rig(mod)
+    try:
+        t = rig.tables
+        t.output_vlink("lan", 101).dst = P3          # b2's output: unicast to P3
+        t.output_vlink("lan", 8).dst = P2            # switched p1:7 -> lan:8: unicast to P2
+        rig.dp.install(t.compile())
+        own, own_peer = rig._pair()
+        rig.peers[("own", "p2:101")] = own_peer
+        rig.dp.kernel_shaped(t.output_vlink("p2", 101), own)     # b5's output, was shaped
+        b1in = t.input_vlink("p1", 100)
+        b1in.rate = replace(b1in.rate, cur=8000 * 8)            # 8 KB/s, bucket stays 6KB
+        rig.dp.set_rate(b1in)
+        t10 = wire.VlanTag(10)
+        for _ in range(3):
+            rig.eth(IF0, sub(ME0, P1, 7, inner(n=80), t10), None)
+        rig.tap("b2", [inner(n=60), inner(dst=wire.BROADCAST_MAC)])
+        rig.tap("b5", [b"\x77" * 1000] * 9)
+        for _ in range(8):
+            rig.eth(IF0, sub(ME0, P1, 100, b"\x66" * 1200, t10), None)
+        rate = b1in.meter.rate
+        return rate, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_fixed_neighbour_own_socket_and_current_rate(mod):
+    rate, out, cnt = run_managed(mod)
+    assert rate == 8000.0                                   # bytes/s: follows Rate.cur
+    lan = out["if:2"]
+    assert [k for k in lan if k[0] == P2] and [k for k in lan if k[0] == P3]
+    assert not [k for k in lan if k[0] == wire.BROADCAST_MAC and k[2] in (8, 101)]
+    assert len(out["own:p2:101"]) == 9                      # all of b5, on its own socket
+    assert not [k for k in lan if k[2] == 101 and k[1] == 10 and k[0] == P2]
+    assert cnt["vlinks"][("p2", 101, "out")][:3] == (9, 9000, {})
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_fixed_neighbour_own_socket_and_current_rate_same_in_both():
+    assert run_managed(fast_mod) == run_managed(ref_mod)

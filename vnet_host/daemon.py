@@ -1,0 +1,372 @@
+"""``vnet-hostd``: the end-system substrate and its privileged control daemon.
+
+It is the substrate router's ``Node`` (same wire, tables, datapath, ports and two-phase
+reload) with a host profile (``config.py``: no pass-through) and run-time commands on its
+control socket:
+
+* ``vnet_add`` / ``vnet_del``, ``join`` / ``leave``, ``vlink_add`` / ``vlink_del``: every
+  change builds the state it would lead to, validates the resulting configuration with the
+  config parser, applies it through ``Node.apply`` (prepare namespaces and TAPs in a worker
+  thread -> swap the datapath in one loop step -> commit), and only then saves the state;
+  a refused change leaves both system and state as they were;
+* ``endpoint``: hands a library endpoint to an application (``vnet_host.lib``), if the vNet
+  allows that user;
+* ``instance_start`` / ``instance_stop`` / ``instances``: sandboxed protocol instances
+  (``sandbox.py``).
+
+Access: the control socket is world-connectable (mode 0666); ``show``, ``ping``, ``instances``
+and ``endpoint`` (checked per vNet) are open to anyone, every other command needs root or the
+``[host].admin_group`` (peer credentials, SO_PEERCRED).
+
+State (``state.py``): a restart restores the vNets and interfaces of the file plus the state,
+and removes namespaces it created earlier but no longer wants.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from vnet_router import config as rconfig, logs, netlink
+from vnet_router.control import CommandError, ControlServer, wants_peer
+from vnet_router.node import Node
+from vnet_router.ports import EnvironmentError_, read_facts
+
+from . import config as hconfig
+from .sandbox import Sandbox, SandboxError
+from .state import State, StateError
+
+log = logging.getLogger("vnet_host")
+
+READ_ONLY = {"show", "ping", "instances", "endpoint", "tables"}
+WATCHDOG_INTERVAL = 0.2
+
+
+class HostNode(Node):
+    def __init__(self, hcfg: hconfig.HostConfig, facts, state: State, data: dict):
+        super().__init__(hcfg.node, facts)
+        self.hcfg, self.store, self.state = hcfg, state, data
+        self.sandbox = Sandbox(os.path.join(hcfg.host.state_dir, "instances"))
+        self._watchdog: asyncio.Task | None = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def setup_system(self):
+        """Remove namespaces owned earlier but no longer wanted, adopt the ones still wanted
+        (left by a crash), then create what is missing."""
+        wanted = {v.namespace for v in self.cfg.vnets}
+        for ns in self.state["owned"]:
+            if ns not in wanted and netlink.netns_exists(ns):
+                netlink.netns_remove(ns)
+                log.info("removed namespace %s (owned before, no longer wanted)", ns)
+        existed = {ns for ns in wanted if netlink.netns_exists(ns)}
+        super().setup_system()
+        for ns in existed & set(self.state["owned"]):
+            self.ports.created_ns.append(ns)
+            log.info("adopted namespace %s (owned before the restart)", ns)
+        self._save()
+
+    def teardown_system(self):
+        self.sandbox.stop_all()
+        super().teardown_system()
+        self.state["owned"] = list(self.ports.created_ns)
+        try:
+            self.store.save(self.state)
+        except OSError as e:
+            log.error("cannot save state: %s", e)
+
+    async def started_serving(self):
+        os.chmod(self.cfg.node.control_socket, 0o666)
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self):
+        while True:
+            await asyncio.sleep(WATCHDOG_INTERVAL)
+            try:
+                self.sandbox.poll()
+            except Exception:           # pragma: no cover - must not stop the watchdog
+                log.exception("watchdog")
+
+    # -- control -------------------------------------------------------------------------------
+
+    def handlers(self) -> dict:
+        h = super().handlers()
+        h.pop("reload")                 # the file is re-read by every state change anyway
+        h.update({"vnet_add": self.vnet_add, "vnet_del": self.vnet_del, "join": self.join,
+                  "leave": self.leave, "vlink_add": self.vlink_add, "vlink_del": self.vlink_del,
+                  "instance_start": self.instance_start, "instance_stop": self.instance_stop,
+                  "instances": self.instances, "tables": self.tables_view,
+                  "reload": self.reload_state})
+        return h
+
+    def make_control(self, path, handlers) -> ControlServer:
+        return ControlServer(path, handlers, mode=0o666, policy=self._policy)
+
+    def _policy(self, cmd: str, peer) -> str | None:
+        if cmd in READ_ONLY:
+            return None
+        if peer is None:
+            return f"permission denied: {cmd} changes substrate state (caller unknown)"
+        if peer.uid == 0:
+            return None
+        gid = hconfig.resolve_gid(self.hcfg.host.admin_group)
+        if gid is not None and gid in peer.groups():
+            return None
+        return (f"permission denied: {cmd.replace('_', ' ')} changes substrate state; it needs "
+                f"root or group {self.hcfg.host.admin_group!r} (caller uid {peer.uid})")
+
+    def endpoint_allowed(self, vnet: str, peer) -> str | None:
+        if peer is not None and peer.uid == 0:
+            return None
+        principals = dict(self.hcfg.host.allow).get(vnet, ())
+        for v in self.state["vnets"]:
+            if v["name"] == vnet:
+                principals = tuple(principals) + tuple(v.get("allow", ()))
+        if peer is not None and hconfig.allowed(principals, peer.uid, peer.groups()):
+            return None
+        return (f"uid {peer.uid if peer else '?'} may not open endpoints of vNet {vnet} "
+                f"(allowed: {', '.join(principals) or 'root only'})")
+
+    def status(self) -> dict:
+        st = super().status()
+        st["profile"] = "host"
+        st["instances"] = [i.status() for i in self.sandbox.instances.values()]
+        st["instances_stopped"] = dict(self.sandbox.stopped)
+        st["instance_events"] = list(self.sandbox.events)
+        st["runtime"] = {"vnets": [v["name"] for v in self.state["vnets"]],
+                         "interfaces": [f"{i['vnet']}/{i['name']}"
+                                        for i in self.state["interfaces"]]}
+        return st
+
+    def tables_view(self) -> dict:
+        """The read-only tables exported to applications (also in STATE_DIR/tables.json)."""
+        cfg = self.cfg
+        snap = self.tables.compile()
+        return {"node": cfg.node.name, "generation": snap.generation,
+                "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace}
+                          for v in cfg.vnets],
+                "interfaces": [{"vnet": li.vnet, "name": li.name, "kind": li.kind,
+                                "substrate_link": li.substrate_link, "in_vli": li.in_vli,
+                                "out_vli": li.out_vli, "addresses": list(li.addresses),
+                                "mtu": snap.links[li.substrate_link].payload_mtu}
+                               for li in cfg.interfaces]}
+
+    # -- run-time changes ----------------------------------------------------------------------
+
+    async def _change(self, what: str, new_state: dict) -> dict:
+        """Validate and apply the configuration ``new_state`` leads to, then keep it."""
+        async with self._reload_lock:
+            try:
+                new = hconfig.effective(self.hcfg.base, self.cfg.path, new_state)
+            except rconfig.ConfigError as e:
+                raise CommandError(f"{what}: {e.key}: {e.problem}") from None
+            result = await self.apply(new, self.cfg.path)
+            new_state["owned"] = list(self.ports.created_ns)
+            self.state = new_state
+            self._save()
+            log.info("%s: done (generation %d)", what, self.tables.generation)
+            return result
+
+    def _save(self):
+        self.state["owned"] = sorted(set(self.ports.created_ns))
+        try:
+            self.store.save(self.state)
+            self.store.export_tables(self.tables_view())
+        except OSError as e:
+            log.error("cannot save state in %s: %s", self.store.dir, e)
+
+    def _copy(self) -> dict:
+        return {"vnets": [dict(v) for v in self.state["vnets"]],
+                "interfaces": [dict(i) for i in self.state["interfaces"]],
+                "owned": list(self.state["owned"])}
+
+    def _vnet_entry(self, name, id, namespace=None, allow=()) -> dict:
+        if not isinstance(allow, list) and not isinstance(allow, tuple):
+            raise CommandError("vnet add: 'allow' must be a list of users / @groups")
+        return {"name": name, "id": id,
+                "namespace": namespace or f"{self.hcfg.host.namespace_prefix}{name}",
+                "allow": list(allow)}
+
+    async def vnet_add(self, name, id, namespace=None, allow=()):
+        if any(v.name == name for v in self.cfg.vnets):
+            raise CommandError(f"vnet add: vNet {name!r} is already installed")
+        st = self._copy()
+        st["vnets"].append(self._vnet_entry(name, id, namespace, allow))
+        return await self._change(f"vnet add {name}", st)
+
+    async def vnet_del(self, name):
+        if not any(v["name"] == name for v in self.state["vnets"]):
+            raise CommandError(self._not_runtime("vnet del", name))
+        self.sandbox.stop_vnet(name)
+        st = self._copy()
+        st["vnets"] = [v for v in st["vnets"] if v["name"] != name]
+        st["interfaces"] = [i for i in st["interfaces"] if i["vnet"] != name]
+        return await self._change(f"vnet del {name}", st)
+
+    async def vlink_add(self, vnet, name, substrate_link, in_vli, out_vli=None, addresses=(),
+                        kind="tap", rate=None, in_rate=None, mac=None):
+        if vnet not in {v.name for v in self.cfg.vnets}:
+            raise CommandError(f"vlink add: unknown vNet {vnet!r} (installed: "
+                               f"{', '.join(v.name for v in self.cfg.vnets) or 'none'})")
+        st = self._copy()
+        st["interfaces"].append(_iface(vnet, name, substrate_link, in_vli, out_vli, addresses,
+                                       kind, rate, in_rate, mac))
+        return await self._change(f"vlink add {vnet}/{name}", st)
+
+    async def vlink_del(self, vnet, name):
+        st = self._copy()
+        keep = [i for i in st["interfaces"] if (i["vnet"], i["name"]) != (vnet, name)]
+        if len(keep) == len(st["interfaces"]):
+            raise CommandError(f"vlink del: no run-time logical interface {vnet}/{name}")
+        st["interfaces"] = keep
+        return await self._change(f"vlink del {vnet}/{name}", st)
+
+    async def join(self, vnet, id, substrate_link, in_vli, out_vli=None, name=None,
+                   addresses=(), kind="tap", allow=(), rate=None, in_rate=None, mac=None):
+        """Install ``vnet`` (if needed) and attach one logical interface, in one change."""
+        st = self._copy()
+        if not any(v.name == vnet for v in self.cfg.vnets):
+            st["vnets"].append(self._vnet_entry(vnet, id, None, allow))
+        st["interfaces"].append(_iface(vnet, name or f"{vnet[:12]}0", substrate_link, in_vli,
+                                       out_vli, addresses, kind, rate, in_rate, mac))
+        return await self._change(f"join {vnet}", st)
+
+    async def leave(self, vnet):
+        if any(v["name"] == vnet for v in self.state["vnets"]):
+            return await self.vnet_del(vnet)
+        st = self._copy()
+        st["interfaces"] = [i for i in st["interfaces"] if i["vnet"] != vnet]
+        if len(st["interfaces"]) == len(self.state["interfaces"]):
+            raise CommandError(self._not_runtime("leave", vnet))
+        return await self._change(f"leave {vnet}", st)
+
+    def _not_runtime(self, what, name) -> str:
+        if any(v.name == name for v in self.cfg.vnets):
+            return (f"{what}: vNet {name!r} comes from the configuration file "
+                    f"{self.cfg.path}; remove it there")
+        return f"{what}: unknown vNet {name!r}"
+
+    def load_config(self, path: str):
+        return hconfig.load(path, self.state).node
+
+    async def _sighup(self):
+        try:
+            await self.reload_state()
+        except CommandError as e:
+            log.error("reload refused: %s", e)
+
+    async def reload_state(self):
+        """Re-read the configuration file (with the current state) and apply it."""
+        async with self._reload_lock:
+            try:
+                hcfg = hconfig.load(self.cfg.path, self.state)
+            except rconfig.ConfigError as e:
+                raise CommandError(str(e)) from None
+            result = await self.apply(hcfg.node, self.cfg.path)
+            self.hcfg = hcfg
+            self._save()
+            return result
+
+    # -- instances -----------------------------------------------------------------------------
+
+    @wants_peer
+    def instance_start(self, name, vnet, argv, user=None, cpu_seconds=None, memory=None,
+                       caps=(), peer=None):
+        if vnet not in {v.name for v in self.cfg.vnets}:
+            raise CommandError(f"instance start: unknown vNet {vnet!r}")
+        lim = self.hcfg.host.limits
+        try:
+            mem = memory if memory is None or isinstance(memory, int) else \
+                hconfig.parse_size(memory)
+            inst = self.sandbox.start(name, vnet, self.cfg.vnet(vnet).namespace, list(argv),
+                                      user or self.hcfg.host.instance_user,
+                                      int(cpu_seconds or lim.cpu_seconds), mem or lim.memory,
+                                      tuple(caps))
+        except (SandboxError, ValueError, OSError) as e:
+            raise CommandError(f"instance start {name}: {e}") from None
+        return inst.status()
+
+    def instance_stop(self, name):
+        try:
+            self.sandbox.stop(name)
+        except SandboxError as e:
+            raise CommandError(f"instance stop: {e}") from None
+        return {"stopping": name}
+
+    def instances(self):
+        return {"running": [i.status() for i in self.sandbox.instances.values()],
+                "stopped": dict(self.sandbox.stopped), "events": list(self.sandbox.events)}
+
+
+def _iface(vnet, name, link, in_vli, out_vli, addresses, kind, rate, in_rate, mac) -> dict:
+    d = {"vnet": vnet, "name": name, "substrate_link": link, "in_vli": in_vli,
+         "out_vli": in_vli if out_vli is None else out_vli, "kind": kind}
+    if addresses:
+        d["addresses"] = list(addresses)
+    for k, v in (("rate", rate), ("in_rate", in_rate), ("mac", mac)):
+        if v is not None:
+            d[k] = v
+    return d
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="vnet-hostd", description="End-system substrate and "
+                                "control daemon (see docs/host.md).")
+    p.add_argument("-c", "--config", required=True, help="TOML configuration file")
+    p.add_argument("--check", action="store_true", help="validate and exit")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    return p.parse_args(argv)
+
+
+_MAIN_PID = os.getpid()
+
+
+def _terminate(signum, frame):
+    if os.getpid() == _MAIN_PID:
+        raise KeyboardInterrupt
+    os._exit(0)
+
+
+def main(argv=None) -> int:
+    global _MAIN_PID
+    args = parse_args(argv)
+    _MAIN_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        first = hconfig.load(args.config)
+        store = State(first.host.state_dir)
+        data = store.load()
+        try:
+            hcfg = hconfig.load(args.config, data)
+        except rconfig.ConfigError as e:
+            print(f"vnet-hostd: state in {store.path} does not fit the configuration any "
+                  f"more ({e}); starting from the configuration file alone", file=sys.stderr)
+            data = {"vnets": [], "interfaces": [], "owned": data.get("owned", [])}
+            hcfg = first
+        facts = read_facts(hcfg.node)
+    except (rconfig.ConfigError, EnvironmentError_, StateError) as e:
+        print(f"vnet-hostd: {e}", file=sys.stderr)
+        return 2
+    logs.setup(args.log_level or hcfg.node.node.log_level)
+    if args.check:
+        print(f"{args.config}: OK (host profile; {len(hcfg.node.vnets)} vNets with the state)")
+        return 0
+    import uvloop
+    node = HostNode(hcfg, facts, store, data)
+    try:
+        node.setup_system()
+        return uvloop.run(node.run())
+    except KeyboardInterrupt:
+        return 0
+    except Exception:
+        log.exception("vnet-hostd failed")
+        return 1
+    finally:
+        node.teardown_system()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

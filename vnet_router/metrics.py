@@ -1,0 +1,206 @@
+"""Prometheus metrics of a node, read at scrape time (the datapath only bumps plain ints).
+
+``Collector`` turns the same status view ``vnetctl show --json`` prints into metric families,
+so the two always agree.  With a control plane (``[tm]``/``[vbm]``) ``status()['control']``
+adds the control messages by type and outcome, the protocol's event counters and the
+allocations of the Traffic Manager and the VBM (``vnetctl alloc``).  ``serve(addr, port, status_fn, extra)`` starts prometheus-client's
+HTTP server in a thread with a registry of its own (our collector + process metrics).
+"""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger(__name__)
+
+VL_LABELS = ["link", "vli", "direction", "vnet", "action"]
+
+
+class Collector:
+    def __init__(self, status_fn):
+        self.status_fn = status_fn
+
+    def describe(self):
+        return []          # families are only known at scrape time
+
+    def collect(self):
+        st = self.status_fn()
+        yield from self._node(st)
+        yield from self._links(st)
+        yield from self._vlinks(st)
+        yield from self._ports(st)
+        if st.get("control"):
+            yield from self._control(st["control"])
+
+    @staticmethod
+    def _node(st):
+        info = GaugeMetricFamily("vnet_info", "Node identity", labels=["node", "datapath"])
+        info.add_metric([st["node"], st["datapath"]], 1)
+        yield info
+        fast = GaugeMetricFamily("vnet_fast_path_in_use", "1 if the Cython fast path forwards")
+        fast.add_metric([], 1 if st["datapath"] == "fast" else 0)
+        yield fast
+        gen = GaugeMetricFamily("vnet_config_generation", "Generation of the tables in use")
+        gen.add_metric([], st["generation"])
+        yield gen
+        cfg = st.get("config_state", {})
+        loaded = GaugeMetricFamily("vnet_config_load_timestamp_seconds",
+                                   "When the configuration in use was loaded (Unix time)")
+        loaded.add_metric([], cfg.get("loaded_at", 0))
+        yield loaded
+        reloads = CounterMetricFamily("vnet_config_reloads", "Reload attempts by outcome",
+                                      labels=["outcome"])
+        for outcome, n in cfg.get("reloads", {}).items():
+            reloads.add_metric([outcome], n)
+        yield reloads
+        req = CounterMetricFamily("vnet_control_requests", "Control socket requests",
+                                  labels=["command", "outcome"])
+        for (cmd, outcome), n in st.get("_control_requests", {}).items():
+            req.add_metric([cmd, outcome], n)
+        yield req
+        drops = CounterMetricFamily("vnet_drops", "Frames dropped, by reason", labels=["reason"])
+        for reason, n in st["drops"].items():
+            drops.add_metric([reason], n)
+        yield drops
+
+    @staticmethod
+    def _links(st):
+        labels = ["link", "kind"]
+        fams = {k: CounterMetricFamily(f"vnet_substrate_link_{k}", f"Substrate link {k}",
+                                       labels=labels)
+                for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")}
+        drops = CounterMetricFamily("vnet_substrate_link_drops", "Drops by substrate link",
+                                    labels=["link", "reason"])
+        for s in st["substrate_links"]:
+            for k, fam in fams.items():
+                fam.add_metric([s["id"], s["kind"]], s[k])
+            for reason, n in s["drops"].items():
+                drops.add_metric([s["id"], reason], n)
+        yield from fams.values()
+        yield drops
+
+    @staticmethod
+    def _vlinks(st):
+        pk = CounterMetricFamily("vnet_virtual_link_packets", "Frames carried", labels=VL_LABELS)
+        by = CounterMetricFamily("vnet_virtual_link_bytes", "Payload bytes carried",
+                                 labels=VL_LABELS)
+        dr = CounterMetricFamily("vnet_virtual_link_drops", "Drops by virtual link",
+                                 labels=VL_LABELS + ["reason"])
+        rates = {k: GaugeMetricFamily(f"vnet_virtual_link_rate_{k}_bits_per_second",
+                                      f"{k} rate of the virtual link (absent: unlimited)",
+                                      labels=VL_LABELS) for k in ("min", "current", "max")}
+        q = GaugeMetricFamily("vnet_virtual_link_queue_depth_packets",
+                              "Frames waiting in the output shaper", labels=VL_LABELS)
+        vnet_pk = CounterMetricFamily("vnet_vnet_packets", "Frames of a vNet",
+                                      labels=["vnet", "direction"])
+        vnet_by = CounterMetricFamily("vnet_vnet_bytes", "Payload bytes of a vNet",
+                                      labels=["vnet", "direction"])
+        per_vnet: dict = {}
+        for v in st["virtual_links"]:
+            lv = [v["substrate_link"], str(v["vli"]), v["direction"], v["vnet"], v["action"]]
+            pk.add_metric(lv, v["packets"])
+            by.add_metric(lv, v["bytes"])
+            for reason, n in v["drops"].items():
+                dr.add_metric(lv + [reason], n)
+            for k, fam in rates.items():
+                if v["rate"][k] is not None:
+                    fam.add_metric(lv, v["rate"][k])
+            q.add_metric(lv, v["queue_depth"])
+            acc = per_vnet.setdefault((v["vnet"], v["direction"]), [0, 0])
+            acc[0] += v["packets"]
+            acc[1] += v["bytes"]
+        for (vnet, direction), (p, b) in per_vnet.items():
+            vnet_pk.add_metric([vnet, direction], p)
+            vnet_by.add_metric([vnet, direction], b)
+        yield from (pk, by, dr, *rates.values(), q, vnet_pk, vnet_by)
+
+    @staticmethod
+    def _ports(st):
+        labels = ["vnet", "interface"]
+        fams = {k: CounterMetricFamily(f"vnet_logical_interface_{k}",
+                                       f"Logical interface {k} (rx: from the vNet, tx: to it)",
+                                       labels=labels)
+                for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")}
+        for p in st["logical_interfaces"]:
+            for k, fam in fams.items():
+                fam.add_metric([p["vnet"], p["name"]], p[k])
+        yield from fams.values()
+
+
+    @staticmethod
+    def _control(c):
+        msgs = CounterMetricFamily("vnet_control_messages", "Control protocol messages (VLI 0) "
+                                   "by type and outcome (sent, send_error, no_link, received, "
+                                   "malformed, error)", labels=["type", "outcome"])
+        for kind, outcomes in c.get("messages", {}).items():
+            for outcome, n in outcomes.items():
+                msgs.add_metric([kind, outcome], n)
+        yield msgs
+        events = CounterMetricFamily("vnet_control_events", "Control protocol events (retries, "
+                                     "timeouts, refusals, ...)", labels=["event"])
+        for event, n in c.items():
+            if isinstance(n, int) and not event.startswith(("tx_", "rx_")):
+                events.add_metric([event], n)
+        yield events
+        a = c.get("allocations")
+        if not a:
+            return
+        labels = ["link", "peer", "vli", "vnet"]
+        fams = {}
+        for direction, bounds in (("output", ("min", "current", "max", "demand")),
+                                  ("input", ("min", "current", "max"))):
+            for b in bounds:
+                fams[(direction, b)] = GaugeMetricFamily(
+                    f"vnet_tm_{direction}_{b}_bits_per_second",
+                    f"Traffic Manager: {b} rate of a managed {direction} virtual link",
+                    labels=labels)
+            for v in a[direction + "s"]:
+                lv = [v["substrate_link"], v["peer"], str(v["vli"]), v["vnet"]]
+                for b in bounds:
+                    if v[b] is not None:
+                        fams[(direction, b)].add_metric(lv, v[b])
+        yield from fams.values()
+        agg = {k: GaugeMetricFamily(f"vnet_tm_vnet_{k}_bits_per_second",
+                                    f"Traffic Manager: per-vNet input {k} of this node",
+                                    labels=["vnet"]) for k in ("aggregate", "used", "minimum")}
+        for vnet, x in a["aggregates"].items():
+            for k, fam in agg.items():
+                fam.add_metric([vnet], x[k])
+        yield from agg.values()
+        vbm = a.get("vbm")
+        if not vbm:
+            return
+        active = GaugeMetricFamily("vnet_vbm_active", "1 if this node's VBM grants (0 while it "
+                                   "rebuilds)")
+        active.add_metric([], 1 if vbm["state"] == "ACTIVE" else 0)
+        lan = GaugeMetricFamily("vnet_vbm_lan_capacity_bits_per_second", "VBM: LAN bandwidth")
+        if vbm["lan_capacity"] is not None:
+            lan.add_metric([], vbm["lan_capacity"])
+        share = GaugeMetricFamily("vnet_vbm_share_ratio", "VBM: share of the LAN admitted",
+                                  labels=["vnet_id"])
+        pool = GaugeMetricFamily("vnet_vbm_pool_bits_per_second", "VBM: a vNet's LAN pool",
+                                 labels=["vnet_id"])
+        alloc = GaugeMetricFamily("vnet_vbm_allocated_bits_per_second",
+                                  "VBM: sum of a vNet's node aggregates", labels=["vnet_id"])
+        node = GaugeMetricFamily("vnet_vbm_node_aggregate_bits_per_second",
+                                 "VBM: aggregate assigned to a node for a vNet",
+                                 labels=["vnet_id", "node"])
+        for vid, x in vbm["vnets"].items():
+            share.add_metric([vid], x["share"])
+            if x["pool"] is not None:
+                pool.add_metric([vid], x["pool"])
+            alloc.add_metric([vid], x["allocated"])
+            for n, y in x["nodes"].items():
+                node.add_metric([vid, n], y["aggregate"])
+        yield from (active, lan, share, pool, alloc, node)
+
+
+def serve(addr: str, port: int, status_fn):
+    registry = CollectorRegistry()
+    registry.register(Collector(status_fn))
+    registry.register(ProcessCollector(registry=None))
+    server, thread = start_http_server(port, addr=addr, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", addr if ":" not in addr else f"[{addr}]", port)
+    return server, thread

@@ -1,0 +1,348 @@
+"""A running substrate node: tables, ports, datapath, control socket, metrics, reload.
+
+``daemon.py`` parses the command line and validates the first configuration; ``Node`` does the
+rest.  System set-up (namespaces, TAPs: ``ports``) happens before the event loop starts and is
+removed after it ends; a reload does its netlink work in a worker thread, then swaps tables,
+TAPs and sockets in one step of the loop (``Datapath.reconfigure``), then removes what the new
+configuration dropped.  An invalid new configuration changes nothing.
+
+With ``[tm]`` or ``[vbm]`` the node also runs a control plane (``controlplane.ControlPlane``:
+the control protocol on VLI 0, the Traffic Manager, the VBM), started once the datapath is
+open and closed before it; it adds the ``alloc``, ``vlink_add`` and ``vlink_del`` commands.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+import time
+
+from . import config as config_mod, datapaths, sdnotify
+from .control import CommandError, ControlServer, WithFds, wants_peer
+from .ports import EnvironmentError_, Ports, SocketEnd, read_facts
+from .status import status
+from .tables import Tables
+
+log = logging.getLogger("vnet_router")
+
+# keys a reload cannot change (they are bound when the daemon starts)
+_FIXED = ("control_socket", "ethertype", "metrics")
+
+
+class Node:
+    def __init__(self, cfg: config_mod.NodeConfig, facts, unblock=frozenset()):
+        self.cfg = cfg
+        self._unblock = unblock          # signals main() held back during set-up
+        self.facts = facts
+        self.tables = Tables(cfg, facts)
+        self.ports = Ports(cfg)
+        self.dp = None           # the datapath chosen by datapaths.choose()
+        self.cp = None           # the control plane (controlplane.ControlPlane), with [tm]/[vbm]
+        self.control: ControlServer | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started = time.time()
+        self.loaded_at = time.time()
+        self.reloads = {"ok": 0, "refused": 0}
+        self.requests: dict[tuple[str, str], int] = {}
+        self._reload_lock: asyncio.Lock | None = None
+        self._metrics = None
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def setup_system(self):
+        """Namespaces and TAPs; runs before the event loop."""
+        self.ports.setup(self.tables.compile())
+
+    def teardown_system(self):
+        self.ports.teardown()
+
+    async def run(self) -> int:
+        self.loop = loop = asyncio.get_running_loop()
+        self._reload_lock = asyncio.Lock()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._sighup()))
+        if self._unblock:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, self._unblock)
+        cfg = self.cfg
+        try:
+            self.dp = datapaths.choose(cfg.node.datapath).Datapath(self.tables, loop)
+            for li in cfg.interfaces:
+                self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
+            self.dp.on_port_closed = self._endpoint_closed
+            self.dp.open()
+            if cfg.tm is not None or cfg.vbm is not None:
+                from .controlplane import ControlPlane
+                self.cp = ControlPlane(cfg, self.tables, self.dp, self.ports, loop)
+                self.cp.start()
+            handlers = {name: self._counted(name, fn) if name != "ping" else fn
+                        for name, fn in self.handlers().items()}
+            self.control = self.make_control(cfg.node.control_socket, handlers)
+            await self.control.start()
+            await self.started_serving()
+            if cfg.node.metrics:
+                from . import metrics
+                self._metrics = metrics.serve(*cfg.node.metrics, self._status_from_thread)
+            log.info("node %s ready: %d substrate links, %d vNets, %d logical interfaces, "
+                     "%d switched virtual links", cfg.node.name, len(cfg.substrate_links),
+                     len(cfg.vnets), len(cfg.interfaces), len(cfg.switches))
+            sdnotify.notify("READY=1", f"STATUS=forwarding, generation {self.tables.generation}")
+            await stop.wait()
+            log.info("stopping")
+            sdnotify.notify("STOPPING=1")
+            return 0
+        finally:
+            if self._metrics is not None:
+                self._metrics[0].shutdown()
+                self._metrics[0].server_close()
+            if self.control is not None:
+                await self.control.close()
+            if self.cp is not None:
+                await self.cp.close()
+            if self.dp is not None:
+                self.dp.close()
+
+    # -- control -------------------------------------------------------------------------------
+
+    def handlers(self) -> dict:
+        """Control commands (a subclass adds its own)."""
+        h = {"show": self.status, "reload": self.reload, "ping": lambda: "pong",
+             "endpoint": self.endpoint}
+        if self.cp is not None:
+            h.update(alloc=self.cp.allocations, vlink_add=self.cp.vlink_add,
+                     vlink_del=self.cp.vlink_del)
+        return h
+
+    def make_control(self, path: str, handlers: dict) -> ControlServer:
+        return ControlServer(path, handlers)
+
+    async def started_serving(self):
+        """Hook: runs once the control socket listens."""
+
+    def endpoint_allowed(self, vnet: str, peer) -> str | None:
+        """None if ``peer`` may open endpoints of ``vnet``, else why not (router: the control
+        socket's file permissions already restrict who connects)."""
+        return None
+
+    @wants_peer
+    def endpoint(self, vnet: str, interface: str, peer=None):
+        """Hand the application end of library endpoint ``vnet``/``interface`` to the caller."""
+        if not isinstance(vnet, str) or not isinstance(interface, str):
+            raise CommandError("endpoint: 'vnet' and 'interface' must be strings")
+        if vnet not in {v.name for v in self.cfg.vnets}:
+            raise CommandError(f"endpoint: unknown vNet {vnet!r}")
+        li = next((li for li in self.cfg.interfaces
+                   if li.vnet == vnet and li.name == interface), None)
+        if li is None or li.kind != "socket":
+            names = [li.name for li in self.cfg.interfaces
+                     if li.vnet == vnet and li.kind == "socket"]
+            raise CommandError(f"endpoint: vNet {vnet} has no library endpoint {interface!r} "
+                               f"(it has: {', '.join(names) or 'none'})")
+        why = self.endpoint_allowed(vnet, peer)
+        if why:
+            raise CommandError(f"endpoint: permission denied: {why}")
+        end: SocketEnd = self.ports.tap_for(self.cfg, li)
+        if end.app is None:
+            raise CommandError(f"endpoint: {vnet}/{interface} is busy (held by pid {end.holder})")
+        app = end.take_app(peer.pid if peer else None)
+        log.info("endpoint %s/%s handed to pid %s uid %s", vnet, interface,
+                 peer.pid if peer else "?", peer.uid if peer else "?")
+        ctx = self.tables.compile().links[li.substrate_link]
+        return WithFds({"vnet": vnet, "interface": interface, "mtu": ctx.payload_mtu,
+                        "substrate_link": li.substrate_link, "in_vli": li.in_vli,
+                        "out_vli": li.out_vli}, [app])
+
+    def _endpoint_closed(self, port):
+        """The application of a library endpoint went away: a fresh socket pair takes the
+        port's place (in the datapath, one step of the loop) for the next application."""
+        key = next((k for k, t in self.ports.taps.items() if t.fd == port.fd), None)
+        if key is None:
+            return
+        old = self.ports.taps[key]
+        log.info("endpoint %s/%s released by pid %s", port.vnet, port.name,
+                 getattr(old, "holder", None))
+        new = SocketEnd()
+        self.ports.taps[key] = new
+        self.dp.reconfigure({(port.vnet, port.name): new.fd}, [(port.vnet, port.name)])
+        old.close()
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        st = status(self.cfg, self.tables, self.dp, self.started, self.cp)
+        st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
+        return st
+
+    def _status_from_thread(self) -> dict:
+        """For the metrics thread: compute the status inside the event loop (no torn reads)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+
+        def work():
+            try:
+                st = self.status()
+                st["_control_requests"] = dict(self.requests)
+                fut.set_result(st)
+            except BaseException as e:      # pragma: no cover - reported to the scraper
+                fut.set_exception(e)
+        self.loop.call_soon_threadsafe(work)
+        return fut.result(timeout=5)
+
+    def _counted(self, name, fn):
+        def wrapped(**kw):
+            try:
+                result = fn(**kw)
+            except Exception:
+                self._count(name, "error")
+                raise
+            if asyncio.iscoroutine(result):
+                return self._await_counted(name, result)
+            self._count(name, "ok")
+            return result
+        wrapped.wants_peer = getattr(fn, "wants_peer", False)
+        return wrapped
+
+    async def _await_counted(self, name, coro):
+        try:
+            result = await coro
+        except Exception:
+            self._count(name, "error")
+            raise
+        self._count(name, "ok")
+        return result
+
+    def _count(self, name, outcome):
+        self.requests[(name, outcome)] = self.requests.get((name, outcome), 0) + 1
+
+    # -- reload --------------------------------------------------------------------------------
+
+    async def _sighup(self):
+        try:
+            await self.reload()
+        except CommandError as e:
+            log.error("reload refused: %s", e)
+
+    async def reload(self, path: str | None = None) -> dict:
+        """Validate ``path`` (default: the file in use) fully, then apply only the difference.
+        Raises CommandError (and changes nothing) if the new configuration is not usable."""
+        async with self._reload_lock:
+            try:
+                return await self._reload(path or self.cfg.path)
+            except CommandError as e:
+                self.reloads["refused"] += 1
+                log.error("reload refused, still running generation %d: %s",
+                          self.tables.generation, e)
+                raise
+
+    async def _reload(self, path: str) -> dict:
+        try:
+            new = self.load_config(path)
+        except config_mod.ConfigError as e:
+            raise CommandError(str(e)) from None
+        return await self.apply(new, path)
+
+    def load_config(self, path: str) -> config_mod.NodeConfig:
+        return config_mod.load(path)
+
+    async def apply(self, new: config_mod.NodeConfig, path: str) -> dict:
+        """Apply ``new`` (validated) in two phases: prepare (worker thread), swap (one loop
+        step), commit (worker thread).  Raises CommandError and changes nothing on failure.
+        Callers hold the reload lock."""
+        loop = asyncio.get_running_loop()
+        old = self.cfg
+        for key in _FIXED:
+            if getattr(new.node, key) != getattr(old.node, key):
+                raise CommandError(f"{path}: node.{key}: cannot change while running "
+                                   f"(restart the daemon)")
+        for key in ("tm", "vbm"):
+            if getattr(new, key) != getattr(old, key):
+                raise CommandError(f"{path}: [{key}]: cannot change while running "
+                                   f"(restart the daemon)")
+        self._check_dynamic(new, path)
+        sdnotify.notify("RELOADING=1", sdnotify.monotonic_usec())
+        try:
+            owned = set(self.ports.taps)
+            try:
+                facts = await loop.run_in_executor(None, read_facts, new, owned)
+            except EnvironmentError_ as e:
+                raise CommandError(str(e)) from None
+            trial = Tables(new, facts).compile()
+            try:
+                change = await loop.run_in_executor(None, self.ports.prepare, new, trial)
+            except Exception as e:
+                raise CommandError(f"{path}: cannot apply: {e}") from None
+            try:
+                self.dp.open_sockets(trial)
+            except OSError as e:
+                await loop.run_in_executor(None, self.ports.abort, change)
+                raise CommandError(f"{path}: cannot open substrate sockets: {e}") from None
+            # -- the swap: one synchronous step of the loop --
+            old_keys = {(li.vnet, li.name): Ports.key(old, li) for li in old.interfaces}
+            add = {(li.vnet, li.name): change.new_taps[Ports.key(new, li)].fd
+                   for li in new.interfaces if Ports.key(new, li) in change.new_taps}
+            remove = [vk for vk, pk in old_keys.items() if pk in change.drop_taps or vk in add]
+            self.tables.update(new, facts)
+            self.dp.reconfigure(add, remove)
+            self.cfg, self.facts, self.loaded_at = new, facts, time.time()
+            if self.cp is not None:
+                self.cp.reconfigured(new)
+            self.reloads["ok"] += 1
+            # -- afterwards: remove what the new configuration dropped --
+            await loop.run_in_executor(None, self.ports.commit, change)
+        finally:
+            sdnotify.notify("READY=1", f"STATUS=forwarding, generation {self.tables.generation}")
+        summary = change.summary + _table_diff(old, new)
+        log.info("reloaded %s: generation %d, %d changes", path, self.tables.generation,
+                 len(summary))
+        for line in _table_diff(old, new):
+            log.info("%s", line)
+        return {"generation": self.tables.generation, "changes": summary}
+
+
+    def _check_dynamic(self, new: config_mod.NodeConfig, path: str):
+        """Run-time logical interfaces (control protocol) survive a reload: refuse one that
+        removes their vNet or substrate link, or takes their name or VLIs."""
+        links = {s.id for s in new.substrate_links}
+        vnets = {v.name: v for v in new.vnets}
+        for d in self.tables.dynamic:
+            what = f"run-time virtual link {d.vnet}/{d.name}"
+            if d.vnet not in vnets or vnets[d.vnet].namespace != self.cfg.vnet(d.vnet).namespace:
+                raise CommandError(f"{path}: {what} needs vNet {d.vnet} as it is "
+                                   f"(`vnetctl vlink del` it first)")
+            if d.substrate_link not in links:
+                raise CommandError(f"{path}: {what} needs substrate link {d.substrate_link} "
+                                   f"(`vnetctl vlink del` it first)")
+            for li in new.interfaces:
+                if (li.vnet, li.name) == (d.vnet, d.name):
+                    raise CommandError(f"{path}: interface {li.name} of vNet {li.vnet}: the "
+                                       f"name is taken by a {what}")
+                if li.substrate_link == d.substrate_link and \
+                        (li.in_vli == d.in_vli or li.out_vli == d.out_vli):
+                    raise CommandError(f"{path}: interface {li.vnet}/{li.name}: VLI "
+                                       f"in use by a {what} on {d.substrate_link}")
+            for sw in new.switches:
+                if (sw.in_link, sw.in_vli) == (d.substrate_link, d.in_vli) or \
+                        (sw.out_link, sw.out_vli) == (d.substrate_link, d.out_vli):
+                    raise CommandError(f"{path}: switch {_name(sw)}: VLI in use by a {what}")
+
+
+def _table_diff(old: config_mod.NodeConfig, new: config_mod.NodeConfig) -> list[str]:
+    out = []
+    for what, a, b in (("substrate link", old.substrate_links, new.substrate_links),
+                       ("vnet", old.vnets, new.vnets),
+                       ("interface", old.interfaces, new.interfaces),
+                       ("switch", old.switches, new.switches)):
+        a, b = set(a), set(b)
+        out += [f"{what} added: {_name(x)}" for x in b - a if _name(x) not in map(_name, a)]
+        out += [f"{what} removed: {_name(x)}" for x in a - b if _name(x) not in map(_name, b)]
+        out += [f"{what} changed: {_name(x)}" for x in b - a if _name(x) in map(_name, a)]
+    return sorted(out)
+
+
+def _name(x) -> str:
+    for attr in ("id", "name"):
+        if hasattr(x, attr) and not hasattr(x, "in_link"):
+            v = getattr(x, attr)
+            return f"{x.vnet}/{v}" if hasattr(x, "vnet") and attr == "name" else v
+    return f"{x.vnet} {x.in_link}:{x.in_vli}->{x.out_link}:{x.out_vli}"
