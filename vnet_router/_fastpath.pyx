@@ -190,6 +190,7 @@ cdef struct VL:
     int port                 # input DELIVER: port index, -1 none
     int out                  # input SWITCH: output virtual link index
     int fast_out             # output: 1 if the C send path may take it (p2p/multiaccess, no shaper)
+    int txfd                 # output: send socket (the link's, or its own when kernel-shaped)
     int hdr_len
     uint8_t hdr[HDR_MAX]     # output: precomputed header up to and including the VLI
     int64_t packets, nbytes  # deltas
@@ -226,7 +227,8 @@ def _hdr_of(v, ctx):
     if ctx.kind == "p2p":
         return v.encap
     if ctx.kind == "multiaccess":
-        return wire.BROADCAST_MAC + v.encap      # switched frames: dst is always broadcast
+        # switched frames: dst is broadcast, or the neighbour a dynamic virtual link names
+        return (v.dst or wire.BROADCAST_MAC) + v.encap
     return b""
 
 
@@ -281,7 +283,8 @@ cdef _Tables _compile(dp, snap):
                 vl.out = vl_ix[id(v.port)]
         else:
             hdr = _hdr_of(v, ctx)
-            vl.fast_out = bool(hdr) and v.meter is None and t.links[vl.link].txfd >= 0
+            vl.txfd = v.txsock.fileno() if v.txsock is not None else t.links[vl.link].txfd
+            vl.fast_out = bool(hdr) and v.meter is None and vl.txfd >= 0
             if vl.fast_out:
                 vl.hdr_len = len(hdr)
                 for j in range(vl.hdr_len):
@@ -413,7 +416,10 @@ cdef class _Engine:
             return 0
         v = t.vli.get(vn_be16(f + off), link)
         if v < 0:
-            self._drop(R_CONTROL if vn_be16(f + off) == 0 else R_UNKNOWN_VLI, link, -1)
+            if vn_be16(f + off) != 0:
+                self._drop(R_UNKNOWN_VLI, link, -1)
+            elif not self._control(link, f, n, start, length):
+                self._drop(R_CONTROL, link, -1)
             return 0
         vl = &t.vls[v]
         if vl.metered and not t.vl_objs[v].meter.take(length):
@@ -427,6 +433,16 @@ cdef class _Engine:
             return self._output(vl.out, f + start, length, None)
         self.dp._drop("vli_drop", t.link_objs[link], t.vl_objs[v])
         return 0
+
+    cdef bint _control(self, int link, uint8_t *f, uint32_t n, uint32_t start,
+                       uint32_t length) except -1:
+        """VLI 0: hand a copy of the frame to the control plane (``Datapath.on_control``, as
+        the reference does); False if there is none or it refused the frame."""
+        on_control = self.dp.on_control
+        if on_control is None:
+            return False
+        return bool(on_control(self.t.link_objs[link], memoryview((<char *>f)[:n]), start,
+                               length))
 
     cdef int _deliver(self, int v, int link, uint8_t *f, uint32_t start, uint32_t length) except -1:
         cdef _Tables t = self.t
@@ -475,7 +491,7 @@ cdef class _Engine:
         self.iovs[2 * i + 1].iov_len = length
         self.msg_vl[i] = o
         self.msg_len[i] = length
-        self.msg_fd[i] = t.links[vl.link].txfd
+        self.msg_fd[i] = vl.txfd
         self.nmsg = i + 1
         return 0
 
@@ -754,8 +770,25 @@ class Datapath(_ref.Datapath):
 
     def install(self, snap):
         super().install(snap)
-        self._engine.install(snap)
+        self._recompile()
+
+    def _recompile(self):
+        self._engine.install(self.snap)
         self._port_ix = {id(p): i for i, p in enumerate(self._engine_ports())}
+
+    # The C tables copy whether a virtual link is metered and which socket it sends on: a
+    # change of either recompiles them (rare: a rate change only retunes the same bucket).
+
+    def set_rate(self, v):
+        metered = v.meter is not None
+        super().set_rate(v)
+        if (v.meter is not None) != metered:
+            self._recompile()
+
+    def kernel_shaped(self, v, sock):
+        self._engine.flush_tx()
+        super().kernel_shaped(v, sock)
+        self._recompile()
 
     def _engine_ports(self):
         return list(self.ports.values())

@@ -36,10 +36,16 @@ class Rate:
     min: int = 0
     max: int | None = None
     burst: int | None = None        # bytes; None = derived from rate and MTU
+    cur: int | None = None          # set by the Traffic Manager; None = run at ``max``
 
     @property
     def current(self) -> int | None:
-        return self.max
+        return self.max if self.cur is None else self.cur
+
+    @property
+    def managed(self) -> bool:
+        """A range the Traffic Manager moves the current rate in."""
+        return self.max is not None and self.min < self.max
 
 
 UNLIMITED = Rate()
@@ -112,6 +118,36 @@ class Switch:
 
 
 @dataclass(frozen=True)
+class TMSection:
+    """``[tm]``: the Traffic Manager and the control protocol (present = enabled)."""
+
+    idle_interval: float = 10.0     # an output virtual link idle this long falls to its minimum
+    tick: float = 0.25              # how often rates, demand and retries are looked at
+    hello_interval: float = 1.0
+    report_interval: float = 5.0    # aggregates reported to the VBM (rebuilds a new VBM)
+    vbm_link: str | None = None     # substrate link on which the VBM is reached (its LAN)
+    dynamic_vli_base: int = 1024    # VLIs this node allocates for dynamic virtual links
+    start_at: str = "min"           # managed static links start at their "min" or "max"
+    kernel_shaping: bool = False    # shape managed output links with Linux HTB (kshaping.py)
+
+
+@dataclass(frozen=True)
+class VBMShare:
+    vnet: int                       # vNet id (a LAN-wide number)
+    share: float
+
+
+@dataclass(frozen=True)
+class VBMSection:
+    """``[vbm]``: this node runs the LAN's vNet Bandwidth Manager on substrate link ``link``."""
+
+    link: str
+    capacity: int | None = None     # LAN bandwidth; default the slowest reported link
+    rebuild_time: float = 12.0
+    shares: tuple[VBMShare, ...] = ()
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     path: str
     node: NodeSection
@@ -120,6 +156,8 @@ class NodeConfig:
     interfaces: tuple[LogicalInterface, ...]
     switches: tuple[Switch, ...]
     drops: tuple[tuple[str, int], ...] = field(default=())   # (link, vli) explicitly dropped
+    tm: TMSection | None = None
+    vbm: VBMSection | None = None
 
     def link(self, link_id: str) -> SubstrateLink:
         return next(s for s in self.substrate_links if s.id == link_id)
@@ -414,9 +452,67 @@ def parse(data: dict, file: str = "<string>") -> NodeConfig:
         s.done()
         drops.append((lid, vli))
 
+    tm = vbm = None
+    if "tm" in data:
+        top.used.add("tm")
+        s = _Section(file, "tm", data["tm"])
+        tm = TMSection(
+            idle_interval=s.get("idle_interval", (int, float), 10.0, _frange(0.1, 86400, "interval")),
+            tick=s.get("tick", (int, float), 0.25, _frange(0.01, 10, "tick")),
+            hello_interval=s.get("hello_interval", (int, float), 1.0, _frange(0.05, 60, "interval")),
+            report_interval=s.get("report_interval", (int, float), 5.0,
+                                  _frange(0.1, 3600, "interval")),
+            vbm_link=s.get("vbm_link", str, None, _known(links, "substrate link")),
+            dynamic_vli_base=s.get("dynamic_vli_base", int, 1024, _vli),
+            start_at=s.get("start_at", str, "min", _choice(("min", "max"))),
+            kernel_shaping=s.get("kernel_shaping", bool, False),
+        )
+        s.done()
+    if "vbm" in data:
+        top.used.add("vbm")
+        s = _Section(file, "vbm", data["vbm"])
+        link = s.get("link", str, check=_known(links, "substrate link"))
+        capacity = s.get("capacity", (int, str), None, parse_rate)
+        rebuild = s.get("rebuild_time", (int, float), 12.0, _frange(0, 3600, "rebuild time"))
+        s.used.add("share")
+        items = s.data.get("share", [])
+        if not isinstance(items, list):
+            raise s.err("share", "must be an array of tables ([[vbm.share]])")
+        shares, total, seen = [], 0.0, set()
+        for i, item in enumerate(items):
+            sub = _Section(file, f"vbm.share[{i}]", item)
+            vid = sub.get("vnet", int, check=_range(1, 0xFFFF, "vNet id"))
+            if vid in seen:
+                raise sub.err("vnet", f"vNet id {vid} already has a share")
+            seen.add(vid)
+            share = sub.get("share", (int, float), check=_frange(0.000001, 1, "share"))
+            total += share
+            if total > 1 + 1e-9:
+                raise sub.err("share", f"shares of the LAN would sum to {total:.3f} (> 1): "
+                              f"vNet {vid} is refused")
+            sub.done()
+            shares.append(VBMShare(vid, float(share)))
+        s.done()
+        vbm = VBMSection(link, capacity, float(rebuild), tuple(shares))
     top.done()
     return NodeConfig(file, node, tuple(links.values()), tuple(vnets.values()),
-                      tuple(interfaces), tuple(switches), tuple(drops))
+                      tuple(interfaces), tuple(switches), tuple(drops), tm, vbm)
+
+
+def _frange(lo, hi, what):
+    def check(v):
+        if not lo <= v <= hi:
+            raise ValueError(f"{what} {v} out of range {lo}..{hi}")
+        return float(v)
+    return check
+
+
+def _known(table, what):
+    def check(v):
+        if v not in table:
+            raise ValueError(f"unknown {what} {v!r} (known: {', '.join(sorted(table)) or 'none'})")
+        return v
+    return check
 
 
 def _address_list(s: _Section):

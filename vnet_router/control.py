@@ -240,7 +240,9 @@ class ControlServer:
             return {"ok": True, "result": result}
         except TypeError as e:
             return {"ok": False, "error": f"bad arguments for {msg['cmd']!r}: {e}"}
-        except CommandError as e:
+        except (CommandError, ValueError, LookupError, TimeoutError) as e:
+            # CommandError: refused; ValueError/LookupError/TimeoutError: the control plane's
+            # answer to a bad argument or a neighbour that did not reply (vlink add/del)
             return {"ok": False, "error": str(e)}
         except Exception as e:     # a handler bug must not take the daemon down
             log.exception("control command %s failed", msg["cmd"])

@@ -5,6 +5,18 @@ logical interfaces and drop counters; ``top`` refreshes per-virtual-link rates; 
 applies a changed configuration file.  Against ``vnet-hostd``: ``vnet add|del``,
 ``join|leave``, ``vlink add|del`` change the end-system at run time, ``instance
 start|stop|list`` runs sandboxed protocol instances.
+
+With the router's control plane (``[tm]`` / ``[vbm]``):
+
+* ``vnetctl alloc [--json]`` -- allocations: per virtual link min/current/max and demand, per
+  vNet the node's aggregate, the VBM's view where the node is the VBM, control counters;
+* ``vnetctl vlink add LINK VNET NAME --min R --max R [--address CIDR] [--peer NODE]`` -- create
+  a virtual link pair with the neighbour on LINK (it chooses the VLI of its input);
+* ``vnetctl vlink del VNET NAME`` -- tear it down on both ends.
+
+``vlink add`` is one command for both daemons: with ``--in-vli`` the VLIs are given (what
+``vnet-hostd`` takes), with ``--max`` (and no ``--in-vli``) they are negotiated with the
+neighbour by the router's control plane.  ``LINK`` may be given positionally or as ``--link``.
 """
 from __future__ import annotations
 
@@ -108,6 +120,41 @@ def top(path: str, interval: float, count: int | None, out=sys.stdout) -> int:
     return 0
 
 
+def _r(bps):
+    return "-" if bps is None else format_rate(bps)
+
+
+def render_alloc(a: dict) -> str:
+    out = [f"node {a['node']} (id {a['node_id']})  VBM {a['vbm_peer'] or 'unknown'}", ""]
+    rows = [[o["substrate_link"], o["vli"], o["vnet"], o["peer"], _r(o["min"]), _r(o["current"]),
+             _r(o["max"]), _r(o["demand"]), o["state"]] for o in a["outputs"]]
+    out += ["output virtual links", _table(["link", "vli", "vnet", "peer", "min", "current", "max",
+                                            "demand", "state"], rows), ""]
+    rows = [[i["substrate_link"], i["vli"], i["vnet"], i["peer"], _r(i["min"]), _r(i["current"]),
+             _r(i["max"])] for i in a["inputs"]]
+    out += ["input virtual links", _table(["link", "vli", "vnet", "peer", "min", "current",
+                                           "max"], rows), ""]
+    rows = [[v, _r(x["aggregate"]), _r(x["used"]), _r(x["minimum"])]
+            for v, x in a["aggregates"].items()]
+    out += ["vNet aggregates (input)", _table(["vnet", "aggregate", "used", "minimum"], rows), ""]
+    if a["dynamic"]:
+        rows = [[d["vnet"], d["name"], d["substrate_link"], d["peer"], d["in_vli"], d["out_vli"],
+                 "up" if d["upstream"] else "down", d["state"]] for d in a["dynamic"]]
+        out += ["dynamic virtual links", _table(["vnet", "name", "link", "peer", "in_vli",
+                                                 "out_vli", "stream", "state"], rows), ""]
+    vbm = a.get("vbm")
+    if vbm:
+        out.append(f"VBM: {vbm['state']}, LAN bandwidth {_r(vbm['lan_capacity'])}")
+        rows = [[v, x["share"], _r(x["pool"]), _r(x["allocated"]), n, _r(y["aggregate"]),
+                 _r(y["minimum"])] for v, x in vbm["vnets"].items()
+                for n, y in (x["nodes"].items() or [("-", {"aggregate": None,
+                                                           "minimum": None})])]
+        out += [_table(["vnet id", "share", "pool", "allocated", "node", "aggregate", "minimum"],
+                       rows), ""]
+    out.append("control: " + (",".join(f"{k}={n}" for k, n in a["counters"].items()) or "-"))
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="vnetctl", description="Query a vnet daemon over its "
                                 "control socket.")
@@ -116,6 +163,8 @@ def main(argv=None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     show = sub.add_parser("show", help="tables and counters of the node")
     show.add_argument("--json", action="store_true", help="machine-readable output")
+    alloc = sub.add_parser("alloc", help="rate allocations (Traffic Manager, VBM)")
+    alloc.add_argument("--json", action="store_true", help="machine-readable output")
     tp = sub.add_parser("top", help="live rates of every virtual link, refreshed")
     tp.add_argument("-i", "--interval", type=float, default=1.0, help="seconds between samples")
     tp.add_argument("-n", "--count", type=int, help="stop after this many refreshes")
@@ -136,6 +185,9 @@ def main(argv=None) -> int:
         if args.cmd == "show":
             st = request(args.socket, "show")
             print(json.dumps(st, indent=2) if args.json else render(st))
+        elif args.cmd == "alloc":
+            a = request(args.socket, "alloc")
+            print(json.dumps(a, indent=2) if args.json else render_alloc(a))
         elif args.cmd == "top":
             try:
                 return top(args.socket, args.interval, args.count)
@@ -171,14 +223,33 @@ def _host_commands(sub):
         j.add_argument("--allow", action="append", default=[])
     sub.add_parser("leave", help="vnet-hostd: detach from a vNet and remove it").add_argument(
         "vnet")
-    vl = sub.add_parser("vlink", help="vnet-hostd: add or delete a logical interface")
+    vl = sub.add_parser("vlink", help="add or delete a virtual link pair / logical interface "
+                        "at run time (vnet-router with [tm], vnet-hostd)")
     vls = vl.add_subparsers(dest="action", required=True)
-    a = vls.add_parser("add")
-    a.add_argument("vnet")
-    _iface_args(a, name_required=True)
-    d = vls.add_parser("del")
+    a = vls.add_parser("add", usage="vnetctl vlink add [LINK] VNET NAME (--in-vli N [--out-vli N] "
+                       "[--kind K] [--rate R] | --max R [--min R] [--peer NODE]) [--link LINK] "
+                       "[--address CIDR ...] [--json]",
+                       help="[LINK] VNET NAME: with --in-vli the VLIs are given "
+                       "(vnet-hostd); with --max they are negotiated with the neighbour "
+                       "on LINK (vnet-router control plane)")
+    a.add_argument("words", nargs="+", metavar="ARG", help="[LINK] VNET NAME")
+    a.add_argument("--link", help="substrate link id (or the first positional argument)")
+    a.add_argument("--in-vli", type=int, help="given VLIs: input VLI (vnet-hostd)")
+    a.add_argument("--out-vli", type=int, help="given VLIs: output VLI (default: the input's)")
+    a.add_argument("--address", action="append", default=[],
+                   help="address of the local logical interface (repeatable)")
+    a.add_argument("--kind", choices=("tap", "socket"), help="given VLIs: tap (default) or "
+                   "socket (library endpoint)")
+    a.add_argument("--rate", help="given VLIs: output rate, e.g. 10Mbit")
+    a.add_argument("--min", help="negotiated: minimum rate (default 0)")
+    a.add_argument("--max", help="negotiated: maximum rate, e.g. 50Mbit")
+    a.add_argument("--peer", help="negotiated: neighbour node name (multiaccess links)")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
+    d = vls.add_parser("del", help="remove a run-time virtual link (negotiated ones on both "
+                       "ends)")
     d.add_argument("vnet")
     d.add_argument("name")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
     ins = sub.add_parser("instance", help="vnet-hostd: sandboxed protocol instances")
     iss = ins.add_subparsers(dest="action", required=True)
     st = iss.add_parser("start", help="start NAME in a vNet: ... start NAME --vnet V -- CMD ARGS")
@@ -238,10 +309,53 @@ def _leave(a, _rest):
 
 
 def _vlink(a, _rest):
-    if a.action == "add":
-        return _changed(request(a.socket, "vlink_add", timeout=60, vnet=a.vnet, name=a.name,
-                                **_iface_kw(a)))
-    return _changed(request(a.socket, "vlink_del", timeout=60, vnet=a.vnet, name=a.name))
+    if a.action == "del":
+        r = request(a.socket, "vlink_del", timeout=60, vnet=a.vnet, name=a.name)
+        if a.json:
+            print(json.dumps(r))
+            return 0
+        if "generation" in r:                           # vnet-hostd
+            return _changed(r)
+        print(f"{r['vnet']}/{r['name']} removed" + ("" if r["peer_acked"] else
+                                                     " (peer did not confirm)"))
+        return 0
+    words = list(a.words)
+    if len(words) == 3:
+        if a.link is not None and a.link != words[0]:
+            return _usage(f"vlink add: substrate link given twice ({words[0]}, --link {a.link})")
+        a.link = words.pop(0)
+    if len(words) != 2 or a.link is None:
+        return _usage("vlink add: usage: vlink add [LINK] VNET NAME (LINK positionally or as "
+                      "--link)")
+    vnet, name = words
+    if a.in_vli is not None:                        # given VLIs: vnet-hostd
+        for opt in ("min", "max", "peer"):
+            if getattr(a, opt) is not None:
+                return _usage(f"vlink add: --{opt} negotiates the VLIs; it does not go with "
+                              f"--in-vli")
+        a.kind = a.kind or "tap"
+        r = request(a.socket, "vlink_add", timeout=60, vnet=vnet, name=name, **_iface_kw(a))
+        if a.json:
+            print(json.dumps(r))
+            return 0
+        return _changed(r)
+    if a.max is None:
+        return _usage("vlink add: give --in-vli (VLIs given, vnet-hostd) or --max (VLIs "
+                      "negotiated with the neighbour, vnet-router with [tm])")
+    for opt in ("out_vli", "kind", "rate"):
+        if getattr(a, opt) is not None:
+            return _usage(f"vlink add: --{opt.replace('_', '-')} needs --in-vli")
+    r = request(a.socket, "vlink_add", timeout=30, link=a.link, vnet=vnet, name=name,
+                min=a.min or "0", max=a.max, addresses=a.address, peer=a.peer)
+    print(json.dumps(r) if a.json else
+          f"{r['vnet']}/{r['name']} on {r['substrate_link']}: in VLI {r['in_vli']}, "
+          f"out VLI {r['out_vli']} (chosen by {r['peer']}), {_r(r['min'])}..{_r(r['max'])}")
+    return 0
+
+
+def _usage(msg: str) -> int:
+    print(f"vnetctl: {msg}", file=sys.stderr)
+    return 2
 
 
 def _instance(a, rest):

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BATCH = 64                  # frames read per readiness event and socket (fairness between fds)
 RXBUF = 65536 + 64
+MIN_METER_RATE = 8000       # bit/s: a meter never runs at 0 (a TM minimum may be 0)
 _LEN = struct.Struct("!H")
 
 
@@ -65,6 +66,8 @@ class Datapath:
         self._view = memoryview(self._buf)
         self._reading: set[int] = set()
         self.drops = tables.drops
+        # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
+        self.on_control = None
         # called with the port when a library endpoint's application closed its end (EOF)
         self.on_port_closed = None
 
@@ -166,7 +169,7 @@ class Datapath:
     def install(self, snap: Snapshot):
         """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
         cfg = self.tables.config
-        for li in cfg.interfaces:
+        for li in self.tables.interfaces:
             port = self.ports.get((li.vnet, li.name))
             vin = self.tables.input_vlink(li.substrate_link, li.in_vli)
             vout = self.tables.output_vlink(li.substrate_link, li.out_vli)
@@ -182,35 +185,61 @@ class Datapath:
             vin.port = vout
             vout.port = snap.links[sw.out_link]
         for v in snap.vlinks.values():
-            ctx = snap.links[v.link_id]
-            rate = v.rate
             if v.direction == OUT:
-                v.encap = _encap(ctx, v.vli)
-            if rate.max is None:
-                if isinstance(v.meter, Shaper):          # shaping lifted: send what waits
-                    old, v.meter = v.meter, None
-                    for payload, port in old.queue:
-                        self._send(v, ctx, payload, port)
-                v.meter = None
-            elif v.direction == IN:
-                if not isinstance(v.meter, TokenBucket):
-                    v.meter = TokenBucket(rate.max, rate.burst or default_burst(rate.max, ctx.mtu),
-                                          self.clock)
-                else:
-                    v.meter.set_rate(rate.max, rate.burst or default_burst(rate.max, ctx.mtu))
-            else:
-                if not isinstance(v.meter, Shaper):
-                    v.meter = Shaper(TokenBucket(rate.max, rate.burst or
-                                                 default_burst(rate.max, ctx.mtu), self.clock),
-                                     self._queue_limit(v))
-                else:
-                    v.meter.bucket.set_rate(rate.max, rate.burst or default_burst(rate.max, ctx.mtu))
-                    v.meter.limit = self._queue_limit(v)
+                v.encap = _encap(snap.links[v.link_id], v.vli)
+            self._meter(v, snap.links[v.link_id])
         self.snap = snap
+
+    def set_rate(self, v: VLink):
+        """The Traffic Manager changed ``v.rate``: the meter follows its current rate."""
+        if self.snap is not None and v.link_id in self.snap.links:
+            self._meter(v, self.snap.links[v.link_id])
+
+    def kernel_shaped(self, v: VLink, sock: socket.socket):
+        """From now on output ``v`` is shaped by the kernel (HTB class chosen by ``sock``'s
+        SO_PRIORITY): frames the user-space shaper still holds go out first."""
+        shaper = v.meter
+        v.txsock = sock
+        v.meter = None
+        if isinstance(shaper, Shaper):
+            for payload, port in shaper.release() + [f for f, _ in shaper.queue]:
+                self._send(v, v.port, payload, port)
+            shaper.queue.clear()
+            for port in self.ports.values():
+                if port.paused and port.out is v:
+                    self._resume(port)
+
+    def _meter(self, v: VLink, ctx: LinkCtx):
+        """Token bucket (input) or shaper (output) at the virtual link's current rate."""
+        rate = v.rate
+        if rate.max is None or (v.direction == OUT and v.txsock is not None):
+            if isinstance(v.meter, Shaper):          # shaping lifted: send what waits
+                old, v.meter = v.meter, None
+                for (payload, port), _n in old.queue:
+                    self._send(v, ctx, payload, port)
+                old.queue.clear()
+                for port in self.ports.values():
+                    if port.paused and port.out is v:
+                        self._resume(port)
+            v.meter = None
+            return
+        bps = max(rate.current, MIN_METER_RATE)
+        burst = rate.burst or default_burst(bps, ctx.mtu)
+        if v.direction == IN:
+            if not isinstance(v.meter, TokenBucket):
+                v.meter = TokenBucket(bps, burst, self.clock)
+            else:
+                v.meter.set_rate(bps, burst)
+        else:
+            if not isinstance(v.meter, Shaper):
+                v.meter = Shaper(TokenBucket(bps, burst, self.clock), self._queue_limit(v))
+            else:
+                v.meter.bucket.set_rate(bps, burst)
+                v.meter.limit = self._queue_limit(v)
 
     def _queue_limit(self, v: VLink) -> int:
         cfg = self.tables.config
-        for li in cfg.interfaces:
+        for li in self.tables.interfaces:
             if (li.substrate_link, li.out_vli) == (v.link_id, v.vli):
                 return li.queue
         for sw in cfg.switches:
@@ -227,6 +256,10 @@ class Datapath:
                 self.loop.remove_reader(port.fd)
         for s in self.tx.values():
             s.close()
+        for v in self.tables.vlinks.values():
+            if v.txsock is not None:
+                v.txsock.close()
+                v.txsock = None
         self.rx.clear(), self.tx.clear(), self.udp.clear()
 
     # -- receive from substrate ----------------------------------------------------------------
@@ -272,6 +305,9 @@ class Datapath:
             st.rx_packets += 1
             st.rx_bytes += n
         if reason is not None:
+            if reason == "control" and self.on_control is not None and \
+                    self.on_control(ctx, view, start, length):
+                return
             self._drop(reason, ctx, v)
             return
         if v.meter is not None and not v.meter.take(length):
@@ -357,12 +393,14 @@ class Datapath:
         kind = ctx.kind
         try:
             if kind == "p2p":
-                self.tx[ctx.ifindex].send(v.encap + _LEN.pack(len(payload)) + payload)
+                (v.txsock or self.tx[ctx.ifindex]).send(v.encap + _LEN.pack(len(payload)) +
+                                                        payload)
             elif kind == "multiaccess":
-                dst = wire.BROADCAST_MAC
-                if port is not None and not payload[0] & 1:
+                dst = v.dst or wire.BROADCAST_MAC
+                if v.dst is None and port is not None and not payload[0] & 1:
                     dst = port.learned.get(payload[:6], wire.BROADCAST_MAC)
-                self.tx[ctx.ifindex].send(dst + v.encap + _LEN.pack(len(payload)) + payload)
+                (v.txsock or self.tx[ctx.ifindex]).send(dst + v.encap + _LEN.pack(len(payload))
+                                                        + payload)
             else:
                 self.udp[ctx.local].sendto(v.encap + payload, ctx.remote)
         except (BlockingIOError, OSError):
@@ -373,6 +411,27 @@ class Datapath:
         st = ctx.state
         st.tx_packets += 1
         st.tx_bytes += len(payload)
+
+    def send_control(self, ctx: LinkCtx, payload: bytes, dst: bytes | None = None) -> bool:
+        """Send a control message on VLI 0 of substrate link ``ctx`` (``dst``: multiaccess
+        destination MAC, default broadcast)."""
+        try:
+            if ctx.kind == "p2p":
+                self.tx[ctx.ifindex].send(_encap(ctx, wire.VLI_CONTROL) +
+                                          _LEN.pack(len(payload)) + payload)
+            elif ctx.kind == "multiaccess":
+                self.tx[ctx.ifindex].send((dst or wire.BROADCAST_MAC) +
+                                          _encap(ctx, wire.VLI_CONTROL) +
+                                          _LEN.pack(len(payload)) + payload)
+            else:
+                self.udp[ctx.local].sendto(_encap(ctx, wire.VLI_CONTROL) + payload, ctx.remote)
+        except (BlockingIOError, OSError):
+            self._drop("send_error", ctx, None)
+            return False
+        st = ctx.state
+        st.tx_packets += 1
+        st.tx_bytes += len(payload)
+        return True
 
     def _schedule(self, v: VLink):
         shaper = v.meter

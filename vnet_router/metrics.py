@@ -1,7 +1,9 @@
 """Prometheus metrics of a node, read at scrape time (the datapath only bumps plain ints).
 
 ``Collector`` turns the same status view ``vnetctl show --json`` prints into metric families,
-so the two always agree.  ``serve(addr, port, status_fn, extra)`` starts prometheus-client's
+so the two always agree.  With a control plane (``[tm]``/``[vbm]``) ``status()['control']``
+adds the control messages by type and outcome, the protocol's event counters and the
+allocations of the Traffic Manager and the VBM (``vnetctl alloc``).  ``serve(addr, port, status_fn, extra)`` starts prometheus-client's
 HTTP server in a thread with a registry of its own (our collector + process metrics).
 """
 from __future__ import annotations
@@ -29,6 +31,8 @@ class Collector:
         yield from self._links(st)
         yield from self._vlinks(st)
         yield from self._ports(st)
+        if st.get("control"):
+            yield from self._control(st["control"])
 
     @staticmethod
     def _node(st):
@@ -123,6 +127,74 @@ class Collector:
             for k, fam in fams.items():
                 fam.add_metric([p["vnet"], p["name"]], p[k])
         yield from fams.values()
+
+
+    @staticmethod
+    def _control(c):
+        msgs = CounterMetricFamily("vnet_control_messages", "Control protocol messages (VLI 0) "
+                                   "by type and outcome (sent, send_error, no_link, received, "
+                                   "malformed, error)", labels=["type", "outcome"])
+        for kind, outcomes in c.get("messages", {}).items():
+            for outcome, n in outcomes.items():
+                msgs.add_metric([kind, outcome], n)
+        yield msgs
+        events = CounterMetricFamily("vnet_control_events", "Control protocol events (retries, "
+                                     "timeouts, refusals, ...)", labels=["event"])
+        for event, n in c.items():
+            if isinstance(n, int) and not event.startswith(("tx_", "rx_")):
+                events.add_metric([event], n)
+        yield events
+        a = c.get("allocations")
+        if not a:
+            return
+        labels = ["link", "peer", "vli", "vnet"]
+        fams = {}
+        for direction, bounds in (("output", ("min", "current", "max", "demand")),
+                                  ("input", ("min", "current", "max"))):
+            for b in bounds:
+                fams[(direction, b)] = GaugeMetricFamily(
+                    f"vnet_tm_{direction}_{b}_bits_per_second",
+                    f"Traffic Manager: {b} rate of a managed {direction} virtual link",
+                    labels=labels)
+            for v in a[direction + "s"]:
+                lv = [v["substrate_link"], v["peer"], str(v["vli"]), v["vnet"]]
+                for b in bounds:
+                    if v[b] is not None:
+                        fams[(direction, b)].add_metric(lv, v[b])
+        yield from fams.values()
+        agg = {k: GaugeMetricFamily(f"vnet_tm_vnet_{k}_bits_per_second",
+                                    f"Traffic Manager: per-vNet input {k} of this node",
+                                    labels=["vnet"]) for k in ("aggregate", "used", "minimum")}
+        for vnet, x in a["aggregates"].items():
+            for k, fam in agg.items():
+                fam.add_metric([vnet], x[k])
+        yield from agg.values()
+        vbm = a.get("vbm")
+        if not vbm:
+            return
+        active = GaugeMetricFamily("vnet_vbm_active", "1 if this node's VBM grants (0 while it "
+                                   "rebuilds)")
+        active.add_metric([], 1 if vbm["state"] == "ACTIVE" else 0)
+        lan = GaugeMetricFamily("vnet_vbm_lan_capacity_bits_per_second", "VBM: LAN bandwidth")
+        if vbm["lan_capacity"] is not None:
+            lan.add_metric([], vbm["lan_capacity"])
+        share = GaugeMetricFamily("vnet_vbm_share_ratio", "VBM: share of the LAN admitted",
+                                  labels=["vnet_id"])
+        pool = GaugeMetricFamily("vnet_vbm_pool_bits_per_second", "VBM: a vNet's LAN pool",
+                                 labels=["vnet_id"])
+        alloc = GaugeMetricFamily("vnet_vbm_allocated_bits_per_second",
+                                  "VBM: sum of a vNet's node aggregates", labels=["vnet_id"])
+        node = GaugeMetricFamily("vnet_vbm_node_aggregate_bits_per_second",
+                                 "VBM: aggregate assigned to a node for a vNet",
+                                 labels=["vnet_id", "node"])
+        for vid, x in vbm["vnets"].items():
+            share.add_metric([vid], x["share"])
+            if x["pool"] is not None:
+                pool.add_metric([vid], x["pool"])
+            alloc.add_metric([vid], x["allocated"])
+            for n, y in x["nodes"].items():
+                node.add_metric([vid, n], y["aggregate"])
+        yield from (active, lan, share, pool, alloc, node)
 
 
 def serve(addr: str, port: int, status_fn):

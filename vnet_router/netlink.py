@@ -253,3 +253,84 @@ def bridge_ports(bridge: str, ns: str | None = None) -> list[str]:
             raise LinkError(f"no bridge {bridge!r} in namespace {ns or '(own)'}")
         return sorted(m.get_attr("IFLA_IFNAME") for m in ipr.get_links()
                       if m.get_attr("IFLA_MASTER") == found[0])
+
+
+# -- traffic control: HTB for kernel shaping of output virtual links ---------------------------
+# The root HTB qdisc (handle 1:, default 0 = unclassified traffic goes out unshaped, so legacy
+# traffic is untouched) gets one leaf class 1:MINOR per output virtual link.  Frames are put in
+# their class by the sending socket's SO_PRIORITY (= 0x10000 | MINOR): HTB matches
+# skb->priority against its class ids before any filter, so no tc filter is needed.
+
+HTB_MAJOR = 0x10000
+_TC_H_ROOT = 0xFFFFFFFF
+_FOREIGN_OK = ("noqueue", "pfifo_fast", "fq_codel", "mq", "pfifo", "fq", None)
+
+
+def htb_init(ifname: str, ns: str | None = None) -> bool:
+    """Put a root HTB qdisc on ``ifname``.  False (nothing changed) if another non-default
+    root qdisc is there: that interface is not ours to shape."""
+    with _ipr(ns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        for q in ipr.get_qdiscs(index=idx):
+            if q["parent"] == _TC_H_ROOT and q.get_attr("TCA_KIND") not in _FOREIGN_OK:
+                return False
+        try:
+            ipr.tc("add", "htb", idx, HTB_MAJOR, default=0)
+        except NetlinkError as e:
+            raise LinkError(f"cannot add an HTB qdisc to {ifname}: {e}") from None
+        return True
+
+
+def htb_class_set(ifname: str, minor: int, rate_bps: int, burst: int,
+                  ns: str | None = None) -> None:
+    """Create or change leaf class 1:MINOR to ``rate_bps`` (rate = ceil)."""
+    with _ipr(ns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        handle = HTB_MAJOR | minor
+        exists = any(c["handle"] == handle for c in ipr.get_classes(index=idx))
+        try:
+            ipr.tc("change-class" if exists else "add-class", "htb", idx, handle,
+                   parent=HTB_MAJOR, rate=f"{rate_bps}bit", ceil=f"{rate_bps}bit", burst=burst)
+        except NetlinkError as e:
+            raise LinkError(f"cannot set HTB class 1:{minor:x} on {ifname}: {e}") from None
+
+
+def htb_class_delete(ifname: str, minor: int, ns: str | None = None) -> None:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if found:
+            try:
+                ipr.tc("del-class", index=found[0], handle=HTB_MAJOR | minor, parent=HTB_MAJOR)
+            except NetlinkError:
+                pass
+
+
+def htb_classes(ifname: str, ns: str | None = None) -> dict[int, dict]:
+    """minor -> {'rate' (bit/s), 'bytes', 'packets', 'drops', 'backlog'} of our HTB classes."""
+    out = {}
+    with _ipr(ns) as ipr:
+        idx = ipr.link_lookup(ifname=ifname)[0]
+        for c in ipr.get_classes(index=idx):
+            if c["handle"] & 0xFFFF0000 != HTB_MAJOR:
+                continue
+            opts = c.get_attr("TCA_OPTIONS")
+            params = opts.get_attr("TCA_HTB_PARMS") if opts else None
+            stats = c.get_attr("TCA_STATS2")
+            basic = stats.get_attr("TCA_STATS_BASIC") if stats else {}
+            queue = stats.get_attr("TCA_STATS_QUEUE") if stats else {}
+            rate = params["rate"] * 8 if params else 0
+            out[c["handle"] & 0xFFFF] = {"rate": rate, "bytes": basic.get("bytes", 0),
+                                         "packets": basic.get("packets", 0),
+                                         "drops": queue.get("drops", 0),
+                                         "backlog": queue.get("backlog", 0)}
+    return out
+
+
+def htb_remove(ifname: str, ns: str | None = None) -> None:
+    with _ipr(ns) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if found:
+            try:
+                ipr.tc("del", index=found[0], handle=HTB_MAJOR, parent=_TC_H_ROOT)
+            except NetlinkError:
+                pass

@@ -5,6 +5,10 @@ rest.  System set-up (namespaces, TAPs: ``ports``) happens before the event loop
 removed after it ends; a reload does its netlink work in a worker thread, then swaps tables,
 TAPs and sockets in one step of the loop (``Datapath.reconfigure``), then removes what the new
 configuration dropped.  An invalid new configuration changes nothing.
+
+With ``[tm]`` or ``[vbm]`` the node also runs a control plane (``controlplane.ControlPlane``:
+the control protocol on VLI 0, the Traffic Manager, the VBM), started once the datapath is
+open and closed before it; it adds the ``alloc``, ``vlink_add`` and ``vlink_del`` commands.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ class Node:
         self.tables = Tables(cfg, facts)
         self.ports = Ports(cfg)
         self.dp = None           # the datapath chosen by datapaths.choose()
+        self.cp = None           # the control plane (controlplane.ControlPlane), with [tm]/[vbm]
         self.control: ControlServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
@@ -68,6 +73,10 @@ class Node:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
             self.dp.on_port_closed = self._endpoint_closed
             self.dp.open()
+            if cfg.tm is not None or cfg.vbm is not None:
+                from .controlplane import ControlPlane
+                self.cp = ControlPlane(cfg, self.tables, self.dp, self.ports, loop)
+                self.cp.start()
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}
             self.control = self.make_control(cfg.node.control_socket, handlers)
@@ -90,6 +99,8 @@ class Node:
                 self._metrics[0].server_close()
             if self.control is not None:
                 await self.control.close()
+            if self.cp is not None:
+                await self.cp.close()
             if self.dp is not None:
                 self.dp.close()
 
@@ -97,8 +108,12 @@ class Node:
 
     def handlers(self) -> dict:
         """Control commands (a subclass adds its own)."""
-        return {"show": self.status, "reload": self.reload, "ping": lambda: "pong",
-                "endpoint": self.endpoint}
+        h = {"show": self.status, "reload": self.reload, "ping": lambda: "pong",
+             "endpoint": self.endpoint}
+        if self.cp is not None:
+            h.update(alloc=self.cp.allocations, vlink_add=self.cp.vlink_add,
+                     vlink_del=self.cp.vlink_del)
+        return h
 
     def make_control(self, path: str, handlers: dict) -> ControlServer:
         return ControlServer(path, handlers)
@@ -156,7 +171,7 @@ class Node:
     # -- status --------------------------------------------------------------------------------
 
     def status(self) -> dict:
-        st = status(self.cfg, self.tables, self.dp, self.started)
+        st = status(self.cfg, self.tables, self.dp, self.started, self.cp)
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
         return st
 
@@ -240,6 +255,11 @@ class Node:
             if getattr(new.node, key) != getattr(old.node, key):
                 raise CommandError(f"{path}: node.{key}: cannot change while running "
                                    f"(restart the daemon)")
+        for key in ("tm", "vbm"):
+            if getattr(new, key) != getattr(old, key):
+                raise CommandError(f"{path}: [{key}]: cannot change while running "
+                                   f"(restart the daemon)")
+        self._check_dynamic(new, path)
         sdnotify.notify("RELOADING=1", sdnotify.monotonic_usec())
         try:
             owned = set(self.ports.taps)
@@ -265,6 +285,8 @@ class Node:
             self.tables.update(new, facts)
             self.dp.reconfigure(add, remove)
             self.cfg, self.facts, self.loaded_at = new, facts, time.time()
+            if self.cp is not None:
+                self.cp.reconfigured(new)
             self.reloads["ok"] += 1
             # -- afterwards: remove what the new configuration dropped --
             await loop.run_in_executor(None, self.ports.commit, change)
@@ -276,6 +298,33 @@ class Node:
         for line in _table_diff(old, new):
             log.info("%s", line)
         return {"generation": self.tables.generation, "changes": summary}
+
+
+    def _check_dynamic(self, new: config_mod.NodeConfig, path: str):
+        """Run-time logical interfaces (control protocol) survive a reload: refuse one that
+        removes their vNet or substrate link, or takes their name or VLIs."""
+        links = {s.id for s in new.substrate_links}
+        vnets = {v.name: v for v in new.vnets}
+        for d in self.tables.dynamic:
+            what = f"run-time virtual link {d.vnet}/{d.name}"
+            if d.vnet not in vnets or vnets[d.vnet].namespace != self.cfg.vnet(d.vnet).namespace:
+                raise CommandError(f"{path}: {what} needs vNet {d.vnet} as it is "
+                                   f"(`vnetctl vlink del` it first)")
+            if d.substrate_link not in links:
+                raise CommandError(f"{path}: {what} needs substrate link {d.substrate_link} "
+                                   f"(`vnetctl vlink del` it first)")
+            for li in new.interfaces:
+                if (li.vnet, li.name) == (d.vnet, d.name):
+                    raise CommandError(f"{path}: interface {li.name} of vNet {li.vnet}: the "
+                                       f"name is taken by a {what}")
+                if li.substrate_link == d.substrate_link and \
+                        (li.in_vli == d.in_vli or li.out_vli == d.out_vli):
+                    raise CommandError(f"{path}: interface {li.vnet}/{li.name}: VLI "
+                                       f"in use by a {what} on {d.substrate_link}")
+            for sw in new.switches:
+                if (sw.in_link, sw.in_vli) == (d.substrate_link, d.in_vli) or \
+                        (sw.out_link, sw.out_vli) == (d.substrate_link, d.out_vli):
+                    raise CommandError(f"{path}: switch {_name(sw)}: VLI in use by a {what}")
 
 
 def _table_diff(old: config_mod.NodeConfig, new: config_mod.NodeConfig) -> list[str]:

@@ -106,6 +106,7 @@ class Ports:
         self.taps: dict[tuple[str, str], Tap] = {}          # (namespace, name) -> Tap
         self._addresses: dict[tuple[str, str], tuple] = {}
         self._mtu: dict[tuple[str, str], int] = {}
+        self.dynamic: set[tuple[str, str]] = set()   # TAPs made at run time (control plane)
 
     @staticmethod
     def key(cfg: NodeConfig, li: LogicalInterface) -> tuple[str, str]:
@@ -160,8 +161,48 @@ class Ports:
             ch.summary.append(f"vnet {li.vnet}: logical interface {li.name} in {key[0]} on "
                               f"{li.substrate_link} (in VLI {li.in_vli}, out VLI {li.out_vli}, "
                               f"mtu {mtu})")
-        ch.drop_taps = [k for k in self.taps if k not in wanted]
+        ch.drop_taps = [k for k in self.taps if k not in wanted and k not in self.dynamic]
         ch.drop_ns = [ns for ns in self.created_ns if ns not in wanted_ns]
+
+    # -- run-time logical interfaces (control protocol: VLINK_SETUP, ``vnetctl vlink add``) --
+    # They are made and removed at once, outside the two-phase reload, and a reload leaves
+    # them alone.  ``create`` does the blocking netlink work (the daemon runs it in a worker
+    # thread); ``adopt`` and ``remove`` run on the event loop.
+
+    def create(self, cfg: NodeConfig, li: LogicalInterface, ctx) -> Tap:
+        """Create the TAP of run-time logical interface ``li`` in its vNet's namespace."""
+        ns = self.key(cfg, li)[0]
+        mtu = logical_mtu(ctx)
+        tap = Tap()
+        try:
+            netlink.link_set(tap.tmpname, mtu=mtu, mac=wire.mac_to_str(li.mac) if li.mac else None,
+                             alias=tap_alias(li), netns_to=ns)
+            if self.privileged:
+                configure_logical(ns, li, tap.tmpname)
+            else:
+                log.warning("vnet %s: run-time logical interface %s left down in %s (no "
+                            "CAP_SYS_ADMIN to name and address it)", li.vnet, li.name, ns)
+        except BaseException:
+            tap.close()
+            raise
+        log.info("vnet %s: logical interface %s in %s on %s (in VLI %d, out VLI %d, mtu %d)",
+                 li.vnet, li.name, ns, li.substrate_link, li.in_vli, li.out_vli, mtu)
+        return tap
+
+    def adopt(self, cfg: NodeConfig, li: LogicalInterface, tap: Tap):
+        key = self.key(cfg, li)
+        self.taps[key] = tap
+        self.dynamic.add(key)
+
+    def remove(self, cfg: NodeConfig, vnet: str, name: str) -> bool:
+        """Remove run-time logical interface ``vnet``/``name`` (closing a TAP deletes it)."""
+        key = (cfg.vnet(vnet).namespace, name)
+        if key not in self.dynamic:
+            return False
+        self.dynamic.discard(key)
+        self.taps.pop(key).close()
+        log.info("vnet %s: removed logical interface %s", vnet, name)
+        return True
 
     def _update(self, key, li, mtu, ch: Change):
         ns, name = key

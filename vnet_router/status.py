@@ -15,7 +15,7 @@ def _rate(r):
     return {"min": r.min, "max": r.max, "current": r.current}
 
 
-def status(cfg, tables, dp, started: float) -> dict:
+def status(cfg, tables, dp, started: float, cp=None) -> dict:
     snap = dp.snap
     links = []
     for s in cfg.substrate_links:
@@ -39,8 +39,11 @@ def status(cfg, tables, dp, started: float) -> dict:
         vlinks.append({"substrate_link": link, "vli": vli, "direction": direction,
                        "vnet": v.vnet, "action": ACTION_NAMES[v.action], "owner": v.owner,
                        "rate": _rate(v.rate), "packets": v.packets, "bytes": v.bytes,
+                       "shaper": "kernel" if v.txsock is not None else
+                                 ("user" if meter is not None else "none"),
                        "queue_depth": depth, "drops": dict(v.drops)})
     ports = [{"vnet": p.vnet, "name": p.name, "namespace": cfg.vnet(p.vnet).namespace,
+              "dynamic": (p.vnet, p.name) in getattr(cp, "dynamic", {}),
               "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
               "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
               "learned": {wire.mac_to_str(k): wire.mac_to_str(m) for k, m in p.learned.items()}}
@@ -52,4 +55,6 @@ def status(cfg, tables, dp, started: float) -> dict:
         "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
         "logical_interfaces": ports,
         "drops": {k: n for k, n in tables.drops.items()},
+        # control plane ([tm]/[vbm]): event counters, messages by type and outcome, allocations
+        "control": cp.status() if cp is not None else None,
     }

@@ -32,7 +32,7 @@ DROP_REASONS = (
     "bad_peer",         # p2p VLAN frame from a MAC that is not the configured peer
     "no_link",          # untagged but no multiaccess link here / UDP from an unknown remote
     "unknown_vli",      # no virtual link with this VLI on the substrate link
-    "control",          # VLI 0 frame that does not parse (no control protocol in v1)
+    "control",          # VLI 0 frame that does not parse (or no control plane runs)
     "oversize",         # larger than the substrate link MTU or the logical interface
     "policed",          # input token bucket empty
     "queue_full",       # output shaper queue full
@@ -56,7 +56,7 @@ class VLink:
     """One direction of a virtual link: key (substrate link, VLI, direction)."""
 
     __slots__ = ("link_id", "vli", "direction", "vnet", "action", "rate", "packets", "bytes",
-                 "drops", "meter", "port", "owner", "encap")
+                 "drops", "meter", "port", "owner", "encap", "dst", "txsock")
 
     def __init__(self, link_id: str, vli: int, direction: str, vnet: str, action: int,
                  rate: Rate, owner: str):
@@ -67,6 +67,8 @@ class VLink:
         self.meter = None     # datapath: token bucket (input policer / output shaper)
         self.port = None      # datapath: where frames go next (TAP port, output VLink, link)
         self.encap = b""      # datapath: precomputed encapsulation prefix (output)
+        self.dst = None       # multiaccess output: fixed outer destination MAC (else learned)
+        self.txsock = None    # output shaped by the kernel (HTB): its own send socket
 
     @property
     def key(self):
@@ -136,16 +138,46 @@ class Tables:
         self.link_states: dict[str, LinkState] = {}
         self.vlinks: dict[tuple, VLink] = {}
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.dynamic: list = []       # LogicalInterfaces made at run time (control protocol)
         self._build()
 
     def update(self, config: NodeConfig, facts: dict[str, IfaceFacts]):
         """Adopt a new configuration.  Virtual links whose key, vNet and action stay keep their
-        state (counters, meters); the datapath installs the next ``compile()``."""
+        state (counters, meters); run-time logical interfaces (``dynamic``) stay; the datapath
+        installs the next ``compile()``."""
         self.config, self.facts = config, facts
         self._build()
         for link_id in list(self.link_states):
             if not any(s.id == link_id for s in config.substrate_links):
                 del self.link_states[link_id]
+
+    @property
+    def interfaces(self) -> tuple:
+        """Logical interfaces: the configured ones, then those created at run time."""
+        return self.config.interfaces + tuple(self.dynamic)
+
+    def add_interface(self, li) -> None:
+        """Add a run-time logical interface (its VLIs must be free); ``compile()`` next."""
+        for x in self.interfaces:
+            if (x.vnet, x.name) == (li.vnet, li.name):
+                raise ValueError(f"interface {li.name!r} already exists in vNet {li.vnet!r}")
+        if (li.substrate_link, li.in_vli, IN) in self.vlinks or \
+                (li.substrate_link, li.out_vli, OUT) in self.vlinks:
+            raise ValueError(f"VLI in use on substrate link {li.substrate_link!r}")
+        self.dynamic.append(li)
+        self._build()
+
+    def remove_interface(self, vnet: str, name: str):
+        """Remove a run-time logical interface; returns it (None if there was none)."""
+        for li in self.dynamic:
+            if (li.vnet, li.name) == (vnet, name):
+                self.dynamic.remove(li)
+                self._build()
+                return li
+        return None
+
+    def vli_free(self, link_id: str, vli: int) -> bool:
+        return (link_id, vli, IN) not in self.vlinks and (link_id, vli, OUT) not in self.vlinks
 
     def _build(self):
         cfg = self.config
@@ -157,11 +189,13 @@ class Tables:
             v = old.get(key)
             if v is None or v.action != action or v.vnet != vnet:
                 v = VLink(link, vli, direction, vnet, action, rate, owner)
+            elif v.rate.cur is not None and (v.rate.min, v.rate.max) == (rate.min, rate.max):
+                rate = v.rate                   # keep the Traffic Manager's current rate
             v.rate, v.owner = rate, owner
             vlinks[key] = v
             return v
 
-        for li in cfg.interfaces:
+        for li in self.interfaces:
             owner = f"{li.vnet}/{li.name}"
             vlink(li.substrate_link, li.in_vli, IN, li.vnet, DELIVER, li.in_rate, owner)
             vlink(li.substrate_link, li.out_vli, OUT, li.vnet, DELIVER, li.rate, owner)

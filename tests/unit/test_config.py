@@ -82,6 +82,18 @@ def test_valid_config():
     ('[[vnet]]\nname="green"\nid=1', "vnet[1].id", "already used"),
     ('[[switch]]\nvnet="blue"\nin_link="a"\nin_vli=10\nout_link="lan"\nout_vli=3',
      "switch[0].in_vli", "duplicate VLI 10"),
+    ('[tm]\nvbm_link="nope"', "tm.vbm_link", "unknown substrate link 'nope'"),
+    ('[tm]\nidle_interval=0', "tm.idle_interval", "out of range"),
+    ('[tm]\nstart_at="middle"', "tm.start_at", "not one of"),
+    ('[tm]\ndynamic_vli_base=0', "tm.dynamic_vli_base", "VLI 0 out of range"),
+    ('[tm]\nfoo=1', "tm.foo", "unknown key"),
+    ('[vbm]\ncapacity="1Gbit"', "vbm.link", "missing"),
+    ('[vbm]\nlink="lan"\n[[vbm.share]]\nvnet=1\nshare=0.7\n[[vbm.share]]\nvnet=2\nshare=0.4',
+     "vbm.share[1].share", "would sum to 1.100 (> 1): vNet 2 is refused"),
+    ('[vbm]\nlink="lan"\n[[vbm.share]]\nvnet=1\nshare=0.2\n[[vbm.share]]\nvnet=1\nshare=0.2',
+     "vbm.share[1].vnet", "already has a share"),
+    ('[vbm]\nlink="lan"\n[[vbm.share]]\nvnet=1\nshare=1.5', "vbm.share[0].share",
+     "out of range"),
 ])
 def test_errors_name_the_key(extra, key, words):
     with pytest.raises(ConfigError) as e:
@@ -108,3 +120,11 @@ def test_rates_and_sizes():
     for bad in ("10 furlongs", "-5Mbit", True, "Mbit"):
         with pytest.raises(ValueError):
             parse_rate(bad)
+
+
+def test_tm_and_vbm_sections():
+    cfg = loads(BASE + '\n[tm]\nidle_interval=3\nvbm_link="lan"\n[vbm]\nlink="lan"\n'
+                'capacity="100Mbit"\n[[vbm.share]]\nvnet=1\nshare=0.5\n', "r1.toml")
+    assert cfg.tm.idle_interval == 3.0 and cfg.tm.vbm_link == "lan"
+    assert cfg.vbm.capacity == 100_000_000 and cfg.vbm.shares[0].share == 0.5
+    assert loads(BASE, "r1.toml").tm is None

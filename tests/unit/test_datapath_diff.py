@@ -390,3 +390,100 @@ def test_corpus_exercises_every_reason(mod):
     st.one_of(st.none(), st.sampled_from([0, 10, 20, 30, 0xA00A, 4095]))), max_size=25))
 def test_random_frames_same_decisions(frames):
     assert run(fast_mod, frames=frames, taps=False) == run(ref_mod, frames=frames, taps=False)
+
+
+# -- with a control plane: VLI 0, meters at the current rate, fixed neighbour, own socket -----
+
+def control_frames():
+    """VLI 0 frames: accepted ones (first byte 1) and refused ones, on p2p links (tag inline
+    and out of band), the multiaccess link and eth1, plus one oversize."""
+    t10, t30 = wire.VlanTag(10, 5), wire.VlanTag(30)
+    ok, bad = b"\x01hello" * 5, b"\xffgarbage" * 4
+    return [
+        (IF0, sub(ME0, P1, 0, ok, t10), None), (IF0, sub(ME0, P1, 0, ok), t10.tci),
+        (IF0, sub(ME0, P2, 0, bad, t10), None),
+        (IF0, sub(wire.BROADCAST_MAC, P3, 0, ok), None), (IF0, sub(ME0, STRANGER, 0, bad), None),
+        (IF1, sub(ME1, Q, 0, ok, t30), None), (IF1, sub(ME1, Q, 0, b""), 30),
+        (IF0, sub(ME0, P1, 0, b"\x01" * 1497, t10), None),                    # oversize
+        (IF0, sub(ME0, P1, 100, inner(n=60), t10), None),                     # data still flows
+    ]
+
+
+def run_control(mod):
+    rig = Rig(mod)
+    seen = []
+
+    def on_control(ctx, view, start, length):
+        seen.append((ctx.id, bytes(view[6:12]), bytes(view[start:start + length])))
+        return length > 0 and view[start] == 1
+    rig.dp.on_control = on_control
+    try:
+        for ifindex, frame, tci in control_frames():
+            rig.eth(ifindex, frame, tci)
+        return seen, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_vli0_frames_go_to_the_control_plane(mod):
+    seen, out, cnt = run_control(mod)
+    assert [(lid, src) for lid, src, _ in seen] == [("p1", P1), ("p1", P1), ("p2", P2),
+                                                    ("lan", P3), ("lan", STRANGER), ("q", Q),
+                                                    ("q", Q)]
+    assert seen[0][2] == b"\x01hello" * 5
+    assert cnt["drops"]["control"] == 3          # refused: garbage twice, empty once
+    assert cnt["drops"]["oversize"] == 1
+    assert len(out["tap:b1"]) == 1
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_vli0_same_in_both():
+    assert run_control(fast_mod) == run_control(ref_mod)
+
+
+def run_managed(mod):
+    """A dynamic virtual link's fixed neighbour MAC (``VLink.dst``) on the multiaccess link,
+    an output shaped by the kernel on its own socket (``kernel_shaped``) and a meter the
+    Traffic Manager retunes (``set_rate`` to ``Rate.cur``)."""
+    from dataclasses import replace
+    rig = Rig(mod)
+    try:
+        t = rig.tables
+        t.output_vlink("lan", 101).dst = P3          # b2's output: unicast to P3
+        t.output_vlink("lan", 8).dst = P2            # switched p1:7 -> lan:8: unicast to P2
+        rig.dp.install(t.compile())
+        own, own_peer = rig._pair()
+        rig.peers[("own", "p2:101")] = own_peer
+        rig.dp.kernel_shaped(t.output_vlink("p2", 101), own)     # b5's output, was shaped
+        b1in = t.input_vlink("p1", 100)
+        b1in.rate = replace(b1in.rate, cur=8000 * 8)            # 8 KB/s, bucket stays 6KB
+        rig.dp.set_rate(b1in)
+        t10 = wire.VlanTag(10)
+        for _ in range(3):
+            rig.eth(IF0, sub(ME0, P1, 7, inner(n=80), t10), None)
+        rig.tap("b2", [inner(n=60), inner(dst=wire.BROADCAST_MAC)])
+        rig.tap("b5", [b"\x77" * 1000] * 9)
+        for _ in range(8):
+            rig.eth(IF0, sub(ME0, P1, 100, b"\x66" * 1200, t10), None)
+        rate = b1in.meter.rate
+        return rate, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_fixed_neighbour_own_socket_and_current_rate(mod):
+    rate, out, cnt = run_managed(mod)
+    assert rate == 8000.0                                   # bytes/s: follows Rate.cur
+    lan = out["if:2"]
+    assert [k for k in lan if k[0] == P2] and [k for k in lan if k[0] == P3]
+    assert not [k for k in lan if k[0] == wire.BROADCAST_MAC and k[2] in (8, 101)]
+    assert len(out["own:p2:101"]) == 9                      # all of b5, on its own socket
+    assert not [k for k in lan if k[2] == 101 and k[1] == 10 and k[0] == P2]
+    assert cnt["vlinks"][("p2", 101, "out")][:3] == (9, 9000, {})
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_fixed_neighbour_own_socket_and_current_rate_same_in_both():
+    assert run_managed(fast_mod) == run_managed(ref_mod)

@@ -12,3 +12,8 @@ ETC = Path(__file__).resolve().parents[2] / "etc"
 def test_example_config_is_valid(name):
     cfg = config.load(ETC / name)
     assert cfg.substrate_links and cfg.vnets
+
+
+def test_example_vbm_config_is_valid():
+    cfg = config.load(ETC / "vbm.toml")
+    assert cfg.vbm.link == "lan" and sum(s.share for s in cfg.vbm.shares) <= 1

@@ -120,3 +120,28 @@ def test_counters_survive_recompile():
     s2 = tables.compile()
     assert s2.generation == s1.generation + 1
     assert classify_eth(s2, 3, frame(P1, 100), 10)[2].packets == 42
+
+
+def test_dynamic_interfaces_and_current_rate_survive_rebuild():
+    import dataclasses
+
+    from vnet_router.config import LogicalInterface, Rate
+    from vnet_router.tables import IfaceFacts, Tables
+    from vnet_router.config import loads
+    cfg = loads('[[substrate_link]]\nid="p"\nkind="p2p"\ninterface="e0"\n'
+                'peer_mac="02:00:00:00:00:02"\nvlan=10\n[[vnet]]\nname="b"\nid=1\n'
+                '[[interface]]\nvnet="b"\nname="t0"\nsubstrate_link="p"\nin_vli=5\n'
+                'rate={min="1Mbit",max="9Mbit"}\n')
+    t = Tables(cfg, {"e0": IfaceFacts(3, b"\x02\x00\x00\x00\x00\x01", 1500)})
+    out = t.output_vlink("p", 5)
+    assert out.rate.current == 9_000_000 and out.rate.managed
+    out.rate = dataclasses.replace(out.rate, cur=4_000_000)
+    li = LogicalInterface("b", "dyn", "p", 1024, 1025, Rate(1, 2))
+    t.add_interface(li)
+    assert t.output_vlink("p", 5).rate.current == 4_000_000       # kept across the rebuild
+    assert not t.vli_free("p", 1024) and 1024 in t.compile().links["p"].in_vlinks
+    import pytest
+    with pytest.raises(ValueError):
+        t.add_interface(li)
+    assert t.remove_interface("b", "dyn") is li
+    assert t.vli_free("p", 1024) and 1024 not in t.compile().links["p"].in_vlinks

@@ -249,9 +249,6 @@ class Lab:
             raise LabError(f"sysctl {key}={value} in {ns} failed: {r.stderr.strip()}")
 
     def _start_daemons(self):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (_PKG_ROOT, env.get("PYTHONPATH")) if p)
         for node in self.topo.nodes:
             if not node.has_router:
                 continue
@@ -264,18 +261,38 @@ class Lab:
                 if not v.namespace.startswith(self.prefix):
                     raise LabError(f"{path}: vNet {v.name} namespace {v.namespace!r} does not "
                                    f"start with the lab prefix {self.prefix!r}")
-            cmd = self.daemon_cmd if node.daemon == "router" else \
-                [sys.executable, "-m", "vnet_host.daemon"]
-            argv = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(node.name)}",
-                    *cmd, "-c", str(path)]
-            with open(self.log_path(node.name), "ab") as log:
-                self.daemons[node.name] = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=env, start_new_session=True)   # Ctrl-C goes to the lab, not to them
-            self.progress(f"daemon {node.name}: started (pid {self.daemons[node.name].pid}, "
-                          f"config {path.name}, log {node.name}.log)")
+            self._spawn_daemon(node.name)
         for name, proc in self.daemons.items():
             self._wait_ready(name, proc)
+
+    def _spawn_daemon(self, node: str):
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PKG_ROOT, env.get("PYTHONPATH")) if p)
+        path = self.workdir / f"{node}.toml"
+        cmd = self.daemon_cmd if self.topo.node(node).daemon == "router" else \
+            [sys.executable, "-m", "vnet_host.daemon"]
+        argv = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(node)}", *cmd, "-c", str(path)]
+        with open(self.log_path(node), "ab") as log:
+            self.daemons[node] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True)   # Ctrl-C goes to the lab, not to them
+        self.progress(f"daemon {node}: started (pid {self.daemons[node].pid}, "
+                      f"config {path.name}, log {node}.log)")
+
+    def kill_daemon(self, node: str, sig: int = signal.SIGKILL) -> int:
+        """Stop a node's daemon abruptly (failure tests); returns its exit status."""
+        p = self.daemons[node]
+        if p.poll() is None:
+            p.send_signal(sig)
+        return p.wait(timeout=self.stop_timeout)
+
+    def restart_daemon(self, node: str) -> None:
+        """Start a node's daemon again (after ``kill_daemon``) and wait until it is ready."""
+        if self.daemons[node].poll() is None:
+            raise LabError(f"daemon of node {node} still runs")
+        self._spawn_daemon(node)
+        self._wait_ready(node, self.daemons[node])
 
     def _wait_ready(self, node: str, proc: subprocess.Popen):
         sock = self.socket(node)

@@ -1,0 +1,402 @@
+"""Substrate control protocol with real daemons: dynamic virtual links, the Traffic Manager
+following demand, idle fall-back, the VBM going away and coming back, bad control messages.
+
+x and y share a p2p substrate link (VLAN 10, the data) and, with the standalone VBM node v,
+a switched LAN (multiaccess) on which the VBM divides LAN_CAPACITY between blue and red.
+"""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from vnet_router import wire
+from vnet_router.ctlproto import messages as m
+
+pytestmark = pytest.mark.root
+
+M = 1_000_000
+
+
+def _node(name, peer, vnets=True, tm="", vbm=""):
+    text = f"""
+[[node]]
+name = "{name}"
+[node.router]
+[node.router.node]
+name = "{name}"
+[[node.router.substrate_link]]
+id = "lan"
+kind = "multiaccess"
+interface = "e0"
+capacity = "1Gbit"
+"""
+    if vnets:
+        text += f"""
+[[node.router.substrate_link]]
+id = "p"
+kind = "p2p"
+interface = "e1"
+peer_mac = "{{mac:{peer}:e1}}"
+vlan = 10
+[[node.router.vnet]]
+name = "blue"
+id = 1
+[[node.router.vnet]]
+name = "red"
+id = 2
+"""
+    return text + tm + vbm
+
+
+TM = """
+[node.router.tm]
+idle_interval = 3
+tick = 0.2
+hello_interval = 0.5
+report_interval = 1
+vbm_link = "lan"
+"""
+
+
+def topology(lan="60Mbit", blue=0.5, red=0.5, tm=TM):
+    vbm = f"""
+[node.router.vbm]
+link = "lan"
+capacity = "{lan}"
+rebuild_time = 3
+[[node.router.vbm.share]]
+vnet = 1
+share = {blue}
+[[node.router.vbm.share]]
+vnet = 2
+share = {red}
+"""
+    return ('[[switch]]\nname = "sw"\n'
+            + "".join(f'[[link]]\na = "{n}:e0"\nb = "sw"\n' for n in "xyv")
+            + '[[link]]\na = "x:e1"\nb = "y:e1"\n'
+            + _node("x", "y", tm=tm) + _node("y", "x", tm=tm) + _node("v", None, False, vbm=vbm))
+
+
+def vnetctl(lab, node, *args):
+    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket(node), *args],
+                       capture_output=True, text=True, timeout=60)
+    return r
+
+
+def vlink_add(lab, vnet, name, lo, hi, xaddr, yaddr):
+    r = vnetctl(lab, "x", "vlink", "add", "p", vnet, name, "--min", lo, "--max", hi,
+                "--address", xaddr, "--json")
+    assert r.returncode == 0, r.stderr + lab.log_tail("x") + lab.log_tail("y")
+    info = json.loads(r.stdout)
+    lab.exec("y", ["ip", "addr", "add", yaddr, "dev", name], vnet=vnet, check=True)
+    return info
+
+
+def wait_for(fn, timeout, what, step=0.2):
+    t0 = time.monotonic()
+    while True:
+        v = fn()
+        if v:
+            return v
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+def wait_vbm(lab):
+    wait_for(lambda: lab.control("x", "alloc")["vbm_peer"] and
+             lab.control("y", "alloc")["vbm_peer"] and
+             lab.control("v", "alloc")["vbm"]["state"] == "ACTIVE", 15,
+             "the nodes to hear the VBM and the VBM to finish rebuilding")
+
+
+def out_link(lab, node, vnet):
+    a = lab.control(node, "alloc")
+    return next(o for o in a["outputs"] if o["vnet"] == vnet)
+
+
+def shown_rate(lab, node, vnet, vli):
+    st = lab.control(node)
+    v = next(v for v in st["virtual_links"] if v["vnet"] == vnet and v["vli"] == vli
+             and v["direction"] == "out")
+    return v["rate"]["current"]
+
+
+def iperf(lab, vnet, dst, port, seconds, out=None):
+    server = lab.popen("y", ["iperf3", "-s", "-1", "-B", dst, "-p", str(port)], vnet=vnet,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    client = lab.popen("x", ["iperf3", "-c", dst, "-p", str(port), "-t", str(seconds), "-J",
+                             "-i", "1"], vnet=vnet, stdout=subprocess.PIPE, text=True)
+    return server, client
+
+
+def iperf_result(server, client, seconds):
+    out, _ = client.communicate(timeout=seconds + 40)
+    server.wait(timeout=10)
+    data = json.loads(out)
+    return [iv["sum"]["bits_per_second"] for iv in data["intervals"]]
+
+
+def test_vlink_add_and_teardown_with_downstream_chosen_vli(make_lab):
+    lab = make_lab(topology())
+    wait_vbm(lab)
+    info = vlink_add(lab, "blue", "dyn0", "2Mbit", "20Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    ya = lab.control("y", "alloc")
+    ydyn = next(d for d in ya["dynamic"] if d["name"] == "dyn0")
+    # y (downstream of x's output) chose the VLI x sends on; x chose its own input VLI
+    assert info["out_vli"] == ydyn["in_vli"] and info["in_vli"] == ydyn["out_vli"]
+    assert ydyn["upstream"] is False and info["upstream"] is True
+    assert lab.ping("x", "10.7.0.2", vnet="blue", count=3).received == 3
+    names = lab.exec("y", ["ip", "-o", "link", "show", "dev", "dyn0"], vnet="blue")
+    assert names.returncode == 0
+    # teardown frees it on both ends
+    r = vnetctl(lab, "x", "vlink", "del", "blue", "dyn0", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["peer_acked"], r.stdout + r.stderr
+    for node in ("x", "y"):
+        a = lab.control(node, "alloc")
+        assert not a["dynamic"] and not a["outputs"] and not a["inputs"], a
+        st = lab.control(node)
+        assert not any(v["vli"] in (info["in_vli"], info["out_vli"])
+                       for v in st["virtual_links"]), st["virtual_links"]
+        assert lab.exec(node, ["ip", "link", "show", "dev", "dyn0"], vnet="blue").returncode != 0
+    # the same name and VLIs can be set up again
+    again = vlink_add(lab, "blue", "dyn0", "2Mbit", "20Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    assert again["out_vli"] == info["out_vli"]
+    assert lab.ping("x", "10.7.0.2", vnet="blue", count=2).received == 2
+    # on the multiaccess LAN the neighbour is named; frames go to it only (not flooded)
+    r = vnetctl(lab, "x", "vlink", "add", "lan", "red", "ma0", "--max", "10Mbit", "--peer", "y",
+                "--address", "10.9.0.1/24")
+    assert r.returncode == 0, r.stderr
+    lab.exec("y", ["ip", "addr", "add", "10.9.0.2/24", "dev", "ma0"], vnet="red", check=True)
+    v_rx = lab.control("v")["substrate_links"][0]["rx_packets"]
+    assert lab.ping("x", "10.9.0.2", vnet="red", count=3).received == 3
+    hellos = 2 * 2 * 3 / 0.5 + 10        # what v may hear meanwhile: HELLOs of x and y
+    assert lab.control("v")["substrate_links"][0]["rx_packets"] - v_rx < hellos
+    r = vnetctl(lab, "x", "vlink", "add", "lan", "red", "ma1", "--max", "10Mbit", "--peer", "nobody")
+    assert r.returncode == 1 and "no neighbour 'nobody'" in r.stderr
+    text = vnetctl(lab, "x", "alloc")
+    assert text.returncode == 0 and "output virtual links" in text.stdout, text.stderr
+    print(text.stdout)
+    text = vnetctl(lab, "v", "alloc")
+    assert text.returncode == 0 and "VBM: " in text.stdout, text.stdout + text.stderr
+
+
+def run_flow(lab, vnet, dst, port, seconds, sample=None):
+    """iperf3 x -> y; returns (per-second rates, samples of ``sample()`` taken meanwhile)."""
+    server, client = iperf(lab, vnet, dst, port, seconds)
+    samples = []
+    while client.poll() is None:
+        if sample is not None:
+            samples.append(sample())
+        time.sleep(0.5)
+    return iperf_result(server, client, seconds), samples
+
+
+def test_demand_raises_rate_to_max_and_idle_link_falls_back(make_lab):
+    lab = make_lab(topology(lan="100Mbit"))
+    wait_vbm(lab)
+    vlink_add(lab, "blue", "dyn0", "4Mbit", "24Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    o = out_link(lab, "x", "blue")
+    assert o["current"] == 4 * M                    # starts at its minimum
+    rates, samples = run_flow(lab, "blue", "10.7.0.2", 5301, 12,
+                              lambda: out_link(lab, "x", "blue")["current"])
+    granted = max(samples)
+    tail = rates[-4:]
+    measured = sum(tail) / len(tail)
+    print(f"granted {granted / M:.1f} Mbit/s, measured {[round(r / M, 1) for r in rates]}")
+    assert granted == 24 * M, samples
+    assert out_link(lab, "x", "blue")["current"] == 24 * M
+    assert abs(measured - granted) <= 0.15 * granted, (measured, granted)
+    y = lab.control("y", "alloc")
+    assert y["aggregates"]["blue"]["used"] <= y["aggregates"]["blue"]["aggregate"]
+    # idle for the configured interval (3 s): back to the minimum, in alloc and in show
+    t0 = time.monotonic()
+    wait_for(lambda: out_link(lab, "x", "blue")["current"] == 4 * M, 15, "idle fall-back")
+    print(f"idle fall-back after {time.monotonic() - t0:.1f} s")
+    vli = out_link(lab, "x", "blue")["vli"]
+    assert shown_rate(lab, "x", "blue", vli) == 4 * M
+    wait_for(lambda: next(i for i in lab.control("y", "alloc")["inputs"])["current"] == 4 * M,
+             5, "the downstream input rate to follow")
+
+
+def test_two_vnets_competing_each_get_their_share(make_lab):
+    lab = make_lab(topology(lan="40Mbit", blue=0.5, red=0.5))
+    wait_vbm(lab)
+    vlink_add(lab, "blue", "b0", "2Mbit", "30Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    vlink_add(lab, "red", "r0", "2Mbit", "30Mbit", "10.8.0.1/24", "10.8.0.2/24")
+    sb, cb = iperf(lab, "blue", "10.7.0.2", 5401, 14)
+    sr, cr = iperf(lab, "red", "10.8.0.2", 5402, 14)
+    blue = iperf_result(sb, cb, 14)
+    red = iperf_result(sr, cr, 14)
+    v = lab.control("v", "alloc")["vbm"]
+    xa, ya = lab.control("x", "alloc"), lab.control("y", "alloc")
+    print("blue", [round(r / M, 1) for r in blue], "red", [round(r / M, 1) for r in red])
+    print("VBM", json.dumps(v["vnets"]))
+    for name, vid, rates in (("blue", "1", blue), ("red", "2", red)):
+        pool = v["vnets"][vid]["pool"]
+        assert pool == 20 * M
+        assert v["vnets"][vid]["allocated"] <= pool
+        # y's share of the pool: what the VBM has not given to x (its minimum)
+        y_agg = ya["aggregates"][name]["aggregate"]
+        assert y_agg + xa["aggregates"][name]["aggregate"] <= pool
+        assert y_agg >= pool - 2 * M - 0.5 * M, (name, y_agg)
+        got = sum(rates[-5:]) / 5
+        assert got >= 0.85 * y_agg, (name, got, y_agg)
+
+
+def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
+    lab = make_lab(topology(lan="60Mbit"))
+    wait_vbm(lab)
+    vlink_add(lab, "blue", "dyn0", "2Mbit", "40Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    run_flow(lab, "blue", "10.7.0.2", 5501, 8)
+    before = {n: lab.control(n, "alloc")["aggregates"] for n in "xy"}
+    assert before["y"]["blue"]["aggregate"] > 16 * M, before
+    lab.kill_daemon("v")
+    # demand goes on and asks for more: nobody goes above what it had
+    _, samples = run_flow(lab, "blue", "10.7.0.2", 5502, 6,
+                          lambda: {n: lab.control(n, "alloc")["aggregates"] for n in "xy"})
+    for s in samples + [{n: lab.control(n, "alloc")["aggregates"] for n in "xy"}]:
+        for n in "xy":
+            for vnet, a in s[n].items():
+                assert a["aggregate"] <= before[n][vnet]["aggregate"], (n, vnet, a, before)
+                assert a["used"] <= a["aggregate"]
+    assert lab.control("y", "alloc")["counters"].get("timeouts", 0) > 0
+    lab.restart_daemon("v")
+
+    def rebuilt():
+        view = lab.control("v", "alloc")["vbm"]
+        held = {n: lab.control(n, "alloc") for n in "xy"}
+        nodes = view["vnets"]["1"]["nodes"]
+        want = {str(int(held[n]["node_id"], 16)): held[n]["aggregates"]["blue"]["aggregate"]
+                for n in "xy"}
+        return view["state"] == "ACTIVE" and {k: x["aggregate"] for k, x in nodes.items()} == want
+    wait_for(rebuilt, 20, "the restarted VBM to rebuild its view from the nodes")
+
+
+INJECTOR = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.bind(("e1", 0))
+data = sys.stdin.buffer.read()
+while data:
+    size = int.from_bytes(data[:4], "big")
+    s.send(data[4:4 + size])
+    data = data[4 + size:]
+"""
+
+
+def test_spoofed_and_malformed_control_messages_are_refused_and_counted(make_lab):
+    lab = make_lab(topology())
+    wait_vbm(lab)
+    info = vlink_add(lab, "blue", "dyn0", "2Mbit", "20Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    x, y = (bytes.fromhex(lab.mac(n, "e1").replace(":", "")) for n in ("x", "y"))
+    tag = wire.VlanTag(10, 0)
+
+    def ctl(msg):
+        return wire.pack_eth(y, x, 0, msg.pack(), tag)
+
+    n = 5
+    frames = []
+    for i in range(n):
+        seq = 1_000_000 + 10 * i
+        frames += [
+            wire.pack_eth(y, x, 0, b"\x07garbage" * 4, tag),                          # garbage
+            ctl(m.RateRequest(node=1, incarnation=2, seq=seq, vli=3333, rate=M)),     # unknown
+            ctl(m.RateRequest(node=1, incarnation=2, seq=seq + 1, vli=info["out_vli"],
+                              rate=10**9)),                                           # > max
+            ctl(m.RateReply(node=1, incarnation=2, seq=seq + 2, vli=info["out_vli"],
+                            rate=10**9)),                                             # bad seq
+            ctl(m.VlinkTeardown(node=1, incarnation=2, seq=seq + 3, vli=4444)),       # unknown
+        ]
+    before = lab.control("y")
+    pinger = lab.popen("x", ["ping", "-n", "-c", "30", "-i", "0.05", "10.7.0.2"], vnet="blue",
+                       stdout=subprocess.PIPE, text=True)
+    blob = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+    r = lab.exec("x", ["python3", "-c", INJECTOR], input=blob, text=False)
+    assert r.returncode == 0, r.stderr
+    out, _ = pinger.communicate(timeout=30)
+    assert " 0% packet loss" in out, out
+    time.sleep(0.5)
+    after = lab.control("y")
+    c0, c1 = before["control"], after["control"]
+
+    def delta(key):
+        return c1.get(key, 0) - c0.get(key, 0)
+    assert after["drops"]["control"] - before["drops"]["control"] == n      # garbage
+    assert delta("malformed") == n
+    assert delta("unknown_vlink") == 2 * n
+    assert delta("above_max") == n
+    assert delta("bad_seq") == n
+    yin = next(i for i in lab.control("y", "alloc")["inputs"] if i["vli"] == info["out_vli"])
+    assert yin["current"] <= yin["max"]
+    assert all(v is None for v in lab.alive().values())
+
+
+def test_kernel_htb_shaping_follows_the_granted_rate(make_lab):
+    lab = make_lab(topology(lan="100Mbit", tm=TM + "kernel_shaping = true\n"))
+    wait_vbm(lab)
+    info = vlink_add(lab, "blue", "dyn0", "4Mbit", "24Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    wait_for(lambda: next(v for v in lab.control("x")["virtual_links"]
+                          if v["vli"] == info["out_vli"] and v["direction"] == "out")["shaper"]
+             == "kernel", 5, "the kernel shaper to take over")
+    rates, samples = run_flow(lab, "blue", "10.7.0.2", 5601, 12,
+                              lambda: out_link(lab, "x", "blue")["current"])
+    granted = out_link(lab, "x", "blue")["current"]
+    measured = sum(rates[-4:]) / 4
+    tc = lab.exec("x", ["tc", "-s", "class", "show", "dev", "e1"]).stdout
+    print(f"granted {granted / M} Mbit/s, measured {[round(r / M, 1) for r in rates]}\n{tc}")
+    assert granted == 24 * M, samples
+    assert abs(measured - granted) <= 0.15 * granted, (measured, granted)
+    assert "class htb 1:2" in tc and "rate 24Mbit" in tc
+    r = vnetctl(lab, "x", "vlink", "del", "blue", "dyn0")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: "class htb 1:2" not in
+             lab.exec("x", ["tc", "class", "show", "dev", "e1"]).stdout, 5, "class removal")
+    lab.stop()
+    assert lab.daemon_exit == {"x": 0, "y": 0, "v": 0}, lab.daemon_exit
+    for node in "xyv":
+        assert "Traceback" not in lab.log_path(node).read_text(), lab.log_tail(node, 40)
+
+
+def _static(name, peer, in_vli, out_vli, octet):
+    return f"""
+[[node]]
+name = "{name}"
+[node.router]
+[node.router.tm]
+idle_interval = 3
+tick = 0.2
+[[node.router.substrate_link]]
+id = "p"
+kind = "p2p"
+interface = "e0"
+peer_mac = "{{mac:{peer}:e0}}"
+vlan = 10
+[[node.router.vnet]]
+name = "blue"
+id = 1
+[[node.router.interface]]
+vnet = "blue"
+name = "blue0"
+substrate_link = "p"
+in_vli = {in_vli}
+out_vli = {out_vli}
+rate = {{ min = "3Mbit", max = "15Mbit" }}
+in_rate = {{ min = "3Mbit", max = "15Mbit" }}
+addresses = ["10.0.0.{octet}/24"]
+"""
+
+
+def test_static_managed_link_without_vbm_follows_demand(make_lab):
+    lab = make_lab('[[link]]\na = "x:e0"\nb = "y:e0"\n' + _static("x", "y", 11, 10, 1)
+                   + _static("y", "x", 10, 11, 2))
+    assert out_link(lab, "x", "blue")["current"] == 3 * M          # starts at its minimum
+    rates, samples = run_flow(lab, "blue", "10.0.0.2", 5701, 8,
+                              lambda: out_link(lab, "x", "blue")["current"])
+    print("static", [round(r / M, 1) for r in rates], samples)
+    assert max(samples) == 15 * M
+    assert abs(sum(rates[-3:]) / 3 - 15 * M) <= 0.15 * 15 * M
+    wait_for(lambda: out_link(lab, "x", "blue")["current"] == 3 * M, 15, "idle fall-back")

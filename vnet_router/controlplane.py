@@ -1,0 +1,524 @@
+"""The control plane of a running node: the control protocol, TM and VBM bound to the datapath.
+
+Work is split like this:
+
+* the datapath hands every VLI 0 frame to :meth:`ControlPlane.on_control` (a callback; a frame
+  that does not decode is refused and the datapath counts it as the ``control`` drop) and sends
+  our messages with ``Datapath.send_control``;
+* ``ctlproto`` numbers, retries and deduplicates; ``tm``/``vbm`` decide rates; this module
+  maps their opaque peers to (substrate link, MAC), their keys to the virtual link table, and
+  makes the meters follow (``Datapath.set_rate``);
+* dynamic virtual links (``vnetctl vlink add``): the node asking is upstream of the link it
+  will send on; it allocates its own input VLI (the reverse direction) and a TAP, sends
+  VLINK_SETUP; the downstream node allocates its input VLI, creates its TAP and answers with
+  the VLI.  TAPs are created through netlink in a worker thread (``Ports.create``: pyroute2
+  cannot run inside the daemon's event loop); the datapath takes them in one loop step
+  (``Datapath.reconfigure``), like a reload.  A reload keeps them (``Tables.dynamic``,
+  ``Ports.dynamic``) and tells the control plane (:meth:`ControlPlane.reconfigured`).
+
+Peers are ``(substrate link id, MAC bytes | None)``.  Timers run on the event loop every
+``[tm].tick`` seconds.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+import zlib
+from dataclasses import dataclass, replace
+
+from . import wire
+from .config import LogicalInterface, NodeConfig, Rate, _IFNAME
+from .ctlproto import messages as m
+from .ctlproto.fsm import VlinkFSM, VlinkState
+from .ctlproto.transport import Requester, Responder
+from .kshaping import KernelShaping
+from .tables import IN, OUT
+from .tm import TrafficManager
+from .units import parse_rate
+from .vbm import VBM
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Dynamic:
+    """A run-time logical interface = virtual link pair made by the control protocol."""
+
+    vnet: str
+    name: str
+    link: str
+    peer: tuple
+    in_vli: int
+    out_vli: int
+    min: int
+    max: int
+    upstream: bool            # we asked for it
+    fsm: VlinkFSM
+
+
+class ControlPlane:
+    def __init__(self, cfg: NodeConfig, tables, dp, ports, loop, *, clock=time.monotonic,
+                 rng: random.Random | None = None):
+        self.cfg, self.tables, self.dp, self.ports, self.loop = cfg, tables, dp, ports, loop
+        self.clock = clock
+        self.rng = rng or random.Random()
+        tm_cfg = cfg.tm
+        self.tick_every = tm_cfg.tick if tm_cfg else 0.25
+        self.hello_every = tm_cfg.hello_interval if tm_cfg else 1.0
+        macs = b"".join(sorted(f.mac for f in tables.facts.values()))
+        self.node_id = zlib.crc32(cfg.node.name.encode() + macs) & 0x7FFFFFFF
+        self.incarnation = self.rng.getrandbits(32)
+        self.counters: dict[str, int] = {}
+        # control messages by (type, outcome): sent, send_error, no_link, received, malformed,
+        # error (the handler failed); what the protocol then did is in ``counters``
+        self.messages: dict[tuple[str, str], int] = {}
+        self.req = Requester(self._send, clock, node=self.node_id, incarnation=self.incarnation,
+                             seq_start=self.rng.getrandbits(32), rng=self.rng,
+                             counters=self.counters)
+        self.resp = Responder(self._send, clock, node=self.node_id,
+                              incarnation=self.incarnation, counters=self.counters)
+        self.vnet_ids = {v.name: v.id for v in cfg.vnets}
+        self.vnet_names = {v.id: v.name for v in cfg.vnets}
+        capacity = 0
+        if tm_cfg and tm_cfg.vbm_link:
+            capacity = cfg.link(tm_cfg.vbm_link).capacity or 0
+        self.tm = TrafficManager(
+            self.req, clock, idle_interval=tm_cfg.idle_interval if tm_cfg else 10.0,
+            report_interval=tm_cfg.report_interval if tm_cfg else 5.0, capacity=capacity,
+            hold=max(0.5, 2 * self.tick_every), bounded=bool(tm_cfg and tm_cfg.vbm_link),
+            on_rate=self._on_rate, counters=self.counters)
+        self.vbm = None
+        if cfg.vbm is not None:
+            self.vbm = VBM(clock, lan_capacity=cfg.vbm.capacity,
+                           rebuild_time=cfg.vbm.rebuild_time, counters=self.counters)
+            for s in cfg.vbm.shares:
+                self.vbm.admit(s.vnet, s.share)
+        self.kshaping = KernelShaping(dp, loop) if tm_cfg and tm_cfg.kernel_shaping else None
+        self.neighbours: dict[tuple, dict] = {}
+        self.dynamic: dict[tuple[str, str], Dynamic] = {}
+        self.reserved: set[tuple[str, int]] = set()
+        self.in_progress: set[tuple] = set()
+        self._obs: dict[tuple, tuple] = {}
+        self._last_hello = -1e9
+        self._timer = None
+        self._tasks: set = set()
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self):
+        self.dp.on_control = self.on_control
+        self._manage(self._static(self.cfg))
+        self._timer = self.loop.call_soon(self._tick)
+        log.info("control plane: node id %08x incarnation %08x%s", self.node_id,
+                 self.incarnation, f", VBM on {self.cfg.vbm.link}" if self.vbm else "")
+
+    @staticmethod
+    def _static(cfg: NodeConfig) -> dict:
+        """Static managed virtual links of p2p substrate links:
+        (direction, peer, VLI) -> (vNet id, min, max)."""
+        vids = {v.name: v.id for v in cfg.vnets}
+        out = {}
+        for li in cfg.interfaces:
+            link = cfg.link(li.substrate_link)
+            if link.kind != "p2p":
+                continue
+            peer = (link.id, link.peer_mac)
+            if li.rate.managed:
+                out[("out", peer, li.out_vli)] = (vids[li.vnet], li.rate.min, li.rate.max)
+            if li.in_rate.managed:
+                out[("in", peer, li.in_vli)] = (vids[li.vnet], li.in_rate.min, li.in_rate.max)
+        return out
+
+    def _manage(self, links: dict):
+        start_at = self.cfg.tm.start_at if self.cfg.tm else "min"
+        for (direction, peer, vli), (vid, lo, hi) in links.items():
+            add = self.tm.add_output if direction == "out" else self.tm.add_input
+            add(peer, vli, vid, lo, hi, lo if start_at == "min" else hi)
+
+    def reconfigured(self, cfg: NodeConfig):
+        """A reload swapped in ``cfg`` (same ``[tm]``/``[vbm]``): follow its vNets and its
+        static managed virtual links (new ones are managed, removed ones forgotten, changed
+        bounds start over)."""
+        old, new = self._static(self.cfg), self._static(cfg)
+        self.cfg = cfg
+        self.vnet_ids = {v.name: v.id for v in cfg.vnets}
+        self.vnet_names = {v.id: v.name for v in cfg.vnets}
+        for key in [k for k in old if old[k] != new.get(k)]:
+            direction, peer, vli = key
+            (self.tm.remove_output if direction == "out" else self.tm.remove_input)((peer, vli))
+            self._obs.pop((peer, vli), None)
+        self._manage({k: b for k, b in new.items() if old.get(k) != b})
+
+    async def close(self):
+        if self._timer is not None:
+            self._timer.cancel()
+        self.dp.on_control = None
+        for t in list(self._tasks):
+            t.cancel()
+        if self.kshaping is not None:
+            try:
+                await self.kshaping.close()
+            except Exception:
+                log.exception("removing the HTB qdiscs failed")
+
+    def _spawn(self, coro):
+        t = self.loop.create_task(coro)
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+        return t
+
+    # -- sending and receiving ---------------------------------------------------------------
+
+    def _count(self, name):
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _message(self, kind: str, outcome: str):
+        key = (kind, outcome)
+        self.messages[key] = self.messages.get(key, 0) + 1
+
+    def _send(self, peer, msg: m.Message):
+        link_id, mac = peer
+        kind = msg.TYPE.name.lower()
+        ctx = self.dp.snap.links.get(link_id)
+        if ctx is None:
+            self._message(kind, "no_link")
+            return
+        self._count(f"tx_{kind}")
+        sent = self.dp.send_control(ctx, msg.pack(), mac if ctx.kind == "multiaccess" else None)
+        self._message(kind, "sent" if sent else "send_error")
+
+    def on_control(self, ctx, view, start, length) -> bool:
+        """A VLI 0 frame arrived on substrate link ``ctx``.  False = malformed (dropped)."""
+        try:
+            msg = m.decode(view[start:start + length])
+        except m.ControlDecodeError:
+            self._count("malformed")
+            self._message("unknown", "malformed")
+            return False
+        src = bytes(view[6:12]) if ctx.kind != "udp" else None
+        if src is not None and src == ctx.local_mac:
+            return True
+        peer = (ctx.id, src)
+        kind = msg.TYPE.name.lower()
+        self._count(f"rx_{kind}")
+        self._message(kind, "received")
+        try:
+            if isinstance(msg, m.Hello):
+                self._hello(peer, msg)
+            elif msg.IS_REPLY:
+                self.req.on_reply(peer, msg)
+            else:
+                self.resp.handle(peer, msg, self._execute)
+        except Exception:              # a bug must not stop forwarding
+            log.exception("control message %s from %s failed", msg.TYPE.name, _peer_str(peer))
+            self._count("errors")
+            self._message(kind, "error")
+        return True
+
+    def _hello(self, peer, msg: m.Hello):
+        old = self.neighbours.get(peer)
+        self.neighbours[peer] = {"name": msg.name, "role": msg.role.name, "node": msg.node,
+                                 "incarnation": msg.incarnation, "seen": self.clock()}
+        if msg.role == m.Role.VBM and self.cfg.tm and peer[0] == self.cfg.tm.vbm_link:
+            if self.tm.vbm_peer != peer or old is None or old["incarnation"] != msg.incarnation:
+                log.info("VBM at %s (incarnation %08x)", _peer_str(peer), msg.incarnation)
+                self.tm.vbm_peer = peer
+                for agg in self.tm.aggregates.values():
+                    agg.last_report = -1e9          # report at once: a new VBM rebuilds
+        if old is None:
+            log.info("neighbour %s on %s: %s", msg.name, _peer_str(peer), msg.role.name)
+
+    def _execute(self, peer, msg):
+        if isinstance(msg, (m.RateRequest, m.RateNotify)):
+            return self.tm.handle(peer, msg)
+        if isinstance(msg, m.AggRequest):
+            if self.vbm is None or peer[0] != self.cfg.vbm.link:
+                self._count("not_vbm")
+                return m.AggAssign(status=m.Status.BAD_REQUEST, vnet=msg.vnet, rate=msg.current)
+            return self.vbm.handle(peer, msg)
+        if isinstance(msg, m.VlinkSetup):
+            return self._setup_request(peer, msg)
+        if isinstance(msg, m.VlinkTeardown):
+            return self._teardown_request(peer, msg)
+        if isinstance(msg, (m.Join, m.Leave)):
+            ok = msg.vnet in self.vnet_names
+            return m.Ack(status=m.Status.OK if ok else m.Status.UNKNOWN_VNET)
+        self._count("unexpected")
+        return None
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _tick(self):
+        now = self.clock()
+        try:
+            self.req.tick(now)
+            self._observe(now)
+            self.tm.tick(now)
+            if self.vbm is not None:
+                self.vbm.tick(now)
+            if now - self._last_hello >= self.hello_every:
+                self._last_hello = now
+                self._hellos()
+        except Exception:
+            log.exception("control plane tick failed")
+        self._timer = self.loop.call_later(self.tick_every, self._tick)
+
+    def _hellos(self):
+        for s in self.cfg.substrate_links:
+            role = m.Role.VBM if self.vbm is not None and s.id == self.cfg.vbm.link \
+                else m.Role.NODE
+            peer = (s.id, s.peer_mac if s.kind == "p2p" else None)
+            self._send(peer, m.Hello(node=self.node_id, incarnation=self.incarnation,
+                                     role=role, capacity=s.capacity or 0,
+                                     name=self.cfg.node.name[:m.MAX_NAME]))
+
+    def _observe(self, now):
+        """Demand of the managed output virtual links, from the datapath's counters."""
+        for key, out in self.tm.outputs.items():
+            v = self.tables.vlinks.get((key[0][0], key[1], OUT))
+            if v is None:
+                continue
+            qfull = v.drops.get("queue_full", 0) + v.drops.get("send_error", 0)
+            last = self._obs.get(key)
+            self._obs[key] = (now, v.packets, v.bytes, qfull)
+            if last is None or now <= last[0]:
+                continue
+            dt = now - last[0]
+            packets, nbytes, dropped = v.packets - last[1], v.bytes - last[2], qfull - last[3]
+            depth = getattr(v.meter, "depth", 0)
+            cur = out.current
+            measured = nbytes * 8 / dt
+            if dropped > 0 or depth > 2 or (cur and measured >= 0.85 * cur):
+                want = min(out.max, max(2 * cur, cur + 1_000_000))
+                self.tm.set_demand(key, want, active=True)
+            elif packets > 0 or depth:
+                self.tm.set_demand(key, cur, active=True)
+            else:
+                self.tm.set_demand(key, None, active=False)
+
+    def _on_rate(self, direction, key, rate):
+        (link_id, _mac), vli = key
+        v = self.tables.vlinks.get((link_id, vli, IN if direction == "in" else OUT))
+        if v is None:
+            return
+        v.rate = replace(v.rate, cur=rate)
+        self.dp.set_rate(v)
+        if self.kshaping is not None and v.direction == OUT:
+            self._spawn(self.kshaping.set_rate(v, rate))
+        log.debug("rate %s %s:%d -> %d bit/s", direction, link_id, vli, rate)
+
+    # -- dynamic virtual links ---------------------------------------------------------------
+
+    def _free_vli(self, link_id: str) -> int:
+        base = self.cfg.tm.dynamic_vli_base if self.cfg.tm else 1024
+        for vli in range(base, wire.VLI_RESERVED):
+            if self.tables.vli_free(link_id, vli) and (link_id, vli) not in self.reserved:
+                return vli
+        raise ValueError(f"no free VLI on substrate link {link_id!r}")
+
+    async def _install(self, d: Dynamic, addresses=()) -> None:
+        rate = Rate(d.min, d.max, cur=d.min)
+        li = LogicalInterface(vnet=d.vnet, name=d.name, substrate_link=d.link, in_vli=d.in_vli,
+                              out_vli=d.out_vli, rate=rate, in_rate=rate,
+                              addresses=tuple(addresses))
+        ctx = self.dp.snap.links[d.link]
+        tap = await self.loop.run_in_executor(None, self.ports.create, self.cfg, li, ctx)
+        try:
+            self.tables.add_interface(li)
+        except ValueError:
+            tap.close()
+            raise
+        self.ports.adopt(self.cfg, li, tap)
+        if ctx.kind == "multiaccess":       # unicast to the peer, never flooded to the LAN
+            self.tables.output_vlink(d.link, d.out_vli).dst = d.peer[1]
+        self.dp.reconfigure({(d.vnet, d.name): tap.fd}, [])
+        vid = self.vnet_ids[d.vnet]
+        self.tm.add_input(d.peer, d.in_vli, vid, d.min, d.max)
+        self.tm.add_output(d.peer, d.out_vli, vid, d.min, d.max)
+        self.dynamic[(d.vnet, d.name)] = d
+
+    def _uninstall(self, d: Dynamic):
+        self.dynamic.pop((d.vnet, d.name), None)
+        v = self.tables.vlinks.get((d.link, d.out_vli, OUT))
+        if v is not None and self.kshaping is not None:
+            self._spawn(self.kshaping.remove(v))
+        self.tm.remove_input((d.peer, d.in_vli))
+        self.tm.remove_output((d.peer, d.out_vli))
+        self.tables.remove_interface(d.vnet, d.name)
+        self.dp.reconfigure({}, [(d.vnet, d.name)])
+        self.ports.remove(self.cfg, d.vnet, d.name)   # closing the TAP deletes it: no netlink
+
+    def _peer_for(self, link_id: str, peer_name: str | None):
+        s = self.cfg.link(link_id)
+        if s.kind == "p2p":
+            return (s.id, s.peer_mac)
+        if s.kind == "udp":
+            return (s.id, None)
+        for peer, n in self.neighbours.items():
+            if peer[0] == link_id and n["name"] == peer_name:
+                return peer
+        raise LookupError(f"no neighbour {peer_name!r} heard on multiaccess link {link_id!r} "
+                          f"(known: {', '.join(n['name'] for p, n in self.neighbours.items() if p[0] == link_id) or 'none'})")
+
+    async def vlink_add(self, link: str, vnet: str, name: str, min, max, addresses=(),
+                        peer: str | None = None) -> dict:
+        """``vnetctl vlink add``: set up a virtual link pair with the neighbour on ``link``."""
+        if link not in {s.id for s in self.cfg.substrate_links}:
+            raise LookupError(f"unknown substrate link {link!r}")
+        if vnet not in self.vnet_ids:
+            raise LookupError(f"unknown vNet {vnet!r}")
+        if not _IFNAME.match(name) or len(name) > m.MAX_NAME:
+            raise ValueError(f"bad interface name {name!r}")
+        if any((li.vnet, li.name) == (vnet, name) for li in self.tables.interfaces):
+            raise ValueError(f"interface {name!r} already exists in vNet {vnet!r}")
+        lo, hi = parse_rate(min), parse_rate(max)
+        if lo > hi or hi <= 0:
+            raise ValueError(f"min {lo} above max {hi}")
+        to = self._peer_for(link, peer)
+        r = self._free_vli(link)
+        self.reserved.add((link, r))
+        fut = self.loop.create_future()
+        try:
+            self.req.request(to, m.VlinkSetup(vnet=self.vnet_ids[vnet], reverse_vli=r, min=lo,
+                                              max=hi, name=name),
+                             lambda reply: fut.done() or fut.set_result(reply))
+            reply = await fut
+            fsm = VlinkFSM(VlinkState.SETTING_UP)
+            if reply is None:
+                fsm.fire("timeout")
+                raise TimeoutError(f"no answer to VLINK_SETUP from {_peer_str(to)}")
+            if reply.status != m.Status.OK:
+                fsm.fire("refused")
+                raise ValueError(f"downstream refused the virtual link: {reply.status.name}")
+            if (link, reply.vli, OUT) in self.tables.vlinks:
+                fsm.fire("refused")
+                raise ValueError(f"downstream chose VLI {reply.vli}, already used here")
+            d = Dynamic(vnet, name, link, to, r, reply.vli, lo, hi, True, fsm)
+            await self._install(d, addresses)
+            fsm.fire("accepted")
+        finally:
+            self.reserved.discard((link, r))
+        log.info("virtual link %s/%s up on %s: in VLI %d (ours), out VLI %d (chosen by %s)",
+                 vnet, name, link, r, reply.vli, _peer_str(to))
+        return self._dyn_view(d)
+
+    def _setup_request(self, peer, msg: m.VlinkSetup):
+        link_id = peer[0]
+        vnet = self.vnet_names.get(msg.vnet)
+        if vnet is None:
+            self._count("unknown_vnet")
+            return m.VlinkSetupReply(status=m.Status.UNKNOWN_VNET)
+        d = self.dynamic.get((vnet, msg.name))
+        if d is not None:
+            if d.peer == peer and d.out_vli == msg.reverse_vli:
+                return m.VlinkSetupReply(status=m.Status.OK, vli=d.in_vli)    # idempotent
+            return m.VlinkSetupReply(status=m.Status.NO_VLI)
+        if not msg.name or not _IFNAME.match(msg.name) or msg.max == 0 or msg.min > msg.max \
+                or not 1 <= msg.reverse_vli < wire.VLI_RESERVED \
+                or (link_id, msg.reverse_vli, OUT) in self.tables.vlinks \
+                or any((li.vnet, li.name) == (vnet, msg.name) for li in self.tables.interfaces):
+            self._count("bad_setup")
+            return m.VlinkSetupReply(status=m.Status.BAD_REQUEST)
+        key = (peer, msg.node, msg.incarnation, msg.seq)
+        if key in self.in_progress:
+            return None
+        self.in_progress.add(key)
+        vli = self._free_vli(link_id)
+        self.reserved.add((link_id, vli))
+        d = Dynamic(vnet, msg.name, link_id, peer, vli, msg.reverse_vli, msg.min, msg.max,
+                    False, VlinkFSM(VlinkState.UP))
+
+        async def work():
+            try:
+                await self._install(d)
+                reply = m.VlinkSetupReply(status=m.Status.OK, vli=vli)
+                log.info("virtual link %s/%s up on %s: in VLI %d (chosen here), out VLI %d",
+                         vnet, msg.name, link_id, vli, msg.reverse_vli)
+            except Exception as e:
+                log.error("virtual link %s/%s: set-up failed: %s", vnet, msg.name, e)
+                reply = m.VlinkSetupReply(status=m.Status.BAD_REQUEST)
+            finally:
+                self.in_progress.discard(key)
+                self.reserved.discard((link_id, vli))
+            self.resp.complete(peer, msg, reply)
+
+        self._spawn(work())
+        return None
+
+    async def vlink_del(self, vnet: str, name: str) -> dict:
+        d = self.dynamic.get((vnet, name))
+        if d is None:
+            raise LookupError(f"no dynamic virtual link {vnet}/{name}")
+        self._uninstall(d)
+        d.fsm.fire("teardown")
+        fut = self.loop.create_future()
+        self.req.request(d.peer, m.VlinkTeardown(vli=d.out_vli, reverse_vli=d.in_vli),
+                         lambda reply: fut.done() or fut.set_result(reply))
+        reply = await fut
+        d.fsm.fire("acked" if reply is not None else "timeout")
+        log.info("virtual link %s/%s on %s torn down (peer %s)", vnet, name, d.link,
+                 "acked" if reply is not None else "did not answer")
+        return {**self._dyn_view(d), "peer_acked": reply is not None and
+                reply.status == m.Status.OK}
+
+    def _teardown_request(self, peer, msg: m.VlinkTeardown):
+        for d in list(self.dynamic.values()):
+            if d.peer == peer and d.in_vli == msg.vli and d.out_vli == msg.reverse_vli:
+                self._uninstall(d)
+                d.fsm.fire("remote_teardown")
+                log.info("virtual link %s/%s on %s torn down by %s", d.vnet, d.name, d.link,
+                         _peer_str(peer))
+                return m.Ack(status=m.Status.OK)
+        self._count("unknown_vlink")
+        return m.Ack(status=m.Status.UNKNOWN_VLINK)
+
+    # -- views -------------------------------------------------------------------------------
+
+    def _dyn_view(self, d: Dynamic) -> dict:
+        return {"vnet": d.vnet, "name": d.name, "substrate_link": d.link,
+                "peer": _peer_str(d.peer), "in_vli": d.in_vli, "out_vli": d.out_vli,
+                "min": d.min, "max": d.max, "upstream": d.upstream, "state": d.fsm.state.name}
+
+    def status(self) -> dict:
+        """``status()['control']``: the protocol's counters (flat, by event), plus
+        ``messages`` (type -> outcome -> count) and ``allocations`` (as ``alloc``)."""
+        messages: dict[str, dict[str, int]] = {}
+        for (kind, outcome), n in sorted(self.messages.items()):
+            messages.setdefault(kind, {})[outcome] = n
+        return {**dict(sorted(self.counters.items())), "messages": messages,
+                "allocations": self.allocations()}
+
+    def allocations(self) -> dict:
+        tm = self.tm
+        outs = []
+        for (peer, vli), o in sorted(tm.outputs.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
+            outs.append({"substrate_link": peer[0], "peer": _peer_str(peer), "vli": vli,
+                         "vnet": self.vnet_names.get(o.vnet, str(o.vnet)), "min": o.min,
+                         "current": o.current, "max": o.max, "demand": o.want,
+                         "state": o.state.name})
+        ins = []
+        for (peer, vli), i in sorted(tm.inputs.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
+            ins.append({"substrate_link": peer[0], "peer": _peer_str(peer), "vli": vli,
+                        "vnet": self.vnet_names.get(i.vnet, str(i.vnet)), "min": i.min,
+                        "current": i.current, "max": i.max})
+        aggs = {self.vnet_names.get(v, str(v)): {"aggregate": a.rate, "used": tm.input_sum(v),
+                                                   "minimum": tm.input_min_sum(v)}
+                for v, a in sorted(tm.aggregates.items())}
+        return {
+            "node": self.cfg.node.name, "node_id": f"{self.node_id:08x}",
+            "vbm_peer": _peer_str(tm.vbm_peer) if tm.vbm_peer else None,
+            "outputs": outs, "inputs": ins, "aggregates": aggs,
+            "dynamic": [self._dyn_view(d) for d in self.dynamic.values()],
+            "neighbours": [{"peer": _peer_str(p), **{k: v for k, v in n.items() if k != "seen"}}
+                           for p, n in self.neighbours.items()],
+            "vbm": self.vbm.view() if self.vbm is not None else None,
+            "kernel_shaping": self.kshaping.rates() if self.kshaping is not None else None,
+            "counters": dict(sorted(self.counters.items())),
+        }
+
+
+def _peer_str(peer) -> str:
+    link_id, mac = peer
+    return f"{link_id}/{wire.mac_to_str(mac)}" if mac else str(link_id)
+

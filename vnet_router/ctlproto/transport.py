@@ -1,0 +1,179 @@
+"""Reliable requests over a lossy control channel: sequence numbers, retry, time-out, dedup.
+
+No I/O here.  The owner injects ``send(peer, message)`` and a ``clock``; it calls ``tick()``
+from a timer (the daemon) or a simulation step, and routes every received reply to
+``Requester.on_reply`` and every received request to ``Responder.handle``.
+
+* ``Requester``: numbers requests (starting from an injected value), resends a request with
+  exponential backoff and jitter (injected ``random``), and after ``tries`` attempts calls its
+  callback with ``None`` (time-out: the caller falls back to a safe state).  A reply whose
+  (peer, seq) matches nothing outstanding is refused and counted (``bad_seq``).
+* ``Responder``: remembers the reply to each (peer, incarnation, seq) for ``window`` seconds,
+  so a retried request gets the same reply without being executed twice (idempotent).  A
+  request more than ``REPLAY_WINDOW`` behind the newest seen from that peer incarnation (and
+  not in the cache) is refused and counted (``bad_seq``).  A new incarnation of a peer resets its state.
+
+Peers are opaque hashable ids (the daemon uses (substrate link, MAC); the simulation ints).
+"""
+from __future__ import annotations
+
+import random as _random
+from dataclasses import replace
+
+from .fsm import PendingFSM, PendingState
+from .messages import Message
+
+SEQ_MOD = 1 << 32
+REPLAY_WINDOW = 1024       # requests may overtake each other by this many
+
+
+def seq_newer(a: int, b: int) -> bool:
+    """Serial-number arithmetic: is ``a`` after ``b`` (mod 2**32)?"""
+    return a != b and ((a - b) % SEQ_MOD) < (SEQ_MOD // 2)
+
+
+class Pending(PendingFSM):
+    __slots__ = ("peer", "msg", "callback", "tries", "due", "backoff")
+
+    def __init__(self, peer, msg, callback, due, backoff):
+        super().__init__(PendingState.WAITING)
+        self.peer, self.msg, self.callback = peer, msg, callback
+        self.tries, self.due, self.backoff = 1, due, backoff
+
+
+class Requester:
+    def __init__(self, send, clock, *, node: int, incarnation: int, seq_start: int = 1,
+                 rng: _random.Random | None = None, initial: float = 0.2, factor: float = 2.0,
+                 max_backoff: float = 2.0, tries: int = 5, counters: dict | None = None):
+        self.send, self.clock = send, clock
+        self.node, self.incarnation = node, incarnation
+        self.seq = seq_start % SEQ_MOD
+        self.rng = rng or _random.Random()
+        self.initial, self.factor, self.max_backoff, self.tries = initial, factor, max_backoff, tries
+        self.pending: dict[tuple, Pending] = {}
+        self.counters = counters if counters is not None else {}
+
+    def _count(self, name):
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def next_seq(self) -> int:
+        self.seq = (self.seq + 1) % SEQ_MOD or 1
+        return self.seq
+
+    def request(self, peer, msg: Message, callback) -> int:
+        """Send ``msg`` (a request) to ``peer``; ``callback(reply | None)`` exactly once."""
+        seq = self.next_seq()
+        msg = replace(msg, node=self.node, incarnation=self.incarnation, seq=seq)
+        p = Pending(peer, msg, callback, self.clock() + self._jitter(self.initial), self.initial)
+        self.pending[(peer, seq)] = p
+        self.send(peer, msg)
+        self._count("requests")
+        return seq
+
+    def _jitter(self, t: float) -> float:
+        return t * (0.75 + 0.5 * self.rng.random())
+
+    def on_reply(self, peer, msg: Message) -> bool:
+        p = self.pending.pop((peer, msg.seq), None)
+        if p is None or not _matches(p.msg, msg):
+            if p is not None:
+                self.pending[(peer, msg.seq)] = p
+            self._count("bad_seq")
+            return False
+        p.fire("reply")
+        p.callback(msg)
+        return True
+
+    def cancel(self, peer, seq):
+        p = self.pending.pop((peer, seq), None)
+        if p is not None:
+            p.fire("cancel")
+
+    def tick(self, now: float | None = None):
+        now = self.clock() if now is None else now
+        for key, p in list(self.pending.items()):
+            if p.due > now or key not in self.pending:
+                continue
+            if p.tries >= self.tries:
+                del self.pending[key]
+                p.fire("expire")
+                self._count("timeouts")
+                p.callback(None)
+                continue
+            p.fire("retry")
+            p.tries += 1
+            p.backoff = min(p.backoff * self.factor, self.max_backoff)
+            p.due = now + self._jitter(p.backoff)
+            self._count("retries")
+            self.send(p.peer, p.msg)
+
+    def outstanding(self, peer=None) -> int:
+        return sum(1 for (pr, _), _p in self.pending.items() if peer is None or pr == peer)
+
+
+_REPLY_OF = {
+    "VlinkSetup": "VlinkSetupReply", "VlinkTeardown": "Ack", "Join": "Ack", "Leave": "Ack",
+    "RateRequest": "RateReply", "RateNotify": "Ack", "AggRequest": "AggAssign",
+}
+
+
+def _matches(req: Message, reply: Message) -> bool:
+    return _REPLY_OF.get(type(req).__name__) == type(reply).__name__
+
+
+class Responder:
+    """Executes each request once; answers retries from a cache."""
+
+    def __init__(self, send, clock, *, node: int, incarnation: int, window: float = 30.0,
+                 counters: dict | None = None):
+        self.send, self.clock, self.window = send, clock, window
+        self.node, self.incarnation = node, incarnation
+        self.cache: dict[tuple, tuple[float, Message]] = {}
+        self.newest: dict = {}          # peer -> (incarnation, newest seq)
+        self.counters = counters if counters is not None else {}
+        self._last_gc = clock()
+
+    def _count(self, name):
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def handle(self, peer, msg: Message, execute) -> Message | None:
+        """``execute(peer, msg) -> reply`` runs once per (peer, incarnation, seq).  It may
+        return None to defer (then it sees the retries too) and answer with ``complete``."""
+        now = self.clock()
+        if now - self._last_gc > self.window:
+            self._gc(now)
+        key = (peer, msg.node, msg.incarnation, msg.seq)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self._count("duplicates")
+            self.send(peer, hit[1])
+            return hit[1]
+        inc, newest = self.newest.get((peer, msg.node), (None, None))
+        if inc == msg.incarnation and newest is not None:
+            if seq_newer(msg.seq, newest):
+                self.newest[(peer, msg.node)] = (inc, msg.seq)
+            elif (newest - msg.seq) % SEQ_MOD >= REPLAY_WINDOW:
+                self._count("bad_seq")          # far behind: stale or spoofed
+                return None
+        else:
+            self.newest[(peer, msg.node)] = (msg.incarnation, msg.seq)
+        reply = execute(peer, msg)
+        if reply is None:
+            return None
+        reply = replace(reply, node=self.node, incarnation=self.incarnation, seq=msg.seq)
+        self.cache[key] = (now, reply)
+        self.send(peer, reply)
+        return reply
+
+    def complete(self, peer, msg: Message, reply: Message) -> Message:
+        """Answer a request whose ``execute`` returned None (deferred work now done)."""
+        reply = replace(reply, node=self.node, incarnation=self.incarnation, seq=msg.seq)
+        self.cache[(peer, msg.node, msg.incarnation, msg.seq)] = (self.clock(), reply)
+        self.send(peer, reply)
+        return reply
+
+    def _gc(self, now):
+        self._last_gc = now
+        for k, (t, _) in list(self.cache.items()):
+            if now - t > self.window:
+                del self.cache[k]
