@@ -104,7 +104,7 @@ class Bench:
             self.sh(ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
 
     def teardown(self):
-        for p in self.procs:
+        for p in list(self.procs):          # stop() removes from the list
             self.stop(p)
         self.procs.clear()
         for n in netlink.netns_list():

@@ -1,6 +1,7 @@
 """Suite-wide guard: nothing the tests create (namespace, veth, TAP) may outlive the run."""
 import os
 import re
+import time
 import subprocess
 
 import pytest
@@ -30,13 +31,41 @@ def _links() -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
 
 
+_DAEMONS = ("vnet_router.daemon", "vnet_host.daemon", "vnet-router", "vnet-hostd", "trafgen")
+
+
+def _cmdline(pid) -> str:
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _daemon_pids() -> set[int]:
+    """Daemons (and generators) the suite may start, running now."""
+    pids = set()
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            cmd = _cmdline(d)
+            if any(name in cmd for name in _DAEMONS):
+                pids.add(int(d))
+    return pids
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_left_behind():
     if os.geteuid() != 0:
         yield
         return
-    ns_before, links_before = _netns(), _links()
+    ns_before, links_before, daemons_before = _netns(), _links(), _daemon_pids()
     yield
+    for _ in range(50):                 # daemons told to stop may take a moment to exit
+        daemons_left = _daemon_pids() - daemons_before
+        if not daemons_left:
+            break
+        time.sleep(0.1)
+    assert not daemons_left, "daemons left running after the suite: " + ", ".join(
+        f"{p}: {_cmdline(p)[:120]}" for p in sorted(daemons_left))
     ns_left = sorted(n for n in _netns() - ns_before if _ours(n))
     links_left = sorted(_links() - links_before)
     assert not ns_left and not links_left, \
