@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+import topo as t
+
 from vnet_router import wire
 from vnet_router.config import loads
 from vnet_router.lab.lab import Lab
@@ -15,59 +17,13 @@ from vnet_router.tables import IfaceFacts, Tables, classify_eth
 pytestmark = pytest.mark.root
 
 # x and y on one veth (MTU 9000 so oversize frames can reach y; y's substrate MTU is 1500)
-TOPO = """
-[[link]]
-a = "x:e0"
-b = "y:e0"
-mtu = 9000
-
-[[node]]
-name = "x"
-[node.router]
-[[node.router.substrate_link]]
-id = "p"
-kind = "p2p"
-interface = "e0"
-peer_mac = "{mac:y:e0}"
-vlan = 10
-mtu = 1500
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "p"
-in_vli = 100
-out_vli = 101
-addresses = ["10.0.0.1/24"]
-
-[[node]]
-name = "y"
-[node.router]
-[[node.router.substrate_link]]
-id = "p"
-kind = "p2p"
-interface = "e0"
-peer_mac = "{mac:x:e0}"
-vlan = 10
-mtu = 1500
-[[node.router.substrate_link]]
-id = "lan"
-kind = "multiaccess"
-interface = "e0"
-mtu = 1500
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "p"
-in_vli = 101
-out_vli = 100
-addresses = ["10.0.0.2/24"]
-"""
+TOPO = (
+    t.link("x:e0", "y:e0", mtu=9000)
+    + t.node("x", t.p2p("p", "e0", "y:e0", mtu=1500), t.vnet("blue", 1),
+             t.iface("blue", "blue0", "p", 100, 101, addresses=["10.0.0.1/24"]))
+    + t.node("y", t.p2p("p", "e0", "x:e0", mtu=1500), t.multiaccess("lan", "e0", mtu=1500),
+             t.vnet("blue", 1),
+             t.iface("blue", "blue0", "p", 101, 100, addresses=["10.0.0.2/24"])))
 
 INJECTOR = r"""
 import socket, sys

@@ -9,66 +9,30 @@ import time
 import dpkt
 import pytest
 
+import topo as t
+
 pytestmark = pytest.mark.root
 
 HOSTS = ("h1", "h2", "h3")
 
 
 def lan_topology() -> str:
-    parts = ['[[switch]]\nname = "sw"\n']
-    for h in ("r",) + HOSTS:
-        parts.append(f'[[link]]\na = "{h}:e0"\nb = "sw"\n')
-    r = ['[[node]]\nname = "r"\n[node.router]\n']
+    parts = [t.switch_node("sw")] + [t.link(f"{h}:e0", "sw") for h in ("r",) + HOSTS]
+    router = [t.p2p(f"to-{h}", "e0", f"{h}:e0", priority=5) for h in HOSTS]
+    router.append(t.vnet("blue", 1))
+    router += [t.iface("blue", f"t{i}", f"to-{h}", 100, 101) for i, h in enumerate(HOSTS, 1)]
+    commands = [("ip link add br0 type bridge", "blue")]
+    commands += [(f"ip link set dev t{i} master br0", "blue") for i in range(1, 4)]
+    commands += [("ip link set dev br0 up", "blue")]
+    parts.append(t.node("r", *router, commands=commands))
     for i, h in enumerate(HOSTS, 1):
-        r.append(f'[[node.router.substrate_link]]\nid = "to-{h}"\nkind = "p2p"\n'
-                 f'interface = "e0"\npeer_mac = "{{mac:{h}:e0}}"\nvlan = 10\npriority = 5\n')
-    r.append('[[node.router.vnet]]\nname = "blue"\nid = 1\n')
-    for i, h in enumerate(HOSTS, 1):
-        r.append(f'[[node.router.interface]]\nvnet = "blue"\nname = "t{i}"\n'
-                 f'substrate_link = "to-{h}"\nin_vli = 100\nout_vli = 101\n')
-    r.append('[[node.commands]]\nvnet = "blue"\nrun = "ip link add br0 type bridge"\n')
-    for i in range(1, 4):
-        r.append(f'[[node.commands]]\nvnet = "blue"\nrun = "ip link set dev t{i} master br0"\n')
-    r.append('[[node.commands]]\nvnet = "blue"\nrun = "ip link set dev br0 up"\n')
-    parts.append("".join(r))
-    for i, h in enumerate(HOSTS, 1):
-        parts.append(f"""
-[[node]]
-name = "{h}"
-addresses = {{ e0 = ["192.168.77.{i}/24"] }}
-[node.router]
-[[node.router.substrate_link]]
-id = "up"
-kind = "p2p"
-interface = "e0"
-peer_mac = "{{mac:r:e0}}"
-vlan = 10
-priority = 5
-[[node.router.substrate_link]]
-id = "lan"
-kind = "multiaccess"
-interface = "e0"
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.vnet]]
-name = "green"
-id = 2
-[[node.router.interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "up"
-in_vli = 101
-out_vli = 100
-addresses = ["10.0.0.{i}/24"]
-[[node.router.interface]]
-vnet = "green"
-name = "green0"
-substrate_link = "lan"
-in_vli = 200
-addresses = ["10.0.0.{i}/24"]
-""")
-    return "\n".join(parts)
+        parts.append(t.node(
+            h, t.p2p("up", "e0", "r:e0", priority=5), t.multiaccess("lan", "e0"),
+            t.vnet("blue", 1), t.vnet("green", 2),
+            t.iface("blue", "blue0", "up", 101, 100, addresses=[f"10.0.0.{i}/24"]),
+            t.iface("green", "green0", "lan", 200, addresses=[f"10.0.0.{i}/24"]),
+            addresses={"e0": [f"192.168.77.{i}/24"]}))
+    return "".join(parts)
 
 
 @pytest.fixture(params=["fast", "reference"])

@@ -8,40 +8,22 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import topo as t
+
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("prometheus") is None,
                                  reason="Debian's prometheus is not installed (run.sh installs it)")]
 
 
 def _node(name, peer, octet, b_in, b_out):
-    return f"""
-[[node]]
-name = "{name}"
-addresses = {{ e0 = ["192.168.60.{octet}/24"] }}
-[node.router]
-[node.router.node]
-metrics = "0.0.0.0:9477"
-[[node.router.substrate_link]]
-id = "p"
-kind = "p2p"
-interface = "e0"
-peer_mac = "{{mac:{peer}:e0}}"
-vlan = 10
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "p"
-in_vli = {b_in}
-out_vli = {b_out}
-rate = {{ min = "5Mbit", max = "20Mbit" }}
-addresses = ["10.0.0.{octet}/24"]
-"""
+    return t.node(
+        name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1),
+        t.iface("blue", "blue0", "p", b_in, b_out, rate='{ min = "5Mbit", max = "20Mbit" }',
+                addresses=[f"10.0.0.{octet}/24"]),
+        addresses={"e0": [f"192.168.60.{octet}/24"]}, settings='metrics = "0.0.0.0:9477"')
 
 
-TOPO = '[[link]]\na = "x:e0"\nb = "y:e0"\n' + _node("x", "y", 1, 11, 10) + _node("y", "x", 2, 10, 11)
+TOPO = t.link("x:e0", "y:e0") + _node("x", "y", 1, 11, 10) + _node("y", "x", 2, 10, 11)
 
 PROM_CONFIG = """
 global:

@@ -8,89 +8,33 @@ import time
 
 import pytest
 
+import topo as t
+
 pytestmark = pytest.mark.root
 
 
-def _p2p(link_id, ifname, peer, vlan=10, prio=3):
-    return f"""
-[[node.router.substrate_link]]
-id = "{link_id}"
-kind = "p2p"
-interface = "{ifname}"
-peer_mac = "{{mac:{peer}}}"
-vlan = {vlan}
-priority = {prio}
-"""
+def _blue(name, lid, in_vli, out_vli, address):
+    return t.iface("blue", name, lid, in_vli, out_vli, addresses=[address])
 
 
-def _iface(name, link, in_vli, out_vli, address, rate=None):
-    rate = f'rate = "{rate}"\n' if rate else ""
-    return f"""
-[[node.router.interface]]
-vnet = "blue"
-name = "{name}"
-substrate_link = "{link}"
-in_vli = {in_vli}
-out_vli = {out_vli}
-addresses = ["{address}"]
-{rate}"""
-
-
-BLUE = '\n[[node.router.vnet]]\nname = "blue"\nid = 1\n'
-
-PASSTHROUGH = f"""
-[[link]]
-a = "a:e0"
-b = "r1:e0"
-[[link]]
-a = "r1:e1"
-b = "r2:e0"
-[[link]]
-a = "r2:e1"
-b = "b:e0"
-
-[[node]]
-name = "a"
-[node.router]
-{_p2p("up", "e0", "r1:e0")}{BLUE}{_iface("blue0", "up", 101, 100, "10.9.1.2/24")}
-[[node.commands]]
-vnet = "blue"
-run = "ip route add default via 10.9.1.1"
-
-[[node]]
-name = "r1"
-[node.router]
-{_p2p("west", "e0", "a:e0")}{_p2p("east", "e1", "r2:e0", vlan=20)}
-[[node.router.switch]]
-vnet = "blue"
-in_link = "west"
-in_vli = 100
-out_link = "east"
-out_vli = 200
-[[node.router.switch]]
-vnet = "blue"
-in_link = "east"
-in_vli = 201
-out_link = "west"
-out_vli = 101
-
-[[node]]
-name = "r2"
-[node.router]
-{_p2p("west", "e0", "r1:e1", vlan=20)}{_p2p("east", "e1", "b:e0", vlan=30)}{BLUE}
-{_iface("t1", "west", 200, 201, "10.9.1.1/24")}{_iface("t2", "east", 300, 301, "10.9.2.1/24")}
-[[node.commands]]
-vnet = "blue"
-run = "sysctl -qw net.ipv4.ip_forward=1"
-
-[[node]]
-name = "b"
-[node.router]
-{_p2p("up", "e0", "r2:e1", vlan=30)}{BLUE}{_iface("blue0", "up", 301, 300, "10.9.2.2/24")}
-[[node.commands]]
-vnet = "blue"
-run = "ip route add default via 10.9.2.1"
-"""
+PASSTHROUGH = (
+    t.link("a:e0", "r1:e0") + t.link("r1:e1", "r2:e0") + t.link("r2:e1", "b:e0")
+    + t.node("a", t.p2p("up", "e0", "r1:e0", priority=3), t.vnet("blue", 1),
+             _blue("blue0", "up", 101, 100, "10.9.1.2/24"),
+             commands=[("ip route add default via 10.9.1.1", "blue")])
+    # r1 hosts no instance of blue: it only swaps VLIs
+    + t.node("r1", t.p2p("west", "e0", "a:e0", priority=3),
+             t.p2p("east", "e1", "r2:e0", vlan=20, priority=3),
+             t.switch("blue", "west", 100, "east", 200),
+             t.switch("blue", "east", 201, "west", 101))
+    + t.node("r2", t.p2p("west", "e0", "r1:e1", vlan=20, priority=3),
+             t.p2p("east", "e1", "b:e0", vlan=30, priority=3), t.vnet("blue", 1),
+             _blue("t1", "west", 200, 201, "10.9.1.1/24"),
+             _blue("t2", "east", 300, 301, "10.9.2.1/24"),
+             commands=[("sysctl -qw net.ipv4.ip_forward=1", "blue")])
+    + t.node("b", t.p2p("up", "e0", "r2:e1", vlan=30, priority=3), t.vnet("blue", 1),
+             _blue("blue0", "up", 301, 300, "10.9.2.2/24"),
+             commands=[("ip route add default via 10.9.2.1", "blue")]))
 
 
 def _vlinks(lab, node):
@@ -123,49 +67,15 @@ def test_passthrough_ping_and_iperf3(make_lab):
     assert not [n for n in lab.namespaces() if n.startswith(lab.ns("r1-"))]
 
 
-UDP = """
-[[link]]
-a = "x:e0"
-b = "y:e0"
+def _udp_node(name, local, remote, address):
+    return t.node(name, t.udp("tun", f"{local}:4799", f"{remote}:4799"), t.vnet("blue", 1),
+                  t.iface("blue", "blue0", "tun", 7, addresses=[address]),
+                  addresses={"e0": [f"{local}/24"]})
 
-[[node]]
-name = "x"
-addresses = { e0 = ["192.168.50.1/24"] }
-[node.router]
-[[node.router.substrate_link]]
-id = "tun"
-kind = "udp"
-local = "192.168.50.1:4799"
-remote = "192.168.50.2:4799"
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "tun"
-in_vli = 7
-addresses = ["10.0.0.1/24"]
 
-[[node]]
-name = "y"
-addresses = { e0 = ["192.168.50.2/24"] }
-[node.router]
-[[node.router.substrate_link]]
-id = "tun"
-kind = "udp"
-local = "192.168.50.2:4799"
-remote = "192.168.50.1:4799"
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "tun"
-in_vli = 7
-addresses = ["10.0.0.2/24"]
-"""
+UDP = (t.link("x:e0", "y:e0")
+       + _udp_node("x", "192.168.50.1", "192.168.50.2", "10.0.0.1/24")
+       + _udp_node("y", "192.168.50.2", "192.168.50.1", "10.0.0.2/24"))
 
 
 def test_udp_substrate_link_carries_a_vnet(make_lab):

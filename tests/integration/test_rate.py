@@ -5,46 +5,21 @@ import time
 
 import pytest
 
+import topo as t
+
 pytestmark = pytest.mark.root
 
 
 def _node(name, peer, blue_in, blue_out, red_in, red_out, octet):
-    return f"""
-[[node]]
-name = "{name}"
-[node.router]
-[[node.router.substrate_link]]
-id = "p"
-kind = "p2p"
-interface = "e0"
-peer_mac = "{{mac:{peer}:e0}}"
-vlan = 10
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.vnet]]
-name = "red"
-id = 2
-[[node.router.interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "p"
-in_vli = {blue_in}
-out_vli = {blue_out}
-rate = {{ min = "20Mbit", max = "20Mbit" }}
-addresses = ["10.0.0.{octet}/24"]
-[[node.router.interface]]
-vnet = "red"
-name = "red0"
-substrate_link = "p"
-in_vli = {red_in}
-out_vli = {red_out}
-rate = "100Mbit"
-addresses = ["10.0.0.{octet}/24"]
-"""
+    return t.node(
+        name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1), t.vnet("red", 2),
+        t.iface("blue", "blue0", "p", blue_in, blue_out, rate='{ min = "20Mbit", max = "20Mbit" }',
+                addresses=[f"10.0.0.{octet}/24"]),
+        t.iface("red", "red0", "p", red_in, red_out, rate='"100Mbit"',
+                addresses=[f"10.0.0.{octet}/24"]))
 
 
-TOPO = ('[[link]]\na = "x:e0"\nb = "y:e0"\n' + _node("x", "y", 11, 10, 21, 20, 1)
+TOPO = (t.link("x:e0", "y:e0") + _node("x", "y", 11, 10, 21, 20, 1)
         + _node("y", "x", 10, 11, 20, 21, 2))
 
 

@@ -8,45 +8,20 @@ import pytest
 
 from vnet_router.control import ControlError
 
+import topo as t
+
 pytestmark = pytest.mark.root
 
 
 def _node(name, peer, octet, a_in, a_out, c_in, c_out):
-    return f"""
-[[node]]
-name = "{name}"
-[node.router]
-[[node.router.substrate_link]]
-id = "p"
-kind = "p2p"
-interface = "e0"
-peer_mac = "{{mac:{peer}:e0}}"
-vlan = 10
-[[node.router.vnet]]
-name = "blue"
-id = 1
-[[node.router.vnet]]
-name = "red"
-id = 2
-[[node.router.interface]]
-vnet = "blue"
-name = "a0"
-substrate_link = "p"
-in_vli = {a_in}
-out_vli = {a_out}
-addresses = ["10.0.1.{octet}/24"]
-[[node.router.interface]]
-vnet = "red"
-name = "c0"
-substrate_link = "p"
-in_vli = {c_in}
-out_vli = {c_out}
-rate = "10Mbit"
-addresses = ["10.0.3.{octet}/24"]
-"""
+    return t.node(
+        name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1), t.vnet("red", 2),
+        t.iface("blue", "a0", "p", a_in, a_out, addresses=[f"10.0.1.{octet}/24"]),
+        t.iface("red", "c0", "p", c_in, c_out, rate='"10Mbit"',
+                addresses=[f"10.0.3.{octet}/24"]))
 
 
-TOPO = ('[[link]]\na = "x:e0"\nb = "y:e0"\n' + _node("x", "y", 1, 11, 10, 31, 30)
+TOPO = (t.link("x:e0", "y:e0") + _node("x", "y", 1, 11, 10, 31, 30)
         + _node("y", "x", 2, 10, 11, 30, 31))
 
 GREEN = """
