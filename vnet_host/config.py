@@ -12,11 +12,10 @@ from __future__ import annotations
 import copy
 import grp
 import pwd
-import tomllib
 from dataclasses import dataclass, field
 
 from vnet_router import config as rconfig
-from vnet_router.config import ConfigError, NodeConfig
+from vnet_router.config import ConfigError, NodeConfig, read_toml
 from vnet_router.units import parse_size
 
 DEFAULT_SOCKET = "/run/vnet/vnet-hostd.sock"
@@ -50,14 +49,7 @@ class HostConfig:
 
 
 def load(path: str, state: dict | None = None) -> HostConfig:
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "-", "file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "-", f"not valid TOML: {e}") from None
-    return parse(data, path, state)
+    return parse(read_toml(path), path, state)
 
 
 def parse(data: dict, path: str = "<string>", state: dict | None = None) -> HostConfig:

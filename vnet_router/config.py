@@ -166,24 +166,31 @@ class NodeConfig:
         return next(v for v in self.vnets if v.name == name)
 
 
-def load(path: str | Path) -> NodeConfig:
+def read_toml(path: str | Path) -> dict:
+    """The tables of a TOML file; ConfigError naming the file if it is missing or not TOML."""
     path = str(path)
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(path, "-", "file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(path, "-", f"not valid TOML: {e}") from None
-    return parse(data, path)
+
+
+def parse_toml(text: str, path: str = "<string>") -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "-", f"not valid TOML: {e}") from None
+
+
+def load(path: str | Path) -> NodeConfig:
+    return parse(read_toml(path), str(path))
 
 
 def loads(text: str, path: str = "<string>") -> NodeConfig:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "-", f"not valid TOML: {e}") from None
-    return parse(data, path)
+    return parse(parse_toml(text, path), path)
 
 
 class _Section:

@@ -150,23 +150,11 @@ class Topology:
 # -- loading ----------------------------------------------------------------------------------
 
 def load(path: str | Path) -> Topology:
-    path = str(path)
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "-", "file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "-", f"not valid TOML: {e}") from None
-    return parse(data, path)
+    return parse(rconfig.read_toml(path), str(path))
 
 
 def loads(text: str, path: str = "<string>") -> Topology:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "-", f"not valid TOML: {e}") from None
-    return parse(data, path)
+    return parse(rconfig.parse_toml(text, path), path)
 
 
 def derived_mac(owner: str, ifname: str) -> str:
