@@ -26,6 +26,7 @@ name = "{name}"
 [node.router]
 [node.router.node]
 name = "{name}"
+metrics = "127.0.0.1:9477"
 [[node.router.substrate_link]]
 id = "lan"
 kind = "multiaccess"
@@ -124,6 +125,21 @@ def shown_rate(lab, node, vnet, vli):
     return v["rate"]["current"]
 
 
+def metric_rate(lab, node, vnet, vli):
+    """vnet_virtual_link_rate_current_bits_per_second of an output link, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    r = lab.exec(node, ["python3", "-c", "import urllib.request; print(urllib.request.urlopen("
+                        "'http://127.0.0.1:9477/metrics', timeout=5).read().decode())"])
+    assert r.returncode == 0, r.stderr
+    for fam in text_string_to_metric_families(r.stdout):
+        for smp in fam.samples:
+            if (smp.name == "vnet_virtual_link_rate_current_bits_per_second"
+                    and smp.labels.get("vnet") == vnet and smp.labels.get("vli") == str(vli)
+                    and smp.labels.get("direction") == "out"):
+                return smp.value
+    raise AssertionError(f"no current-rate metric for {vnet} VLI {vli} on {node}")
+
+
 def iperf(lab, vnet, dst, port, seconds, out=None):
     server = lab.popen("y", ["iperf3", "-s", "-1", "-B", dst, "-p", str(port)], vnet=vnet,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -218,6 +234,7 @@ def test_demand_raises_rate_to_max_and_idle_link_falls_back(make_lab):
     print(f"idle fall-back after {time.monotonic() - t0:.1f} s")
     vli = out_link(lab, "x", "blue")["vli"]
     assert shown_rate(lab, "x", "blue", vli) == 4 * M
+    assert metric_rate(lab, "x", "blue", vli) == 4 * M          # and in the metrics
     wait_for(lambda: next(i for i in lab.control("y", "alloc")["inputs"])["current"] == 4 * M,
              5, "the downstream input rate to follow")
 
