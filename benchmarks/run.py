@@ -74,9 +74,9 @@ class Latency:
 
 
 class Bench:
-    def __init__(self, seconds: float, progress=print):
+    def __init__(self, seconds: float, progress=print, tag="b"):
         self.seconds = seconds
-        self.prefix = f"vl{os.getpid()}b-"
+        self.prefix = f"vl{os.getpid()}{tag}-"
         self.progress = progress
         self.work = Path(tempfile.mkdtemp(prefix="vnet-bench-"))
         self.procs: list[subprocess.Popen] = []
@@ -308,46 +308,64 @@ class Bench:
 
     # -- latency --------------------------------------------------------------------------------
 
-    def latency(self, name, via_router: bool, count: int, interval: float) -> Latency:
+    def latency_setup(self, via_router: bool):
+        """Build the latency topology: vnet end-systems (namespaces ablue, bblue behind their
+        own routers on g0 and s0) joined by the Linux bridge or by the vnet router in rtr."""
         self.build()
-        try:
-            if via_router:
-                self.router(self.p2p("in", "r0", MAC["g0"], 10) +
-                            self.p2p("out", "r1", MAC["s0"], 20) +
-                            '[[switch]]\nvnet = "blue"\nin_link = "in"\nin_vli = 100\n'
-                            'out_link = "out"\nout_vli = 200\n'
-                            '[[switch]]\nvnet = "blue"\nin_link = "out"\nin_vli = 201\n'
-                            'out_link = "in"\nout_vli = 101\n', "fast")
-                a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
-            else:
-                self.setup_bridge()
-                a_peer, b_peer, b_vlan, b_in, b_out = MAC["s0"], MAC["g0"], 10, 100, 101
-            blue = lambda ns: f'[[vnet]]\nname = "blue"\nid = 1\nnamespace = "{ns}"\n'
-            iface = ('[[interface]]\nvnet = "blue"\nname = "blue0"\nsubstrate_link = "up"\n'
-                     'in_vli = {}\nout_vli = {}\naddresses = ["{}"]\n')
-            self.router(self.p2p("up", "g0", a_peer, 10) + blue(self.ns("ablue")) +
-                        iface.format(101, 100, "10.9.1.1/24"), "fast", name="gen")
-            self.router(self.p2p("up", "s0", b_peer, b_vlan) + blue(self.ns("bblue")) +
-                        iface.format(b_in, b_out, "10.9.1.2/24"), "fast", name="sink")
-            # Warm-up, not measured, the same for bridge and router: freshly raised veths drop
-            # what they are given until the kernel's link watch activates them (up to ~1 s),
-            # and the first ping waits for ARP; neither is forwarding latency.
-            for _ in range(10):
-                w = subprocess.run(["ip", "netns", "exec", self.ns("ablue"), "ping", "-n", "-c",
-                                    "2", "-i", "0.2", "-W", "1", "10.9.1.2"],
-                                   capture_output=True, text=True, timeout=30)
-                if w.returncode == 0:
-                    break
-            r = subprocess.run(["ip", "netns", "exec", self.ns("ablue"), "ping", "-n", "-c",
-                                str(count), "-i", str(interval), "-W", "1", "10.9.1.2"],
-                               capture_output=True, text=True, timeout=count * interval + 30)
-            lat = Latency(name, [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms",
-                                                                    r.stdout)], count)
-        finally:
-            self.teardown()
-        self.progress(f"  {name:<42} {len(lat.rtts)}/{count} replies  median "
-                      f"{lat.pct(50):7.1f} us  p99 {lat.pct(99):7.1f} us")
-        return lat
+        if via_router:
+            self.router(self.p2p("in", "r0", MAC["g0"], 10) +
+                        self.p2p("out", "r1", MAC["s0"], 20) +
+                        '[[switch]]\nvnet = "blue"\nin_link = "in"\nin_vli = 100\n'
+                        'out_link = "out"\nout_vli = 200\n'
+                        '[[switch]]\nvnet = "blue"\nin_link = "out"\nin_vli = 201\n'
+                        'out_link = "in"\nout_vli = 101\n', "fast")
+            a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
+        else:
+            self.setup_bridge()
+            a_peer, b_peer, b_vlan, b_in, b_out = MAC["s0"], MAC["g0"], 10, 100, 101
+        blue = lambda ns: f'[[vnet]]\nname = "blue"\nid = 1\nnamespace = "{ns}"\n'
+        iface = ('[[interface]]\nvnet = "blue"\nname = "blue0"\nsubstrate_link = "up"\n'
+                 'in_vli = {}\nout_vli = {}\naddresses = ["{}"]\n')
+        self.router(self.p2p("up", "g0", a_peer, 10) + blue(self.ns("ablue")) +
+                    iface.format(101, 100, "10.9.1.1/24"), "fast", name="gen")
+        self.router(self.p2p("up", "s0", b_peer, b_vlan) + blue(self.ns("bblue")) +
+                    iface.format(b_in, b_out, "10.9.1.2/24"), "fast", name="sink")
+        # Warm-up, not measured, the same for bridge and router: freshly raised veths drop
+        # what they are given until the kernel's link watch activates them (up to ~1 s),
+        # and the first ping waits for ARP; neither is forwarding latency.
+        for _ in range(10):
+            if self.ping(2, 0.2).returncode == 0:
+                break
+
+    def ping(self, count: int, interval: float):
+        return subprocess.run(["ip", "netns", "exec", self.ns("ablue"), "ping", "-n", "-c",
+                               str(count), "-i", str(interval), "-W", "1", "10.9.1.2"],
+                              capture_output=True, text=True, timeout=count * interval + 30)
+
+
+def latency(count: int, interval: float, rounds: int, progress=print) -> list[Latency]:
+    """Ping RTT through the bridge and through the router, both topologies up at once and
+    measured in alternating rounds of ``count / rounds`` pings, so that both see the same
+    machine (this VM's timing drifts by +-20% from minute to minute)."""
+    cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False),
+             (Latency("ping via vnet router (fast path)"), Bench(0, progress, tag="m"), True)]
+    try:
+        for _, b, via_router in cases:
+            b.latency_setup(via_router)
+        per = max(1, count // rounds)
+        for _ in range(rounds):
+            for lat, b, _ in cases:
+                r = b.ping(per, interval)
+                lat.rtts += [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
+                lat.sent += per
+    finally:
+        for _, b, _ in cases:
+            b.teardown()
+            shutil.rmtree(b.work, ignore_errors=True)
+    for lat, _, _ in cases:
+        progress(f"  {lat.case:<42} {len(lat.rtts)}/{lat.sent} replies  median "
+                 f"{lat.pct(50):7.1f} us  p99 {lat.pct(99):7.1f} us")
+    return [lat for lat, _, _ in cases]
 
 
 _SEND_ONE = ("import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0); "
@@ -401,7 +419,7 @@ def machine() -> str:
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
 
 
-def run_all(seconds, sizes, pings, interval, only=None, progress=print):
+def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10):
     b = Bench(seconds, progress)
     results, lats = [], []
     cases = [
@@ -420,12 +438,11 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print):
                 if only and not any(o in name for o in only):
                     continue
                 results.append(b.case(name, size, setup))
-        if pings:
-            lats.append(b.latency("ping via Linux bridge", False, pings, interval))
-            lats.append(b.latency("ping via vnet router (fast path)", True, pings, interval))
     finally:
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
+    if pings:
+        lats = latency(pings, interval, rounds, progress)
     return results, lats
 
 
@@ -477,6 +494,8 @@ def main(argv=None):
     p.add_argument("--sizes", default="64,1500", help="frame sizes in bytes")
     p.add_argument("--pings", type=int, default=1000, help="pings per latency case (0: none)")
     p.add_argument("--interval", type=float, default=0.01, help="seconds between pings")
+    p.add_argument("--rounds", type=int, default=10,
+                   help="latency: alternate bridge and router in this many rounds")
     p.add_argument("--only", action="append", help="run only cases whose name contains this")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                    help="markdown report ('-': none); the PNG goes next to it")
@@ -492,7 +511,7 @@ def main(argv=None):
     cmd = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
-    results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only)
+    results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds)
     text = table(results, lats)
     print()
     print(text)

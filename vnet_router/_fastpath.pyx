@@ -811,6 +811,10 @@ class Datapath(_ref.Datapath):
         super()._drain(v)
 
     def close(self):
+        st = self.stats()
+        log.info("fast path: %d frames from rings in %d wake-ups, %d send batches, "
+                 "%d doorbell switches", st["ring_frames"], st["wakeups"], st["batches"],
+                 st["bell_switches"])
         for ifindex, (rx, ring) in self.rings.items():
             for fd in (rx.doorbell.fileno(), rx.sock.fileno()):
                 self._stop_reading(fd)
@@ -822,4 +826,5 @@ class Datapath(_ref.Datapath):
     def stats(self):
         e = self._engine
         return {"wakeups": e.wakeups, "batches": e.batches,
-                "ring_frames": sum(r.frames for _, r in self.rings.values())}
+                "ring_frames": sum(r.frames for _, r in self.rings.values()),
+                "bell_switches": sum(rx.bell_switches for rx, _ in self.rings.values())}

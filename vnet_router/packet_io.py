@@ -20,6 +20,7 @@ SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
 TP_STATUS_VLAN_VALID = 1 << 4
 PACKET_OUTGOING = 4
+PACKET_IGNORE_OUTGOING = 23
 
 _AUX = struct.Struct("=IIIHHHH")     # tpacket_auxdata
 AUX_SPACE = socket.CMSG_SPACE(_AUX.size)
@@ -58,6 +59,18 @@ def attach_filter(sock: socket.socket, insns: list[bytes]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
+def ignore_outgoing(sock: socket.socket) -> None:
+    """Ask the kernel not to hand this socket the frames this host sends (Linux >= 4.20).
+
+    The filter already rejects them, but only after the kernel cloned each sent frame for the
+    socket; with the option set, a send on a substrate interface skips the socket entirely.
+    Older kernels refuse the option and the filter does the job."""
+    try:
+        sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    except OSError:
+        pass
+
+
 def _bufsize(sock, opt_force, opt, size):
     try:
         sock.setsockopt(socket.SOL_SOCKET, opt_force, size)
@@ -71,6 +84,7 @@ def open_rx(ifname: str, ethertype: int, rcvbuf: int = 4 << 20) -> socket.socket
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         attach_filter(sock, substrate_filter(ethertype))
+        ignore_outgoing(sock)
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         _bufsize(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF, rcvbuf)
         sock.bind((ifname, ETH_P_ALL))
@@ -136,13 +150,16 @@ class RxRing:
             self.doorbell = bell
             self._bell_filter = substrate_filter(ethertype, snaplen=1)
             self.bell_on = True
+            self.bell_switches = 0
             attach_filter(bell, self._bell_filter)
+            ignore_outgoing(bell)
             bell.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
             bell.bind((ifname, ETH_P_ALL))
             bell.setblocking(False)
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self.sock = sock
             attach_filter(sock, substrate_filter(ethertype))
+            ignore_outgoing(sock)
             sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
             sock.setsockopt(SOL_PACKET, PACKET_RX_RING, _REQ3.pack(
                 block_size, block_nr, frame_size, block_size // frame_size * block_nr,
@@ -162,6 +179,7 @@ class RxRing:
         """Ring on every substrate frame (low load) or never (high load: blocks come full)."""
         attach_filter(self.doorbell, self._bell_filter if on else [_insn(_RET_K, 0, 0, 0)])
         self.bell_on = on
+        self.bell_switches += 1
 
     def close(self):
         for s in (self.sock, self.doorbell):
