@@ -11,11 +11,13 @@ and router CPU-us per delivered packet = busy time of core 1 (user+sys+softirq f
 /proc/stat) / delivered -- the bridge and tc mirred do much of their work in the generator's
 softirq on core 0, so their CPU column undercounts.
 
-Cases: Linux bridge, tc mirred, reference datapath, fast path (pass-through VLI switch on p2p
+Cases: the generator alone (nothing attached at r0: its full rate), Linux bridge, tc mirred,
+reference datapath, fast path (pass-through VLI switch on p2p
 VLAN links), fast path substrate->TAP and TAP->substrate (plus a bare Python recv + os.write
 loop into a TAP as the yardstick), fast path with 1,000 virtual links and 64 substrate links;
 at 64 and 1500 bytes.  Then ping latency (median / p99) through the bridge and through the
-fast-path router, with vnet end-systems on both sides.  Writes docs/benchmarks.md and a PNG.
+fast-path router (on the end-systems' core and on the other one), with vnet end-systems on
+both sides, all measured in alternating rounds.  Writes docs/benchmarks.md and a PNG.
 """
 from __future__ import annotations
 
@@ -145,7 +147,7 @@ class Bench:
 
     # -- forwarders -----------------------------------------------------------------------------
 
-    def router(self, cfg: str, datapath: str, name="r"):
+    def router(self, cfg: str, datapath: str, name="r", core=None):
         path = self.work / f"{name}.toml"
         sock = self.work / f"{name}.sock"
         path.write_text(f'[node]\nname = "{name}"\ncontrol_socket = "{sock}"\n'
@@ -154,7 +156,8 @@ class Bench:
         log = self.work / f"{name}.log"
         p = self.popen("rtr" if name == "r" else name, [sys.executable, "-m", "vnet_router.daemon",
                                                         "-c", str(path)],
-                       core=FWD_CORE if name == "r" else GEN_CORE, env=env, log=log)
+                       core=core if core is not None else FWD_CORE if name == "r" else GEN_CORE,
+                       env=env, log=log)
         from vnet_router import control
         deadline = time.time() + 15
         while time.time() < deadline:
@@ -256,7 +259,8 @@ class Bench:
                 o, d, cpu = self.offer("gen", "g0",
                                        self.trafgen_cfg(size, extra.get("dst", MAC["r0"]),
                                                         MAC["g0"]), "sink", "s0")
-            r = Result(name, size, o, d, cpu / (d * self.seconds) if d else None)
+            r = Result(name, size, o, d, cpu / (d * self.seconds) if d else None,
+                       note=direction)
         finally:
             self.teardown()
         self.progress(f"  {name:<42} {size:>5} B  offered {r.offered / 1e3:8.1f} kpps  "
@@ -308,9 +312,10 @@ class Bench:
 
     # -- latency --------------------------------------------------------------------------------
 
-    def latency_setup(self, via_router: bool):
+    def latency_setup(self, via_router: bool, core=FWD_CORE):
         """Build the latency topology: vnet end-systems (namespaces ablue, bblue behind their
-        own routers on g0 and s0) joined by the Linux bridge or by the vnet router in rtr."""
+        own routers on g0 and s0, pinned to core GEN_CORE) joined by the Linux bridge or by the
+        vnet router in rtr (pinned to ``core``)."""
         self.build()
         if via_router:
             self.router(self.p2p("in", "r0", MAC["g0"], 10) +
@@ -318,7 +323,7 @@ class Bench:
                         '[[switch]]\nvnet = "blue"\nin_link = "in"\nin_vli = 100\n'
                         'out_link = "out"\nout_vli = 200\n'
                         '[[switch]]\nvnet = "blue"\nin_link = "out"\nin_vli = 201\n'
-                        'out_link = "in"\nout_vli = 101\n', "fast")
+                        'out_link = "in"\nout_vli = 101\n', "fast", core=core)
             a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
         else:
             self.setup_bridge()
@@ -344,28 +349,36 @@ class Bench:
 
 
 def latency(count: int, interval: float, rounds: int, progress=print) -> list[Latency]:
-    """Ping RTT through the bridge and through the router, both topologies up at once and
-    measured in alternating rounds of ``count / rounds`` pings, so that both see the same
-    machine (this VM's timing drifts by +-20% from minute to minute)."""
-    cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False),
-             (Latency("ping via vnet router (fast path)"), Bench(0, progress, tag="m"), True)]
+    """Ping RTT through the bridge and through the router, all topologies up at once and
+    measured in alternating rounds of ``count / rounds`` pings each, so that all see the same
+    machine (this VM's timing drifts by +-20% from minute to minute).
+
+    The end-systems' routers run on core GEN_CORE, so the bridge forwards there too (in the
+    softirq of the sender).  The vnet router is measured twice: on that same core, and on
+    core FWD_CORE, where every hop crosses cores and wakes an idle vCPU."""
+    cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False, None),
+             (Latency(f"ping via vnet router (fast path), core {GEN_CORE}"),
+              Bench(0, progress, tag="m"), True, GEN_CORE),
+             (Latency(f"ping via vnet router (fast path), core {FWD_CORE}"),
+              Bench(0, progress, tag="n"), True, FWD_CORE)]
     try:
-        for _, b, via_router in cases:
-            b.latency_setup(via_router)
+        for _, b, via_router, core in cases:
+            b.latency_setup(via_router, core)
+        rounds = max(1, min(rounds, count))
         per = max(1, count // rounds)
         for _ in range(rounds):
-            for lat, b, _ in cases:
+            for lat, b, _, _ in cases:
                 r = b.ping(per, interval)
                 lat.rtts += [float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", r.stdout)]
                 lat.sent += per
     finally:
-        for _, b, _ in cases:
+        for _, b, _, _ in cases:
             b.teardown()
             shutil.rmtree(b.work, ignore_errors=True)
-    for lat, _, _ in cases:
+    for lat, _, _, _ in cases:
         progress(f"  {lat.case:<42} {len(lat.rtts)}/{lat.sent} replies  median "
                  f"{lat.pct(50):7.1f} us  p99 {lat.pct(99):7.1f} us")
-    return [lat for lat, _, _ in cases]
+    return [lat for lat, _, _, _ in cases]
 
 
 _SEND_ONE = ("import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0); "
@@ -423,6 +436,7 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
     b = Bench(seconds, progress)
     results, lats = [], []
     cases = [
+        ("(0) generator alone (nothing forwards)", lambda: {"direction": "alone"}),
         ("(a) Linux bridge", b.setup_bridge),
         ("(b) tc mirred", b.setup_mirred),
         ("(c) reference datapath, VLI switch", lambda: b.setup_router("reference")),
@@ -451,6 +465,9 @@ def table(results, lats) -> str:
              "router CPU-us/pkt |", "|---|---:|---:|---:|---:|---:|"]
     for r in results:
         cpu = f"{r.cpu_us:.2f}" if r.cpu_us is not None else "-"
+        if r.note == "alone":
+            lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | - | - | - |")
+            continue
         lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | "
                      f"{r.delivered / 1e3:.1f} | {r.ratio:.2f} | {cpu} |")
     if lats:

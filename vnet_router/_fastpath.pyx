@@ -5,7 +5,8 @@ Same public names as ``datapath`` (``Datapath``, ``TapPort``); ``datapaths.py`` 
 class here *is* a reference ``Datapath`` whose hot paths are replaced:
 
 * receive: one TPACKET_V3 ring per substrate interface (``packet_io.RxRing``, ETH_P_ALL + the
-  substrate BPF filter, VLAN from the ring header).  Each wake-up walks every frame the kernel
+  substrate BPF filter, VLAN from the ring header), read by a thread of its own (the *ring
+  thread*, ``Datapath._start_ring_thread``).  Each wake-up walks every frame the kernel
   finished writing -- retired blocks and the block still being filled -- and classifies it
   against C tables compiled from the snapshot (``_Tables``): a hash of (interface, VLAN id,
   sender MAC) -> substrate link, a hash of (substrate link, VLI) -> input virtual link;
@@ -61,6 +62,27 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_DONTWAIT
     int MSG_TRUNC
 
+cdef extern from "<sys/epoll.h>" nogil:
+    union epoll_data_t:
+        void *ptr
+        int fd
+        uint32_t u32
+        uint64_t u64
+    cdef struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event)
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout)
+    int EPOLLIN
+    int EPOLL_CTL_ADD
+    int EPOLL_CLOEXEC
+
+cdef extern from "<sys/eventfd.h>" nogil:
+    int eventfd(unsigned int initval, int flags)
+    int EFD_CLOEXEC
+    int EFD_NONBLOCK
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -100,6 +122,11 @@ DEF BATCH = 256            # frames per sendmmsg
 DEF TAP_BATCH = 64         # frames read from one TAP per wake-up (as the reference)
 DEF TAP_BUF = 65600
 DEF HDR_MAX = 24
+
+DEF EP_EVENTS = 64         # epoll events taken per wake-up of the ring thread
+DEF STOP_KEY = 0xFFFFFFFF
+DEF BELL_BUSY = 64         # see _Ring.tune_doorbell
+DEF BELL_IDLE = 16
 
 DEF K_P2P = 0
 DEF K_MULTI = 1
@@ -301,9 +328,15 @@ cdef _Tables _compile(dp, snap):
 
 # -- the engine: batches, rings, counters ------------------------------------------------------
 
-cdef class _Engine:
-    cdef _Tables t
-    cdef object dp
+cdef class _Sender:
+    """One batch of frames waiting for ``sendmmsg``, and the thread that fills it.
+
+    The loop thread (TAP reads, ``process_eth``) and the ring thread each have their own, so
+    neither ever sees the other's half-built batch.  ``t`` is the table the queued frames were
+    classified with: counters of a batch still in flight when a reload swapped the tables go
+    to the table they belong to.  ``deferred`` is None in the loop thread (slow paths run at
+    once) and a list in the ring thread (slow paths that touch the event loop are handed to
+    it: control frames, and output to virtual links the C send path does not take)."""
     cdef mmsghdr *msgs
     cdef iovec *iovs
     cdef uint8_t *hdrs              # BATCH x HDR_MAX
@@ -311,29 +344,25 @@ cdef class _Engine:
     cdef int *msg_len               # payload length of each queued frame
     cdef int *msg_fd
     cdef int nmsg
-    cdef uint8_t *tapbuf            # TAP_BATCH x TAP_BUF
-    cdef uint8_t *copybuf           # frames handed to process_eth (kept until flush)
-    cdef int copy_used
-    cdef public int64_t wakeups, ring_frames, batches
+    cdef _Tables t
+    cdef list deferred
 
-    def __cinit__(self, dp):
-        self.dp = dp
+    def __cinit__(self, bint ring_thread):
         self.msgs = <mmsghdr *>calloc(BATCH, sizeof(mmsghdr))
         self.iovs = <iovec *>calloc(2 * BATCH, sizeof(iovec))
         self.hdrs = <uint8_t *>calloc(BATCH, HDR_MAX)
         self.msg_vl = <int *>calloc(BATCH, sizeof(int))
         self.msg_len = <int *>calloc(BATCH, sizeof(int))
         self.msg_fd = <int *>calloc(BATCH, sizeof(int))
-        self.tapbuf = <uint8_t *>malloc(TAP_BATCH * TAP_BUF)
-        self.copybuf = <uint8_t *>malloc(BATCH * TAP_BUF)
         if not (self.msgs and self.iovs and self.hdrs and self.msg_vl and self.msg_len and
-                self.msg_fd and self.tapbuf and self.copybuf):
+                self.msg_fd):
             raise MemoryError()
         cdef int i
         for i in range(BATCH):
             self.msgs[i].msg_hdr.msg_iov = &self.iovs[2 * i]
             self.msgs[i].msg_hdr.msg_iovlen = 2
             self.iovs[2 * i].iov_base = &self.hdrs[i * HDR_MAX]
+        self.deferred = [] if ring_thread else None
 
     def __dealloc__(self):
         free(self.msgs)
@@ -342,6 +371,28 @@ cdef class _Engine:
         free(self.msg_vl)
         free(self.msg_len)
         free(self.msg_fd)
+
+
+cdef class _Engine:
+    cdef _Tables t
+    cdef object dp
+    cdef _Sender main               # the event loop's thread
+    cdef _Sender rs                 # the ring thread
+    cdef uint8_t *tapbuf            # TAP_BATCH x TAP_BUF
+    cdef uint8_t *copybuf           # frames handed to process_eth (kept until flush)
+    cdef int copy_used
+    cdef public int64_t wakeups, ring_frames, batches
+
+    def __cinit__(self, dp):
+        self.dp = dp
+        self.main = _Sender(False)
+        self.rs = _Sender(True)
+        self.tapbuf = <uint8_t *>malloc(TAP_BATCH * TAP_BUF)
+        self.copybuf = <uint8_t *>malloc(BATCH * TAP_BUF)
+        if not (self.tapbuf and self.copybuf):
+            raise MemoryError()
+
+    def __dealloc__(self):
         free(self.tapbuf)
         free(self.copybuf)
 
@@ -353,14 +404,13 @@ cdef class _Engine:
 
     # -- slow paths: the reference code -----------------------------------------------------
 
-    cdef void _drop(self, int reason, int link, int vl):
-        t = self.t
+    cdef void _drop(self, _Tables t, int reason, int link, int vl):
         self.dp._drop(_REASONS[reason], t.link_objs[link] if link >= 0 else None,
                       t.vl_objs[vl] if vl >= 0 else None)
 
     # -- receive ------------------------------------------------------------------------------
 
-    cdef int handle(self, int ifs, uint8_t *f, uint32_t n, int tci) except -1:
+    cdef int handle(self, _Sender s, int ifs, uint8_t *f, uint32_t n, int tci) except -1:
         """One frame received on interface slot ``ifs`` (-1 unknown); ``tci`` -1: no tag out of
         band.  Mirrors ``tables.classify_eth`` + ``Datapath.receive``."""
         cdef _Tables t = self.t
@@ -369,15 +419,15 @@ cdef class _Engine:
         cdef Link *ln
         cdef VL *vl
         if ifs < 0:
-            self._drop(R_NO_LINK, -1, -1)
+            self._drop(t, R_NO_LINK, -1, -1)
             return 0
         if n < 14:
-            self._drop(R_SHORT, -1, -1)
+            self._drop(t, R_SHORT, -1, -1)
             return 0
         etype = vn_be16(f + 12)
         if etype == 0x8100 or etype == 0x88A8:
             if n < 18:
-                self._drop(R_SHORT, -1, -1)
+                self._drop(t, R_SHORT, -1, -1)
                 return 0
             vid = vn_be16(f + 14) & 0x0FFF
             etype = vn_be16(f + 16)
@@ -385,71 +435,79 @@ cdef class _Engine:
         elif tci >= 0:
             vid = tci & 0x0FFF
         if etype != t.ethertype:
-            self._drop(R_NO_LINK, -1, -1)
+            self._drop(t, R_NO_LINK, -1, -1)
             return 0
         if vid <= 0:
             link = t.ifaces[ifs].multi
             if link < 0:
-                self._drop(R_NO_LINK, -1, -1)
+                self._drop(t, R_NO_LINK, -1, -1)
                 return 0
         else:
             link = t.p2p.get((<uint64_t>vid << 48) | vn_mac48(f + 6), ifs)
             if link < 0:
                 if t.ifaces[ifs].vids[vid >> 3] & (1 << (vid & 7)):
-                    self._drop(R_BAD_PEER, -1, -1)
+                    self._drop(t, R_BAD_PEER, -1, -1)
                 else:
-                    self._drop(R_UNKNOWN_VLAN, -1, -1)
+                    self._drop(t, R_UNKNOWN_VLAN, -1, -1)
                 return 0
         ln = &t.links[link]
         ln.rx_packets += 1
         ln.rx_bytes += n
         if n < off + 4:
-            self._drop(R_SHORT, link, -1)
+            self._drop(t, R_SHORT, link, -1)
             return 0
         length = vn_be16(f + off + 2)
         start = off + 4
         if start + length > n:
-            self._drop(R_BAD_LEN, link, -1)
+            self._drop(t, R_BAD_LEN, link, -1)
             return 0
         if <int>length > ln.payload_mtu:
-            self._drop(R_OVERSIZE, link, -1)
+            self._drop(t, R_OVERSIZE, link, -1)
             return 0
         v = t.vli.get(vn_be16(f + off), link)
         if v < 0:
             if vn_be16(f + off) != 0:
-                self._drop(R_UNKNOWN_VLI, link, -1)
-            elif not self._control(link, f, n, start, length):
-                self._drop(R_CONTROL, link, -1)
+                self._drop(t, R_UNKNOWN_VLI, link, -1)
+            elif not self._control(s, t, link, f, n, start, length):
+                self._drop(t, R_CONTROL, link, -1)
             return 0
         vl = &t.vls[v]
         if vl.metered and not t.vl_objs[v].meter.take(length):
-            self._drop(R_POLICED, link, v)
+            self._drop(t, R_POLICED, link, v)
             return 0
         if vl.action == DELIVER:
-            return self._deliver(v, link, f, start, length)
+            return self._deliver(t, v, link, f, start, length)
         if vl.action == SWITCH:
             vl.packets += 1
             vl.nbytes += length
-            return self._output(vl.out, f + start, length, None)
+            return self._output(s, t, vl.out, f + start, length, None)
         self.dp._drop("vli_drop", t.link_objs[link], t.vl_objs[v])
         return 0
 
-    cdef bint _control(self, int link, uint8_t *f, uint32_t n, uint32_t start,
-                       uint32_t length) except -1:
+    cdef bint _control(self, _Sender s, _Tables t, int link, uint8_t *f, uint32_t n,
+                       uint32_t start, uint32_t length) except -1:
         """VLI 0: hand a copy of the frame to the control plane (``Datapath.on_control``, as
-        the reference does); False if there is none or it refused the frame."""
-        on_control = self.dp.on_control
-        if on_control is None:
+        the reference does); False if there is none or it refused the frame.  From the ring
+        thread the control plane gets it in the loop thread (it is counted there if refused)."""
+        if self.dp.on_control is None:
             return False
-        return bool(on_control(self.t.link_objs[link], memoryview((<char *>f)[:n]), start,
-                               length))
+        frame = (<char *>f)[:n]
+        if s.deferred is not None:
+            s.deferred.append((self._control_later, (t.link_objs[link], frame, start, length)))
+            return True
+        return bool(self.dp.on_control(t.link_objs[link], memoryview(frame), start, length))
 
-    cdef int _deliver(self, int v, int link, uint8_t *f, uint32_t start, uint32_t length) except -1:
-        cdef _Tables t = self.t
+    def _control_later(self, ctx, frame, start, length):
+        on_control = self.dp.on_control
+        if on_control is None or not on_control(ctx, memoryview(frame), start, length):
+            self.dp._drop("control", ctx, None)
+
+    cdef int _deliver(self, _Tables t, int v, int link, uint8_t *f, uint32_t start,
+                      uint32_t length) except -1:
         cdef VL *vl = &t.vls[v]
         cdef Port *p
         if vl.port < 0:
-            self._drop(R_TAP_ERROR, link, v)
+            self._drop(t, R_TAP_ERROR, link, v)
             return 0
         p = &t.ports[vl.port]
         if t.links[link].kind == K_MULTI and length >= 12:
@@ -459,7 +517,7 @@ cdef class _Engine:
             if port.learned.get(src) != outer:
                 port.learned[src] = outer
         if write(p.fd, f + start, length) < 0:
-            self._drop(R_TAP_ERROR, link, v)
+            self._drop(t, R_TAP_ERROR, link, v)
             return 0
         vl.packets += 1
         vl.nbytes += length
@@ -467,107 +525,100 @@ cdef class _Engine:
         p.tx_bytes += length
         return 0
 
-    cdef int _output(self, int o, uint8_t *payload, uint32_t length, object port) except -1:
-        """Send ``payload`` on output virtual link ``o`` (``Datapath.output``)."""
-        cdef _Tables t = self.t
+    cdef int _output(self, _Sender s, _Tables t, int o, uint8_t *payload, uint32_t length,
+                     object port) except -1:
+        """Send ``payload`` on output virtual link ``o`` of table ``t`` (``Datapath.output``).
+        The table is the caller's: in the ring thread a reload can swap ``self.t`` while a
+        frame is half-way (a Python slow path lets the loop thread run)."""
         cdef VL *vl = &t.vls[o]
         cdef int i
         cdef uint8_t *h
         if not vl.fast_out or (port is not None and t.links[vl.link].kind != K_P2P):
-            self.dp.output(t.vl_objs[o], (<char *>payload)[:length], port)
+            if s.deferred is not None:
+                s.deferred.append((self.dp.output, (t.vl_objs[o], (<char *>payload)[:length],
+                                                    port)))
+            else:
+                self.dp.output(t.vl_objs[o], (<char *>payload)[:length], port)
             return 0
         if <int>length > t.links[vl.link].payload_mtu:
-            self._drop(R_OVERSIZE, vl.link, o)
+            self._drop(t, R_OVERSIZE, vl.link, o)
             return 0
-        if self.nmsg == BATCH:
-            self.flush_tx()
-        i = self.nmsg
-        h = &self.hdrs[i * HDR_MAX]
+        if s.nmsg == BATCH or (s.nmsg and s.t is not t):
+            self._flush(s)
+        if s.nmsg == 0:
+            s.t = t
+        i = s.nmsg
+        h = &s.hdrs[i * HDR_MAX]
         memcpy(h, vl.hdr, vl.hdr_len)
         h[vl.hdr_len] = length >> 8
         h[vl.hdr_len + 1] = length & 0xFF
-        self.iovs[2 * i].iov_len = vl.hdr_len + 2
-        self.iovs[2 * i + 1].iov_base = payload
-        self.iovs[2 * i + 1].iov_len = length
-        self.msg_vl[i] = o
-        self.msg_len[i] = length
-        self.msg_fd[i] = vl.txfd
-        self.nmsg = i + 1
+        s.iovs[2 * i].iov_len = vl.hdr_len + 2
+        s.iovs[2 * i + 1].iov_base = payload
+        s.iovs[2 * i + 1].iov_len = length
+        s.msg_vl[i] = o
+        s.msg_len[i] = length
+        s.msg_fd[i] = vl.txfd
+        s.nmsg = i + 1
         return 0
 
     # -- transmit -----------------------------------------------------------------------------
 
-    cpdef flush_tx(self):
-        """Send every queued frame: one ``sendmmsg`` per run of frames for one interface."""
-        cdef _Tables t = self.t
-        cdef int i = 0, j, k, r, fd, n = self.nmsg
+    cdef int _flush(self, _Sender s) except -1:
+        """Send every frame ``s`` holds: one ``sendmmsg`` per run of frames for one socket."""
+        cdef _Tables t = s.t
+        cdef int i = 0, j, k, r, fd, n = s.nmsg
         cdef VL *vl
         cdef Link *ln
+        if n == 0:
+            return 0
+        s.nmsg = 0
         while i < n:
-            fd = self.msg_fd[i]
+            fd = s.msg_fd[i]
             j = i
-            while j < n and self.msg_fd[j] == fd:
+            while j < n and s.msg_fd[j] == fd:
                 j += 1
             while i < j:
-                r = sendmmsg(fd, &self.msgs[i], j - i, MSG_DONTWAIT)
+                r = sendmmsg(fd, &s.msgs[i], j - i, MSG_DONTWAIT)
                 if r < 0:
                     if errno == EINTR:
                         continue
                     r = 0
                 for k in range(i, i + r):
-                    vl = &t.vls[self.msg_vl[k]]
+                    vl = &t.vls[s.msg_vl[k]]
                     vl.packets += 1
-                    vl.nbytes += self.msg_len[k]
+                    vl.nbytes += s.msg_len[k]
                     ln = &t.links[vl.link]
                     ln.tx_packets += 1
-                    ln.tx_bytes += self.msg_len[k]
+                    ln.tx_bytes += s.msg_len[k]
                 i += r
                 if i < j:            # frame i was refused: counted, and go on with the next
-                    self.dp._drop("send_error", t.link_objs[t.vls[self.msg_vl[i]].link],
-                                  t.vl_objs[self.msg_vl[i]])
+                    self.dp._drop("send_error", t.link_objs[t.vls[s.msg_vl[i]].link],
+                                  t.vl_objs[s.msg_vl[i]])
                     i += 1
-        self.nmsg = 0
         self.batches += 1
+        if t is not self.t:          # a reload swapped the tables meanwhile
+            _sync(t)
+        return 0
+
+    cpdef flush_tx(self):
+        """Send the frames the loop thread queued."""
+        self._flush(self.main)
 
     cpdef sync(self):
         """Add the C counter deltas to the Python objects ``show`` reads, and zero them."""
-        cdef _Tables t = self.t
-        cdef int i
-        cdef Link *ln
-        cdef VL *vl
-        cdef Port *p
-        if t is None:
-            return
-        for i in range(t.nlinks):
-            ln = &t.links[i]
-            if ln.rx_packets or ln.tx_packets:
-                st = t.link_objs[i].state
-                st.rx_packets += ln.rx_packets
-                st.rx_bytes += ln.rx_bytes
-                st.tx_packets += ln.tx_packets
-                st.tx_bytes += ln.tx_bytes
-                ln.rx_packets = ln.rx_bytes = ln.tx_packets = ln.tx_bytes = 0
-        for i in range(t.nvl):
-            vl = &t.vls[i]
-            if vl.packets:
-                o = t.vl_objs[i]
-                o.packets += vl.packets
-                o.bytes += vl.nbytes
-                vl.packets = vl.nbytes = 0
-        for i in range(t.nports):
-            p = &t.ports[i]
-            if p.rx_packets or p.tx_packets:
-                o = t.port_objs[i]
-                o.rx_packets += p.rx_packets
-                o.rx_bytes += p.rx_bytes
-                o.tx_packets += p.tx_packets
-                o.tx_bytes += p.tx_bytes
-                p.rx_packets = p.rx_bytes = p.tx_packets = p.tx_bytes = 0
+        if self.t is not None:
+            _sync(self.t)
 
     def flush(self):
-        self.flush_tx()
+        self._flush(self.main)
         self.copy_used = 0
         self.sync()
+
+    cdef int _run_deferred(self, _Sender s) except -1:
+        if s.deferred:
+            work, s.deferred = s.deferred, []
+            self.dp.loop.call_soon_threadsafe(_run_all, work)
+        return 0
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -576,8 +627,8 @@ cdef class _Engine:
         cdef const uint8_t[::1] mv = frame
         cdef uint32_t n = mv.shape[0]
         cdef uint8_t *f
-        if self.nmsg == BATCH or self.copy_used == BATCH:
-            self.flush_tx()
+        if self.main.nmsg == BATCH or self.copy_used == BATCH:
+            self._flush(self.main)
             self.copy_used = 0
         f = &self.copybuf[self.copy_used * TAP_BUF]
         if n > TAP_BUF:
@@ -585,7 +636,7 @@ cdef class _Engine:
         if n:
             memcpy(f, &mv[0], n)
         self.copy_used += 1
-        self.handle(self.t.ifslot.get(ifindex, -1), f, n, -1 if tci is None else tci)
+        self.handle(self.main, self.t.ifslot.get(ifindex, -1), f, n, -1 if tci is None else tci)
 
     def on_tap(self, int pi):
         """Read up to TAP_BATCH frames from port ``pi`` and send them (``Datapath._on_tap``)."""
@@ -594,8 +645,9 @@ cdef class _Engine:
         cdef int k
         cdef ssize_t n
         cdef uint8_t *buf
+        cdef _Sender s = self.main
         port = t.port_objs[pi]
-        self.flush_tx()
+        self._flush(s)
         for k in range(TAP_BATCH):
             buf = &self.tapbuf[k * TAP_BUF]
             n = read(p.fd, buf, TAP_BUF)
@@ -605,7 +657,7 @@ cdef class _Engine:
                                 os.strerror(errno))
                 break
             if n == 0:                       # library endpoint: the application closed its end
-                self.flush_tx()
+                self._flush(s)
                 self.sync()
                 self.dp._closed(port)
                 return
@@ -614,24 +666,103 @@ cdef class _Engine:
             if p.out < 0:
                 continue
             if p.fast_out:
-                self._output(p.out, buf, <uint32_t>n, None)
+                self._output(s, t, p.out, buf, <uint32_t>n, None)
             else:
-                self.flush_tx()
+                self._flush(s)
                 self.dp.output(t.vl_objs[p.out], (<char *>buf)[:n], port)
                 if port.paused:
                     break
-        self.flush_tx()
+        self._flush(s)
         self.sync()
 
-    def poll_ring(self, _Ring ring):
+    cdef int64_t _poll(self, _Sender s, _Ring ring) except -1:
         """Everything the kernel finished writing into ``ring`` since the last call; returns
         how many frames that was."""
-        cdef int64_t before = ring.frames
+        cdef int64_t before = ring.frames, n
         self.wakeups += 1
-        ring.walk(self)
+        ring.walk(self, s)
         self.sync()
-        ring.answer_doorbell(ring.frames - before)
-        return ring.frames - before
+        n = ring.frames - before
+        ring.answer_doorbell(n)
+        ring.tune_doorbell(n)
+        return n
+
+    def run_rings(self, int epfd, list rings):
+        """The ring thread: wait (without the GIL) until a doorbell or a ring is readable,
+        then walk those rings holding the GIL.  Epoll data ``2 * i`` / ``2 * i + 1`` stand for
+        the doorbell / the ring socket of ``rings[i]``; it returns when the entry with data
+        ``STOP_KEY`` (the stop eventfd) is readable."""
+        cdef epoll_event evs[EP_EVENTS]
+        cdef int n, i, k, nr = len(rings)
+        cdef uint32_t key
+        cdef bint stop = False
+        cdef _Ring ring
+        cdef bytearray seen_buf = bytearray(max(nr, 1))
+        cdef char *seen = seen_buf
+        while not stop:
+            with nogil:
+                n = epoll_wait(epfd, evs, EP_EVENTS, -1)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                raise OSError(errno, os.strerror(errno))
+            for i in range(n):
+                key = evs[i].data.u32
+                if key == STOP_KEY:
+                    stop = True
+                elif <int>(key >> 1) < nr:
+                    seen[key >> 1] = 1
+            for k in range(nr):
+                if seen[k]:
+                    seen[k] = 0
+                    ring = rings[k]
+                    try:
+                        self._poll(self.rs, ring)
+                    except Exception:
+                        self._flush(self.rs)
+                        log.exception("fast path: error while reading the ring of ifindex %d",
+                                      ring.ifindex)
+            self._run_deferred(self.rs)
+        self._flush(self.rs)
+        self._run_deferred(self.rs)
+
+
+def _run_all(work):
+    for fn, args in work:
+        fn(*args)
+
+
+cdef int _sync(_Tables t) except -1:
+    cdef int i
+    cdef Link *ln
+    cdef VL *vl
+    cdef Port *p
+    for i in range(t.nlinks):
+        ln = &t.links[i]
+        if ln.rx_packets or ln.tx_packets:
+            st = t.link_objs[i].state
+            st.rx_packets += ln.rx_packets
+            st.rx_bytes += ln.rx_bytes
+            st.tx_packets += ln.tx_packets
+            st.tx_bytes += ln.tx_bytes
+            ln.rx_packets = ln.rx_bytes = ln.tx_packets = ln.tx_bytes = 0
+    for i in range(t.nvl):
+        vl = &t.vls[i]
+        if vl.packets:
+            o = t.vl_objs[i]
+            o.packets += vl.packets
+            o.bytes += vl.nbytes
+            vl.packets = vl.nbytes = 0
+    for i in range(t.nports):
+        p = &t.ports[i]
+        if p.rx_packets or p.tx_packets:
+            o = t.port_objs[i]
+            o.rx_packets += p.rx_packets
+            o.rx_bytes += p.rx_bytes
+            o.tx_packets += p.tx_packets
+            o.tx_bytes += p.tx_bytes
+            p.rx_packets = p.rx_bytes = p.tx_packets = p.tx_bytes = 0
+    return 0
 
 
 cdef class _Ring:
@@ -640,7 +771,8 @@ cdef class _Ring:
     cdef const uint8_t[::1] view_keep
     cdef uint8_t *base
     cdef uint32_t block_size, block_nr, cur, pos
-    cdef int ifindex, bellfd
+    cdef public int ifindex
+    cdef int bellfd
     cdef int64_t spins
     cdef public int64_t frames
 
@@ -675,7 +807,22 @@ cdef class _Ring:
         while k < found and recv(self.bellfd, c, 1, MSG_DONTWAIT | MSG_TRUNC) >= 0:
             k += 1
 
-    cdef int walk(self, _Engine e) except -1:
+    cdef int tune_doorbell(self, int64_t found) except -1:
+        """Under load the doorbell only costs: every frame is cloned to it and nearly every one
+        wakes the reader for a handful of frames.  So a wake-up that finds BELL_BUSY frames or
+        more silences it (a filter that accepts nothing: no clone); blocks then come full (or
+        at the latest when the kernel's 1 ms retire timer fires).  A wake-up that finds fewer
+        than BELL_IDLE frames means the load went away: the doorbell rings again, and a lone
+        frame is not held back."""
+        rx = self.owner
+        if rx.bell_on:
+            if found >= BELL_BUSY:
+                rx.set_doorbell(False)
+        elif found < BELL_IDLE:
+            rx.set_doorbell(True)
+        return 0
+
+    cdef int walk(self, _Engine e, _Sender s) except -1:
         cdef uint8_t *blk
         cdef uint8_t *h
         cdef uint32_t status, fstatus, blen, nxt
@@ -699,7 +846,10 @@ cdef class _Ring:
                 if not fstatus & TP_STATUS_USER:
                     break
                 tci = (<uint32_t *>(h + H3_TCI))[0] if fstatus & TP_STATUS_VLAN_VALID else -1
-                e.handle(ifs, h + (<uint16_t *>(h + H3_MAC))[0],
+                if e.t is not t:                    # a reload swapped the tables
+                    t = e.t
+                    ifs = t.ifslot.get(self.ifindex, -1)
+                e.handle(s, ifs, h + (<uint16_t *>(h + H3_MAC))[0],
                          (<uint32_t *>(h + H3_SNAPLEN))[0], tci)
                 self.frames += 1
                 nxt = (<uint32_t *>(h + H3_NEXT))[0]
@@ -707,7 +857,7 @@ cdef class _Ring:
                     self.pos = self.block_size
                     break
                 self.pos += nxt
-            e.flush_tx()                            # payloads point into the block
+            e._flush(s)                             # payloads point into the block
             if not status & TP_STATUS_USER:
                 return 0
             # retired and read: hand it back zeroed, so stale frame headers never look finished
@@ -719,6 +869,8 @@ cdef class _Ring:
             vn_store32(blk + BD_STATUS, TP_STATUS_KERNEL)
             self.cur = (self.cur + 1) % self.block_nr
             self.pos = 0
+            with nogil:                 # a full ring is many blocks: let the loop thread in
+                pass
 
 
 class Datapath(_ref.Datapath):
@@ -730,6 +882,9 @@ class Datapath(_ref.Datapath):
         super().__init__(*a, **kw)
         self._engine = _Engine(self)
         self.rings = {}        # ifindex -> (RxRing, _Ring)
+        self._thread = None    # the ring thread, its rings, epoll fd and stop eventfd
+        self._thread_rings = []
+        self._epfd = self._stopfd = -1
 
     def _sync_eth(self, snap, close):
         """Substrate interfaces get a TPACKET_V3 ring (+ doorbell) instead of a socket."""
@@ -739,34 +894,69 @@ class Datapath(_ref.Datapath):
                 self.rings[ifindex] = (rx, _Ring(rx, ifindex))
                 self.tx[ifindex] = packet_io.open_tx(iface.ifname)
         if close:
-            for ifindex in [i for i in self.rings if i not in snap.ifaces]:
+            gone = [i for i in self.rings if i not in snap.ifaces]
+            if gone:
+                self._stop_ring_thread()        # it must not be walking a ring we unmap
+            for ifindex in gone:
                 rx, ring = self.rings.pop(ifindex)
-                self._stop_reading(rx.doorbell.fileno())
-                self._stop_reading(rx.sock.fileno())
                 ring.release()
                 rx.close()
                 self.tx.pop(ifindex).close()
 
     def _start_readers(self):
-        for ifindex, (rx, ring) in self.rings.items():
-            self._read(rx.doorbell.fileno(), self._on_ring, rx, ring)
-            self._read(rx.sock.fileno(), self._on_ring, rx, ring)
+        if self._thread is None or [r for _, r in self._thread_rings] != \
+                [r for _, r in self.rings.values()]:
+            self._stop_ring_thread()
+            self._start_ring_thread()
         super()._start_readers()
 
-    # Under load the doorbell only costs: every frame is cloned to it and nearly every one wakes
-    # the loop for a handful of frames.  So a wake-up that finds BUSY frames or more silences
-    # it (a filter that accepts nothing: no clone); blocks then come full (or at the latest
-    # when the kernel's 1 ms retire timer fires).  A wake-up that finds fewer than IDLE frames
-    # means the load went away: the doorbell rings again, and a lone frame is not held back.
-    BUSY, IDLE = 64, 16
+    # -- the ring thread ---------------------------------------------------------------------
+    #
+    # Rings are read by a thread of their own: it sleeps in epoll_wait without the GIL and, when
+    # a doorbell rings, walks the ring holding the GIL -- no event-loop callback, no Python
+    # frame per wake-up.  Everything else (TAPs, UDP, control plane, timers) stays on the
+    # event loop; slow paths of ring frames that touch it are handed over (``_Sender``).
 
-    def _on_ring(self, rx, ring):
-        n = self._engine.poll_ring(ring)
-        if rx.bell_on:
-            if n >= self.BUSY:
-                rx.set_doorbell(False)
-        elif n < self.IDLE:
-            rx.set_doorbell(True)
+    def _start_ring_thread(self):
+        import threading
+        rings = list(self.rings.values())
+        epfd = _epoll_create()
+        stopfd = _eventfd()
+        try:
+            for i, (rx, ring) in enumerate(rings):
+                _epoll_add(epfd, rx.doorbell.fileno(), 2 * i)
+                _epoll_add(epfd, rx.sock.fileno(), 2 * i + 1)
+            _epoll_add(epfd, stopfd, STOP_KEY)
+        except BaseException:
+            os.close(epfd)
+            os.close(stopfd)
+            raise
+        self._epfd, self._stopfd = epfd, stopfd
+        self._thread_rings = rings
+        self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings),
+                                        name="vnet-rings", daemon=True)
+        self._thread.start()
+
+    def _ring_thread(self, epfd, rings):
+        import signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._engine.run_rings(epfd, [ring for _, ring in rings])
+        except BaseException:
+            log.exception("fast path: the ring thread failed; substrate frames are no longer "
+                          "read")
+            raise
+
+    def _stop_ring_thread(self):
+        if self._thread is None:
+            return
+        os.eventfd_write(self._stopfd, 1)
+        self._thread.join()
+        self._thread = None
+        os.close(self._epfd)
+        os.close(self._stopfd)
+        self._epfd = self._stopfd = -1
+        self._thread_rings = []
 
     def install(self, snap):
         super().install(snap)
@@ -811,13 +1001,12 @@ class Datapath(_ref.Datapath):
         super()._drain(v)
 
     def close(self):
+        self._stop_ring_thread()
         st = self.stats()
         log.info("fast path: %d frames from rings in %d wake-ups, %d send batches, "
                  "%d doorbell switches", st["ring_frames"], st["wakeups"], st["batches"],
                  st["bell_switches"])
         for ifindex, (rx, ring) in self.rings.items():
-            for fd in (rx.doorbell.fileno(), rx.sock.fileno()):
-                self._stop_reading(fd)
             ring.release()
             rx.close()
         self.rings.clear()
@@ -828,3 +1017,26 @@ class Datapath(_ref.Datapath):
         return {"wakeups": e.wakeups, "batches": e.batches,
                 "ring_frames": sum(r.frames for _, r in self.rings.values()),
                 "bell_switches": sum(rx.bell_switches for rx, _ in self.rings.values())}
+
+
+def _epoll_create():
+    cdef int fd = epoll_create1(EPOLL_CLOEXEC)
+    if fd < 0:
+        raise OSError(errno, os.strerror(errno))
+    return fd
+
+
+def _eventfd():
+    cdef int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+    if fd < 0:
+        raise OSError(errno, os.strerror(errno))
+    return fd
+
+
+def _epoll_add(int epfd, int fd, uint32_t key):
+    cdef epoll_event ev
+    ev.events = EPOLLIN
+    ev.data.u64 = 0
+    ev.data.u32 = key
+    if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+        raise OSError(errno, os.strerror(errno))
