@@ -36,6 +36,7 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.errno cimport errno, EINTR, EAGAIN
 from posix.unistd cimport read, write
 from posix.uio cimport iovec
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from . import datapath as _ref
 from . import packet_io, wire
@@ -127,6 +128,7 @@ DEF EP_EVENTS = 64         # epoll events taken per wake-up of the ring thread
 DEF STOP_KEY = 0xFFFFFFFF
 DEF BELL_BUSY = 64         # see _Ring.tune_doorbell
 DEF BELL_IDLE = 16
+DEF SYNC_MS = 1            # ring thread: counters reach the Python objects within ~this
 
 DEF K_P2P = 0
 DEF K_MULTI = 1
@@ -681,7 +683,6 @@ cdef class _Engine:
         cdef int64_t before = ring.frames, n
         self.wakeups += 1
         ring.walk(self, s)
-        self.sync()
         n = ring.frames - before
         ring.answer_doorbell(n)
         ring.tune_doorbell(n)
@@ -691,21 +692,30 @@ cdef class _Engine:
         """The ring thread: wait (without the GIL) until a doorbell or a ring is readable,
         then walk those rings holding the GIL.  Epoll data ``2 * i`` / ``2 * i + 1`` stand for
         the doorbell / the ring socket of ``rings[i]``; it returns when the entry with data
-        ``STOP_KEY`` (the stop eventfd) is readable."""
+        ``STOP_KEY`` (the stop eventfd) is readable.
+
+        Counters are added to the Python objects (``sync``) when the thread falls idle (an
+        epoll_wait of SYNC_MS finds nothing) or, under steady load, at least every SYNC_MS:
+        not on the way of a lone frame to its next hop."""
         cdef epoll_event evs[EP_EVENTS]
         cdef int n, i, k, nr = len(rings)
         cdef uint32_t key
-        cdef bint stop = False
+        cdef bint stop = False, dirty = False
         cdef _Ring ring
         cdef bytearray seen_buf = bytearray(max(nr, 1))
         cdef char *seen = seen_buf
+        cdef int64_t last_sync = _now_ns()
         while not stop:
             with nogil:
-                n = epoll_wait(epfd, evs, EP_EVENTS, -1)
+                n = epoll_wait(epfd, evs, EP_EVENTS, SYNC_MS if dirty else -1)
             if n < 0:
                 if errno == EINTR:
                     continue
                 raise OSError(errno, os.strerror(errno))
+            if n == 0 or (dirty and _now_ns() - last_sync >= SYNC_MS * 1000000):
+                self.sync()
+                dirty = False
+                last_sync = _now_ns()
             for i in range(n):
                 key = evs[i].data.u32
                 if key == STOP_KEY:
@@ -716,6 +726,7 @@ cdef class _Engine:
                 if seen[k]:
                     seen[k] = 0
                     ring = rings[k]
+                    dirty = True
                     try:
                         self._poll(self.rs, ring)
                     except Exception:
@@ -725,6 +736,13 @@ cdef class _Engine:
             self._run_deferred(self.rs)
         self._flush(self.rs)
         self._run_deferred(self.rs)
+        self.sync()
+
+
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
 def _run_all(work):
@@ -773,6 +791,7 @@ cdef class _Ring:
     cdef uint32_t block_size, block_nr, cur, pos
     cdef public int ifindex
     cdef int bellfd
+    cdef bint bell_on                # mirrors owner.bell_on (no attribute lookup per wake-up)
     cdef int64_t spins
     cdef public int64_t frames
 
@@ -786,6 +805,7 @@ cdef class _Ring:
         self.pos = 0                 # offset of the next unread frame in block ``cur``; 0: start
         self.ifindex = ifindex
         self.bellfd = rx.doorbell.fileno()
+        self.bell_on = rx.bell_on
 
     def release(self):
         self.view_keep = None
@@ -814,12 +834,13 @@ cdef class _Ring:
         at the latest when the kernel's 1 ms retire timer fires).  A wake-up that finds fewer
         than BELL_IDLE frames means the load went away: the doorbell rings again, and a lone
         frame is not held back."""
-        rx = self.owner
-        if rx.bell_on:
+        if self.bell_on:
             if found >= BELL_BUSY:
-                rx.set_doorbell(False)
+                self.owner.set_doorbell(False)
+                self.bell_on = False
         elif found < BELL_IDLE:
-            rx.set_doorbell(True)
+            self.owner.set_doorbell(True)
+            self.bell_on = True
         return 0
 
     cdef int walk(self, _Engine e, _Sender s) except -1:
