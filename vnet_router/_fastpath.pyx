@@ -957,6 +957,8 @@ class Datapath(_ref.Datapath):
         self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings),
                                         name="vnet-rings", daemon=True)
         self._thread.start()
+        log.info("fast path: ring thread reads %d substrate interface(s): %s", len(rings),
+                 " ".join(rx.ifname for rx, _ in rings) or "-")
 
     def _ring_thread(self, epfd, rings):
         import signal

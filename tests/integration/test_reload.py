@@ -118,3 +118,71 @@ def test_broken_reload_changes_nothing(make_lab):
     st = lab.control("x")
     assert st["config_state"]["reloads"]["ok"] == 1
     assert _vlink(st, "red", "out")["rate"]["max"] == 40_000_000
+
+
+# A reload that adds a substrate interface, and one that removes it again: the fast path's ring
+# thread is stopped and started on the new set of rings each time (it must never walk a ring
+# being unmapped); the flood over the first interface loses nothing meanwhile.
+IFACE_TOPO = (t.link("x:e0", "y:e0") + t.link("x:e1", "y:e1")
+              + _node("x", "y", 1, 11, 10, 31, 30) + _node("y", "x", 2, 10, 11, 30, 31))
+
+SECOND = """
+[[substrate_link]]
+id = "q"
+kind = "p2p"
+interface = "e1"
+peer_mac = "{peer}"
+vlan = 20
+
+[[vnet]]
+name = "green"
+id = 3
+namespace = "{ns}"
+
+[[interface]]
+vnet = "green"
+name = "b0"
+substrate_link = "q"
+in_vli = 40
+out_vli = 40
+addresses = ["10.0.2.{octet}/24"]
+"""
+
+
+def _reload(lab, node, text):
+    (lab.workdir / f"{node}.toml").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket(node),
+                        "reload"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
+    lab = make_lab(IFACE_TOPO)
+    assert lab.ping("x", "10.0.1.2", vnet="blue", count=2).received == 2
+    first = {n: (lab.workdir / f"{n}.toml").read_text() for n in ("x", "y")}
+    flood = lab.popen("x", ["ping", "-q", "-c", "1500", "-i", "0.002", "-W", "1", "10.0.1.2"],
+                      vnet="blue", stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    for node, peer, octet in (("x", "y", 1), ("y", "x", 2)):
+        out = _reload(lab, node, first[node] + SECOND.format(
+            peer=lab.mac(peer, "e1"), ns=lab.prefix + f"{node}-green", octet=octet))
+        assert "substrate link added: q" in out, out
+    r = lab.run_in(lab.prefix + "x-green", ["ping", "-c", "3", "-i", "0.2", "10.0.2.2"])
+    assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
+    for node in ("x", "y"):
+        assert any(l["id"] == "q" for l in lab.control(node)["substrate_links"])
+        _reload(lab, node, first[node])
+    assert flood.poll() is None, "the ping flood ended before the reloads were done"
+    out, _ = flood.communicate(timeout=60)
+    assert flood.returncode == 0 and "1500 packets transmitted, 1500 received" in out, out
+    for node in ("x", "y"):
+        st = lab.control(node)
+        assert [l["id"] for l in st["substrate_links"]] == ["p"]
+        assert st["datapath"] == "fast"
+    assert lab.ping("x", "10.0.1.2", vnet="blue", count=3).received == 3
+    starts = [l.split("msg=")[1] for l in lab.log_path("x").read_text().splitlines()
+              if "ring thread reads" in l]
+    assert starts == ['"fast path: ring thread reads 1 substrate interface(s): e0"',
+                      '"fast path: ring thread reads 2 substrate interface(s): e0 e1"',
+                      '"fast path: ring thread reads 1 substrate interface(s): e0"'], starts
