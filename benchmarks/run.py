@@ -317,7 +317,18 @@ class Bench:
         own routers on g0 and s0, pinned to core GEN_CORE) joined by the Linux bridge or by the
         vnet router in rtr (pinned to ``core``)."""
         self.build()
-        if via_router:
+        if via_router == "relay":
+            script = self.work / "bare_relay.py"
+            script.write_text(_BARE_RELAY)
+            hdr = lambda dst, src, vlan, vli: (_b(dst) + _b(src) + b"\x81\x00" +
+                                               vlan.to_bytes(2, "big") + b"\x88\xb5" +
+                                               vli.to_bytes(2, "big")).hex()
+            self.popen("rtr", [sys.executable, str(script), "r0", "r1",
+                               "100", hdr(MAC["s0"], MAC["r1"], 20, 200),
+                               "201", hdr(MAC["g0"], MAC["r0"], 10, 101)],
+                       core=core, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
+        elif via_router:
             self.router(self.p2p("in", "r0", MAC["g0"], 10) +
                         self.p2p("out", "r1", MAC["s0"], 20) +
                         '[[switch]]\nvnet = "blue"\nin_link = "in"\nin_vli = 100\n'
@@ -348,19 +359,24 @@ class Bench:
                               capture_output=True, text=True, timeout=count * interval + 30)
 
 
-def latency(count: int, interval: float, rounds: int, progress=print) -> list[Latency]:
+def latency(count: int, interval: float, rounds: int, progress=print,
+            relay=True) -> list[Latency]:
     """Ping RTT through the bridge and through the router, all topologies up at once and
     measured in alternating rounds of ``count / rounds`` pings each, so that all see the same
     machine (this VM's timing drifts by +-20% from minute to minute).
 
     The end-systems' routers run on core GEN_CORE, so the bridge forwards there too (in the
     softirq of the sender).  The vnet router is measured twice: on that same core, and on
-    core FWD_CORE, where every hop crosses cores and wakes an idle vCPU."""
-    cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False, None),
-             (Latency(f"ping via vnet router (fast path), core {GEN_CORE}"),
-              Bench(0, progress, tag="m"), True, GEN_CORE),
-             (Latency(f"ping via vnet router (fast path), core {FWD_CORE}"),
-              Bench(0, progress, tag="n"), True, FWD_CORE)]
+    core FWD_CORE, where every hop crosses cores and wakes an idle vCPU.  With ``relay``, a bare
+    Python relay (``_BARE_RELAY``) on each core shows what any user-space hop costs here."""
+    cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False, None)]
+    for tag, core in zip("mn", (GEN_CORE, FWD_CORE)):
+        cases.append((Latency(f"ping via vnet router (fast path), core {core}"),
+                      Bench(0, progress, tag=tag), True, core))
+    if relay:
+        for tag, core in zip("op", (GEN_CORE, FWD_CORE)):
+            cases.append((Latency(f"ping via bare Python relay (yardstick), core {core}"),
+                          Bench(0, progress, tag=tag), "relay", core))
     try:
         for _, b, via_router, core in cases:
             b.latency_setup(via_router, core)
@@ -409,6 +425,32 @@ while True:
 """
 
 
+# The latency yardstick: the least a user-space forwarder can do here -- a bare Python relay,
+# one thread per direction blocked in recv(), the VLI swap as a byte splice, one send() per
+# frame, no tables, no counters.  argv: in_if out_if, then per direction the VLI in, and the
+# output header (dst MAC, src MAC, VLAN, VLI out) as hex.
+_BARE_RELAY = """
+import socket, sys, threading
+from vnet_router import packet_io
+a, b = sys.argv[1], sys.argv[2]
+def relay(src, dst, vli_in, hdr):
+    rx = packet_io.open_rx(src, 0x88B5)
+    rx.setblocking(True)
+    tx = packet_io.open_tx(dst)
+    tx.setblocking(True)
+    want = int(vli_in).to_bytes(2, "big")
+    hdr = bytes.fromhex(hdr)
+    buf = bytearray(65600)
+    view = memoryview(buf)
+    while True:
+        n = rx.recv_into(buf)
+        if n >= 18 and view[14:16] == want:
+            tx.send(hdr + view[16:n])
+threading.Thread(target=relay, args=(b, a, sys.argv[5], sys.argv[6]), daemon=True).start()
+relay(a, b, sys.argv[3], sys.argv[4])
+"""
+
+
 def _core_busy(core: int) -> float:
     """Seconds core ``core`` spent not idle (user, nice, system, irq, softirq, steal)."""
     with open("/proc/stat") as f:
@@ -432,7 +474,8 @@ def machine() -> str:
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
 
 
-def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10):
+def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10,
+            relay=True):
     b = Bench(seconds, progress)
     results, lats = [], []
     cases = [
@@ -456,7 +499,7 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
     if pings:
-        lats = latency(pings, interval, rounds, progress)
+        lats = latency(pings, interval, rounds, progress, relay)
     return results, lats
 
 
@@ -513,6 +556,8 @@ def main(argv=None):
     p.add_argument("--interval", type=float, default=0.01, help="seconds between pings")
     p.add_argument("--rounds", type=int, default=10,
                    help="latency: alternate bridge and router in this many rounds")
+    p.add_argument("--no-relay", dest="relay", action="store_false",
+                   help="latency: leave out the bare Python relay yardstick")
     p.add_argument("--only", action="append", help="run only cases whose name contains this")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                    help="markdown report ('-': none); the PNG goes next to it")
@@ -528,7 +573,8 @@ def main(argv=None):
     cmd = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
-    results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds)
+    results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds,
+                            relay=a.relay)
     text = table(results, lats)
     print()
     print(text)
