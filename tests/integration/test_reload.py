@@ -33,7 +33,7 @@ namespace = "{ns}"
 [[interface]]
 vnet = "green"
 name = "b0"
-substrate_link = "p"
+substrate_link = "{link}"
 in_vli = {b_in}
 out_vli = {b_out}
 addresses = ["10.0.2.{octet}/24"]
@@ -45,7 +45,7 @@ def _new_config(lab, node, octet, b_in, b_out):
     text = path.read_text().replace('"10Mbit"', '"30Mbit"').replace("10000000", "30000000")
     assert "30" in text
     ns = lab.prefix + f"{node}-green"
-    return path, text + GREEN.format(ns=ns, b_in=b_in, b_out=b_out, octet=octet)
+    return path, text + GREEN.format(ns=ns, link="p", b_in=b_in, b_out=b_out, octet=octet)
 
 
 def _vlink(st, vnet, direction):
@@ -97,7 +97,8 @@ def test_broken_reload_changes_nothing(make_lab):
     path.write_text(good.replace('interface = "e0"', 'interface = "e9"'))
     with pytest.raises(ControlError, match=r"substrate_link\[0\].interface"):
         lab.control("x", "reload")
-    path.write_text(good + GREEN.format(ns=lab.prefix + "x-green", b_in=21, b_out=20, octet=1)
+    path.write_text(good + GREEN.format(ns=lab.prefix + "x-green", link="p", b_in=21, b_out=20,
+                                        octet=1)
                     + '\n[[interface]]\nvnet = "green"\nname = "b0"\nsubstrate_link = "p"\n'
                       'in_vli = 22\n')
     with pytest.raises(ControlError, match=r"interface\[3\].name"):
@@ -126,26 +127,13 @@ def test_broken_reload_changes_nothing(make_lab):
 IFACE_TOPO = (t.link("x:e0", "y:e0") + t.link("x:e1", "y:e1")
               + _node("x", "y", 1, 11, 10, 31, 30) + _node("y", "x", 2, 10, 11, 30, 31))
 
-SECOND = """
+SECOND_LINK = """
 [[substrate_link]]
 id = "q"
 kind = "p2p"
 interface = "e1"
 peer_mac = "{peer}"
 vlan = 20
-
-[[vnet]]
-name = "green"
-id = 3
-namespace = "{ns}"
-
-[[interface]]
-vnet = "green"
-name = "b0"
-substrate_link = "q"
-in_vli = 40
-out_vli = 40
-addresses = ["10.0.2.{octet}/24"]
 """
 
 
@@ -165,8 +153,9 @@ def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
                       vnet="blue", stdout=subprocess.PIPE, text=True)
     time.sleep(0.3)
     for node, peer, octet in (("x", "y", 1), ("y", "x", 2)):
-        out = _reload(lab, node, first[node] + SECOND.format(
-            peer=lab.mac(peer, "e1"), ns=lab.prefix + f"{node}-green", octet=octet))
+        out = _reload(lab, node, first[node] + SECOND_LINK.format(peer=lab.mac(peer, "e1")) +
+                      GREEN.format(ns=lab.prefix + f"{node}-green", link="q", b_in=40, b_out=40,
+                                   octet=octet))
         assert "substrate link added: q" in out, out
     r = lab.run_in(lab.prefix + "x-green", ["ping", "-c", "3", "-i", "0.2", "10.0.2.2"])
     assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
