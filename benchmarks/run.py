@@ -56,6 +56,7 @@ class Result:
     delivered: float = 0.0
     cpu_us: float | None = None
     note: str = ""
+    runs: list = field(default_factory=list)     # delivered pps of each run (median above)
 
     @property
     def ratio(self) -> float:
@@ -475,9 +476,11 @@ def machine() -> str:
 
 
 def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10,
-            relay=True):
+            relay=True, repeat=3):
+    """Every case ``repeat`` times, the cases interleaved (run 1 of each, then run 2 ...), so a
+    drift of the machine hits all of them alike; each row is the median run."""
     b = Bench(seconds, progress)
-    results, lats = [], []
+    lats = []
     cases = [
         ("(0) generator alone (nothing forwards)", lambda: {"direction": "alone"}),
         ("(a) Linux bridge", b.setup_bridge),
@@ -489,36 +492,93 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
         ("(e) fast path TAP -> substrate", lambda: b.setup_tap_out("fast")),
         ("(f) fast path, 1000 vlinks / 64 links", lambda: b.setup_router("fast", 62, 999)),
     ]
+    cases = [c for c in cases if not only or any(o in c[0] for o in only)]
+    raw: dict[tuple, list[Result]] = {}
     try:
         for size in sizes:
-            for name, setup in cases:
-                if only and not any(o in name for o in only):
-                    continue
-                results.append(b.case(name, size, setup))
+            for run in range(repeat):
+                if repeat > 1:
+                    progress(f" {size}-byte frames, run {run + 1}/{repeat}")
+                for name, setup in cases:
+                    raw.setdefault((name, size), []).append(b.case(name, size, setup))
     finally:
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
+    results = [_median_run(rs) for rs in raw.values()]
     if pings:
         lats = latency(pings, interval, rounds, progress, relay)
     return results, lats
 
 
+def _median_run(rs: list[Result]) -> Result:
+    """The run with the median delivered rate (offered for the generator alone), with the
+    delivered rates of all runs attached."""
+    key = (lambda r: r.offered) if rs[0].note == "alone" else (lambda r: r.delivered)
+    mid = sorted(rs, key=key)[(len(rs) - 1) // 2]
+    return Result(mid.case, mid.size, mid.offered, mid.delivered, mid.cpu_us, mid.note,
+                  [key(r) for r in rs])
+
+
+# The acceptance ratios of the fast path issue, each from rows of the same run of this command.
+RATIOS = [
+    ("fast path / Linux bridge, pass-through 64 B", "(d) fast path, VLI switch",
+     "(a) Linux bridge", 64),
+    ("fast path / reference datapath, pass-through 64 B", "(d) fast path, VLI switch",
+     "(c) reference datapath, VLI switch", 64),
+    ("fast path 1,000 vlinks / Linux bridge, 64 B", "(f) fast path, 1000 vlinks / 64 links",
+     "(a) Linux bridge", 64),
+    ("fast path substrate -> TAP / bare Python loop, 64 B", "(e) fast path substrate -> TAP",
+     "(e) bare Python recv+os.write -> TAP", 64),
+    ("fast path / generator alone (its rate with nothing attached), 64 B",
+     "(d) fast path, VLI switch", "(0) generator alone (nothing forwards)", 64),
+    ("fast path 1,000 vlinks / generator alone, 64 B", "(f) fast path, 1000 vlinks / 64 links",
+     "(0) generator alone (nothing forwards)", 64),
+]
+
+
+def ratios(results) -> list[tuple[str, float, float, float]]:
+    """(what, ratio of the medians, lowest and highest ratio of run i to run i)."""
+    by = {(r.case, r.size): r for r in results}
+    out = []
+    for what, a, b, size in RATIOS:
+        ra, rb = by.get((a, size)), by.get((b, size))
+        if ra is None or rb is None:
+            continue
+        den = rb.offered if rb.note == "alone" else rb.delivered
+        pairs = [x / y for x, y in zip(ra.runs, rb.runs) if y]
+        if den:
+            out.append((what, ra.delivered / den, min(pairs), max(pairs)))
+    return out
+
+
 def table(results, lats) -> str:
     lines = ["| case | frame | offered kpps | delivered kpps | delivered/offered | "
-             "router CPU-us/pkt |", "|---|---:|---:|---:|---:|---:|"]
+             "router CPU-us/pkt | each run, kpps |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         cpu = f"{r.cpu_us:.2f}" if r.cpu_us is not None else "-"
+        each = " / ".join(f"{x / 1e3:.0f}" for x in r.runs)
         if r.note == "alone":
-            lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | - | - | - |")
+            lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | - | - | - | "
+                         f"{each} (offered) |")
             continue
         lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | "
-                     f"{r.delivered / 1e3:.1f} | {r.ratio:.2f} | {cpu} |")
+                     f"{r.delivered / 1e3:.1f} | {r.ratio:.2f} | {cpu} | {each} |")
+    rs = ratios(results)
+    if rs:
+        lines += ["", "| ratio (delivered) | medians | run by run |", "|---|---:|---:|"]
+        for what, med, lo, hi in rs:
+            lines.append(f"| {what} | {med:.2f} | {lo:.2f} - {hi:.2f} |")
     if lats:
         lines += ["", "| latency (ping, vnet end-systems on both sides) | replies | median RTT us "
                   "| p99 RTT us |", "|---|---:|---:|---:|"]
         for l in lats:
             lines.append(f"| {l.case} | {len(l.rtts)}/{l.sent} | {l.pct(50):.1f} | "
                          f"{l.pct(99):.1f} |")
+        base = lats[0]
+        lines += ["", f"| added RTT vs {base.case} | median us | p99 us |", "|---|---:|---:|"]
+        for l in lats[1:]:
+            lines.append(f"| {l.case} | {l.pct(50) - base.pct(50):+.1f} | "
+                         f"{l.pct(99) - base.pct(99):+.1f} |")
     return "\n".join(lines)
 
 
@@ -552,10 +612,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python3 -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time per case")
     p.add_argument("--sizes", default="64,1500", help="frame sizes in bytes")
-    p.add_argument("--pings", type=int, default=1000, help="pings per latency case (0: none)")
+    p.add_argument("--pings", type=int, default=2000, help="pings per latency case (0: none)")
     p.add_argument("--interval", type=float, default=0.01, help="seconds between pings")
-    p.add_argument("--rounds", type=int, default=10,
+    p.add_argument("--rounds", type=int, default=20,
                    help="latency: alternate bridge and router in this many rounds")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of every case, interleaved; the table shows the median run")
     p.add_argument("--no-relay", dest="relay", action="store_false",
                    help="latency: leave out the bare Python relay yardstick")
     p.add_argument("--only", action="append", help="run only cases whose name contains this")
@@ -574,13 +636,15 @@ def main(argv=None):
     print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
     results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds,
-                            relay=a.relay)
+                            relay=a.relay, repeat=a.repeat)
     text = table(results, lats)
     print()
     print(text)
     if a.json:
         Path(a.json).write_text(json.dumps({
             "results": [r.__dict__ | {"ratio": r.ratio} for r in results],
+            "ratios": [{"what": w, "median": m, "low": lo, "high": hi}
+                       for w, m, lo, hi in ratios(results)],
             "latency": [{"case": l.case, "sent": l.sent, "replies": len(l.rtts),
                          "median_us": l.pct(50), "p99_us": l.pct(99)} for l in lats]}, indent=1))
     if a.out != "-":
@@ -591,7 +655,12 @@ def main(argv=None):
             "# Benchmarks\n\n"
             f"- machine: {machine()}\n- date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
             f"- command: `{cmd.strip()}`\n"
-            f"- {a.seconds:g} s per case; trafgen pinned to core {GEN_CORE}, forwarder to core "
+            f"- {a.seconds:g} s per case, every case run {a.repeat} times interleaved (run 1 of "
+            "each case, then run 2, ...); a row is the median run, the last column lists all; "
+            f"ratios compare medians and, run by run, run i with run i. Latency: {a.pings} pings "
+            f"per path at {1 / a.interval:g}/s, all paths up at once and measured in "
+            f"{a.rounds} alternating rounds.\n"
+            f"- trafgen pinned to core {GEN_CORE}, forwarder to core "
             f"{FWD_CORE}; offered = generator veth tx, delivered = sink veth rx (TAP cases: the "
             "TAP's counter); router CPU-us/pkt = busy time of core 1 per delivered packet (the "
             "bridge and tc mirred forward mostly in the generator's softirq on core 0, so their "

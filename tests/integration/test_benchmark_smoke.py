@@ -19,7 +19,7 @@ def test_benchmark_command_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     r = subprocess.run([sys.executable, "-m", "benchmarks.run", "--seconds", "0.5",
                         "--sizes", "64", "--pings", "5", "--interval", "0.05",
-                        "--only", "bridge", "--only", "(d)", "--out", str(tmp_path / "b.md"),
+                        "--only", "bridge", "--only", "(d)", "--repeat", "2", "--rounds", "5", "--out", str(tmp_path / "b.md"),
                         "--json", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
@@ -30,5 +30,7 @@ def test_benchmark_command_runs_end_to_end(tmp_path):
         assert x["offered"] > 0 and x["delivered"] > 0      # numbers, whatever they are
     # bridge, router on the end-systems' core and on the other, the bare relay on both
     assert [l["replies"] > 0 for l in data["latency"]] == [True] * 5
+    assert all(len(x["runs"]) == 2 for x in cases.values())      # --repeat 2, median shown
+    assert [r["what"] for r in data["ratios"]] == ["fast path / Linux bridge, pass-through 64 B"]
     assert "| (d) fast path, VLI switch | 64 B |" in (tmp_path / "b.md").read_text()
     assert "delivered kpps" in r.stdout
