@@ -965,10 +965,17 @@ class Datapath(_ref.Datapath):
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             self._engine.run_rings(epfd, [ring for _, ring in rings])
-        except BaseException:
+        except BaseException as e:
             log.exception("fast path: the ring thread failed; substrate frames are no longer "
                           "read")
-            raise
+            try:
+                self.loop.call_soon_threadsafe(self._fatal, f"the ring thread failed: {e!r}")
+            except RuntimeError:       # the loop is closed: the node is stopping anyway
+                pass
+
+    def _fatal(self, msg):
+        if self.on_fatal is not None:
+            self.on_fatal(msg)
 
     def _stop_ring_thread(self):
         if self._thread is None:
@@ -976,8 +983,11 @@ class Datapath(_ref.Datapath):
         os.eventfd_write(self._stopfd, 1)
         self._thread.join()
         self._thread = None
-        os.close(self._epfd)
-        os.close(self._stopfd)
+        for fd in (self._epfd, self._stopfd):
+            try:
+                os.close(fd)
+            except OSError:            # a failed thread may have lost its epoll fd
+                pass
         self._epfd = self._stopfd = -1
         self._thread_rings = []
 

@@ -70,6 +70,9 @@ class Datapath:
         self.on_control = None
         # called with the port when a library endpoint's application closed its end (EOF)
         self.on_port_closed = None
+        # called in the loop thread with a message when the datapath can no longer forward
+        # (the node then stops with exit status 1, so a supervisor restarts it)
+        self.on_fatal = None
 
     # -- set-up --------------------------------------------------------------------------------
 

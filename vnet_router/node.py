@@ -61,6 +61,13 @@ class Node:
         self.loop = loop = asyncio.get_running_loop()
         self._reload_lock = asyncio.Lock()
         stop = asyncio.Event()
+        status = 0
+
+        def datapath_failed(msg):
+            nonlocal status
+            log.error("datapath: %s; stopping with exit status 1", msg)
+            status = 1
+            stop.set()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._sighup()))
@@ -72,6 +79,7 @@ class Node:
             for li in cfg.interfaces:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
             self.dp.on_port_closed = self._endpoint_closed
+            self.dp.on_fatal = datapath_failed
             self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
                 from .controlplane import ControlPlane
@@ -92,7 +100,7 @@ class Node:
             await stop.wait()
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
-            return 0
+            return status
         finally:
             if self._metrics is not None:
                 self._metrics[0].shutdown()

@@ -1,0 +1,39 @@
+"""The fast path's ring thread: it stops when asked, and when it fails the datapath says so
+through ``on_fatal`` (the node then exits with status 1) instead of silently not forwarding."""
+import pytest
+
+from test_datapath_diff import Rig, fast_mod
+
+pytestmark = pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+
+
+def test_ring_thread_starts_and_stops():
+    rig = Rig(fast_mod)
+    rig.dp._start_readers()
+    thread = rig.dp._thread
+    assert thread is not None and thread.is_alive() and thread.name == "vnet-rings"
+    rig.dp._stop_ring_thread()
+    assert not thread.is_alive() and rig.dp._thread is None
+
+
+class _Broken:
+    """Stands in for the C engine: its ring loop fails at once, as on an epoll error."""
+
+    def run_rings(self, epfd, rings):
+        raise OSError(9, "Bad file descriptor")
+
+
+def test_a_failed_ring_thread_reports_fatal():
+    rig = Rig(fast_mod)
+    failures = []
+    rig.dp.on_fatal = failures.append
+    engine, rig.dp._engine = rig.dp._engine, _Broken()
+    rig.dp._start_readers()
+    rig.dp._thread.join(5)
+    assert not rig.dp._thread.is_alive()
+    assert failures == []                # reported in the loop thread, not in the ring thread
+    rig.loop.call_soon(rig.loop.stop)
+    rig.loop.run_forever()
+    rig.dp._engine = engine
+    rig.dp._stop_ring_thread()
+    assert failures == ["the ring thread failed: OSError(9, 'Bad file descriptor')"], failures
