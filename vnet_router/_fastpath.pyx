@@ -383,7 +383,7 @@ cdef class _Engine:
     cdef uint8_t *tapbuf            # TAP_BATCH x TAP_BUF
     cdef uint8_t *copybuf           # frames handed to process_eth (kept until flush)
     cdef int copy_used
-    cdef public int64_t wakeups, ring_frames, batches
+    cdef public int64_t wakeups, batches
 
     def __cinit__(self, dp):
         self.dp = dp
@@ -813,9 +813,9 @@ cdef class _Ring:
 
     cdef void answer_doorbell(self, int64_t found):
         """Take one bell per frame found.  A bell can ring before the kernel finished copying
-        its frame into the ring: its bell then stays, the fd stays readable and the next turn
-        of the event loop looks again.  After SPINS turns without a frame (the ring dropped it,
-        or the bell socket dropped others) every bell is taken."""
+        its frame into the ring: its bell then stays, the fd stays readable and the ring
+        thread's next epoll turn looks again.  After 64 turns without a frame (the ring dropped
+        it, or the bell socket dropped others) every bell is taken."""
         cdef char c[4]
         cdef int64_t k = 0
         if found == 0:
