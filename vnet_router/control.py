@@ -76,32 +76,14 @@ _CRED = struct.Struct("3i")
 
 def request(path: str, cmd: str, timeout: float = 5.0, **args) -> dict:
     """Send one command and return its result; raises ControlError on failure."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError) as e:
-            raise ControlError(f"cannot reach daemon at {path}: {e.strerror}") from None
-        s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
-        buf = b""
-        while not buf.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-    finally:
-        s.close()
-    if not buf:
-        raise ControlError(f"daemon at {path} closed the connection without a reply")
-    reply = json.loads(buf)
-    if not reply.get("ok"):
-        raise ControlError(reply.get("error", "unknown error"))
-    return reply["result"]
+    result, fds = request_fds(path, cmd, timeout, **args)
+    for fd in fds:                       # a reply that should carry none: do not leak them
+        os.close(fd)
+    return result
 
 
 def request_fds(path: str, cmd: str, timeout: float = 10.0, **args) -> tuple[dict, list[int]]:
-    """Like ``request`` for a command whose reply carries descriptors: (result, fds)."""
+    """Send one command; (result, descriptors the reply carried).  Raises ControlError."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     fds: list[int] = []

@@ -41,11 +41,19 @@ addresses = ["10.0.2.{octet}/24"]
 
 
 def _new_config(lab, node, octet, b_in, b_out):
-    path = lab.workdir / f"{node}.toml"
-    text = path.read_text().replace('"10Mbit"', '"30Mbit"').replace("10000000", "30000000")
+    text = (lab.workdir / f"{node}.toml").read_text()
+    text = text.replace('"10Mbit"', '"30Mbit"').replace("10000000", "30000000")
     assert "30" in text
     ns = lab.prefix + f"{node}-green"
-    return path, text + GREEN.format(ns=ns, link="p", b_in=b_in, b_out=b_out, octet=octet)
+    return text + GREEN.format(ns=ns, link="p", b_in=b_in, b_out=b_out, octet=octet)
+
+
+def _reload(lab, node, text):
+    (lab.workdir / f"{node}.toml").write_text(text)
+    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket(node),
+                        "reload"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def _vlink(st, vnet, direction):
@@ -62,12 +70,7 @@ def test_reload_adds_and_rerates_without_loss(make_lab):
     time.sleep(0.3)
     results = {}
     for node, octet, b_in, b_out in (("x", 1, 21, 20), ("y", 2, 20, 21)):
-        path, text = _new_config(lab, node, octet, b_in, b_out)
-        path.write_text(text)
-        r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket(node),
-                            "reload"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        results[node] = r.stdout
+        results[node] = _reload(lab, node, _new_config(lab, node, octet, b_in, b_out))
     assert flood.poll() is None, "the ping flood ended before the reloads were done"
     out, _ = flood.communicate(timeout=60)
     assert flood.returncode == 0 and "1000 packets transmitted, 1000 received" in out, out
@@ -135,14 +138,6 @@ interface = "e1"
 peer_mac = "{peer}"
 vlan = 20
 """
-
-
-def _reload(lab, node, text):
-    (lab.workdir / f"{node}.toml").write_text(text)
-    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket(node),
-                        "reload"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
 
 
 def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
