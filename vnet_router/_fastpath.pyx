@@ -28,7 +28,9 @@ differential tests feed both datapaths one corpus that way.
 """
 import logging
 import os
+import signal
 import socket
+import threading
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memcpy, memset
@@ -847,13 +849,11 @@ cdef class _Ring:
         cdef uint8_t *blk
         cdef uint8_t *h
         cdef uint32_t status, fstatus, blen, nxt
-        cdef int ifs, tci
-        cdef _Tables t
+        cdef int ifs = -1, tci
+        cdef _Tables t = None                       # the table ``ifs`` was looked up in
         if self.base == NULL:
             return 0
         while True:
-            t = e.t
-            ifs = t.ifslot.get(self.ifindex, -1)
             blk = self.base + <size_t>self.cur * self.block_size
             # read the block's status first: once retired (TP_STATUS_USER) every frame in it is
             # complete; before that, the kernel may be filling it and each frame header gets
@@ -867,7 +867,7 @@ cdef class _Ring:
                 if not fstatus & TP_STATUS_USER:
                     break
                 tci = (<uint32_t *>(h + H3_TCI))[0] if fstatus & TP_STATUS_VLAN_VALID else -1
-                if e.t is not t:                    # a reload swapped the tables
+                if e.t is not t:                    # first frame, or a reload swapped tables
                     t = e.t
                     ifs = t.ifslot.get(self.ifindex, -1)
                 e.handle(s, ifs, h + (<uint16_t *>(h + H3_MAC))[0],
@@ -939,7 +939,6 @@ class Datapath(_ref.Datapath):
     # event loop; slow paths of ring frames that touch it are handed over (``_Sender``).
 
     def _start_ring_thread(self):
-        import threading
         rings = list(self.rings.values())
         epfd = _epoll_create()
         stopfd = _eventfd()
@@ -961,7 +960,6 @@ class Datapath(_ref.Datapath):
                  " ".join(rx.ifname for rx, _ in rings) or "-")
 
     def _ring_thread(self, epfd, rings):
-        import signal
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
             self._engine.run_rings(epfd, [ring for _, ring in rings])

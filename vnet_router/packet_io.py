@@ -122,7 +122,6 @@ def aux_vlan_tci(ancdata) -> int | None:
 
 PACKET_RX_RING = 5
 PACKET_VERSION = 10
-PACKET_QDISC_BYPASS = 20
 TPACKET_V3 = 2
 _REQ3 = struct.Struct("=IIIIIII")   # tpacket_req3
 
@@ -191,14 +190,3 @@ class RxRing:
             except BufferError:        # a view is still exported; freed with it
                 pass
         self.sock = self.doorbell = self.map = None
-
-
-def open_tx_fast(ifname: str, sndbuf: int = 4 << 20) -> socket.socket:
-    """Send socket for batched sends: like ``open_tx``, and bypassing the qdisc layer when the
-    kernel allows it (veth has no queue to bypass-protect; a real NIC keeps its driver queue)."""
-    sock = open_tx(ifname, sndbuf)
-    try:
-        sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-    except OSError:
-        pass
-    return sock
