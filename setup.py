@@ -1,4 +1,4 @@
-"""Build the optional Cython fast datapath (vnet_router._fastpath).
+"""Build the optional Cython fast datapath (vnet_router.datapath._fastpath).
 
 Everything else lives in pyproject.toml.  The extension is optional: without Cython or a C
 compiler the package installs anyway and the daemon runs the reference datapath (and says so).
@@ -32,7 +32,7 @@ def extensions():
         print("vnet: Cython missing, fast datapath not built", file=sys.stderr)
         return []
     from setuptools import Extension
-    ext = Extension("vnet_router._fastpath", ["vnet_router/_fastpath.pyx"],
+    ext = Extension("vnet_router.datapath._fastpath", ["vnet_router/datapath/_fastpath.pyx"],
                     define_macros=[("_GNU_SOURCE", None)], extra_compile_args=["-O2"],
                     optional=True)
     try:

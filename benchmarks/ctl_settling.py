@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vnet_router.ctlproto.sim import Simulation  # noqa: E402
+from vnet_router.control.sim import Simulation  # noqa: E402
 
 
 def main():

@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vnet_router import netlink
+from vnet_router.ops import netlink
 
 ROOT = Path(__file__).resolve().parents[1]
 GEN_CORE, FWD_CORE = 0, 1
@@ -155,11 +155,11 @@ class Bench:
                         f'log_level = "info"\ndatapath = "{datapath}"\n' + cfg)
         env = dict(os.environ, PYTHONPATH=str(ROOT), VNET_DATAPATH=datapath)
         log = self.work / f"{name}.log"
-        p = self.popen("rtr" if name == "r" else name, [sys.executable, "-m", "vnet_router.daemon",
+        p = self.popen("rtr" if name == "r" else name, [sys.executable, "-m", "vnet_router.node.daemon",
                                                         "-c", str(path)],
                        core=core if core is not None else FWD_CORE if name == "r" else GEN_CORE,
                        env=env, log=log)
-        from vnet_router import control
+        from vnet_router.node import api as control
         deadline = time.time() + 15
         while time.time() < deadline:
             if p.poll() is not None:
@@ -404,8 +404,8 @@ _SEND_ONE = ("import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW
 # The yardstick of acceptance point 3: a bare Python recv + os.write loop into a TAP.
 _BARE_TAP = """
 import os, socket, sys
-from vnet_router import packet_io
-from vnet_router.tap import Tap
+from vnet_router.datapath import packet_io
+from vnet_router.ops.tap import Tap
 s = packet_io.open_rx(sys.argv[1], 0x88B5)
 s.setblocking(True)
 tap = Tap()
@@ -432,7 +432,7 @@ while True:
 # output header (dst MAC, src MAC, VLAN, VLI out) as hex.
 _BARE_RELAY = """
 import socket, sys, threading
-from vnet_router import packet_io
+from vnet_router.datapath import packet_io
 a, b = sys.argv[1], sys.argv[2]
 def relay(src, dst, vli_in, hdr):
     rx = packet_io.open_rx(src, 0x88B5)

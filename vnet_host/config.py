@@ -14,9 +14,9 @@ import grp
 import pwd
 from dataclasses import dataclass, field
 
-from vnet_router import config as rconfig
-from vnet_router.config import ConfigError, NodeConfig, read_toml
-from vnet_router.units import parse_size
+from vnet_router.model import config as rconfig
+from vnet_router.model.config import ConfigError, NodeConfig, read_toml
+from vnet_router.model.units import parse_size
 
 DEFAULT_SOCKET = "/run/vnet/vnet-hostd.sock"
 

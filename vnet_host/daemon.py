@@ -30,14 +30,16 @@ import os
 import signal
 import sys
 
-from vnet_router import config as rconfig, logs, netlink
-from vnet_router.control import CommandError, ControlServer, wants_peer
-from vnet_router.node import Node
-from vnet_router.ports import EnvironmentError_, read_facts
+from vnet_router.model import config as rconfig
+from vnet_router.ops import logs, loop
+from vnet_router.ops import netlink
+from vnet_router.node.api import CommandError, ControlServer, wants_peer
+from vnet_router.node.lifecycle import Node
+from vnet_router.node.ports import EnvironmentError_, read_facts
 
-from . import config as hconfig
-from .sandbox import Sandbox, SandboxError
-from .state import State, StateError
+from vnet_host import config as hconfig
+from vnet_host.sandbox import Sandbox, SandboxError
+from vnet_host.state import State, StateError
 
 log = logging.getLogger("vnet_host")
 
@@ -354,11 +356,10 @@ def main(argv=None) -> int:
     if args.check:
         print(f"{args.config}: OK (host profile; {len(hcfg.node.vnets)} vNets with the state)")
         return 0
-    import uvloop
     node = HostNode(hcfg, facts, store, data)
     try:
         node.setup_system()
-        return uvloop.run(node.run())
+        return loop.run(node.run())
     except KeyboardInterrupt:
         return 0
     except Exception:

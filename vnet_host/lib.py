@@ -20,7 +20,7 @@ import json
 import os
 import socket
 
-from vnet_router.control import ControlError, request, request_fds
+from vnet_router.node.api import ControlError, request, request_fds
 
 DEFAULT_SOCKET = os.environ.get("VNET_HOSTD_SOCKET", "/run/vnet/vnet-hostd.sock")
 

@@ -72,9 +72,9 @@ def vnetctl(lab, node, *args, user=None, timeout=60):
     that user can read: the pyenv python under /root is not)."""
     sock = lab.socket(node)
     if user is None:
-        argv = [sys.executable, "-m", "vnet_router.ctl", "-s", sock, *args]
+        argv = [sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", sock, *args]
     else:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups",
-                "/usr/bin/python3", "-m", "vnet_router.ctl", "-s", sock, *args]
+                "/usr/bin/python3", "-m", "vnet_router.cli.vnetctl", "-s", sock, *args]
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)

@@ -8,11 +8,12 @@ import pytest
 
 import topo as t
 
-from vnet_router import wire
-from vnet_router.config import loads
+from vnet_router.wire import substrate as wire
+from vnet_router.model.config import loads
 from vnet_router.lab.lab import Lab
 from vnet_router.lab import topology
-from vnet_router.tables import IfaceFacts, Tables, classify_eth
+from vnet_router.datapath.classify import classify_eth
+from vnet_router.model.tables import IfaceFacts, Tables
 
 pytestmark = pytest.mark.root
 
@@ -115,7 +116,7 @@ def test_vlan_tag_is_stripped_on_veth_and_classified(tmp_path):
 
 RECEIVER = r"""
 import sys, time
-from vnet_router import packet_io
+from vnet_router.datapath import packet_io
 s = packet_io.open_rx("e0", 0x88B5)
 s.setblocking(True)
 s.settimeout(8)

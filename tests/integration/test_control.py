@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from vnet_router import wire
-from vnet_router.ctlproto import messages as m
+from vnet_router.wire import substrate as wire
+from vnet_router.wire import control as m
 
 pytestmark = pytest.mark.root
 
@@ -81,7 +81,7 @@ share = {red}
 
 
 def vnetctl(lab, node, *args):
-    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket(node), *args],
+    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", lab.socket(node), *args],
                        capture_output=True, text=True, timeout=60)
     return r
 

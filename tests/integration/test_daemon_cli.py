@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from vnet_router import netlink
+from vnet_router.ops import netlink
 
 pytestmark = pytest.mark.root
 
@@ -44,7 +44,7 @@ def node_ns():
 
 def _run(ns, cfg_path, *args, timeout=20):
     return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m",
-                           "vnet_router.daemon", "-c", str(cfg_path), *args],
+                           "vnet_router.node.daemon", "-c", str(cfg_path), *args],
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -78,16 +78,16 @@ def test_check_mode_and_show(node_ns, tmp_path):
     assert not netlink.netns_exists(f"{node_ns}-blue")
 
     p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
-                          "vnet_router.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+                          "vnet_router.node.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(100):
             if sock.exists():
                 break
             p.wait(0) if p.poll() is not None else None
             subprocess.run(["sleep", "0.1"])
-        text = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", str(sock), "show"],
+        text = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", str(sock), "show"],
                               capture_output=True, text=True)
-        js = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", str(sock), "show",
+        js = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", str(sock), "show",
                              "--json"], capture_output=True, text=True)
         assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
         st = json.loads(js.stdout)
@@ -105,7 +105,7 @@ def test_check_mode_and_show(node_ns, tmp_path):
 
 
 def test_unreachable_daemon_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", str(tmp_path / "none"),
+    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", str(tmp_path / "none"),
                         "show"], capture_output=True, text=True)
     assert r.returncode == 1 and "cannot reach daemon" in r.stderr
 
@@ -121,7 +121,7 @@ def test_systemd_notify_protocol(node_ns, tmp_path):
     notify.settimeout(15)
     env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
     p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
-                          "vnet_router.daemon", "-c", str(cfg)], env=env,
+                          "vnet_router.node.daemon", "-c", str(cfg)], env=env,
                          stderr=subprocess.PIPE, text=True)
     try:
         msgs = [notify.recv(4096).decode()]
@@ -144,7 +144,7 @@ def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, dela
     cfg = tmp_path / "good.toml"
     cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
     p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
-                          "vnet_router.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+                          "vnet_router.node.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
     subprocess.run(["sleep", str(delay)])
     p.terminate()
     _, err = p.communicate(timeout=20)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from vnet_router import netlink
+from vnet_router.ops import netlink
 
 from host_topo import sockdir, topology, vnetctl
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from vnet_router import netlink
-from vnet_router.lab import demo, topology
+from vnet_router.ops import netlink
+from vnet_router.lab import demo
+from vnet_router.lab import topology
 from vnet_router.lab.lab import Lab, LabError, parse_ping
 
 pytestmark = pytest.mark.root
@@ -59,7 +60,9 @@ b = "c:eth0"
 FAKE_DAEMON = """
 import asyncio, signal, sys, time
 sys.path.insert(0, {root!r})
-from vnet_router import config, control, netlink
+from vnet_router.model import config
+from vnet_router.node import api as control
+from vnet_router.ops import netlink
 mode, cfg = sys.argv[1], config.load(sys.argv[-1])
 if mode == "bad":
     print("vnet-router: bad.toml: vnet[0].id: this config is bad", file=sys.stderr)

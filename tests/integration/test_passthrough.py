@@ -98,7 +98,7 @@ def test_vnetctl_top_shows_live_rates(make_lab):
     lab = make_lab(UDP)
     pinger = lab.popen("x", ["ping", "-q", "-c", "300", "-i", "0.01", "10.0.0.2"], vnet="blue",
                        stdout=subprocess.DEVNULL)
-    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket("y"), "top",
+    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", lab.socket("y"), "top",
                         "-n", "2", "-i", "0.5"], capture_output=True, text=True, timeout=30)
     pinger.wait(timeout=30)
     assert r.returncode == 0, r.stderr

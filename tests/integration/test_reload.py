@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from vnet_router.control import ControlError
+from vnet_router.node.api import ControlError
 
 import topo as t
 
@@ -50,7 +50,7 @@ def _new_config(lab, node, octet, b_in, b_out):
 
 def _reload(lab, node, text):
     (lab.workdir / f"{node}.toml").write_text(text)
-    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket(node),
+    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", lab.socket(node),
                         "reload"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
@@ -92,7 +92,7 @@ def test_broken_reload_changes_nothing(make_lab):
     path = lab.workdir / "x.toml"
     good = path.read_text()
     path.write_text(good.replace("vlan = 10", "vlan = 4095"))
-    r = subprocess.run([sys.executable, "-m", "vnet_router.ctl", "-s", lab.socket("x"), "reload"],
+    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", lab.socket("x"), "reload"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert "substrate_link[0].vlan" in r.stderr and "4095" in r.stderr, r.stderr

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from vnet_router import netlink
+from vnet_router.ops import netlink
 
 pytestmark = pytest.mark.root
 
@@ -40,13 +40,13 @@ LIMITED = ["setpriv", "--inh-caps=-all,+net_admin,+net_raw",
 
 def _daemon(ns, cfg, limited):
     return subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", *(LIMITED if limited else []),
-                             sys.executable, "-m", "vnet_router.daemon", "-c", str(cfg)],
+                             sys.executable, "-m", "vnet_router.node.daemon", "-c", str(cfg)],
                             stderr=subprocess.PIPE, text=True)
 
 
 def _step(ns, cfg, flag):
     return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m",
-                           "vnet_router.daemon", "-c", str(cfg), flag],
+                           "vnet_router.node.daemon", "-c", str(cfg), flag],
                           capture_output=True, text=True, timeout=30)
 
 
@@ -76,7 +76,7 @@ def test_daemon_with_only_net_admin_and_net_raw(tmp_path):
                                            ns=f"{ns}-blue", vin=vin, vout=vout, octet=octet))
         # without --prepare the limited daemon refuses, names the key, creates nothing
         r = subprocess.run(["nsenter", f"--net=/run/netns/{y}", *LIMITED, sys.executable, "-m",
-                            "vnet_router.daemon", "-c", str(cfgs[y])],
+                            "vnet_router.node.daemon", "-c", str(cfgs[y])],
                            capture_output=True, text=True, timeout=30)
         assert r.returncode == 2 and "vnet[0].namespace" in r.stderr and "--prepare" in r.stderr
         r = _step(y, cfgs[y], "--prepare")

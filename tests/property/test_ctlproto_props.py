@@ -2,8 +2,8 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from vnet_router import wire
-from vnet_router.ctlproto import messages as m
+from vnet_router.wire import substrate as wire
+from vnet_router.wire import control as m
 
 u16, u32, u64 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.integers(0, (1 << 64) - 1)
 names = st.text(alphabet="abcXYZ019_-", max_size=32)

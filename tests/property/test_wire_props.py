@@ -1,7 +1,7 @@
 """Codec properties: round trip, and arbitrary bytes only ever raise DecodeError."""
 from hypothesis import given, strategies as st
 
-from vnet_router.wire import DecodeError, EthFrame, UdpFrame, VlanTag
+from vnet_router.wire.substrate import DecodeError, EthFrame, UdpFrame, VlanTag
 
 macs = st.binary(min_size=6, max_size=6)
 vlans = st.none() | st.builds(VlanTag, vid=st.integers(0, 4095), pcp=st.integers(0, 7),

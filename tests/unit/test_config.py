@@ -1,7 +1,7 @@
 import pytest
 
-from vnet_router.config import ConfigError, loads
-from vnet_router.units import parse_rate, parse_size
+from vnet_router.model.config import ConfigError, loads
+from vnet_router.model.units import parse_rate, parse_size
 
 BASE = """
 [node]

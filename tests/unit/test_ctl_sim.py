@@ -1,5 +1,5 @@
 """Simulation of many TMs and a VBM over a transport losing 20% of control messages."""
-from vnet_router.ctlproto.sim import Simulation
+from vnet_router.control.sim import Simulation
 
 
 def test_invariants_hold_and_allocations_settle_under_20_percent_loss():

@@ -2,7 +2,7 @@
 VLIs negotiated with the neighbour (--max, the router's control plane).  The requests sent."""
 import pytest
 
-from vnet_router import ctl
+from vnet_router.cli import vnetctl as ctl
 
 
 @pytest.fixture

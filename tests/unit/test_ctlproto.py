@@ -3,12 +3,12 @@ import random
 
 import pytest
 
-from vnet_router.ctlproto import messages as m
-from vnet_router.ctlproto.fsm import (PendingState, RateState, TransitionError, VbmState,
+from vnet_router.wire import control as m
+from vnet_router.control.fsm import (PendingState, RateState, TransitionError, VbmState,
                                       VlinkFSM, VlinkState)
-from vnet_router.ctlproto.transport import Requester, Responder
-from vnet_router.tm import TrafficManager
-from vnet_router.vbm import VBM, AdmissionError
+from vnet_router.control.transport import Requester, Responder
+from vnet_router.control.tm import TrafficManager
+from vnet_router.control.vbm import VBM, AdmissionError
 
 M = 1_000_000
 

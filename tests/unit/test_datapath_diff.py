@@ -14,9 +14,11 @@ import socket
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from vnet_router import datapath as ref_mod, datapaths, wire
-from vnet_router.config import loads
-from vnet_router.tables import IfaceFacts, Tables
+from vnet_router.datapath import reference as ref_mod
+from vnet_router.datapath import select as datapaths
+from vnet_router.wire import substrate as wire
+from vnet_router.model.config import loads
+from vnet_router.model.tables import IfaceFacts, Tables
 
 try:
     fast_mod = datapaths.fast_module()

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from vnet_router import datapath, datapaths
+from vnet_router.datapath import reference as datapath
+from vnet_router.datapath import select as datapaths
 
 
 def test_fast_path_is_built():
@@ -35,8 +36,8 @@ def test_environment_forces_reference(monkeypatch):
 
 def test_missing_extension_falls_back_loudly(monkeypatch, caplog):
     monkeypatch.delenv(datapaths.ENV, raising=False)
-    monkeypatch.setitem(sys.modules, "vnet_router._fastpath", None)     # import fails
-    with caplog.at_level(logging.WARNING, logger="vnet_router.datapaths"):
+    monkeypatch.setitem(sys.modules, "vnet_router.datapath._fastpath", None)     # import fails
+    with caplog.at_level(logging.WARNING, logger="vnet_router.datapath.select"):
         assert datapaths.choose("auto") is datapath
     assert "using the reference datapath" in caplog.text
     with pytest.raises(datapaths.DatapathUnavailable, match="not built"):

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from vnet_router import config
+from vnet_router.model import config
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 

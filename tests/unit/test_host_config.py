@@ -4,7 +4,7 @@ import pytest
 from vnet_host import config as hconfig
 from vnet_host.vnp.router import Router
 from vnet_host.vnp.wire import DATA, HELLO, Packet, addr
-from vnet_router.config import ConfigError
+from vnet_router.model.config import ConfigError
 
 BASE = """
 [node]

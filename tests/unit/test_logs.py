@@ -1,7 +1,7 @@
 import io
 import logging
 
-from vnet_router import logs
+from vnet_router.ops import logs
 
 
 def test_logfmt_one_line_per_event():

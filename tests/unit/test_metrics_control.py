@@ -5,13 +5,14 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vnet_router import config, wire
-from vnet_router.controlplane import ControlPlane
-from vnet_router.ctlproto import messages as m
-from vnet_router.datapath import Datapath
-from vnet_router.metrics import Collector
-from vnet_router.status import status
-from vnet_router.tables import IfaceFacts, Tables
+from vnet_router.model import config
+from vnet_router.wire import substrate as wire
+from vnet_router.control.plane import ControlPlane
+from vnet_router.wire import control as m
+from vnet_router.datapath.reference import Datapath
+from vnet_router.ops.metrics import Collector
+from vnet_router.node.status import status
+from vnet_router.model.tables import IfaceFacts, Tables
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 OURS, PEER = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vnet_router import config
-from vnet_router.datapath import Datapath
-from vnet_router.metrics import Collector
-from vnet_router.status import status
-from vnet_router.tables import IfaceFacts, Tables
+from vnet_router.model import config
+from vnet_router.datapath.reference import Datapath
+from vnet_router.ops.metrics import Collector
+from vnet_router.node.status import status
+from vnet_router.model.tables import IfaceFacts, Tables
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 

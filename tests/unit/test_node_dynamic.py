@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from vnet_router.config import LogicalInterface, Rate, loads
-from vnet_router.control import CommandError
-from vnet_router.node import Node
-from vnet_router.tables import IN, OUT, IfaceFacts, Tables
+from vnet_router.model.config import LogicalInterface, Rate, loads
+from vnet_router.node.api import CommandError
+from vnet_router.node.lifecycle import Node
+from vnet_router.model.tables import IN, OUT, IfaceFacts, Tables
 
 BASE = """
 [[substrate_link]]

@@ -1,4 +1,4 @@
-from vnet_router.shaping import Shaper, TokenBucket
+from vnet_router.datapath.meters import Shaper, TokenBucket
 
 
 class Clock:

@@ -1,9 +1,10 @@
 """The demultiplexing rule on a compiled snapshot (no I/O)."""
 import pytest
 
-from vnet_router import wire
-from vnet_router.config import loads
-from vnet_router.tables import DELIVER, SWITCH, IfaceFacts, Tables, classify_eth, classify_udp
+from vnet_router.wire import substrate as wire
+from vnet_router.model.config import loads
+from vnet_router.datapath.classify import classify_eth, classify_udp
+from vnet_router.model.tables import DELIVER, SWITCH, IfaceFacts, Tables
 
 CFG = """
 [[substrate_link]]
@@ -125,9 +126,9 @@ def test_counters_survive_recompile():
 def test_dynamic_interfaces_and_current_rate_survive_rebuild():
     import dataclasses
 
-    from vnet_router.config import LogicalInterface, Rate
-    from vnet_router.tables import IfaceFacts, Tables
-    from vnet_router.config import loads
+    from vnet_router.model.config import LogicalInterface, Rate
+    from vnet_router.model.tables import IfaceFacts, Tables
+    from vnet_router.model.config import loads
     cfg = loads('[[substrate_link]]\nid="p"\nkind="p2p"\ninterface="e0"\n'
                 'peer_mac="02:00:00:00:00:02"\nvlan=10\n[[vnet]]\nname="b"\nid=1\n'
                 '[[interface]]\nvnet="b"\nname="t0"\nsubstrate_link="p"\nin_vli=5\n'

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vnet_router import config as rconfig
-from vnet_router.config import ConfigError
+from vnet_router.model import config as rconfig
+from vnet_router.model.config import ConfigError
 from vnet_router.lab import topology as T
 
 DEMO = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"

@@ -1,7 +1,7 @@
 import pytest
 
-from vnet_router import wire
-from vnet_router.wire import DecodeError, EthFrame, VlanTag
+from vnet_router.wire import substrate as wire
+from vnet_router.wire.substrate import DecodeError, EthFrame, VlanTag
 
 
 def test_layout_of_a_tagged_frame():

@@ -14,8 +14,8 @@ import select
 import sys
 import time
 
-from .. import lib
-from .wire import BROADCAST, DATA, HELLO, Packet, VnpError, addr, addr_str
+from vnet_host import lib
+from vnet_host.vnp.wire import BROADCAST, DATA, HELLO, Packet, VnpError, addr, addr_str
 
 
 class Node:

@@ -17,8 +17,8 @@ import signal
 import sys
 import time
 
-from .. import lib
-from .wire import BROADCAST, HELLO, Packet, VnpError, addr_str
+from vnet_host import lib
+from vnet_host.vnp.wire import BROADCAST, HELLO, Packet, VnpError, addr_str
 
 
 class Fib:

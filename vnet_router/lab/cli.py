@@ -16,10 +16,10 @@ import signal
 import sys
 import time
 
-from .. import netlink
-from ..config import ConfigError
-from . import demo
-from .lab import Lab, LabError, processes_in, stale_namespaces
+from vnet_router.ops import netlink
+from vnet_router.model.config import ConfigError
+from vnet_router.lab import demo
+from vnet_router.lab.lab import Lab, LabError, processes_in, stale_namespaces
 
 
 def parse_args(argv=None):
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
 
 def _check(args) -> int:
-    from . import topology
+    from vnet_router.lab import topology
     try:
         t = topology.load(args.file)
     except ConfigError as e:

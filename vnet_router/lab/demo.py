@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError
-from .lab import Lab, LabError
+from vnet_router.model.config import ConfigError
+from vnet_router.lab.lab import Lab, LabError
 
 DEMO_TOPOLOGY = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"
 

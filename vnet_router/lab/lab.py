@@ -36,10 +36,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import config as rconfig
-from .. import control, netlink
-from . import topology as topo_mod
-from .topology import Topology
+from vnet_router.model import config as rconfig
+from vnet_router.node import api as control
+from vnet_router.ops import netlink
+from vnet_router.lab import topology as topo_mod
+from vnet_router.lab.topology import Topology
 
 _counter = itertools.count()
 _STALE = re.compile(r"^vl(\d+)(?:x\d+)?-")
@@ -103,7 +104,7 @@ class Lab:
         self.workdir: Path | None = None
         self.keep_workdir = keep_workdir
         self.progress = progress or (lambda msg: None)
-        self.daemon_cmd = daemon_cmd or [sys.executable, "-m", "vnet_router.daemon"]
+        self.daemon_cmd = daemon_cmd or [sys.executable, "-m", "vnet_router.node.daemon"]
         self.ready_timeout, self.stop_timeout = ready_timeout, stop_timeout
         self.configs: dict[str, rconfig.NodeConfig] = {}
         self.daemons: dict[str, subprocess.Popen] = {}

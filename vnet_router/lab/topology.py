@@ -41,8 +41,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import config as rconfig
-from ..config import ConfigError
+from vnet_router.model import config as rconfig
+from vnet_router.model.config import ConfigError
 
 _NODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")       # no '-': it separates name parts
 _IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")

@@ -40,11 +40,12 @@ from posix.unistd cimport read, write
 from posix.uio cimport iovec
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-from . import datapath as _ref
-from . import packet_io, wire
-from .tables import DELIVER, SWITCH, DROP, IN, OUT
+from vnet_router.datapath import reference as _ref
+from vnet_router.datapath import packet_io
+from vnet_router.wire import substrate as wire
+from vnet_router.model.tables import DELIVER, SWITCH, DROP, IN, OUT
 
-log = logging.getLogger("vnet_router.datapath")
+log = logging.getLogger("vnet_router.datapath.fast")
 
 TapPort = _ref.TapPort
 

@@ -13,10 +13,11 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
-from . import netlink, wire
-from .config import LogicalInterface, NodeConfig
-from .tables import IfaceFacts, Snapshot, logical_mtu
-from .tap import Tap
+from vnet_router.ops import netlink
+from vnet_router.wire import substrate as wire
+from vnet_router.model.config import LogicalInterface, NodeConfig
+from vnet_router.model.tables import IfaceFacts, Snapshot, logical_mtu
+from vnet_router.ops.tap import Tap
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,13 @@ import logging
 import signal
 import time
 
-from . import config as config_mod, datapaths, sdnotify
-from .control import CommandError, ControlServer, WithFds, wants_peer
-from .ports import EnvironmentError_, Ports, SocketEnd, read_facts
-from .status import status
-from .tables import Tables
+from vnet_router.model import config as config_mod
+from vnet_router.datapath import select as datapaths
+from vnet_router.ops import sdnotify
+from vnet_router.node.api import CommandError, ControlServer, WithFds, wants_peer
+from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
+from vnet_router.node.status import status
+from vnet_router.model.tables import Tables
 
 log = logging.getLogger("vnet_router")
 
@@ -82,7 +84,7 @@ class Node:
             self.dp.on_fatal = datapath_failed
             self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
-                from .controlplane import ControlPlane
+                from vnet_router.control.plane import ControlPlane
                 self.cp = ControlPlane(cfg, self.tables, self.dp, self.ports, loop)
                 self.cp.start()
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
@@ -91,7 +93,7 @@ class Node:
             await self.control.start()
             await self.started_serving()
             if cfg.node.metrics:
-                from . import metrics
+                from vnet_router.ops import metrics
                 self._metrics = metrics.serve(*cfg.node.metrics, self._status_from_thread)
             log.info("node %s ready: %d substrate links, %d vNets, %d logical interfaces, "
                      "%d switched virtual links", cfg.node.name, len(cfg.substrate_links),

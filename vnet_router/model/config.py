@@ -13,8 +13,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import wire
-from .units import parse_rate, parse_size
+from vnet_router.wire import substrate as wire
+from vnet_router.model.units import parse_rate, parse_size
 
 KINDS = ("p2p", "multiaccess", "udp")
 IFACE_KINDS = ("tap", "socket")

@@ -21,10 +21,10 @@ import heapq
 import random
 from dataclasses import dataclass
 
-from ..tm import TrafficManager
-from ..vbm import VBM
-from . import messages as m
-from .transport import Requester, Responder
+from vnet_router.control.tm import TrafficManager
+from vnet_router.control.vbm import VBM
+from vnet_router.wire import control as m
+from vnet_router.control.transport import Requester, Responder
 
 VBM_ID = -1
 

@@ -19,8 +19,9 @@ import logging
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-from . import netlink, packet_io
-from .shaping import default_burst
+from vnet_router.ops import netlink
+from vnet_router.datapath import packet_io
+from vnet_router.datapath.meters import default_burst
 
 log = logging.getLogger(__name__)
 MIN_RATE = 8000

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import time
 
-from . import wire
-from .tables import ACTION_NAMES
+from vnet_router.wire import substrate as wire
+from vnet_router.model.tables import ACTION_NAMES
 
 
 def _rate(r):

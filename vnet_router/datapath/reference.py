@@ -20,10 +20,11 @@ import socket
 import struct
 import time
 
-from . import packet_io, wire
-from .shaping import Shaper, TokenBucket, default_burst
-from .tables import DELIVER, IN, OUT, SWITCH, LinkCtx, Snapshot, Tables, VLink, classify_eth, \
-    classify_udp
+from vnet_router.datapath import packet_io
+from vnet_router.wire import substrate as wire
+from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
+from vnet_router.datapath.classify import classify_eth, classify_udp
+from vnet_router.model.tables import DELIVER, IN, OUT, SWITCH, LinkCtx, Snapshot, Tables, VLink
 
 log = logging.getLogger(__name__)
 

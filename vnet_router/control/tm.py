@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .ctlproto import messages as m
-from .ctlproto.fsm import RateFSM, RateState
+from vnet_router.wire import control as m
+from vnet_router.control.fsm import RateFSM, RateState
 
 IN, OUT = "in", "out"
 

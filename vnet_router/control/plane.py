@@ -27,16 +27,16 @@ import time
 import zlib
 from dataclasses import dataclass, replace
 
-from . import wire
-from .config import LogicalInterface, NodeConfig, Rate, _IFNAME
-from .ctlproto import messages as m
-from .ctlproto.fsm import VlinkFSM, VlinkState
-from .ctlproto.transport import Requester, Responder
-from .kshaping import KernelShaping
-from .tables import IN, OUT
-from .tm import TrafficManager
-from .units import parse_rate
-from .vbm import VBM
+from vnet_router.wire import substrate as wire
+from vnet_router.model.config import LogicalInterface, NodeConfig, Rate, _IFNAME
+from vnet_router.wire import control as m
+from vnet_router.control.fsm import VlinkFSM, VlinkState
+from vnet_router.control.transport import Requester, Responder
+from vnet_router.control.kshaping import KernelShaping
+from vnet_router.model.tables import IN, OUT
+from vnet_router.control.tm import TrafficManager
+from vnet_router.model.units import parse_rate
+from vnet_router.control.vbm import VBM
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import random as _random
 from dataclasses import replace
 
-from .fsm import PendingFSM, PendingState
-from .messages import Message
+from vnet_router.control.fsm import PendingFSM, PendingState
+from vnet_router.wire.control import Message
 
 SEQ_MOD = 1 << 32
 REPLAY_WINDOW = 1024       # requests may overtake each other by this many

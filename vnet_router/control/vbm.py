@@ -19,8 +19,8 @@ Node identity is the sender node id of the message header.
 """
 from __future__ import annotations
 
-from .ctlproto import messages as m
-from .ctlproto.fsm import VbmFSM, VbmState
+from vnet_router.wire import control as m
+from vnet_router.control.fsm import VbmFSM, VbmState
 
 
 class AdmissionError(ValueError):

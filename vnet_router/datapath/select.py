@@ -24,7 +24,7 @@ class DatapathUnavailable(RuntimeError):
 
 def fast_module():
     """The compiled fast path module; raises ImportError if it is not built."""
-    return importlib.import_module(__package__ + "._fastpath")
+    return importlib.import_module("vnet_router.datapath._fastpath")
 
 
 def choose(configured: str = "auto"):
@@ -33,7 +33,7 @@ def choose(configured: str = "auto"):
     if mode not in CHOICES:
         raise DatapathUnavailable(f"{ENV}={mode!r}: want one of {', '.join(CHOICES)}")
     if mode == "reference":
-        from . import datapath
+        from vnet_router.datapath import reference as datapath
         log.info("datapath: reference (pure Python), as selected")
         return datapath
     try:
@@ -43,5 +43,5 @@ def choose(configured: str = "auto"):
             raise DatapathUnavailable(f"fast datapath requested but not built: {e}") from None
         log.warning("datapath: fast path not available (%s); using the reference datapath "
                     "(pure Python)", e)
-        from . import datapath
+        from vnet_router.datapath import reference as datapath
         return datapath

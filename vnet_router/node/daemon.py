@@ -9,15 +9,16 @@ Exit status: 0 clean stop, 1 runtime failure, 2 bad configuration.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import signal
 import sys
 
-from . import __version__, config as config_mod
-from .node import Node
-from . import logs, ports as ports_mod
-from .ports import EnvironmentError_, read_facts
+from vnet_router import __version__
+from vnet_router.model import config as config_mod
+from vnet_router.node.lifecycle import Node
+from vnet_router.ops import logs, loop
+from vnet_router.node import ports as ports_mod
+from vnet_router.node.ports import EnvironmentError_, read_facts
 
 log = logging.getLogger("vnet_router")
 
@@ -74,11 +75,6 @@ def main(argv=None) -> int:
         print(f"{args.config}: OK ({len(cfg.substrate_links)} substrate links, {len(cfg.vnets)} "
               f"vNets, {len(cfg.interfaces)} logical interfaces, {len(cfg.switches)} switches)")
         return 0
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:         # pragma: no cover - uvloop is a dependency
-        runner = asyncio.run
     # Netlink work (pyroute2 runs its own event loop) happens outside the datapath's loop:
     # namespaces and TAPs are made before it starts and removed after it ends.  Stop signals
     # are held back (blocked, not lost) during both, so set-up and clean-up are never cut
@@ -88,7 +84,7 @@ def main(argv=None) -> int:
     node = Node(cfg, facts, unblock=STOP_SIGNALS)
     try:
         node.setup_system()
-        return runner(node.run())
+        return loop.run(node.run())
     except Exception:
         log.exception("vnet-router failed")
         return 1

@@ -26,8 +26,8 @@ import os
 import sys
 import time
 
-from .control import ControlError, request
-from .units import format_rate
+from vnet_router.node.api import ControlError, request
+from vnet_router.model.units import format_rate
 
 DEFAULT_SOCKET = "/run/vnet/vnet-router.sock"
 

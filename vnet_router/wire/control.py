@@ -42,7 +42,7 @@ import struct
 from dataclasses import dataclass, fields
 from enum import IntEnum
 
-from .. import wire
+from vnet_router.wire import substrate as wire
 
 VERSION = 1
 RATE_UNLIMITED = (1 << 64) - 1

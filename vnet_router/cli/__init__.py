@@ -1,0 +1,1 @@
+"""Command-line front ends: ``vnetctl`` (the lab's ``vnet-lab`` lives with the lab)."""
