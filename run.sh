@@ -34,6 +34,8 @@ case "${1:-}" in
     test)
         setup
         shift
+        echo "== layering (import-linter contracts in pyproject.toml)"
+        lint-imports --no-cache
         exec python3 -m pytest tests "$@"
         ;;
     *)
