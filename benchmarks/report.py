@@ -1,0 +1,125 @@
+"""Reading the benchmark: acceptance ratios, the markdown table, the plot, docs/benchmarks.md.
+
+``run.py`` measures and hands its results (``run.Result`` rows, ``run.Latency`` cases) here;
+nothing in this module touches the system but the files it writes.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+GEN_CORE, FWD_CORE = 0, 1       # the cores run.py pins the generator and the forwarder to
+
+
+# The acceptance ratios of the fast path issue, each from rows of the same run of this command.
+RATIOS = [
+    ("fast path / Linux bridge, pass-through 64 B", "(d) fast path, VLI switch",
+     "(a) Linux bridge", 64),
+    ("fast path / reference datapath, pass-through 64 B", "(d) fast path, VLI switch",
+     "(c) reference datapath, VLI switch", 64),
+    ("fast path 1,000 vlinks / Linux bridge, 64 B", "(f) fast path, 1000 vlinks / 64 links",
+     "(a) Linux bridge", 64),
+    ("fast path substrate -> TAP / bare Python loop, 64 B", "(e) fast path substrate -> TAP",
+     "(e) bare Python recv+os.write -> TAP", 64),
+    ("fast path / generator alone (its rate with nothing attached), 64 B",
+     "(d) fast path, VLI switch", "(0) generator alone (nothing forwards)", 64),
+    ("fast path 1,000 vlinks / generator alone, 64 B", "(f) fast path, 1000 vlinks / 64 links",
+     "(0) generator alone (nothing forwards)", 64),
+]
+
+
+def ratios(results) -> list[tuple[str, float, float, float]]:
+    """(what, ratio of the medians, lowest and highest ratio of run i to run i)."""
+    by = {(r.case, r.size): r for r in results}
+    out = []
+    for what, a, b, size in RATIOS:
+        ra, rb = by.get((a, size)), by.get((b, size))
+        if ra is None or rb is None:
+            continue
+        den = rb.offered if rb.note == "alone" else rb.delivered
+        pairs = [x / y for x, y in zip(ra.runs, rb.runs) if y]
+        if den:
+            out.append((what, ra.delivered / den, min(pairs), max(pairs)))
+    return out
+
+
+def table(results, lats) -> str:
+    lines = ["| case | frame | offered kpps | delivered kpps | delivered/offered | "
+             "router CPU-us/pkt | each run, kpps |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        cpu = f"{r.cpu_us:.2f}" if r.cpu_us is not None else "-"
+        each = " / ".join(f"{x / 1e3:.0f}" for x in r.runs)
+        if r.note == "alone":
+            lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | - | - | - | "
+                         f"{each} (offered) |")
+            continue
+        lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | "
+                     f"{r.delivered / 1e3:.1f} | {r.ratio:.2f} | {cpu} | {each} |")
+    rs = ratios(results)
+    if rs:
+        lines += ["", "| ratio (delivered) | medians | run by run |", "|---|---:|---:|"]
+        for what, med, lo, hi in rs:
+            lines.append(f"| {what} | {med:.2f} | {lo:.2f} - {hi:.2f} |")
+    if lats:
+        lines += ["", "| latency (ping, vnet end-systems on both sides) | replies | median RTT us "
+                  "| p99 RTT us |", "|---|---:|---:|---:|"]
+        for l in lats:
+            lines.append(f"| {l.case} | {len(l.rtts)}/{l.sent} | {l.pct(50):.1f} | "
+                         f"{l.pct(99):.1f} |")
+        base = lats[0]
+        lines += ["", f"| added RTT vs {base.case} | median us | p99 us |", "|---|---:|---:|"]
+        for l in lats[1:]:
+            lines.append(f"| {l.case} | {l.pct(50) - base.pct(50):+.1f} | "
+                         f"{l.pct(99) - base.pct(99):+.1f} |")
+    return "\n".join(lines)
+
+
+def plot(results, path: Path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sizes = sorted({r.size for r in results})
+    fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 5), squeeze=False)
+    for ax, size in zip(axes[0], sizes):
+        rs = [r for r in results if r.size == size]
+        y = range(len(rs))
+        ax.barh([i + 0.2 for i in y], [r.offered / 1e3 for r in rs], 0.4, label="offered",
+                color="#bbbbbb")
+        ax.barh([i - 0.2 for i in y], [r.delivered / 1e3 for r in rs], 0.4, label="delivered",
+                color="#2a6fb0")
+        ax.set_yticks(list(y), [r.case for r in rs], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("kpps")
+        ax.set_title(f"{size}-byte frames")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+
+
+def write_markdown(out: Path, results, lats, machine: str, cmd: str, a) -> str:
+    """docs/benchmarks.md (and the PNG next to it) for one run; returns what was written."""
+    png = out.with_suffix(".png")
+    have_png = plot(results, png)
+    text = table(results, lats)
+    out.write_text(
+        "# Benchmarks\n\n"
+        f"- machine: {machine}\n- date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
+        f"- command: `{cmd}`\n"
+        f"- {a.seconds:g} s per case, every case run {a.repeat} times interleaved (run 1 of "
+        "each case, then run 2, ...); a row is the median run, the last column lists all; "
+        f"ratios compare medians and, run by run, run i with run i. Latency: {a.pings} pings "
+        f"per path at {1 / a.interval:g}/s, all paths up at once and measured in "
+        f"{a.rounds} alternating rounds.\n"
+        f"- trafgen pinned to core {GEN_CORE}, forwarder to core "
+        f"{FWD_CORE}; offered = generator veth tx, delivered = sink veth rx (TAP cases: the "
+        "TAP's counter); router CPU-us/pkt = busy time of core 1 per delivered packet (the "
+        "bridge and tc mirred forward mostly in the generator's softirq on core 0, so their "
+        "column undercounts). Other work on the machine shares both cores.\n\n"
+        + text + "\n" + (f"\n![pps]({png.name})\n" if have_png else ""))
+    return f"{out}" + (f" and {png}" if have_png else "")
