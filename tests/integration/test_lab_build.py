@@ -236,7 +236,6 @@ def test_parse_ping_output():
     assert (r.received, r.loss, r.rtt_avg, r.ok) == (0, 100.0, None, False)
 
 
-@pytest.mark.skipif(not (ROOT / "vnet_router" / "daemon.py").exists(), reason="no daemon yet")
 def test_demo_end_to_end(tmp_path, capsys):
     plot = tmp_path / "rates.png"
     rc = demo.run(demo.DEMO_TOPOLOGY, plot=str(plot))
