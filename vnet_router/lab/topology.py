@@ -197,9 +197,7 @@ class Node(Schema):
         "`host.namespace_prefix` to `{prefix}NODE-`, so vNets joined at run time are named "
         "like the others", "router")
     commands: tables(Command) = key(
-        "`[[node.commands]]`: commands run after all daemons are ready: `run` (a string, split "
-        "like a shell does, or a list), `vnet` (optional: run in that vNet's namespace of this "
-        "node, else in the node's)", ())
+        "`[[node.commands]]`: commands run, in order, after all daemons are ready (below)", ())
     interfaces: tuple[str, ...] = derived((), "from the links, in file order")
     router_key: str = derived("", '"node[1].router" or the router_config file, for messages')
     vnets: tuple[str, ...] = derived((), "vNet names of the router config")

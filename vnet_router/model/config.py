@@ -108,7 +108,8 @@ class Rate(Schema):
 
     In a file: one rate (``"20Mbit"``: min = max) or a table ``{ min, max, burst }``."""
 
-    min: RateBps = key("lowest rate: the Traffic Manager never goes below it", 0)
+    min: RateBps = key("lowest rate the Traffic Manager may set (`min < max`: a managed "
+                       "range)", 0)
     max: RateBps | None = key("highest rate; the link runs at it without `[tm]`", None,
                               shown="required in a table")
     burst: SizeBytes | None = key("token bucket depth", None, shown="from rate and MTU")
@@ -343,8 +344,8 @@ class VBMSection(Schema):
     rebuild_time: number_range(0, 3600, "rebuild time") = key(
         "seconds after start during which the VBM only learns the nodes' allocations (no "
         "increases); keep it above the nodes' `report_interval`", 12.0)
-    shares: tables(VBMShare) = key("`[[vbm.share]]`: the shares sum to at most 1, the entry "
-                                   "that would exceed it is refused", (), alias="share")
+    shares: tables(VBMShare) = key("`[[vbm.share]]`: the vNets' shares of the LAN (below)", (),
+                                   alias="share")
 
     @rules
     def _shares(self):

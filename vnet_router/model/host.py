@@ -49,7 +49,8 @@ class HostSection(Schema):
     admin_group: Str = key("besides root, members may change state", "vnet")
     namespace_prefix: Str = key("a vNet added at run time gets namespace PREFIX+name", "vnet-")
     instance_user: Str = key("default user of protocol instances", "nobody")
-    limits: Limits = key("default instance limits: `{ cpu_seconds, memory }`", Limits())
+    limits: Limits = key("default instance limits (`[host.limits]`, below)", Limits(),
+                         shown="see below")
     allow: pairs(Str, tuple[Principal, ...], "table of lists") = key(
         "per vNet, who may open library endpoints: `{ blue = [\"alice\", \"@staff\"] }` "
         "with user names, uids, `@group` (root always may)", (), shown="`{}`")

@@ -309,7 +309,7 @@ def validate(cls: type[Schema], data: Any, file: str, at: tuple = ()):
 class KeyDoc:
     key: str
     type: str
-    default: str            # "" = required
+    default: str | None     # None = required; "" = none to show
     description: str
 
 
@@ -324,7 +324,7 @@ def describe(cls: type) -> list[KeyDoc]:
             tp = f.annotation if not f.metadata else Annotated[(f.annotation, *f.metadata)]
             required = f.default is PydanticUndefined and f.default_factory is None
             default = extra["shown"] if "shown" in extra else \
-                "" if required else _show_value(f.default)
+                None if required else _show_value(f.default)
             rows.append(KeyDoc(f.alias or name, type_text(tp), default, f.description or ""))
         return rows
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -332,7 +332,7 @@ def describe(cls: type) -> list[KeyDoc]:
         tp = hints[name]
         desc = next((m.description for m in getattr(tp, "__metadata__", ())
                      if getattr(m, "description", None)), "")
-        rows.append(KeyDoc(name, type_text(tp), "", desc))
+        rows.append(KeyDoc(name, type_text(tp), None, desc))
     return rows
 
 
@@ -371,4 +371,6 @@ def _show_value(v) -> str:
         return "`[]`"
     if isinstance(v, BaseModel):
         return "`{}`"
+    if isinstance(v, float):
+        return f"`{v:g}`"
     return f"`{v!r}`"
