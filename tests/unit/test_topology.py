@@ -172,6 +172,16 @@ def test_dump_toml_round_trips_config_shaped_data():
     assert tomllib.loads(dump_toml(data)) == data
 
 
+def test_dumped_config_can_be_extended_by_appending_tables():
+    """Arrays of tables are written as [[name]] sections, never inline, so appending one more
+    [[vnet]] to a written config (as a reload test or an operator does) stays valid TOML."""
+    data = {"node": {"name": "x"}, "vnet": [{"name": "v", "id": 1}],
+            "interface": [{"vnet": "v", "name": "t", "rate": {"max": 5}}]}
+    text = dump_toml(data) + '\n[[vnet]]\nname = "w"\nid = 2\n'
+    assert "[[vnet]]" in dump_toml(data) and "vnet = [" not in dump_toml(data)
+    assert [v["name"] for v in tomllib.loads(text)["vnet"]] == ["v", "w"]
+
+
 ERRORS = [
     # (topology text, key in the error, words in the problem)
     (BASE + '[[link]]\na = "c:eth0"\nb = "sw"\n', "link[2].a", "unknown node 'c'"),

@@ -37,5 +37,23 @@ def parse_toml(text: str, path: str = "<string>") -> dict:
 
 
 def dump_toml(data: dict) -> str:
-    """TOML text of config-shaped tables: scalars, lists, tables and arrays of tables."""
-    return tomli_w.dumps(data)
+    """TOML text of config-shaped tables: scalars, lists, tables and arrays of tables.
+
+    The file's own arrays of tables are written as ``[[name]]`` sections (tomli-w writes short
+    ones inline, ``vnet = [{ ... }]``), so a written config can be extended by appending
+    ``[[vnet]]`` and the like to it, as to a file written by hand."""
+    plain = {k: v for k, v in data.items() if not _is_aot(v)}
+    parts = [tomli_w.dumps(plain)] if plain else []
+    for k, items in data.items():
+        if _is_aot(items):
+            header = tomli_w.dumps({k: {}}).strip()             # "[name]", quoted if need be
+            for item in items:
+                body = tomli_w.dumps({k: item})
+                if body.startswith(header + "\n"):
+                    body = body[len(header) + 1:]
+                parts.append(f"[{header}]\n{body}")
+    return "\n".join(p.rstrip("\n") + "\n" for p in parts)
+
+
+def _is_aot(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
