@@ -1,8 +1,8 @@
 """``vnet-hostd``: the end-system substrate and its privileged control daemon.
 
 It is the substrate router's ``Node`` (same wire, tables, datapath, ports and two-phase
-reload) with a host profile (``config.py``: no pass-through) and run-time commands on its
-control socket:
+reload) with a host profile (``vnet_router.model.host``: no pass-through) and run-time commands
+on its control socket:
 
 * ``vnet_add`` / ``vnet_del``, ``join`` / ``leave``, ``vlink_add`` / ``vlink_del``: every
   change builds the state it would lead to, validates the resulting configuration with the
@@ -30,14 +30,16 @@ import os
 import signal
 import sys
 
-from vnet_router.model import config as rconfig
+from vnet_router.model import host as hconfig
+from vnet_router.model.schema import ConfigError
+from vnet_router.model.units import parse_size
 from vnet_router.ops import logs, loop
 from vnet_router.ops import netlink
 from vnet_router.node.api import CommandError, ControlServer, wants_peer
 from vnet_router.node.lifecycle import Node
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
-from vnet_host import config as hconfig
+from vnet_host.config import allowed, resolve_gid
 from vnet_host.sandbox import Sandbox, SandboxError
 from vnet_host.state import State, StateError
 
@@ -114,7 +116,7 @@ class HostNode(Node):
             return f"permission denied: {cmd} changes substrate state (caller unknown)"
         if peer.uid == 0:
             return None
-        gid = hconfig.resolve_gid(self.hcfg.host.admin_group)
+        gid = resolve_gid(self.hcfg.host.admin_group)
         if gid is not None and gid in peer.groups():
             return None
         return (f"permission denied: {cmd.replace('_', ' ')} changes substrate state; it needs "
@@ -127,7 +129,7 @@ class HostNode(Node):
         for v in self.state["vnets"]:
             if v["name"] == vnet:
                 principals = tuple(principals) + tuple(v.get("allow", ()))
-        if peer is not None and hconfig.allowed(principals, peer.uid, peer.groups()):
+        if peer is not None and allowed(principals, peer.uid, peer.groups()):
             return None
         return (f"uid {peer.uid if peer else '?'} may not open endpoints of vNet {vnet} "
                 f"(allowed: {', '.join(principals) or 'root only'})")
@@ -163,7 +165,7 @@ class HostNode(Node):
         async with self._reload_lock:
             try:
                 new = hconfig.effective(self.hcfg.base, self.cfg.path, new_state)
-            except rconfig.ConfigError as e:
+            except ConfigError as e:
                 raise CommandError(f"{what}: {e.key}: {e.problem}") from None
             result = await self.apply(new, self.cfg.path)
             new_state["owned"] = list(self.ports.created_ns)
@@ -265,7 +267,7 @@ class HostNode(Node):
         async with self._reload_lock:
             try:
                 hcfg = hconfig.load(self.cfg.path, self.state)
-            except rconfig.ConfigError as e:
+            except ConfigError as e:
                 raise CommandError(str(e)) from None
             result = await self.apply(hcfg.node, self.cfg.path)
             self.hcfg = hcfg
@@ -282,7 +284,7 @@ class HostNode(Node):
         lim = self.hcfg.host.limits
         try:
             mem = memory if memory is None or isinstance(memory, int) else \
-                hconfig.parse_size(memory)
+                parse_size(memory)
             inst = self.sandbox.start(name, vnet, self.cfg.vnet(vnet).namespace, list(argv),
                                       user or self.hcfg.host.instance_user,
                                       int(cpu_seconds or lim.cpu_seconds), mem or lim.memory,
@@ -343,13 +345,13 @@ def main(argv=None) -> int:
         data = store.load()
         try:
             hcfg = hconfig.load(args.config, data)
-        except rconfig.ConfigError as e:
+        except ConfigError as e:
             print(f"vnet-hostd: state in {store.path} does not fit the configuration any "
                   f"more ({e}); starting from the configuration file alone", file=sys.stderr)
             data = {"vnets": [], "interfaces": [], "owned": data.get("owned", [])}
             hcfg = first
         facts = read_facts(hcfg.node)
-    except (rconfig.ConfigError, EnvironmentError_, StateError) as e:
+    except (ConfigError, EnvironmentError_, StateError) as e:
         print(f"vnet-hostd: {e}", file=sys.stderr)
         return 2
     logs.setup(args.log_level or hcfg.node.node.log_level)

@@ -1,6 +1,7 @@
 import pytest
 
-from vnet_router.model.config import ConfigError, loads
+from vnet_router.model.config import loads
+from vnet_router.model.schema import ConfigError
 from vnet_router.model.units import parse_rate, parse_size
 
 BASE = """
@@ -128,3 +129,64 @@ def test_tm_and_vbm_sections():
     assert cfg.tm.idle_interval == 3.0 and cfg.tm.vbm_link == "lan"
     assert cfg.vbm.capacity == 100_000_000 and cfg.vbm.shares[0].share == 0.5
     assert loads(BASE, "r1.toml").tm is None
+
+
+IFACE = '[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="a"\nin_vli=12\n'
+
+
+@pytest.mark.parametrize("rate", ['{ min = "1Mbit" }', '{ min = "1Mbit", burst = "30KB" }', "{}"])
+def test_rate_table_without_max_is_refused(rate):
+    """A rate table with only min used to mean "unlimited" without a word."""
+    with pytest.raises(ConfigError) as e:
+        loads(BASE + "\n" + IFACE + f"rate = {rate}\n", "r1.toml")
+    assert e.value.key == "interface[1].rate.max"
+    assert "would be unlimited" in e.value.problem and "give max" in e.value.problem
+    assert 'one rate like "20Mbit"' in e.value.problem
+
+
+def test_rate_forms_that_stay_valid():
+    cfg = loads(BASE + "\n" + IFACE + 'rate = { max = "2Mbit" }\nin_rate = "3Mbit"\n')
+    li = cfg.interfaces[1]
+    assert (li.rate.min, li.rate.max, li.rate.managed) == (0, 2_000_000, True)
+    assert (li.in_rate.min, li.in_rate.max, li.in_rate.managed) == (3_000_000, 3_000_000, False)
+    assert cfg.interfaces[0].in_rate.max is None                      # absent = unlimited
+
+
+def test_udp_port_is_refused_and_says_where_ports_are_set():
+    """[node].udp_port had no effect: udp substrate links give their ports in local/remote."""
+    with pytest.raises(ConfigError) as e:
+        loads(BASE.replace('name = "r1"', 'name = "r1"\nudp_port = 4799'), "r1.toml")
+    assert e.value.key == "node.udp_port"
+    assert "local and remote" in e.value.problem
+    assert not hasattr(loads(BASE).node, "udp_port")
+
+
+@pytest.mark.parametrize("old, new, key", [
+    ('name = "r1"', 'name = "r1\\n"', "node.name"),
+    ('name = "blue0"', 'name = "blue0\\n"', "interface[0].name"),
+    ('interface = "eth0"\npeer', 'interface = "eth0\\n"\npeer', "substrate_link[0].interface"),
+    ('peer_mac = "02:00:00:00:00:01"', 'peer_mac = "02:00:00:00:00:01\\n"',
+     "substrate_link[0].peer_mac"),
+    ('name = "blue"\nid = 1', 'name = "blue\\n"\nid = 1', "vnet[0].name"),
+    ('name = "blue"\nid = 1', 'name = "blue"\nid = 1\nnamespace = "ns\\n"', "vnet[0].namespace"),
+])
+def test_names_do_not_take_a_trailing_newline(old, new, key):
+    assert old in BASE
+    with pytest.raises(ConfigError) as e:
+        loads(BASE.replace(old, new, 1), "r1.toml")
+    assert e.value.key == key
+    assert "\n" not in str(e.value).replace("\\n", "")
+
+
+def test_valid_ifname():
+    from vnet_router.model.config import valid_ifname
+    assert valid_ifname("eth0") and valid_ifname("a.b-c_d")
+    assert not valid_ifname("eth0\n") and not valid_ifname("") and not valid_ifname("x" * 16)
+
+
+def test_python_construction_is_validated_with_the_same_words():
+    from vnet_router.model.config import LogicalInterface, Rate
+    li = LogicalInterface("b", "dyn", "p", 1024, 1025, Rate(1, 2))
+    assert (li.out_vli, li.rate.max, li.in_rate.max) == (1025, 2, None)
+    with pytest.raises(ValueError, match=r"^LogicalInterface: name: bad interface name"):
+        LogicalInterface(vnet="b", name="x\n", substrate_link="p", in_vli=1)

@@ -448,7 +448,6 @@ def run_managed(mod):
     """A dynamic virtual link's fixed neighbour MAC (``VLink.dst``) on the multiaccess link,
     an output shaped by the kernel on its own socket (``kernel_shaped``) and a meter the
     Traffic Manager retunes (``set_rate`` to ``Rate.cur``)."""
-    from dataclasses import replace
     rig = Rig(mod)
     try:
         t = rig.tables
@@ -459,7 +458,7 @@ def run_managed(mod):
         rig.peers[("own", "p2:101")] = own_peer
         rig.dp.kernel_shaped(t.output_vlink("p2", 101), own)     # b5's output, was shaped
         b1in = t.input_vlink("p1", 100)
-        b1in.rate = replace(b1in.rate, cur=8000 * 8)            # 8 KB/s, bucket stays 6KB
+        b1in.rate = b1in.rate.model_copy(update={"cur": 8000 * 8})            # 8 KB/s, bucket stays 6KB
         rig.dp.set_rate(b1in)
         t10 = wire.VlanTag(10)
         for _ in range(3):

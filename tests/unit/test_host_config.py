@@ -1,10 +1,11 @@
 """Host profile of the config and the VNP router's forwarding decisions (no system access)."""
 import pytest
 
-from vnet_host import config as hconfig
+from vnet_host.config import allowed
 from vnet_host.vnp.router import Router
 from vnet_host.vnp.wire import DATA, HELLO, Packet, addr
-from vnet_router.model.config import ConfigError
+from vnet_router.model import host as hconfig
+from vnet_router.model.schema import ConfigError
 
 BASE = """
 [node]
@@ -53,9 +54,9 @@ def test_socket_interface_has_no_addresses():
 
 
 def test_allowed_principals():
-    assert hconfig.allowed(["nobody"], 65534, set())
-    assert not hconfig.allowed(["nobody"], 1000, {1000})
-    assert hconfig.allowed(["@0"], 1000, {0})
+    assert allowed(["nobody"], 65534, set())
+    assert not allowed(["nobody"], 1000, {1000})
+    assert allowed(["@0"], 1000, {0})
 
 
 def test_vnp_router_learns_forwards_and_counts():

@@ -124,8 +124,6 @@ def test_counters_survive_recompile():
 
 
 def test_dynamic_interfaces_and_current_rate_survive_rebuild():
-    import dataclasses
-
     from vnet_router.model.config import LogicalInterface, Rate
     from vnet_router.model.tables import IfaceFacts, Tables
     from vnet_router.model.config import loads
@@ -136,7 +134,7 @@ def test_dynamic_interfaces_and_current_rate_survive_rebuild():
     t = Tables(cfg, {"e0": IfaceFacts(3, b"\x02\x00\x00\x00\x00\x01", 1500)})
     out = t.output_vlink("p", 5)
     assert out.rate.current == 9_000_000 and out.rate.managed
-    out.rate = dataclasses.replace(out.rate, cur=4_000_000)
+    out.rate = out.rate.model_copy(update={"cur": 4_000_000})
     li = LogicalInterface("b", "dyn", "p", 1024, 1025, Rate(1, 2))
     t.add_interface(li)
     assert t.output_vlink("p", 5).rate.current == 4_000_000       # kept across the rebuild

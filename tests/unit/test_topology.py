@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from vnet_router.model import config as rconfig
-from vnet_router.model.config import ConfigError
+from vnet_router.model.schema import ConfigError
+from vnet_router.model.toml import dump_toml
 from vnet_router.lab import topology as T
 
 DEMO = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"
@@ -52,7 +53,7 @@ def test_demo_rendered_configs_are_valid_and_name_peers_by_mac():
     t = T.load(DEMO)
     for node in t.nodes:
         d = T.render_router(t, node.name, "vl42-", "/tmp/w")
-        cfg = rconfig.loads(T.dump_toml(d), f"{node.name}.toml")
+        cfg = rconfig.loads(dump_toml(d), f"{node.name}.toml")
         assert cfg.node.name == node.name
         assert cfg.node.control_socket == f"/tmp/w/{node.name}.sock"
         assert all(v.namespace.startswith("vl42-") for v in cfg.vnets)
@@ -131,7 +132,7 @@ run = "sysctl -w net.ipv4.conf.all.forwarding=1"
     assert d["vnet"][0]["namespace"] == "vl7-b-v"
     assert d["vnet"][1]["namespace"] == "vl7-b-other"
     assert d["node"] == {"log_level": "debug", "name": "b", "control_socket": "/w/b.sock"}
-    cfg = rconfig.loads(T.dump_toml(d))
+    cfg = rconfig.loads(dump_toml(d))
     assert cfg.interfaces[0].rate.max == 2_000_000
     assert t.node("b").router["vnet"][0] == {"name": "v", "id": 3}    # original untouched
 
@@ -168,7 +169,17 @@ def test_dump_toml_round_trips_config_shaped_data():
             "interface": [{"name": "t", "addresses": ["10.0.0.1/24", "fd00::1/64"],
                            "rate": {"min": "1Mbit", "max": "2Mbit"}, "flag": True}],
             "weird key": {"n": 1}, "top": 5}
-    assert tomllib.loads(T.dump_toml(data)) == data
+    assert tomllib.loads(dump_toml(data)) == data
+
+
+def test_dumped_config_can_be_extended_by_appending_tables():
+    """Arrays of tables are written as [[name]] sections, never inline, so appending one more
+    [[vnet]] to a written config (as a reload test or an operator does) stays valid TOML."""
+    data = {"node": {"name": "x"}, "vnet": [{"name": "v", "id": 1}],
+            "interface": [{"vnet": "v", "name": "t", "rate": {"max": 5}}]}
+    text = dump_toml(data) + '\n[[vnet]]\nname = "w"\nid = 2\n'
+    assert "[[vnet]]" in dump_toml(data) and "vnet = [" not in dump_toml(data)
+    assert [v["name"] for v in tomllib.loads(text)["vnet"]] == ["v", "w"]
 
 
 ERRORS = [
@@ -237,3 +248,24 @@ def test_not_toml_and_missing_file(tmp_path):
         T.loads("[[node]\n", "x.toml")
     with pytest.raises(ConfigError, match="file not found"):
         T.load(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize("text, key", [
+    (BASE.replace('name = "a"', 'name = "a\\n"'), "node[0].name"),
+    (BASE.replace('name = "sw"', 'name = "sw\\n"', 1), "switch[0].name"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\na_mac = "02:00:00:00:00:01\\n"\n', "link[2].a_mac"),
+    (BASE + '[[link]]\na = "a:e1\\n"\nb = "b:e1"\n', "link[2].a"),
+    (BASE.replace('name = "a"', 'name = "a"\nsysctl = { "net.ipv4.ip_forward\\n" = 1 }'),
+     'node[0].sysctl."net.ipv4.ip_forward\\n"'),
+])
+def test_names_macs_and_sysctl_keys_do_not_take_a_trailing_newline(text, key):
+    with pytest.raises(ConfigError) as e:
+        T.loads(text, "topo.toml")
+    assert e.value.key == key
+    assert "\n" not in str(e.value)                # one line: the key is quoted
+
+
+def test_derived_fields_are_not_keys():
+    with pytest.raises(ConfigError) as e:
+        T.loads(BASE.replace('name = "a"', 'name = "a"\ninterfaces = ["eth5"]'), "topo.toml")
+    assert (e.value.key, e.value.problem) == ("node[0].interfaces", "unknown key")

@@ -25,10 +25,10 @@ import logging
 import random
 import time
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from vnet_router.wire import substrate as wire
-from vnet_router.model.config import LogicalInterface, NodeConfig, Rate, _IFNAME
+from vnet_router.model.config import LogicalInterface, NodeConfig, Rate, valid_ifname
 from vnet_router.wire import control as m
 from vnet_router.control.fsm import VlinkFSM, VlinkState
 from vnet_router.control.transport import Requester, Responder
@@ -302,7 +302,7 @@ class ControlPlane:
         v = self.tables.vlinks.get((link_id, vli, IN if direction == "in" else OUT))
         if v is None:
             return
-        v.rate = replace(v.rate, cur=rate)
+        v.rate = v.rate.model_copy(update={"cur": rate})
         self.dp.set_rate(v)
         if self.kshaping is not None and v.direction == OUT:
             self._spawn(self.kshaping.set_rate(v, rate))
@@ -318,7 +318,7 @@ class ControlPlane:
         raise ValueError(f"no free VLI on substrate link {link_id!r}")
 
     async def _install(self, d: Dynamic, addresses=()) -> None:
-        rate = Rate(d.min, d.max, cur=d.min)
+        rate = Rate(min=d.min, max=d.max, cur=d.min)
         li = LogicalInterface(vnet=d.vnet, name=d.name, substrate_link=d.link, in_vli=d.in_vli,
                               out_vli=d.out_vli, rate=rate, in_rate=rate,
                               addresses=tuple(addresses))
@@ -368,7 +368,7 @@ class ControlPlane:
             raise LookupError(f"unknown substrate link {link!r}")
         if vnet not in self.vnet_ids:
             raise LookupError(f"unknown vNet {vnet!r}")
-        if not _IFNAME.match(name) or len(name) > m.MAX_NAME:
+        if not valid_ifname(name) or len(name) > m.MAX_NAME:
             raise ValueError(f"bad interface name {name!r}")
         if any((li.vnet, li.name) == (vnet, name) for li in self.tables.interfaces):
             raise ValueError(f"interface {name!r} already exists in vNet {vnet!r}")
@@ -414,7 +414,7 @@ class ControlPlane:
             if d.peer == peer and d.out_vli == msg.reverse_vli:
                 return m.VlinkSetupReply(status=m.Status.OK, vli=d.in_vli)    # idempotent
             return m.VlinkSetupReply(status=m.Status.NO_VLI)
-        if not msg.name or not _IFNAME.match(msg.name) or msg.max == 0 or msg.min > msg.max \
+        if not msg.name or not valid_ifname(msg.name) or msg.max == 0 or msg.min > msg.max \
                 or not 1 <= msg.reverse_vli < wire.VLI_RESERVED \
                 or (link_id, msg.reverse_vli, OUT) in self.tables.vlinks \
                 or any((li.vnet, li.name) == (vnet, msg.name) for li in self.tables.interfaces):

@@ -17,7 +17,7 @@ import sys
 import time
 
 from vnet_router.ops import netlink
-from vnet_router.model.config import ConfigError
+from vnet_router.model.schema import ConfigError
 from vnet_router.lab import demo
 from vnet_router.lab.lab import Lab, LabError, processes_in, stale_namespaces
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from vnet_router.model.config import ConfigError
+from vnet_router.model.schema import ConfigError
 from vnet_router.lab.lab import Lab, LabError
 
 DEMO_TOPOLOGY = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vnet_router.model import config as rconfig
+from vnet_router.model.toml import dump_toml
 from vnet_router.node import api as control
 from vnet_router.ops import netlink
 from vnet_router.lab import topology as topo_mod
@@ -255,7 +256,7 @@ class Lab:
                 continue
             rendered = topo_mod.render_router(self.topo, node.name, self.prefix, str(self.workdir))
             path = self.workdir / f"{node.name}.toml"
-            path.write_text(topo_mod.dump_toml(rendered))
+            path.write_text(dump_toml(rendered))
             self.configs[node.name] = cfg = topo_mod.parse_node_config(
                 rendered, str(path), node.daemon)
             for v in cfg.vnets:

@@ -1,6 +1,7 @@
-"""Lab topology files: nodes, switches and links, parsed into frozen objects.
+"""Lab topology files: nodes, switches and links, validated into frozen objects.
 
-A topology file is TOML (the format is documented in ``docs/lab.md``)::
+A topology file is TOML (the format is documented in ``docs/lab.md``, whose key tables are
+generated from the schema below)::
 
     [lab]
     name = "two hosts"
@@ -12,7 +13,7 @@ A topology file is TOML (the format is documented in ``docs/lab.md``)::
     name = "h1"
     addresses = { eth0 = ["192.168.77.1/24"] }     # legacy IP, not the substrate's
     sysctl = { "net.ipv4.ip_forward" = 1 }
-    router = { ... a vnet-router config (vnet_router/config.py) as a TOML table ... }
+    router = { ... a vnet-router config (vnet_router/model/config.py) as a TOML table ... }
     # or: router_config = "h1.toml"                 (relative to the topology file)
     [[node.commands]]                               # run after the daemons are ready
     vnet = "blue"                                   # in this vNet's namespace (else the node's)
@@ -24,30 +25,35 @@ A topology file is TOML (the format is documented in ``docs/lab.md``)::
     a_mac = "02:00:00:00:00:01"                     # optional; else derived from the names
     mtu = 1500                                      # optional
 
-:func:`load` validates everything before the lab touches the system, including each embedded
-router config (through :func:`vnet_router.config.parse`); every problem raises
-:class:`vnet_router.config.ConfigError` naming the file and the key.  Router configs may use the
-placeholders ``{prefix}`` (the lab's namespace prefix), ``{node}``, ``{workdir}`` and
+Each table is a :class:`~vnet_router.model.schema.Schema` model (:class:`Node`, :class:`Link`
+...); :class:`Topology`'s rules resolve the links (switch ports, MACs) and validate each
+embedded router config (with the router's or the host's schema, ``vnet_router.model``).
+:func:`load` checks everything before the lab touches the system; every problem raises
+:class:`~vnet_router.model.schema.ConfigError` naming the file and the key.  Router configs may
+use the placeholders ``{prefix}`` (the lab's namespace prefix), ``{node}``, ``{workdir}`` and
 ``{mac:NODE:IFNAME}``; :func:`render_router` substitutes them when a lab starts.  Building the
 topology is ``lab.py``'s business; this module never touches the system.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import shlex
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 from vnet_router.model import config as rconfig
-from vnet_router.model.config import ConfigError
+from vnet_router.model import host as hconfig
+from vnet_router.model.config import Cidr, valid_ifname
+from vnet_router.model.schema import (ConfigError, Invalid, Schema, Shown, Str, derived,
+                                      int_range, key, pairs, parsed, pattern, prepare, rules,
+                                      tables, validate)
+from vnet_router.model.toml import parse_toml, read_toml
 
-_NODE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,11}$")       # no '-': it separates name parts
-_IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_SYSCTL = re.compile(r"^net\.[A-Za-z0-9_.\-/]+$")
+_NAME_RULE = "a letter, then letters, digits, '_'; at most 12"
+_NAME = r"[A-Za-z][A-Za-z0-9_]{0,11}"                   # no '-': it separates name parts
+NodeName = pattern(_NAME, "bad node name {v} (" + _NAME_RULE + ")", "name")
+SwitchName = pattern(_NAME, "bad switch name {v} (" + _NAME_RULE + ")", "name")
 _PLACEHOLDER = re.compile(r"\{([a-z]+)(?::([^{}]*))?\}")
 
 #: a prefix as long as a real one can get ("vl" + a 7-digit pid + "x" + counter + "-"), used
@@ -56,12 +62,49 @@ SAMPLE_PREFIX = "vl4194304x9-"
 SAMPLE_WORKDIR = "/tmp/vnet-lab-sample"
 
 
-@dataclass(frozen=True)
-class Endpoint:
+def _mac(v):
+    if not isinstance(v, str):
+        raise ValueError(f"must be str, not {type(v).__name__} {v!r}")
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", v):
+        raise ValueError(f"bad MAC {v!r} (want e.g. 02:00:00:00:00:01)")
+    if int(v[:2], 16) & 1:
+        raise ValueError(f"MAC {v} is a multicast address (first octet must be even)")
+    return v.lower()
+
+
+Mac = parsed(_mac, "MAC", str)
+SysctlKey = pattern(r"net\.[A-Za-z0-9_.\-/]+",
+                    "only per-namespace network settings (net.*) may be set", "net.* key")
+
+
+def _sysctl_value(v):
+    if isinstance(v, bool):
+        v = int(v)
+    if not isinstance(v, (int, str)):
+        raise ValueError(f"must be an integer or a string, not {v!r}")
+    return str(v)
+
+
+def _argv(v):
+    if isinstance(v, str):
+        try:
+            argv = tuple(shlex.split(v))
+        except ValueError as e:
+            raise ValueError(f"cannot split {v!r}: {e}") from None
+    elif isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v):
+        argv = tuple(v)
+    else:
+        raise ValueError("must be a string or a list of strings")
+    if not argv:
+        raise ValueError("empty command")
+    return argv
+
+
+class Endpoint(Schema):
     """One end of a link: an interface of a node, or a port of a switch."""
 
     ifname: str
-    mac: str
+    mac: str = ""
     node: str | None = None
     switch: str | None = None
 
@@ -73,56 +116,122 @@ class Endpoint:
         return f"{self.owner}:{self.ifname}"
 
 
-@dataclass(frozen=True)
-class Link:
-    """A veth pair.  ``a`` is always a node interface; ``b`` a node interface or a switch port."""
-
-    a: Endpoint
-    b: Endpoint
-    mtu: int | None = None
-
-
-@dataclass(frozen=True)
-class Switch:
-    """A Linux bridge (named like the switch) in a namespace of its own."""
-
-    name: str
+def _end(value) -> Endpoint:
+    """``"NODE:IFNAME"`` or a switch name, as written in a link (resolved by the topology)."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be str, not {type(value).__name__} {value!r}")
+    if ":" not in value:
+        return Endpoint(ifname="", switch=value)
+    node, _, ifname = value.partition(":")
+    if not valid_ifname(ifname):
+        raise ValueError(f"bad interface name {ifname!r} (at most 15 of letters, digits, '.-_')")
+    return Endpoint(ifname=ifname, node=node)
 
 
-@dataclass(frozen=True)
-class Command:
-    argv: tuple[str, ...]
-    vnet: str | None = None        # None = the node's own namespace
-    key: str = ""                  # where it was defined, for error messages
+class Link(Schema):
+    """``[[link]]``: a veth pair.  ``a`` is always a node interface; ``b`` a node interface or
+    a switch port."""
+
+    a: Annotated[Endpoint, Shown("`NODE:IFNAME`")] = key(
+        "`NODE:IFNAME` (IFNAME at most 15 characters)")
+    b: Annotated[Endpoint, Shown("`NODE:IFNAME` or name")] = key(
+        "`NODE:IFNAME`, or a switch name: the end becomes a bridge port named `NODE-IFNAME` "
+        "(or `p<link index>` when that is longer than 15 characters)")
+    mtu: int_range(68, 65535, "MTU") | None = key("MTU of both ends", None,
+                                                  shown="the kernel's")
+    a_mac: Mac | None = key(
+        "fixed MAC of `a` (unicast); default: derived from the names, `02:` + 5 bytes of "
+        "SHA-256 of `\"owner:ifname\"` — stable across runs and prefixes", None, shown="derived")
+    b_mac: Mac | None = key("fixed MAC of `b`, the same way", None, shown="derived")
+
+    @prepare
+    def _ends(cls, data):
+        if isinstance(data, dict):
+            data = dict(data)
+            for end in ("a", "b"):
+                if end in data and not isinstance(data[end], Endpoint):
+                    try:
+                        data[end] = _end(data[end])
+                    except ValueError as e:
+                        raise Invalid(end, str(e)) from None
+        return data
+
+
+class Switch(Schema):
+    """``[[switch]]``: a Linux bridge (named like the switch) in a namespace of its own."""
+
+    name: SwitchName = key(_NAME_RULE + ". Namespace `PREFIX+name`, bridge `name`")
+
+
+class Command(Schema):
+    """``[[node.commands]]``: a command run after all daemons are ready."""
+
+    argv: parsed(_argv, "string or list of strings", tuple[str, ...]) = key(
+        "a string, split like a shell does, or a list", alias="run")
+    vnet: Str | None = key("run in that vNet's namespace of this node", None,
+                           shown="the node's namespace")
+    key: str = derived("", "where it was defined, for error messages")
 
     def __str__(self):
         return shlex.join(self.argv)
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    interfaces: tuple[str, ...] = ()                          # from the links, in file order
-    addresses: tuple[tuple[str, tuple[str, ...]], ...] = ()   # (ifname, (cidr, ...))
-    sysctl: tuple[tuple[str, str], ...] = ()
-    commands: tuple[Command, ...] = ()
-    router: dict | None = field(default=None, hash=False)     # TOML table, placeholders intact
-    router_key: str = ""           # "node[1].router" or the router_config file, for messages
-    vnets: tuple[str, ...] = ()    # vNet names of the router config
-    daemon: str = "router"         # "router": vnet-router; "host": vnet-hostd (host profile)
+class Node(Schema):
+    """``[[node]]``: a namespace, its link ends and (optionally) a daemon."""
+
+    name: NodeName = key("same rule as switches; node and switch names share one space")
+    addresses: pairs(Str, tuple[Cidr, ...], "table of lists") = key(
+        "legacy IP per link end: `{ eth0 = [\"192.168.77.1/24\"] }` (set before the daemon "
+        "starts)", (), shown="`{}`")
+    sysctl: pairs(SysctlKey, parsed(_sysctl_value, "integer or string", str), "table") = key(
+        "per-namespace network settings: `{ \"net.ipv4.ip_forward\" = 1 }` (only `net.*`)", (),
+        shown="`{}`")
+    router: dict | None = key("the node's vnet-router config, inline (a TOML table in the "
+                              "format of `docs/configuration.md`)", None)
+    router_config: Str | None = key("or: a vnet-router config file, relative to the topology "
+                                    "file", None)
+    daemon: Literal["router", "host"] = key(
+        "`\"router\"`: run `vnet-router`; `\"host\"`: run `vnet-hostd` (`python3 -m "
+        "vnet_host.daemon`) with the config as a host profile (`[host]` allowed, no "
+        "`[[switch]]`); the lab defaults `host.state_dir` to `{workdir}/NODE-state` and "
+        "`host.namespace_prefix` to `{prefix}NODE-`, so vNets joined at run time are named "
+        "like the others", "router")
+    commands: tables(Command) = key(
+        "`[[node.commands]]`: commands run, in order, after all daemons are ready (below)", ())
+    interfaces: tuple[str, ...] = derived((), "from the links, in file order")
+    router_key: str = derived("", '"node[1].router" or the router_config file, for messages')
+    vnets: tuple[str, ...] = derived((), "vNet names of the router config")
 
     @property
     def has_router(self) -> bool:
         return self.router is not None
 
+    @rules
+    def _one_router(self):
+        if self.router is not None and self.router_config is not None:
+            raise Invalid("router_config", "give either 'router' or 'router_config', not both")
 
-@dataclass(frozen=True)
-class Topology:
-    path: str
-    name: str
-    nodes: tuple[Node, ...]
-    switches: tuple[Switch, ...]
-    links: tuple[Link, ...]
+
+class LabSection(Schema):
+    """``[lab]`` (optional)."""
+
+    name: Str | None = key("shown in messages", None, shown="the file's stem")
+    description: Str = key("free text", "")
+
+
+class Topology(Schema):
+    """A whole topology file."""
+
+    path: str = derived("<string>", "the file it was read from")
+    name: str = derived("", "[lab].name or the file's stem")
+    nodes: tables(Node) = key("`[[node]]`", (), alias="node")
+    switches: tables(Switch) = key("`[[switch]]`", (), alias="switch")
+    links: tables(Link) = key("`[[link]]`", (), alias="link")
+    lab: LabSection = key("`[lab]`", LabSection())
+
+    @classmethod
+    def from_file(cls, data, file):
+        return {**data, "path": file}
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
@@ -146,252 +255,132 @@ class Topology:
         except KeyError:
             raise KeyError(f"no interface {node}:{ifname} in topology {self.path}") from None
 
-
-# -- loading ----------------------------------------------------------------------------------
-
-def load(path: str | Path) -> Topology:
-    return parse(rconfig.read_toml(path), str(path))
-
-
-def loads(text: str, path: str = "<string>") -> Topology:
-    return parse(rconfig.parse_toml(text, path), path)
-
-
-def derived_mac(owner: str, ifname: str) -> str:
-    """A stable, locally administered unicast MAC for ``owner:ifname`` (02:xx:xx:xx:xx:xx)."""
-    digest = hashlib.sha256(f"{owner}:{ifname}".encode()).digest()
-    return ":".join(f"{b:02x}" for b in b"\x02" + digest[:5])
-
-
-def parse(data: dict, file: str = "<string>") -> Topology:
-    try:
-        return _parse(data, file)
-    except ConfigError as e:
-        if e.key.startswith("."):       # top-level keys: "link", not ".link"
-            raise ConfigError(e.file, e.key[1:], e.problem) from None
-        raise
+    @rules
+    def _resolve(self):
+        switches: set[str] = set()
+        for i, sw in enumerate(self.switches):
+            if sw.name in switches:
+                raise Invalid(("switch", i, "name"), f"duplicate switch {sw.name!r}")
+            switches.add(sw.name)
+        nodes: set[str] = set()
+        for i, n in enumerate(self.nodes):
+            if n.name in nodes:
+                raise Invalid(("node", i, "name"), f"duplicate node {n.name!r}")
+            if n.name in switches:
+                raise Invalid(("node", i, "name"), f"{n.name!r} is already a switch (names "
+                              "share one namespace)")
+            nodes.add(n.name)
+        links, ifaces = _resolve_links(self.links, nodes, switches)
+        macmap = {(e.owner, e.ifname): e.mac for link in links for e in (link.a, link.b)}
+        base = Path(self.path).parent if not self.path.startswith("<") else Path(".")
+        self._complete(name=self.lab.name if self.lab.name is not None else Path(self.path).stem,
+                       links=links,
+                       nodes=tuple(_complete_node(self.path, i, n, tuple(ifaces[n.name]), macmap,
+                                                  base) for i, n in enumerate(self.nodes)))
 
 
-def _parse(data: dict, file: str) -> Topology:
-    base = Path(file).parent if not file.startswith("<") else Path(".")
-    top = rconfig._Section(file, "", data)
-
-    def tables(name):
-        top.used.add(name)
-        items = data.get(name, [])
-        if not isinstance(items, list):
-            raise ConfigError(file, name, f"must be an array of tables ([[{name}]])")
-        return [rconfig._Section(file, f"{name}[{i}]", item) for i, item in enumerate(items)]
-
-    name = Path(file).stem
-    if "lab" in data:
-        top.used.add("lab")
-        s = rconfig._Section(file, "lab", data["lab"])
-        name = s.get("name", str, name)
-        s.get("description", str, "")
-        s.done()
-
-    switches: dict[str, Switch] = {}
-    for s in tables("switch"):
-        sname = s.get("name", str, check=_check(_NODE, "switch name", _NAME_RULE))
-        if sname in switches:
-            raise s.err("name", f"duplicate switch {sname!r}")
-        s.done()
-        switches[sname] = Switch(sname)
-
-    node_secs: dict[str, rconfig._Section] = {}
-    for s in tables("node"):
-        nname = s.get("name", str, check=_check(_NODE, "node name", _NAME_RULE))
-        if nname in node_secs:
-            raise s.err("name", f"duplicate node {nname!r}")
-        if nname in switches:
-            raise s.err("name", f"{nname!r} is already a switch (names share one namespace)")
-        node_secs[nname] = s
-
-    # links first: they define the nodes' interfaces
+def _resolve_links(items, nodes: set[str], switches: set[str]):
+    """Links with their ends resolved (switch ports, MACs); each node's interfaces."""
     links: list[Link] = []
-    ifaces: dict[str, list[str]] = {n: [] for n in node_secs}
+    ifaces: dict[str, list[str]] = {n: [] for n in nodes}
     ports: dict[str, list[str]] = {sw: [] for sw in switches}
     macs: dict[str, str] = {}
-    for i, s in enumerate(tables("link")):
-        a_node, a_if = _node_end(s, "a", node_secs, ifaces, allow_switch=False, switches=switches)
-        b_node, b_if = _node_end(s, "b", node_secs, ifaces, allow_switch=True, switches=switches)
-        mtu = s.get("mtu", int, None, rconfig._range(68, 65535, "MTU"))
-        a_mac = s.get("a_mac", str, None, _mac)
-        b_mac = s.get("b_mac", str, None, _mac)
+    for i, link in enumerate(items):
+        at = ("link", i)
+        a_node, a_if = _node_end(link.a, at + ("a",), ifaces, switches, allow_switch=False)
+        b_node, b_if = _node_end(link.b, at + ("b",), ifaces, switches, allow_switch=True)
         if b_if is None:                    # a switch port: named after what plugs into it
             port = f"{a_node}-{a_if}"
             if len(port) > 15 or port in ports[b_node]:
                 port = f"p{i}"
             ports[b_node].append(port)
-            b = Endpoint(port, b_mac or derived_mac(b_node, port), switch=b_node)
+            b = Endpoint(ifname=port, mac=link.b_mac or derived_mac(b_node, port), switch=b_node)
         else:
             ifaces[b_node].append(b_if)
-            b = Endpoint(b_if, b_mac or derived_mac(b_node, b_if), node=b_node)
+            b = Endpoint(ifname=b_if, mac=link.b_mac or derived_mac(b_node, b_if), node=b_node)
         ifaces[a_node].append(a_if)
-        a = Endpoint(a_if, a_mac or derived_mac(a_node, a_if), node=a_node)
-        for end, key in ((a, "a_mac"), (b, "b_mac")):
+        a = Endpoint(ifname=a_if, mac=link.a_mac or derived_mac(a_node, a_if), node=a_node)
+        for end, name in ((a, "a_mac"), (b, "b_mac")):
             if end.mac in macs:
-                raise s.err(key, f"MAC {end.mac} of {end} is already used by {macs[end.mac]}")
+                raise Invalid(at + (name,), f"MAC {end.mac} of {end} is already used by "
+                              f"{macs[end.mac]}")
             macs[end.mac] = str(end)
-        s.done()
-        links.append(Link(a, b, mtu))
-
-    macmap = {(e.owner, e.ifname): e.mac for link in links for e in (link.a, link.b)}
-    nodes = [_node(s, nname, tuple(ifaces[nname]), macmap, base)
-             for nname, s in node_secs.items()]
-    top.done()
-    return Topology(file, name, tuple(nodes), tuple(switches.values()), tuple(links))
+        links.append(link.model_copy(update={"a": a, "b": b}))
+    return tuple(links), ifaces
 
 
-_NAME_RULE = "a letter, then letters, digits, '_'; at most 12"
-
-
-def _check(regex, what, rule):
-    def check(v):
-        if not regex.match(v):
-            raise ValueError(f"bad {what} {v!r} ({rule})")
-        return v
-    return check
-
-
-def _mac(v):
-    if not _MAC.match(v):
-        raise ValueError(f"bad MAC {v!r} (want e.g. 02:00:00:00:00:01)")
-    if int(v[:2], 16) & 1:
-        raise ValueError(f"MAC {v} is a multicast address (first octet must be even)")
-    return v.lower()
-
-
-def _node_end(s, key, nodes, ifaces, *, allow_switch, switches):
-    value = s.get(key, str)
-    if ":" not in value:
+def _node_end(end: Endpoint, where: tuple, ifaces, switches, *, allow_switch: bool):
+    if end.switch is not None:
+        value = end.switch
         if allow_switch and value in switches:
             return value, None
         known = "a switch name or NODE:IFNAME" if allow_switch else "NODE:IFNAME"
         problem = (f"{value!r} is a switch; put the node side in 'a'" if value in switches
                    else f"unknown switch {value!r}" if allow_switch else f"bad endpoint {value!r}")
-        raise s.err(key, f"{problem} (want {known})")
-    node, _, ifname = value.partition(":")
-    if node not in nodes:
-        raise s.err(key, f"unknown node {node!r} (known: {', '.join(sorted(nodes)) or 'none'})")
-    if not _IFNAME.match(ifname):
-        raise s.err(key, f"bad interface name {ifname!r} (at most 15 of letters, digits, '.-_')")
-    if ifname == "lo" or ifname in ifaces[node]:
-        raise s.err(key, f"interface {node}:{ifname} is already in use")
-    return node, ifname
+        raise Invalid(where, f"{problem} (want {known})")
+    if end.node not in ifaces:
+        raise Invalid(where, f"unknown node {end.node!r} (known: "
+                      f"{', '.join(sorted(ifaces)) or 'none'})")
+    if end.ifname == "lo" or end.ifname in ifaces[end.node]:
+        raise Invalid(where, f"interface {end.node}:{end.ifname} is already in use")
+    return end.node, end.ifname
 
 
-def _node(s, name, interfaces, macmap, base: Path) -> Node:
-    addresses = []
-    s.used.add("addresses")
-    raw = s.data.get("addresses", {})
-    if not isinstance(raw, dict):
-        raise s.err("addresses", "must be a table { IFNAME = [\"CIDR\", ...] }")
-    for ifname, cidrs in raw.items():
+def _complete_node(file: str, i: int, node: Node, interfaces: tuple[str, ...], macmap,
+                   base: Path) -> Node:
+    at = ("node", i)
+    for ifname, _cidrs in node.addresses:
         if ifname not in interfaces and ifname != "lo":
-            raise s.err(f"addresses.{ifname}", f"node {name} has no interface {ifname!r} "
-                        f"(its links give it: {', '.join(interfaces) or 'none'})")
-        if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
-            raise s.err(f"addresses.{ifname}", "must be a list of strings like \"10.0.0.1/24\"")
-        for j, c in enumerate(cidrs):
-            try:
-                rconfig._address(c)
-            except ValueError as e:
-                raise s.err(f"addresses.{ifname}[{j}]", str(e)) from None
-        addresses.append((ifname, tuple(cidrs)))
-
-    sysctl = []
-    s.used.add("sysctl")
-    raw = s.data.get("sysctl", {})
-    if not isinstance(raw, dict):
-        raise s.err("sysctl", "must be a table { \"net.ipv4.ip_forward\" = 1 }")
-    for key, value in raw.items():
-        if not _SYSCTL.match(key):
-            raise s.err(f"sysctl.{key}", "only per-namespace network settings (net.*) may be set")
-        if isinstance(value, bool):
-            value = int(value)
-        if not isinstance(value, (int, str)):
-            raise s.err(f"sysctl.{key}", f"must be an integer or a string, not {value!r}")
-        sysctl.append((key, str(value)))
-
-    daemon = s.get("daemon", str, "router", rconfig._choice(("router", "host")))
-    router, router_key, vnets = _router(s, name, interfaces, macmap, base, daemon)
-
+            raise Invalid(at + ("addresses", ifname), f"node {node.name} has no interface "
+                          f"{ifname!r} (its links give it: {', '.join(interfaces) or 'none'})")
+    router, router_key, vnets = _router(file, i, node, interfaces, macmap, base)
     commands = []
-    s.used.add("commands")
-    raw = s.data.get("commands", [])
-    if not isinstance(raw, list):
-        raise s.err("commands", "must be an array of tables ([[node.commands]])")
-    for j, item in enumerate(raw):
-        c = rconfig._Section(s.file, f"{s.key}.commands[{j}]", item)
-        run = c.get("run", (str, list))
-        if isinstance(run, str):
-            try:
-                argv = tuple(shlex.split(run))
-            except ValueError as e:
-                raise c.err("run", f"cannot split {run!r}: {e}") from None
-        else:
-            if not all(isinstance(a, str) for a in run):
-                raise c.err("run", "must be a string or a list of strings")
-            argv = tuple(run)
-        if not argv:
-            raise c.err("run", "empty command")
-        vnet = c.get("vnet", str, None)
-        if vnet is not None and vnet not in vnets:
-            raise c.err("vnet", f"node {name} has no vNet {vnet!r} "
-                        f"(its router config has: {', '.join(vnets) or 'none'})")
-        c.done()
-        commands.append(Command(argv, vnet, c.key))
-    s.done()
-    return Node(name, interfaces, tuple(addresses), tuple(sysctl), tuple(commands),
-                router, router_key, vnets, daemon)
+    for j, c in enumerate(node.commands):
+        if c.vnet is not None and c.vnet not in vnets:
+            raise Invalid(at + ("commands", j, "vnet"), f"node {node.name} has no vNet "
+                          f"{c.vnet!r} (its router config has: {', '.join(vnets) or 'none'})")
+        commands.append(c.model_copy(update={"key": f"node[{i}].commands[{j}]"}))
+    return node.model_copy(update={"interfaces": interfaces, "router": router,
+                                   "router_key": router_key, "vnets": vnets,
+                                   "commands": tuple(commands)})
 
 
 def parse_node_config(rendered: dict, file: str, daemon: str) -> rconfig.NodeConfig:
-    """Validate a rendered node config with the parser of its daemon."""
+    """Validate a rendered node config with the schema of its daemon."""
     if daemon == "host":
-        from vnet_host import config as hconfig        # the lab drives both daemons
         return hconfig.parse(rendered, file).node
     return rconfig.parse(rendered, file)
 
 
-def _router(s, name, interfaces, macmap, base: Path, daemon: str = "router"):
-    inline = s.get("router", dict, None)
-    ref = s.get("router_config", str, None)
-    if inline is not None and ref is not None:
-        raise s.err("router_config", "give either 'router' or 'router_config', not both")
-    if inline is None and ref is None:
+def _router(topo_file: str, i: int, node: Node, interfaces, macmap, base: Path):
+    if node.router is None and node.router_config is None:
         return None, "", ()
-    if inline is not None:
-        table, where, file = inline, f"{s.key}.router", s.file
+    if node.router is not None:
+        table, where, file = node.router, f"node[{i}].router", topo_file
     else:
-        file = str(base / ref)
+        file = str(base / node.router_config)
         try:
-            with open(file, "rb") as f:
-                table = tomllib.load(f)
-        except OSError as e:
-            raise s.err("router_config", f"cannot read {file}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise s.err("router_config", f"{file} is not valid TOML: {e}") from None
+            table = read_toml(file)
+        except ConfigError as e:
+            raise Invalid(("node", i, "router_config"),
+                          f"cannot read {file}: {e.problem}") from None
         where = ""
     # validate with a sample prefix now, so a lab never half-builds on a bad router config
     try:
-        rendered = render(table, name, SAMPLE_PREFIX, SAMPLE_WORKDIR, macmap, daemon)
-        cfg = parse_node_config(rendered, file, daemon)
+        rendered = render(table, node.name, SAMPLE_PREFIX, SAMPLE_WORKDIR, macmap, node.daemon)
+        cfg = parse_node_config(rendered, file, node.daemon)
     except ConfigError as e:
-        key = ".".join(k for k in (where, e.key.lstrip(".")) if k and k != "-") or "-"
+        key = ".".join(k for k in (where, e.key) if k and k != "-") or "-"
         raise ConfigError(file if e.file == "-" else e.file, key, e.problem) from None
-    for link in cfg.substrate_links:
+    for j, link in enumerate(cfg.substrate_links):
         if link.interface is not None and link.interface not in interfaces:
-            i = cfg.substrate_links.index(link)
-            raise ConfigError(file, _join(where, f"substrate_link[{i}].interface"),
-                              f"node {name} has no interface {link.interface!r} "
+            raise ConfigError(file, _join(where, f"substrate_link[{j}].interface"),
+                              f"node {node.name} has no interface {link.interface!r} "
                               f"(its links give it: {', '.join(interfaces) or 'none'})")
-    for i, v in enumerate(cfg.vnets):
+    for j, v in enumerate(cfg.vnets):
         if not v.namespace.startswith(SAMPLE_PREFIX):
-            raise ConfigError(file, _join(where, f"vnet[{i}].namespace"),
-                              f"{table['vnet'][i].get('namespace')!r} must start with "
+            raise ConfigError(file, _join(where, f"vnet[{j}].namespace"),
+                              f"{table['vnet'][j].get('namespace')!r} must start with "
                               "'{prefix}' so the lab can find and remove it "
                               "(or leave it out: the lab names it {prefix}NODE-VNET)")
     return table, where or file, tuple(v.name for v in cfg.vnets)
@@ -399,6 +388,26 @@ def _router(s, name, interfaces, macmap, base: Path, daemon: str = "router"):
 
 def _join(*parts):
     return ".".join(p for p in parts if p)
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+def parse(data: dict, file: str = "<string>") -> Topology:
+    return validate(Topology, data, file)
+
+
+def load(path: str | Path) -> Topology:
+    return parse(read_toml(path), str(path))
+
+
+def loads(text: str, path: str = "<string>") -> Topology:
+    return parse(parse_toml(text, path), path)
+
+
+def derived_mac(owner: str, ifname: str) -> str:
+    """A stable, locally administered unicast MAC for ``owner:ifname`` (02:xx:xx:xx:xx:xx)."""
+    digest = hashlib.sha256(f"{owner}:{ifname}".encode()).digest()
+    return ":".join(f"{b:02x}" for b in b"\x02" + digest[:5])
 
 
 # -- rendering router configs -----------------------------------------------------------------
@@ -458,52 +467,3 @@ def render_router(topo: Topology, node: str, prefix: str, workdir: str) -> dict:
     if n.router is None:
         raise ValueError(f"node {node} has no router config")
     return render(n.router, node, prefix, workdir, topo.macs(), n.daemon)
-
-
-# -- writing TOML (the lab writes each node's rendered config to a file) ----------------------
-
-_BARE = re.compile(r"^[A-Za-z0-9_\-]+$")
-
-
-def dump_toml(data: dict) -> str:
-    """Serialise a config-shaped table: scalars, lists, tables and arrays of tables."""
-    lines: list[str] = []
-    _dump_table(data, [], lines)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _key(k: str) -> str:
-    return k if _BARE.match(k) else json.dumps(k)
-
-
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)          # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items()) + " }"
-    raise TypeError(f"cannot write {type(v).__name__} {v!r} as TOML")
-
-
-def _is_aot(v) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def _dump_table(data: dict, path: list[str], lines: list[str]):
-    for k, v in data.items():
-        if not isinstance(v, dict) and not _is_aot(v):
-            lines.append(f"{_key(k)} = {_value(v)}")
-    for k, v in data.items():
-        if isinstance(v, dict):
-            lines += ["", "[" + ".".join(_key(p) for p in path + [k]) + "]"]
-            _dump_table(v, path + [k], lines)
-    for k, v in data.items():
-        if _is_aot(v):
-            for item in v:
-                lines += ["", "[[" + ".".join(_key(p) for p in path + [k]) + "]]"]
-                _dump_table(item, path + [k], lines)

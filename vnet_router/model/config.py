@@ -1,239 +1,42 @@
-"""TOML configuration of a substrate node, validated into frozen objects.
+"""The router's TOML configuration: its schema, whose models are the frozen objects the node uses.
 
 ``load(path)`` reads and validates the whole file before anything touches the system; every
-problem raises :class:`ConfigError` naming the file, the key and what is wrong.  The daemon
-builds its tables (``tables.py``) from the returned :class:`NodeConfig`.  The reference for
-every key is ``docs/configuration.md``.
+problem raises :class:`ConfigError` naming the file, the key and what is wrong.  Each table of
+the file is a :class:`~vnet_router.model.schema.Schema` model below (``[node]`` is
+:class:`NodeSection`, ``[[interface]]`` :class:`LogicalInterface` ...); rules across tables (VLI
+uniqueness, references to substrate links and vNets) are :class:`NodeConfig`'s.  The daemon
+builds its tables (``tables.py``) from the returned :class:`NodeConfig`; the host profile
+(``host.py``) adds a ``[host]`` table.  ``docs/configuration.md``'s key tables are generated
+from the descriptions here (``docgen.py``).
 """
 from __future__ import annotations
 
 import ipaddress
 import re
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, NamedTuple, Annotated
 
 from vnet_router.wire import substrate as wire
+from vnet_router.model.schema import (Bool, Int, Invalid, Schema, Shown, Str,
+                                      checked, derived, int_range, key, number_range, parsed,
+                                      pattern, prepare, rules, tables, validate)
+from vnet_router.model.toml import parse_toml, read_toml
 from vnet_router.model.units import parse_rate, parse_size
 
-KINDS = ("p2p", "multiaccess", "udp")
-IFACE_KINDS = ("tap", "socket")
-DATAPATHS = ("auto", "reference", "fast")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
-_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+# -- value types ------------------------------------------------------------------------------
+
+_IFNAME = r"[A-Za-z0-9_.\-]{1,15}"
+_MAC = r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}"
+
+Name = pattern(r"[A-Za-z0-9_\-]{1,32}", "bad name {v} (letters, digits, '-', '_'; at most 32)",
+               "name")
+IfName = pattern(_IFNAME, "bad interface name {v} (at most 15 of letters, digits, '.-_')",
+                 "interface name")
 
 
-class ConfigError(ValueError):
-    def __init__(self, file: str, key: str, problem: str):
-        super().__init__(f"{file}: {key}: {problem}")
-        self.file, self.key, self.problem = file, key, problem
-
-
-@dataclass(frozen=True)
-class Rate:
-    """A virtual link's rate in bit/s: min <= current <= max; ``None`` max = unlimited."""
-
-    min: int = 0
-    max: int | None = None
-    burst: int | None = None        # bytes; None = derived from rate and MTU
-    cur: int | None = None          # set by the Traffic Manager; None = run at ``max``
-
-    @property
-    def current(self) -> int | None:
-        return self.max if self.cur is None else self.cur
-
-    @property
-    def managed(self) -> bool:
-        """A range the Traffic Manager moves the current rate in."""
-        return self.max is not None and self.min < self.max
-
-
-UNLIMITED = Rate()
-
-
-@dataclass(frozen=True)
-class NodeSection:
-    name: str = "vnet"
-    control_socket: str = "/run/vnet/vnet-router.sock"
-    ethertype: int = wire.ETHERTYPE_SUBSTRATE
-    udp_port: int = wire.UDP_PORT_DEFAULT
-    datapath: str = "auto"
-    log_level: str = "info"
-    metrics: tuple[str, int] | None = None     # Prometheus HTTP listen address
-
-
-@dataclass(frozen=True)
-class SubstrateLink:
-    id: str
-    kind: str
-    interface: str | None = None       # p2p, multiaccess
-    peer_mac: bytes | None = None      # p2p
-    vlan: int | None = None            # p2p
-    priority: int = 0                  # p2p (802.1p PCP)
-    local: tuple[str, int] | None = None    # udp
-    remote: tuple[str, int] | None = None   # udp
-    capacity: int | None = None        # bit/s
-    mtu: int | None = None             # None = the interface's MTU (udp: 1500)
-
-
-@dataclass(frozen=True)
-class VNet:
-    name: str
-    id: int
-    namespace: str
-
-
-@dataclass(frozen=True)
-class LogicalInterface:
-    """A logical interface = input virtual link + output virtual link.
-
-    ``kind`` "tap": a TAP in the vNet's namespace (payload = the vNet's Ethernet frame);
-    "socket": a library endpoint (payload = the vNet packet as the protocol wrote it), handed
-    to an application by the daemon over its control socket (``vnet_host.lib``)."""
-
-    vnet: str
-    name: str
-    substrate_link: str
-    in_vli: int
-    out_vli: int
-    rate: Rate = UNLIMITED             # output shaping
-    in_rate: Rate = UNLIMITED          # input policing
-    queue: int = 256                   # packets held by the output shaper
-    mac: bytes | None = None
-    addresses: tuple[str, ...] = ()
-    kind: str = "tap"
-
-
-@dataclass(frozen=True)
-class Switch:
-    """Pass-through: (in_link, in_vli) -> (out_link, out_vli), a VLI swap."""
-
-    vnet: str
-    in_link: str
-    in_vli: int
-    out_link: str
-    out_vli: int
-    rate: Rate = UNLIMITED
-    queue: int = 256
-
-
-@dataclass(frozen=True)
-class TMSection:
-    """``[tm]``: the Traffic Manager and the control protocol (present = enabled)."""
-
-    idle_interval: float = 10.0     # an output virtual link idle this long falls to its minimum
-    tick: float = 0.25              # how often rates, demand and retries are looked at
-    hello_interval: float = 1.0
-    report_interval: float = 5.0    # aggregates reported to the VBM (rebuilds a new VBM)
-    vbm_link: str | None = None     # substrate link on which the VBM is reached (its LAN)
-    dynamic_vli_base: int = 1024    # VLIs this node allocates for dynamic virtual links
-    start_at: str = "min"           # managed static links start at their "min" or "max"
-    kernel_shaping: bool = False    # shape managed output links with Linux HTB (kshaping.py)
-
-
-@dataclass(frozen=True)
-class VBMShare:
-    vnet: int                       # vNet id (a LAN-wide number)
-    share: float
-
-
-@dataclass(frozen=True)
-class VBMSection:
-    """``[vbm]``: this node runs the LAN's vNet Bandwidth Manager on substrate link ``link``."""
-
-    link: str
-    capacity: int | None = None     # LAN bandwidth; default the slowest reported link
-    rebuild_time: float = 12.0
-    shares: tuple[VBMShare, ...] = ()
-
-
-@dataclass(frozen=True)
-class NodeConfig:
-    path: str
-    node: NodeSection
-    substrate_links: tuple[SubstrateLink, ...]
-    vnets: tuple[VNet, ...]
-    interfaces: tuple[LogicalInterface, ...]
-    switches: tuple[Switch, ...]
-    drops: tuple[tuple[str, int], ...] = field(default=())   # (link, vli) explicitly dropped
-    tm: TMSection | None = None
-    vbm: VBMSection | None = None
-
-    def link(self, link_id: str) -> SubstrateLink:
-        return next(s for s in self.substrate_links if s.id == link_id)
-
-    def vnet(self, name: str) -> VNet:
-        return next(v for v in self.vnets if v.name == name)
-
-
-def read_toml(path: str | Path) -> dict:
-    """The tables of a TOML file; ConfigError naming the file if it is missing or not TOML."""
-    path = str(path)
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(path, "-", "file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "-", f"not valid TOML: {e}") from None
-
-
-def parse_toml(text: str, path: str = "<string>") -> dict:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(path, "-", f"not valid TOML: {e}") from None
-
-
-def load(path: str | Path) -> NodeConfig:
-    return parse(read_toml(path), str(path))
-
-
-def loads(text: str, path: str = "<string>") -> NodeConfig:
-    return parse(parse_toml(text, path), path)
-
-
-class _Section:
-    """Reads one table, remembering its key path for error messages."""
-
-    def __init__(self, file: str, key: str, data):
-        if not isinstance(data, dict):
-            raise ConfigError(file, key, f"must be a table, not {type(data).__name__}")
-        self.file, self.key, self.data = file, key, data
-        self.used: set[str] = set()
-
-    def err(self, sub: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, f"{self.key}.{sub}" if sub else self.key, problem)
-
-    def get(self, name, typ, default=..., check=None):
-        self.used.add(name)
-        if name not in self.data:
-            if default is ...:
-                raise self.err(name, "missing (required)")
-            return default
-        value = self.data[name]
-        if typ is int and isinstance(value, bool) or not isinstance(value, typ):
-            tname = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
-            raise self.err(name, f"must be {tname}, not {type(value).__name__} {value!r}")
-        if check is not None:
-            try:
-                value = check(value)
-            except ValueError as e:
-                raise self.err(name, str(e)) from None
-        return value
-
-    def done(self):
-        unknown = sorted(set(self.data) - self.used)
-        if unknown:
-            raise self.err(unknown[0], "unknown key")
-
-
-def _range(lo, hi, what):
-    def check(v):
-        if not lo <= v <= hi:
-            raise ValueError(f"{what} {v} out of range {lo}..{hi}")
-        return v
-    return check
+def valid_ifname(name: str) -> bool:
+    """An interface name the config accepts (at most 15 of letters, digits, '.-_')."""
+    return isinstance(name, str) and re.fullmatch(_IFNAME, name) is not None
 
 
 def _vli(v):
@@ -243,19 +46,27 @@ def _vli(v):
     return v
 
 
-def _name(v):
-    if not _NAME.match(v):
-        raise ValueError(f"bad name {v!r} (letters, digits, '-', '_'; at most 32)")
-    return v
+VLI = checked(Int, _vli, "VLI 1..65534")
 
 
-def _ifname(v):
-    if not _IFNAME.match(v):
-        raise ValueError(f"bad interface name {v!r} (at most 15 of letters, digits, '.-_')")
-    return v
+def _mac(v):
+    if isinstance(v, bytes) and len(v) == 6:
+        return v
+    if not isinstance(v, str):
+        raise ValueError(f"must be str, not {type(v).__name__} {v!r}")
+    if not re.fullmatch(_MAC, v):
+        raise ValueError(f"bad MAC address {v!r} (want six hex pairs like 02:00:00:00:00:01)")
+    return wire.mac_to_bytes(v)
+
+
+Mac = parsed(_mac, "MAC", bytes)
 
 
 def _endpoint(v):
+    if isinstance(v, tuple) and len(v) == 2:
+        v = f"[{v[0]}]:{v[1]}"
+    if not isinstance(v, str):
+        raise ValueError(f"must be str, not {type(v).__name__} {v!r}")
     host, sep, port = v.rpartition(":")
     host = host.strip("[]")
     if not sep:
@@ -270,7 +81,10 @@ def _endpoint(v):
     return host, port
 
 
-def _address(v):
+HostPort = parsed(_endpoint, '`"IP:PORT"`', tuple[str, int])
+
+
+def _cidr(v):
     try:
         ipaddress.ip_interface(v)
     except ValueError:
@@ -280,262 +94,405 @@ def _address(v):
     return v
 
 
-def _rate(sec: _Section, name: str) -> Rate:
-    sec.used.add(name)
-    if name not in sec.data:
-        return UNLIMITED
-    value = sec.data[name]
-    if isinstance(value, dict):
-        sub = _Section(sec.file, f"{sec.key}.{name}", value)
-        lo = sub.get("min", (int, str), 0, parse_rate)
-        hi = sub.get("max", (int, str), None, parse_rate)
-        burst = sub.get("burst", (int, str), None, parse_size)
-        sub.done()
-        if hi is not None and lo > hi:
-            raise sub.err("min", f"min rate {lo} bit/s is above max rate {hi} bit/s")
-        return Rate(lo, hi, burst)
-    try:
-        bps = parse_rate(value)
-    except ValueError as e:
-        raise sec.err(name, str(e)) from None
-    return Rate(bps, bps)
+Cidr = checked(Str, _cidr, '`"ADDRESS/PREFIX"`')
+RateBps = parsed(parse_rate, "rate", int)
+SizeBytes = parsed(parse_size, "size", int)
+Queue = int_range(1, 1_000_000, "queue length")
+VNetId = int_range(1, 0xFFFF, "vNet id")
 
 
-def parse(data: dict, file: str = "<string>") -> NodeConfig:
-    top = _Section(file, "", data)
-    top.key = ""
+# -- the tables -------------------------------------------------------------------------------
 
-    def tables(name):
-        top.used.add(name)
-        items = data.get(name, [])
-        if not isinstance(items, list):
-            raise ConfigError(file, name, "must be an array of tables ([[%s]])" % name)
-        return [_Section(file, f"{name}[{i}]", item) for i, item in enumerate(items)]
+class Rate(Schema):
+    """A virtual link's rate in bit/s: min <= current <= max; ``None`` max = unlimited.
 
-    node = NodeSection()
-    if "node" in data:
-        top.used.add("node")
-        s = _Section(file, "node", data["node"])
-        node = NodeSection(
-            name=s.get("name", str, "vnet", _name),
-            control_socket=s.get("control_socket", str, node.control_socket),
-            ethertype=s.get("ethertype", int, wire.ETHERTYPE_SUBSTRATE,
-                            _range(0x0600, 0xFFFF, "EtherType")),
-            udp_port=s.get("udp_port", int, wire.UDP_PORT_DEFAULT, _range(1, 65535, "port")),
-            datapath=s.get("datapath", str, "auto", _choice(DATAPATHS)),
-            log_level=s.get("log_level", str, "info",
-                            _choice(("debug", "info", "warning", "error"))),
-            metrics=s.get("metrics", str, None, _endpoint),
-        )
-        s.done()
+    In a file: one rate (``"20Mbit"``: min = max) or a table ``{ min, max, burst }``."""
 
+    min: RateBps = key("lowest rate the Traffic Manager may set (`min < max`: a managed "
+                       "range)", 0)
+    max: RateBps | None = key("highest rate; the link runs at it without `[tm]`", None,
+                              shown="required in a table")
+    burst: SizeBytes | None = key("token bucket depth", None, shown="from rate and MTU")
+    cur: int | None = derived(None, "set by the Traffic Manager; None = run at max")
+
+    @prepare
+    def _one_rate(cls, data):
+        if isinstance(data, (dict, Rate)):
+            return data
+        if isinstance(data, bool) or not isinstance(data, (int, float, str)):
+            raise ValueError('must be a rate like "20Mbit" or a table { min, max, burst }, '
+                             f"not {type(data).__name__} {data!r}")
+        bps = parse_rate(data)
+        return {"min": bps, "max": bps}
+
+    @classmethod
+    def from_file(cls, data, file):
+        if "max" not in data:
+            raise Invalid("max", "missing (required): a rate table without max would be "
+                          "unlimited; give max (and min for a range), or one rate like "
+                          '"20Mbit"')
+        return data
+
+    @rules
+    def _range(self):
+        if self.max is not None and self.min > self.max:
+            raise Invalid("min", f"min rate {self.min} bit/s is above max rate {self.max} bit/s")
+
+    @property
+    def current(self) -> int | None:
+        return self.max if self.cur is None else self.cur
+
+    @property
+    def managed(self) -> bool:
+        """A range the Traffic Manager moves the current rate in."""
+        return self.max is not None and self.min < self.max
+
+
+UNLIMITED = Rate()
+RateSpec = Annotated[Rate, Shown('rate, or `{ min, max, burst }`')]
+
+
+class NodeSection(Schema):
+    """``[node]`` (optional)."""
+
+    name: Name = key("node name shown by `vnetctl show`", "vnet")
+    control_socket: Str = key("Unix control socket (`vnetctl -s`)", "/run/vnet/vnet-router.sock")
+    ethertype: int_range(0x0600, 0xFFFF, "EtherType", "integer 0x0600..0xFFFF") = key(
+        "EtherType of substrate frames", wire.ETHERTYPE_SUBSTRATE, shown="`0x88B5`")
+    datapath: Literal["auto", "reference", "fast"] = key(
+        "`auto` (the Cython fast path if built, else the reference, with a warning), "
+        "`reference`, `fast` (an error if not built); the environment variable "
+        "`VNET_DATAPATH` overrides it", "auto")
+    log_level: Literal["debug", "info", "warning", "error"] = key("log level", "info")
+    metrics: HostPort | None = key("address to serve Prometheus metrics on "
+                                   "(see operations.md)", None, shown="off")
+
+    @prepare
+    def _gone(cls, data):
+        if isinstance(data, dict) and "udp_port" in data:
+            raise Invalid("udp_port", "not a key any more (it had no effect): a udp substrate "
+                          'link sets its ports in local and remote ("IP:PORT")')
+        return data
+
+
+_LINK_KEYS = {"p2p": (("interface", "peer_mac", "vlan"), ("priority",)),
+              "multiaccess": (("interface",), ()),
+              "udp": (("local", "remote"), ())}
+
+
+class SubstrateLink(Schema):
+    """``[[substrate_link]]``: a static link to neighbour nodes."""
+
+    id: Name = key("unique name, used by virtual links")
+    kind: Literal["p2p", "multiaccess", "udp"] = key(
+        "`p2p` (Ethernet, VLAN-tagged, one peer), `multiaccess` (Ethernet, untagged, the LAN), "
+        "`udp` (IP tunnel)")
+    interface: IfName | None = key("p2p, multiaccess (required): the Ethernet interface "
+                                   "(must exist at start)", None, shown="")
+    peer_mac: Mac | None = key("p2p (required): MAC of the peer; frames from any other MAC "
+                               "on this VLAN are dropped (`bad_peer`)", None, shown="")
+    vlan: int_range(1, 4094, "VLAN id") | None = key(
+        "p2p (required): VLAN id written in the 802.1Q tag", None, shown="")
+    priority: int_range(0, 7, "priority (PCP)") = key("p2p: 802.1p PCP", 0)
+    local: HostPort | None = key("udp (required): this end of the tunnel", None, shown="")
+    remote: HostPort | None = key("udp (required): the other end of the tunnel", None,
+                                  shown="")
+    capacity: RateBps | None = key("link capacity; reported to the VBM (HELLO, AGG_REQUEST): "
+                                   "the LAN's bandwidth is its slowest link", None,
+                                   shown="none")
+    mtu: int_range(128, 65535, "MTU") | None = key("substrate MTU", None,
+                                                   shown="the interface's (udp: 1500)")
+
+    @rules
+    def _kind(self):
+        required, optional = _LINK_KEYS[self.kind]
+        for name in required:
+            if getattr(self, name) is None:
+                raise Invalid(name, "missing (required)")
+        others = {n for k, (r, o) in _LINK_KEYS.items() for n in r + o} - set(required + optional)
+        for name in sorted(others & self.model_fields_set):
+            if getattr(self, name) is not None:
+                raise Invalid(name, f"unknown key (for a {self.kind} link)")
+        if self.kind == "udp" and ipaddress.ip_address(self.local[0]).version != \
+                ipaddress.ip_address(self.remote[0]).version:
+            raise Invalid("remote", "local and remote must both be IPv4 or both IPv6")
+
+
+class VNet(Schema):
+    """``[[vnet]]``."""
+
+    name: Name = key("vNet name")
+    id: VNetId = key("numeric id, unique")
+    namespace: Name | None = key(
+        "network namespace holding the vNet's logical interfaces on this node (created at "
+        "start if absent and removed at exit if the daemon created it)", None,
+        shown="`vnet-NAME`")
+
+    @rules
+    def _namespace(self):
+        if self.namespace is None:
+            self._complete(namespace=f"vnet-{self.name}")
+
+
+class LogicalInterface(Schema):
+    """``[[interface]]``: a logical interface = input virtual link + output virtual link.
+
+    ``kind`` "tap": a TAP in the vNet's namespace (payload = the vNet's Ethernet frame);
+    "socket": a library endpoint (payload = the vNet packet as the protocol wrote it), handed
+    to an application by the daemon over its control socket (``vnet_host.lib``)."""
+
+    vnet: Str = key("the vNet")
+    name: IfName = key("TAP name inside the vNet's namespace")
+    substrate_link: Str = key("the substrate link carrying both virtual links")
+    in_vli: VLI = key("VLI of the input virtual link (frames delivered to this TAP)")
+    out_vli: VLI = key("VLI written on frames the TAP sends", shown="`in_vli`")
+    rate: RateSpec = key(
+        'output shaping: `"20Mbit"` or `{ min = "1Mbit", max = "20Mbit", burst = "30KB" }`; '
+        "without `[tm]` the link runs at `max`; with `[tm]` a range (`min < max`) on a p2p "
+        "link is managed by the Traffic Manager: it starts at `min` (see `[tm].start_at`) and "
+        "moves between `min` and `max` with demand", UNLIMITED, shown="unlimited")
+    in_rate: RateSpec = key(
+        "input policing, same forms; with `[tm]` a range is the input side the Traffic "
+        "Manager grants increases on (set it like the peer's `rate`)", UNLIMITED,
+        shown="unlimited")
+    queue: Queue = key("frames the output shaper may hold; when full the TAP is not read "
+                       "until it drains", 256)
+    mac: Mac | None = key("MAC of the TAP", None, shown="random")
+    addresses: tuple[Cidr, ...] = key(
+        "IP addresses (`\"10.0.0.1/24\"`, `\"fd00::1/64\"`) to give the TAP (for the Linux IP "
+        "stack as the vNet protocol)", ())
+    kind: Literal["tap", "socket"] = key(
+        "`\"tap\"`: a TAP in the vNet's namespace; `\"socket\"`: a library endpoint (no TAP, no "
+        "MAC, no addresses) that an application opens with `vnet_host.lib.open_endpoint` — "
+        "see `docs/host.md`", "tap")
+
+    @prepare
+    def _out_vli(cls, data):
+        if isinstance(data, dict) and "out_vli" not in data and "in_vli" in data:
+            return {**data, "out_vli": data["in_vli"]}
+        return data
+
+    @rules
+    def _socket(self):
+        if self.kind == "socket":
+            for name in ("addresses", "mac"):
+                if name in self.model_fields_set:
+                    raise Invalid(name, "a socket interface has no MAC or IP addresses (the "
+                                  "protocol on the library does its own addressing)")
+
+
+class Switch(Schema):
+    """``[[switch]]``: pass-through, (in_link, in_vli) -> (out_link, out_vli), a VLI swap."""
+
+    vnet: Name = key("name of the vNet the traffic belongs to (a label for counters; the node "
+                     "need not host it, no `[[vnet]]` needed)")
+    in_link: Str = key("substrate link of the input virtual link")
+    in_vli: VLI = key("VLI of the input virtual link")
+    out_link: Str = key("substrate link the frame is re-encapsulated onto")
+    out_vli: VLI = key("VLI of the output virtual link")
+    rate: RateSpec = key("output shaping as for interfaces", UNLIMITED, shown="unlimited")
+    queue: Queue = key("as for interfaces", 256)
+
+
+class Drop(NamedTuple):
+    """``[[drop]]``: frames on this input virtual link are dropped and counted (``vli_drop``)."""
+
+    substrate_link: Annotated[Str, key("the substrate link")]
+    vli: Annotated[VLI, key("VLI of the input virtual link")]
+
+
+class TMSection(Schema):
+    """``[tm]``: the Traffic Manager and the control protocol (present = enabled)."""
+
+    idle_interval: number_range(0.1, 86400, "interval") = key(
+        "seconds: an output virtual link that sent nothing this long falls to its `min`", 10.0)
+    tick: number_range(0.01, 10, "tick") = key(
+        "seconds between looks at demand, retries and idle links", 0.25)
+    hello_interval: number_range(0.05, 60, "interval") = key(
+        "seconds between HELLOs on each substrate link", 1.0)
+    report_interval: number_range(0.1, 3600, "interval") = key(
+        "seconds between reports of each vNet aggregate to the VBM (a restarted VBM rebuilds "
+        "from them)", 5.0)
+    vbm_link: Str | None = key(
+        "substrate link on which the LAN's VBM is heard (its HELLO says role VBM); none = no "
+        "VBM serves this node: input rates are bounded only by each virtual link's `max`", None)
+    dynamic_vli_base: VLI = key("this node allocates VLIs for run-time virtual links from "
+                                "here up (the lowest free one)", 1024)
+    start_at: Literal["min", "max"] = key("where managed static links start", "min")
+    kernel_shaping: Bool = key(
+        "shape managed output virtual links of Ethernet substrate links with Linux HTB (a root "
+        "`htb 1:` qdisc per interface, `default 0` so legacy traffic passes unshaped, one "
+        "class per virtual link selected by the send socket's SO_PRIORITY) instead of the "
+        "user-space token bucket; an interface with someone else's root qdisc keeps the "
+        "user-space shaper. `vnetctl show` says `shaper: kernel`. The qdisc is removed at "
+        "exit", False)
+
+
+class VBMShare(Schema):
+    """``[[vbm.share]]``: a vNet's guaranteed share of the LAN."""
+
+    vnet: VNetId = key("the vNet id (a LAN-wide number)")
+    share: number_range(0.000001, 1, "share") = key("fraction of the LAN")
+
+
+class VBMSection(Schema):
+    """``[vbm]``: this node runs the LAN's vNet Bandwidth Manager on substrate link ``link``."""
+
+    link: Str = key("the substrate link (the LAN, usually `multiaccess`) the VBM serves")
+    capacity: RateBps | None = key("LAN bandwidth", None,
+                                   shown="the smallest `capacity` the nodes report")
+    rebuild_time: number_range(0, 3600, "rebuild time") = key(
+        "seconds after start during which the VBM only learns the nodes' allocations (no "
+        "increases); keep it above the nodes' `report_interval`", 12.0)
+    shares: tables(VBMShare) = key("`[[vbm.share]]`: the vNets' shares of the LAN (below)", (),
+                                   alias="share")
+
+    @rules
+    def _shares(self):
+        total, seen = 0.0, set()
+        for i, s in enumerate(self.shares):
+            if s.vnet in seen:
+                raise Invalid(("share", i, "vnet"), f"vNet id {s.vnet} already has a share")
+            seen.add(s.vnet)
+            total += s.share
+            if total > 1 + 1e-9:
+                raise Invalid(("share", i, "share"), f"shares of the LAN would sum to "
+                              f"{total:.3f} (> 1): vNet {s.vnet} is refused")
+
+
+class NodeConfig(Schema):
+    """A whole router configuration file."""
+
+    path: str = derived("<string>", "the file it was read from")
+    node: NodeSection = key("`[node]`", NodeSection())
+    substrate_links: tables(SubstrateLink) = key("`[[substrate_link]]`", (),
+                                                 alias="substrate_link")
+    vnets: tables(VNet) = key("`[[vnet]]`", (), alias="vnet")
+    interfaces: tables(LogicalInterface) = key("`[[interface]]`", (), alias="interface")
+    switches: tables(Switch) = key("`[[switch]]`", (), alias="switch")
+    drops: tables(Drop) = key("`[[drop]]`: (link, vli) explicitly dropped", (), alias="drop")
+    tm: TMSection | None = key("`[tm]`", None)
+    vbm: VBMSection | None = key("`[vbm]`", None)
+
+    @classmethod
+    def from_file(cls, data, file):
+        return {**data, "path": file}
+
+    def link(self, link_id: str) -> SubstrateLink:
+        return next(s for s in self.substrate_links if s.id == link_id)
+
+    def vnet(self, name: str) -> VNet:
+        return next(v for v in self.vnets if v.name == name)
+
+    @rules
+    def _across_tables(self):
+        links = _check_links(self.substrate_links)
+        _check_vnets(self.vnets)
+        _VLIs(links, {v.name for v in self.vnets}).check(self)
+        if self.tm is not None and self.tm.vbm_link is not None:
+            _known(links, self.tm.vbm_link, ("tm", "vbm_link"), "substrate link")
+        if self.vbm is not None:
+            _known(links, self.vbm.link, ("vbm", "link"), "substrate link")
+
+
+def _known(table, name, where: tuple, what: str):
+    if name not in table:
+        raise Invalid(where, f"unknown {what} {name!r} (known: "
+                      f"{', '.join(sorted(table)) or 'none'})")
+
+
+def _check_links(items) -> dict[str, SubstrateLink]:
     links: dict[str, SubstrateLink] = {}
     multiaccess_on: dict[str, str] = {}
     p2p_peers: dict[tuple, str] = {}
-    for s in tables("substrate_link"):
-        lid = s.get("id", str, check=_name)
-        if lid in links:
-            raise s.err("id", f"duplicate substrate link id {lid!r}")
-        kind = s.get("kind", str, check=_choice(KINDS))
-        capacity = s.get("capacity", (int, str), None, parse_rate)
-        mtu = s.get("mtu", int, None, _range(128, 65535, "MTU"))
-        if kind == "udp":
-            local = s.get("local", str, check=_endpoint)
-            remote = s.get("remote", str, check=_endpoint)
-            if ipaddress.ip_address(local[0]).version != ipaddress.ip_address(remote[0]).version:
-                raise s.err("remote", "local and remote must both be IPv4 or both IPv6")
-            link = SubstrateLink(lid, kind, local=local, remote=remote, capacity=capacity, mtu=mtu)
-        else:
-            ifname = s.get("interface", str, check=_ifname)
-            if kind == "p2p":
-                peer = s.get("peer_mac", str, check=wire.mac_to_bytes)
-                vlan = s.get("vlan", int, check=_range(1, 4094, "VLAN id"))
-                prio = s.get("priority", int, 0, _range(0, 7, "priority (PCP)"))
-                key = (ifname, vlan, peer)
-                if key in p2p_peers:
-                    raise s.err("peer_mac", f"substrate link {p2p_peers[key]!r} already uses peer "
-                                f"{wire.mac_to_str(peer)} on {ifname} VLAN {vlan}")
-                p2p_peers[key] = lid
-                link = SubstrateLink(lid, kind, ifname, peer, vlan, prio, capacity=capacity, mtu=mtu)
-            else:
-                if ifname in multiaccess_on:
-                    raise s.err("interface", f"{ifname} already carries multiaccess substrate link "
-                                f"{multiaccess_on[ifname]!r} (one per interface)")
-                multiaccess_on[ifname] = lid
-                link = SubstrateLink(lid, kind, ifname, capacity=capacity, mtu=mtu)
-        s.done()
-        links[lid] = link
+    for i, s in enumerate(items):
+        if s.id in links:
+            raise Invalid(("substrate_link", i, "id"), f"duplicate substrate link id {s.id!r}")
+        if s.kind == "p2p":
+            peer = (s.interface, s.vlan, s.peer_mac)
+            if peer in p2p_peers:
+                raise Invalid(("substrate_link", i, "peer_mac"),
+                              f"substrate link {p2p_peers[peer]!r} already uses peer "
+                              f"{wire.mac_to_str(s.peer_mac)} on {s.interface} VLAN {s.vlan}")
+            p2p_peers[peer] = s.id
+        elif s.kind == "multiaccess":
+            if s.interface in multiaccess_on:
+                raise Invalid(("substrate_link", i, "interface"),
+                              f"{s.interface} already carries multiaccess substrate link "
+                              f"{multiaccess_on[s.interface]!r} (one per interface)")
+            multiaccess_on[s.interface] = s.id
+        links[s.id] = s
+    return links
 
-    vnets: dict[str, VNet] = {}
+
+def _check_vnets(items):
+    names: set[str] = set()
     ids: dict[int, str] = {}
     namespaces: dict[str, str] = {}
-    for s in tables("vnet"):
-        name = s.get("name", str, check=_name)
-        if name in vnets:
-            raise s.err("name", f"duplicate vNet {name!r}")
-        vid = s.get("id", int, check=_range(1, 0xFFFF, "vNet id"))
-        if vid in ids:
-            raise s.err("id", f"vNet id {vid} already used by vNet {ids[vid]!r}")
-        ns = s.get("namespace", str, f"vnet-{name}", _name)
-        if ns in namespaces:
-            raise s.err("namespace", f"namespace {ns!r} already used by vNet {namespaces[ns]!r}")
-        s.done()
-        ids[vid], namespaces[ns] = name, name
-        vnets[name] = VNet(name, vid, ns)
+    for i, v in enumerate(items):
+        if v.name in names:
+            raise Invalid(("vnet", i, "name"), f"duplicate vNet {v.name!r}")
+        if v.id in ids:
+            raise Invalid(("vnet", i, "id"), f"vNet id {v.id} already used by vNet {ids[v.id]!r}")
+        if v.namespace in namespaces:
+            raise Invalid(("vnet", i, "namespace"), f"namespace {v.namespace!r} already used "
+                          f"by vNet {namespaces[v.namespace]!r}")
+        names.add(v.name)
+        ids[v.id], namespaces[v.namespace] = v.name, v.name
 
-    used_in: dict[tuple[str, int], str] = {}
-    used_out: dict[tuple[str, int], str] = {}
 
-    def claim(table, sec, key, link_id, vli, what):
+class _VLIs:
+    """(substrate link, VLI, direction) is unique across interfaces, switches and drops."""
+
+    def __init__(self, links: dict[str, SubstrateLink], vnets: set[str]):
+        self.links, self.vnets = links, vnets
+        self.used = {"input": {}, "output": {}}
+
+    def claim(self, where: tuple, link_id: str, vli: int, direction: str):
+        table = self.used[direction]
         if (link_id, vli) in table:
-            raise sec.err(key, f"duplicate VLI {vli} on substrate link {link_id!r} "
-                          f"({what}; already used by {table[(link_id, vli)]})")
-        table[(link_id, vli)] = sec.key
+            raise Invalid(where, f"duplicate VLI {vli} on substrate link {link_id!r} "
+                          f"({direction}; already used by {table[(link_id, vli)]})")
+        table[(link_id, vli)] = f"{where[0]}[{where[1]}]"
 
-    def link_ref(sec, key):
-        lid = sec.get(key, str)
-        if lid not in links:
-            raise sec.err(key, f"unknown substrate link {lid!r} (known: "
-                          f"{', '.join(sorted(links)) or 'none'})")
-        return lid
-
-    def vnet_ref(sec):
-        name = sec.get("vnet", str)
-        if name not in vnets:
-            raise sec.err("vnet", f"unknown vNet {name!r} (known: {', '.join(sorted(vnets)) or 'none'})")
-        return name
-
-    interfaces: list[LogicalInterface] = []
-    ifnames: dict[tuple[str, str], str] = {}
-    for s in tables("interface"):
-        vnet = vnet_ref(s)
-        name = s.get("name", str, check=_ifname)
-        if (vnet, name) in ifnames:
-            raise s.err("name", f"interface {name!r} already defined in vNet {vnet!r}")
-        ifnames[(vnet, name)] = s.key
-        lid = link_ref(s, "substrate_link")
-        in_vli = s.get("in_vli", int, check=_vli)
-        out_vli = s.get("out_vli", int, in_vli, _vli)
-        claim(used_in, s, "in_vli", lid, in_vli, "input")
-        claim(used_out, s, "out_vli", lid, out_vli, "output")
-        kind = s.get("kind", str, "tap", _choice(IFACE_KINDS))
-        if kind == "socket":
-            for key in ("addresses", "mac"):
-                if key in s.data:
-                    raise s.err(key, "a socket interface has no MAC or IP addresses (the "
-                                "protocol on the library does its own addressing)")
-        li = LogicalInterface(
-            vnet=vnet, name=name, substrate_link=lid, in_vli=in_vli, out_vli=out_vli,
-            rate=_rate(s, "rate"), in_rate=_rate(s, "in_rate"),
-            queue=s.get("queue", int, 256, _range(1, 1_000_000, "queue length")),
-            mac=s.get("mac", str, None, wire.mac_to_bytes),
-            addresses=tuple(_address_list(s)), kind=kind,
-        )
-        s.done()
-        interfaces.append(li)
-
-    switches: list[Switch] = []
-    for s in tables("switch"):
-        # a pass-through node need not host the vNet: the name is an accounting label
-        vnet = s.get("vnet", str, check=_name)
-        in_link = link_ref(s, "in_link")
-        in_vli = s.get("in_vli", int, check=_vli)
-        out_link = link_ref(s, "out_link")
-        out_vli = s.get("out_vli", int, check=_vli)
-        if in_link == out_link and links[in_link].kind == "p2p" and in_vli == out_vli:
-            raise s.err("out_vli", "switching a virtual link back onto itself makes a loop")
-        claim(used_in, s, "in_vli", in_link, in_vli, "input")
-        claim(used_out, s, "out_vli", out_link, out_vli, "output")
-        sw = Switch(vnet, in_link, in_vli, out_link, out_vli, _rate(s, "rate"),
-                    s.get("queue", int, 256, _range(1, 1_000_000, "queue length")))
-        s.done()
-        switches.append(sw)
-
-    drops: list[tuple[str, int]] = []
-    for s in tables("drop"):
-        lid = link_ref(s, "substrate_link")
-        vli = s.get("vli", int, check=_vli)
-        claim(used_in, s, "vli", lid, vli, "input")
-        s.done()
-        drops.append((lid, vli))
-
-    tm = vbm = None
-    if "tm" in data:
-        top.used.add("tm")
-        s = _Section(file, "tm", data["tm"])
-        tm = TMSection(
-            idle_interval=s.get("idle_interval", (int, float), 10.0, _frange(0.1, 86400, "interval")),
-            tick=s.get("tick", (int, float), 0.25, _frange(0.01, 10, "tick")),
-            hello_interval=s.get("hello_interval", (int, float), 1.0, _frange(0.05, 60, "interval")),
-            report_interval=s.get("report_interval", (int, float), 5.0,
-                                  _frange(0.1, 3600, "interval")),
-            vbm_link=s.get("vbm_link", str, None, _known(links, "substrate link")),
-            dynamic_vli_base=s.get("dynamic_vli_base", int, 1024, _vli),
-            start_at=s.get("start_at", str, "min", _choice(("min", "max"))),
-            kernel_shaping=s.get("kernel_shaping", bool, False),
-        )
-        s.done()
-    if "vbm" in data:
-        top.used.add("vbm")
-        s = _Section(file, "vbm", data["vbm"])
-        link = s.get("link", str, check=_known(links, "substrate link"))
-        capacity = s.get("capacity", (int, str), None, parse_rate)
-        rebuild = s.get("rebuild_time", (int, float), 12.0, _frange(0, 3600, "rebuild time"))
-        s.used.add("share")
-        items = s.data.get("share", [])
-        if not isinstance(items, list):
-            raise s.err("share", "must be an array of tables ([[vbm.share]])")
-        shares, total, seen = [], 0.0, set()
-        for i, item in enumerate(items):
-            sub = _Section(file, f"vbm.share[{i}]", item)
-            vid = sub.get("vnet", int, check=_range(1, 0xFFFF, "vNet id"))
-            if vid in seen:
-                raise sub.err("vnet", f"vNet id {vid} already has a share")
-            seen.add(vid)
-            share = sub.get("share", (int, float), check=_frange(0.000001, 1, "share"))
-            total += share
-            if total > 1 + 1e-9:
-                raise sub.err("share", f"shares of the LAN would sum to {total:.3f} (> 1): "
-                              f"vNet {vid} is refused")
-            sub.done()
-            shares.append(VBMShare(vid, float(share)))
-        s.done()
-        vbm = VBMSection(link, capacity, float(rebuild), tuple(shares))
-    top.done()
-    return NodeConfig(file, node, tuple(links.values()), tuple(vnets.values()),
-                      tuple(interfaces), tuple(switches), tuple(drops), tm, vbm)
+    def check(self, cfg: NodeConfig):
+        names: set[tuple[str, str]] = set()
+        for i, li in enumerate(cfg.interfaces):
+            at = ("interface", i)
+            _known(self.vnets, li.vnet, at + ("vnet",), "vNet")
+            if (li.vnet, li.name) in names:
+                raise Invalid(at + ("name",), f"interface {li.name!r} already defined in "
+                              f"vNet {li.vnet!r}")
+            names.add((li.vnet, li.name))
+            _known(self.links, li.substrate_link, at + ("substrate_link",), "substrate link")
+            self.claim(at + ("in_vli",), li.substrate_link, li.in_vli, "input")
+            self.claim(at + ("out_vli",), li.substrate_link, li.out_vli, "output")
+        for i, sw in enumerate(cfg.switches):
+            at = ("switch", i)
+            _known(self.links, sw.in_link, at + ("in_link",), "substrate link")
+            _known(self.links, sw.out_link, at + ("out_link",), "substrate link")
+            if sw.in_link == sw.out_link and self.links[sw.in_link].kind == "p2p" \
+                    and sw.in_vli == sw.out_vli:
+                raise Invalid(at + ("out_vli",), "switching a virtual link back onto itself "
+                              "makes a loop")
+            self.claim(at + ("in_vli",), sw.in_link, sw.in_vli, "input")
+            self.claim(at + ("out_vli",), sw.out_link, sw.out_vli, "output")
+        for i, (link_id, vli) in enumerate(cfg.drops):
+            at = ("drop", i)
+            _known(self.links, link_id, at + ("substrate_link",), "substrate link")
+            self.claim(at + ("vli",), link_id, vli, "input")
 
 
-def _frange(lo, hi, what):
-    def check(v):
-        if not lo <= v <= hi:
-            raise ValueError(f"{what} {v} out of range {lo}..{hi}")
-        return float(v)
-    return check
+# -- reading ----------------------------------------------------------------------------------
+
+def parse(data: dict, file: str = "<string>") -> NodeConfig:
+    return validate(NodeConfig, data, file)
 
 
-def _known(table, what):
-    def check(v):
-        if v not in table:
-            raise ValueError(f"unknown {what} {v!r} (known: {', '.join(sorted(table)) or 'none'})")
-        return v
-    return check
+def load(path: str | Path) -> NodeConfig:
+    return parse(read_toml(path), str(path))
 
 
-def _address_list(s: _Section):
-    value = s.get("addresses", list, [])
-    for i, a in enumerate(value):
-        if not isinstance(a, str):
-            raise s.err(f"addresses[{i}]", f"must be a string, not {a!r}")
-        try:
-            yield _address(a)
-        except ValueError as e:
-            raise s.err(f"addresses[{i}]", str(e)) from None
+def loads(text: str, path: str = "<string>") -> NodeConfig:
+    return parse(parse_toml(text, path), path)
 
-
-def _choice(options):
-    def check(v):
-        if v not in options:
-            raise ValueError(f"{v!r} is not one of {', '.join(options)}")
-        return v
-    return check

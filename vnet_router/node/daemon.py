@@ -15,6 +15,7 @@ import sys
 
 from vnet_router import __version__
 from vnet_router.model import config as config_mod
+from vnet_router.model.schema import ConfigError
 from vnet_router.node.lifecycle import Node
 from vnet_router.ops import logs, loop
 from vnet_router.node import ports as ports_mod
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
                 print(f"vnet-router: {line}")
             return 0
         facts = read_facts(cfg)
-    except (config_mod.ConfigError, EnvironmentError_) as e:
+    except (ConfigError, EnvironmentError_) as e:
         print(f"vnet-router: {e}", file=sys.stderr)
         return 2
     setup_logging(args.log_level or cfg.node.log_level)

@@ -19,6 +19,7 @@ import signal
 import time
 
 from vnet_router.model import config as config_mod
+from vnet_router.model.schema import ConfigError
 from vnet_router.datapath import select as datapaths
 from vnet_router.ops import sdnotify
 from vnet_router.node.api import CommandError, ControlServer, WithFds, wants_peer
@@ -248,7 +249,7 @@ class Node:
     async def _reload(self, path: str) -> dict:
         try:
             new = self.load_config(path)
-        except config_mod.ConfigError as e:
+        except ConfigError as e:
             raise CommandError(str(e)) from None
         return await self.apply(new, path)
 
