@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool prometheus systemd netsniff-ng build-essential bird2"
+# python3-rich: vnetctl draws its tables with rich, and the tests run it as an unprivileged user
+# with the system python (/usr/bin/python3), which must have it where pip installs elsewhere
+APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool prometheus systemd netsniff-ng build-essential bird2 python3-rich"
 
 setup() {
     if [ "$(id -u)" != 0 ]; then

@@ -14,9 +14,10 @@ on its control socket:
 * ``instance_start`` / ``instance_stop`` / ``instances``: sandboxed protocol instances
   (``sandbox.py``).
 
-Access: the control socket is world-connectable (mode 0666); ``show``, ``ping``, ``instances``
-and ``endpoint`` (checked per vNet) are open to anyone, every other command needs root or the
-``[host].admin_group`` (peer credentials, SO_PEERCRED).
+Access: the control socket is world-connectable (mode 0666); the commands the registry
+(``vnet_router.node.commands``) does not mark privileged -- ``show``, ``ping``, ``tables``,
+``instances`` and ``endpoint`` (checked per vNet) -- are open to anyone, every other command
+needs root or the ``[host].admin_group`` (peer credentials, SO_PEERCRED).
 
 State (``state.py``): a restart restores the vNets and interfaces of the file plus the state,
 and removes namespaces it created earlier but no longer wants.
@@ -35,7 +36,8 @@ from vnet_router.model.schema import ConfigError
 from vnet_router.model.units import parse_size
 from vnet_router.ops import logs, loop
 from vnet_router.ops import netlink
-from vnet_router.node.api import CommandError, ControlServer, wants_peer
+from vnet_router.node import commands
+from vnet_router.node.api import CommandError, ControlServer
 from vnet_router.node.lifecycle import Node
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
@@ -45,11 +47,12 @@ from vnet_host.state import State, StateError
 
 log = logging.getLogger("vnet_host")
 
-READ_ONLY = {"show", "ping", "instances", "endpoint", "tables"}
 WATCHDOG_INTERVAL = 0.2
 
 
 class HostNode(Node):
+    DAEMON = commands.HOST
+
     def __init__(self, hcfg: hconfig.HostConfig, facts, state: State, data: dict):
         super().__init__(hcfg.node, facts)
         self.hcfg, self.store, self.state = hcfg, state, data
@@ -107,11 +110,11 @@ class HostNode(Node):
         return h
 
     def make_control(self, path, handlers) -> ControlServer:
-        return ControlServer(path, handlers, mode=0o666, policy=self._policy)
+        return ControlServer(path, handlers, daemon=self.DAEMON, mode=0o666,
+                             policy=self._policy)
 
     def _policy(self, cmd: str, peer) -> str | None:
-        if cmd in READ_ONLY:
-            return None
+        """For the commands the registry marks privileged (state changes)."""
         if peer is None:
             return f"permission denied: {cmd} changes substrate state (caller unknown)"
         if peer.uid == 0:
@@ -276,7 +279,6 @@ class HostNode(Node):
 
     # -- instances -----------------------------------------------------------------------------
 
-    @wants_peer
     def instance_start(self, name, vnet, argv, user=None, cpu_seconds=None, memory=None,
                        caps=(), peer=None):
         if vnet not in {v.name for v in self.cfg.vnets}:

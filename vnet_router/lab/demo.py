@@ -4,8 +4,10 @@
 reachability inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy
 IP on the LAN, the substrate frames on the wire (tcpdump), the 20 Mbit/s limit of blue's
 virtual links (iperf3), and that limit held while green floods the same LAN interface (both
-vNets' rates sampled every 0.5 s and plotted to a PNG).  It prints a report table plus every node's substrate counters, tears
-everything down and returns 0 only if every check came out as expected.  ``cli.py`` calls it
+vNets' rates sampled every 0.5 s and plotted to a PNG).  A check whose tool (``tools``: ping,
+tcpdump, iperf3) is not installed is not run: it is reported as SKIP with the reason, never as
+PASS.  It prints a report table (drawn by ``ops/render.py``) plus every node's substrate
+counters, tears everything down and returns 0 only if no check failed.  ``cli.py`` calls it
 for ``vnet-lab demo``; the topology and what it means are described in ``docs/lab.md``.
 """
 from __future__ import annotations
@@ -18,9 +20,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from vnet_router.model.schema import ConfigError
 from vnet_router.lab.lab import Lab, LabError
+from vnet_router.ops import render
 
 DEMO_TOPOLOGY = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"
 
@@ -34,6 +38,7 @@ class Check:
     vnet: str | None
     dst: str
     reachable: bool
+    tools: ClassVar[tuple[str, ...]] = ("ping",)    # programs it runs (SKIP without them)
 
     @property
     def expected(self) -> str:
@@ -56,10 +61,9 @@ class RateCheck:
     low: int                       # bit/s; the measured rate must lie in [low, high]
     high: int | None
     expected: str
+    tools: ClassVar[tuple[str, ...]] = ("iperf3",)
 
     def run(self, lab: Lab) -> tuple[str, bool]:
-        if shutil.which("iperf3") is None:
-            return "skipped: no iperf3", True
         bps = lab.throughput(self.node, self.server, self.dst, vnet=self.vnet, seconds=2)
         ok = bps >= self.low and (self.high is None or bps <= self.high)
         return f"{bps / 1e6:.1f} Mbit/s", ok
@@ -77,10 +81,9 @@ class WireCheck:
     bpf: str                       # tcpdump filter, after "ether src NODE's MAC and"
     pattern: str                   # regex over tcpdump -e -nn output
     expected: str
+    tools: ClassVar[tuple[str, ...]] = ("tcpdump", "ping")
 
     def run(self, lab: Lab) -> tuple[str, bool]:
-        if shutil.which("tcpdump") is None:
-            return "skipped: no tcpdump", True
         link = next(l for l in lab.topo.links if l.a.node == self.node and l.b.switch)
         flt = f"ether src {link.a.mac} and {self.bpf}"
         cap = lab.popen(link.b.switch, ["tcpdump", "-i", link.b.ifname, "-e", "-nn", "-l", "-c", "3", flt],
@@ -119,14 +122,13 @@ class FloodCheck:
     guaranteed: int                # bit/s
     seconds: float = 8.0
     plot: str | None = "vnet-demo-rates.png"
+    tools: ClassVar[tuple[str, ...]] = ("iperf3",)     # the plot also wants matplotlib
 
     @property
     def expected(self) -> str:
         return f">= {0.85 * self.guaranteed / 1e6:g} Mbit/s while flooded"
 
     def run(self, lab: Lab) -> tuple[str, bool]:
-        if shutil.which("iperf3") is None:
-            return "skipped: no iperf3", True
         procs = [
             lab.popen(self.server, ["iperf3", "-s", "-1", "-B", self.dst, "-p", "5301"],
                       vnet=self.vnet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
@@ -244,14 +246,6 @@ CHECKS = (
 )
 
 
-def _table(headers, rows) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(out)
-
-
 def _counters(lab: Lab) -> list[list[str]]:
     rows = []
     for node in lab.configs:
@@ -267,18 +261,52 @@ def _counters(lab: Lab) -> list[list[str]]:
     return rows
 
 
-def run_checks(lab: Lab, checks=CHECKS, out=None) -> list[tuple[object, str, bool]]:
+PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
+_VERDICT_STYLE = {PASS: "green", FAIL: "bold red", SKIP: "yellow"}
+
+
+def missing_tools(check) -> list[str]:
+    """The programs ``check`` runs that are not installed."""
+    return [t for t in check.tools if shutil.which(t) is None]
+
+
+def run_checks(lab: Lab, checks=CHECKS, out=None) -> list[tuple[object, str, str]]:
+    """Run ``checks``: (check, result, PASS|FAIL|SKIP) each.  A check whose tools are missing
+    is not run: SKIP, the result names what is missing."""
     out = out or sys.stdout
     results = []
     for c in checks:
-        try:
-            result, passed = c.run(lab)
-        except LabError as e:
-            result, passed = f"error: {e}", False
-        results.append((c, result, passed))
-        print(f"  check {c.what}: {result} -> {'PASS' if passed else 'FAIL'}",
-              file=out, flush=True)
+        missing = missing_tools(c)
+        if missing:
+            result, verdict = "not run: " + ", ".join(f"no {t}" for t in missing), SKIP
+        else:
+            try:
+                result, passed = c.run(lab)
+            except LabError as e:
+                result, passed = f"error: {e}", False
+            verdict = PASS if passed else FAIL
+        results.append((c, result, verdict))
+        print(f"  check {c.what}: {result} -> {verdict}", file=out, flush=True)
     return results
+
+
+def report_table(results):
+    """The table ``check | expected | result | verdict``."""
+    return render.table(["check", "expected", "result", "verdict"],
+                        [[c.what, c.expected, res, render.cell(v, _VERDICT_STYLE[v])]
+                         for c, res, v in results])
+
+
+def summary(results, clean: bool = True) -> str:
+    """The last line: PASS only if no check failed (and ``clean``: daemons and cleanup fine);
+    skipped checks are counted apart, never as passed."""
+    n = {v: sum(1 for _, _, x in results if x == v) for v in (PASS, FAIL, SKIP)}
+    verdict = PASS if clean and not n[FAIL] else FAIL
+    line = f"{verdict}: {n[PASS]}/{len(results)} checks as expected"
+    if n[SKIP]:
+        line += f", {n[SKIP]} skipped (" + "; ".join(
+            f"{c.what}: {res}" for c, res, v in results if v == SKIP) + ")"
+    return line
 
 
 def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool = False,
@@ -304,17 +332,11 @@ def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool =
     except (LabError, ConfigError) as e:
         print(f"vnet-lab demo: FAILED to build or run the lab: {e}", file=out, flush=True)
         return 1
-    ok = all(p for _, _, p in results)
     bad_exit = {n: rc for n, rc in lab.daemon_exit.items() if rc != 0}
 
-    print("", file=out)
-    print("substrate counters (at the end of the checks)", file=out)
-    print(_table(["node", "substrate link", "rx_pkts", "tx_pkts", "drops"], counters), file=out)
-    print("", file=out)
-    print(_table(["check", "expected", "result", "verdict"],
-                 [[c.what, c.expected, res, "PASS" if p else "FAIL"] for c, res, p in results]),
-          file=out)
-    print("", file=out)
+    render.write(out, "", render.table(["node", "substrate link", "rx_pkts", "tx_pkts", "drops"],
+                                       counters, "substrate counters (at the end of the checks)"),
+                 "", report_table(results), "")
     if bad_exit:
         print("daemons that did not exit cleanly: "
               + ", ".join(f"{n} (status {rc})" for n, rc in bad_exit.items()), file=out)
@@ -325,7 +347,6 @@ def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool =
         print("cleanup problems: " + "; ".join(lab.cleanup_errors), file=out)
     if keep_logs or workdir:
         print(f"configs and daemon logs kept in {lab.workdir}", file=out)
-    passed = sum(p for _, _, p in results)
-    verdict = "PASS" if ok and not bad_exit and not lab.cleanup_errors else "FAIL"
-    print(f"{verdict}: {passed}/{len(results)} checks as expected", file=out, flush=True)
-    return 0 if verdict == "PASS" else 1
+    line = summary(results, clean=not bad_exit and not lab.cleanup_errors)
+    print(line, file=out, flush=True)
+    return 0 if line.startswith(PASS) else 1

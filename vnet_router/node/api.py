@@ -3,15 +3,18 @@
 Request:  ``{"cmd": "show"}``        Response: ``{"ok": true, "result": {...}}``
                                               or ``{"ok": false, "error": "..."}``
 
-The server side (``ControlServer``) runs in the daemon's event loop and dispatches to
-handlers the daemon registers; ``request()`` is the blocking client ``vnetctl`` and the lab
-use.  Malformed requests get an error reply; the server keeps serving.
+The server side (``ControlServer``) runs in the daemon's event loop and dispatches to the
+handlers the daemon registers by command name; what each command is (which daemons serve it,
+whether it changes state, takes the caller's credentials, returns descriptors) is declared in
+the registry, ``commands.py``.  The server refuses a command its daemon does not serve, with
+the reason.  ``request()`` is the blocking client ``vnetctl`` and the lab use.  Malformed
+requests get an error reply; the server keeps serving.
 
 Access: the server reads the peer's credentials (SO_PEERCRED) per connection; an optional
-``policy(cmd, peer)`` refuses commands (e.g. state changes by unprivileged users), and a
-handler marked with :func:`wants_peer` gets the credentials as ``peer=``.  A handler may
-return :class:`WithFds`: the reply then carries descriptors (SCM_RIGHTS), which is how a
-daemon hands a bound endpoint to an application (``request_fds()`` is the client).
+``policy(cmd, peer)`` may refuse the commands the registry marks ``privileged`` (state
+changes), and a command marked ``peer`` gets the credentials as ``peer=``.  A command marked
+``fds`` may return :class:`WithFds`: the reply then carries descriptors (SCM_RIGHTS), which is
+how a daemon hands a bound endpoint to an application (``request_fds()`` is the client).
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
+
+from vnet_router.node import commands
 
 log = logging.getLogger(__name__)
 MAX_REQUEST = 64 * 1024
@@ -65,24 +70,19 @@ class WithFds:
     fds: list = field(default_factory=list)
 
 
-def wants_peer(fn):
-    """Mark a handler that takes the caller's credentials as ``peer=``."""
-    fn.wants_peer = True
-    return fn
-
-
 _CRED = struct.Struct("3i")
 
 
-def request(path: str, cmd: str, timeout: float = 5.0, **args) -> dict:
-    """Send one command and return its result; raises ControlError on failure."""
+def request(path: str, cmd: str, /, timeout: float = 5.0, **args) -> dict:
+    """Send one command and return its result; raises ControlError on failure.  (``path`` and
+    ``cmd`` are positional only: a command may have arguments of those names.)"""
     result, fds = request_fds(path, cmd, timeout, **args)
     for fd in fds:                       # a reply that should carry none: do not leak them
         os.close(fd)
     return result
 
 
-def request_fds(path: str, cmd: str, timeout: float = 10.0, **args) -> tuple[dict, list[int]]:
+def request_fds(path: str, cmd: str, /, timeout: float = 10.0, **args) -> tuple[dict, list[int]]:
     """Send one command; (result, descriptors the reply carried).  Raises ControlError."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
@@ -116,10 +116,16 @@ def request_fds(path: str, cmd: str, timeout: float = 10.0, **args) -> tuple[dic
 
 
 class ControlServer:
-    """Serves ``handlers[cmd](**args) -> json-able`` on a Unix socket."""
+    """Serves ``handlers[cmd](**args) -> json-able`` on a Unix socket for ``daemon`` (a name
+    in the registry): every handler must be a command the registry says it serves."""
 
-    def __init__(self, path: str, handlers: dict, mode: int = 0o660, policy=None):
-        self.path, self.handlers, self.mode = path, handlers, mode
+    def __init__(self, path: str, handlers: dict, *, daemon: str = commands.ROUTER,
+                 mode: int = 0o660, policy=None):
+        stray = set(handlers) - set(commands.served(daemon))
+        if stray:
+            raise ValueError(f"{daemon} registers handlers for {', '.join(sorted(stray))}, "
+                             f"which the command registry does not give it")
+        self.path, self.handlers, self.mode, self.daemon = path, handlers, mode, daemon
         self.policy = policy            # policy(cmd, peer) -> None or an error message
         self._server: asyncio.AbstractServer | None = None
 
@@ -201,34 +207,39 @@ class ControlServer:
         if not isinstance(msg, dict) or not isinstance(msg.get("cmd"), str):
             return {"ok": False, "error": "malformed request: want an object with a 'cmd' string"}
         args = {k: v for k, v in msg.items() if k != "cmd"}
-        handler = self.handlers.get(msg["cmd"])
+        name = msg["cmd"]
+        handler = self.handlers.get(name)
         if handler is None:
-            return {"ok": False, "error": f"unknown command {msg['cmd']!r} "
-                                          f"(known: {', '.join(sorted(self.handlers))})"}
-        if self.policy is not None:
-            refused = self.policy(msg["cmd"], peer)
+            return {"ok": False, "error": commands.unavailable(self.daemon, name, self.handlers)}
+        cmd = commands.BY_NAME[name]
+        if cmd.privileged and self.policy is not None:
+            refused = self.policy(name, peer)
             if refused:
-                log.warning("control: refused %s from uid %s pid %s: %s", msg["cmd"],
+                log.warning("control: refused %s from uid %s pid %s: %s", name,
                             peer.uid if peer else "?", peer.pid if peer else "?", refused)
                 return {"ok": False, "error": refused}
-        if getattr(handler, "wants_peer", False):
+        if cmd.peer:
             args["peer"] = peer
         try:
             result = handler(**args)
             if inspect.isawaitable(result):
                 result = await result
             if isinstance(result, WithFds):
-                return result
+                if cmd.fds:
+                    return result
+                for f in result.fds:
+                    os.close(f) if isinstance(f, int) else f.close()
+                raise RuntimeError("descriptors in the reply of a command that returns none")
             return {"ok": True, "result": result}
         except TypeError as e:
-            return {"ok": False, "error": f"bad arguments for {msg['cmd']!r}: {e}"}
+            return {"ok": False, "error": f"bad arguments for {name!r}: {e}"}
         except (CommandError, ValueError, LookupError, TimeoutError) as e:
             # CommandError: refused; ValueError/LookupError/TimeoutError: the control plane's
             # answer to a bad argument or a neighbour that did not reply (vlink add/del)
             return {"ok": False, "error": str(e)}
         except Exception as e:     # a handler bug must not take the daemon down
-            log.exception("control command %s failed", msg["cmd"])
-            return {"ok": False, "error": f"{msg['cmd']} failed: {e}"}
+            log.exception("control command %s failed", name)
+            return {"ok": False, "error": f"{name} failed: {e}"}
 
 
 def _peer(writer) -> Peer | None:

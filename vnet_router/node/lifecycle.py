@@ -22,7 +22,8 @@ from vnet_router.model import config as config_mod
 from vnet_router.model.schema import ConfigError
 from vnet_router.datapath import select as datapaths
 from vnet_router.ops import sdnotify
-from vnet_router.node.api import CommandError, ControlServer, WithFds, wants_peer
+from vnet_router.node import commands
+from vnet_router.node.api import CommandError, ControlServer, WithFds
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.node.status import status
 from vnet_router.model.tables import Tables
@@ -34,6 +35,8 @@ _FIXED = ("control_socket", "ethertype", "metrics")
 
 
 class Node:
+    DAEMON = commands.ROUTER         # its name in the command registry
+
     def __init__(self, cfg: config_mod.NodeConfig, facts, unblock=frozenset()):
         self.cfg = cfg
         self._unblock = unblock          # signals main() held back during set-up
@@ -118,7 +121,8 @@ class Node:
     # -- control -------------------------------------------------------------------------------
 
     def handlers(self) -> dict:
-        """Control commands (a subclass adds its own)."""
+        """Handlers of the control commands, by name in the registry (``commands.py``: what
+        each command is); a subclass adds its own."""
         h = {"show": self.status, "reload": self.reload, "ping": lambda: "pong",
              "endpoint": self.endpoint}
         if self.cp is not None:
@@ -127,7 +131,7 @@ class Node:
         return h
 
     def make_control(self, path: str, handlers: dict) -> ControlServer:
-        return ControlServer(path, handlers)
+        return ControlServer(path, handlers, daemon=self.DAEMON)
 
     async def started_serving(self):
         """Hook: runs once the control socket listens."""
@@ -137,7 +141,6 @@ class Node:
         socket's file permissions already restrict who connects)."""
         return None
 
-    @wants_peer
     def endpoint(self, vnet: str, interface: str, peer=None):
         """Hand the application end of library endpoint ``vnet``/``interface`` to the caller."""
         if not isinstance(vnet, str) or not isinstance(interface, str):
@@ -211,7 +214,6 @@ class Node:
                 return self._await_counted(name, result)
             self._count(name, "ok")
             return result
-        wrapped.wants_peer = getattr(fn, "wants_peer", False)
         return wrapped
 
     async def _await_counted(self, name, coro):

@@ -5,7 +5,8 @@
 * ``metrics``  -- the Prometheus endpoint (the only user of prometheus-client);
 * ``logs``     -- logfmt logging;
 * ``sdnotify`` -- systemd's readiness protocol;
-* ``loop``     -- the daemons' event loop (the only user of uvloop).
+* ``loop``     -- the daemons' event loop (the only user of uvloop);
+* ``render``   -- tables for people: vnetctl, the lab demo (the only user of rich).
 
 Imports nothing above ``model``; node, control and the lab use it.
 """

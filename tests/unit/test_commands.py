@@ -1,0 +1,200 @@
+"""The command registry: vnetctl's sub-commands and requests built from it, the control
+server's dispatch by it (refusals name the reason), access by its ``privileged`` marks, and
+vnetctl staying import-light.  No root, no socket: the server's dispatch is called directly."""
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vnet_router.cli import vnetctl as ctl
+from vnet_router.node import commands
+from vnet_router.node.api import ControlServer, Peer, WithFds
+
+
+def dispatch(server, **msg):
+    return asyncio.run(server._dispatch(json.dumps(msg).encode() + b"\n",
+                                        Peer(pid=1, uid=1000, gid=1000)))
+
+
+def test_every_sub_command_has_a_printer_and_every_group_a_help():
+    entries = [(c, cli) for c in commands.COMMANDS for cli in c.cli]
+    assert len({cli.path for _, cli in entries}) == len(entries)
+    for _, cli in entries:
+        assert cli.output in ctl.PRINTERS, cli.path
+        if len(cli.path) > 1:
+            assert " ".join(cli.path[:-1]) in commands.GROUPS
+    assert len(commands.BY_NAME) == len(commands.COMMANDS)
+
+
+def test_help_lists_every_command_with_its_help():
+    text = ctl.parser().format_help()
+    for c in commands.COMMANDS:
+        for cli in c.cli:
+            if len(cli.path) == 1:
+                assert f"    {cli.path[0]} " in text
+            else:
+                assert f"  {' '.join(cli.path)} " in text
+            assert (cli.help or c.help).split()[0] in text
+    assert "vnet-hostd: install a vNet" in text and "vnet-router: rate allocations" in text
+
+
+def test_host_opens_exactly_the_read_only_commands_to_everyone():
+    open_ = {n for n, c in commands.served(commands.HOST).items() if not c.privileged}
+    assert open_ == {"show", "ping", "tables", "instances", "endpoint"}
+    assert {n for n, c in commands.BY_NAME.items() if c.fds} == {"endpoint"}
+
+
+def test_server_refuses_handlers_its_daemon_does_not_serve():
+    with pytest.raises(ValueError, match="vnet_add"):
+        ControlServer("/nonexistent/s", {"show": dict, "vnet_add": dict})
+    with pytest.raises(ValueError, match="alloc"):
+        ControlServer("/nonexistent/s", {"alloc": dict}, daemon=commands.HOST)
+
+
+def test_server_says_why_it_cannot_serve_a_command():
+    srv = ControlServer("/nonexistent/s", {"show": lambda: {"node": "x"}, "ping": lambda: "pong"})
+    assert dispatch(srv, cmd="show") == {"ok": True, "result": {"node": "x"}}
+    r = dispatch(srv, cmd="vnet_add", name="red", id=3)
+    assert not r["ok"] and r["error"] == "vnet add is a command of vnet-hostd, not of vnet-router"
+    r = dispatch(srv, cmd="alloc")
+    assert not r["ok"] and "not available on this vnet-router" in r["error"] \
+        and "[tm] or [vbm]" in r["error"]
+    r = dispatch(srv, cmd="frobnicate")
+    assert not r["ok"] and r["error"] == "unknown command 'frobnicate' (known: ping, show)"
+
+
+def test_policy_guards_privileged_commands_and_peer_commands_get_credentials():
+    asked, seen = [], []
+
+    def policy(cmd, peer):
+        asked.append(cmd)
+        return f"permission denied: {cmd}"
+
+    def endpoint(vnet, interface, peer=None):
+        seen.append(peer)
+        return {"vnet": vnet}
+    srv = ControlServer("/nonexistent/s", {"show": lambda: 1, "vnet_del": lambda name: 2,
+                                           "endpoint": endpoint},
+                        daemon=commands.HOST, policy=policy)
+    assert dispatch(srv, cmd="show") == {"ok": True, "result": 1}
+    assert dispatch(srv, cmd="vnet_del", name="x") == {"ok": False,
+                                                       "error": "permission denied: vnet_del"}
+    # a client cannot pass credentials of its own choosing
+    assert dispatch(srv, cmd="endpoint", vnet="v", interface="i", peer=0)["ok"]
+    assert asked == ["vnet_del"] and seen == [Peer(pid=1, uid=1000, gid=1000)]
+
+
+def test_descriptors_only_from_commands_that_return_them():
+    r, w = os.pipe()
+    srv = ControlServer("/nonexistent/s", {"show": lambda: WithFds({}, [r])})
+    reply = dispatch(srv, cmd="show")
+    assert not reply["ok"] and "descriptors" in reply["error"]
+    with pytest.raises(OSError):
+        os.fstat(r)                    # closed, not leaked
+    os.close(w)
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    calls = []
+
+    def request(path, cmd, /, timeout=None, **args):
+        calls.append((cmd, args))
+        return {"generation": 3, "changes": [], "name": "i", "pid": 7, "namespace": "n",
+                "user": "u"}
+    monkeypatch.setattr(ctl, "request", request)
+    return calls
+
+
+def test_requests_built_from_the_registry(sent, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert ctl.main(["join", "blue", "--id", "1", "--link", "up", "--in-vli", "101",
+                     "--address", "10.0.0.1/24"]) == 0
+    assert ctl.main(["vnet", "add", "red", "--id", "7", "--allow", "@vnet"]) == 0
+    assert ctl.main(["reload"]) == 0
+    assert ctl.main(["reload", "new.toml"]) == 0
+    assert ctl.main(["instance", "start", "b", "--vnet", "blue", "--cap", "net_admin", "--",
+                     "bird", "-f"]) == 0
+    assert sent == [
+        ("join", {"vnet": "blue", "id": 1, "name": None, "substrate_link": "up", "in_vli": 101,
+                  "out_vli": None, "addresses": ["10.0.0.1/24"], "kind": "tap", "allow": []}),
+        ("vnet_add", {"name": "red", "id": 7, "namespace": None, "allow": ["@vnet"]}),
+        ("reload", {}),
+        ("reload", {"path": str(tmp_path / "new.toml")}),
+        ("instance_start", {"name": "b", "vnet": "blue", "user": None, "cpu_seconds": None,
+                            "memory": None, "caps": ["net_admin"], "argv": ["bird", "-f"]})]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["instance", "start", "b", "--vnet", "blue"], "instance start needs a command after --"),
+    (["show", "--", "x"], "show takes nothing after --"),
+])
+def test_words_after_double_dash(sent, capsys, argv, msg):
+    assert ctl.main(argv) == 2
+    assert sent == [] and f"vnetctl: {msg}" in capsys.readouterr().err
+
+
+def test_vnetctl_imports_no_daemon_libraries():
+    heavy = ("pyroute2", "pytun", "uvloop", "prometheus_client", "pydantic")
+    code = ("import sys, vnet_router.cli.vnetctl; "
+            f"print([m for m in {heavy!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__))))).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture
+def samples(monkeypatch):
+    """``show`` answers with 100 more frames of 100 bytes each second (a fake clock)."""
+    shows = iter([{"node": "y", "generation": 1, "virtual_links": [
+        {"substrate_link": "tun", "vli": 7, "direction": "in", "vnet": "blue",
+         "owner": "blue/blue0", "packets": 100 * k, "bytes": 10_000 * k,
+         "rate": {"max": None}, "queue_depth": 0, "drops": {}}]} for k in range(1, 4)])
+    monkeypatch.setattr(ctl, "request", lambda path, cmd, timeout=None: next(shows))
+    monkeypatch.setattr(ctl.time, "sleep", lambda s: None)
+    clock = iter([0.0, 1.0, 2.0, 3.0])
+    monkeypatch.setattr(ctl.time, "monotonic", lambda: next(clock))
+
+
+def test_top_on_a_terminal_redraws_in_place(samples):
+    out = Tty()
+    assert ctl.top("s", 1.0, 2, out=out) == 0
+    text = out.getvalue()
+    assert "\x1b[1m" in text and "\x1b[2K" in text          # bold header; lines redrawn
+    assert text.count("node y") >= 2                   # each sample (Live redraws the last)
+    assert text.endswith("\x1b[?25h")                   # the cursor is given back
+
+
+def test_top_into_a_pipe_is_plain_blocks(samples):
+    out = io.StringIO()
+    assert ctl.top("s", 1.0, 2, out=out) == 0
+    text = out.getvalue()
+    assert "\x1b" not in text
+    blocks = text.strip().split("\n\n")
+    assert len(blocks) == 2
+    last = blocks[-1].splitlines()
+    assert last[0].startswith("node y") and last[1].split()[:3] == ["link", "vli", "dir"]
+    assert last[2].split() == ["tun", "7", "in", "blue", "blue/blue0", "100", "80kbit",
+                               "unlimited", "0", "0"]
+
+
+def test_show_into_a_pipe_is_not_wrapped_and_a_terminal_gets_styles():
+    from vnet_router.ops import render
+    long = "x" * 300
+    out = io.StringIO()
+    render.write(out, "title", render.table(["a", "b"], [[long, "[tm] not markup"]], "t"))
+    lines = out.getvalue().splitlines()
+    assert lines == ["title", "t", "a" + " " * 301 + "b", long + "  [tm] not markup"]
+    tty = Tty()
+    render.write(tty, render.table(["a"], [["1"]], "t"))
+    assert "\x1b[1m" in tty.getvalue()

@@ -1,0 +1,266 @@
+"""The command registry: every request of the control socket and the ``vnetctl`` sub-commands
+that send it, declared once.
+
+A :class:`Command` is one request on the wire (``{"cmd": NAME, ...}``, see ``api.py``): the
+daemons that serve it, whether it changes state (``privileged``: on ``vnet-hostd`` only root or
+the admin group may send it; ``vnet-router``'s socket is closed to others by its file mode),
+whether the handler gets the caller's credentials (``peer``) and whether the reply carries
+descriptors (``fds``).  Its :class:`Cli` entries are the ``vnetctl`` sub-commands that send it:
+path, arguments (argparse flags and options, help, the request key each fills), how the
+result is printed.
+
+How work is split: a daemon registers one handler per command name (``Node.handlers()``,
+``HostNode.handlers()``) and ``api.ControlServer`` refuses, with a message naming the reason,
+a command that is not in the registry, belongs to the other daemon, or is not available in
+this daemon's configuration (:func:`unavailable`).  ``cli/vnetctl.py`` builds its argparse
+tree from :data:`COMMANDS` and its requests with :func:`request_args`; the printers named by
+``Cli.output`` live there.  Standard library only: ``vnetctl --help`` must stay quick.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+ROUTER, HOST = "vnet-router", "vnet-hostd"
+BOTH = frozenset((ROUTER, HOST))
+ROUTER_ONLY, HOST_ONLY = frozenset((ROUTER,)), frozenset((HOST,))
+_CP = "the control plane ([tm] or [vbm] in the configuration)"
+
+
+class UsageError(ValueError):
+    """A sub-command's arguments do not make a request (vnetctl: exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a sub-command: its argparse flags and options, and the request key it
+    fills (None: only for vnetctl itself, e.g. ``--json``)."""
+
+    flags: tuple[str, ...]
+    key: str | None
+    options: tuple[tuple[str, object], ...]     # add_argument keywords (help, type, ...)
+    omit_none: bool = False                     # not sent when not given
+    convert: Callable | None = None             # value on the command line -> on the wire
+
+    @property
+    def dest(self) -> str:
+        """The attribute argparse stores the value in."""
+        return _dest(self.flags, dict(self.options))
+
+
+def _dest(flags, options) -> str:
+    name = next((f for f in flags if f.startswith("--")), flags[0])
+    return options.get("dest", name.lstrip("-").replace("-", "_"))
+
+
+def arg(*flags: str, key: str | None = "", omit_none: bool = False,
+        convert: Callable | None = None, **options) -> Arg:
+    """``arg("--in-vli", type=int, help=...)``: the key defaults to argparse's dest."""
+    return Arg(flags, _dest(flags, options) if key == "" else key, tuple(options.items()),
+               omit_none, convert)
+
+
+@dataclass(frozen=True)
+class Cli:
+    """A ``vnetctl`` sub-command that sends its :class:`Command`."""
+
+    path: tuple[str, ...]          # ("vlink", "add")
+    output: str                    # how vnetctl prints the result (a printer there)
+    args: tuple[Arg, ...] = ()
+    help: str | None = None        # default: the command's
+    usage: str | None = None
+    timeout: float = 5.0           # seconds to wait for the reply
+    rest: str | None = None        # request key taking the words after "--"
+    build: Callable | None = None  # namespace -> request args, for forms args alone cannot say
+
+
+@dataclass(frozen=True)
+class Command:
+    """One request of the control socket."""
+
+    name: str
+    help: str
+    daemons: frozenset[str]
+    privileged: bool = True        # changes state
+    peer: bool = False             # the handler gets the caller's credentials as peer=
+    fds: bool = False              # the reply carries descriptors (SCM_RIGHTS)
+    needs: str | None = None       # what a daemon that serves it may lack at run time
+    cli: tuple[Cli, ...] = ()
+
+    @property
+    def spoken(self) -> str:
+        """The name as people write it: ``vnet add`` for ``vnet_add``."""
+        return self.name.replace("_", " ")
+
+
+def _vlink_add(ns) -> dict:
+    """``vlink add [LINK] VNET NAME``: VLIs given (``--in-vli``, vnet-hostd) or negotiated with
+    the neighbour on LINK (``--max``, vnet-router's control plane); mixed forms are refused."""
+    words, link = list(ns.words), ns.link
+    if len(words) == 3:
+        if link is not None and link != words[0]:
+            raise UsageError(f"vlink add: substrate link given twice ({words[0]}, --link {link})")
+        link = words.pop(0)
+    if len(words) != 2 or link is None:
+        raise UsageError("vlink add: usage: vlink add [LINK] VNET NAME (LINK positionally or "
+                         "as --link)")
+    vnet, name = words
+    if ns.in_vli is not None:
+        for opt in ("min", "max", "peer"):
+            if getattr(ns, opt) is not None:
+                raise UsageError(f"vlink add: --{opt} negotiates the VLIs; it does not go with "
+                                 f"--in-vli")
+        kw = {"vnet": vnet, "name": name, "substrate_link": link, "in_vli": ns.in_vli,
+              "out_vli": ns.out_vli, "addresses": ns.address, "kind": ns.kind or "tap"}
+        if ns.rate:
+            kw["rate"] = ns.rate
+        return kw
+    if ns.max is None:
+        raise UsageError("vlink add: give --in-vli (VLIs given, vnet-hostd) or --max (VLIs "
+                         "negotiated with the neighbour, vnet-router with [tm])")
+    for opt in ("out_vli", "kind", "rate"):
+        if getattr(ns, opt) is not None:
+            raise UsageError(f"vlink add: --{opt.replace('_', '-')} needs --in-vli")
+    return {"link": link, "vnet": vnet, "name": name, "min": ns.min or "0", "max": ns.max,
+            "addresses": ns.address, "peer": ns.peer}
+
+
+JSON = arg("--json", key=None, action="store_true", help="machine-readable output")
+_ALLOW = arg("--allow", action="append", default=[],
+             help="user, uid or @group that may open endpoints of the vNet (repeat)")
+_ADDRESS = arg("--address", key="addresses", action="append", default=[],
+               help="address of the local logical interface (repeat)")
+
+# sub-command groups of vnetctl (``vnetctl vnet add``): their help
+GROUPS = {
+    "vnet": "install (add) or remove (del) a vNet",
+    "vlink": "add or delete a virtual link pair / logical interface at run time",
+    "instance": "sandboxed protocol instances",
+}
+
+COMMANDS: tuple[Command, ...] = (
+    Command("show", "tables and counters of the node", BOTH, privileged=False, cli=(
+        Cli(("show",), "show", (JSON,)),
+        Cli(("top",), "top", help="live rates of every virtual link, refreshed", args=(
+            arg("-i", "--interval", key=None, type=float, default=1.0,
+                help="seconds between samples"),
+            arg("-n", "--count", key=None, type=int, help="stop after this many refreshes"))),
+    )),
+    Command("alloc", "rate allocations (Traffic Manager, VBM)", ROUTER_ONLY, privileged=False,
+            needs=_CP, cli=(Cli(("alloc",), "alloc", (JSON,)),)),
+    Command("reload", "validate the configuration file (or FILE) and apply only what changed; "
+            "an invalid file changes nothing", BOTH, cli=(
+                Cli(("reload",), "reload", timeout=60, args=(
+                    arg("file", key="path", nargs="?", omit_none=True, convert=os.path.abspath,
+                        help="configuration to load (default: the one in use; vnet-router)"),)),
+            )),
+    Command("ping", "is the daemon serving? (answers pong)", BOTH, privileged=False,
+            cli=(Cli(("ping",), "text"),)),
+    Command("endpoint", "hand a library endpoint to the calling application (vnet_host.lib)",
+            BOTH, privileged=False, peer=True, fds=True),
+    Command("tables", "the read-only tables exported to applications", HOST_ONLY,
+            privileged=False, cli=(Cli(("tables",), "json"),)),
+    Command("vnet_add", "install a vNet", HOST_ONLY, cli=(
+        Cli(("vnet", "add"), "changes", timeout=60, args=(
+            arg("name"), arg("--id", type=int, required=True, help="vNet id"),
+            arg("--namespace", help="network namespace (default: the host's prefix + NAME)"),
+            _ALLOW)),)),
+    Command("vnet_del", "remove a vNet installed at run time", HOST_ONLY, cli=(
+        Cli(("vnet", "del"), "changes", (arg("name"),), timeout=60),)),
+    Command("join", "install a vNet if needed and attach a logical interface",
+            HOST_ONLY, cli=(
+                Cli(("join",), "changes", timeout=60, args=(
+                    arg("vnet"), arg("--id", type=int, required=True, help="vNet id"),
+                    arg("--name", help="logical interface name (default VNET0)"),
+                    arg("--link", key="substrate_link", required=True,
+                        help="substrate link id"),
+                    arg("--in-vli", type=int, required=True, help="input VLI"),
+                    arg("--out-vli", type=int, help="output VLI (default: the input's)"),
+                    _ADDRESS,
+                    arg("--kind", choices=("tap", "socket"), default="tap",
+                        help="tap (default) or socket (library endpoint)"),
+                    arg("--rate", omit_none=True, help="output rate, e.g. 10Mbit"),
+                    _ALLOW)),)),
+    Command("leave", "detach from a vNet and remove it", HOST_ONLY, cli=(
+        Cli(("leave",), "changes", (arg("vnet"),), timeout=60),)),
+    Command("vlink_add", "add a run-time virtual link [LINK] VNET NAME: with --in-vli the "
+            "VLIs are given (vnet-hostd), with --max they are negotiated with the neighbour on "
+            "LINK (vnet-router's control plane)", BOTH, needs=_CP, cli=(
+                Cli(("vlink", "add"), "vlink", timeout=60, build=_vlink_add,
+                    usage="vnetctl vlink add [LINK] VNET NAME (--in-vli N [--out-vli N] "
+                    "[--kind K] [--rate R] | --max R [--min R] [--peer NODE]) [--link LINK] "
+                    "[--address CIDR ...] [--json]", args=(
+                        arg("words", nargs="+", metavar="ARG", help="[LINK] VNET NAME"),
+                        arg("--link", help="substrate link id (or the first positional "
+                            "argument)"),
+                        arg("--in-vli", type=int, help="given VLIs: input VLI (vnet-hostd)"),
+                        arg("--out-vli", type=int,
+                            help="given VLIs: output VLI (default: the input's)"),
+                        _ADDRESS,
+                        arg("--kind", choices=("tap", "socket"),
+                            help="given VLIs: tap (default) or socket (library endpoint)"),
+                        arg("--rate", help="given VLIs: output rate, e.g. 10Mbit"),
+                        arg("--min", help="negotiated: minimum rate (default 0)"),
+                        arg("--max", help="negotiated: maximum rate, e.g. 50Mbit"),
+                        arg("--peer", help="negotiated: neighbour node name (multiaccess "
+                            "links)"),
+                        JSON)),)),
+    Command("vlink_del", "remove a run-time virtual link (negotiated ones on both ends)", BOTH,
+            needs=_CP, cli=(
+                Cli(("vlink", "del"), "vlink", (arg("vnet"), arg("name"), JSON), timeout=60),)),
+    Command("instance_start", "start NAME in a vNet: ... start NAME --vnet V -- CMD ARGS",
+            HOST_ONLY, peer=True, cli=(
+                Cli(("instance", "start"), "instance_start", rest="argv", args=(
+                    arg("name"), arg("--vnet", required=True, help="vNet to run it in"),
+                    arg("--user", help="user to run it as (default: the host's)"),
+                    arg("--cpu", key="cpu_seconds", type=int, help="CPU seconds"),
+                    arg("--memory", help="e.g. 64MB"),
+                    arg("--cap", key="caps", action="append", default=[],
+                        help="net_admin, net_raw or net_bind_service (repeat)"))),)),
+    Command("instance_stop", "stop an instance", HOST_ONLY, cli=(
+        Cli(("instance", "stop"), "instance_stop", (arg("name"),)),)),
+    Command("instances", "running and stopped instances", HOST_ONLY, privileged=False,
+            cli=(Cli(("instance", "list"), "json"),)),
+)
+
+BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def served(daemon: str) -> dict[str, Command]:
+    """The commands ``daemon`` serves, by name."""
+    return {c.name: c for c in COMMANDS if daemon in c.daemons}
+
+
+def unavailable(daemon: str, name: str, handlers) -> str:
+    """Why ``daemon``, with ``handlers`` registered, cannot serve command ``name``."""
+    cmd = BY_NAME.get(name)
+    if cmd is None:
+        return f"unknown command {name!r} (known: {', '.join(sorted(handlers))})"
+    if daemon not in cmd.daemons:
+        return f"{cmd.spoken} is a command of {' and '.join(sorted(cmd.daemons))}, not of {daemon}"
+    return f"{cmd.spoken} is not available on this {daemon}" + \
+        (f": it needs {cmd.needs}" if cmd.needs else "")
+
+
+def request_args(cli: Cli, ns, rest: list[str]) -> dict:
+    """The request arguments of sub-command ``cli`` from argparse's namespace and the words
+    after ``--``; raises UsageError."""
+    words = " ".join(cli.path)
+    if cli.rest is None and rest:
+        raise UsageError(f"{words} takes nothing after --")
+    if cli.rest is not None and not rest:
+        raise UsageError(f"{words} needs a command after --")
+    if cli.build is not None:
+        kw = cli.build(ns)
+    else:
+        kw = {}
+        for a in cli.args:
+            value = getattr(ns, a.dest)
+            if a.key is None or (value is None and a.omit_none):
+                continue
+            kw[a.key] = a.convert(value) if a.convert is not None and value is not None \
+                else value
+    if cli.rest is not None:
+        kw[cli.rest] = list(rest)
+    return kw
