@@ -1,12 +1,34 @@
-"""Datapath selection: the fast path is built and chosen by default, the reference on request,
-and a missing extension is a visible fallback, never a silent one."""
+"""Datapath construction: the core composed with one engine through ``core.Engine``; the
+compiled engine is built and chosen by default, the reference on request, and a missing
+extension is a visible fallback, never a silent one."""
+import asyncio
+import inspect
 import logging
 import sys
 
 import pytest
 
-from vnet_router.datapath import reference as datapath
 from vnet_router.datapath import select as datapaths
+from vnet_router.datapath.core import Datapath, Engine
+from vnet_router.datapath.reference import PyEngine
+from vnet_router.datapath.select import DatapathC, DatapathPy
+from vnet_router.model.config import loads
+from vnet_router.model.tables import IfaceFacts, Tables
+
+CFG = '''
+[[substrate_link]]
+id = "p"
+kind = "p2p"
+interface = "eth0"
+peer_mac = "02:00:00:00:00:01"
+vlan = 10
+'''
+ENGINE_METHODS = sorted(n for n, f in inspect.getmembers(Engine, inspect.isfunction)
+                        if not n.startswith("_"))
+
+
+def _tables():
+    return Tables(loads(CFG), {"eth0": IfaceFacts(2, b"\x02" * 6, 1500)})
 
 
 def test_fast_path_is_built():
@@ -14,21 +36,48 @@ def test_fast_path_is_built():
     test only the reference and the daemon would quietly run at a fraction of the speed)."""
     mod = datapaths.fast_module()
     assert mod.__file__.endswith(".so"), mod.__file__
-    assert mod.Datapath.name == "fast"
-    assert issubclass(mod.Datapath, datapath.Datapath)
-    assert mod.TapPort is datapath.TapPort
+    assert mod.CEngine.name == "fast"
+
+
+@pytest.mark.parametrize("engine", [PyEngine, "CEngine"], ids=["py", "c"])
+def test_engines_implement_the_interface_and_nothing_inherits(engine):
+    """Composition: each engine has every method of ``core.Engine`` and is no subclass of the
+    core (the old fast path overrode eleven private methods of the reference)."""
+    if engine == "CEngine":
+        engine = datapaths.fast_module().CEngine
+    missing = [n for n in ENGINE_METHODS if not callable(getattr(engine, n, None))]
+    assert not missing, missing
+    assert Datapath not in engine.__mro__
+    assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap", "process_eth",
+                              "start", "stats", "sync_substrate"]
+
+
+def test_both_datapaths_exist_side_by_side():
+    loop = asyncio.new_event_loop()
+    try:
+        py, c = DatapathPy(_tables(), loop), DatapathC(_tables(), loop)
+        assert type(py) is type(c) is Datapath
+        assert (py.name, c.name) == ("reference", "fast")
+        assert isinstance(py.engine, PyEngine)
+        assert type(c.engine) is datapaths.fast_module().CEngine
+        assert py.engine.dp is py and c.engine.dp is c
+        for dp in (py, c):
+            dp.install(dp.tables.compile())
+            dp.close()
+    finally:
+        loop.close()
 
 
 def test_auto_picks_fast(monkeypatch):
     monkeypatch.delenv(datapaths.ENV, raising=False)
-    assert datapaths.choose("auto").Datapath.name == "fast"
-    assert datapaths.choose("fast").Datapath.name == "fast"
-    assert datapaths.choose("reference") is datapath
+    assert datapaths.choose("auto") is DatapathC
+    assert datapaths.choose("fast") is DatapathC
+    assert datapaths.choose("reference") is DatapathPy
 
 
 def test_environment_forces_reference(monkeypatch):
     monkeypatch.setenv(datapaths.ENV, "reference")
-    assert datapaths.choose("fast") is datapath
+    assert datapaths.choose("fast") is DatapathPy
     monkeypatch.setenv(datapaths.ENV, "bogus")
     with pytest.raises(datapaths.DatapathUnavailable, match="VNET_DATAPATH"):
         datapaths.choose("auto")
@@ -38,7 +87,9 @@ def test_missing_extension_falls_back_loudly(monkeypatch, caplog):
     monkeypatch.delenv(datapaths.ENV, raising=False)
     monkeypatch.setitem(sys.modules, "vnet_router.datapath._fastpath", None)     # import fails
     with caplog.at_level(logging.WARNING, logger="vnet_router.datapath.select"):
-        assert datapaths.choose("auto") is datapath
+        assert datapaths.choose("auto") is DatapathPy
     assert "using the reference datapath" in caplog.text
     with pytest.raises(datapaths.DatapathUnavailable, match="not built"):
         datapaths.choose("fast")
+    with pytest.raises(ImportError):
+        DatapathC(_tables())

@@ -9,7 +9,7 @@ from vnet_router.model import config
 from vnet_router.wire import substrate as wire
 from vnet_router.control.plane import ControlPlane
 from vnet_router.wire import control as m
-from vnet_router.datapath.reference import Datapath
+from vnet_router.datapath.select import DatapathPy as Datapath
 from vnet_router.ops.metrics import Collector
 from vnet_router.node.status import status
 from vnet_router.model.tables import IfaceFacts, Tables

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from vnet_router.model import config
-from vnet_router.datapath.reference import Datapath
+from vnet_router.datapath.select import DatapathPy as Datapath
 from vnet_router.ops.metrics import Collector
 from vnet_router.node.status import status
 from vnet_router.model.tables import IfaceFacts, Tables

@@ -1,5 +1,6 @@
-"""The fast path's ring thread: it stops when asked, and when it fails the datapath says so
-through ``on_fatal`` (the node then exits with status 1) instead of silently not forwarding."""
+"""The compiled engine's ring thread: it stops when asked, and when it fails the datapath says
+so through ``on_fatal`` (the node then exits with status 1) instead of silently not
+forwarding."""
 import pytest
 
 from test_datapath_diff import Rig, fast_mod
@@ -9,11 +10,12 @@ pytestmark = pytest.mark.skipif(fast_mod is None, reason="fast path not built")
 
 def test_ring_thread_starts_and_stops():
     rig = Rig(fast_mod)
-    rig.dp._start_readers()
-    thread = rig.dp._thread
+    engine = rig.dp.engine
+    engine.start()
+    thread = engine._thread
     assert thread is not None and thread.is_alive() and thread.name == "vnet-rings"
-    rig.dp._stop_ring_thread()
-    assert not thread.is_alive() and rig.dp._thread is None
+    engine._stop_ring_thread()
+    assert not thread.is_alive() and engine._thread is None
 
 
 class _Broken:
@@ -27,13 +29,14 @@ def test_a_failed_ring_thread_reports_fatal():
     rig = Rig(fast_mod)
     failures = []
     rig.dp.on_fatal = failures.append
-    engine, rig.dp._engine = rig.dp._engine, _Broken()
-    rig.dp._start_readers()
-    rig.dp._thread.join(5)
-    assert not rig.dp._thread.is_alive()
+    ce = rig.dp.engine
+    engine, ce._engine = ce._engine, _Broken()
+    ce.start()
+    ce._thread.join(5)
+    assert not ce._thread.is_alive()
     assert failures == []                # reported in the loop thread, not in the ring thread
     rig.loop.call_soon(rig.loop.stop)
     rig.loop.run_forever()
-    rig.dp._engine = engine
-    rig.dp._stop_ring_thread()
+    ce._engine = engine
+    ce._stop_ring_thread()
     assert failures == ["the ring thread failed: OSError(9, 'Bad file descriptor')"], failures

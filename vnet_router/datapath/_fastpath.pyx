@@ -1,12 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Fast datapath: the reference datapath's decisions in C, on TPACKET_V3 rings and batched sends.
-
-Same public names as ``datapath`` (``Datapath``, ``TapPort``); ``datapaths.py`` picks one.  The
-class here *is* a reference ``Datapath`` whose hot paths are replaced:
+"""The compiled engine: the reference engine's decisions in C, on TPACKET_V3 rings and batched
+sends.  ``CEngine`` implements ``core.Engine``; ``select.DatapathC`` composes it with the core.
 
 * receive: one TPACKET_V3 ring per substrate interface (``packet_io.RxRing``, ETH_P_ALL + the
   substrate BPF filter, VLAN from the ring header), read by a thread of its own (the *ring
-  thread*, ``Datapath._start_ring_thread``).  Each wake-up walks every frame the kernel
+  thread*, ``CEngine._start_ring_thread``).  Each wake-up walks every frame the kernel
   finished writing -- retired blocks and the block still being filled -- and classifies it
   against C tables compiled from the snapshot (``_Tables``): a hash of (interface, VLAN id,
   sender MAC) -> substrate link, a hash of (substrate link, VLI) -> input virtual link;
@@ -16,15 +14,16 @@ class here *is* a reference ``Datapath`` whose hot paths are replaced:
 * deliver: ``write`` from the ring into the TAP;
 * TAP -> substrate: ``read`` into a batch of buffers, then the same batched send.
 
-Whatever is not hot stays in the reference code it inherits, so it cannot drift: drops (all
-reasons, counted globally, per substrate link and per virtual link), token buckets (the very
-``TokenBucket``/``Shaper`` objects, called when a virtual link has a rate), output to
-multiaccess links from a TAP (learned MACs), UDP tunnel links, shaping queues.  Counters
-of the hot path are C deltas added to the same Python objects (``LinkState``, ``VLink``,
-``TapPort``) after every batch, so ``vnetctl show`` reads the same fields.
+Whatever is not hot is handed to the core (``core.Datapath``), so it cannot drift: drops (all
+reasons, counted globally, per substrate link and per virtual link: ``Datapath.drop``), token
+buckets (the very ``TokenBucket``/``Shaper`` objects, called when a virtual link has a rate),
+output to multiaccess links from a TAP (learned MACs) and to shaped links
+(``Datapath.output``), UDP tunnel links (read by the core).  Counters of the hot path are C
+deltas added to the same Python objects (``LinkState``, ``VLink``, ``TapPort``) after every
+batch, so ``vnetctl show`` reads the same fields.
 
 ``process_eth(ifindex, frame, tci)`` + ``flush()`` drive the same C code without a ring: the
-differential tests feed both datapaths one corpus that way.
+differential tests feed both engines one corpus that way.
 """
 import logging
 import os
@@ -40,14 +39,11 @@ from posix.unistd cimport read, write
 from posix.uio cimport iovec
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
-from vnet_router.datapath import reference as _ref
 from vnet_router.datapath import packet_io
 from vnet_router.wire import substrate as wire
 from vnet_router.model.tables import DELIVER, SWITCH, DROP, IN, OUT
 
 log = logging.getLogger("vnet_router.datapath.fast")
-
-TapPort = _ref.TapPort
 
 cdef extern from "<sys/socket.h>" nogil:
     cdef struct msghdr:
@@ -402,15 +398,15 @@ cdef class _Engine:
         free(self.copybuf)
 
     def install(self, snap):
-        """Compile ``snap`` (after the reference ``install`` attached meters and ports)."""
+        """Compile ``snap`` (after the core's ``install`` attached meters and ports)."""
         if self.t is not None:
             self.flush()
         self.t = _compile(self.dp, snap)
 
-    # -- slow paths: the reference code -----------------------------------------------------
+    # -- slow paths: the core's code ---------------------------------------------------------
 
     cdef void _drop(self, _Tables t, int reason, int link, int vl):
-        self.dp._drop(_REASONS[reason], t.link_objs[link] if link >= 0 else None,
+        self.dp.drop(_REASONS[reason], t.link_objs[link] if link >= 0 else None,
                       t.vl_objs[vl] if vl >= 0 else None)
 
     # -- receive ------------------------------------------------------------------------------
@@ -486,7 +482,7 @@ cdef class _Engine:
             vl.packets += 1
             vl.nbytes += length
             return self._output(s, t, vl.out, f + start, length, None)
-        self.dp._drop("vli_drop", t.link_objs[link], t.vl_objs[v])
+        self.dp.drop("vli_drop", t.link_objs[link], t.vl_objs[v])
         return 0
 
     cdef bint _control(self, _Sender s, _Tables t, int link, uint8_t *f, uint32_t n,
@@ -505,7 +501,7 @@ cdef class _Engine:
     def _control_later(self, ctx, frame, start, length):
         on_control = self.dp.on_control
         if on_control is None or not on_control(ctx, memoryview(frame), start, length):
-            self.dp._drop("control", ctx, None)
+            self.dp.drop("control", ctx, None)
 
     cdef int _deliver(self, _Tables t, int v, int link, uint8_t *f, uint32_t start,
                       uint32_t length) except -1:
@@ -597,7 +593,7 @@ cdef class _Engine:
                     ln.tx_bytes += s.msg_len[k]
                 i += r
                 if i < j:            # frame i was refused: counted, and go on with the next
-                    self.dp._drop("send_error", t.link_objs[t.vls[s.msg_vl[i]].link],
+                    self.dp.drop("send_error", t.link_objs[t.vls[s.msg_vl[i]].link],
                                   t.vl_objs[s.msg_vl[i]])
                     i += 1
         self.batches += 1
@@ -643,8 +639,17 @@ cdef class _Engine:
         self.copy_used += 1
         self.handle(self.main, self.t.ifslot.get(ifindex, -1), f, n, -1 if tci is None else tci)
 
+    def walk(self, _Ring ring):
+        """Walk ``ring`` once in the calling thread, as the ring thread does on a wake-up
+        (without the doorbell), then flush and sync; returns how many frames it read.  The
+        unit tests drive the walk over synthetic blocks this way."""
+        cdef int64_t before = ring.frames
+        ring.walk(self, self.main)
+        self.flush()
+        return ring.frames - before
+
     def on_tap(self, int pi):
-        """Read up to TAP_BATCH frames from port ``pi`` and send them (``Datapath._on_tap``)."""
+        """Read up to TAP_BATCH frames from port ``pi`` and send them (``PyEngine.on_tap``)."""
         cdef _Tables t = self.t
         cdef Port *p = &t.ports[pi]
         cdef int k
@@ -664,7 +669,7 @@ cdef class _Engine:
             if n == 0:                       # library endpoint: the application closed its end
                 self._flush(s)
                 self.sync()
-                self.dp._closed(port)
+                self.dp.port_closed(port)
                 return
             p.rx_packets += 1
             p.rx_bytes += n
@@ -810,6 +815,11 @@ cdef class _Ring:
         self.bellfd = rx.doorbell.fileno()
         self.bell_on = rx.bell_on
 
+    @property
+    def position(self):
+        """(block, offset of the next unread frame in it; 0: its start)."""
+        return self.cur, self.pos
+
     def release(self):
         self.view_keep = None
         self.base = NULL
@@ -895,26 +905,26 @@ cdef class _Ring:
                 pass
 
 
-class Datapath(_ref.Datapath):
-    """The reference datapath with its hot paths in C (see the module docstring)."""
+class CEngine:
+    """``core.Engine`` on rings and C tables (see the module docstring)."""
 
     name = "fast"
 
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self._engine = _Engine(self)
+    def __init__(self, dp):
+        self.dp = dp
+        self._engine = _Engine(dp)
         self.rings = {}        # ifindex -> (RxRing, _Ring)
+        self._port_ix = {}     # id(TapPort) -> index in the compiled tables
         self._thread = None    # the ring thread, its rings, epoll fd and stop eventfd
         self._thread_rings = []
         self._epfd = self._stopfd = -1
 
-    def _sync_eth(self, snap, close):
-        """Substrate interfaces get a TPACKET_V3 ring (+ doorbell) instead of a socket."""
+    def sync_substrate(self, snap, close):
+        """Substrate interfaces get a TPACKET_V3 ring (+ doorbell)."""
         for ifindex, iface in snap.ifaces.items():
             if ifindex not in self.rings:
                 rx = packet_io.RxRing(iface.ifname, snap.ethertype)
                 self.rings[ifindex] = (rx, _Ring(rx, ifindex))
-                self.tx[ifindex] = packet_io.open_tx(iface.ifname)
         if close:
             gone = [i for i in self.rings if i not in snap.ifaces]
             if gone:
@@ -923,14 +933,46 @@ class Datapath(_ref.Datapath):
                 rx, ring = self.rings.pop(ifindex)
                 ring.release()
                 rx.close()
-                self.tx.pop(ifindex).close()
 
-    def _start_readers(self):
+    def start(self):
+        """(Re)start the ring thread when the set of rings changed."""
         if self._thread is None or [r for _, r in self._thread_rings] != \
                 [r for _, r in self.rings.values()]:
             self._stop_ring_thread()
             self._start_ring_thread()
-        super()._start_readers()
+
+    def install(self, snap):
+        self._engine.install(snap)
+        self._port_ix = {id(p): i for i, p in enumerate(self.dp.ports.values())}
+
+    def process_eth(self, ifindex, frame, tci):
+        self._engine.process_eth(ifindex, frame, tci)
+
+    def flush(self):
+        self._engine.flush()
+
+    def flush_tx(self):
+        self._engine.flush_tx()
+
+    def on_tap(self, port):
+        self._engine.on_tap(self._port_ix[id(port)])
+
+    def close(self):
+        self._stop_ring_thread()
+        st = self.stats()
+        log.info("fast path: %d frames from rings in %d wake-ups, %d send batches, "
+                 "%d doorbell switches", st["ring_frames"], st["wakeups"], st["batches"],
+                 st["bell_switches"])
+        for ifindex, (rx, ring) in self.rings.items():
+            ring.release()
+            rx.close()
+        self.rings.clear()
+
+    def stats(self):
+        e = self._engine
+        return {"wakeups": e.wakeups, "batches": e.batches,
+                "ring_frames": sum(r.frames for _, r in self.rings.values()),
+                "bell_switches": sum(rx.bell_switches for rx, _ in self.rings.values())}
 
     # -- the ring thread ---------------------------------------------------------------------
     #
@@ -968,13 +1010,14 @@ class Datapath(_ref.Datapath):
             log.exception("fast path: the ring thread failed; substrate frames are no longer "
                           "read")
             try:
-                self.loop.call_soon_threadsafe(self._fatal, f"the ring thread failed: {e!r}")
+                self.dp.loop.call_soon_threadsafe(self._fatal,
+                                                  f"the ring thread failed: {e!r}")
             except RuntimeError:       # the loop is closed: the node is stopping anyway
                 pass
 
     def _fatal(self, msg):
-        if self.on_fatal is not None:
-            self.on_fatal(msg)
+        if self.dp.on_fatal is not None:
+            self.dp.on_fatal(msg)
 
     def _stop_ring_thread(self):
         if self._thread is None:
@@ -989,66 +1032,6 @@ class Datapath(_ref.Datapath):
                 pass
         self._epfd = self._stopfd = -1
         self._thread_rings = []
-
-    def install(self, snap):
-        super().install(snap)
-        self._recompile()
-
-    def _recompile(self):
-        self._engine.install(self.snap)
-        self._port_ix = {id(p): i for i, p in enumerate(self._engine_ports())}
-
-    # The C tables copy whether a virtual link is metered and which socket it sends on: a
-    # change of either recompiles them (rare: a rate change only retunes the same bucket).
-
-    def set_rate(self, v):
-        metered = v.meter is not None
-        super().set_rate(v)
-        if (v.meter is not None) != metered:
-            self._recompile()
-
-    def kernel_shaped(self, v, sock):
-        self._engine.flush_tx()
-        super().kernel_shaped(v, sock)
-        self._recompile()
-
-    def _engine_ports(self):
-        return list(self.ports.values())
-
-    def process_eth(self, ifindex, frame, tci):
-        self._engine.process_eth(ifindex, frame, tci)
-
-    def flush(self):
-        self._engine.flush()
-
-    def _on_tap(self, port):
-        self._engine.on_tap(self._port_ix[id(port)])
-
-    def _on_udp(self, sock, local):
-        self._engine.flush_tx()
-        super()._on_udp(sock, local)
-
-    def _drain(self, v):
-        self._engine.flush_tx()
-        super()._drain(v)
-
-    def close(self):
-        self._stop_ring_thread()
-        st = self.stats()
-        log.info("fast path: %d frames from rings in %d wake-ups, %d send batches, "
-                 "%d doorbell switches", st["ring_frames"], st["wakeups"], st["batches"],
-                 st["bell_switches"])
-        for ifindex, (rx, ring) in self.rings.items():
-            ring.release()
-            rx.close()
-        self.rings.clear()
-        super().close()
-
-    def stats(self):
-        e = self._engine
-        return {"wakeups": e.wakeups, "batches": e.batches,
-                "ring_frames": sum(r.frames for _, r in self.rings.values()),
-                "bell_switches": sum(rx.bell_switches for rx, _ in self.rings.values())}
 
 
 def _epoll_create():

@@ -1,272 +1,64 @@
-"""Reference datapath: pure Python on an asyncio (uvloop) event loop.
+"""The reference engine: pure Python, one frame at a time, on the event loop.
 
-It defines the semantics the fast path must match.  Work is split like this:
-
-* ``tables.classify_eth`` / ``classify_udp`` decide (link, virtual link) or a drop reason;
-* this module counts, meters, and moves bytes: substrate socket -> TAP (deliver),
-  substrate socket -> substrate socket (switch, a VLI swap), TAP -> substrate socket;
-* ``ports.py`` (the daemon) creates TAPs and namespaces; this module only reads and writes fds.
-
-Everything computed when tables change (encapsulation headers, meters, where each virtual link
-leads) is attached to the ``VLink`` objects in ``install()``; per frame there is one dict lookup
-for the substrate link, one for the VLI, and the write.
+It defines what the datapath does; the compiled engine (``_fastpath.CEngine``) must decide
+exactly like it (``tests/unit/test_datapath_diff.py``).  It adds nothing of its own to the
+core's semantics: a substrate frame is ``classify.classify_eth`` then ``Datapath.receive``; a
+TAP frame is ``Datapath.output``.  What it owns is the reading: one AF_PACKET socket per
+substrate interface (VLAN tag from PACKET_AUXDATA), read by an event-loop callback, and the
+TAP reads.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
-import struct
-import time
 
 from vnet_router.datapath import packet_io
-from vnet_router.wire import substrate as wire
-from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
-from vnet_router.datapath.classify import classify_eth, classify_udp
-from vnet_router.model.tables import DELIVER, IN, OUT, SWITCH, LinkCtx, Snapshot, Tables, VLink
+from vnet_router.datapath.classify import classify_eth
+from vnet_router.datapath.core import BATCH, RXBUF, Datapath, TapPort
+from vnet_router.model.tables import Snapshot
 
 log = logging.getLogger(__name__)
 
-BATCH = 64                  # frames read per readiness event and socket (fairness between fds)
-RXBUF = 65536 + 64
-MIN_METER_RATE = 8000       # bit/s: a meter never runs at 0 (a TM minimum may be 0)
-_LEN = struct.Struct("!H")
 
-
-class TapPort:
-    """A logical interface: TAP fd + its output virtual link (+ learned outer MACs)."""
-
-    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "closed",
-                 "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
-
-    def __init__(self, vnet: str, name: str, fd: int):
-        self.vnet, self.name, self.fd = vnet, name, fd
-        self.out: VLink | None = None
-        self.max_frame = 0
-        self.learned: dict[bytes, bytes] = {}   # inner MAC -> outer MAC (multiaccess)
-        self.paused = False
-        self.closed = False     # a library endpoint whose application went away
-        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
-
-
-class Datapath:
+class PyEngine:
     name = "reference"
 
-    def __init__(self, tables: Tables, loop: asyncio.AbstractEventLoop | None = None,
-                 clock=time.monotonic):
-        self.tables = tables
-        self.loop = loop or asyncio.get_event_loop()
-        self.clock = clock
-        self.snap: Snapshot | None = None
-        self.ports: dict[tuple[str, str], TapPort] = {}
+    def __init__(self, dp: Datapath):
+        self.dp = dp
         self.rx: dict[int, socket.socket] = {}     # ifindex -> receive socket
-        self.tx: dict[int, socket.socket] = {}     # ifindex -> send socket
-        self.udp: dict[tuple, socket.socket] = {}  # local (ip, port) -> socket
         self._buf = bytearray(RXBUF)
         self._view = memoryview(self._buf)
-        self._reading: set[int] = set()
-        self.drops = tables.drops
-        # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
-        self.on_control = None
-        # called with the port when a library endpoint's application closed its end (EOF)
-        self.on_port_closed = None
-        # called in the loop thread with a message when the datapath can no longer forward
-        # (the node then stops with exit status 1, so a supervisor restarts it)
-        self.on_fatal = None
 
-    # -- set-up --------------------------------------------------------------------------------
+    # -- set-up ----------------------------------------------------------------------------
 
-    def add_port(self, vnet: str, name: str, fd: int) -> TapPort:
-        port = TapPort(vnet, name, fd)
-        self.ports[(vnet, name)] = port
-        return port
-
-    def open(self):
-        """Open the substrate sockets the tables need and install the first snapshot."""
-        snap = self.tables.compile()
-        self._sync_sockets(snap)
-        self.install(snap)
-        self._start_readers()
-        for port in self.ports.values():
-            self.loop.add_reader(port.fd, self._on_tap, port)
-        log.info("datapath: %s, %d substrate interfaces, %d udp sockets, %d logical "
-                 "interfaces", self.name, len(snap.ifaces), len(self.udp), len(self.ports))
-
-    def reconfigure(self, add: dict[tuple[str, str], int], remove: list[tuple[str, str]]):
-        """Swap to the tables' current configuration in one step of the event loop: open the
-        sockets it needs, attach and detach TAPs, install the new snapshot, close what is no
-        longer needed.  No frame is processed half-way through."""
-        snap = self.tables.compile()
-        for key in remove:
-            port = self.ports.pop(key, None)
-            if port is not None and not port.paused and not port.closed:
-                self.loop.remove_reader(port.fd)
-        for (vnet, name), fd in add.items():
-            self.loop.add_reader(fd, self._on_tap, self.add_port(vnet, name, fd))
-        self._sync_sockets(snap)
-        self.install(snap)
-        self._start_readers()
-        for port in self.ports.values():
-            self._resume(port)
-
-    def open_sockets(self, snap: Snapshot):
-        """Open (not yet use) the sockets ``snap`` needs; a reload calls it before the swap so
-        the swap itself cannot fail on a socket."""
-        self._sync_sockets(snap, close=False)
-
-    def _sync_sockets(self, snap: Snapshot, close: bool = True):
-        self._sync_eth(snap, close)
-        self._sync_udp(snap, close)
-
-    def _sync_eth(self, snap: Snapshot, close: bool):
-        """Open the receive/send sockets of new substrate interfaces (no reader yet); with
-        ``close``, close those of interfaces the snapshot no longer has."""
+    def sync_substrate(self, snap: Snapshot, close: bool):
         for ifindex, iface in snap.ifaces.items():
             if ifindex not in self.rx:
                 self.rx[ifindex] = packet_io.open_rx(iface.ifname, snap.ethertype)
-                self.tx[ifindex] = packet_io.open_tx(iface.ifname)
         if close:
             for ifindex in [i for i in self.rx if i not in snap.ifaces]:
                 s = self.rx.pop(ifindex)
-                self._stop_reading(s.fileno())
-                s.close()
-                self.tx.pop(ifindex).close()
-
-    def _sync_udp(self, snap: Snapshot, close: bool):
-        for local in snap.udp:
-            if local not in self.udp:
-                fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
-                s = socket.socket(fam, socket.SOCK_DGRAM)
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-                    s.bind(local)
-                    s.setblocking(False)
-                except OSError:
-                    s.close()
-                    raise
-                self.udp[local] = s
-        if close:
-            for local in [k for k in self.udp if k not in snap.udp]:
-                s = self.udp.pop(local)
-                self._stop_reading(s.fileno())
+                self.dp.stop_reading(s.fileno())
                 s.close()
 
-    def _read(self, fd: int, callback, *args):
-        if fd not in self._reading:
-            self._reading.add(fd)
-            self.loop.add_reader(fd, callback, *args)
-
-    def _stop_reading(self, fd: int):
-        if fd in self._reading:
-            self._reading.discard(fd)
-            self.loop.remove_reader(fd)
-
-    def _start_readers(self):
-        """Read every substrate socket that is not read yet (after the snapshot is in)."""
+    def start(self):
         for ifindex, s in self.rx.items():
-            self._read(s.fileno(), self._on_eth, s, ifindex)
-        for local, s in self.udp.items():
-            self._read(s.fileno(), self._on_udp, s, local)
+            self.dp.read(s.fileno(), self._on_eth, s, ifindex)
 
     def install(self, snap: Snapshot):
-        """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
-        cfg = self.tables.config
-        for li in self.tables.interfaces:
-            port = self.ports.get((li.vnet, li.name))
-            vin = self.tables.input_vlink(li.substrate_link, li.in_vli)
-            vout = self.tables.output_vlink(li.substrate_link, li.out_vli)
-            ctx = snap.links[li.substrate_link]
-            vin.port = port
-            vout.port = ctx
-            if port is not None:
-                port.out = vout
-                port.max_frame = ctx.payload_mtu
-        for sw in cfg.switches:
-            vin = self.tables.input_vlink(sw.in_link, sw.in_vli)
-            vout = self.tables.output_vlink(sw.out_link, sw.out_vli)
-            vin.port = vout
-            vout.port = snap.links[sw.out_link]
-        for v in snap.vlinks.values():
-            if v.direction == OUT:
-                v.encap = _encap(snap.links[v.link_id], v.vli)
-            self._meter(v, snap.links[v.link_id])
-        self.snap = snap
-
-    def set_rate(self, v: VLink):
-        """The Traffic Manager changed ``v.rate``: the meter follows its current rate."""
-        if self.snap is not None and v.link_id in self.snap.links:
-            self._meter(v, self.snap.links[v.link_id])
-
-    def kernel_shaped(self, v: VLink, sock: socket.socket):
-        """From now on output ``v`` is shaped by the kernel (HTB class chosen by ``sock``'s
-        SO_PRIORITY): frames the user-space shaper still holds go out first."""
-        shaper = v.meter
-        v.txsock = sock
-        v.meter = None
-        if isinstance(shaper, Shaper):
-            for payload, port in shaper.release() + [f for f, _ in shaper.queue]:
-                self._send(v, v.port, payload, port)
-            shaper.queue.clear()
-            for port in self.ports.values():
-                if port.paused and port.out is v:
-                    self._resume(port)
-
-    def _meter(self, v: VLink, ctx: LinkCtx):
-        """Token bucket (input) or shaper (output) at the virtual link's current rate."""
-        rate = v.rate
-        if rate.max is None or (v.direction == OUT and v.txsock is not None):
-            if isinstance(v.meter, Shaper):          # shaping lifted: send what waits
-                old, v.meter = v.meter, None
-                for (payload, port), _n in old.queue:
-                    self._send(v, ctx, payload, port)
-                old.queue.clear()
-                for port in self.ports.values():
-                    if port.paused and port.out is v:
-                        self._resume(port)
-            v.meter = None
-            return
-        bps = max(rate.current, MIN_METER_RATE)
-        burst = rate.burst or default_burst(bps, ctx.mtu)
-        if v.direction == IN:
-            if not isinstance(v.meter, TokenBucket):
-                v.meter = TokenBucket(bps, burst, self.clock)
-            else:
-                v.meter.set_rate(bps, burst)
-        else:
-            if not isinstance(v.meter, Shaper):
-                v.meter = Shaper(TokenBucket(bps, burst, self.clock), self._queue_limit(v))
-            else:
-                v.meter.bucket.set_rate(bps, burst)
-                v.meter.limit = self._queue_limit(v)
-
-    def _queue_limit(self, v: VLink) -> int:
-        cfg = self.tables.config
-        for li in self.tables.interfaces:
-            if (li.substrate_link, li.out_vli) == (v.link_id, v.vli):
-                return li.queue
-        for sw in cfg.switches:
-            if (sw.out_link, sw.out_vli) == (v.link_id, v.vli):
-                return sw.queue
-        return 256
+        """Nothing to compile: every decision reads the snapshot the core attached."""
 
     def close(self):
-        for s in list(self.rx.values()) + list(self.udp.values()):
-            self._stop_reading(s.fileno())
+        for s in self.rx.values():
+            self.dp.stop_reading(s.fileno())
             s.close()
-        for port in self.ports.values():
-            if not port.paused:
-                self.loop.remove_reader(port.fd)
-        for s in self.tx.values():
-            s.close()
-        for v in self.tables.vlinks.values():
-            if v.txsock is not None:
-                v.txsock.close()
-                v.txsock = None
-        self.rx.clear(), self.tx.clear(), self.udp.clear()
+        self.rx.clear()
 
-    # -- receive from substrate ----------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        return {}
+
+    # -- substrate -> TAP / substrate ------------------------------------------------------
 
     def _on_eth(self, sock: socket.socket, ifindex: int):
         buf, view = self._buf, self._view
@@ -281,79 +73,20 @@ class Datapath:
             self.process_eth(ifindex, view[:n], packet_io.aux_vlan_tci(anc))
 
     def process_eth(self, ifindex: int, frame, tci: int | None):
-        """Classify and act on one substrate frame received on ``ifindex`` (``tci``: the VLAN
-        TCI the kernel stripped, or None).  Sockets feed it; tests call it directly."""
+        dp = self.dp
         view = memoryview(frame)
-        self.receive(self.snap, classify_eth(self.snap, ifindex, view, tci), view, len(view))
+        dp.receive(dp.snap, classify_eth(dp.snap, ifindex, view, tci), view, len(view))
 
     def flush(self):
-        """Push out frames held for a batched send (the reference sends each frame at once)."""
+        """The reference sends each frame at once: nothing is held."""
 
-    def _on_udp(self, sock: socket.socket, local: tuple):
-        buf, view = self._buf, self._view
-        for _ in range(BATCH):
-            try:
-                n, addr = sock.recvfrom_into(buf)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("receive error on udp %s: %s", local, e)
-                return
-            self.receive(self.snap, classify_udp(self.snap, local, addr[:2], view[:n]), view, n)
+    def flush_tx(self):
+        """Nothing is held."""
 
-    def receive(self, snap: Snapshot, verdict, view: memoryview, n: int):
-        """Act on one classified frame (steps 4-5 of the receive rule)."""
-        reason, ctx, v, start, length = verdict
-        if ctx is not None:
-            st = ctx.state
-            st.rx_packets += 1
-            st.rx_bytes += n
-        if reason is not None:
-            if reason == "control" and self.on_control is not None and \
-                    self.on_control(ctx, view, start, length):
-                return
-            self._drop(reason, ctx, v)
-            return
-        if v.meter is not None and not v.meter.take(length):
-            self._drop("policed", ctx, v)
-            return
-        if v.action == DELIVER:
-            port = v.port
-            if port is None:
-                self._drop("tap_error", ctx, v)
-                return
-            if ctx.kind == "multiaccess" and length >= 12:
-                src = bytes(view[6 + start:12 + start])
-                outer = bytes(view[6:12])
-                if port.learned.get(src) != outer:
-                    port.learned[src] = outer
-            try:
-                os.write(port.fd, view[start:start + length])
-            except OSError:
-                self._drop("tap_error", ctx, v)
-                return
-            v.packets += 1
-            v.bytes += length
-            port.tx_packets += 1
-            port.tx_bytes += length
-        elif v.action == SWITCH:
-            v.packets += 1
-            v.bytes += length
-            self.output(v.port, bytes(view[start:start + length]))
-        else:
-            self._drop("vli_drop", ctx, v)
+    # -- TAP -> substrate ------------------------------------------------------------------
 
-    def _drop(self, reason: str, ctx: LinkCtx | None, v: VLink | None):
-        self.drops[reason] += 1
-        if ctx is not None:
-            ctx.state.drops[reason] += 1
-        if v is not None:
-            v.drop(reason)
-
-    # -- transmit ------------------------------------------------------------------------------
-
-    def _on_tap(self, port: TapPort):
-        fd, out = port.fd, port.out
+    def on_tap(self, port: TapPort):
+        fd, out, dp = port.fd, port.out, self.dp
         for _ in range(BATCH):
             try:
                 frame = os.read(fd, RXBUF)
@@ -363,129 +96,12 @@ class Datapath:
                 log.warning("read error on %s/%s: %s", port.vnet, port.name, e)
                 return
             if not frame:                   # library endpoint: the application closed its end
-                self._closed(port)
+                dp.port_closed(port)
                 return
             port.rx_packets += 1
             port.rx_bytes += len(frame)
             if out is None:
                 continue
-            self.output(out, frame, port)
+            dp.output(out, frame, port)
             if port.paused:
                 return
-
-    def output(self, v: VLink, payload: bytes, port: TapPort | None = None):
-        """Send ``payload`` on output virtual link ``v``: shaper, encapsulation, socket."""
-        ctx: LinkCtx = v.port
-        if len(payload) > ctx.payload_mtu:
-            self._drop("oversize", ctx, v)
-            return
-        shaper = v.meter
-        if shaper is not None:
-            verdict = shaper.offer((payload, port), len(payload))
-            if verdict == 0:
-                if port is not None and shaper.depth >= shaper.limit:
-                    self._pause(port)
-                if not shaper.scheduled:
-                    self._schedule(v)
-                return
-            if verdict < 0:
-                self._drop("queue_full", ctx, v)
-                return
-        self._send(v, ctx, payload, port)
-
-    def _send(self, v: VLink, ctx: LinkCtx, payload: bytes, port: TapPort | None):
-        kind = ctx.kind
-        try:
-            if kind == "p2p":
-                (v.txsock or self.tx[ctx.ifindex]).send(v.encap + _LEN.pack(len(payload)) +
-                                                        payload)
-            elif kind == "multiaccess":
-                dst = v.dst or wire.BROADCAST_MAC
-                if v.dst is None and port is not None and not payload[0] & 1:
-                    dst = port.learned.get(payload[:6], wire.BROADCAST_MAC)
-                (v.txsock or self.tx[ctx.ifindex]).send(dst + v.encap + _LEN.pack(len(payload))
-                                                        + payload)
-            else:
-                self.udp[ctx.local].sendto(v.encap + payload, ctx.remote)
-        except (BlockingIOError, OSError):
-            self._drop("send_error", ctx, v)
-            return
-        v.packets += 1
-        v.bytes += len(payload)
-        st = ctx.state
-        st.tx_packets += 1
-        st.tx_bytes += len(payload)
-
-    def send_control(self, ctx: LinkCtx, payload: bytes, dst: bytes | None = None) -> bool:
-        """Send a control message on VLI 0 of substrate link ``ctx`` (``dst``: multiaccess
-        destination MAC, default broadcast)."""
-        try:
-            if ctx.kind == "p2p":
-                self.tx[ctx.ifindex].send(_encap(ctx, wire.VLI_CONTROL) +
-                                          _LEN.pack(len(payload)) + payload)
-            elif ctx.kind == "multiaccess":
-                self.tx[ctx.ifindex].send((dst or wire.BROADCAST_MAC) +
-                                          _encap(ctx, wire.VLI_CONTROL) +
-                                          _LEN.pack(len(payload)) + payload)
-            else:
-                self.udp[ctx.local].sendto(_encap(ctx, wire.VLI_CONTROL) + payload, ctx.remote)
-        except (BlockingIOError, OSError):
-            self._drop("send_error", ctx, None)
-            return False
-        st = ctx.state
-        st.tx_packets += 1
-        st.tx_bytes += len(payload)
-        return True
-
-    def _schedule(self, v: VLink):
-        shaper = v.meter
-        delay = shaper.next_departure()
-        if delay is None:
-            shaper.scheduled = False
-            return
-        shaper.scheduled = True
-        self.loop.call_later(max(delay, 0.0005), self._drain, v)
-
-    def _drain(self, v: VLink):
-        shaper = v.meter
-        if not isinstance(shaper, Shaper):
-            return
-        shaper.scheduled = False
-        if self.tables.vlinks.get(v.key) is not v:      # removed by a reload meanwhile
-            shaper.queue.clear()
-            return
-        ctx = v.port
-        for payload, port in shaper.release():
-            self._send(v, ctx, payload, port)
-        for port in self.ports.values():
-            if port.paused and port.out is v and shaper.depth < shaper.limit // 2 + 1:
-                self._resume(port)
-        if shaper.depth:
-            self._schedule(v)
-
-    def _pause(self, port: TapPort):
-        if not port.paused:
-            port.paused = True
-            self.loop.remove_reader(port.fd)
-
-    def _closed(self, port: TapPort):
-        port.closed = True
-        if not port.paused:
-            self.loop.remove_reader(port.fd)
-        if self.on_port_closed is not None:
-            self.on_port_closed(port)
-
-    def _resume(self, port: TapPort):
-        if port.paused and not port.closed:
-            port.paused = False
-            self.loop.add_reader(port.fd, self._on_tap, port)
-
-
-def _encap(ctx: LinkCtx, vli: int) -> bytes:
-    """Precomputed encapsulation prefix of an output virtual link (all but LEN and payload)."""
-    vli_bytes = _LEN.pack(vli)
-    if ctx.kind == "p2p":
-        return ctx.tx_header + vli_bytes
-    if ctx.kind == "multiaccess":
-        return ctx.tx_header[6:] + vli_bytes      # dst MAC is chosen per frame
-    return vli_bytes

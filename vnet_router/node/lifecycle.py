@@ -81,7 +81,7 @@ class Node:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, self._unblock)
         cfg = self.cfg
         try:
-            self.dp = datapaths.choose(cfg.node.datapath).Datapath(self.tables, loop)
+            self.dp = datapaths.choose(cfg.node.datapath)(self.tables, loop)
             for li in cfg.interfaces:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
             self.dp.on_port_closed = self._endpoint_closed

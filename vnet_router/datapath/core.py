@@ -1,0 +1,528 @@
+"""The datapath: what both engines share, and the small interface each engine implements.
+
+A ``Datapath`` is composed of this core and one *engine* (``Engine`` below):
+
+* the core owns the sockets (substrate send sockets, UDP tunnel sockets), the logical
+  interfaces (``TapPort``), the snapshot of the tables and everything attached to it when the
+  tables change (meters, encapsulation headers, where each virtual link leads), the shaping
+  queues and their timers, control messages on VLI 0, and the *semantics* of a classified
+  frame (``receive``: count, police, deliver / switch / drop) and of an output (``output``:
+  MTU, shaper, encapsulation, send);
+* an engine reads the substrate interfaces and the TAPs and moves the common frames:
+  ``reference.PyEngine`` through ``classify`` + ``receive``/``output`` (pure Python, one frame
+  at a time; the definition of what the datapath does), ``_fastpath.CEngine`` in C on
+  TPACKET_V3 rings with batched sends, handing back to the core's ``receive``/``output``/
+  ``drop`` only the frames it does not take (its counters are C deltas added to the same
+  objects).
+
+The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
+``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the core calls the
+engine only through ``Engine``.  ``select.DatapathPy`` / ``DatapathC`` build one of each.
+
+Per frame in the reference: one dict lookup for the substrate link, one for the VLI, and the
+write; everything that can be computed when the tables change is computed in ``install``.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+import time
+from typing import Protocol
+
+from vnet_router.datapath import packet_io
+from vnet_router.wire import substrate as wire
+from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
+from vnet_router.datapath.classify import classify_udp
+from vnet_router.model.tables import DELIVER, IN, OUT, SWITCH, LinkCtx, Snapshot, Tables, VLink
+
+log = logging.getLogger(__name__)
+
+BATCH = 64                  # frames read per readiness event and socket (fairness between fds)
+RXBUF = 65536 + 64
+MIN_METER_RATE = 8000       # bit/s: a meter never runs at 0 (a TM minimum may be 0)
+_LEN = struct.Struct("!H")
+
+
+class TapPort:
+    """A logical interface: TAP fd + its output virtual link (+ learned outer MACs)."""
+
+    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "closed",
+                 "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+
+    def __init__(self, vnet: str, name: str, fd: int):
+        self.vnet, self.name, self.fd = vnet, name, fd
+        self.out: VLink | None = None
+        self.max_frame = 0
+        self.learned: dict[bytes, bytes] = {}   # inner MAC -> outer MAC (multiaccess)
+        self.paused = False
+        self.closed = False     # a library endpoint whose application went away
+        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
+
+
+class Engine(Protocol):
+    """What the core asks of an engine.  An engine is built with the core (``engine(core)``)
+    and keeps it to call back; it reads what the core owns but changes only its own state and
+    the counters it is given."""
+
+    name: str
+
+    def sync_substrate(self, snap: Snapshot, close: bool) -> None:
+        """Open the receive side of the substrate interfaces ``snap`` has and this engine does
+        not read yet (sockets, rings; not read until ``start``); with ``close``, close those of
+        interfaces ``snap`` no longer has."""
+
+    def start(self) -> None:
+        """Read every substrate interface opened so far (the snapshot is installed)."""
+
+    def install(self, snap: Snapshot) -> None:
+        """Take ``snap`` (meters, headers and ports already attached by the core) as the tables
+        the next frame is decided by.  Also called when what the engine compiled from a
+        virtual link changed (metered or not, its send socket)."""
+
+    def process_eth(self, ifindex: int, frame, tci: int | None) -> None:
+        """Decide and act on one substrate frame (``tci``: the VLAN TCI the kernel stripped,
+        None if none).  Frames may be held for a batched send until ``flush``."""
+
+    def flush(self) -> None:
+        """Send what is held and bring every counter up to date."""
+
+    def flush_tx(self) -> None:
+        """Send what is held: the core is about to send on the same sockets itself."""
+
+    def on_tap(self, port: TapPort) -> None:
+        """``port``'s fd is readable: read a batch and send it on its output virtual link."""
+
+    def close(self) -> None:
+        """Stop reading and close what ``sync_substrate`` opened."""
+
+    def stats(self) -> dict[str, int]:
+        """Engine-specific counters for the exit log and ``show``."""
+
+
+class Datapath:
+    """The core composed with an engine (see the module docstring)."""
+
+    def __init__(self, tables: Tables, engine, loop: asyncio.AbstractEventLoop | None = None,
+                 clock=time.monotonic):
+        self.tables = tables
+        self.loop = loop or asyncio.get_event_loop()
+        self.clock = clock
+        self.snap: Snapshot | None = None
+        self.ports: dict[tuple[str, str], TapPort] = {}
+        self.tx: dict[int, socket.socket] = {}     # ifindex -> send socket
+        self.udp: dict[tuple, socket.socket] = {}  # local (ip, port) -> socket
+        self._buf = bytearray(RXBUF)
+        self._view = memoryview(self._buf)
+        self._reading: set[int] = set()
+        self.drops = tables.drops
+        self.engine: Engine = engine(self)
+        self.name: str = self.engine.name
+        # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
+        self.on_control = None
+        # called with the port when a library endpoint's application closed its end (EOF)
+        self.on_port_closed = None
+        # called in the loop thread with a message when the datapath can no longer forward
+        # (the node then stops with exit status 1, so a supervisor restarts it)
+        self.on_fatal = None
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def add_port(self, vnet: str, name: str, fd: int) -> TapPort:
+        port = TapPort(vnet, name, fd)
+        self.ports[(vnet, name)] = port
+        return port
+
+    def open(self):
+        """Open the substrate sockets the tables need and install the first snapshot."""
+        snap = self.tables.compile()
+        self._sync_sockets(snap)
+        self.install(snap)
+        self._start_readers()
+        for port in self.ports.values():
+            self.loop.add_reader(port.fd, self.engine.on_tap, port)
+        log.info("datapath: %s, %d substrate interfaces, %d udp sockets, %d logical "
+                 "interfaces", self.name, len(snap.ifaces), len(self.udp), len(self.ports))
+
+    def reconfigure(self, add: dict[tuple[str, str], int], remove: list[tuple[str, str]]):
+        """Swap to the tables' current configuration in one step of the event loop: open the
+        sockets it needs, attach and detach TAPs, install the new snapshot, close what is no
+        longer needed.  No frame is processed half-way through."""
+        snap = self.tables.compile()
+        for key in remove:
+            port = self.ports.pop(key, None)
+            if port is not None and not port.paused and not port.closed:
+                self.loop.remove_reader(port.fd)
+        for (vnet, name), fd in add.items():
+            self.loop.add_reader(fd, self.engine.on_tap, self.add_port(vnet, name, fd))
+        self._sync_sockets(snap)
+        self.install(snap)
+        self._start_readers()
+        for port in self.ports.values():
+            self._resume(port)
+
+    def open_sockets(self, snap: Snapshot):
+        """Open (not yet use) the sockets ``snap`` needs; a reload calls it before the swap so
+        the swap itself cannot fail on a socket."""
+        self._sync_sockets(snap, close=False)
+
+    def _sync_sockets(self, snap: Snapshot, close: bool = True):
+        self._sync_eth(snap, close)
+        self._sync_udp(snap, close)
+
+    def _sync_eth(self, snap: Snapshot, close: bool):
+        """Open the send sockets of new substrate interfaces and the engine's receive side (not
+        read yet); with ``close``, close those of interfaces the snapshot no longer has (the
+        engine first: it must stop reading before the send socket goes)."""
+        self.engine.sync_substrate(snap, close)
+        for ifindex, iface in snap.ifaces.items():
+            if ifindex not in self.tx:
+                self.tx[ifindex] = packet_io.open_tx(iface.ifname)
+        if close:
+            for ifindex in [i for i in self.tx if i not in snap.ifaces]:
+                self.tx.pop(ifindex).close()
+
+    def _sync_udp(self, snap: Snapshot, close: bool):
+        for local in snap.udp:
+            if local not in self.udp:
+                fam = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+                s = socket.socket(fam, socket.SOCK_DGRAM)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                    s.bind(local)
+                    s.setblocking(False)
+                except OSError:
+                    s.close()
+                    raise
+                self.udp[local] = s
+        if close:
+            for local in [k for k in self.udp if k not in snap.udp]:
+                s = self.udp.pop(local)
+                self.stop_reading(s.fileno())
+                s.close()
+
+    def read(self, fd: int, callback, *args):
+        """Call ``callback(*args)`` in the loop whenever ``fd`` is readable (once per fd)."""
+        if fd not in self._reading:
+            self._reading.add(fd)
+            self.loop.add_reader(fd, callback, *args)
+
+    def stop_reading(self, fd: int):
+        if fd in self._reading:
+            self._reading.discard(fd)
+            self.loop.remove_reader(fd)
+
+    def _start_readers(self):
+        """Read every substrate interface and UDP socket not read yet (the snapshot is in)."""
+        self.engine.start()
+        for local, s in self.udp.items():
+            self.read(s.fileno(), self._on_udp, s, local)
+
+    def install(self, snap: Snapshot):
+        """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
+        cfg = self.tables.config
+        for li in self.tables.interfaces:
+            port = self.ports.get((li.vnet, li.name))
+            vin = self.tables.input_vlink(li.substrate_link, li.in_vli)
+            vout = self.tables.output_vlink(li.substrate_link, li.out_vli)
+            ctx = snap.links[li.substrate_link]
+            vin.port = port
+            vout.port = ctx
+            if port is not None:
+                port.out = vout
+                port.max_frame = ctx.payload_mtu
+        for sw in cfg.switches:
+            vin = self.tables.input_vlink(sw.in_link, sw.in_vli)
+            vout = self.tables.output_vlink(sw.out_link, sw.out_vli)
+            vin.port = vout
+            vout.port = snap.links[sw.out_link]
+        for v in snap.vlinks.values():
+            if v.direction == OUT:
+                v.encap = _encap(snap.links[v.link_id], v.vli)
+            self._meter(v, snap.links[v.link_id])
+        self.snap = snap
+        self.engine.install(snap)
+
+    def set_rate(self, v: VLink):
+        """The Traffic Manager changed ``v.rate``: the meter follows its current rate.  The
+        engine recompiles only when the link became metered or unmetered (rare: a rate change
+        retunes the same bucket)."""
+        if self.snap is not None and v.link_id in self.snap.links:
+            metered = v.meter is not None
+            self._meter(v, self.snap.links[v.link_id])
+            if (v.meter is not None) != metered:
+                self.engine.install(self.snap)
+
+    def kernel_shaped(self, v: VLink, sock: socket.socket):
+        """From now on output ``v`` is shaped by the kernel (HTB class chosen by ``sock``'s
+        SO_PRIORITY): frames the user-space shaper still holds go out first."""
+        self.engine.flush_tx()
+        shaper = v.meter
+        v.txsock = sock
+        v.meter = None
+        if isinstance(shaper, Shaper):
+            for payload, port in shaper.release() + [f for f, _ in shaper.queue]:
+                self._send(v, v.port, payload, port)
+            shaper.queue.clear()
+            for port in self.ports.values():
+                if port.paused and port.out is v:
+                    self._resume(port)
+        if self.snap is not None:
+            self.engine.install(self.snap)
+
+    def _meter(self, v: VLink, ctx: LinkCtx):
+        """Token bucket (input) or shaper (output) at the virtual link's current rate."""
+        rate = v.rate
+        if rate.max is None or (v.direction == OUT and v.txsock is not None):
+            if isinstance(v.meter, Shaper):          # shaping lifted: send what waits
+                old, v.meter = v.meter, None
+                for (payload, port), _n in old.queue:
+                    self._send(v, ctx, payload, port)
+                old.queue.clear()
+                for port in self.ports.values():
+                    if port.paused and port.out is v:
+                        self._resume(port)
+            v.meter = None
+            return
+        bps = max(rate.current, MIN_METER_RATE)
+        burst = rate.burst or default_burst(bps, ctx.mtu)
+        if v.direction == IN:
+            if not isinstance(v.meter, TokenBucket):
+                v.meter = TokenBucket(bps, burst, self.clock)
+            else:
+                v.meter.set_rate(bps, burst)
+        else:
+            if not isinstance(v.meter, Shaper):
+                v.meter = Shaper(TokenBucket(bps, burst, self.clock), self._queue_limit(v))
+            else:
+                v.meter.bucket.set_rate(bps, burst)
+                v.meter.limit = self._queue_limit(v)
+
+    def _queue_limit(self, v: VLink) -> int:
+        cfg = self.tables.config
+        for li in self.tables.interfaces:
+            if (li.substrate_link, li.out_vli) == (v.link_id, v.vli):
+                return li.queue
+        for sw in cfg.switches:
+            if (sw.out_link, sw.out_vli) == (v.link_id, v.vli):
+                return sw.queue
+        return 256
+
+    def close(self):
+        self.engine.close()
+        for s in self.udp.values():
+            self.stop_reading(s.fileno())
+            s.close()
+        for port in self.ports.values():
+            if not port.paused:
+                self.loop.remove_reader(port.fd)
+        for s in self.tx.values():
+            s.close()
+        for v in self.tables.vlinks.values():
+            if v.txsock is not None:
+                v.txsock.close()
+                v.txsock = None
+        self.tx.clear(), self.udp.clear()
+
+    def stats(self) -> dict[str, int]:
+        return self.engine.stats()
+
+    # -- receive -------------------------------------------------------------------------------
+
+    def process_eth(self, ifindex: int, frame, tci: int | None):
+        """Decide and act on one substrate frame received on ``ifindex`` (the engine's way;
+        tests feed frames here)."""
+        self.engine.process_eth(ifindex, frame, tci)
+
+    def flush(self):
+        """Send frames the engine holds for a batched send; counters up to date."""
+        self.engine.flush()
+
+    def _on_udp(self, sock: socket.socket, local: tuple):
+        """UDP tunnel links: read in Python by both engines (after the engine's sends)."""
+        self.engine.flush_tx()
+        buf, view = self._buf, self._view
+        for _ in range(BATCH):
+            try:
+                n, addr = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                log.warning("receive error on udp %s: %s", local, e)
+                return
+            self.receive(self.snap, classify_udp(self.snap, local, addr[:2], view[:n]), view, n)
+
+    def receive(self, snap: Snapshot, verdict, view: memoryview, n: int):
+        """Act on one classified frame (steps 4-5 of the receive rule): the semantics every
+        engine's decisions are compared with."""
+        reason, ctx, v, start, length = verdict
+        if ctx is not None:
+            st = ctx.state
+            st.rx_packets += 1
+            st.rx_bytes += n
+        if reason is not None:
+            if reason == "control" and self.on_control is not None and \
+                    self.on_control(ctx, view, start, length):
+                return
+            self.drop(reason, ctx, v)
+            return
+        if v.meter is not None and not v.meter.take(length):
+            self.drop("policed", ctx, v)
+            return
+        if v.action == DELIVER:
+            port = v.port
+            if port is None:
+                self.drop("tap_error", ctx, v)
+                return
+            if ctx.kind == "multiaccess" and length >= 12:
+                src = bytes(view[6 + start:12 + start])
+                outer = bytes(view[6:12])
+                if port.learned.get(src) != outer:
+                    port.learned[src] = outer
+            try:
+                os.write(port.fd, view[start:start + length])
+            except OSError:
+                self.drop("tap_error", ctx, v)
+                return
+            v.packets += 1
+            v.bytes += length
+            port.tx_packets += 1
+            port.tx_bytes += length
+        elif v.action == SWITCH:
+            v.packets += 1
+            v.bytes += length
+            self.output(v.port, bytes(view[start:start + length]))
+        else:
+            self.drop("vli_drop", ctx, v)
+
+    def drop(self, reason: str, ctx: LinkCtx | None, v: VLink | None):
+        """Count a lost frame: globally, on its substrate link and on its virtual link."""
+        self.drops[reason] += 1
+        if ctx is not None:
+            ctx.state.drops[reason] += 1
+        if v is not None:
+            v.drop(reason)
+
+    # -- transmit ------------------------------------------------------------------------------
+
+    def output(self, v: VLink, payload: bytes, port: TapPort | None = None):
+        """Send ``payload`` on output virtual link ``v``: shaper, encapsulation, socket."""
+        ctx: LinkCtx = v.port
+        if len(payload) > ctx.payload_mtu:
+            self.drop("oversize", ctx, v)
+            return
+        shaper = v.meter
+        if shaper is not None:
+            verdict = shaper.offer((payload, port), len(payload))
+            if verdict == 0:
+                if port is not None and shaper.depth >= shaper.limit:
+                    self._pause(port)
+                if not shaper.scheduled:
+                    self._schedule(v)
+                return
+            if verdict < 0:
+                self.drop("queue_full", ctx, v)
+                return
+        self._send(v, ctx, payload, port)
+
+    def _send(self, v: VLink, ctx: LinkCtx, payload: bytes, port: TapPort | None):
+        kind = ctx.kind
+        try:
+            if kind == "p2p":
+                (v.txsock or self.tx[ctx.ifindex]).send(v.encap + _LEN.pack(len(payload)) +
+                                                        payload)
+            elif kind == "multiaccess":
+                dst = v.dst or wire.BROADCAST_MAC
+                if v.dst is None and port is not None and not payload[0] & 1:
+                    dst = port.learned.get(payload[:6], wire.BROADCAST_MAC)
+                (v.txsock or self.tx[ctx.ifindex]).send(dst + v.encap + _LEN.pack(len(payload))
+                                                        + payload)
+            else:
+                self.udp[ctx.local].sendto(v.encap + payload, ctx.remote)
+        except (BlockingIOError, OSError):
+            self.drop("send_error", ctx, v)
+            return
+        v.packets += 1
+        v.bytes += len(payload)
+        st = ctx.state
+        st.tx_packets += 1
+        st.tx_bytes += len(payload)
+
+    def send_control(self, ctx: LinkCtx, payload: bytes, dst: bytes | None = None) -> bool:
+        """Send a control message on VLI 0 of substrate link ``ctx`` (``dst``: multiaccess
+        destination MAC, default broadcast)."""
+        try:
+            if ctx.kind == "p2p":
+                self.tx[ctx.ifindex].send(_encap(ctx, wire.VLI_CONTROL) +
+                                          _LEN.pack(len(payload)) + payload)
+            elif ctx.kind == "multiaccess":
+                self.tx[ctx.ifindex].send((dst or wire.BROADCAST_MAC) +
+                                          _encap(ctx, wire.VLI_CONTROL) +
+                                          _LEN.pack(len(payload)) + payload)
+            else:
+                self.udp[ctx.local].sendto(_encap(ctx, wire.VLI_CONTROL) + payload, ctx.remote)
+        except (BlockingIOError, OSError):
+            self.drop("send_error", ctx, None)
+            return False
+        st = ctx.state
+        st.tx_packets += 1
+        st.tx_bytes += len(payload)
+        return True
+
+    def _schedule(self, v: VLink):
+        shaper = v.meter
+        delay = shaper.next_departure()
+        if delay is None:
+            shaper.scheduled = False
+            return
+        shaper.scheduled = True
+        self.loop.call_later(max(delay, 0.0005), self._drain, v)
+
+    def _drain(self, v: VLink):
+        self.engine.flush_tx()
+        shaper = v.meter
+        if not isinstance(shaper, Shaper):
+            return
+        shaper.scheduled = False
+        if self.tables.vlinks.get(v.key) is not v:      # removed by a reload meanwhile
+            shaper.queue.clear()
+            return
+        ctx = v.port
+        for payload, port in shaper.release():
+            self._send(v, ctx, payload, port)
+        for port in self.ports.values():
+            if port.paused and port.out is v and shaper.depth < shaper.limit // 2 + 1:
+                self._resume(port)
+        if shaper.depth:
+            self._schedule(v)
+
+    def _pause(self, port: TapPort):
+        if not port.paused:
+            port.paused = True
+            self.loop.remove_reader(port.fd)
+
+    def port_closed(self, port: TapPort):
+        """A library endpoint's application closed its end (the engine read EOF)."""
+        port.closed = True
+        if not port.paused:
+            self.loop.remove_reader(port.fd)
+        if self.on_port_closed is not None:
+            self.on_port_closed(port)
+
+    def _resume(self, port: TapPort):
+        if port.paused and not port.closed:
+            port.paused = False
+            self.loop.add_reader(port.fd, self.engine.on_tap, port)
+
+
+def _encap(ctx: LinkCtx, vli: int) -> bytes:
+    """Precomputed encapsulation prefix of an output virtual link (all but LEN and payload)."""
+    vli_bytes = _LEN.pack(vli)
+    if ctx.kind == "p2p":
+        return ctx.tx_header + vli_bytes
+    if ctx.kind == "multiaccess":
+        return ctx.tx_header[6:] + vli_bytes      # dst MAC is chosen per frame
+    return vli_bytes
