@@ -41,14 +41,23 @@ def _cmdline(pid) -> str:
         return ""
 
 
+def _netns_of(pid) -> str | None:
+    """The named namespace ``pid`` runs in (None: the root namespace, or it is gone)."""
+    r = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
 def _daemon_pids() -> set[int]:
-    """Daemons (and generators) the suite may start, running now."""
+    """Daemons (and generators) the suite may start, running now -- except those running in
+    a namespace of another live process (a second suite on this machine at the same time)."""
     pids = set()
     for d in os.listdir("/proc"):
         if d.isdigit():
             cmd = _cmdline(d)
             if any(name in cmd for name in _DAEMONS):
-                pids.add(int(d))
+                ns = _netns_of(d)
+                if ns is None or _ours(ns):
+                    pids.add(int(d))
     return pids
 
 
