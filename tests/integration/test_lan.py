@@ -16,7 +16,7 @@ pytestmark = pytest.mark.root
 HOSTS = ("h1", "h2", "h3")
 
 
-def lan_topology() -> str:
+def lan_topology() -> t.Topo:
     parts = [t.switch_node("sw")] + [t.link(f"{h}:e0", "sw") for h in ("r",) + HOSTS]
     router = [t.p2p(f"to-{h}", "e0", f"{h}:e0", priority=5) for h in HOSTS]
     router.append(t.vnet("blue", 1))
@@ -32,7 +32,7 @@ def lan_topology() -> str:
             t.iface("blue", "blue0", "up", 101, 100, addresses=[f"10.0.0.{i}/24"]),
             t.iface("green", "green0", "lan", 200, addresses=[f"10.0.0.{i}/24"]),
             addresses={"e0": [f"192.168.77.{i}/24"]}))
-    return "".join(parts)
+    return t.topology(*parts)
 
 
 @pytest.fixture(params=["fast", "reference"])

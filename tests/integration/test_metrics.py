@@ -18,9 +18,9 @@ pytestmark = [pytest.mark.root,
 def _node(name, peer, octet, b_in, b_out):
     return t.node(
         name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1),
-        t.iface("blue", "blue0", "p", b_in, b_out, rate='{ min = "5Mbit", max = "20Mbit" }',
+        t.iface("blue", "blue0", "p", b_in, b_out, rate={"min": "5Mbit", "max": "20Mbit"},
                 addresses=[f"10.0.0.{octet}/24"]),
-        addresses={"e0": [f"192.168.60.{octet}/24"]}, settings='metrics = "0.0.0.0:9477"')
+        addresses={"e0": [f"192.168.60.{octet}/24"]}, settings={"metrics": "0.0.0.0:9477"})
 
 
 TOPO = t.link("x:e0", "y:e0") + _node("x", "y", 1, 11, 10) + _node("y", "x", 2, 10, 11)

@@ -13,9 +13,9 @@ pytestmark = pytest.mark.root
 def _node(name, peer, blue_in, blue_out, red_in, red_out, octet):
     return t.node(
         name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1), t.vnet("red", 2),
-        t.iface("blue", "blue0", "p", blue_in, blue_out, rate='{ min = "20Mbit", max = "20Mbit" }',
+        t.iface("blue", "blue0", "p", blue_in, blue_out, rate={"min": "20Mbit", "max": "20Mbit"},
                 addresses=[f"10.0.0.{octet}/24"]),
-        t.iface("red", "red0", "p", red_in, red_out, rate='"100Mbit"',
+        t.iface("red", "red0", "p", red_in, red_out, rate="100Mbit",
                 addresses=[f"10.0.0.{octet}/24"]))
 
 

@@ -17,7 +17,7 @@ def _node(name, peer, octet, a_in, a_out, c_in, c_out):
     return t.node(
         name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1), t.vnet("red", 2),
         t.iface("blue", "a0", "p", a_in, a_out, addresses=[f"10.0.1.{octet}/24"]),
-        t.iface("red", "c0", "p", c_in, c_out, rate='"10Mbit"',
+        t.iface("red", "c0", "p", c_in, c_out, rate="10Mbit",
                 addresses=[f"10.0.3.{octet}/24"]))
 
 
