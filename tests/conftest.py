@@ -1,10 +1,11 @@
 """Suite-wide guard: nothing the tests create (namespace, veth, TAP) may outlive the run."""
 import os
 import re
-import time
 import subprocess
 
 import pytest
+
+from harness import poll
 
 
 def _netns() -> set[str]:
@@ -68,11 +69,9 @@ def nothing_left_behind():
         return
     ns_before, links_before, daemons_before = _netns(), _links(), _daemon_pids()
     yield
-    for _ in range(50):                 # daemons told to stop may take a moment to exit
-        daemons_left = _daemon_pids() - daemons_before
-        if not daemons_left:
-            break
-        time.sleep(0.1)
+    # daemons told to stop may take a moment to exit: up to 5 s until none of ours runs
+    _, daemons_left = poll(lambda: _daemon_pids() - daemons_before, 5.0,
+                           until=lambda left: not left, step=0.1)
     assert not daemons_left, "daemons left running after the suite: " + ", ".join(
         f"{p}: {_cmdline(p)[:120]}" for p in sorted(daemons_left))
     ns_left = sorted(n for n in _netns() - ns_before if _ours(n))

@@ -1,18 +1,33 @@
-"""Integration fixtures: throwaway labs of network namespaces running real vnet-router daemons."""
+"""Integration fixtures: throwaway labs of network namespaces running real daemons.
+
+``make_lab(topology)`` starts a lab from a topology built with ``topo.py`` (or TOML text) and
+stops it (removing everything) after the test; ``sock_dir`` is a directory for control sockets
+that unprivileged callers use.  The helpers every test shares (``eventually``, ``vnetctl``,
+iperf3) are in ``tests/harness.py``.
+"""
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from vnet_router.lab import topology
 from vnet_router.lab.lab import Lab
 
+import topo as t
+
 
 @pytest.fixture
 def make_lab(tmp_path):
-    """make_lab(toml_text) -> a started Lab; every lab is stopped (and removed) afterwards."""
+    """make_lab(topology) -> a started Lab; ``topology`` is a ``topo.Topo`` (tables) or TOML
+    text.  Every lab is stopped (and removed) afterwards."""
     labs = []
 
-    def make(text: str) -> Lab:
-        lab = Lab(topology.loads(text, str(tmp_path / "topology.toml")),
-                  workdir=tmp_path / f"lab{len(labs)}")
+    def make(topo) -> Lab:
+        text = topo if isinstance(topo, str) else t.text(topo)
+        path = tmp_path / f"topology{len(labs)}.toml"
+        path.write_text(text)                   # kept with the test's tmp dir, for a look
+        lab = Lab(topology.loads(text, str(path)), workdir=tmp_path / f"lab{len(labs)}")
         labs.append(lab)
         lab.start()
         return lab
@@ -20,3 +35,15 @@ def make_lab(tmp_path):
     yield make
     for lab in reversed(labs):
         lab.stop()
+
+
+@pytest.fixture
+def sock_dir():
+    """A directory any user can traverse (the lab's work dir under pytest's tmp is 0700), for
+    control sockets that unprivileged callers use; removed afterwards."""
+    d = tempfile.mkdtemp(prefix=f"vnet-sock-{os.getpid()}-")
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

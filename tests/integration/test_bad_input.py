@@ -2,14 +2,15 @@
 own reason, while forwarding goes on; VLAN tags arrive stripped (auxdata) on veth and are
 classified like inline ones."""
 import subprocess
-import time
 
 import pytest
 
 import topo as t
+from harness import eventually, repo_env
 
 from vnet_router.wire import substrate as wire
 from vnet_router.model.config import loads
+from vnet_router.model.toml import dump_toml
 from vnet_router.lab.lab import Lab
 from vnet_router.lab import topology
 from vnet_router.datapath.classify import classify_eth
@@ -71,8 +72,11 @@ def test_bad_frames_are_counted_and_forwarding_continues(make_lab):
         _inject(lab, "x", list(cases.values()))
     out, _ = pinger.communicate(timeout=30)
     assert " 0% packet loss" in out, out      # forwarding went on throughout
-    time.sleep(0.2)
-    after = lab.control("y")
+
+    def counted(st):        # y has counted (at least) every injected frame
+        return all(st["drops"].get(r, 0) - before["drops"].get(r, 0) >= n for r in cases)
+    after = eventually(lambda: lab.control("y"), 15, "y to count the injected frames",
+                       until=counted)
     for reason in cases:
         got = after["drops"].get(reason, 0) - before["drops"].get(reason, 0)
         assert got == n, f"{reason}: counted {got}, injected {n}: {before['drops']} -> {after['drops']}"
@@ -85,8 +89,8 @@ def test_bad_frames_are_counted_and_forwarding_continues(make_lab):
 def test_vlan_tag_is_stripped_on_veth_and_classified(tmp_path):
     """Our receive socket on veth: the kernel strips the tag and reports it in auxdata; the
     same frame with the tag inline classifies identically."""
-    lab = Lab(topology.loads('[[link]]\na = "p:e0"\nb = "q:e0"\n[[node]]\nname = "p"\n'
-                             '[[node]]\nname = "q"\n', str(tmp_path / "t.toml")),
+    lab = Lab(topology.loads(t.text(t.link("p:e0", "q:e0") + t.node("p") + t.node("q")),
+                             str(tmp_path / "t.toml")),
               workdir=tmp_path / "lab")
     with lab:
         q_mac = lab.mac("q", "e0")
@@ -94,8 +98,9 @@ def test_vlan_tag_is_stripped_on_veth_and_classified(tmp_path):
         frame = wire.pack_eth(bytes.fromhex(q_mac.replace(":", "")),
                               bytes.fromhex(p_mac.replace(":", "")), 42, b"hello" * 12,
                               wire.VlanTag(10, 5))
-        recv = lab.popen("q", ["python3", "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
-        time.sleep(1.0)
+        recv = lab.popen("q", ["python3", "-c", RECEIVER], stdout=subprocess.PIPE, text=True,
+                         env=repo_env())
+        assert recv.stdout.readline() == "listening\n"      # its socket is open
         _inject(lab, "p", [frame])
         # legacy frame too: the BPF filter must keep it out
         _inject(lab, "p", [frame[:12] + b"\x08\x00" + b"\x45" + b"\x00" * 45])
@@ -104,8 +109,8 @@ def test_vlan_tag_is_stripped_on_veth_and_classified(tmp_path):
     got = bytes.fromhex(got_hex)
     assert int(got_tci) == (5 << 13) | 10            # reported out of band
     assert got[12:14] == b"\x88\xb5"                  # and gone from the bytes
-    cfg = loads(f'[[substrate_link]]\nid="p"\nkind="p2p"\ninterface="e0"\npeer_mac="{p_mac}"\n'
-                f'vlan=10\n[[drop]]\nsubstrate_link="p"\nvli=42\n')
+    cfg = loads(dump_toml(t.router_config(t.p2p("p", "e0", peer_mac=p_mac, vlan=10),
+                                          ("drop", {"substrate_link": "p", "vli": 42}))))
     snap = Tables(cfg, {"e0": IfaceFacts(7, bytes.fromhex(q_mac.replace(":", "")), 1500)}).compile()
     stripped = classify_eth(snap, 7, got, int(got_tci))
     inline = classify_eth(snap, 7, frame, None)
@@ -118,6 +123,7 @@ RECEIVER = r"""
 import sys, time
 from vnet_router.datapath import packet_io
 s = packet_io.open_rx("e0", 0x88B5)
+print("listening", flush=True)
 s.setblocking(True)
 s.settimeout(8)
 buf = bytearray(65536)

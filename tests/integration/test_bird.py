@@ -8,36 +8,19 @@ import time
 
 import pytest
 
-from host_topo import sockdir, topology, vnetctl
+import topo as t
+from harness import poll, vnetctl
+from host_topo import topology
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("bird") is None, reason="bird2 not installed")]
 
-ROUTER_EXTRA = """
-[[node.router.vnet]]
-name = "ospf"
-id = 3
-[[node.router.interface]]
-vnet = "ospf"
-name = "t1"
-substrate_link = "to-h1"
-in_vli = 700
-out_vli = 701
-addresses = ["10.1.1.254/24"]
-[[node.router.interface]]
-vnet = "ospf"
-name = "t2"
-substrate_link = "to-h2"
-in_vli = 700
-out_vli = 701
-addresses = ["10.1.2.254/24"]
-[[node.commands]]
-vnet = "ospf"
-run = "sysctl -q -w net.ipv4.ip_forward=1"
-[[node.commands]]
-vnet = "ospf"
-run = "ip link set dev lo up"
-"""
+# r's part of vNet ospf: a TAP towards each host, IP forwarding between them
+ROUTER_PARTS = (t.vnet("ospf", 3),
+                t.iface("ospf", "t1", "to-h1", 700, 701, addresses=["10.1.1.254/24"]),
+                t.iface("ospf", "t2", "to-h2", 700, 701, addresses=["10.1.2.254/24"]))
+ROUTER_COMMANDS = (("sysctl -q -w net.ipv4.ip_forward=1", "ospf"),
+                   ("ip link set dev lo up", "ospf"))
 
 
 def bird_conf(router_id, ifaces, stub=True):
@@ -54,12 +37,9 @@ def bird_conf(router_id, ifaces, stub=True):
 
 
 @pytest.fixture
-def lab(make_lab):
-    d = sockdir()
-    try:
-        yield make_lab(topology(d, router_extra=ROUTER_EXTRA, vnets=()))
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def lab(make_lab, sock_dir):
+    return make_lab(topology(sock_dir, router_parts=ROUTER_PARTS,
+                             router_commands=ROUTER_COMMANDS, vnets=()))
 
 
 def test_bird_ospf_adjacency_and_learned_route_carries_traffic(lab, tmp_path):
@@ -81,14 +61,12 @@ def test_bird_ospf_adjacency_and_learned_route_carries_traffic(lab, tmp_path):
     conf.write_text(bird_conf("10.1.255.254", ["t1", "t2"], stub=False))
     rbird = lab.popen("r", ["bird", "-f", "-c", str(conf), "-s", str(tmp_path / "r-bird.ctl")],
                       vnet="ospf")
-    route = ""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 60:
-        route = lab.exec("h1", ["ip", "route", "show", "10.9.2.1"], vnet="ospf").stdout
-        if "proto bird" in route:
-            break
+
+    def route_to_h2():
         assert rbird.poll() is None, "bird on r exited"
-        time.sleep(0.5)
+        return lab.exec("h1", ["ip", "route", "show", "10.9.2.1"], vnet="ospf").stdout
+    _, route = poll(route_to_h2, 60, until=lambda route: "proto bird" in route, step=0.5)
     took = time.monotonic() - t0
     st = lab.control("h1", "instances")
     assert "proto bird" in route, (route, st,
@@ -98,13 +76,10 @@ def test_bird_ospf_adjacency_and_learned_route_carries_traffic(lab, tmp_path):
     nb = lab.exec("h1", ["birdc", "-s", str(lab.workdir / "h1-state/instances/bird/bird.ctl"),
                          "show", "ospf", "neighbors"], vnet="ospf").stdout
     assert "Full" in nb, nb
-    t1 = time.monotonic()
-    while time.monotonic() - t1 < 30:      # until r and h2 have computed their routes too
-        p = lab.exec("h1", ["ping", "-n", "-c", "1", "-W", "1", "-I", "10.9.1.1", "10.9.2.1"],
-                     vnet="ospf", timeout=30)
-        if p.returncode == 0:
-            break
-        time.sleep(0.5)
+    # until r and h2 have computed their routes too (the ping below says what was wrong)
+    poll(lambda: lab.exec("h1", ["ping", "-n", "-c", "1", "-W", "1", "-I", "10.9.1.1",
+                                 "10.9.2.1"], vnet="ospf", timeout=30), 30,
+         until=lambda p: p.returncode == 0, step=0.5)
     p = lab.exec("h1", ["ping", "-n", "-c", "3", "-i", "0.2", "-I", "10.9.1.1", "10.9.2.1"],
                  vnet="ospf", timeout=30)
     assert p.returncode == 0 and " 0% packet loss" in p.stdout, (

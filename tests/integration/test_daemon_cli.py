@@ -3,32 +3,31 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from vnet_router.model.toml import dump_toml
 from vnet_router.ops import netlink
+
+import topo as t
+from harness import eventually, repo_env, vnetctl_at
 
 pytestmark = pytest.mark.root
 
-GOOD = """
-[node]
-control_socket = "{sock}"
-[[substrate_link]]
-id = "p"
-kind = "p2p"
-interface = "e0"
-peer_mac = "02:00:00:00:00:02"
-vlan = {vlan}
-[[vnet]]
-name = "blue"
-id = 1
-namespace = "{ns}-blue"
-[[interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "p"
-in_vli = 10
-"""
+
+def _good(sock, ns) -> str:
+    """A node with one p2p link and vNet blue (namespace NS-blue) on it."""
+    return dump_toml(t.router_config(t.p2p("p", "e0", peer_mac="02:00:00:00:00:02", vlan=10),
+                                     t.vnet("blue", 1, namespace=f"{ns}-blue"),
+                                     t.iface("blue", "blue0", "p", 10),
+                                     settings={"control_socket": str(sock)}))
+
+
+def _daemon(ns, cfg, **kw):
+    return subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m",
+                             "vnet_router.node.daemon", "-c", str(cfg)], stderr=subprocess.PIPE,
+                            text=True, **{"env": repo_env(), **kw})
 
 
 @pytest.fixture
@@ -45,19 +44,22 @@ def node_ns():
 def _run(ns, cfg_path, *args, timeout=20):
     return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m",
                            "vnet_router.node.daemon", "-c", str(cfg_path), *args],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=repo_env())
 
 
-@pytest.mark.parametrize("mutate, key", [
-    (lambda t: t, "substrate_link[0].vlan"),
-    (lambda t: t.replace('interface = "e0"', 'interface = "nope0"').replace("5000", "10"),
+@pytest.mark.parametrize("mutate, key", [             # bad files: one edit of the good one
+    (lambda text: text.replace("vlan = 10", "vlan = 5000"), "substrate_link[0].vlan"),
+    (lambda text: text.replace('interface = "e0"', 'interface = "nope0"'),
      "substrate_link[0].interface"),
-    (lambda t: t.replace('substrate_link = "p"', 'substrate_link = "q"').replace("5000", "10"),
+    (lambda text: text.replace('substrate_link = "p"', 'substrate_link = "q"'),
      "interface[0].substrate_link"),
 ])
 def test_bad_config_exits_2_with_one_line_and_creates_nothing(node_ns, tmp_path, mutate, key):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text(mutate(GOOD.format(sock=tmp_path / "s.sock", vlan=5000, ns=node_ns)))
+    good = _good(tmp_path / "s.sock", node_ns)
+    bad = mutate(good)
+    assert bad != good
+    cfg.write_text(bad)
     ours = lambda: [n for n in netlink.netns_list() if n.startswith(node_ns)]  # noqa: E731
     ns_before, links_before = ours(), netlink.link_names(node_ns)
     r = _run(node_ns, cfg)
@@ -72,23 +74,19 @@ def test_bad_config_exits_2_with_one_line_and_creates_nothing(node_ns, tmp_path,
 def test_check_mode_and_show(node_ns, tmp_path):
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"
-    cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
+    cfg.write_text(_good(sock, node_ns))
     r = _run(node_ns, cfg, "--check")
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
     assert not netlink.netns_exists(f"{node_ns}-blue")
 
-    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
-                          "vnet_router.node.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
+    p = _daemon(node_ns, cfg)
     try:
-        for _ in range(100):
-            if sock.exists():
-                break
-            p.wait(0) if p.poll() is not None else None
-            subprocess.run(["sleep", "0.1"])
-        text = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", str(sock), "show"],
-                              capture_output=True, text=True)
-        js = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", str(sock), "show",
-                             "--json"], capture_output=True, text=True)
+        def up():
+            assert p.poll() is None, f"the daemon exited ({p.returncode})"
+            return sock.exists()
+        eventually(up, 20, f"the daemon's control socket {sock}")
+        text = vnetctl_at(sock, "show")
+        js = vnetctl_at(sock, "show", "--json")
         assert text.returncode == 0 and js.returncode == 0, text.stderr + js.stderr
         st = json.loads(js.stdout)
         assert [s["id"] for s in st["substrate_links"]] == ["p"]
@@ -105,8 +103,7 @@ def test_check_mode_and_show(node_ns, tmp_path):
 
 
 def test_unreachable_daemon_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", str(tmp_path / "none"),
-                        "show"], capture_output=True, text=True)
+    r = vnetctl_at(tmp_path / "none", "show")
     assert r.returncode == 1 and "cannot reach daemon" in r.stderr
 
 
@@ -115,14 +112,11 @@ def test_systemd_notify_protocol(node_ns, tmp_path):
     import socket as socket_mod
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"
-    cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
+    cfg.write_text(_good(sock, node_ns))
     notify = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(15)
-    env = dict(os.environ, NOTIFY_SOCKET=str(tmp_path / "notify"))
-    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
-                          "vnet_router.node.daemon", "-c", str(cfg)], env=env,
-                         stderr=subprocess.PIPE, text=True)
+    p = _daemon(node_ns, cfg, env=repo_env(NOTIFY_SOCKET=str(tmp_path / "notify")))
     try:
         msgs = [notify.recv(4096).decode()]
         assert msgs[0].startswith("READY=1") and sock.exists()
@@ -142,10 +136,9 @@ def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, dela
     set-up is done, and removes what it created."""
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"
-    cfg.write_text(GOOD.format(sock=sock, vlan=10, ns=node_ns))
-    p = subprocess.Popen(["nsenter", f"--net=/run/netns/{node_ns}", sys.executable, "-m",
-                          "vnet_router.node.daemon", "-c", str(cfg)], stderr=subprocess.PIPE, text=True)
-    subprocess.run(["sleep", str(delay)])
+    cfg.write_text(_good(sock, node_ns))
+    p = _daemon(node_ns, cfg)
+    time.sleep(delay)       # the stimulus, not a wait: SIGTERM goes out `delay` s into start-up
     p.terminate()
     _, err = p.communicate(timeout=20)
     assert p.returncode in (0, -15), err        # -15: killed before Python set up anything

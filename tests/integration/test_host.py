@@ -2,29 +2,24 @@
 bad requests, restart."""
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from vnet_router.ops import netlink
 
-from host_topo import sockdir, topology, vnetctl
+from harness import eventually, repo_env, vnetctl
+from host_topo import topology
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def lab(make_lab):
-    d = sockdir()
-    try:
-        yield make_lab(topology(d))
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def lab(make_lab, sock_dir):
+    return make_lab(topology(sock_dir))
 
 
 def _join(lab, h, vnet, vid, base, octet):
@@ -46,11 +41,10 @@ def test_join_ping_v4_v6_and_leave(lab):
     assert {l.split(":")[1].strip() for l in links.splitlines()} == {"lo", "blue0"}
     p4 = lab.ping("h1", "10.0.0.2", vnet="blue", count=3)
     assert p4.received == 3, p4.output
-    for _ in range(30):          # IPv6 duplicate address detection takes a moment
-        p6 = lab.ping("h1", "fd00::2", vnet="blue", count=1)
-        if p6.ok:
-            break
-        time.sleep(0.3)
+    # IPv6 duplicate address detection takes a moment
+    eventually(lambda: lab.ping("h1", "fd00::2", vnet="blue", count=1), 15,
+               "IPv6 between h1 and h2 (after duplicate address detection)", step=0.3,
+               until=lambda p: p.ok)
     p6 = lab.ping("h1", "fd00::2", vnet="blue", count=3)
     assert p6.received == 3, p6.output
     # legacy IP on the same wire is untouched
@@ -140,7 +134,7 @@ def test_restart_restores_state_and_removes_what_it_no_longer_owns(lab):
     assert red in state["owned"]
     state["vnets"] = [v for v in state["vnets"] if v["name"] != "red"]
     path.write_text(json.dumps(state))
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = repo_env()
     with open(lab.log_path("h1"), "ab") as log:
         lab.daemons["h1"] = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{lab.ns('h1')}", sys.executable, "-m",

@@ -1,41 +1,42 @@
 """Sandboxed protocol instances of vnet-hostd: own vNet namespace only, unprivileged, CPU and
 memory limits; one over its limit is stopped and unloaded while another vNet keeps
 forwarding without loss."""
-import shutil
 import subprocess
 import time
 
 import pytest
 
-from host_topo import sockdir, topology, vnetctl
+from harness import eventually, vnetctl
+from host_topo import topology
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
-def lab(make_lab):
-    d = sockdir()
-    try:
-        lab = make_lab(topology(d))
-        for i, h in enumerate(("h1", "h2"), 1):
-            for vnet, vid, base in (("blue", 1, 100), ("green", 2, 300)):
-                r = vnetctl(lab, h, "join", vnet, "--id", str(vid), "--link", "up", "--in-vli",
-                            str(base + 1), "--out-vli", str(base), "--address", f"10.0.0.{i}/24")
-                assert r.returncode == 0, r.stderr
-        yield lab
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def lab(make_lab, sock_dir):
+    lab = make_lab(topology(sock_dir))
+    for i, h in enumerate(("h1", "h2"), 1):
+        for vnet, vid, base in (("blue", 1, 100), ("green", 2, 300)):
+            r = vnetctl(lab, h, "join", vnet, "--id", str(vid), "--link", "up", "--in-vli",
+                        str(base + 1), "--out-vli", str(base), "--address", f"10.0.0.{i}/24")
+            assert r.returncode == 0, r.stderr
+    return lab
 
 
 def _wait_stopped(lab, name, timeout=30.0):
+    """(its last stop event, seconds waited, the instances status) once instance ``name``
+    has stopped."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        st = lab.control("h1", "instances")
-        ev = [e for e in st["events"] if e["instance"] == name]
-        if ev:
-            return ev[-1], time.monotonic() - t0, st
-        time.sleep(0.2)
-    raise AssertionError(f"instance {name} still running after {timeout} s: {st}")
+    st = eventually(lambda: lab.control("h1", "instances"), timeout,
+                    f"instance {name} to be stopped",
+                    until=lambda st: any(e["instance"] == name for e in st["events"]))
+    ev = [e for e in st["events"] if e["instance"] == name]
+    return ev[-1], time.monotonic() - t0, st
+
+
+def _out_packets(lab, node, vnet):
+    return sum(v["packets"] for v in lab.control(node)["virtual_links"]
+               if v["vnet"] == vnet and v["direction"] == "out")
 
 
 def test_instance_sees_only_its_vnet_and_runs_unprivileged(lab):
@@ -52,9 +53,11 @@ def test_instance_sees_only_its_vnet_and_runs_unprivileged(lab):
 
 def test_over_limit_instances_are_stopped_while_another_vnet_loses_nothing(lab):
     n = 160
+    start = _out_packets(lab, "h1", "green")
     ping = lab.popen("h1", ["ping", "-n", "-q", "-c", str(n), "-i", "0.05", "-W", "2",
                             "10.0.0.2"], vnet="green", stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    eventually(lambda: _out_packets(lab, "h1", "green"), 10, "the green ping to get going",
+               until=lambda sent: sent - start >= 3)
     r = vnetctl(lab, "h1", "instance", "start", "spin", "--vnet", "blue", "--cpu", "2", "--",
                 "sh", "-c", "while :; do :; done")
     assert r.returncode == 0, r.stderr

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,44 +17,29 @@ from vnet_router.lab import demo
 from vnet_router.lab import topology
 from vnet_router.lab.lab import Lab, LabError, parse_ping
 
+import topo as t
+from harness import eventually, repo_env
+
 pytestmark = pytest.mark.root
 ROOT = Path(__file__).resolve().parents[2]
 
-TOPO = """
-[[switch]]
-name = "sw"
 
-[[node]]
-name = "a"
-addresses = { eth0 = ["192.168.99.1/24"] }
-[[node.commands]]
-run = "ip route add 10.99.0.0/30 via 192.168.99.2"
+def _topo(c_gateway="10.99.0.1") -> t.Topo:
+    """a -- sw -- b (routes, forwards) -- c; c's route back goes via ``c_gateway``."""
+    return t.topology(
+        t.switch_node("sw"),
+        t.node("a", addresses={"eth0": ["192.168.99.1/24"]},
+               commands=["ip route add 10.99.0.0/30 via 192.168.99.2"]),
+        t.node("b", addresses={"eth0": ["192.168.99.2/24"], "eth1": ["10.99.0.1/30"]},
+               sysctl={"net.ipv4.ip_forward": 1}),
+        t.node("c", addresses={"eth0": ["10.99.0.2/30"]},
+               commands=[f"ip route add 192.168.99.0/24 via {c_gateway}"]),
+        t.link("a:eth0", "sw", a_mac="02:99:00:00:00:01"),
+        t.link("b:eth0", "sw", mtu=9000),
+        t.link("b:eth1", "c:eth0"))
 
-[[node]]
-name = "b"
-addresses = { eth0 = ["192.168.99.2/24"], eth1 = ["10.99.0.1/30"] }
-sysctl = { "net.ipv4.ip_forward" = 1 }
 
-[[node]]
-name = "c"
-addresses = { eth0 = ["10.99.0.2/30"] }
-[[node.commands]]
-run = "ip route add 192.168.99.0/24 via 10.99.0.1"
-
-[[link]]
-a = "a:eth0"
-b = "sw"
-a_mac = "02:99:00:00:00:01"
-
-[[link]]
-a = "b:eth0"
-b = "sw"
-mtu = 9000
-
-[[link]]
-a = "b:eth1"
-b = "c:eth0"
-"""
+TOPO = t.text(_topo())
 
 FAKE_DAEMON = """
 import asyncio, signal, sys, time
@@ -89,15 +73,8 @@ if mode == "ok":
 # mode "litter": exits 0 but leaves its vNet namespaces behind
 """
 
-ROUTER_NODE = """
-[[node]]
-name = "r"
-[node.router]
-vnet = [{ name = "v", id = 1 }]
-[[node.commands]]
-vnet = "v"
-run = "ip link add name br0 type bridge"
-"""
+# a router node whose daemon (the fake one) makes vNet v's namespace, where a command runs
+ROUTER_NODE = t.node("r", t.vnet("v", 1), commands=[("ip link add name br0 type bridge", "v")])
 
 
 def lab_namespaces(prefix: str) -> list[str]:
@@ -147,7 +124,7 @@ def test_exception_inside_the_lab_still_cleans_up():
 
 
 def test_failing_command_fails_the_build_and_cleans_up():
-    text = TOPO.replace("via 10.99.0.1", "via 10.200.0.1")     # not a reachable gateway
+    text = t.text(_topo(c_gateway="10.200.0.1"))            # not a reachable gateway
     lab = Lab(topology.loads(text, "t.toml"))
     with pytest.raises(LabError, match=r"t\.toml: node\[2\]\.commands\[0\]: `ip route add"):
         lab.start()
@@ -155,7 +132,7 @@ def test_failing_command_fails_the_build_and_cleans_up():
 
 
 def test_daemons_vnet_namespaces_and_commands(fake, tmp_path):
-    lab = Lab(topology.loads(TOPO + ROUTER_NODE), daemon_cmd=fake("ok"),
+    lab = Lab(topology.loads(t.text(_topo() + ROUTER_NODE)), daemon_cmd=fake("ok"),
               workdir=tmp_path / "w")
     with lab:
         assert lab.control("r") == {"node": "r"}
@@ -170,7 +147,7 @@ def test_daemons_vnet_namespaces_and_commands(fake, tmp_path):
 
 
 def test_namespaces_left_behind_by_a_daemon_are_removed(fake):
-    lab = Lab(topology.loads(ROUTER_NODE), daemon_cmd=fake("litter"))
+    lab = Lab(topology.loads(t.text(ROUTER_NODE)), daemon_cmd=fake("litter"))
     with lab:
         pass
     assert lab.leftovers == [lab.prefix + "r-v"]
@@ -178,7 +155,7 @@ def test_namespaces_left_behind_by_a_daemon_are_removed(fake):
 
 
 def test_daemon_ignoring_sigterm_is_killed(fake):
-    lab = Lab(topology.loads(ROUTER_NODE), daemon_cmd=fake("stubborn"), stop_timeout=1.0)
+    lab = Lab(topology.loads(t.text(ROUTER_NODE)), daemon_cmd=fake("stubborn"), stop_timeout=1.0)
     with lab:
         pid = lab.daemons["r"].pid
     assert lab.daemon_exit["r"] == -signal.SIGKILL
@@ -188,20 +165,20 @@ def test_daemon_ignoring_sigterm_is_killed(fake):
 
 
 def test_daemon_failing_at_start_reports_its_log(fake):
-    lab = Lab(topology.loads(ROUTER_NODE), daemon_cmd=fake("bad"))
+    lab = Lab(topology.loads(t.text(ROUTER_NODE)), daemon_cmd=fake("bad"))
     with pytest.raises(LabError, match=r"(?s)node r exited with status 2.*this config is bad"):
         lab.start()
     assert lab_namespaces(lab.prefix) == []
 
 
 SCRIPT = """
-import sys, time
+import signal, sys
 sys.path.insert(0, {root!r})
 from vnet_router.lab import topology
 from vnet_router.lab.lab import Lab
 with Lab(topology.loads({topo!r}), prefix={prefix!r}) as lab:
     print("up", flush=True)
-    time.sleep(60)
+    signal.pause()                  # until the test's signal arrives
 """
 
 
@@ -248,15 +225,27 @@ def test_demo_end_to_end(tmp_path, capsys):
                    for n in netlink.netns_list())
 
 
-@pytest.mark.parametrize("after", [1.0, 5.0])
-def test_demo_interrupted_leaves_nothing(tmp_path, after):
-    """Ctrl-C during the build (1 s) or during the checks (5 s): everything is removed."""
-    p = subprocess.Popen([sys.executable, "-m", "vnet_router.lab.cli", "demo", "--plot",
-                          str(tmp_path / "rates.png")], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    time.sleep(after)
-    os.killpg(p.pid, signal.SIGINT)
-    out, _ = p.communicate(timeout=60)
+@pytest.mark.parametrize("during, line", [("build", "  daemon "), ("checks", "  check ")],
+                         ids=["build", "checks"])
+def test_demo_interrupted_leaves_nothing(tmp_path, during, line):
+    """Ctrl-C during the build (once a daemon has started) or during the checks (once the
+    first check has reported): everything is removed."""
+    log = tmp_path / "demo.out"
+    with open(log, "w") as f:
+        p = subprocess.Popen([sys.executable, "-m", "vnet_router.lab.cli", "demo", "--plot",
+                              str(tmp_path / "rates.png")], stdout=f, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True, env=repo_env())
+
+    def reached():
+        assert p.poll() is None, f"the demo ended before its {during}: {log.read_text()}"
+        return any(l.startswith(line) for l in log.read_text().splitlines())
+    try:
+        eventually(reached, 120, f"the demo to be in its {during}", step=0.05)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+        p.wait(timeout=60)
+    out = log.read_text()
     assert p.returncode != 0, out
     left = [n for n in netlink.netns_list() if n.startswith(f"vl{p.pid}")]
     assert not left, out

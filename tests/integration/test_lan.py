@@ -4,19 +4,18 @@ blue: each host has a p2p (VLAN 10) substrate link to router r; r joins blue's t
 interfaces with a Linux bridge in blue's namespace.  green: the hosts' multiaccess substrate
 link (untagged, VLI 200).  Legacy IP (192.168.77.0/24) runs on the same veths.
 """
-import time
-
 import dpkt
 import pytest
 
 import topo as t
+from harness import eventually, poll
 
 pytestmark = pytest.mark.root
 
 HOSTS = ("h1", "h2", "h3")
 
 
-def lan_topology() -> str:
+def lan_topology() -> t.Topo:
     parts = [t.switch_node("sw")] + [t.link(f"{h}:e0", "sw") for h in ("r",) + HOSTS]
     router = [t.p2p(f"to-{h}", "e0", f"{h}:e0", priority=5) for h in HOSTS]
     router.append(t.vnet("blue", 1))
@@ -32,7 +31,7 @@ def lan_topology() -> str:
             t.iface("blue", "blue0", "up", 101, 100, addresses=[f"10.0.0.{i}/24"]),
             t.iface("green", "green0", "lan", 200, addresses=[f"10.0.0.{i}/24"]),
             addresses={"e0": [f"192.168.77.{i}/24"]}))
-    return "".join(parts)
+    return t.topology(*parts)
 
 
 @pytest.fixture(params=["fast", "reference"])
@@ -45,8 +44,16 @@ def lan(make_lab, monkeypatch, request):
 
 
 def _capture(lab, node, vnet, ifname, path):
-    return lab.popen(node, ["tcpdump", "-i", ifname, "-U", "-n", "-w", str(path)], vnet=vnet,
-                     stdout=open("/dev/null", "w"), stderr=open("/dev/null", "w"))
+    """tcpdump on ``ifname`` into ``path``, returned once it captures (it says "listening")."""
+    log = path.with_suffix(".log")
+    p = lab.popen(node, ["tcpdump", "-i", ifname, "-U", "-n", "-w", str(path)], vnet=vnet,
+                  stdout=open("/dev/null", "w"), stderr=open(log, "w"))
+
+    def listening():
+        assert p.poll() is None, f"tcpdump on {node}/{ifname} exited: {log.read_text()}"
+        return "listening on" in log.read_text()
+    eventually(listening, 20, f"tcpdump on {node}/{ifname} to start capturing")
+    return p
 
 
 def _frames(path):
@@ -54,11 +61,18 @@ def _frames(path):
         return [bytes(buf) for _ts, buf in dpkt.pcap.Reader(f)]
 
 
+def _frames_so_far(path):
+    """The frames of a capture still being written (a record may be half there)."""
+    try:
+        return _frames(path)
+    except (ValueError, dpkt.NeedData):
+        return []
+
+
 def test_two_vnets_share_a_subnet_and_never_see_each_other(lan, tmp_path):
     lab = lan
     caps = {(h, v): tmp_path / f"{h}-{v}.pcap" for h in ("h2", "h3") for v in ("blue", "green")}
     procs = [_capture(lab, h, v, f"{v}0", p) for (h, v), p in caps.items()]
-    time.sleep(1.0)
     blue_pattern, green_pattern = "b1eeb1ee", "9ee09ee0"
     for h, dst in (("h1", "10.0.0.2"), ("h1", "10.0.0.3"), ("h2", "10.0.0.3")):
         b = lab.exec(h, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-p", blue_pattern, dst],
@@ -67,11 +81,14 @@ def test_two_vnets_share_a_subnet_and_never_see_each_other(lan, tmp_path):
         g = lab.exec(h, ["ping", "-c", "3", "-i", "0.2", "-W", "2", "-p", green_pattern, dst],
                      vnet="green")
         assert g.returncode == 0, f"green {h}->{dst}: {g.stdout}"
-    time.sleep(0.5)
+    bb, gb = bytes.fromhex(blue_pattern), bytes.fromhex(green_pattern)
+    for (h, vnet), path in caps.items():     # the captures have written the pings out
+        mine = bb if vnet == "blue" else gb
+        poll(lambda path=path: _frames_so_far(path), 10,
+             until=lambda fs, mine=mine: any(mine in f for f in fs))
     for p in procs:
         p.terminate()
         p.wait(timeout=5)
-    bb, gb = bytes.fromhex(blue_pattern), bytes.fromhex(green_pattern)
     for (h, vnet), path in caps.items():
         frames = _frames(path)
         mine, other = (bb, gb) if vnet == "blue" else (gb, bb)

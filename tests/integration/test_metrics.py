@@ -3,12 +3,12 @@ shows counters matching the packets the test sent and the configured rates; `vne
 --json` agrees with the /metrics endpoint."""
 import json
 import shutil
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import topo as t
+from harness import eventually
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("prometheus") is None,
@@ -18,9 +18,9 @@ pytestmark = [pytest.mark.root,
 def _node(name, peer, octet, b_in, b_out):
     return t.node(
         name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1),
-        t.iface("blue", "blue0", "p", b_in, b_out, rate='{ min = "5Mbit", max = "20Mbit" }',
+        t.iface("blue", "blue0", "p", b_in, b_out, rate={"min": "5Mbit", "max": "20Mbit"},
                 addresses=[f"10.0.0.{octet}/24"]),
-        addresses={"e0": [f"192.168.60.{octet}/24"]}, settings='metrics = "0.0.0.0:9477"')
+        addresses={"e0": [f"192.168.60.{octet}/24"]}, settings={"metrics": "0.0.0.0:9477"})
 
 
 TOPO = t.link("x:e0", "y:e0") + _node("x", "y", 1, 11, 10) + _node("y", "x", 2, 10, 11)
@@ -67,26 +67,25 @@ def _one(lab, expr):
 
 def _up(lab, timeout=60):
     """Prometheus answers its API (it starts slowly on a loaded machine)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        r = lab.exec("y", ["python3", "-c", GET, "http://127.0.0.1:9090/-/ready"], timeout=20)
-        if r.returncode == 0:
-            return
-        time.sleep(0.5)
-    raise AssertionError("Prometheus never became ready")
+    eventually(lambda: lab.exec("y", ["python3", "-c", GET, "http://127.0.0.1:9090/-/ready"],
+                                timeout=20), timeout, "Prometheus to become ready", step=0.5,
+               until=lambda r: r.returncode == 0)
 
 
 def _wait_scrape(lab, expr, predicate, timeout=20):
-    end = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < end:
-        res = _query(lab, expr)
-        if len(res) == 1:
-            value = next(iter(res.values()))
-            if predicate(value):
-                return value
-        time.sleep(0.5)
-    raise AssertionError(f"{expr}: last value {value}")
+    """The value of ``expr`` once it has one series and ``predicate(value)`` holds."""
+    res = eventually(lambda: _query(lab, expr), timeout, f"{expr} to be scraped", step=0.5,
+                     until=lambda res: len(res) == 1 and predicate(next(iter(res.values()))))
+    return next(iter(res.values()))
+
+
+def _scrapes(lab, node, n):
+    """Wait until Prometheus has scraped ``node`` ``n`` more times (the timestamp of its
+    ``up`` sample moved on ``n`` times)."""
+    at = f'timestamp(up{{node="{node}"}})'
+    last = _wait_scrape(lab, at, lambda v: True)
+    for _ in range(n):
+        last = _wait_scrape(lab, at, lambda v, last=last: v > last)
 
 
 def test_prometheus_scrapes_counters_and_rates(make_lab, tmp_path):
@@ -99,15 +98,15 @@ def test_prometheus_scrapes_counters_and_rates(make_lab, tmp_path):
                      stdout=open(tmp_path / "prom.log", "w"), stderr=open(tmp_path / "prom.err", "w"))
     in_y = 'vnet_virtual_link_packets_total{node="y",vnet="blue",direction="in"}'
     _up(lab)
-    base = _wait_scrape(lab, in_y, lambda v: True, timeout=40)
-    time.sleep(1.5)
-    base = _wait_scrape(lab, in_y, lambda v: True)
+    _wait_scrape(lab, in_y, lambda v: True, timeout=40)
+    _scrapes(lab, "y", 2)                    # the baseline: after start-up's own frames
+    base = _one(lab, in_y)
     sent = 1000
     r = lab.exec("x", ["ping", "-q", "-c", str(sent), "-i", "0.002", "10.0.0.2"], vnet="blue",
                  timeout=60)
     assert f"{sent} received" in r.stdout, r.stdout
     got = _wait_scrape(lab, in_y, lambda v: v - base >= sent) - base
-    time.sleep(2.5)                          # two more scrapes: nothing else counted
+    _scrapes(lab, "y", 2)                    # two more scrapes: nothing else counted
     got = _one(lab, in_y) - base
     assert abs(got - sent) <= sent * 0.01, f"Prometheus saw {got} frames into y, sent {sent}"
     out_x = _one(lab, 'vnet_virtual_link_packets_total{node="x",vnet="blue",direction="out"}')
@@ -124,12 +123,18 @@ def test_prometheus_scrapes_counters_and_rates(make_lab, tmp_path):
 def test_show_json_matches_metrics_endpoint(make_lab):
     lab = make_lab(TOPO)
     assert lab.ping("x", "10.0.0.2", vnet="blue", count=20, interval=0.01).received == 20
-    time.sleep(0.5)
-    for _ in range(3):                       # retry if a background frame slipped in between
+
+    def read():
+        """show and /metrics, if no frame was counted in between (else None: read again)"""
         st = lab.control("y")
         text = _get(lab, "y", "http://127.0.0.1:9477/metrics")
-        if lab.control("y")["virtual_links"] == st["virtual_links"]:
-            break
+        return (st, text) if lab.control("y")["virtual_links"] == st["virtual_links"] else None
+
+    def pings_counted(got):
+        return got and any(v["vnet"] == "blue" and v["direction"] == "in" and v["packets"] >= 20
+                           for v in got[0]["virtual_links"])
+    st, text = eventually(read, 20, "y to count the pings, and a /metrics read with no frame "
+                          "counted meanwhile", until=pings_counted)
     samples = {}
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:

@@ -3,12 +3,10 @@
 a --p2p-- r1 --p2p-- r2 --p2p-- b : r1 hosts no instance of vNet blue and only swaps VLIs;
 r2 hosts blue's virtual router (the Linux IP stack in blue's namespace on r2).
 """
-import json
-import time
-
 import pytest
 
 import topo as t
+from harness import iperf_run, vnetctl
 
 pytestmark = pytest.mark.root
 
@@ -47,13 +45,8 @@ def test_passthrough_ping_and_iperf3(make_lab):
     ping = lab.ping("a", "10.9.2.2", vnet="blue", count=5)
     assert ping.received == 5, ping.output
 
-    server = lab.popen("b", ["iperf3", "-s", "-1", "-B", "10.9.2.2"], vnet="blue",
-                       stdout=open("/dev/null", "w"))
-    time.sleep(0.5)
-    r = lab.exec("a", ["iperf3", "-c", "10.9.2.2", "-t", "3", "-J"], vnet="blue", timeout=30)
-    server.wait(timeout=10)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
-    result = json.loads(r.stdout)
+    result = iperf_run(lab, "a", "b", "10.9.2.2", 5201, 3, vnet="blue")
+    assert "error" not in result, result["error"]
     received = result["end"]["sum_received"]["bytes"]
     assert received > 1_000_000, result["end"]["sum_received"]
 
@@ -94,12 +87,10 @@ def test_udp_substrate_link_carries_a_vnet(make_lab):
 
 def test_vnetctl_top_shows_live_rates(make_lab):
     import subprocess
-    import sys
     lab = make_lab(UDP)
     pinger = lab.popen("x", ["ping", "-q", "-c", "300", "-i", "0.01", "10.0.0.2"], vnet="blue",
                        stdout=subprocess.DEVNULL)
-    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", lab.socket("y"), "top",
-                        "-n", "2", "-i", "0.5"], capture_output=True, text=True, timeout=30)
+    r = vnetctl(lab, "y", "top", "-n", "2", "-i", "0.5", timeout=30)
     pinger.wait(timeout=30)
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().split("\n\n")[-1].splitlines()

@@ -1,11 +1,11 @@
 """Rate: a virtual link shaped to 20 Mbit/s carries iperf3 TCP at 17-21 Mbit/s, also while a
 second vNet floods UDP over the same substrate link."""
-import json
 import time
 
 import pytest
 
 import topo as t
+from harness import eventually, iperf_run, iperf_server, received_rate
 
 pytestmark = pytest.mark.root
 
@@ -13,9 +13,9 @@ pytestmark = pytest.mark.root
 def _node(name, peer, blue_in, blue_out, red_in, red_out, octet):
     return t.node(
         name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1), t.vnet("red", 2),
-        t.iface("blue", "blue0", "p", blue_in, blue_out, rate='{ min = "20Mbit", max = "20Mbit" }',
+        t.iface("blue", "blue0", "p", blue_in, blue_out, rate={"min": "20Mbit", "max": "20Mbit"},
                 addresses=[f"10.0.0.{octet}/24"]),
-        t.iface("red", "red0", "p", red_in, red_out, rate='"100Mbit"',
+        t.iface("red", "red0", "p", red_in, red_out, rate="100Mbit",
                 addresses=[f"10.0.0.{octet}/24"]))
 
 
@@ -24,14 +24,8 @@ TOPO = (t.link("x:e0", "y:e0") + _node("x", "y", 11, 10, 21, 20, 1)
 
 
 def _iperf_tcp(lab, seconds=6):
-    server = lab.popen("y", ["iperf3", "-s", "-1", "-B", "10.0.0.2", "-p", "5201"], vnet="blue",
-                       stdout=open("/dev/null", "w"))
-    time.sleep(0.5)
-    r = lab.exec("x", ["iperf3", "-c", "10.0.0.2", "-p", "5201", "-t", str(seconds), "-O", "1",
-                       "-J"], vnet="blue", timeout=seconds + 30)
-    server.wait(timeout=10)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
-    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    report = iperf_run(lab, "x", "y", "10.0.0.2", 5201, seconds, vnet="blue", args=("-O", "1"))
+    return received_rate(report) / 1e6
 
 
 def test_shaped_rate_holds_alone_and_against_a_flood(make_lab):
@@ -39,13 +33,13 @@ def test_shaped_rate_holds_alone_and_against_a_flood(make_lab):
     alone = _iperf_tcp(lab)
     assert 17 <= alone <= 21, f"blue alone: {alone:.2f} Mbit/s"
 
-    flood_server = lab.popen("y", ["iperf3", "-s", "-1", "-B", "10.0.0.2", "-p", "5202"],
-                             vnet="red", stdout=open("/dev/null", "w"))
-    time.sleep(0.5)
+    flood_server = iperf_server(lab, "y", "10.0.0.2", 5202, vnet="red")
+    start = _red_out(lab)
     flood = lab.popen("x", ["iperf3", "-c", "10.0.0.2", "-p", "5202", "-u", "-b", "1G",
                             "-t", "12", "-J"], vnet="red", stdout=open("/dev/null", "w"))
-    time.sleep(1.5)
-    red_before = _red_out(lab)
+    # the flood runs over the substrate link: red's output has carried a few MB
+    red_before = eventually(lambda: _red_out(lab), 15, "the red flood to get going",
+                            until=lambda now: now[1] - start[1] > 3_000_000)
     contested = _iperf_tcp(lab)
     red_after = _red_out(lab)
     flood.wait(timeout=30)

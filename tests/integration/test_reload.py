@@ -1,14 +1,14 @@
 """Live reconfiguration: a reload adds a virtual link and re-rates another while a ping flood
 runs over a third -- which loses nothing; a broken file changes nothing and names the key."""
 import subprocess
-import sys
-import time
 
 import pytest
 
+from vnet_router.model.toml import dump_toml, parse_toml
 from vnet_router.node.api import ControlError
 
 import topo as t
+from harness import eventually, vnetctl
 
 pytestmark = pytest.mark.root
 
@@ -17,47 +17,61 @@ def _node(name, peer, octet, a_in, a_out, c_in, c_out):
     return t.node(
         name, t.p2p("p", "e0", f"{peer}:e0"), t.vnet("blue", 1), t.vnet("red", 2),
         t.iface("blue", "a0", "p", a_in, a_out, addresses=[f"10.0.1.{octet}/24"]),
-        t.iface("red", "c0", "p", c_in, c_out, rate='"10Mbit"',
+        t.iface("red", "c0", "p", c_in, c_out, rate="10Mbit",
                 addresses=[f"10.0.3.{octet}/24"]))
 
 
 TOPO = (t.link("x:e0", "y:e0") + _node("x", "y", 1, 11, 10, 31, 30)
         + _node("y", "x", 2, 10, 11, 30, 31))
 
-GREEN = """
-[[vnet]]
-name = "green"
-id = 3
-namespace = "{ns}"
+def _green(ns, link, b_in, b_out, octet):
+    """vNet green and its interface b0, to add to a node's config."""
+    return t.router_config(t.vnet("green", 3, namespace=ns),
+                           t.iface("green", "b0", link, b_in, b_out,
+                                   addresses=[f"10.0.2.{octet}/24"]))
 
-[[interface]]
-vnet = "green"
-name = "b0"
-substrate_link = "{link}"
-in_vli = {b_in}
-out_vli = {b_out}
-addresses = ["10.0.2.{octet}/24"]
-"""
+
+def _config(lab, node) -> dict:
+    return parse_toml((lab.workdir / f"{node}.toml").read_text())
+
+
+def _extended(cfg, more) -> dict:
+    """``cfg`` with the arrays of tables of ``more`` appended."""
+    out = dict(cfg)
+    for k, v in more.items():
+        out[k] = [*cfg.get(k, []), *v]
+    return out
+
+
+def _rerated(cfg, rate) -> dict:
+    """``cfg`` with red's interface c0 at ``rate``."""
+    assert any(i["name"] == "c0" for i in cfg["interface"]), cfg
+    return dict(cfg, interface=[dict(i, rate=rate) if i["name"] == "c0" else i
+                                for i in cfg["interface"]])
 
 
 def _new_config(lab, node, octet, b_in, b_out):
-    text = (lab.workdir / f"{node}.toml").read_text()
-    text = text.replace('"10Mbit"', '"30Mbit"').replace("10000000", "30000000")
-    assert "30" in text
+    cfg = _rerated(_config(lab, node), "30Mbit")
     ns = lab.prefix + f"{node}-green"
-    return text + GREEN.format(ns=ns, link="p", b_in=b_in, b_out=b_out, octet=octet)
+    return dump_toml(_extended(cfg, _green(ns, "p", b_in, b_out, octet)))
 
 
 def _reload(lab, node, text):
     (lab.workdir / f"{node}.toml").write_text(text)
-    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", lab.socket(node),
-                        "reload"], capture_output=True, text=True, timeout=60)
+    r = vnetctl(lab, node, "reload")
     assert r.returncode == 0, r.stderr
     return r.stdout
 
 
 def _vlink(st, vnet, direction):
     return next(v for v in st["virtual_links"] if v["vnet"] == vnet and v["direction"] == direction)
+
+
+def _flood_under_way(lab, frames=50):
+    """Wait until y has received ``frames`` more frames of vNet blue (the flood is running)."""
+    start = _vlink(lab.control("y"), "blue", "in")["packets"]
+    eventually(lambda: _vlink(lab.control("y"), "blue", "in")["packets"], 10,
+               "the ping flood to reach y", step=0.05, until=lambda n: n - start >= frames)
 
 
 def test_reload_adds_and_rerates_without_loss(make_lab):
@@ -67,7 +81,7 @@ def test_reload_adds_and_rerates_without_loss(make_lab):
     # 1,000 pings at 500/s: about two seconds, so both reloads happen in the middle of it
     flood = lab.popen("x", ["ping", "-q", "-c", "1000", "-i", "0.002", "-W", "1", "10.0.1.2"],
                       vnet="blue", stdout=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    _flood_under_way(lab)
     results = {}
     for node, octet, b_in, b_out in (("x", 1, 21, 20), ("y", 2, 20, 21)):
         results[node] = _reload(lab, node, _new_config(lab, node, octet, b_in, b_out))
@@ -92,16 +106,14 @@ def test_broken_reload_changes_nothing(make_lab):
     path = lab.workdir / "x.toml"
     good = path.read_text()
     path.write_text(good.replace("vlan = 10", "vlan = 4095"))
-    r = subprocess.run([sys.executable, "-m", "vnet_router.cli.vnetctl", "-s", lab.socket("x"), "reload"],
-                       capture_output=True, text=True, timeout=60)
+    r = vnetctl(lab, "x", "reload")
     assert r.returncode == 1
     assert "substrate_link[0].vlan" in r.stderr and "4095" in r.stderr, r.stderr
     # a file naming an interface the node lacks: refused too, nothing created
     path.write_text(good.replace('interface = "e0"', 'interface = "e9"'))
     with pytest.raises(ControlError, match=r"substrate_link\[0\].interface"):
         lab.control("x", "reload")
-    path.write_text(good + GREEN.format(ns=lab.prefix + "x-green", link="p", b_in=21, b_out=20,
-                                        octet=1)
+    path.write_text(good + "\n" + dump_toml(_green(lab.prefix + "x-green", "p", 21, 20, 1))
                     + '\n[[interface]]\nvnet = "green"\nname = "b0"\nsubstrate_link = "p"\n'
                       'in_vli = 22\n')
     with pytest.raises(ControlError, match=r"interface\[3\].name"):
@@ -113,12 +125,10 @@ def test_broken_reload_changes_nothing(make_lab):
     assert after["config_state"]["reloads"] == {"ok": 0, "refused": 3}
     assert lab.ping("x", "10.0.1.2", vnet="blue", count=2).received == 2
     # SIGHUP reloads too (file fixed meanwhile)
-    path.write_text(good.replace('"10Mbit"', '"40Mbit"').replace("10000000", "40000000"))
+    path.write_text(dump_toml(_rerated(parse_toml(good), "40Mbit")))
     lab.daemons["x"].send_signal(1)
-    for _ in range(50):
-        if lab.control("x")["config_state"]["reloads"]["ok"] == 1:
-            break
-        time.sleep(0.1)
+    eventually(lambda: lab.control("x")["config_state"]["reloads"], 10, "the SIGHUP reload",
+               until=lambda reloads: reloads["ok"] == 1)
     st = lab.control("x")
     assert st["config_state"]["reloads"]["ok"] == 1
     assert _vlink(st, "red", "out")["rate"]["max"] == 40_000_000
@@ -130,14 +140,8 @@ def test_broken_reload_changes_nothing(make_lab):
 IFACE_TOPO = (t.link("x:e0", "y:e0") + t.link("x:e1", "y:e1")
               + _node("x", "y", 1, 11, 10, 31, 30) + _node("y", "x", 2, 10, 11, 30, 31))
 
-SECOND_LINK = """
-[[substrate_link]]
-id = "q"
-kind = "p2p"
-interface = "e1"
-peer_mac = "{peer}"
-vlan = 20
-"""
+def _second_link(peer_mac):
+    return t.router_config(t.p2p("q", "e1", peer_mac=peer_mac, vlan=20))
 
 
 def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
@@ -146,11 +150,11 @@ def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
     first = {n: (lab.workdir / f"{n}.toml").read_text() for n in ("x", "y")}
     flood = lab.popen("x", ["ping", "-q", "-c", "1500", "-i", "0.002", "-W", "1", "10.0.1.2"],
                       vnet="blue", stdout=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    _flood_under_way(lab)
     for node, peer, octet in (("x", "y", 1), ("y", "x", 2)):
-        out = _reload(lab, node, first[node] + SECOND_LINK.format(peer=lab.mac(peer, "e1")) +
-                      GREEN.format(ns=lab.prefix + f"{node}-green", link="q", b_in=40, b_out=40,
-                                   octet=octet))
+        more = _extended(_second_link(lab.mac(peer, "e1")),
+                         _green(lab.prefix + f"{node}-green", "q", 40, 40, octet))
+        out = _reload(lab, node, dump_toml(_extended(parse_toml(first[node]), more)))
         assert "substrate link added: q" in out, out
     r = lab.run_in(lab.prefix + "x-green", ["ping", "-c", "3", "-i", "0.2", "10.0.2.2"])
     assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout

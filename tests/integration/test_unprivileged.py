@@ -4,35 +4,24 @@ ExecStopPost=+) do what needs CAP_SYS_ADMIN (namespaces)."""
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
+from vnet_router.model.toml import dump_toml
 from vnet_router.ops import netlink
+
+import topo as t
+from harness import eventually, repo_env
 
 pytestmark = pytest.mark.root
 
-CFG = """
-[node]
-control_socket = "{sock}"
-[[substrate_link]]
-id = "p"
-kind = "p2p"
-interface = "{ifname}"
-peer_mac = "{peer}"
-vlan = 10
-[[vnet]]
-name = "blue"
-id = 1
-namespace = "{ns}"
-[[interface]]
-vnet = "blue"
-name = "blue0"
-substrate_link = "p"
-in_vli = {vin}
-out_vli = {vout}
-addresses = ["10.0.0.{octet}/24"]
-"""
+
+def _config(sock, ifname, peer, ns, vin, vout, octet) -> str:
+    return dump_toml(t.router_config(
+        t.p2p("p", ifname, peer_mac=peer, vlan=10), t.vnet("blue", 1, namespace=ns),
+        t.iface("blue", "blue0", "p", vin, vout, addresses=[f"10.0.0.{octet}/24"]),
+        settings={"control_socket": str(sock)}))
+
 
 LIMITED = ["setpriv", "--inh-caps=-all,+net_admin,+net_raw",
            "--ambient-caps=-all,+net_admin,+net_raw", "--bounding-set=-all,+net_admin,+net_raw"]
@@ -41,22 +30,20 @@ LIMITED = ["setpriv", "--inh-caps=-all,+net_admin,+net_raw",
 def _daemon(ns, cfg, limited):
     return subprocess.Popen(["nsenter", f"--net=/run/netns/{ns}", *(LIMITED if limited else []),
                              sys.executable, "-m", "vnet_router.node.daemon", "-c", str(cfg)],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=repo_env())
 
 
 def _step(ns, cfg, flag):
     return subprocess.run(["nsenter", f"--net=/run/netns/{ns}", sys.executable, "-m",
                            "vnet_router.node.daemon", "-c", str(cfg), flag],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=30, env=repo_env())
 
 
 def _wait(path, proc):
-    for _ in range(100):
-        if os.path.exists(path):
-            return
+    def there():
         assert proc.poll() is None, proc.stderr.read()
-        time.sleep(0.1)
-    raise AssertionError(f"{path} never appeared")
+        return os.path.exists(path)
+    eventually(there, 20, f"the daemon's control socket {path}")
 
 
 def test_daemon_with_only_net_admin_and_net_raw(tmp_path):
@@ -72,12 +59,12 @@ def test_daemon_with_only_net_admin_and_net_raw(tmp_path):
         for ns, peer, vin, vout, octet in ((x, "02:00:00:00:aa:02", 11, 10, 1),
                                            (y, "02:00:00:00:aa:01", 10, 11, 2)):
             cfgs[ns] = tmp_path / f"{ns}.toml"
-            cfgs[ns].write_text(CFG.format(sock=tmp_path / f"{ns}.sock", ifname="e0", peer=peer,
-                                           ns=f"{ns}-blue", vin=vin, vout=vout, octet=octet))
+            cfgs[ns].write_text(_config(tmp_path / f"{ns}.sock", "e0", peer, f"{ns}-blue", vin,
+                                        vout, octet))
         # without --prepare the limited daemon refuses, names the key, creates nothing
         r = subprocess.run(["nsenter", f"--net=/run/netns/{y}", *LIMITED, sys.executable, "-m",
                             "vnet_router.node.daemon", "-c", str(cfgs[y])],
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, env=repo_env())
         assert r.returncode == 2 and "vnet[0].namespace" in r.stderr and "--prepare" in r.stderr
         r = _step(y, cfgs[y], "--prepare")
         assert r.returncode == 0 and "created namespace" in r.stdout, r.stderr

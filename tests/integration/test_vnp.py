@@ -1,48 +1,28 @@
 """A non-IP vNet (VNP, vnet_host.vnp) on the protocol library: two hosts exchange messages
 through its virtual router on the substrate router, while IPv4 runs in vNet blue on the same
 links; endpoints are handed out only to users the vNet allows."""
-import os
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from host_topo import sockdir, topology, vnetctl
+import topo as t
+from harness import eventually, repo_env, vnetctl
+from host_topo import topology
 
 pytestmark = pytest.mark.root
 
-ROUTER_EXTRA = """
-[[node.router.vnet]]
-name = "vnp"
-id = 5
-[[node.router.interface]]
-vnet = "vnp"
-name = "p1"
-kind = "socket"
-substrate_link = "to-h1"
-in_vli = 500
-out_vli = 501
-[[node.router.interface]]
-vnet = "vnp"
-name = "p2"
-kind = "socket"
-substrate_link = "to-h2"
-in_vli = 500
-out_vli = 501
-"""
+# r's part of vNet vnp: a library endpoint towards each host (the VNP router opens them)
+ROUTER_PARTS = (t.vnet("vnp", 5),
+                t.iface("vnp", "p1", "to-h1", 500, 501, kind="socket"),
+                t.iface("vnp", "p2", "to-h2", 500, 501, kind="socket"))
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3"]
 
 
 @pytest.fixture
-def lab(make_lab):
-    d = sockdir()
-    try:
-        yield make_lab(topology(d, router_extra=ROUTER_EXTRA, vnets=(("blue", 1, 100),)))
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+def lab(make_lab, sock_dir):
+    return make_lab(topology(sock_dir, router_parts=ROUTER_PARTS, vnets=(("blue", 1, 100),)))
 
 
 def _app(lab, node, address, *args, **kw):
@@ -52,7 +32,7 @@ def _app(lab, node, address, *args, **kw):
 
 
 def test_vnp_echo_through_virtual_router_beside_ipv4(lab, tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = repo_env()
     for i, h in enumerate(("h1", "h2"), 1):
         r = vnetctl(lab, h, "join", "blue", "--id", "1", "--link", "up", "--in-vli", "101",
                     "--out-vli", "100", "--address", f"10.0.0.{i}/24")
@@ -90,7 +70,8 @@ def test_vnp_echo_through_virtual_router_beside_ipv4(lab, tmp_path):
     vl = {(v["substrate_link"], v["vli"], v["direction"]): v for v in st["virtual_links"]}
     assert vl[("to-h1", 500, "in")]["packets"] >= 5 and vl[("to-h2", 501, "out")]["packets"] >= 5
     # the endpoint was released when the router exited: it can be opened again
-    time.sleep(0.3)
+    eventually(lambda: lab.log_path("r").read_text(), 10, "r to log the release of vnp/p1",
+               until=lambda log: "endpoint vnp/p1 released" in log)
     r = lab.exec("r", [sys.executable, "-c", "import sys; from vnet_host import lib; "
                        "e = lib.open_endpoint('vnp', 'p1', sys.argv[1]); print(e)",
                        lab.socket("r")], env=env)
@@ -98,7 +79,7 @@ def test_vnp_echo_through_virtual_router_beside_ipv4(lab, tmp_path):
 
 
 def test_endpoint_only_on_allowed_vnets(lab):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    env = repo_env()
     r = vnetctl(lab, "h1", "join", "vnp", "--id", "5", "--link", "up", "--in-vli", "501",
                 "--out-vli", "500", "--kind", "socket", "--name", "vnp0", "--allow", "nobody")
     assert r.returncode == 0, r.stderr
@@ -116,6 +97,10 @@ def test_endpoint_only_on_allowed_vnets(lab):
     r = subprocess.run([*NOBODY, "-c", probe, sock, "nosuch", "x"], capture_output=True,
                        text=True, env=env, timeout=30)
     assert "REFUSED" in r.stdout and "unknown vNet 'nosuch'" in r.stdout, r.stdout + r.stderr
-    r = subprocess.run([*NOBODY, "-c", probe + "\nimport time; time.sleep(1)", sock, "vnp",
-                        "vnp0"], capture_output=True, text=True, env=env, timeout=30)
+    r = subprocess.run([*NOBODY, "-c", probe, sock, "vnp", "vnp0"], capture_output=True,
+                       text=True, env=env, timeout=30)
     assert "OPEN <Endpoint vnp/vnp0" in r.stdout, r.stdout + r.stderr
+    # the prober exited: the host takes the endpoint back, for the next application
+    eventually(lambda: lab.log_path("h1").read_text(), 10, "h1 to log the release of vnp/vnp0",
+               until=lambda log: "endpoint vnp/vnp0 released" in log)
+    assert lab.alive()["h1"] is None
