@@ -1,6 +1,7 @@
 """The daemon's command line: bad configs refused before anything is created; vnetctl show."""
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -130,15 +131,34 @@ def test_systemd_notify_protocol(node_ns, tmp_path):
     assert p.returncode == 0
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8])
-def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, delay):
+def _read_until(p, marker: str, timeout: float = 20.0) -> str:
+    """Lines of the daemon's log up to and including the first one containing ``marker``."""
+    seen, end = [], time.monotonic() + timeout
+    while not seen or marker not in seen[-1]:
+        left = end - time.monotonic()
+        assert left > 0 and select.select([p.stderr], [], [], left)[0], \
+            f"no log line with {marker!r} in {timeout} s: {''.join(seen)[-2000:]}"
+        line = p.stderr.readline()
+        assert line, f"daemon ended before logging {marker!r}: {''.join(seen)[-2000:]}"
+        seen.append(line)
+    return "".join(seen)
+
+
+# Start-up phases, in the order the daemon logs them: the stop signal goes out as soon as the
+# phase's line appears (None: at once, before Python has set anything up).
+PHASES = [None, "created namespace", "logical interface", "datapath:", "ring thread", "ready"]
+
+
+@pytest.mark.parametrize("phase", PHASES, ids=[str(m) for m in PHASES])
+def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, phase):
     """A stop signal during set-up is held back, never lost: the daemon stops at once when
     set-up is done, and removes what it created."""
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"
     cfg.write_text(_good(sock, node_ns))
     p = _daemon(node_ns, cfg)
-    time.sleep(delay)       # the stimulus, not a wait: SIGTERM goes out `delay` s into start-up
+    if phase is not None:
+        _read_until(p, phase)
     p.terminate()
     _, err = p.communicate(timeout=20)
     assert p.returncode in (0, -15), err        # -15: killed before Python set up anything
