@@ -5,7 +5,7 @@ Work is split like this:
 * the datapath hands every VLI 0 frame to :meth:`ControlPlane.on_control` (a callback; a frame
   that does not decode is refused and the datapath counts it as the ``control`` drop) and sends
   our messages with ``Datapath.send_control``;
-* ``ctlproto`` numbers, retries and deduplicates; ``tm``/``vbm`` decide rates; this module
+* ``transport`` numbers, retries and deduplicates; ``tm``/``vbm`` decide rates; this module
   maps their opaque peers to (substrate link, MAC), their keys to the virtual link table, and
   makes the meters follow (``Datapath.set_rate``);
 * dynamic virtual links (``vnetctl vlink add``): the node asking is upstream of the link it

@@ -413,7 +413,7 @@ cdef class _Engine:
 
     cdef int handle(self, _Sender s, int ifs, uint8_t *f, uint32_t n, int tci) except -1:
         """One frame received on interface slot ``ifs`` (-1 unknown); ``tci`` -1: no tag out of
-        band.  Mirrors ``tables.classify_eth`` + ``Datapath.receive``."""
+        band.  Mirrors ``classify.classify_eth`` + ``Datapath.receive``."""
         cdef _Tables t = self.t
         cdef uint32_t off = 14, start, length
         cdef int vid = -1, link, v, etype

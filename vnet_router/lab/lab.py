@@ -7,9 +7,9 @@
 
 Building: one namespace per switch and node (``PREFIX + name``), a Linux bridge in each switch
 namespace, veth pairs for the links (created directly in their namespaces through
-``vnet_router.netlink``, so no name ever appears in the host's namespace), sysctls, legacy
+``vnet_router.ops.netlink``, so no name ever appears in the host's namespace), sysctls, legacy
 addresses; then each node's router config (``topology.render_router``) is written to the work
-dir and ``vnet_router.daemon`` is started in the node's namespace with ``nsenter --net`` (not
+dir and ``vnet_router.node.daemon`` is started in the node's namespace with ``nsenter --net`` (not
 ``ip netns exec``: its private mount namespace would hide the vNet namespaces the daemon
 creates), ready once its control socket answers ``show``; then the post-start commands run.
 

@@ -6,7 +6,7 @@ removed after it ends; a reload does its netlink work in a worker thread, then s
 TAPs and sockets in one step of the loop (``Datapath.reconfigure``), then removes what the new
 configuration dropped.  An invalid new configuration changes nothing.
 
-With ``[tm]`` or ``[vbm]`` the node also runs a control plane (``controlplane.ControlPlane``:
+With ``[tm]`` or ``[vbm]`` the node also runs a control plane (``control.plane.ControlPlane``:
 the control protocol on VLI 0, the Traffic Manager, the VBM), started once the datapath is
 open and closed before it; it adds the ``alloc``, ``vlink_add`` and ``vlink_del`` commands.
 """
@@ -44,7 +44,7 @@ class Node:
         self.tables = Tables(cfg, facts)
         self.ports = Ports(cfg)
         self.dp = None           # the datapath chosen by datapaths.choose()
-        self.cp = None           # the control plane (controlplane.ControlPlane), with [tm]/[vbm]
+        self.cp = None           # the control plane (control.plane.ControlPlane), with [tm]/[vbm]
         self.control: ControlServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
