@@ -132,21 +132,23 @@ def test_systemd_notify_protocol(node_ns, tmp_path):
 
 
 def _read_until(p, marker: str, timeout: float = 20.0) -> str:
-    """Lines of the daemon's log up to and including the first one containing ``marker``."""
-    seen, end = [], time.monotonic() + timeout
-    while not seen or marker not in seen[-1]:
+    """The daemon's log up to and including the first line containing ``marker``. Reads the
+    pipe's descriptor directly: a buffered readline() would hold lines select() cannot see."""
+    seen, end = b"", time.monotonic() + timeout
+    fd = p.stderr.fileno()
+    while not any(marker.encode() in line for line in seen.split(b"\n")[:-1]):
         left = end - time.monotonic()
-        assert left > 0 and select.select([p.stderr], [], [], left)[0], \
-            f"no log line with {marker!r} in {timeout} s: {''.join(seen)[-2000:]}"
-        line = p.stderr.readline()
-        assert line, f"daemon ended before logging {marker!r}: {''.join(seen)[-2000:]}"
-        seen.append(line)
-    return "".join(seen)
+        assert left > 0 and select.select([fd], [], [], left)[0], \
+            f"no log line with {marker!r} in {timeout} s: {seen.decode()[-2000:]}"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"daemon ended before logging {marker!r}: {seen.decode()[-2000:]}"
+        seen += chunk
+    return seen.decode()
 
 
 # Start-up phases, in the order the daemon logs them: the stop signal goes out as soon as the
 # phase's line appears (None: at once, before Python has set anything up).
-PHASES = [None, "created namespace", "logical interface", "datapath:", "ring thread", "ready"]
+PHASES = [None, "created namespace", "logical interface", "ring thread", "datapath:", "ready"]
 
 
 @pytest.mark.parametrize("phase", PHASES, ids=[str(m) for m in PHASES])
@@ -157,9 +159,11 @@ def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, phas
     cfg = tmp_path / "good.toml"
     cfg.write_text(_good(sock, node_ns))
     p = _daemon(node_ns, cfg)
-    if phase is not None:
-        _read_until(p, phase)
-    p.terminate()
+    try:
+        if phase is not None:
+            _read_until(p, phase)
+    finally:
+        p.terminate()                           # also when the phase never came: no orphan
     _, err = p.communicate(timeout=20)
     assert p.returncode in (0, -15), err        # -15: killed before Python set up anything
     assert not netlink.netns_exists(f"{node_ns}-blue"), err
