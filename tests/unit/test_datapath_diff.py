@@ -371,7 +371,8 @@ def test_corpus_frame_by_frame():
 def test_corpus_exercises_every_reason(mod):
     """The corpus is worth its name: every drop reason and both actions happen."""
     out, cnt = run(mod, broken_tx=True)
-    assert all(n > 0 for n in cnt["drops"].values()), cnt["drops"]
+    # ring_full is the kernel's count (no ring here): tests/integration/test_accounting.py
+    assert all(n > 0 for r, n in cnt["drops"].items() if r != "ring_full"), cnt["drops"]
     assert out["if:2"] and out["tap:b1"] and out["tap:b2"] and out["tap:b3"]
     assert cnt["ports"][("blue", "b2")][4]      # learned a MAC on the multiaccess link
     out, cnt = run(mod)

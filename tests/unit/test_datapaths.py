@@ -48,8 +48,8 @@ def test_engines_implement_the_interface_and_nothing_inherits(engine):
     missing = [n for n in ENGINE_METHODS if not callable(getattr(engine, n, None))]
     assert not missing, missing
     assert Datapath not in engine.__mro__
-    assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap", "process_eth",
-                              "start", "stats", "sync_substrate"]
+    assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap", "output",
+                              "process_eth", "retune", "start", "stats", "sync_substrate"]
 
 
 def test_both_datapaths_exist_side_by_side():

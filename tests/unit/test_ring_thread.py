@@ -21,6 +21,9 @@ def test_ring_thread_starts_and_stops():
 class _Broken:
     """Stands in for the C engine: its ring loop fails at once, as on an epoll error."""
 
+    def __init__(self, real):
+        self.timer_fd = real.timer_fd
+
     def run_rings(self, epfd, rings):
         raise OSError(9, "Bad file descriptor")
 
@@ -30,7 +33,7 @@ def test_a_failed_ring_thread_reports_fatal():
     failures = []
     rig.dp.on_fatal = failures.append
     ce = rig.dp.engine
-    engine, ce._engine = ce._engine, _Broken()
+    engine, ce._engine = ce._engine, _Broken(ce._engine)
     ce.start()
     ce._thread.join(5)
     assert not ce._thread.is_alive()

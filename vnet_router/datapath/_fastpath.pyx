@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import threading
+import time
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memcpy, memset
@@ -83,6 +84,16 @@ cdef extern from "<sys/eventfd.h>" nogil:
     int EFD_CLOEXEC
     int EFD_NONBLOCK
 
+cdef extern from "<sys/timerfd.h>" nogil:
+    cdef struct itimerspec:
+        timespec it_interval
+        timespec it_value
+    int timerfd_create(int clockid, int flags)
+    int timerfd_settime(int fd, int flags, const itimerspec *new_value, itimerspec *old_value)
+    int TFD_CLOEXEC
+    int TFD_NONBLOCK
+    int TFD_TIMER_ABSTIME
+
 cdef extern from *:
     """
     #include <stdint.h>
@@ -103,20 +114,16 @@ cdef extern from *:
     uint16_t vn_be16(const uint8_t *p) nogil
     uint64_t vn_mac48(const uint8_t *p) nogil
 
-# tpacket_block_desc / tpacket3_hdr offsets (linux/if_packet.h, TPACKET_V3)
-DEF BD_STATUS = 8
-DEF BD_NUM_PKTS = 12
-DEF BD_FIRST = 16
-DEF BLK_HDR = 48          # ALIGN(sizeof(tpacket_block_desc), 8): offset of the first frame
-DEF BD_LEN = 20
-DEF H3_NEXT = 0
-DEF H3_SNAPLEN = 12
-DEF H3_STATUS = 20
-DEF H3_MAC = 24
-DEF H3_TCI = 32
+# tpacket2_hdr offsets (linux/if_packet.h, TPACKET_V2)
+DEF H2_STATUS = 0
+DEF H2_LEN = 4
+DEF H2_SNAPLEN = 8
+DEF H2_MAC = 12
+DEF H2_TCI = 24
 DEF TP_STATUS_KERNEL = 0
 DEF TP_STATUS_USER = 1
 DEF TP_STATUS_VLAN_VALID = 16
+DEF WALK_BATCH = 256       # frames walked before a flush hands their slots back
 
 DEF BATCH = 256            # frames per sendmmsg
 DEF TAP_BATCH = 64         # frames read from one TAP per wake-up (as the reference)
@@ -125,8 +132,7 @@ DEF HDR_MAX = 24
 
 DEF EP_EVENTS = 64         # epoll events taken per wake-up of the ring thread
 DEF STOP_KEY = 0xFFFFFFFF
-DEF BELL_BUSY = 64         # see _Ring.tune_doorbell
-DEF BELL_IDLE = 16
+DEF TIMER_KEY = 0xFFFFFFFE # the shapers' departure timer
 DEF SYNC_MS = 1            # ring thread: counters reach the Python objects within ~this
 
 DEF K_P2P = 0
@@ -135,7 +141,7 @@ DEF K_UDP = 2
 
 # reason indexes -> names (tables.DROP_REASONS)
 _REASONS = ("short", "bad_len", "unknown_vlan", "bad_peer", "no_link", "unknown_vli", "control",
-            "oversize", "policed", "tap_error")
+            "oversize", "policed", "tap_error", "queue_full", "vli_drop", "send_error")
 DEF R_SHORT = 0
 DEF R_BAD_LEN = 1
 DEF R_UNKNOWN_VLAN = 2
@@ -146,6 +152,9 @@ DEF R_CONTROL = 6
 DEF R_OVERSIZE = 7
 DEF R_POLICED = 8
 DEF R_TAP_ERROR = 9
+DEF R_QUEUE_FULL = 10
+DEF R_VLI_DROP = 11
+DEF R_SEND_ERROR = 12
 
 
 # -- a small open-addressing hash: (k1, k2) -> int --------------------------------------------
@@ -211,22 +220,36 @@ cdef struct Iface:
     int multi                # link index of the multiaccess link, -1 none
     uint8_t vids[512]        # bitmap of VLAN ids p2p links use
 
+# The bounded FIFO of one shaped output virtual link (``meters.Shaper.queue`` in C): ``limit``
+# slots of ``slot`` bytes, ``count`` frames from ``head`` on.
+cdef struct SQ:
+    int limit, slot, head, count
+    uint8_t *data            # limit x slot
+    int *len
+    uint8_t *dst             # limit x 6: outer destination (multiaccess), if has_dst
+    uint8_t *has_dst
+
 cdef struct VL:
     int action
     int link                 # substrate link index
-    int metered              # 1: a Python token bucket / shaper decides
+    int metered              # 0 none, 1 input policer, 2 output shaper (``SQ`` q), 3 a Python
+                             #   meter decides (output the C send path cannot take: UDP)
     int port                 # input DELIVER: port index, -1 none
     int out                  # input SWITCH: output virtual link index
-    int fast_out             # output: 1 if the C send path may take it (p2p/multiaccess, no shaper)
+    int fast_out             # output: 1 if the C send path takes it (p2p/multiaccess)
     int txfd                 # output: send socket (the link's, or its own when kernel-shaped)
     int hdr_len
     uint8_t hdr[HDR_MAX]     # output: precomputed header up to and including the VLI
     int64_t packets, nbytes  # deltas
+    double rate, burst, tokens, stamp     # token bucket (``meters.TokenBucket``), bytes
+    SQ *q                    # output shaper's queue (metered == 2)
 
 cdef struct Port:
     int fd
     int out                  # output virtual link index, -1 none
     int fast_out             # 1: the C send path takes its frames
+    int learn_dst            # 1: multiaccess output without a fixed neighbour: learned dst
+    int paused               # paused by a full shaper queue (resumed when it drains)
     int64_t rx_packets, rx_bytes, tx_packets, tx_bytes
 
 
@@ -242,8 +265,12 @@ cdef class _Tables:
     cdef int ethertype
     cdef dict ifslot          # ifindex -> iface index
     cdef list link_objs, vl_objs, port_objs
+    cdef list queues          # the _Queue objects the shaped VLs point into (kept alive)
+    cdef int *shaped          # indexes of the VLs with metered == 2
+    cdef int nshaped
 
     def __dealloc__(self):
+        free(self.shaped)
         free(self.links)
         free(self.vls)
         free(self.ports)
@@ -260,11 +287,65 @@ def _hdr_of(v, ctx):
     return b""
 
 
-cdef _Tables _compile(dp, snap):
+cdef class _Queue:
+    """Owns one ``SQ``: it outlives table generations (a reload keeps what a link queued)."""
+    cdef SQ q
+
+    def __cinit__(self, int limit, int slot):
+        self.q.limit, self.q.slot = max(limit, 1), slot
+        self.q.data = <uint8_t *>malloc(<size_t>self.q.limit * slot)
+        self.q.len = <int *>calloc(self.q.limit, sizeof(int))
+        self.q.dst = <uint8_t *>calloc(self.q.limit, 6)
+        self.q.has_dst = <uint8_t *>calloc(self.q.limit, 1)
+        if not (self.q.data and self.q.len and self.q.dst and self.q.has_dst):
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.q.data)
+        free(self.q.len)
+        free(self.q.dst)
+        free(self.q.has_dst)
+
+    @property
+    def depth(self):
+        return self.q.count
+
+
+cdef int _sq_push(SQ *q, const uint8_t *payload, int length, const uint8_t *dst) noexcept nogil:
+    """Append a frame; 0 if the queue is full (the caller counts the drop)."""
+    cdef int i
+    if q.count >= q.limit:
+        return 0
+    i = (q.head + q.count) % q.limit
+    memcpy(q.data + <size_t>i * q.slot, payload, length)
+    q.len[i] = length
+    q.has_dst[i] = dst != NULL
+    if dst != NULL:
+        memcpy(q.dst + 6 * i, dst, 6)
+    q.count += 1
+    return 1
+
+
+cdef void _move_queue(_Queue old, _Queue new) noexcept:
+    """Carry what ``old`` holds over to ``new`` (a reload changed its size), oldest first."""
+    cdef int k, i
+    for k in range(old.q.count):
+        i = (old.q.head + k) % old.q.limit
+        if old.q.len[i] <= new.q.slot:
+            _sq_push(&new.q, old.q.data + <size_t>i * old.q.slot, old.q.len[i],
+                     old.q.dst + 6 * i if old.q.has_dst[i] else NULL)
+    old.q.count = 0
+
+
+cdef tuple _compile(dp, snap, dict queues):
+    """C view of ``snap``.  ``queues`` (VLink -> _Queue) holds the shaper queues of the table
+    before; shaped links keep theirs, the entries are moved to the new table's dict (what is
+    left in ``queues`` belongs to links no longer shaped here: the caller empties them)."""
     cdef _Tables t = _Tables.__new__(_Tables)
     cdef int i, j
     cdef VL *vl
     cdef Link *ln
+    cdef _Queue q, old
     links = list(snap.links.values())
     vls = list(snap.vlinks.values())
     ports = list(dp.ports.values())
@@ -275,9 +356,11 @@ cdef _Tables _compile(dp, snap):
     t.vls = <VL *>calloc(max(t.nvl, 1), sizeof(VL))
     t.ports = <Port *>calloc(max(t.nports, 1), sizeof(Port))
     t.ifaces = <Iface *>calloc(max(t.nifaces, 1), sizeof(Iface))
-    if not (t.links and t.vls and t.ports and t.ifaces):
+    t.shaped = <int *>calloc(max(t.nvl, 1), sizeof(int))
+    if not (t.links and t.vls and t.ports and t.ifaces and t.shaped):
         raise MemoryError()
     t.ethertype = snap.ethertype
+    t.queues = []
     link_ix = {id(c): i for i, c in enumerate(links)}
     vl_ix = {id(v): i for i, v in enumerate(vls)}
     port_ix = {id(p): i for i, p in enumerate(ports)}
@@ -296,13 +379,13 @@ cdef _Tables _compile(dp, snap):
             t.p2p.put((<uint64_t>vid << 48) | int.from_bytes(mac, "big"), j, link_ix[id(c)])
             t.ifaces[j].vids[vid >> 3] |= 1 << (vid & 7)
     t.vli = _Hash(t.nvl + 1)
+    kept = {}
     for i, v in enumerate(vls):
         vl = &t.vls[i]
         ctx = snap.links[v.link_id]
         vl.link = link_ix[id(ctx)]
         vl.action = v.action
         vl.port = vl.out = -1
-        vl.metered = v.meter is not None
         if v.direction == IN:
             t.vli.put(v.vli, vl.link, i)
             if v.action == DELIVER and v.port is not None:
@@ -312,19 +395,45 @@ cdef _Tables _compile(dp, snap):
         else:
             hdr = _hdr_of(v, ctx)
             vl.txfd = v.txsock.fileno() if v.txsock is not None else t.links[vl.link].txfd
-            vl.fast_out = bool(hdr) and v.meter is None and vl.txfd >= 0
+            vl.fast_out = bool(hdr) and vl.txfd >= 0
             if vl.fast_out:
                 vl.hdr_len = len(hdr)
                 for j in range(vl.hdr_len):
                     vl.hdr[j] = hdr[j]
+        v.engine_out = bool(vl.fast_out)
+        meter = v.meter
+        if meter is None:
+            continue
+        bucket = getattr(meter, "bucket", meter)
+        vl.rate, vl.burst = bucket.rate, bucket.burst
+        vl.tokens, vl.stamp = bucket.tokens, bucket.stamp
+        if v.direction == IN:
+            vl.metered = 1
+        elif not vl.fast_out:
+            vl.metered = 3
+        else:
+            vl.metered = 2
+            q = queues.pop(v, None)
+            if q is None or q.q.limit != max(meter.limit, 1) or q.q.slot < ctx.payload_mtu:
+                old = q
+                q = _Queue(meter.limit, max(ctx.payload_mtu, 1))
+                if old is not None:
+                    _move_queue(old, q)
+            kept[v] = q
+            vl.q = &q.q
+            t.queues.append(q)
+            t.shaped[t.nshaped] = i
+            t.nshaped += 1
     for i, p in enumerate(ports):
         t.ports[i].fd = p.fd
         t.ports[i].out = vl_ix[id(p.out)] if p.out is not None and id(p.out) in vl_ix else -1
         t.ports[i].fast_out = 0
+        t.ports[i].paused = p.paused
         if t.ports[i].out >= 0:
             vl = &t.vls[t.ports[i].out]
-            t.ports[i].fast_out = vl.fast_out and t.links[vl.link].kind == K_P2P
-    return t
+            t.ports[i].fast_out = vl.fast_out
+            t.ports[i].learn_dst = t.links[vl.link].kind == K_MULTI and p.out.dst is None
+    return t, kept
 
 
 # -- the engine: batches, rings, counters ------------------------------------------------------
@@ -374,34 +483,133 @@ cdef class _Sender:
         free(self.msg_fd)
 
 
+cdef inline double _mono() noexcept nogil:
+    """time.monotonic() (the same clock): what the token buckets' stamps are in."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+# token bucket arithmetic of ``meters.TokenBucket``, on a compiled virtual link (same operations
+# in the same order: the same doubles come out)
+
+cdef inline void _refill(VL *vl, double now) noexcept nogil:
+    cdef double t = vl.tokens + (now - vl.stamp) * vl.rate
+    vl.tokens = t if t < vl.burst else vl.burst
+    vl.stamp = now
+
+
+cdef inline bint _take(VL *vl, double now, int n) noexcept nogil:
+    _refill(vl, now)
+    if vl.tokens >= n:
+        vl.tokens -= n
+        return True
+    return False
+
+
+cdef inline double _departure(VL *vl) noexcept nogil:
+    """When the head of ``vl``'s queue can go (the bucket was refilled just now), as the
+    reference schedules it (``Shaper.next_departure``, at least 0.5 ms ahead)."""
+    cdef SQ *q = vl.q
+    cdef double wait = (q.len[q.head] - vl.tokens) / vl.rate
+    return vl.stamp + (wait if wait > 0.0005 else 0.0005)
+
+
 cdef class _Engine:
     cdef _Tables t
     cdef object dp
+    cdef object pyclock             # the core's clock when it is not time.monotonic (tests)
     cdef _Sender main               # the event loop's thread
     cdef _Sender rs                 # the ring thread
     cdef uint8_t *tapbuf            # TAP_BATCH x TAP_BUF
-    cdef uint8_t *copybuf           # frames handed to process_eth (kept until flush)
+    cdef uint8_t *copybuf           # frames handed to process_eth / output (kept until flush)
     cdef int copy_used
-    cdef public int64_t wakeups, batches
+    cdef public dict queues         # VLink -> _Queue: shaper queues of the current table
+    cdef dict vl_ix                 # id(VLink) -> index in the current table
+    cdef int timerfd                # the shapers' next departure (read by the ring thread)
+    cdef double armed               # when the timer fires (0: not armed)
+    cdef public int64_t wakeups, batches, drains
 
     def __cinit__(self, dp):
         self.dp = dp
+        self.pyclock = None if dp.clock is time.monotonic else dp.clock
         self.main = _Sender(False)
         self.rs = _Sender(True)
+        self.queues = {}
+        self.vl_ix = {}
         self.tapbuf = <uint8_t *>malloc(TAP_BATCH * TAP_BUF)
         self.copybuf = <uint8_t *>malloc(BATCH * TAP_BUF)
         if not (self.tapbuf and self.copybuf):
             raise MemoryError()
+        self.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)
+        if self.timerfd < 0:
+            raise OSError(errno, os.strerror(errno))
 
     def __dealloc__(self):
         free(self.tapbuf)
         free(self.copybuf)
+        if self.timerfd >= 0:
+            os.close(self.timerfd)
+
+    def timer_fd(self):
+        return self.timerfd
+
+    def _ring_drops_py(self, rings):
+        self._ring_drops(rings)
+
+    cdef inline double now(self) except? -1:
+        if self.pyclock is None:
+            return _mono()
+        return self.pyclock()
 
     def install(self, snap):
-        """Compile ``snap`` (after the core's ``install`` attached meters and ports)."""
+        """Compile ``snap`` (after the core's ``install`` attached meters and ports) and swap
+        it in: one assignment, for the loop and the ring thread alike.  Shaper queues follow
+        their virtual link; a link no longer shaped here sends what it held at once."""
+        cdef _Tables t
         if self.t is not None:
-            self.flush()
-        self.t = _compile(self.dp, snap)
+            self.flush()            # batched frames out, counters and buckets written back
+        t, kept = _compile(self.dp, snap, self.queues)
+        left, self.queues = self.queues, kept
+        self.vl_ix = {id(v): i for i, v in enumerate(t.vl_objs)}
+        self.t = t
+        for v, q in left.items():
+            self._release_all(v, q)
+        self._rearm()
+
+    cdef int _release_all(self, v, _Queue q) except -1:
+        """Frames ``q`` held for ``v``, which this table no longer shapes: sent unshaped if ``v``
+        is still here (shaping lifted, or the kernel shapes it now), else counted as lost."""
+        cdef _Tables t = self.t
+        cdef int k, i, o = self.vl_ix.get(id(v), -1)
+        cdef SQ *sq = &q.q
+        for k in range(sq.count):
+            i = (sq.head + k) % sq.limit
+            if o >= 0 and t.vls[o].fast_out:
+                self._send(self.main, t, o, sq.data + <size_t>i * sq.slot, sq.len[i],
+                           sq.dst + 6 * i if sq.has_dst[i] else NULL)
+            else:
+                self.dp.drop("queue_full", None, v)
+        self._flush(self.main)
+        sq.count = 0
+        return 0
+
+    def retune(self, v):
+        """The core retuned ``v``'s Python bucket (a new current rate): the compiled bucket
+        takes the new rate and burst the way ``TokenBucket.set_rate`` does."""
+        cdef int o = self.vl_ix.get(id(v), -1)
+        cdef VL *vl
+        if o < 0 or self.t.vls[o].metered == 0 or v.meter is None:
+            return
+        vl = &self.t.vls[o]
+        bucket = getattr(v.meter, "bucket", v.meter)
+        _refill(vl, self.now())
+        vl.rate = bucket.rate
+        if bucket.burst != vl.burst:
+            vl.burst = bucket.burst
+            if vl.tokens > vl.burst:
+                vl.tokens = vl.burst
+        bucket.tokens, bucket.stamp = vl.tokens, vl.stamp
 
     # -- slow paths: the core's code ---------------------------------------------------------
 
@@ -473,7 +681,7 @@ cdef class _Engine:
                 self._drop(t, R_CONTROL, link, -1)
             return 0
         vl = &t.vls[v]
-        if vl.metered and not t.vl_objs[v].meter.take(length):
+        if vl.metered == 1 and not _take(vl, self.now(), length):
             self._drop(t, R_POLICED, link, v)
             return 0
         if vl.action == DELIVER:
@@ -481,8 +689,8 @@ cdef class _Engine:
         if vl.action == SWITCH:
             vl.packets += 1
             vl.nbytes += length
-            return self._output(s, t, vl.out, f + start, length, None)
-        self.dp.drop("vli_drop", t.link_objs[link], t.vl_objs[v])
+            return self._output(s, t, vl.out, f + start, length, NULL, -1)
+        self._drop(t, R_VLI_DROP, link, v)
         return 0
 
     cdef bint _control(self, _Sender s, _Tables t, int link, uint8_t *f, uint32_t n,
@@ -526,15 +734,18 @@ cdef class _Engine:
         p.tx_bytes += length
         return 0
 
+    # -- transmit -----------------------------------------------------------------------------
+
     cdef int _output(self, _Sender s, _Tables t, int o, uint8_t *payload, uint32_t length,
-                     object port) except -1:
-        """Send ``payload`` on output virtual link ``o`` of table ``t`` (``Datapath.output``).
-        The table is the caller's: in the ring thread a reload can swap ``self.t`` while a
-        frame is half-way (a Python slow path lets the loop thread run)."""
+                     const uint8_t *dst, int pi) except -1:
+        """Send ``payload`` on output virtual link ``o`` of table ``t`` (``Datapath.output``:
+        MTU, shaper, encapsulation); ``dst``: outer destination MAC instead of the link's
+        (multiaccess, learned), ``pi``: the port it came from (-1: switched).  The table is the
+        caller's: in the ring thread a reload can swap ``self.t`` while a frame is half-way."""
         cdef VL *vl = &t.vls[o]
-        cdef int i
-        cdef uint8_t *h
-        if not vl.fast_out or (port is not None and t.links[vl.link].kind != K_P2P):
+        cdef SQ *q
+        if not vl.fast_out:                 # UDP tunnel links: the core's Python path
+            port = t.port_objs[pi] if pi >= 0 else None
             if s.deferred is not None:
                 s.deferred.append((self.dp.output, (t.vl_objs[o], (<char *>payload)[:length],
                                                     port)))
@@ -544,6 +755,26 @@ cdef class _Engine:
         if <int>length > t.links[vl.link].payload_mtu:
             self._drop(t, R_OVERSIZE, vl.link, o)
             return 0
+        if vl.metered == 2:
+            q = vl.q
+            if q.count or not _take(vl, self.now(), length):
+                if not _sq_push(q, payload, length, dst):
+                    self._drop(t, R_QUEUE_FULL, vl.link, o)
+                    return 0
+                if q.count == 1:
+                    self._arm(_departure(vl))
+                if pi >= 0 and q.count >= q.limit:
+                    t.ports[pi].paused = 1
+                    self.dp.pause_port(t.port_objs[pi])
+                return 0
+        return self._send(s, t, o, payload, length, dst)
+
+    cdef int _send(self, _Sender s, _Tables t, int o, uint8_t *payload, uint32_t length,
+                   const uint8_t *dst) except -1:
+        """Queue one frame for the batched send (``payload`` must stay put until the flush)."""
+        cdef VL *vl = &t.vls[o]
+        cdef int i
+        cdef uint8_t *h
         if s.nmsg == BATCH or (s.nmsg and s.t is not t):
             self._flush(s)
         if s.nmsg == 0:
@@ -551,6 +782,8 @@ cdef class _Engine:
         i = s.nmsg
         h = &s.hdrs[i * HDR_MAX]
         memcpy(h, vl.hdr, vl.hdr_len)
+        if dst != NULL:
+            memcpy(h, dst, 6)
         h[vl.hdr_len] = length >> 8
         h[vl.hdr_len + 1] = length & 0xFF
         s.iovs[2 * i].iov_len = vl.hdr_len + 2
@@ -561,8 +794,6 @@ cdef class _Engine:
         s.msg_fd[i] = vl.txfd
         s.nmsg = i + 1
         return 0
-
-    # -- transmit -----------------------------------------------------------------------------
 
     cdef int _flush(self, _Sender s) except -1:
         """Send every frame ``s`` holds: one ``sendmmsg`` per run of frames for one socket."""
@@ -593,12 +824,88 @@ cdef class _Engine:
                     ln.tx_bytes += s.msg_len[k]
                 i += r
                 if i < j:            # frame i was refused: counted, and go on with the next
-                    self.dp.drop("send_error", t.link_objs[t.vls[s.msg_vl[i]].link],
-                                  t.vl_objs[s.msg_vl[i]])
+                    self._drop(t, R_SEND_ERROR, t.vls[s.msg_vl[i]].link, s.msg_vl[i])
                     i += 1
         self.batches += 1
         if t is not self.t:          # a reload swapped the tables meanwhile
             _sync(t)
+        return 0
+
+    # -- shaping: the departure timer --------------------------------------------------------
+
+    cdef int _arm(self, double due) except -1:
+        """Have the ring thread drain the shapers at ``due`` (or earlier, if already armed so)."""
+        cdef itimerspec its
+        if self.armed and self.armed <= due:
+            return 0
+        self.armed = due
+        if self.pyclock is not None:             # a test's clock: nothing real to wait for
+            return 0
+        memset(&its, 0, sizeof(its))
+        its.it_value.tv_sec = <long>due
+        its.it_value.tv_nsec = <long>((due - <double>its.it_value.tv_sec) * 1e9)
+        if its.it_value.tv_sec == 0 and its.it_value.tv_nsec == 0:
+            its.it_value.tv_nsec = 1
+        if timerfd_settime(self.timerfd, TFD_TIMER_ABSTIME, &its, NULL) < 0:
+            raise OSError(errno, os.strerror(errno))
+        return 0
+
+    cdef int _rearm(self) except -1:
+        """After a table swap: the earliest departure of the queues now compiled."""
+        cdef _Tables t = self.t
+        cdef int k
+        cdef VL *vl
+        self.armed = 0
+        for k in range(t.nshaped):
+            vl = &t.vls[t.shaped[k]]
+            if vl.q.count:
+                _refill(vl, self.now())
+                self._arm(_departure(vl))
+        return 0
+
+    cdef int drain(self, _Sender s) except -1:
+        """Send every queued frame its bucket now has credit for, oldest first, per shaped
+        link (``Datapath._drain``); resume the logical interfaces a full queue paused once it
+        is below half; set the timer for the next departure."""
+        cdef _Tables t = self.t
+        cdef double now = self.now()
+        cdef int k, n, i, o, pi
+        cdef VL *vl
+        cdef SQ *q
+        self.drains += 1
+        self.armed = 0
+        self._flush(s)
+        for k in range(t.nshaped):
+            o = t.shaped[k]
+            vl = &t.vls[o]
+            q = vl.q
+            n = 0
+            while n < q.count:
+                i = (q.head + n) % q.limit
+                if not _take(vl, now, q.len[i]):
+                    break
+                self._send(s, t, o, q.data + <size_t>i * q.slot, q.len[i],
+                           q.dst + 6 * i if q.has_dst[i] else NULL)
+                n += 1
+            self._flush(s)                   # the slots are given back only once sent
+            if n > q.count:                  # a reload emptied the queue meanwhile
+                n = q.count
+            q.head = (q.head + n) % q.limit
+            q.count -= n
+            if q.count:
+                self._arm(_departure(vl))
+            if q.count < q.limit // 2 + 1:
+                for pi in range(t.nports):
+                    if t.ports[pi].paused and t.ports[pi].out == o:
+                        t.ports[pi].paused = 0
+                        self._later(s, self.dp.resume_port, t.port_objs[pi])
+        return 0
+
+    cdef int _later(self, _Sender s, fn, arg) except -1:
+        if s.deferred is not None:
+            s.deferred.append((fn, (arg,)))
+        else:
+            fn(arg)
         return 0
 
     cpdef flush_tx(self):
@@ -623,26 +930,49 @@ cdef class _Engine:
 
     # -- entry points -------------------------------------------------------------------------
 
-    def process_eth(self, int ifindex, frame, tci):
-        """One frame, as a ring would hand it over (the frame is copied until ``flush``)."""
-        cdef const uint8_t[::1] mv = frame
-        cdef uint32_t n = mv.shape[0]
+    cdef uint8_t *_copy(self, data, uint32_t *n) except NULL:
+        """A copy of ``data`` that stays put until the next flush."""
+        cdef const uint8_t[::1] mv = data
         cdef uint8_t *f
+        n[0] = mv.shape[0]
         if self.main.nmsg == BATCH or self.copy_used == BATCH:
             self._flush(self.main)
             self.copy_used = 0
         f = &self.copybuf[self.copy_used * TAP_BUF]
-        if n > TAP_BUF:
-            n = TAP_BUF
-        if n:
-            memcpy(f, &mv[0], n)
+        if n[0] > TAP_BUF:
+            n[0] = TAP_BUF
+        if n[0]:
+            memcpy(f, &mv[0], n[0])
         self.copy_used += 1
+        return f
+
+    def process_eth(self, int ifindex, frame, tci):
+        """One frame, as a ring would hand it over (the frame is copied until ``flush``)."""
+        cdef uint32_t n
+        cdef uint8_t *f = self._copy(frame, &n)
         self.handle(self.main, self.t.ifslot.get(ifindex, -1), f, n, -1 if tci is None else tci)
 
+    def output(self, v, payload, port):
+        """``Datapath.output`` of a virtual link this engine sends (``v.engine_out``)."""
+        cdef uint32_t n
+        cdef uint8_t *f = self._copy(payload, &n)
+        cdef int pi = -1
+        cdef uint8_t dstbuf[6]
+        cdef const uint8_t *dst = NULL
+        o = self.vl_ix[id(v)]
+        if port is not None:
+            pi = self.t.port_objs.index(port) if port in self.t.port_objs else -1
+            if pi >= 0 and self.t.ports[pi].learn_dst and n >= 6 and not f[0] & 1:
+                d = port.learned.get((<char *>f)[:6])
+                if d is not None:
+                    memcpy(dstbuf, <char *>d, 6)
+                    dst = dstbuf
+        self._output(self.main, self.t, o, f, n, dst, pi)
+
     def walk(self, _Ring ring):
-        """Walk ``ring`` once in the calling thread, as the ring thread does on a wake-up
-        (without the doorbell), then flush and sync; returns how many frames it read.  The
-        unit tests drive the walk over synthetic blocks this way."""
+        """Walk ``ring`` once in the calling thread, as the ring thread does on a wake-up,
+        then flush and sync; returns how many frames it read.  The unit tests drive the walk
+        over synthetic rings this way."""
         cdef int64_t before = ring.frames
         ring.walk(self, self.main)
         self.flush()
@@ -655,8 +985,12 @@ cdef class _Engine:
         cdef int k
         cdef ssize_t n
         cdef uint8_t *buf
+        cdef uint8_t dstbuf[6]
+        cdef const uint8_t *dst
         cdef _Sender s = self.main
         port = t.port_objs[pi]
+        learned = port.learned
+        p.paused = 0
         self._flush(s)
         for k in range(TAP_BATCH):
             buf = &self.tapbuf[k * TAP_BUF]
@@ -676,7 +1010,15 @@ cdef class _Engine:
             if p.out < 0:
                 continue
             if p.fast_out:
-                self._output(s, t, p.out, buf, <uint32_t>n, None)
+                dst = NULL
+                if p.learn_dst and n >= 6 and not buf[0] & 1:
+                    d = learned.get((<char *>buf)[:6])
+                    if d is not None:
+                        memcpy(dstbuf, <char *>d, 6)
+                        dst = dstbuf
+                self._output(s, t, p.out, buf, <uint32_t>n, dst, pi)
+                if p.paused:
+                    break
             else:
                 self._flush(s)
                 self.dp.output(t.vl_objs[p.out], (<char *>buf)[:n], port)
@@ -685,30 +1027,21 @@ cdef class _Engine:
         self._flush(s)
         self.sync()
 
-    cdef int64_t _poll(self, _Sender s, _Ring ring) except -1:
-        """Everything the kernel finished writing into ``ring`` since the last call; returns
-        how many frames that was."""
-        cdef int64_t before = ring.frames, n
-        self.wakeups += 1
-        ring.walk(self, s)
-        n = ring.frames - before
-        ring.answer_doorbell(n)
-        ring.tune_doorbell(n)
-        return n
-
     def run_rings(self, int epfd, list rings):
-        """The ring thread: wait (without the GIL) until a doorbell or a ring is readable,
-        then walk those rings holding the GIL.  Epoll data ``2 * i`` / ``2 * i + 1`` stand for
-        the doorbell / the ring socket of ``rings[i]``; it returns when the entry with data
-        ``STOP_KEY`` (the stop eventfd) is readable.
+        """The ring thread: wait (without the GIL) until a ring or the shapers' timer is
+        readable, then walk those rings / drain the shapers holding the GIL.  Epoll data ``i``
+        stands for ``rings[i]``; it returns when the entry with data ``STOP_KEY`` (the stop
+        eventfd) is readable.
 
         Counters are added to the Python objects (``sync``) when the thread falls idle (an
         epoll_wait of SYNC_MS finds nothing) or, under steady load, at least every SYNC_MS:
-        not on the way of a lone frame to its next hop."""
+        not on the way of a lone frame to its next hop.  The kernel's count of frames it found
+        no room for is read at the same moments (``ring_full``)."""
         cdef epoll_event evs[EP_EVENTS]
         cdef int n, i, k, nr = len(rings)
         cdef uint32_t key
-        cdef bint stop = False, dirty = False
+        cdef uint64_t ticks
+        cdef bint stop = False, dirty = False, timer
         cdef _Ring ring
         cdef bytearray seen_buf = bytearray(max(nr, 1))
         cdef char *seen = seen_buf
@@ -722,29 +1055,48 @@ cdef class _Engine:
                 raise OSError(errno, os.strerror(errno))
             if n == 0 or (dirty and _now_ns() - last_sync >= SYNC_MS * 1000000):
                 self.sync()
+                self._ring_drops(rings)
                 dirty = False
                 last_sync = _now_ns()
+            timer = False
             for i in range(n):
                 key = evs[i].data.u32
                 if key == STOP_KEY:
                     stop = True
-                elif <int>(key >> 1) < nr:
-                    seen[key >> 1] = 1
+                elif key == TIMER_KEY:
+                    timer = True
+                elif <int>key < nr:
+                    seen[key] = 1
             for k in range(nr):
                 if seen[k]:
                     seen[k] = 0
                     ring = rings[k]
                     dirty = True
+                    self.wakeups += 1
                     try:
-                        self._poll(self.rs, ring)
+                        ring.walk(self, self.rs)
                     except Exception:
                         self._flush(self.rs)
                         log.exception("fast path: error while reading the ring of ifindex %d",
                                       ring.ifindex)
+            if timer:
+                read(self.timerfd, &ticks, 8)
+                dirty = True
+                self.drain(self.rs)
             self._run_deferred(self.rs)
         self._flush(self.rs)
         self._run_deferred(self.rs)
         self.sync()
+        self._ring_drops(rings)
+
+    cdef int _ring_drops(self, list rings) except -1:
+        cdef _Ring ring
+        cdef int64_t n
+        for ring in rings:
+            n = ring.owner.dropped() if ring.base != NULL else 0
+            if n:
+                self.dp.drops["ring_full"] += n
+        return 0
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -759,6 +1111,8 @@ def _run_all(work):
 
 
 cdef int _sync(_Tables t) except -1:
+    """C counter deltas to the Python objects; token bucket state and queue depth to the
+    Python meters (what ``show`` and the next compile read)."""
     cdef int i
     cdef Link *ln
     cdef VL *vl
@@ -779,6 +1133,13 @@ cdef int _sync(_Tables t) except -1:
             o.packets += vl.packets
             o.bytes += vl.nbytes
             vl.packets = vl.nbytes = 0
+        if vl.metered == 1 or vl.metered == 2:
+            meter = t.vl_objs[i].meter
+            if meter is not None:
+                bucket = getattr(meter, "bucket", meter)
+                bucket.tokens, bucket.stamp = vl.tokens, vl.stamp
+                if vl.metered == 2:
+                    meter.held = vl.q.count
     for i in range(t.nports):
         p = &t.ports[i]
         if p.rx_packets or p.tx_packets:
@@ -792,15 +1153,12 @@ cdef int _sync(_Tables t) except -1:
 
 
 cdef class _Ring:
-    """User-space side of a ``packet_io.RxRing``: the block and frame we are at."""
+    """User-space side of a ``packet_io.RxRing`` (TPACKET_V2): the slot we are at."""
     cdef object owner                # the RxRing (keeps the mapping alive)
-    cdef const uint8_t[::1] view_keep
+    cdef uint8_t[::1] view_keep
     cdef uint8_t *base
-    cdef uint32_t block_size, block_nr, cur, pos
+    cdef uint32_t frame_size, frame_nr, cur
     cdef public int ifindex
-    cdef int bellfd
-    cdef bint bell_on                # mirrors owner.bell_on (no attribute lookup per wake-up)
-    cdef int64_t spins
     cdef public int64_t frames
 
     def __cinit__(self, rx, int ifindex):
@@ -808,100 +1166,55 @@ cdef class _Ring:
         self.owner = rx
         self.view_keep = mv
         self.base = &mv[0]
-        self.block_size, self.block_nr = rx.block_size, rx.block_nr
+        self.frame_size, self.frame_nr = rx.frame_size, rx.frame_nr
         self.cur = 0
-        self.pos = 0                 # offset of the next unread frame in block ``cur``; 0: start
         self.ifindex = ifindex
-        self.bellfd = rx.doorbell.fileno()
-        self.bell_on = rx.bell_on
 
     @property
     def position(self):
-        """(block, offset of the next unread frame in it; 0: its start)."""
-        return self.cur, self.pos
+        """The slot the next frame is expected in."""
+        return self.cur
 
     def release(self):
         self.view_keep = None
         self.base = NULL
 
-    cdef void answer_doorbell(self, int64_t found):
-        """Take one bell per frame found.  A bell can ring before the kernel finished copying
-        its frame into the ring: its bell then stays, the fd stays readable and the ring
-        thread's next epoll turn looks again.  After 64 turns without a frame (the ring dropped
-        it, or the bell socket dropped others) every bell is taken."""
-        cdef char c[4]
-        cdef int64_t k = 0
-        if found == 0:
-            self.spins += 1
-            if self.spins < 64:
-                return
-            found = 1 << 30
-        self.spins = 0
-        while k < found and recv(self.bellfd, c, 1, MSG_DONTWAIT | MSG_TRUNC) >= 0:
-            k += 1
-
-    cdef int tune_doorbell(self, int64_t found) except -1:
-        """Under load the doorbell only costs: every frame is cloned to it and nearly every one
-        wakes the reader for a handful of frames.  So a wake-up that finds BELL_BUSY frames or
-        more silences it (a filter that accepts nothing: no clone); blocks then come full (or
-        at the latest when the kernel's 1 ms retire timer fires).  A wake-up that finds fewer
-        than BELL_IDLE frames means the load went away: the doorbell rings again, and a lone
-        frame is not held back."""
-        if self.bell_on:
-            if found >= BELL_BUSY:
-                self.owner.set_doorbell(False)
-                self.bell_on = False
-        elif found < BELL_IDLE:
-            self.owner.set_doorbell(True)
-            self.bell_on = True
-        return 0
-
     cdef int walk(self, _Engine e, _Sender s) except -1:
-        cdef uint8_t *blk
+        """Every frame the kernel has published (TP_STATUS_USER, set after its copy), in
+        order; WALK_BATCH at a time: they are decided, the batch is sent (payloads point into
+        the slots), then the slots go back to the kernel."""
         cdef uint8_t *h
-        cdef uint32_t status, fstatus, blen, nxt
+        cdef uint32_t status, first, k, n, snap
         cdef int ifs = -1, tci
         cdef _Tables t = None                       # the table ``ifs`` was looked up in
         if self.base == NULL:
             return 0
         while True:
-            blk = self.base + <size_t>self.cur * self.block_size
-            # read the block's status first: once retired (TP_STATUS_USER) every frame in it is
-            # complete; before that, the kernel may be filling it and each frame header gets
-            # TP_STATUS_USER when its copy is done (frames start at the fixed block header size)
-            status = vn_load32(blk + BD_STATUS)
-            if self.pos == 0:
-                self.pos = BLK_HDR
-            while self.pos + BLK_HDR <= self.block_size:
-                h = blk + self.pos
-                fstatus = vn_load32(h + H3_STATUS)
-                if not fstatus & TP_STATUS_USER:
+            first, n = self.cur, 0
+            while n < WALK_BATCH:
+                h = self.base + <size_t>self.cur * self.frame_size
+                status = vn_load32(h + H2_STATUS)
+                if not status & TP_STATUS_USER:
                     break
-                tci = (<uint32_t *>(h + H3_TCI))[0] if fstatus & TP_STATUS_VLAN_VALID else -1
+                tci = (<uint16_t *>(h + H2_TCI))[0] if status & TP_STATUS_VLAN_VALID else -1
                 if e.t is not t:                    # first frame, or a reload swapped tables
                     t = e.t
                     ifs = t.ifslot.get(self.ifindex, -1)
-                e.handle(s, ifs, h + (<uint16_t *>(h + H3_MAC))[0],
-                         (<uint32_t *>(h + H3_SNAPLEN))[0], tci)
+                snap = (<uint32_t *>(h + H2_SNAPLEN))[0]
+                if snap < (<uint32_t *>(h + H2_LEN))[0]:    # larger than a slot: cut
+                    e._drop(t, R_OVERSIZE, -1, -1)
+                else:
+                    e.handle(s, ifs, h + (<uint16_t *>(h + H2_MAC))[0], snap, tci)
                 self.frames += 1
-                nxt = (<uint32_t *>(h + H3_NEXT))[0]
-                if nxt == 0:                        # last frame of a closed block
-                    self.pos = self.block_size
-                    break
-                self.pos += nxt
-            e._flush(s)                             # payloads point into the block
-            if not status & TP_STATUS_USER:
+                n += 1
+                self.cur = (self.cur + 1) % self.frame_nr
+            e._flush(s)
+            for k in range(n):
+                vn_store32(self.base + <size_t>((first + k) % self.frame_nr) * self.frame_size,
+                           TP_STATUS_KERNEL)
+            if n < WALK_BATCH:
                 return 0
-            # retired and read: hand it back zeroed, so stale frame headers never look finished
-            blen = (<uint32_t *>(blk + BD_LEN))[0]
-            if blen > self.block_size:
-                blen = self.block_size
-            if blen > BLK_HDR:
-                memset(blk + BLK_HDR, 0, blen - BLK_HDR)
-            vn_store32(blk + BD_STATUS, TP_STATUS_KERNEL)
-            self.cur = (self.cur + 1) % self.block_nr
-            self.pos = 0
-            with nogil:                 # a full ring is many blocks: let the loop thread in
+            with nogil:                 # a full ring is many batches: let the loop thread in
                 pass
 
 
@@ -920,7 +1233,7 @@ class CEngine:
         self._epfd = self._stopfd = -1
 
     def sync_substrate(self, snap, close):
-        """Substrate interfaces get a TPACKET_V3 ring (+ doorbell)."""
+        """Substrate interfaces get a TPACKET_V2 ring."""
         for ifindex, iface in snap.ifaces.items():
             if ifindex not in self.rings:
                 rx = packet_io.RxRing(iface.ifname, snap.ethertype)
@@ -931,6 +1244,7 @@ class CEngine:
                 self._stop_ring_thread()        # it must not be walking a ring we unmap
             for ifindex in gone:
                 rx, ring = self.rings.pop(ifindex)
+                self._engine._ring_drops_py([ring])
                 ring.release()
                 rx.close()
 
@@ -944,6 +1258,12 @@ class CEngine:
     def install(self, snap):
         self._engine.install(snap)
         self._port_ix = {id(p): i for i, p in enumerate(self.dp.ports.values())}
+
+    def retune(self, v):
+        self._engine.retune(v)
+
+    def output(self, v, payload, port):
+        self._engine.output(v, payload, port)
 
     def process_eth(self, ifindex, frame, tci):
         self._engine.process_eth(ifindex, frame, tci)
@@ -959,10 +1279,11 @@ class CEngine:
 
     def close(self):
         self._stop_ring_thread()
+        self._engine._ring_drops_py([ring for _, ring in self.rings.values()])
         st = self.stats()
         log.info("fast path: %d frames from rings in %d wake-ups, %d send batches, "
-                 "%d doorbell switches", st["ring_frames"], st["wakeups"], st["batches"],
-                 st["bell_switches"])
+                 "%d shaper drains", st["ring_frames"], st["wakeups"], st["batches"],
+                 st["drains"])
         for ifindex, (rx, ring) in self.rings.items():
             ring.release()
             rx.close()
@@ -970,16 +1291,16 @@ class CEngine:
 
     def stats(self):
         e = self._engine
-        return {"wakeups": e.wakeups, "batches": e.batches,
-                "ring_frames": sum(r.frames for _, r in self.rings.values()),
-                "bell_switches": sum(rx.bell_switches for rx, _ in self.rings.values())}
+        return {"wakeups": e.wakeups, "batches": e.batches, "drains": e.drains,
+                "ring_frames": sum(r.frames for _, r in self.rings.values())}
 
     # -- the ring thread ---------------------------------------------------------------------
     #
-    # Rings are read by a thread of their own: it sleeps in epoll_wait without the GIL and, when
-    # a doorbell rings, walks the ring holding the GIL -- no event-loop callback, no Python
-    # frame per wake-up.  Everything else (TAPs, UDP, control plane, timers) stays on the
-    # event loop; slow paths of ring frames that touch it are handed over (``_Sender``).
+    # Rings are read by a thread of their own: it sleeps in epoll_wait without the GIL and,
+    # when a ring has frames, walks it holding the GIL -- no event-loop callback, no Python
+    # frame per wake-up.  The same thread drains the shaper queues when their timer fires.
+    # Everything else (TAPs, UDP, control plane, timers) stays on the event loop; slow paths of
+    # ring frames that touch it are handed over (``_Sender``).
 
     def _start_ring_thread(self):
         rings = list(self.rings.values())
@@ -987,8 +1308,8 @@ class CEngine:
         stopfd = _eventfd()
         try:
             for i, (rx, ring) in enumerate(rings):
-                _epoll_add(epfd, rx.doorbell.fileno(), 2 * i)
-                _epoll_add(epfd, rx.sock.fileno(), 2 * i + 1)
+                _epoll_add(epfd, rx.sock.fileno(), i)
+            _epoll_add(epfd, self._engine.timer_fd(), TIMER_KEY)
             _epoll_add(epfd, stopfd, STOP_KEY)
         except BaseException:
             os.close(epfd)

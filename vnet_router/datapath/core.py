@@ -80,7 +80,14 @@ class Engine(Protocol):
     def install(self, snap: Snapshot) -> None:
         """Take ``snap`` (meters, headers and ports already attached by the core) as the tables
         the next frame is decided by.  Also called when what the engine compiled from a
-        virtual link changed (metered or not, its send socket)."""
+        virtual link changed (metered or not, its send socket).  An engine that sends an
+        output virtual link itself sets its ``engine_out``."""
+
+    def retune(self, v: VLink) -> None:
+        """``v``'s meter got a new rate (``Datapath.set_rate``): follow it."""
+
+    def output(self, v: VLink, payload: bytes, port: TapPort | None) -> None:
+        """``Datapath.output`` for a virtual link whose ``engine_out`` this engine set."""
 
     def process_eth(self, ifindex: int, frame, tci: int | None) -> None:
         """Decide and act on one substrate frame (``tci``: the VLAN TCI the kernel stripped,
@@ -161,7 +168,7 @@ class Datapath:
         self.install(snap)
         self._start_readers()
         for port in self.ports.values():
-            self._resume(port)
+            self.resume_port(port)
 
     def open_sockets(self, snap: Snapshot):
         """Open (not yet use) the sockets ``snap`` needs; a reload calls it before the swap so
@@ -255,6 +262,8 @@ class Datapath:
             self._meter(v, self.snap.links[v.link_id])
             if (v.meter is not None) != metered:
                 self.engine.install(self.snap)
+            elif metered:
+                self.engine.retune(v)
 
     def kernel_shaped(self, v: VLink, sock: socket.socket):
         """From now on output ``v`` is shaped by the kernel (HTB class chosen by ``sock``'s
@@ -269,7 +278,7 @@ class Datapath:
             shaper.queue.clear()
             for port in self.ports.values():
                 if port.paused and port.out is v:
-                    self._resume(port)
+                    self.resume_port(port)
         if self.snap is not None:
             self.engine.install(self.snap)
 
@@ -284,7 +293,7 @@ class Datapath:
                 old.queue.clear()
                 for port in self.ports.values():
                     if port.paused and port.out is v:
-                        self._resume(port)
+                        self.resume_port(port)
             v.meter = None
             return
         bps = max(rate.current, MIN_METER_RATE)
@@ -410,6 +419,9 @@ class Datapath:
 
     def output(self, v: VLink, payload: bytes, port: TapPort | None = None):
         """Send ``payload`` on output virtual link ``v``: shaper, encapsulation, socket."""
+        if v.engine_out:                    # the engine sends (and shapes) this one itself
+            self.engine.output(v, payload, port)
+            return
         ctx: LinkCtx = v.port
         if len(payload) > ctx.payload_mtu:
             self.drop("oversize", ctx, v)
@@ -419,7 +431,7 @@ class Datapath:
             verdict = shaper.offer((payload, port), len(payload))
             if verdict == 0:
                 if port is not None and shaper.depth >= shaper.limit:
-                    self._pause(port)
+                    self.pause_port(port)
                 if not shaper.scheduled:
                     self._schedule(v)
                 return
@@ -488,6 +500,8 @@ class Datapath:
             return
         shaper.scheduled = False
         if self.tables.vlinks.get(v.key) is not v:      # removed by a reload meanwhile
+            for _ in shaper.queue:
+                self.drop("queue_full", None, v)
             shaper.queue.clear()
             return
         ctx = v.port
@@ -495,11 +509,11 @@ class Datapath:
             self._send(v, ctx, payload, port)
         for port in self.ports.values():
             if port.paused and port.out is v and shaper.depth < shaper.limit // 2 + 1:
-                self._resume(port)
+                self.resume_port(port)
         if shaper.depth:
             self._schedule(v)
 
-    def _pause(self, port: TapPort):
+    def pause_port(self, port: TapPort):
         if not port.paused:
             port.paused = True
             self.loop.remove_reader(port.fd)
@@ -512,7 +526,7 @@ class Datapath:
         if self.on_port_closed is not None:
             self.on_port_closed(port)
 
-    def _resume(self, port: TapPort):
+    def resume_port(self, port: TapPort):
         if port.paused and not port.closed:
             port.paused = False
             self.loop.add_reader(port.fd, self.engine.on_tap, port)

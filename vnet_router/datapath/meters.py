@@ -56,12 +56,13 @@ class TokenBucket:
 class Shaper:
     """Token bucket + bounded FIFO of (frame, send callable) for one output virtual link."""
 
-    __slots__ = ("bucket", "queue", "limit", "scheduled")
+    __slots__ = ("bucket", "queue", "limit", "scheduled", "held")
 
     def __init__(self, bucket: TokenBucket, limit: int):
         self.bucket, self.limit = bucket, limit
         self.queue: deque = deque()
         self.scheduled = False
+        self.held = 0       # frames a compiled engine's own queue holds for this link
 
     def offer(self, frame, nbytes: int) -> int:
         """1: send now; 0: queued; -1: queue full (drop)."""
@@ -85,4 +86,4 @@ class Shaper:
 
     @property
     def depth(self) -> int:
-        return len(self.queue)
+        return len(self.queue) + self.held

@@ -8,6 +8,7 @@ Send sockets use protocol 0 so they never receive copies of their own frames.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import mmap
 import socket
 import struct
@@ -118,53 +119,62 @@ def aux_vlan_tci(ancdata) -> int | None:
     return None
 
 
-# -- TPACKET_V3 receive ring (the fast datapath) ----------------------------------------------
+# -- TPACKET_V2 receive ring (the compiled engine) ---------------------------------------------
 
 PACKET_RX_RING = 5
+PACKET_STATISTICS = 6
 PACKET_VERSION = 10
-TPACKET_V3 = 2
-_REQ3 = struct.Struct("=IIIIIII")   # tpacket_req3
+TPACKET_V2 = 1
+SIOCGIFMTU = 0x8921
+_REQ = struct.Struct("=IIII")       # tpacket_req: block_size, block_nr, frame_size, frame_nr
+_STATS = struct.Struct("=II")       # tpacket_stats: tp_packets, tp_drops
+FRAME_DATA = 66                     # tp_mac of a V2 frame: ALIGN16(52 + 16) - 14
+
+
+def frame_size_for(mtu: int) -> int:
+    """Ring slot for frames of interface MTU ``mtu`` (+ Ethernet header, an inline tag and the
+    V2 frame header): the smallest power of two >= 2048 that holds them whole."""
+    need, size = FRAME_DATA + 14 + 4 + mtu, 2048
+    while size < need:
+        size <<= 1
+    return size
+
+
+def interface_mtu(sock: socket.socket, ifname: str) -> int:
+    req = fcntl.ioctl(sock.fileno(), SIOCGIFMTU, struct.pack("16si", ifname.encode(), 0))
+    return struct.unpack_from("16si", req)[1]
 
 
 class RxRing:
-    """A TPACKET_V3 receive ring on ``ifname`` plus its *doorbell*.
+    """A TPACKET_V2 receive ring on ``ifname``.
 
-    The ring socket binds ETH_P_ALL with the substrate filter (so it sees the VLAN tag, in the
-    ring header) and maps ``block_nr`` blocks of ``block_size`` bytes.  The kernel hands a block
-    to user space only when it is full or its retire timer fires (>= 1 ms): on its own a V3 ring
-    holds a lone frame back for up to that long.  The doorbell is a second socket with the same
-    filter cut to 1 byte and the smallest receive buffer: it makes the fd readable as soon as a
-    substrate frame arrives, and the datapath then also reads the frames the kernel has finished
-    writing into the block it is still filling (each frame header has TP_STATUS_USER once its
-    copy is complete).  It is bound before the ring socket, so the kernel (which delivers to the
-    most recently bound socket first) has always written a frame into the ring before it rings.
+    The socket binds ETH_P_ALL with the substrate filter (so it sees the VLAN tag, in the frame
+    header) and maps ``frame_nr`` fixed slots sized from the interface MTU.  The kernel
+    publishes each frame on its own: it copies the frame, then (after a write barrier) sets the
+    slot's ``tp_status`` to TP_STATUS_USER and wakes the reader.  So a reader that sees
+    TP_STATUS_USER sees the whole frame and its header, frame by frame, with no wait for a
+    block to retire.  Frames the kernel found no free slot for are counted by the socket:
+    ``dropped()`` reads (and resets) PACKET_STATISTICS.
     """
 
-    def __init__(self, ifname: str, ethertype: int, block_size: int = 1 << 16,
-                 block_nr: int = 64, retire_ms: int = 1, frame_size: int = 2048):
-        self.ifname, self.block_size, self.block_nr = ifname, block_size, block_nr
-        self.sock = self.doorbell = self.map = None
+    def __init__(self, ifname: str, ethertype: int, frames: int = 4096):
+        self.ifname = ifname
+        self.sock = self.map = None
         try:
-            bell = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-            self.doorbell = bell
-            self._bell_filter = substrate_filter(ethertype, snaplen=1)
-            self.bell_on = True
-            self.bell_switches = 0
-            attach_filter(bell, self._bell_filter)
-            ignore_outgoing(bell)
-            bell.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
-            bell.bind((ifname, ETH_P_ALL))
-            bell.setblocking(False)
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self.sock = sock
             attach_filter(sock, substrate_filter(ethertype))
             ignore_outgoing(sock)
-            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
-            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, _REQ3.pack(
-                block_size, block_nr, frame_size, block_size // frame_size * block_nr,
-                retire_ms, 0, 0))
-            self.map = mmap.mmap(sock.fileno(), block_size * block_nr, mmap.MAP_SHARED,
-                                 mmap.PROT_READ | mmap.PROT_WRITE)
+            self.frame_size = frame_size_for(interface_mtu(sock, ifname))
+            self.block_size = max(1 << 16, self.frame_size)
+            per_block = self.block_size // self.frame_size
+            self.block_nr = max(1, frames // per_block)
+            self.frame_nr = per_block * self.block_nr
+            sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
+            sock.setsockopt(SOL_PACKET, PACKET_RX_RING, _REQ.pack(
+                self.block_size, self.block_nr, self.frame_size, self.frame_nr))
+            self.map = mmap.mmap(sock.fileno(), self.block_size * self.block_nr,
+                                 mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
             sock.bind((ifname, ETH_P_ALL))
             sock.setblocking(False)
         except BaseException:
@@ -174,19 +184,19 @@ class RxRing:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def set_doorbell(self, on: bool):
-        """Ring on every substrate frame (low load) or never (high load: blocks come full)."""
-        attach_filter(self.doorbell, self._bell_filter if on else [_insn(_RET_K, 0, 0, 0)])
-        self.bell_on = on
-        self.bell_switches += 1
+    def dropped(self) -> int:
+        """Frames the kernel dropped for want of a free slot since the last call."""
+        if self.sock is None:
+            return 0
+        return _STATS.unpack(self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
+                                                  _STATS.size))[1]
 
     def close(self):
-        for s in (self.sock, self.doorbell):
-            if s is not None:
-                s.close()
+        if self.sock is not None:
+            self.sock.close()
         if self.map is not None:
             try:
                 self.map.close()
             except BufferError:        # a view is still exported; freed with it
                 pass
-        self.sock = self.doorbell = self.map = None
+        self.sock = self.map = None

@@ -49,6 +49,12 @@ class PyEngine:
     def install(self, snap: Snapshot):
         """Nothing to compile: every decision reads the snapshot the core attached."""
 
+    def retune(self, v):
+        """The core's meter is the one this engine uses: nothing to follow."""
+
+    def output(self, v, payload, port):
+        raise AssertionError("the reference engine never sets engine_out")
+
     def close(self):
         for s in self.rx.values():
             self.dp.stop_reading(s.fileno())

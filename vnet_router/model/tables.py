@@ -39,6 +39,7 @@ DROP_REASONS = (
     "vli_drop",         # virtual link configured with action drop
     "tap_error",        # the logical interface refused the frame
     "send_error",       # the substrate interface refused the frame
+    "ring_full",        # the kernel found no room in the receive ring / socket buffer
 )
 
 
@@ -56,7 +57,7 @@ class VLink:
     """One direction of a virtual link: key (substrate link, VLI, direction)."""
 
     __slots__ = ("link_id", "vli", "direction", "vnet", "action", "rate", "packets", "bytes",
-                 "drops", "meter", "port", "owner", "encap", "dst", "txsock")
+                 "drops", "meter", "port", "owner", "encap", "dst", "txsock", "engine_out")
 
     def __init__(self, link_id: str, vli: int, direction: str, vnet: str, action: int,
                  rate: Rate, owner: str):
@@ -69,6 +70,7 @@ class VLink:
         self.encap = b""      # datapath: precomputed encapsulation prefix (output)
         self.dst = None       # multiaccess output: fixed outer destination MAC (else learned)
         self.txsock = None    # output shaped by the kernel (HTB): its own send socket
+        self.engine_out = False   # datapath: the engine sends (and shapes) this output itself
 
     @property
     def key(self):
