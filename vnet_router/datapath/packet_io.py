@@ -108,6 +108,12 @@ def open_tx(ifname: str, sndbuf: int = 4 << 20) -> socket.socket:
     return sock
 
 
+def socket_drops(sock: socket.socket) -> int:
+    """Frames the kernel dropped on ``sock`` (receive buffer or ring full) since the last call:
+    PACKET_STATISTICS, which the read resets."""
+    return _STATS.unpack(sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _STATS.size))[1]
+
+
 def aux_vlan_tci(ancdata) -> int | None:
     """The stripped VLAN TCI from recvmsg ancillary data, or None if the frame had no tag."""
     for level, ctype, data in ancdata:
@@ -186,10 +192,7 @@ class RxRing:
 
     def dropped(self) -> int:
         """Frames the kernel dropped for want of a free slot since the last call."""
-        if self.sock is None:
-            return 0
-        return _STATS.unpack(self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS,
-                                                  _STATS.size))[1]
+        return 0 if self.sock is None else socket_drops(self.sock)
 
     def close(self):
         if self.sock is not None:

@@ -57,6 +57,7 @@ class PyEngine:
 
     def close(self):
         for s in self.rx.values():
+            self._kernel_drops(s)
             self.dp.stop_reading(s.fileno())
             s.close()
         self.rx.clear()
@@ -72,11 +73,18 @@ class PyEngine:
             try:
                 n, anc, _flags, _addr = sock.recvmsg_into([buf], packet_io.AUX_SPACE)
             except (BlockingIOError, InterruptedError):
+                self._kernel_drops(sock)       # drained: what the kernel could not queue
                 return
             except OSError as e:
                 log.warning("receive error on ifindex %d: %s", ifindex, e)
                 return
             self.process_eth(ifindex, view[:n], packet_io.aux_vlan_tci(anc))
+
+    def _kernel_drops(self, sock: socket.socket):
+        """Frames the kernel dropped for want of room in the socket's buffer (ring_full)."""
+        n = packet_io.socket_drops(sock)
+        if n:
+            self.dp.drops["ring_full"] += n
 
     def process_eth(self, ifindex: int, frame, tci: int | None):
         dp = self.dp
