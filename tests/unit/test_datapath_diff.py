@@ -72,8 +72,8 @@ vlan = 30
 [[substrate_link]]
 id = "t"
 kind = "udp"
-local = "192.0.2.1:4799"
-remote = "192.0.2.2:4799"
+local = "127.0.0.1:{udp_local}"
+remote = "127.0.0.1:{udp_remote}"
 [[vnet]]
 name = "blue"
 id = 1
@@ -146,10 +146,41 @@ out_link = "p2"
 out_vli = 14
 rate = { max = "1Mbit", burst = "3KB" }
 queue = 2
+[[switch]]
+vnet = "gold"
+in_link = "p2"
+in_vli = 15
+out_link = "t"
+out_vli = 16
+rate = { max = "1Mbit", burst = "3KB" }
+queue = 2
+[[switch]]
+vnet = "gold"
+in_link = "t"
+in_vli = 17
+out_link = "p1"
+out_vli = 18
 [[drop]]
 substrate_link = "p1"
 vli = 66
 """
+
+
+def _free_ports(n):
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# the UDP tunnel link "t" runs on loopback: its datagrams are real, the peer is the test
+_L, _R = _free_ports(2)
+UDP_LOCAL, UDP_REMOTE, UDP = ("127.0.0.1", _L), ("127.0.0.1", _R), "udp"
+CFG = CFG.replace("{udp_local}", str(_L)).replace("{udp_remote}", str(_R))
 
 
 class Rig:
@@ -175,6 +206,15 @@ class Rig:
             self.peers[("if", ifindex)] = b
             if broken_tx and ifindex == IF1:
                 b.close()            # sends on eth1 fail: send_error
+        for addr in (UDP_LOCAL, UDP_REMOTE):
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            u.bind(addr)
+            u.setblocking(False)
+            self.socks.append(u)
+        self.dp.udp[UDP_LOCAL] = self.socks[-2]
+        self.peers[("udp", "t")] = self.socks[-1]
         self.dp.install(self.tables.compile())
 
     def _pair(self):
@@ -187,7 +227,10 @@ class Rig:
         return a, b
 
     def eth(self, ifindex, frame, tci=None):
-        self.dp.process_eth(ifindex, frame, tci)
+        if ifindex == UDP:                       # (UDP, datagram, sender)
+            self.dp.process_udp(UDP_LOCAL, tci, frame)
+        else:
+            self.dp.process_eth(ifindex, frame, tci)
 
     def tap(self, name, frames):
         peer = self.peers[("tap", name)]
@@ -291,6 +334,20 @@ def corpus():
     # policed: b1's input bucket holds 6KB and the clock stands still
     for _ in range(8):
         frames.append((IF0, sub(ME0, P1, 100, b"\x66" * 1200), t10.tci))
+    # UDP tunnel link t: deliver, switch to p1, every reason; switched onto t (shaped)
+    u = UDP_REMOTE
+    frames += [
+        (UDP, wire.pack_udp(7, inner(n=60)), u),                     # deliver to b4
+        (UDP, wire.pack_udp(17, inner(n=90)), u),                    # switch t -> p1
+        (UDP, wire.pack_udp(555, b"x" * 20), u),                     # unknown_vli
+        (UDP, wire.pack_udp(0, b"\xff" * 30), u),                    # control
+        (UDP, b"\x07", u),                                           # short
+        (UDP, wire.pack_udp(7, b"x" * 2000), u),                     # oversize
+        (UDP, wire.pack_udp(7, inner(n=60)), ("127.0.0.1", 9)),      # no_link: unknown sender
+        (UDP, wire.pack_udp(7, inner(n=60)), ("127.0.0.2", u[1])),   # no_link
+    ]
+    for _ in range(6):                                               # sent, queued, queue_full
+        frames.append((IF0, sub(ME0, P2, 15, b"\x44" * 1000, t10), None))
     # drop reasons
     frames += [
         (IF0, b"", None), (IF0, b"\x01" * 13, None),                                   # short
@@ -326,6 +383,10 @@ def corpus():
         if n >= 22 and i % 5 == 0:
             f[14:16] = rnd.choice((b"\x00\x05", b"\x00\x07", b"\x00\x64", b"\x00\x0d"))
         frames.append((rnd.choice((IF0, IF1)), bytes(f), rnd.choice((None, 10, 20, 30, 0, 4095))))
+    for i in range(60):
+        vli = rnd.choice((7, 17, 0, 555, rnd.randrange(65536))).to_bytes(2, "big")
+        frames.append((UDP, (vli + rnd.randbytes(rnd.choice((0, 1, 14, 60, 1400))))[
+            :rnd.choice((0, 1, 2, 3, 2000))], rnd.choice((UDP_REMOTE, ("127.0.0.1", 9)))))
     return frames
 
 
@@ -375,6 +436,9 @@ def test_corpus_exercises_every_reason(mod):
     assert all(n > 0 for r, n in cnt["drops"].items() if r != "ring_full"), cnt["drops"]
     assert out["if:2"] and out["tap:b1"] and out["tap:b2"] and out["tap:b3"]
     assert cnt["ports"][("blue", "b2")][4]      # learned a MAC on the multiaccess link
+    assert out["udp:t"] and out["tap:b4"]        # the UDP tunnel link both ways
+    assert cnt["vlinks"][("t", 16, "out")][2].get("queue_full")          # shaped onto UDP
+    assert cnt["vlinks"][("p1", 18, "out")][0] > 0                        # UDP -> p2p switch
     out, cnt = run(mod)
     assert out["if:3"] and cnt["drops"]["send_error"] == 0
 

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from test_datapath_diff import IF0, IF1, Rig, corpus, fast_mod, ref_mod, run
+from test_datapath_diff import IF0, IF1, UDP, Rig, corpus, fast_mod, ref_mod, run
 from vnet_router.datapath import select
 
 pytestmark = pytest.mark.skipif(fast_mod is None, reason="fast path not built")
@@ -68,7 +68,7 @@ def _ring(rig, ifindex):
 def test_walk_decides_like_the_reference():
     """The whole differential corpus through synthetic rings (wrapping around the ring many
     times): outputs and every counter equal the reference engine's, fed frame by frame."""
-    frames = corpus()
+    frames = [x for x in corpus() if x[0] != UDP]          # UDP has no ring
     rig = Rig(fast_mod)
     rings = {}
     try:

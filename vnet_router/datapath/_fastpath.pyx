@@ -29,11 +29,12 @@ import logging
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memset, memcmp
 from libc.stdlib cimport malloc, calloc, free
 from libc.errno cimport errno, EINTR, EAGAIN
 from posix.unistd cimport read, write
@@ -59,6 +60,7 @@ cdef extern from "<sys/socket.h>" nogil:
         msghdr msg_hdr
         unsigned int msg_len
     int sendmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags)
+    int recvmmsg(int fd, mmsghdr *vec, unsigned int vlen, int flags, timespec *timeout)
     ssize_t recv(int fd, void *buf, size_t n, int flags)
     int MSG_DONTWAIT
     int MSG_TRUNC
@@ -135,6 +137,9 @@ DEF STOP_KEY = 0xFFFFFFFF
 DEF TIMER_KEY = 0xFFFFFFFE # the shapers' departure timer
 DEF SYNC_MS = 1            # ring thread: counters reach the Python objects within ~this
 
+DEF AF_INET6_ = 10
+DEF UDP_BATCH = 64         # datagrams per recvmmsg
+DEF UDP_KEY = 0x10000      # epoll data of UDP socket j: UDP_KEY + j
 DEF K_P2P = 0
 DEF K_MULTI = 1
 DEF K_UDP = 2
@@ -213,7 +218,10 @@ cdef class _Hash:
 cdef struct Link:
     int kind
     int payload_mtu
-    int txfd                 # -1: none (UDP, or not opened)
+    int txfd                 # -1: none (not opened); UDP: the local socket
+    int udp                  # UDP: index of the local socket (``_Tables.udp_slot``), else -1
+    uint8_t addr[28]         # UDP: the remote's sockaddr_in / sockaddr_in6
+    int addrlen
     int64_t rx_packets, rx_bytes, tx_packets, tx_bytes      # deltas since the last sync
 
 cdef struct Iface:
@@ -266,11 +274,15 @@ cdef class _Tables:
     cdef dict ifslot          # ifindex -> iface index
     cdef list link_objs, vl_objs, port_objs
     cdef list queues          # the _Queue objects the shaped VLs point into (kept alive)
+    cdef dict udp_slot        # UDP local (ip, port) -> socket index
+    cdef int *udp_links       # indexes of the UDP links
+    cdef int nudp
     cdef int *shaped          # indexes of the VLs with metered == 2
     cdef int nshaped
 
     def __dealloc__(self):
         free(self.shaped)
+        free(self.udp_links)
         free(self.links)
         free(self.vls)
         free(self.ports)
@@ -284,7 +296,26 @@ def _hdr_of(v, ctx):
     if ctx.kind == "multiaccess":
         # switched frames: dst is broadcast, or the neighbour a dynamic virtual link names
         return (v.dst or wire.BROADCAST_MAC) + v.encap
-    return b""
+    return v.encap                     # UDP: the VLI (no LEN)
+
+
+def _sockaddr(remote):
+    """The ``sockaddr_in`` / ``sockaddr_in6`` bytes of a (host, port) remote."""
+    host, port = remote[0], remote[1]
+    if ":" in host:
+        return (struct.pack("=H", socket.AF_INET6) + struct.pack("!H", port) + bytes(4) +
+                socket.inet_pton(socket.AF_INET6, host) + bytes(4))
+    return (struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) +
+            socket.inet_pton(socket.AF_INET, host) + bytes(8))
+
+
+cdef inline bint _same_addr(const uint8_t *a, const uint8_t *b) noexcept nogil:
+    """Same family, port and address (what a UDP link's remote is), other fields aside."""
+    if a[0] != b[0] or a[1] != b[1] or a[2] != b[2] or a[3] != b[3]:
+        return False
+    if (<uint16_t *>a)[0] == AF_INET6_:
+        return memcmp(a + 8, b + 8, 16) == 0
+    return memcmp(a + 4, b + 4, 4) == 0
 
 
 cdef class _Queue:
@@ -357,18 +388,31 @@ cdef tuple _compile(dp, snap, dict queues):
     t.ports = <Port *>calloc(max(t.nports, 1), sizeof(Port))
     t.ifaces = <Iface *>calloc(max(t.nifaces, 1), sizeof(Iface))
     t.shaped = <int *>calloc(max(t.nvl, 1), sizeof(int))
-    if not (t.links and t.vls and t.ports and t.ifaces and t.shaped):
+    t.udp_links = <int *>calloc(max(t.nlinks, 1), sizeof(int))
+    if not (t.links and t.vls and t.ports and t.ifaces and t.shaped and t.udp_links):
         raise MemoryError()
     t.ethertype = snap.ethertype
     t.queues = []
     link_ix = {id(c): i for i, c in enumerate(links)}
     vl_ix = {id(v): i for i, v in enumerate(vls)}
     port_ix = {id(p): i for i, p in enumerate(ports)}
+    t.udp_slot = {local: j for j, local in enumerate(dp.udp)}
     for i, c in enumerate(links):
         ln = &t.links[i]
         ln.kind = K_P2P if c.kind == "p2p" else (K_MULTI if c.kind == "multiaccess" else K_UDP)
         ln.payload_mtu = c.payload_mtu
-        sock = dp.tx.get(c.ifindex) if ln.kind != K_UDP else None
+        ln.udp = -1
+        if ln.kind == K_UDP:
+            sock = dp.udp.get(c.local)
+            ln.udp = t.udp_slot.get(c.local, -1)
+            addr = _sockaddr(c.remote)
+            ln.addrlen = len(addr)
+            for j in range(ln.addrlen):
+                ln.addr[j] = addr[j]
+            t.udp_links[t.nudp] = i
+            t.nudp += 1
+        else:
+            sock = dp.tx.get(c.ifindex)
         ln.txfd = sock.fileno() if sock is not None else -1
     t.ifslot = {}
     t.p2p = _Hash(sum(len(f.p2p) for f in snap.ifaces.values()) + 1)
@@ -527,6 +571,10 @@ cdef class _Engine:
     cdef public dict queues         # VLink -> _Queue: shaper queues of the current table
     cdef dict vl_ix                 # id(VLink) -> index in the current table
     cdef int timerfd                # the shapers' next departure (read by the ring thread)
+    cdef mmsghdr *umsgs             # UDP_BATCH datagrams per recvmmsg (ring thread)
+    cdef iovec *uiovs
+    cdef uint8_t *udpbuf            # UDP_BATCH x TAP_BUF
+    cdef uint8_t *unames            # UDP_BATCH x 28: senders' addresses
     cdef double armed               # when the timer fires (0: not armed)
     cdef public int64_t wakeups, batches, drains
 
@@ -539,8 +587,21 @@ cdef class _Engine:
         self.vl_ix = {}
         self.tapbuf = <uint8_t *>malloc(TAP_BATCH * TAP_BUF)
         self.copybuf = <uint8_t *>malloc(BATCH * TAP_BUF)
-        if not (self.tapbuf and self.copybuf):
+        self.umsgs = <mmsghdr *>calloc(UDP_BATCH, sizeof(mmsghdr))
+        self.uiovs = <iovec *>calloc(UDP_BATCH, sizeof(iovec))
+        self.udpbuf = <uint8_t *>malloc(UDP_BATCH * TAP_BUF)
+        self.unames = <uint8_t *>calloc(UDP_BATCH, 28)
+        if not (self.tapbuf and self.copybuf and self.umsgs and self.uiovs and self.udpbuf and
+                self.unames):
             raise MemoryError()
+        cdef int k
+        for k in range(UDP_BATCH):
+            self.uiovs[k].iov_base = &self.udpbuf[<size_t>k * TAP_BUF]
+            self.uiovs[k].iov_len = TAP_BUF
+            self.umsgs[k].msg_hdr.msg_iov = &self.uiovs[k]
+            self.umsgs[k].msg_hdr.msg_iovlen = 1
+            self.umsgs[k].msg_hdr.msg_name = &self.unames[k * 28]
+            self.umsgs[k].msg_hdr.msg_namelen = 28
         self.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)
         if self.timerfd < 0:
             raise OSError(errno, os.strerror(errno))
@@ -548,6 +609,10 @@ cdef class _Engine:
     def __dealloc__(self):
         free(self.tapbuf)
         free(self.copybuf)
+        free(self.umsgs)
+        free(self.uiovs)
+        free(self.udpbuf)
+        free(self.unames)
         if self.timerfd >= 0:
             os.close(self.timerfd)
 
@@ -680,7 +745,13 @@ cdef class _Engine:
             elif not self._control(s, t, link, f, n, start, length):
                 self._drop(t, R_CONTROL, link, -1)
             return 0
-        vl = &t.vls[v]
+        return self._vl_in(s, t, link, v, f, start, length)
+
+    cdef int _vl_in(self, _Sender s, _Tables t, int link, int v, uint8_t *f, uint32_t start,
+                    uint32_t length) except -1:
+        """A frame classified to input virtual link ``v`` (``Datapath.receive``'s second half):
+        police, then deliver / switch / drop."""
+        cdef VL *vl = &t.vls[v]
         if vl.metered == 1 and not _take(vl, self.now(), length):
             self._drop(t, R_POLICED, link, v)
             return 0
@@ -692,6 +763,43 @@ cdef class _Engine:
             return self._output(s, t, vl.out, f + start, length, NULL, -1)
         self._drop(t, R_VLI_DROP, link, v)
         return 0
+
+    cdef int handle_udp(self, _Sender s, _Tables t, int j, uint8_t *f, uint32_t n,
+                        const uint8_t *name) except -1:
+        """One datagram received on UDP socket ``j`` from ``name`` (a sockaddr).  Mirrors
+        ``classify.classify_udp`` + ``Datapath.receive``."""
+        cdef int k, link = -1, v
+        cdef uint32_t length
+        cdef uint16_t vli
+        cdef Link *ln
+        if j >= 0:
+            for k in range(t.nudp):
+                ln = &t.links[t.udp_links[k]]
+                if ln.udp == j and _same_addr(ln.addr, name):
+                    link = t.udp_links[k]
+                    break
+        if link < 0:
+            self._drop(t, R_NO_LINK, -1, -1)
+            return 0
+        ln = &t.links[link]
+        ln.rx_packets += 1
+        ln.rx_bytes += n
+        if n < 2:
+            self._drop(t, R_SHORT, link, -1)
+            return 0
+        length = n - 2
+        if <int>length > ln.payload_mtu:
+            self._drop(t, R_OVERSIZE, link, -1)
+            return 0
+        vli = vn_be16(f)
+        v = t.vli.get(vli, link)
+        if v < 0:
+            if vli != 0:
+                self._drop(t, R_UNKNOWN_VLI, link, -1)
+            elif not self._control(s, t, link, f, n, 2, length):
+                self._drop(t, R_CONTROL, link, -1)
+            return 0
+        return self._vl_in(s, t, link, v, f, 2, length)
 
     cdef bint _control(self, _Sender s, _Tables t, int link, uint8_t *f, uint32_t n,
                        uint32_t start, uint32_t length) except -1:
@@ -773,6 +881,7 @@ cdef class _Engine:
                    const uint8_t *dst) except -1:
         """Queue one frame for the batched send (``payload`` must stay put until the flush)."""
         cdef VL *vl = &t.vls[o]
+        cdef Link *ln
         cdef int i
         cdef uint8_t *h
         if s.nmsg == BATCH or (s.nmsg and s.t is not t):
@@ -782,11 +891,19 @@ cdef class _Engine:
         i = s.nmsg
         h = &s.hdrs[i * HDR_MAX]
         memcpy(h, vl.hdr, vl.hdr_len)
-        if dst != NULL:
-            memcpy(h, dst, 6)
-        h[vl.hdr_len] = length >> 8
-        h[vl.hdr_len + 1] = length & 0xFF
-        s.iovs[2 * i].iov_len = vl.hdr_len + 2
+        ln = &t.links[vl.link]
+        if ln.kind == K_UDP:                # VLI, payload; to the link's remote
+            s.iovs[2 * i].iov_len = vl.hdr_len
+            s.msgs[i].msg_hdr.msg_name = ln.addr
+            s.msgs[i].msg_hdr.msg_namelen = ln.addrlen
+        else:                               # header, LEN, payload
+            if dst != NULL:
+                memcpy(h, dst, 6)
+            h[vl.hdr_len] = length >> 8
+            h[vl.hdr_len + 1] = length & 0xFF
+            s.iovs[2 * i].iov_len = vl.hdr_len + 2
+            s.msgs[i].msg_hdr.msg_name = NULL
+            s.msgs[i].msg_hdr.msg_namelen = 0
         s.iovs[2 * i + 1].iov_base = payload
         s.iovs[2 * i + 1].iov_len = length
         s.msg_vl[i] = o
@@ -1027,11 +1144,12 @@ cdef class _Engine:
         self._flush(s)
         self.sync()
 
-    def run_rings(self, int epfd, list rings):
+    def run_rings(self, int epfd, list rings, list udps=None):
         """The ring thread: wait (without the GIL) until a ring or the shapers' timer is
         readable, then walk those rings / drain the shapers holding the GIL.  Epoll data ``i``
-        stands for ``rings[i]``; it returns when the entry with data ``STOP_KEY`` (the stop
-        eventfd) is readable.
+        stands for ``rings[i]``, ``UDP_KEY + j`` for the UDP tunnel socket ``udps[j]`` (fd,
+        local address); it returns when the entry with data ``STOP_KEY`` (the stop eventfd)
+        is readable.
 
         Counters are added to the Python objects (``sync``) when the thread falls idle (an
         epoll_wait of SYNC_MS finds nothing) or, under steady load, at least every SYNC_MS:
@@ -1065,6 +1183,16 @@ cdef class _Engine:
                     stop = True
                 elif key == TIMER_KEY:
                     timer = True
+                elif key >= UDP_KEY:
+                    if udps is not None and <int>(key - UDP_KEY) < len(udps):
+                        fd_local = udps[key - UDP_KEY]
+                        dirty = True
+                        try:
+                            self.read_udp(self.rs, fd_local[0], fd_local[1])
+                        except Exception:
+                            self._flush(self.rs)
+                            log.exception("fast path: error while reading udp %s",
+                                          fd_local[1])
                 elif <int>key < nr:
                     seen[key] = 1
             for k in range(nr):
@@ -1088,6 +1216,38 @@ cdef class _Engine:
         self._run_deferred(self.rs)
         self.sync()
         self._ring_drops(rings)
+
+    cdef int read_udp(self, _Sender s, int fd, local) except -1:
+        """Up to UDP_BATCH datagrams of one tunnel socket in one ``recvmmsg``; decided, sent
+        (payloads point into the receive buffers), then the next batch."""
+        cdef _Tables t = self.t
+        cdef int j = t.udp_slot.get(local, -1), n, k, rounds
+        for rounds in range(BATCH // UDP_BATCH):
+            n = recvmmsg(fd, self.umsgs, UDP_BATCH, MSG_DONTWAIT, NULL)
+            if n < 0:
+                if errno != EAGAIN and errno != EINTR:
+                    log.warning("receive error on udp %s: %s", local, os.strerror(errno))
+                return 0
+            for k in range(n):
+                if self.t is not t:              # a reload swapped the tables meanwhile
+                    t = self.t
+                    j = t.udp_slot.get(local, -1)
+                self.handle_udp(s, t, j, &self.udpbuf[<size_t>k * TAP_BUF],
+                                self.umsgs[k].msg_len, &self.unames[k * 28])
+            self._flush(s)
+            for k in range(n):
+                self.umsgs[k].msg_hdr.msg_namelen = 28
+            if n < UDP_BATCH:
+                return 0
+        return 0
+
+    def process_udp(self, local, remote, datagram):
+        """One datagram, as a tunnel socket would hand it over (copied until ``flush``)."""
+        cdef uint32_t n
+        cdef uint8_t *f = self._copy(datagram, &n)
+        cdef bytes name = _sockaddr(remote)
+        self.handle_udp(self.main, self.t, self.t.udp_slot.get(local, -1), f, n,
+                        <const uint8_t *><char *>name)
 
     cdef int _ring_drops(self, list rings) except -1:
         cdef _Ring ring
@@ -1222,6 +1382,7 @@ class CEngine:
     """``core.Engine`` on rings and C tables (see the module docstring)."""
 
     name = "fast"
+    reads_udp = True       # the ring thread reads the UDP tunnel sockets too
 
     def __init__(self, dp):
         self.dp = dp
@@ -1230,6 +1391,7 @@ class CEngine:
         self._port_ix = {}     # id(TapPort) -> index in the compiled tables
         self._thread = None    # the ring thread, its rings, epoll fd and stop eventfd
         self._thread_rings = []
+        self._thread_udp = []
         self._epfd = self._stopfd = -1
 
     def sync_substrate(self, snap, close):
@@ -1240,8 +1402,8 @@ class CEngine:
                 self.rings[ifindex] = (rx, _Ring(rx, ifindex))
         if close:
             gone = [i for i in self.rings if i not in snap.ifaces]
-            if gone:
-                self._stop_ring_thread()        # it must not be walking a ring we unmap
+            if gone or [x for x in self._thread_udp if x[1] not in snap.udp]:
+                self._stop_ring_thread()        # it must not read a ring / socket that goes
             for ifindex in gone:
                 rx, ring = self.rings.pop(ifindex)
                 self._engine._ring_drops_py([ring])
@@ -1250,10 +1412,11 @@ class CEngine:
 
     def start(self):
         """(Re)start the ring thread when the set of rings changed."""
+        udps = [(s.fileno(), local) for local, s in self.dp.udp.items()]
         if self._thread is None or [r for _, r in self._thread_rings] != \
-                [r for _, r in self.rings.values()]:
+                [r for _, r in self.rings.values()] or self._thread_udp != udps:
             self._stop_ring_thread()
-            self._start_ring_thread()
+            self._start_ring_thread(udps)
 
     def install(self, snap):
         self._engine.install(snap)
@@ -1267,6 +1430,9 @@ class CEngine:
 
     def process_eth(self, ifindex, frame, tci):
         self._engine.process_eth(ifindex, frame, tci)
+
+    def process_udp(self, local, remote, datagram):
+        self._engine.process_udp(local, remote, datagram)
 
     def flush(self):
         self._engine.flush()
@@ -1302,13 +1468,15 @@ class CEngine:
     # Everything else (TAPs, UDP, control plane, timers) stays on the event loop; slow paths of
     # ring frames that touch it are handed over (``_Sender``).
 
-    def _start_ring_thread(self):
+    def _start_ring_thread(self, udps):
         rings = list(self.rings.values())
         epfd = _epoll_create()
         stopfd = _eventfd()
         try:
             for i, (rx, ring) in enumerate(rings):
                 _epoll_add(epfd, rx.sock.fileno(), i)
+            for j, (fd, _local) in enumerate(udps):
+                _epoll_add(epfd, fd, UDP_KEY + j)
             _epoll_add(epfd, self._engine.timer_fd(), TIMER_KEY)
             _epoll_add(epfd, stopfd, STOP_KEY)
         except BaseException:
@@ -1316,17 +1484,17 @@ class CEngine:
             os.close(stopfd)
             raise
         self._epfd, self._stopfd = epfd, stopfd
-        self._thread_rings = rings
-        self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings),
+        self._thread_rings, self._thread_udp = rings, udps
+        self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings, udps),
                                         name="vnet-rings", daemon=True)
         self._thread.start()
-        log.info("fast path: ring thread reads %d substrate interface(s): %s", len(rings),
-                 " ".join(rx.ifname for rx, _ in rings) or "-")
+        log.info("fast path: ring thread reads %d substrate interface(s): %s, %d udp socket(s)",
+                 len(rings), " ".join(rx.ifname for rx, _ in rings) or "-", len(udps))
 
-    def _ring_thread(self, epfd, rings):
+    def _ring_thread(self, epfd, rings, udps):
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            self._engine.run_rings(epfd, [ring for _, ring in rings])
+            self._engine.run_rings(epfd, [ring for _, ring in rings], udps)
         except BaseException as e:
             log.exception("fast path: the ring thread failed; substrate frames are no longer "
                           "read")
@@ -1352,7 +1520,7 @@ class CEngine:
             except OSError:            # a failed thread may have lost its epoll fd
                 pass
         self._epfd = self._stopfd = -1
-        self._thread_rings = []
+        self._thread_rings, self._thread_udp = [], []
 
 
 def _epoll_create():

@@ -68,6 +68,7 @@ class Engine(Protocol):
     the counters it is given."""
 
     name: str
+    reads_udp: bool         # the engine reads the UDP tunnel sockets itself
 
     def sync_substrate(self, snap: Snapshot, close: bool) -> None:
         """Open the receive side of the substrate interfaces ``snap`` has and this engine does
@@ -92,6 +93,10 @@ class Engine(Protocol):
     def process_eth(self, ifindex: int, frame, tci: int | None) -> None:
         """Decide and act on one substrate frame (``tci``: the VLAN TCI the kernel stripped,
         None if none).  Frames may be held for a batched send until ``flush``."""
+
+    def process_udp(self, local: tuple, remote: tuple, datagram) -> None:
+        """Decide and act on one UDP tunnel datagram received on ``local`` from ``remote``.
+        An engine with ``reads_udp`` reads the tunnel sockets itself; else the core does."""
 
     def flush(self) -> None:
         """Send what is held and bring every counter up to date."""
@@ -225,8 +230,9 @@ class Datapath:
     def _start_readers(self):
         """Read every substrate interface and UDP socket not read yet (the snapshot is in)."""
         self.engine.start()
-        for local, s in self.udp.items():
-            self.read(s.fileno(), self._on_udp, s, local)
+        if not self.engine.reads_udp:
+            for local, s in self.udp.items():
+                self.read(s.fileno(), self._on_udp, s, local)
 
     def install(self, snap: Snapshot):
         """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
@@ -350,8 +356,12 @@ class Datapath:
         """Send frames the engine holds for a batched send; counters up to date."""
         self.engine.flush()
 
+    def process_udp(self, local: tuple, remote: tuple, datagram):
+        """Decide and act on one UDP tunnel datagram (the engine's way; tests feed here)."""
+        self.engine.process_udp(local, remote, datagram)
+
     def _on_udp(self, sock: socket.socket, local: tuple):
-        """UDP tunnel links: read in Python by both engines (after the engine's sends)."""
+        """UDP tunnel links of an engine that does not read them itself (the reference)."""
         self.engine.flush_tx()
         buf, view = self._buf, self._view
         for _ in range(BATCH):

@@ -14,7 +14,7 @@ import os
 import socket
 
 from vnet_router.datapath import packet_io
-from vnet_router.datapath.classify import classify_eth
+from vnet_router.datapath.classify import classify_eth, classify_udp
 from vnet_router.datapath.core import BATCH, RXBUF, Datapath, TapPort
 from vnet_router.model.tables import Snapshot
 
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 class PyEngine:
     name = "reference"
+    reads_udp = False      # the core reads the UDP tunnel sockets (Datapath._on_udp)
 
     def __init__(self, dp: Datapath):
         self.dp = dp
@@ -90,6 +91,11 @@ class PyEngine:
         dp = self.dp
         view = memoryview(frame)
         dp.receive(dp.snap, classify_eth(dp.snap, ifindex, view, tci), view, len(view))
+
+    def process_udp(self, local, remote, datagram):
+        dp = self.dp
+        view = memoryview(datagram)
+        dp.receive(dp.snap, classify_udp(dp.snap, local, remote, view), view, len(view))
 
     def flush(self):
         """The reference sends each frame at once: nothing is held."""
