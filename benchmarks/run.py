@@ -18,6 +18,11 @@ loop into a TAP as the yardstick), fast path with 1,000 virtual links and 64 sub
 at 64 and 1500 bytes.  Then ping latency (median / p99) through the bridge and through the
 fast-path router (on the end-systems' core and on the other one), with vnet end-systems on
 both sides, all measured in alternating rounds.  Writes docs/benchmarks.md and a PNG.
+
+Rows for what users configure are in ``rows.py`` (the router on ``--datapath``): (g)-(k) rated
+VLI switch, rated TAP in and out, TAP -> multiaccess LAN, UDP tunnels, each with its ratio to
+the bridge of the same run (a selected row brings the bridge along); (l) a 20 Mbit/s shaped
+link beside a flood; (n) idle router CPU.
 """
 from __future__ import annotations
 
@@ -34,8 +39,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import report
-from benchmarks.common import BELL, MAC, Latency, Result, mac_bytes
+from benchmarks import report, rows
+from benchmarks.common import BELL, MAC, Latency, Result, Shaped, mac_bytes
 from benchmarks.report import FWD_CORE, GEN_CORE, ratios, table
 from vnet_router.ops import netlink
 
@@ -223,15 +228,15 @@ class Bench:
                                                                       tagged=False,
                                                                       substrate=False),
                                        "gen", "g0")
-            else:
-                o, d, cpu = self.offer("gen", "g0",
-                                       self.trafgen_cfg(size, extra.get("dst", MAC["r0"]),
-                                                        MAC["g0"]), "sink", "s0")
+            else:                           # a setup may bring its own frame (UDP)
+                frame = extra["frame"](size) if "frame" in extra else \
+                    self.trafgen_cfg(size, extra.get("dst", MAC["r0"]), MAC["g0"])
+                o, d, cpu = self.offer("gen", "g0", frame, "sink", "s0")
             r = Result(name, size, o, d, cpu / (d * self.seconds) if d else None,
                        note=direction)
         finally:
             self.teardown()
-        self.progress(f"  {name:<42} {size:>5} B  offered {r.offered / 1e3:8.1f} kpps  "
+        self.progress(f"  {name:<50} {size:>5} B  offered {r.offered / 1e3:8.1f} kpps  "
                       f"delivered {r.delivered / 1e3:8.1f} kpps  ratio {r.ratio:5.2f}  "
                       f"cpu {r.cpu_us if r.cpu_us is not None else float('nan'):6.2f} us/pkt")
         return r
@@ -360,7 +365,7 @@ def latency(count: int, interval: float, rounds: int, progress=print,
             b.teardown()
             shutil.rmtree(b.work, ignore_errors=True)
     for lat, _, _, _ in cases:
-        progress(f"  {lat.case:<42} {len(lat.rtts)}/{lat.sent} replies  median "
+        progress(f"  {lat.case:<50} {len(lat.rtts)}/{lat.sent} replies  median "
                  f"{lat.pct(50):7.1f} us  p99 {lat.pct(99):7.1f} us")
     return [lat for lat, _, _, _ in cases]
 
@@ -443,11 +448,14 @@ def machine() -> str:
 
 
 def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10,
-            relay=True, repeat=3):
+            relay=True, repeat=3, datapath="fast", idle_seconds=rows.IDLE_SECONDS):
     """Every case ``repeat`` times, the cases interleaved (run 1 of each, then run 2 ...), so a
-    drift of the machine hits all of them alike; each row is the median run."""
+    drift of the machine hits all of them alike; each row is the median run.  The rows of
+    ``rows.py`` run the router on ``datapath``; one of them selected brings the Linux bridge,
+    their reference, along.  Returns (pps results, latency cases, shaped-link results, idle)."""
     b = Bench(seconds, progress)
-    lats = []
+    lats, idle = [], []
+    want = lambda name: not only or any(o in name for o in only)
     cases = [
         ("(0) generator alone (nothing forwards)", lambda: {"direction": "alone"}),
         ("(a) Linux bridge", b.setup_bridge),
@@ -459,8 +467,12 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
         ("(e) fast path TAP -> substrate", lambda: b.setup_tap_out("fast")),
         ("(f) fast path, 1000 vlinks / 64 links", lambda: b.setup_router("fast", 62, 999)),
     ]
-    cases = [c for c in cases if not only or any(o in c[0] for o in only)]
-    raw: dict[tuple, list[Result]] = {}
+    new = rows.pps_cases(b, datapath)
+    if any(want(n) for n, _ in new) and not want(cases[1][0]):
+        progress(f" with {cases[1][0]}: the reference of the rows selected")
+        only = list(only) + [cases[1][0]]
+    cases = [c for c in cases + new if want(c[0])]
+    raw: dict[tuple, list] = {}
     try:
         for size in sizes:
             for run in range(repeat):
@@ -468,13 +480,26 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
                     progress(f" {size}-byte frames, run {run + 1}/{repeat}")
                 for name, setup in cases:
                     raw.setdefault((name, size), []).append(b.case(name, size, setup))
+                if want(rows.SHAPED_NAME):
+                    raw.setdefault((rows.SHAPED_NAME, size), []).append(
+                        rows.shaped(b, size, datapath))
+        if want(rows.IDLE_NAME):
+            progress(f" {rows.IDLE_NAME}: {idle_seconds:g} s without traffic")
+            idle.append(rows.idle_cpu(b, idle_seconds, datapath))
     finally:
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
-    results = [_median_run(rs) for rs in raw.values()]
+    results = [_median_run(rs) for rs in raw.values() if isinstance(rs[0], Result)]
+    shaped = [_median_shaped(rs) for rs in raw.values() if isinstance(rs[0], Shaped)]
     if pings:
         lats = latency(pings, interval, rounds, progress, relay)
-    return results, lats
+    return results, lats, shaped, idle
+
+
+def _median_shaped(rs: list[Shaped]) -> Shaped:
+    mid = sorted(rs, key=lambda r: r.achieved_bps)[(len(rs) - 1) // 2]
+    return Shaped(mid.case, mid.size, mid.offered_bps, mid.achieved_bps, mid.flood_pps,
+                  mid.target_bps, [r.achieved_bps for r in rs])
 
 
 def _median_run(rs: list[Result]) -> Result:
@@ -499,6 +524,10 @@ def main(argv=None):
     p.add_argument("--no-relay", dest="relay", action="store_false",
                    help="latency: leave out the bare Python relay yardstick")
     p.add_argument("--only", action="append", help="run only cases whose name contains this")
+    p.add_argument("--datapath", choices=("fast", "reference"), default="fast",
+                   help="engine of the router in rows (g)-(n) (rows.py)")
+    p.add_argument("--idle-seconds", type=float, default=rows.IDLE_SECONDS,
+                   help="(n) idle router CPU: seconds measured")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                    help="markdown report ('-': none); the PNG goes next to it")
     p.add_argument("--json", help="also write the raw results here")
@@ -513,9 +542,10 @@ def main(argv=None):
     cmd = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
-    results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds,
-                            relay=a.relay, repeat=a.repeat)
-    text = table(results, lats)
+    results, lats, shaped, idle = run_all(
+        a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds, relay=a.relay,
+        repeat=a.repeat, datapath=a.datapath, idle_seconds=a.idle_seconds)
+    text = table(results, lats, shaped, idle)
     print()
     print(text)
     if a.json:
@@ -524,9 +554,12 @@ def main(argv=None):
             "ratios": [{"what": w, "median": m, "low": lo, "high": hi}
                        for w, m, lo, hi in ratios(results)],
             "latency": [{"case": l.case, "sent": l.sent, "replies": len(l.rtts),
-                         "median_us": l.pct(50), "p99_us": l.pct(99)} for l in lats]}, indent=1))
+                         "median_us": l.pct(50), "p99_us": l.pct(99)} for l in lats],
+            "shaped": [r.__dict__ | {"ratio": r.ratio} for r in shaped],
+            "idle": [r.__dict__ for r in idle]}, indent=1))
     if a.out != "-":
-        out = report.write_markdown(Path(a.out), results, lats, machine(), cmd.strip(), a)
+        out = report.write_markdown(Path(a.out), results, lats, machine(), cmd.strip(), a,
+                                    shaped, idle)
         print(f"\nwrote {out}")
     return 0
 
