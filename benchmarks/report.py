@@ -50,6 +50,27 @@ def ratios(results) -> list[tuple[str, float, float, float]]:
     return out
 
 
+def added_vs_crelay(lats) -> list[tuple]:
+    """Per core: RTT the vnet router and the C relay add to the bridge's, median and p99:
+    (core, router median, router p99, crelay median, crelay p99), in us."""
+    if not lats:
+        return []
+    base = lats[0]
+    by = {l.case: l for l in lats}
+    out = []
+    for core in (GEN_CORE, FWD_CORE):
+        r = by.get(f"ping via vnet router (fast path), core {core}")
+        c = by.get(f"ping via C relay (yardstick), core {core}")
+        if r is not None and c is not None and r.rtts and c.rtts:
+            out.append((core, r.pct(50) - base.pct(50), r.pct(99) - base.pct(99),
+                        c.pct(50) - base.pct(50), c.pct(99) - base.pct(99)))
+    return out
+
+
+def _over(a, b) -> str:
+    return f"{a / b:.2f}" if b > 0 else "-"
+
+
 def table(results, lats, shaped=(), idle=()) -> str:
     lines = ["| case | frame | offered kpps | delivered kpps | delivered/offered | "
              "router CPU-us/pkt | each run, kpps |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -80,6 +101,14 @@ def table(results, lats, shaped=(), idle=()) -> str:
         for l in lats[1:]:
             lines.append(f"| {l.case} | {l.pct(50) - base.pct(50):+.1f} | "
                          f"{l.pct(99) - base.pct(99):+.1f} |")
+        vs = added_vs_crelay(lats)
+        if vs:
+            lines += ["", "| added RTT: vnet router vs C relay | router median us | C relay "
+                      "median us | router / C relay | router p99 us | C relay p99 us | "
+                      "router / C relay |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for core, rm, r99, cm, c99 in vs:
+                lines.append(f"| core {core} | {rm:+.1f} | {cm:+.1f} | {_over(rm, cm)} | "
+                             f"{r99:+.1f} | {c99:+.1f} | {_over(r99, c99)} |")
     if shaped:
         lines += ["", "| shaped link (one vNet shaped, another floods the same interface) | "
                   "flood frame | shaped vNet offered Mbit/s | achieved Mbit/s | achieved / "

@@ -26,17 +26,22 @@ Then two measurements of their own:
 * (n) ``idle_cpu``: the router with a configuration like ``etc/router.toml`` (links, a TAP
   with ``rate`` and ``in_rate``, a rated switch) and no traffic: utime + stime of its process
   from /proc/<pid>/stat over ``IDLE_SECONDS``, as percent of one core.
+
+The C relay of the latency section (``crelay.c``) is compiled here (``build_crelay``).
 """
 from __future__ import annotations
 
 import os
+import shutil
 import struct
+import subprocess
 import time
 from pathlib import Path
 
 from benchmarks.common import MAC, Idle, Shaped, mac_bytes as _b
 from benchmarks.report import FWD_CORE, GEN_CORE
 
+HERE = Path(__file__).resolve().parent
 RATE_OPEN = "100Gbit"
 SHAPED_RATE = "20Mbit"
 SHAPED_BPS = 20e6
@@ -49,6 +54,7 @@ IP = {"g0": "10.77.1.1", "r0": "10.77.1.2", "r1": "10.77.2.1", "s0": "10.77.2.2"
 
 SHAPED_NAME = "(l) shaped link 20 Mbit/s, another vNet floods"
 IDLE_NAME = "(n) idle router CPU"
+CRELAY_NAME = "ping via C relay (yardstick)"
 
 
 def engine(datapath: str) -> str:
@@ -225,3 +231,18 @@ def _proc_cpu(pid: int) -> float:
     fields = stat[stat.rindex(")") + 2:].split()        # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+
+# -- the C relay --------------------------------------------------------------------------------
+
+def build_crelay(work: Path) -> Path:
+    """Compile ``crelay.c`` with the system C compiler into ``work``; its path."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc) to build the C relay")
+    out = work / "crelay"
+    if not out.exists():
+        r = subprocess.run([cc, "-O2", "-o", str(out), str(HERE / "crelay.c")],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"cc crelay.c: {r.stderr.strip()}")
+    return out

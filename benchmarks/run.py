@@ -22,7 +22,7 @@ both sides, all measured in alternating rounds.  Writes docs/benchmarks.md and a
 Rows for what users configure are in ``rows.py`` (the router on ``--datapath``): (g)-(k) rated
 VLI switch, rated TAP in and out, TAP -> multiaccess LAN, UDP tunnels, each with its ratio to
 the bridge of the same run (a selected row brings the bridge along); (l) a 20 Mbit/s shaped
-link beside a flood; (n) idle router CPU.
+link beside a flood; (n) idle router CPU; and in the latency part the C relay (``crelay.c``).
 """
 from __future__ import annotations
 
@@ -290,15 +290,19 @@ class Bench:
         own routers on g0 and s0, pinned to core GEN_CORE) joined by the Linux bridge or by the
         vnet router in rtr (pinned to ``core``)."""
         self.build()
-        if via_router == "relay":
-            script = self.work / "bare_relay.py"
-            script.write_text(_BARE_RELAY)
+        if via_router in ("relay", "crelay"):       # bare Python relay / C relay (crelay.c)
+            if via_router == "relay":
+                script = self.work / "bare_relay.py"
+                script.write_text(_BARE_RELAY)
+                argv = [sys.executable, str(script)]
+            else:
+                argv = [str(rows.build_crelay(self.work))]
             hdr = lambda dst, src, vlan, vli: (_b(dst) + _b(src) + b"\x81\x00" +
                                                vlan.to_bytes(2, "big") + b"\x88\xb5" +
                                                vli.to_bytes(2, "big")).hex()
-            self.popen("rtr", [sys.executable, str(script), "r0", "r1",
-                               "100", hdr(MAC["s0"], MAC["r1"], 20, 200),
-                               "201", hdr(MAC["g0"], MAC["r0"], 10, 101)],
+            self.popen("rtr", argv + ["r0", "r1",
+                                      "100", hdr(MAC["s0"], MAC["r1"], 20, 200),
+                                      "201", hdr(MAC["g0"], MAC["r0"], 10, 101)],
                        core=core, env=dict(os.environ, PYTHONPATH=str(ROOT)))
             a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
         elif via_router:
@@ -333,7 +337,7 @@ class Bench:
 
 
 def latency(count: int, interval: float, rounds: int, progress=print,
-            relay=True) -> list[Latency]:
+            relay=True, crelay=False) -> list[Latency]:
     """Ping RTT through the bridge and through the router, all topologies up at once and
     measured in alternating rounds of ``count / rounds`` pings each, so that all see the same
     machine (this VM's timing drifts by +-20% from minute to minute).
@@ -341,7 +345,8 @@ def latency(count: int, interval: float, rounds: int, progress=print,
     The end-systems' routers run on core GEN_CORE, so the bridge forwards there too (in the
     softirq of the sender).  The vnet router is measured twice: on that same core, and on
     core FWD_CORE, where every hop crosses cores and wakes an idle vCPU.  With ``relay``, a bare
-    Python relay (``_BARE_RELAY``) on each core shows what any user-space hop costs here."""
+    Python relay (``_BARE_RELAY``) on each core shows what any user-space hop costs here; with
+    ``crelay``, so does the C relay (``crelay.c``, compiled now), the floor of such a hop."""
     cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False, None)]
     for tag, core in zip("mn", (GEN_CORE, FWD_CORE)):
         cases.append((Latency(f"ping via vnet router (fast path), core {core}"),
@@ -350,6 +355,10 @@ def latency(count: int, interval: float, rounds: int, progress=print,
         for tag, core in zip("op", (GEN_CORE, FWD_CORE)):
             cases.append((Latency(f"ping via bare Python relay (yardstick), core {core}"),
                           Bench(0, progress, tag=tag), "relay", core))
+    if crelay:
+        for tag, core in zip("qr", (GEN_CORE, FWD_CORE)):
+            cases.append((Latency(f"{rows.CRELAY_NAME}, core {core}"),
+                          Bench(0, progress, tag=tag), "crelay", core))
     try:
         for _, b, via_router, core in cases:
             b.latency_setup(via_router, core)
@@ -492,7 +501,7 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
     results = [_median_run(rs) for rs in raw.values() if isinstance(rs[0], Result)]
     shaped = [_median_shaped(rs) for rs in raw.values() if isinstance(rs[0], Shaped)]
     if pings:
-        lats = latency(pings, interval, rounds, progress, relay)
+        lats = latency(pings, interval, rounds, progress, relay, crelay=want(rows.CRELAY_NAME))
     return results, lats, shaped, idle
 
 
@@ -555,6 +564,9 @@ def main(argv=None):
                        for w, m, lo, hi in ratios(results)],
             "latency": [{"case": l.case, "sent": l.sent, "replies": len(l.rtts),
                          "median_us": l.pct(50), "p99_us": l.pct(99)} for l in lats],
+            "router_vs_crelay": [dict(zip(("core", "router_median_us", "router_p99_us",
+                                           "crelay_median_us", "crelay_p99_us"), x))
+                                 for x in report.added_vs_crelay(lats)],
             "shaped": [r.__dict__ | {"ratio": r.ratio} for r in shaped],
             "idle": [r.__dict__ for r in idle]}, indent=1))
     if a.out != "-":
