@@ -68,7 +68,9 @@ def added_vs_crelay(lats) -> list[tuple]:
 
 
 def _over(a, b) -> str:
-    return f"{a / b:.2f}" if b > 0 else "-"
+    """a / b of two added RTTs; "-" when either is not positive (a hop that measured faster
+    than the bridge's path is noise, and a ratio of it says nothing)."""
+    return f"{a / b:.2f}" if a > 0 and b > 0 else "-"
 
 
 def table(results, lats, shaped=(), idle=()) -> str:
