@@ -36,9 +36,9 @@ def test_benchmark_command_runs_end_to_end(tmp_path):
     assert "delivered kpps" in r.stdout
 
 
-def _bench(tmp_path, *args, timeout=300):
+def _bench(tmp_path, *args, seconds="0.3", timeout=300):
     out = tmp_path / "bench.json"
-    r = subprocess.run([sys.executable, "-m", "benchmarks.run", "--seconds", "0.3",
+    r = subprocess.run([sys.executable, "-m", "benchmarks.run", "--seconds", seconds,
                         "--sizes", "64", "--repeat", "1", "--out", str(tmp_path / "b.md"),
                         "--json", str(out), *args],
                        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -48,9 +48,11 @@ def _bench(tmp_path, *args, timeout=300):
 
 def test_rows_for_what_users_configure_run_once(tmp_path):
     """Rows (g)-(l) and (n) of benchmarks/rows.py, each once and briefly: every one produces
-    a number (the bridge, their reference, comes along)."""
+    a number (the bridge, their reference, comes along).  1 s, not 0.3: the compiled engine
+    forwards rated links in bursts with pauses of up to ~0.4 s under overload (a 0.3 s window
+    can see nothing delivered)."""
     data, md = _bench(tmp_path, "--pings", "0", "--idle-seconds", "1",
-                      *[x for o in "ghijkln" for x in ("--only", f"({o})")])
+                      *[x for o in "ghijkln" for x in ("--only", f"({o})")], seconds="1")
     cases = {x["case"][:3]: x for x in data["results"]}
     assert set(cases) == {"(a)", "(g)", "(h)", "(i)", "(j)", "(k)"}
     for x in cases.values():
