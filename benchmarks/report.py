@@ -28,11 +28,18 @@ RATIOS = [
 ]
 
 
+# The rows of rows.py (what users configure), each compared with the bridge at its frame size.
+BRIDGE = "(a) Linux bridge"
+VS_BRIDGE = ("(g)", "(h)", "(i)", "(j)", "(k)")
+
+
 def ratios(results) -> list[tuple[str, float, float, float]]:
     """(what, ratio of the medians, lowest and highest ratio of run i to run i)."""
     by = {(r.case, r.size): r for r in results}
     out = []
-    for what, a, b, size in RATIOS:
+    extra = [(f"{r.case} / Linux bridge, {r.size} B", r.case, BRIDGE, r.size)
+             for r in results if r.case.startswith(VS_BRIDGE)]
+    for what, a, b, size in RATIOS + extra:
         ra, rb = by.get((a, size)), by.get((b, size))
         if ra is None or rb is None:
             continue
@@ -43,9 +50,34 @@ def ratios(results) -> list[tuple[str, float, float, float]]:
     return out
 
 
-def table(results, lats) -> str:
+def added_vs_crelay(lats) -> list[tuple]:
+    """Per core: RTT the vnet router and the C relay add to the bridge's, median and p99:
+    (core, router median, router p99, crelay median, crelay p99), in us."""
+    if not lats:
+        return []
+    base = lats[0]
+    by = {l.case: l for l in lats}
+    out = []
+    for core in (GEN_CORE, FWD_CORE):
+        r = by.get(f"ping via vnet router (fast path), core {core}")
+        c = by.get(f"ping via C relay (yardstick), core {core}")
+        if r is not None and c is not None and r.rtts and c.rtts:
+            out.append((core, r.pct(50) - base.pct(50), r.pct(99) - base.pct(99),
+                        c.pct(50) - base.pct(50), c.pct(99) - base.pct(99)))
+    return out
+
+
+def _over(a, b) -> str:
+    """a / b of two added RTTs; "-" when either is not positive (a hop that measured faster
+    than the bridge's path is noise, and a ratio of it says nothing)."""
+    return f"{a / b:.2f}" if a > 0 and b > 0 else "-"
+
+
+def table(results, lats, shaped=(), idle=()) -> str:
     lines = ["| case | frame | offered kpps | delivered kpps | delivered/offered | "
              "router CPU-us/pkt | each run, kpps |", "|---|---:|---:|---:|---:|---:|---:|"]
+    if not results:
+        lines = []
     for r in results:
         cpu = f"{r.cpu_us:.2f}" if r.cpu_us is not None else "-"
         each = " / ".join(f"{x / 1e3:.0f}" for x in r.runs)
@@ -71,6 +103,30 @@ def table(results, lats) -> str:
         for l in lats[1:]:
             lines.append(f"| {l.case} | {l.pct(50) - base.pct(50):+.1f} | "
                          f"{l.pct(99) - base.pct(99):+.1f} |")
+        vs = added_vs_crelay(lats)
+        if vs:
+            lines += ["", "| added RTT: vnet router vs C relay | router median us | C relay "
+                      "median us | router / C relay | router p99 us | C relay p99 us | "
+                      "router / C relay |", "|---|---:|---:|---:|---:|---:|---:|"]
+            for core, rm, r99, cm, c99 in vs:
+                lines.append(f"| core {core} | {rm:+.1f} | {cm:+.1f} | {_over(rm, cm)} | "
+                             f"{r99:+.1f} | {c99:+.1f} | {_over(r99, c99)} |")
+    if shaped:
+        lines += ["", "| shaped link (one vNet shaped, another floods the same interface) | "
+                  "flood frame | shaped vNet offered Mbit/s | achieved Mbit/s | achieved / "
+                  "20 Mbit/s | flood delivered kpps | each run, Mbit/s |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in shaped:
+            each = " / ".join(f"{x / 1e6:.2f}" for x in r.runs)
+            lines.append(f"| {r.case} | {r.size} B | {r.offered_bps / 1e6:.1f} | "
+                         f"{r.achieved_bps / 1e6:.2f} | {r.ratio:.3f} | "
+                         f"{r.flood_pps / 1e3:.1f} | {each} |")
+    for r in idle:
+        lines += ["", f"Idle router CPU ({r.engine}; links, a TAP and a switch with rates; no "
+                  f"traffic; {r.seconds:.0f} s): **{r.percent:.2f}% of one core** (utime + "
+                  f"stime of its process; one clock tick is {r.resolution:.2f}%)."]
+    while lines and not lines[0]:           # no pps rows: start at the first table there is
+        lines.pop(0)
     return "\n".join(lines)
 
 
@@ -82,6 +138,8 @@ def plot(results, path: Path):
     except ImportError:
         return False
     sizes = sorted({r.size for r in results})
+    if not sizes:
+        return False
     fig, axes = plt.subplots(1, len(sizes), figsize=(7 * len(sizes), 5), squeeze=False)
     for ax, size in zip(axes[0], sizes):
         rs = [r for r in results if r.size == size]
@@ -102,11 +160,12 @@ def plot(results, path: Path):
 
 
 
-def write_markdown(out: Path, results, lats, machine: str, cmd: str, a) -> str:
+def write_markdown(out: Path, results, lats, machine: str, cmd: str, a, shaped=(),
+                   idle=()) -> str:
     """docs/benchmarks.md (and the PNG next to it) for one run; returns what was written."""
     png = out.with_suffix(".png")
     have_png = plot(results, png)
-    text = table(results, lats)
+    text = table(results, lats, shaped, idle)
     out.write_text(
         "# Benchmarks\n\n"
         f"- machine: {machine}\n- date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
@@ -120,6 +179,9 @@ def write_markdown(out: Path, results, lats, machine: str, cmd: str, a) -> str:
         f"{FWD_CORE}; offered = generator veth tx, delivered = sink veth rx (TAP cases: the "
         "TAP's counter); router CPU-us/pkt = busy time of core 1 per delivered packet (the "
         "bridge and tc mirred forward mostly in the generator's softirq on core 0, so their "
-        "column undercounts). Other work on the machine shares both cores.\n\n"
+        "column undercounts). Other work on the machine shares both cores.\n"
+        f"- rows (g)-(n) (`benchmarks/rows.py`): the router on the {getattr(a, 'datapath', 'fast')}"
+        " engine; rates that never limit are 100Gbit; (l) counts the shaped vNet's payload "
+        "bytes at the sink, as the shaper counts them.\n\n"
         + text + "\n" + (f"\n![pps]({png.name})\n" if have_png else ""))
     return f"{out}" + (f" and {png}" if have_png else "")

@@ -18,6 +18,11 @@ loop into a TAP as the yardstick), fast path with 1,000 virtual links and 64 sub
 at 64 and 1500 bytes.  Then ping latency (median / p99) through the bridge and through the
 fast-path router (on the end-systems' core and on the other one), with vnet end-systems on
 both sides, all measured in alternating rounds.  Writes docs/benchmarks.md and a PNG.
+
+Rows for what users configure are in ``rows.py`` (the router on ``--datapath``): (g)-(k) rated
+VLI switch, rated TAP in and out, TAP -> multiaccess LAN, UDP tunnels, each with its ratio to
+the bridge of the same run (a selected row brings the bridge along); (l) a 20 Mbit/s shaped
+link beside a flood; (n) idle router CPU; and in the latency part the C relay (``crelay.c``).
 """
 from __future__ import annotations
 
@@ -32,49 +37,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import report
+from benchmarks import report, rows
+from benchmarks.common import BELL, MAC, Latency, Result, Shaped, mac_bytes
 from benchmarks.report import FWD_CORE, GEN_CORE, ratios, table
 from vnet_router.ops import netlink
 
 ROOT = Path(__file__).resolve().parents[1]
-MAC = {"g0": "02:b0:00:00:00:01", "r0": "02:b0:00:00:00:02", "r1": "02:b0:00:00:00:03",
-       "s0": "02:b0:00:00:00:04"}
-BELL = "02:b0:00:00:00:ff"
-
-
-def _b(mac: str) -> bytes:
-    return bytes.fromhex(mac.replace(":", ""))
-
-
-@dataclass
-class Result:
-    case: str
-    size: int
-    offered: float = 0.0
-    delivered: float = 0.0
-    cpu_us: float | None = None
-    note: str = ""
-    runs: list = field(default_factory=list)     # delivered pps of each run (median above)
-
-    @property
-    def ratio(self) -> float:
-        return self.delivered / self.offered if self.offered else 0.0
-
-
-@dataclass
-class Latency:
-    case: str
-    rtts: list = field(default_factory=list)
-    sent: int = 0
-
-    def pct(self, p):
-        if not self.rtts:
-            return float("nan")
-        s = sorted(self.rtts)
-        return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+_b = mac_bytes
 
 
 class Bench:
@@ -257,15 +228,15 @@ class Bench:
                                                                       tagged=False,
                                                                       substrate=False),
                                        "gen", "g0")
-            else:
-                o, d, cpu = self.offer("gen", "g0",
-                                       self.trafgen_cfg(size, extra.get("dst", MAC["r0"]),
-                                                        MAC["g0"]), "sink", "s0")
+            else:                           # a setup may bring its own frame (UDP)
+                frame = extra["frame"](size) if "frame" in extra else \
+                    self.trafgen_cfg(size, extra.get("dst", MAC["r0"]), MAC["g0"])
+                o, d, cpu = self.offer("gen", "g0", frame, "sink", "s0")
             r = Result(name, size, o, d, cpu / (d * self.seconds) if d else None,
                        note=direction)
         finally:
             self.teardown()
-        self.progress(f"  {name:<42} {size:>5} B  offered {r.offered / 1e3:8.1f} kpps  "
+        self.progress(f"  {name:<50} {size:>5} B  offered {r.offered / 1e3:8.1f} kpps  "
                       f"delivered {r.delivered / 1e3:8.1f} kpps  ratio {r.ratio:5.2f}  "
                       f"cpu {r.cpu_us if r.cpu_us is not None else float('nan'):6.2f} us/pkt")
         return r
@@ -319,15 +290,19 @@ class Bench:
         own routers on g0 and s0, pinned to core GEN_CORE) joined by the Linux bridge or by the
         vnet router in rtr (pinned to ``core``)."""
         self.build()
-        if via_router == "relay":
-            script = self.work / "bare_relay.py"
-            script.write_text(_BARE_RELAY)
+        if via_router in ("relay", "crelay"):       # bare Python relay / C relay (crelay.c)
+            if via_router == "relay":
+                script = self.work / "bare_relay.py"
+                script.write_text(_BARE_RELAY)
+                argv = [sys.executable, str(script)]
+            else:
+                argv = [str(rows.build_crelay(self.work))]
             hdr = lambda dst, src, vlan, vli: (_b(dst) + _b(src) + b"\x81\x00" +
                                                vlan.to_bytes(2, "big") + b"\x88\xb5" +
                                                vli.to_bytes(2, "big")).hex()
-            self.popen("rtr", [sys.executable, str(script), "r0", "r1",
-                               "100", hdr(MAC["s0"], MAC["r1"], 20, 200),
-                               "201", hdr(MAC["g0"], MAC["r0"], 10, 101)],
+            self.popen("rtr", argv + ["r0", "r1",
+                                      "100", hdr(MAC["s0"], MAC["r1"], 20, 200),
+                                      "201", hdr(MAC["g0"], MAC["r0"], 10, 101)],
                        core=core, env=dict(os.environ, PYTHONPATH=str(ROOT)))
             a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
         elif via_router:
@@ -362,7 +337,7 @@ class Bench:
 
 
 def latency(count: int, interval: float, rounds: int, progress=print,
-            relay=True) -> list[Latency]:
+            relay=True, crelay=False) -> list[Latency]:
     """Ping RTT through the bridge and through the router, all topologies up at once and
     measured in alternating rounds of ``count / rounds`` pings each, so that all see the same
     machine (this VM's timing drifts by +-20% from minute to minute).
@@ -370,7 +345,8 @@ def latency(count: int, interval: float, rounds: int, progress=print,
     The end-systems' routers run on core GEN_CORE, so the bridge forwards there too (in the
     softirq of the sender).  The vnet router is measured twice: on that same core, and on
     core FWD_CORE, where every hop crosses cores and wakes an idle vCPU.  With ``relay``, a bare
-    Python relay (``_BARE_RELAY``) on each core shows what any user-space hop costs here."""
+    Python relay (``_BARE_RELAY``) on each core shows what any user-space hop costs here; with
+    ``crelay``, so does the C relay (``crelay.c``, compiled now), the floor of such a hop."""
     cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False, None)]
     for tag, core in zip("mn", (GEN_CORE, FWD_CORE)):
         cases.append((Latency(f"ping via vnet router (fast path), core {core}"),
@@ -379,6 +355,10 @@ def latency(count: int, interval: float, rounds: int, progress=print,
         for tag, core in zip("op", (GEN_CORE, FWD_CORE)):
             cases.append((Latency(f"ping via bare Python relay (yardstick), core {core}"),
                           Bench(0, progress, tag=tag), "relay", core))
+    if crelay:
+        for tag, core in zip("qr", (GEN_CORE, FWD_CORE)):
+            cases.append((Latency(f"{rows.CRELAY_NAME}, core {core}"),
+                          Bench(0, progress, tag=tag), "crelay", core))
     try:
         for _, b, via_router, core in cases:
             b.latency_setup(via_router, core)
@@ -394,7 +374,7 @@ def latency(count: int, interval: float, rounds: int, progress=print,
             b.teardown()
             shutil.rmtree(b.work, ignore_errors=True)
     for lat, _, _, _ in cases:
-        progress(f"  {lat.case:<42} {len(lat.rtts)}/{lat.sent} replies  median "
+        progress(f"  {lat.case:<50} {len(lat.rtts)}/{lat.sent} replies  median "
                  f"{lat.pct(50):7.1f} us  p99 {lat.pct(99):7.1f} us")
     return [lat for lat, _, _, _ in cases]
 
@@ -477,11 +457,14 @@ def machine() -> str:
 
 
 def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10,
-            relay=True, repeat=3):
+            relay=True, repeat=3, datapath="fast", idle_seconds=rows.IDLE_SECONDS):
     """Every case ``repeat`` times, the cases interleaved (run 1 of each, then run 2 ...), so a
-    drift of the machine hits all of them alike; each row is the median run."""
+    drift of the machine hits all of them alike; each row is the median run.  The rows of
+    ``rows.py`` run the router on ``datapath``; one of them selected brings the Linux bridge,
+    their reference, along.  Returns (pps results, latency cases, shaped-link results, idle)."""
     b = Bench(seconds, progress)
-    lats = []
+    lats, idle = [], []
+    want = lambda name: not only or any(o in name for o in only)
     cases = [
         ("(0) generator alone (nothing forwards)", lambda: {"direction": "alone"}),
         ("(a) Linux bridge", b.setup_bridge),
@@ -493,8 +476,12 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
         ("(e) fast path TAP -> substrate", lambda: b.setup_tap_out("fast")),
         ("(f) fast path, 1000 vlinks / 64 links", lambda: b.setup_router("fast", 62, 999)),
     ]
-    cases = [c for c in cases if not only or any(o in c[0] for o in only)]
-    raw: dict[tuple, list[Result]] = {}
+    new = rows.pps_cases(b, datapath)
+    if any(want(n) for n, _ in new) and not want(cases[1][0]):
+        progress(f" with {cases[1][0]}: the reference of the rows selected")
+        only = list(only) + [cases[1][0]]
+    cases = [c for c in cases + new if want(c[0])]
+    raw: dict[tuple, list] = {}
     try:
         for size in sizes:
             for run in range(repeat):
@@ -502,13 +489,26 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
                     progress(f" {size}-byte frames, run {run + 1}/{repeat}")
                 for name, setup in cases:
                     raw.setdefault((name, size), []).append(b.case(name, size, setup))
+                if want(rows.SHAPED_NAME):
+                    raw.setdefault((rows.SHAPED_NAME, size), []).append(
+                        rows.shaped(b, size, datapath))
+        if want(rows.IDLE_NAME):
+            progress(f" {rows.IDLE_NAME}: {idle_seconds:g} s without traffic")
+            idle.append(rows.idle_cpu(b, idle_seconds, datapath))
     finally:
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
-    results = [_median_run(rs) for rs in raw.values()]
+    results = [_median_run(rs) for rs in raw.values() if isinstance(rs[0], Result)]
+    shaped = [_median_shaped(rs) for rs in raw.values() if isinstance(rs[0], Shaped)]
     if pings:
-        lats = latency(pings, interval, rounds, progress, relay)
-    return results, lats
+        lats = latency(pings, interval, rounds, progress, relay, crelay=want(rows.CRELAY_NAME))
+    return results, lats, shaped, idle
+
+
+def _median_shaped(rs: list[Shaped]) -> Shaped:
+    mid = sorted(rs, key=lambda r: r.achieved_bps)[(len(rs) - 1) // 2]
+    return Shaped(mid.case, mid.size, mid.offered_bps, mid.achieved_bps, mid.flood_pps,
+                  mid.target_bps, [r.achieved_bps for r in rs])
 
 
 def _median_run(rs: list[Result]) -> Result:
@@ -533,6 +533,10 @@ def main(argv=None):
     p.add_argument("--no-relay", dest="relay", action="store_false",
                    help="latency: leave out the bare Python relay yardstick")
     p.add_argument("--only", action="append", help="run only cases whose name contains this")
+    p.add_argument("--datapath", choices=("fast", "reference"), default="fast",
+                   help="engine of the router in rows (g)-(n) (rows.py)")
+    p.add_argument("--idle-seconds", type=float, default=rows.IDLE_SECONDS,
+                   help="(n) idle router CPU: seconds measured")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                    help="markdown report ('-': none); the PNG goes next to it")
     p.add_argument("--json", help="also write the raw results here")
@@ -547,9 +551,10 @@ def main(argv=None):
     cmd = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
-    results, lats = run_all(a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds,
-                            relay=a.relay, repeat=a.repeat)
-    text = table(results, lats)
+    results, lats, shaped, idle = run_all(
+        a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds, relay=a.relay,
+        repeat=a.repeat, datapath=a.datapath, idle_seconds=a.idle_seconds)
+    text = table(results, lats, shaped, idle)
     print()
     print(text)
     if a.json:
@@ -558,9 +563,15 @@ def main(argv=None):
             "ratios": [{"what": w, "median": m, "low": lo, "high": hi}
                        for w, m, lo, hi in ratios(results)],
             "latency": [{"case": l.case, "sent": l.sent, "replies": len(l.rtts),
-                         "median_us": l.pct(50), "p99_us": l.pct(99)} for l in lats]}, indent=1))
+                         "median_us": l.pct(50), "p99_us": l.pct(99)} for l in lats],
+            "router_vs_crelay": [dict(zip(("core", "router_median_us", "router_p99_us",
+                                           "crelay_median_us", "crelay_p99_us"), x))
+                                 for x in report.added_vs_crelay(lats)],
+            "shaped": [r.__dict__ | {"ratio": r.ratio} for r in shaped],
+            "idle": [r.__dict__ for r in idle]}, indent=1))
     if a.out != "-":
-        out = report.write_markdown(Path(a.out), results, lats, machine(), cmd.strip(), a)
+        out = report.write_markdown(Path(a.out), results, lats, machine(), cmd.strip(), a,
+                                    shaped, idle)
         print(f"\nwrote {out}")
     return 0
 

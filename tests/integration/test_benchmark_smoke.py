@@ -34,3 +34,49 @@ def test_benchmark_command_runs_end_to_end(tmp_path):
     assert [r["what"] for r in data["ratios"]] == ["fast path / Linux bridge, pass-through 64 B"]
     assert "| (d) fast path, VLI switch | 64 B |" in (tmp_path / "b.md").read_text()
     assert "delivered kpps" in r.stdout
+
+
+def _bench(tmp_path, *args, seconds="0.3", timeout=300):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks.run", "--seconds", seconds,
+                        "--sizes", "64", "--repeat", "1", "--out", str(tmp_path / "b.md"),
+                        "--json", str(out), *args],
+                       cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return json.loads(out.read_text()), (tmp_path / "b.md").read_text()
+
+
+def test_rows_for_what_users_configure_run_once(tmp_path):
+    """Rows (g)-(l) and (n) of benchmarks/rows.py, each once and briefly: every one produces
+    a number (the bridge, their reference, comes along).  1 s, not 0.3: the compiled engine
+    forwards rated links in bursts with pauses of up to ~0.4 s under overload (a 0.3 s window
+    can see nothing delivered)."""
+    data, md = _bench(tmp_path, "--pings", "0", "--idle-seconds", "1",
+                      *[x for o in "ghijkln" for x in ("--only", f"({o})")], seconds="1")
+    cases = {x["case"][:3]: x for x in data["results"]}
+    assert set(cases) == {"(a)", "(g)", "(h)", "(i)", "(j)", "(k)"}
+    for x in cases.values():
+        assert x["offered"] > 0 and x["delivered"] > 0, x
+    to_bridge = {r["what"][:3]: r["median"] for r in data["ratios"]}
+    assert set(to_bridge) == {"(g)", "(h)", "(i)", "(j)", "(k)"}
+    assert all(v > 0 for v in to_bridge.values())
+    [shaped] = data["shaped"]
+    assert shaped["achieved_bps"] > 0 and shaped["flood_pps"] > 0 and shaped["ratio"] > 0
+    [idle] = data["idle"]
+    # an idle router may use less than one clock tick in a second: a number, not a speed
+    assert idle["seconds"] > 0 and idle["percent"] >= 0
+    assert "| (k) fast path, VLI switch across UDP tunnels | 64 B |" in md
+    assert "achieved / 20 Mbit/s" in md and "Idle router CPU" in md
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for benchmarks/crelay.c")
+def test_c_relay_latency_beside_the_router(tmp_path):
+    data, md = _bench(tmp_path, "--only", "C relay", "--pings", "10", "--interval", "0.02",
+                      "--rounds", "2", "--no-relay")
+    assert data["results"] == []                # "C relay" names no pps case
+    lat = {l["case"]: l for l in data["latency"]}
+    for core in (0, 1):
+        c = lat[f"ping via C relay (yardstick), core {core}"]
+        assert c["replies"] > 0 and c["median_us"] > 0
+    assert [x["core"] for x in data["router_vs_crelay"]] == [0, 1]
+    assert "| added RTT: vnet router vs C relay |" in md

@@ -1,0 +1,70 @@
+"""What the benchmark modules share: the topology's MAC addresses and the result records.
+
+``run.py`` measures with them, ``rows.py`` adds the rows for what users configure, and
+``report.py`` reads them; nothing here touches the system.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MAC = {"g0": "02:b0:00:00:00:01", "r0": "02:b0:00:00:00:02", "r1": "02:b0:00:00:00:03",
+       "s0": "02:b0:00:00:00:04"}
+BELL = "02:b0:00:00:00:ff"
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+@dataclass
+class Result:
+    case: str
+    size: int
+    offered: float = 0.0
+    delivered: float = 0.0
+    cpu_us: float | None = None
+    note: str = ""
+    runs: list = field(default_factory=list)     # delivered pps of each run (median above)
+
+    @property
+    def ratio(self) -> float:
+        return self.delivered / self.offered if self.offered else 0.0
+
+
+@dataclass
+class Latency:
+    case: str
+    rtts: list = field(default_factory=list)
+    sent: int = 0
+
+    def pct(self, p):
+        if not self.rtts:
+            return float("nan")
+        s = sorted(self.rtts)
+        return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+@dataclass
+class Shaped:
+    """A shaped virtual link's achieved rate while another vNet floods the same interface."""
+    case: str
+    size: int                   # the flood's frame size
+    offered_bps: float          # what the shaped vNet offered (payload bits/s)
+    achieved_bps: float         # what reached the sink (payload bits/s, as the shaper counts)
+    flood_pps: float            # the other vNet's frames at the sink
+    target_bps: float
+    runs: list = field(default_factory=list)     # achieved bits/s of each run
+
+    @property
+    def ratio(self) -> float:
+        return self.achieved_bps / self.target_bps
+
+
+@dataclass
+class Idle:
+    """The router's CPU time with no traffic."""
+    case: str
+    engine: str
+    seconds: float
+    percent: float              # of one core: (utime + stime) / wall time
+    resolution: float = 0.0     # percent one clock tick of utime/stime is worth here
