@@ -126,6 +126,8 @@ DEF TP_STATUS_KERNEL = 0
 DEF TP_STATUS_USER = 1
 DEF TP_STATUS_VLAN_VALID = 16
 DEF WALK_BATCH = 256       # frames walked before a flush hands their slots back
+DEF WALK_BUDGET = 1024     # frames of one ring per turn of the ring thread (then timers, other
+                           # rings, counters, a stop request get their turn)
 
 DEF BATCH = 256            # frames per sendmmsg
 DEF TAP_BATCH = 64         # frames read from one TAP per wake-up (as the reference)
@@ -1091,7 +1093,8 @@ cdef class _Engine:
         then flush and sync; returns how many frames it read.  The unit tests drive the walk
         over synthetic rings this way."""
         cdef int64_t before = ring.frames
-        ring.walk(self, self.main)
+        while ring.walk(self, self.main, WALK_BUDGET) == WALK_BUDGET:
+            pass
         self.flush()
         return ring.frames - before
 
@@ -1202,13 +1205,14 @@ cdef class _Engine:
                     dirty = True
                     self.wakeups += 1
                     try:
-                        ring.walk(self, self.rs)
+                        ring.walk(self, self.rs, WALK_BUDGET)
                     except Exception:
                         self._flush(self.rs)
                         log.exception("fast path: error while reading the ring of ifindex %d",
                                       ring.ifindex)
-            if timer:
-                read(self.timerfd, &ticks, 8)
+            if timer or (self.armed and self.now() >= self.armed):
+                if timer:
+                    read(self.timerfd, &ticks, 8)
                 dirty = True
                 self.drain(self.rs)
             self._run_deferred(self.rs)
@@ -1339,10 +1343,12 @@ cdef class _Ring:
         self.view_keep = None
         self.base = NULL
 
-    cdef int walk(self, _Engine e, _Sender s) except -1:
-        """Every frame the kernel has published (TP_STATUS_USER, set after its copy), in
-        order; WALK_BATCH at a time: they are decided, the batch is sent (payloads point into
-        the slots), then the slots go back to the kernel."""
+    cdef int walk(self, _Engine e, _Sender s, int budget) except -1:
+        """The frames the kernel has published (TP_STATUS_USER, set after its copy), in
+        order, up to ``budget``; WALK_BATCH at a time: they are decided, the batch is sent
+        (payloads point into the slots), then the slots go back to the kernel.  Returns how
+        many frames it read (``budget``: there may be more)."""
+        cdef int done = 0
         cdef uint8_t *h
         cdef uint32_t status, first, k, n, snap
         cdef int ifs = -1, tci
@@ -1351,7 +1357,7 @@ cdef class _Ring:
             return 0
         while True:
             first, n = self.cur, 0
-            while n < WALK_BATCH:
+            while n < WALK_BATCH and done + <int>n < budget:
                 h = self.base + <size_t>self.cur * self.frame_size
                 status = vn_load32(h + H2_STATUS)
                 if not status & TP_STATUS_USER:
@@ -1372,8 +1378,9 @@ cdef class _Ring:
             for k in range(n):
                 vn_store32(self.base + <size_t>((first + k) % self.frame_nr) * self.frame_size,
                            TP_STATUS_KERNEL)
-            if n < WALK_BATCH:
-                return 0
+            done += n
+            if n < WALK_BATCH or done >= budget:
+                return done
             with nogil:                 # a full ring is many batches: let the loop thread in
                 pass
 
