@@ -220,3 +220,83 @@ def test_threads_keep_the_counters_consistent():
     assert s["entries"] == s["learned"] - s["expired"]
     assert s["overflow"] > 0 and s["expired"] > 0, s
 
+
+# -- what show and the metrics make of it ------------------------------------------------------
+
+NODE = """
+[[substrate_link]]
+id = "lan"
+kind = "multiaccess"
+interface = "eth0"
+[[substrate_link]]
+id = "up"
+kind = "p2p"
+interface = "eth0"
+peer_mac = "02:00:00:00:00:01"
+vlan = 10
+[[vnet]]
+name = "green"
+id = 2
+[[interface]]
+vnet = "green"
+name = "green0"
+substrate_link = "lan"
+in_vli = 200
+learned_max = 3
+learned_ageing = 60
+[[interface]]
+vnet = "green"
+name = "green1"
+substrate_link = "up"
+in_vli = 200
+"""
+
+
+def test_counters_in_show_and_metrics(clock):
+    import asyncio
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from vnet_router.datapath.select import DatapathPy
+    from vnet_router.model.config import loads
+    from vnet_router.model.tables import IfaceFacts, Tables
+    from vnet_router.node.status import status
+    from vnet_router.ops.metrics import Collector
+
+    cfg = loads(NODE)
+    tables = Tables(cfg, {"eth0": IfaceFacts(2, b"\x02" * 6, 1500)})
+    loop = asyncio.new_event_loop()
+    try:
+        dp = DatapathPy(tables, loop, clock=clock)
+        port = dp.add_port("green", "green0", 99)
+        dp.add_port("green", "green1", 98)
+        dp.install(tables.compile())          # the interface's limit, ageing and the clock
+        assert (port.learned.limit, port.learned.ageing) == (3, 60.0)
+        for i in range(5):
+            port.learned.learn(mac(i), O1)
+        clock.t += 10
+        port.learned.learn(mac(0), O2)
+        brief = status(cfg, tables, dp, 0.0)
+        full = status(cfg, tables, dp, 0.0, learned=True)
+    finally:
+        loop.close()
+    ports = {p["name"]: p["learned"] for p in brief["logical_interfaces"]}
+    assert ports == {"green0": {"entries": 3, "max": 3, "ageing_seconds": 60.0, "learned": 3,
+                                "expired": 0, "overflow": 2},
+                     "green1": None}                    # p2p: no table to speak of
+    listed = next(p for p in full["logical_interfaces"] if p["name"] == "green0")["learned"]
+    assert listed["macs"] == [
+        {"mac": "02:10:00:00:00:00", "outer": "02:00:00:00:00:a2", "age_seconds": 0.0},
+        {"mac": "02:10:00:00:00:01", "outer": "02:00:00:00:00:a1", "age_seconds": 10.0},
+        {"mac": "02:10:00:00:00:02", "outer": "02:00:00:00:00:a1", "age_seconds": 10.0}]
+    reg = CollectorRegistry()
+    reg.register(Collector(lambda: brief))
+    text = generate_latest(reg).decode()
+    lv = '{interface="green0",vnet="green"}'
+    for line in (f"vnet_logical_interface_learned_macs{lv} 3.0",
+                 f"vnet_logical_interface_learned_macs_max{lv} 3.0",
+                 f"vnet_logical_interface_macs_learned_total{lv} 3.0",
+                 f"vnet_logical_interface_macs_expired_total{lv} 0.0",
+                 f"vnet_logical_interface_macs_overflow_total{lv} 2.0"):
+        assert line in text.splitlines(), line
+    assert "green1" not in "".join(l for l in text.splitlines() if "macs" in l)
