@@ -21,9 +21,9 @@ Sweeps run in the slow path of ``learn`` (a new MAC, a moved one, a requeue; at 
 ``entries`` (what ``vnetctl show`` and the metrics read: all that has expired).
 
 Threads: with the compiled engine ``learn`` runs in the ring thread and ``lookup`` in the
-event loop, both holding the GIL.  The fast paths read only (single dict and list operations
-are atomic under the GIL; a list store of the last-seen time); everything that changes the
-dict or a counter holds ``_lock``.
+event loop, both holding the GIL.  The fast paths take no lock (single dict and list
+operations are atomic under the GIL, and their only write is the list store of the last-seen
+time); everything that changes the dict or a counter holds ``_lock``.
 """
 from __future__ import annotations
 
