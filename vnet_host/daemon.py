@@ -137,8 +137,8 @@ class HostNode(Node):
         return (f"uid {peer.uid if peer else '?'} may not open endpoints of vNet {vnet} "
                 f"(allowed: {', '.join(principals) or 'root only'})")
 
-    def status(self) -> dict:
-        st = super().status()
+    def status(self, learned: bool = False) -> dict:
+        st = super().status(learned)
         st["profile"] = "host"
         st["instances"] = [i.status() for i in self.sandbox.instances.values()]
         st["instances_stopped"] = dict(self.sandbox.stopped)

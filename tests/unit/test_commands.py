@@ -198,3 +198,57 @@ def test_show_into_a_pipe_is_not_wrapped_and_a_terminal_gets_styles():
     tty = Tty()
     render.write(tty, render.table(["a"], [["1"]], "t"))
     assert "\x1b[1m" in tty.getvalue()
+
+
+def _show_result(learned_list: bool) -> dict:
+    table = {"entries": 2, "max": 4096, "ageing_seconds": 300.0, "learned": 9, "expired": 7,
+             "overflow": 3}
+    if learned_list:
+        table["macs"] = [{"mac": "02:00:00:00:00:0a", "outer": "02:00:00:00:01:01",
+                          "age_seconds": 4.25},
+                         {"mac": "02:00:00:00:00:0b", "outer": "02:00:00:00:01:02",
+                          "age_seconds": 120.0}]
+    port = {"vnet": "green", "name": "green0", "namespace": "vnet-green", "rx_packets": 5,
+            "tx_packets": 6}
+    return {"node": "h1", "config": "h1.toml", "generation": 1, "datapath": "fast",
+            "uptime_seconds": 3.0, "substrate_links": [], "virtual_links": [], "drops": {},
+            "logical_interfaces": [{**port, "learned": table},
+                                   {**port, "vnet": "blue", "name": "blue0", "learned": None}]}
+
+
+@pytest.mark.parametrize("flag", [False, True], ids=["count", "learned"])
+def test_show_prints_the_learned_count_and_lists_entries_on_request(monkeypatch, capsys, flag):
+    """``show`` asks for the list only with ``--learned``; without it a multiaccess interface
+    shows how many MACs it learned (and refused), others ``-``."""
+    calls = []
+
+    def request(path, cmd, /, timeout=None, **args):
+        calls.append((cmd, args))
+        return _show_result(args["learned"])
+    monkeypatch.setattr(ctl, "request", request)
+    assert ctl.main(["show"] + (["--learned"] if flag else [])) == 0
+    assert calls == [("show", {"learned": flag})]
+    lines = capsys.readouterr().out.splitlines()
+    rows = lines[lines.index("logical interfaces") + 2:][:2]
+    assert rows[0].split() == ["green", "green0", "vnet-green", "5", "6", "2", "(overflow",
+                               "3)"]
+    assert rows[1].split()[-1] == "-"
+    listed = "learned MACs of green/green0" in lines
+    assert listed == flag
+    if flag:
+        i = lines.index("learned MACs of green/green0")
+        assert lines[i + 1].split() == ["mac", "outer", "age"]
+        assert lines[i + 2].split() == ["02:00:00:00:00:0a", "02:00:00:00:01:01", "4s"]
+        assert lines[i + 3].split() == ["02:00:00:00:00:0b", "02:00:00:00:01:02", "120s"]
+
+
+def test_top_does_not_ask_for_learned_macs(monkeypatch):
+    calls = []
+
+    def request(path, cmd, /, timeout=None, **args):
+        calls.append((cmd, args))
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ctl, "request", request)
+    with pytest.raises(KeyboardInterrupt):
+        ctl.main(["top", "-n", "1"])
+    assert calls == [("show", {})]

@@ -65,6 +65,20 @@ def test_valid_config():
      "interface[1].rate", "bad rate 'fast'"),
     ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="a"\nin_vli=12\ncolour="red"',
      "interface[1].colour", "unknown key"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="lan"\nin_vli=12\nlearned_max=0',
+     "interface[1].learned_max", "learned MAC limit 0 out of range 1..1048576"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="lan"\nin_vli=12\nlearned_max=-1',
+     "interface[1].learned_max", "out of range 1..1048576"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="lan"\nin_vli=12\n'
+     'learned_max="4k"', "interface[1].learned_max", "must be int, not str '4k'"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="lan"\nin_vli=12\nlearned_max=1.5',
+     "interface[1].learned_max", "must be int, not float 1.5"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="lan"\nin_vli=12\n'
+     'learned_ageing=0', "interface[1].learned_ageing", "ageing time 0 out of range 1..86400"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="a"\nin_vli=12\nlearned_max=8',
+     "interface[1].learned_max", "unknown key (for an interface on a p2p substrate link"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="t"\nin_vli=12\n'
+     'learned_ageing=60', "interface[1].learned_ageing", "only multiaccess links learn MACs"),
     ('[[substrate_link]]\nid="b"\nkind="p2p"\ninterface="eth1"\npeer_mac="02:00:00:00:00:02"\n'
      'vlan=5000', "substrate_link[3].vlan", "VLAN id 5000 out of range 1..4094"),
     ('[[substrate_link]]\nid="b"\nkind="p2p"\ninterface="eth1"\npeer_mac="02:00:00:00:00"\n'
@@ -104,6 +118,17 @@ def test_errors_name_the_key(extra, key, words):
     assert words in msg
     assert msg.startswith("r1.toml: " + key + ": ")
     assert "\n" not in msg
+
+
+def test_learned_mac_table_keys():
+    """Defaults (4096 MACs, 300 s like the Linux bridge) and given values on a multiaccess
+    interface."""
+    li = loads(BASE + '[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="lan"\n'
+               'in_vli=12').interfaces[1]
+    assert (li.learned_max, li.learned_ageing) == (4096, 300.0)
+    li = loads(BASE + '[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="lan"\n'
+               'in_vli=12\nlearned_max=16\nlearned_ageing=30').interfaces[1]
+    assert (li.learned_max, li.learned_ageing) == (16, 30.0)
 
 
 def test_not_toml():

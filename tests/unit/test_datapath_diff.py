@@ -186,12 +186,12 @@ CFG = CFG.replace("{udp_local}", str(_L)).replace("{udp_remote}", str(_R))
 class Rig:
     """One datapath on socketpairs; ``outputs()`` drains what it sent."""
 
-    def __init__(self, make, broken_tx=False):
+    def __init__(self, make, broken_tx=False, clock=lambda: 100.0):
         cfg = loads(CFG)
         facts = {"eth0": IfaceFacts(IF0, ME0, 1500), "eth1": IfaceFacts(IF1, ME1, 1500)}
         self.tables = Tables(cfg, facts)
         self.loop = asyncio.new_event_loop()
-        self.dp = make(self.tables, self.loop, clock=lambda: 100.0)
+        self.dp = make(self.tables, self.loop, clock=clock)
         self.peers = {}
         self.socks = []
         for li in cfg.interfaces:
@@ -271,8 +271,8 @@ class Rig:
                            getattr(v.meter, "depth", None))
                        for k, v in self.tables.vlinks.items()},
             "drops": dict(self.tables.drops),
-            "ports": {k: (p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes, dict(p.learned),
-                          p.paused)
+            "ports": {k: (p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes,
+                          dict(p.learned.items()), p.paused, p.learned.stats())
                       for k, p in self.dp.ports.items()},
         }
 
@@ -555,3 +555,75 @@ def test_fixed_neighbour_own_socket_and_current_rate(mod):
 @pytest.mark.skipif(fast_mod is None, reason="fast path not built")
 def test_fixed_neighbour_own_socket_and_current_rate_same_in_both():
     assert run_managed(fast_mod) == run_managed(ref_mod)
+
+
+# -- the learned-MAC table under a flood of source MACs ----------------------------------------
+
+FLOOD = 10_000
+
+
+def flood_mac(i):
+    return b"\x02\x5e" + i.to_bytes(4, "big")
+
+
+def flood_outer(i):
+    return bytes.fromhex("0200000001") + bytes([i % 7])
+
+
+def run_flood(mod):
+    """10,000 distinct inner source MACs from the LAN to b2 (default cap: 4096); then b2 sends
+    to a learned MAC and to a refused one; then, 300 s later, 20 new MACs are learned while
+    the flood ages out."""
+    now = [100.0]
+    rig = Rig(mod, clock=lambda: now[0])
+    tap = rig.peers[("tap", "b2")]
+    delivered = 0
+
+    def drain():
+        nonlocal delivered
+        rig.dp.flush()
+        while True:
+            try:
+                tap.recv(70000)
+            except BlockingIOError:
+                return
+            delivered += 1
+    try:
+        def frame(i):
+            rig.eth(IF0, sub(ME0, flood_outer(i), 100, inner(src=flood_mac(i), n=46)), None)
+        for i in range(FLOOD):
+            frame(i)
+            if i % 200 == 199:
+                drain()
+        drain()
+        port = rig.dp.ports[("blue", "b2")]
+        after_flood = port.learned.stats()
+        rig.tap("b2", [inner(dst=flood_mac(7), n=46), inner(dst=flood_mac(FLOOD - 1), n=46)])
+        now[0] += 300.0
+        for i in range(FLOOD, FLOOD + 20):
+            frame(i)
+        drain()
+        return delivered, after_flood, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_a_flood_of_source_macs_leaves_at_most_the_cap(mod):
+    delivered, st, out, cnt = run_flood(mod)
+    assert delivered == FLOOD + 20                 # learning or not, every frame is delivered
+    assert st == {"entries": 4096, "max": 4096, "ageing_seconds": 300.0, "learned": 4096,
+                  "expired": 0, "overflow": FLOOD - 4096}
+    lan = out["if:2"]
+    assert len(lan[(flood_outer(7), None, 101)]) == 1                  # learned: unicast
+    assert len(lan[(wire.BROADCAST_MAC, None, 101)]) == 1              # refused: broadcast
+    learned = cnt["ports"][("blue", "b2")][4]
+    assert len(learned) == 20 and learned[flood_mac(FLOOD)] == flood_outer(FLOOD)
+    assert cnt["ports"][("blue", "b2")][6] == {
+        "entries": 20, "max": 4096, "ageing_seconds": 300.0, "learned": 4096 + 20,
+        "expired": 4096, "overflow": FLOOD - 4096}
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_a_flood_of_source_macs_same_in_both():
+    assert run_flood(fast_mod) == run_flood(ref_mod)

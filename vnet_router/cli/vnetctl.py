@@ -1,8 +1,9 @@
 """``vnetctl``: command-line client of a daemon's control socket.
 
-``vnetctl [-s SOCKET] show [--json]`` prints a node's substrate links, virtual links, vNets,
-logical interfaces and drop counters; ``top`` refreshes per-virtual-link rates; ``reload``
-applies a changed configuration file.  Against ``vnet-hostd``: ``vnet add|del``,
+``vnetctl [-s SOCKET] show [--json] [--learned]`` prints a node's substrate links, virtual
+links, vNets, logical interfaces (on a multiaccess link: how many MACs each learned;
+``--learned`` lists them) and drop counters; ``top`` refreshes per-virtual-link rates;
+``reload`` applies a changed configuration file.  Against ``vnet-hostd``: ``vnet add|del``,
 ``join|leave``, ``vlink add|del`` change the end-system at run time, ``instance
 start|stop|list`` runs sandboxed protocol instances.
 
@@ -47,6 +48,13 @@ def _r(bps):
     return "-" if bps is None else format_rate(bps)
 
 
+def _learned(t: dict | None) -> str:
+    """A learned-MAC table in one cell: its entries (and what it refused, if anything)."""
+    if t is None:
+        return "-"
+    return f"{t['entries']}" + (f" (overflow {t['overflow']})" if t["overflow"] else "")
+
+
 # -- views -------------------------------------------------------------------------------------
 
 def show_view(st: dict) -> list:
@@ -73,9 +81,15 @@ def show_view(st: dict) -> list:
     out += [render.table(["link", "vli", "dir", "vnet", "action", "owner", "rate min/cur/max",
                           "pkts", "bytes", "queue", "drops"], rows, "virtual links"), ""]
     rows = [[p["vnet"], p["name"], p["namespace"], p["rx_packets"], p["tx_packets"],
-             len(p["learned"])] for p in st["logical_interfaces"]]
+             _learned(p["learned"])] for p in st["logical_interfaces"]]
     out += [render.table(["vnet", "name", "namespace", "from_vnet", "to_vnet", "learned_macs"],
                          rows, "logical interfaces"), ""]
+    for p in st["logical_interfaces"]:
+        if p["learned"] and "macs" in p["learned"]:
+            rows = [[m["mac"], m["outer"], f"{m['age_seconds']:.0f}s"]
+                    for m in p["learned"]["macs"]]
+            out += [render.table(["mac", "outer", "age"], rows,
+                                 f"learned MACs of {p['vnet']}/{p['name']}"), ""]
     out.append("drops: " + _drops(st["drops"]))
     if "instances" in st:
         rows = [[i["name"], i["vnet"], i["pid"], i["user"],

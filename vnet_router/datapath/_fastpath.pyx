@@ -833,8 +833,7 @@ cdef class _Engine:
             port = t.port_objs[vl.port]
             src = (<char *>f)[start + 6:start + 12]
             outer = (<char *>f)[6:12]
-            if port.learned.get(src) != outer:
-                port.learned[src] = outer
+            port.learned.learn(src, outer)
         if write(p.fd, f + start, length) < 0:
             self._drop(t, R_TAP_ERROR, link, v)
             return 0

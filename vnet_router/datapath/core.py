@@ -36,6 +36,7 @@ from vnet_router.datapath import packet_io
 from vnet_router.wire import substrate as wire
 from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
 from vnet_router.datapath.classify import classify_udp
+from vnet_router.datapath.learn import LearnTable
 from vnet_router.model.tables import DELIVER, IN, OUT, SWITCH, LinkCtx, Snapshot, Tables, VLink
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class TapPort:
         self.vnet, self.name, self.fd = vnet, name, fd
         self.out: VLink | None = None
         self.max_frame = 0
-        self.learned: dict[bytes, bytes] = {}   # inner MAC -> outer MAC (multiaccess)
+        self.learned = LearnTable()             # inner MAC -> outer MAC (multiaccess)
         self.paused = False
         self.closed = False     # a library endpoint whose application went away
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
@@ -247,6 +248,7 @@ class Datapath:
             if port is not None:
                 port.out = vout
                 port.max_frame = ctx.payload_mtu
+                port.learned.configure(li.learned_max, li.learned_ageing, self.clock)
         for sw in cfg.switches:
             vin = self.tables.input_vlink(sw.in_link, sw.in_vli)
             vout = self.tables.output_vlink(sw.out_link, sw.out_vli)
@@ -399,8 +401,7 @@ class Datapath:
             if ctx.kind == "multiaccess" and length >= 12:
                 src = bytes(view[6 + start:12 + start])
                 outer = bytes(view[6:12])
-                if port.learned.get(src) != outer:
-                    port.learned[src] = outer
+                port.learned.learn(src, outer)
             try:
                 os.write(port.fd, view[start:start + length])
             except OSError:
@@ -459,7 +460,7 @@ class Datapath:
             elif kind == "multiaccess":
                 dst = v.dst or wire.BROADCAST_MAC
                 if v.dst is None and port is not None and not payload[0] & 1:
-                    dst = port.learned.get(payload[:6], wire.BROADCAST_MAC)
+                    dst = port.learned.lookup(payload[:6], wire.BROADCAST_MAC)
                 (v.txsock or self.tx[ctx.ifindex]).send(dst + v.encap + _LEN.pack(len(payload))
                                                         + payload)
             else:

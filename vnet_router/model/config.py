@@ -265,6 +265,13 @@ class LogicalInterface(Schema):
         "`\"tap\"`: a TAP in the vNet's namespace; `\"socket\"`: a library endpoint (no TAP, no "
         "MAC, no addresses) that an application opens with `vnet_host.lib.open_endpoint` — "
         "see `docs/host.md`", "tap")
+    learned_max: int_range(1, 1 << 20, "learned MAC limit") = key(
+        "multiaccess links only: most inner MACs this interface learns (inner source MAC → "
+        "outer MAC); when full, a new MAC is not learned (frames to it go to the broadcast "
+        "address, as to any unknown MAC) and is counted as `overflow`", 4096)
+    learned_ageing: number_range(1, 86400, "ageing time") = key(
+        "multiaccess links only: seconds without a frame from a learned MAC after which it is "
+        "forgotten (the Linux bridge's `ageing_time`)", 300.0)
 
     @prepare
     def _out_vli(cls, data):
@@ -465,6 +472,11 @@ class _VLIs:
                               f"vNet {li.vnet!r}")
             names.add((li.vnet, li.name))
             _known(self.links, li.substrate_link, at + ("substrate_link",), "substrate link")
+            kind = self.links[li.substrate_link].kind
+            for name in ("learned_max", "learned_ageing"):
+                if kind != "multiaccess" and name in li.model_fields_set:
+                    raise Invalid(at + (name,), f"unknown key (for an interface on a {kind} "
+                                  f"substrate link: only multiaccess links learn MACs)")
             self.claim(at + ("in_vli",), li.substrate_link, li.in_vli, "input")
             self.claim(at + ("out_vli",), li.substrate_link, li.out_vli, "output")
         for i, sw in enumerate(cfg.switches):

@@ -141,7 +141,11 @@ GROUPS = {
 
 COMMANDS: tuple[Command, ...] = (
     Command("show", "tables and counters of the node", BOTH, privileged=False, cli=(
-        Cli(("show",), "show", (JSON,)),
+        Cli(("show",), "show", (
+            JSON,
+            arg("--learned", action="store_true",
+                help="list the learned MACs of each logical interface on a multiaccess link "
+                "(inner MAC, outer MAC, seconds since seen); without it only their count"))),
         Cli(("top",), "top", help="live rates of every virtual link, refreshed", args=(
             arg("-i", "--interval", key=None, type=float, default=1.0,
                 help="seconds between samples"),

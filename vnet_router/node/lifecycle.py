@@ -184,8 +184,9 @@ class Node:
 
     # -- status --------------------------------------------------------------------------------
 
-    def status(self) -> dict:
-        st = status(self.cfg, self.tables, self.dp, self.started, self.cp)
+    def status(self, learned: bool = False) -> dict:
+        """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
+        st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned)
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
         return st
 

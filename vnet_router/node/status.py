@@ -1,7 +1,8 @@
 """The ``show`` view of a node: tables and counters as plain JSON-able data.
 
-Read by ``vnetctl show`` over the control socket (and later by the metrics collector); it reads
-the datapath's plain counters, it never changes them.
+Read by ``vnetctl show`` over the control socket and by the metrics collector; it reads the
+datapath's plain counters, it never changes them (reading a learned-MAC table removes the
+entries that have expired: see ``datapath/learn.py``).
 """
 from __future__ import annotations
 
@@ -15,7 +16,21 @@ def _rate(r):
     return {"min": r.min, "max": r.max, "current": r.current}
 
 
-def status(cfg, tables, dp, started: float, cp=None) -> dict:
+def _learned(p, entries: bool):
+    """The learned-MAC table of a logical interface on a multiaccess link (None elsewhere):
+    its counters, and with ``entries`` every entry."""
+    ctx = getattr(p.out, "port", None)
+    if getattr(ctx, "kind", None) != "multiaccess":
+        return None
+    d = p.learned.stats()
+    if entries:
+        d["macs"] = [{"mac": wire.mac_to_str(mac), "outer": wire.mac_to_str(outer),
+                      "age_seconds": round(age, 3)} for mac, outer, age in p.learned.entries()]
+    return d
+
+
+def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> dict:
+    """The node's tables and counters; ``learned``: also list every learned MAC."""
     snap = dp.snap
     links = []
     for s in cfg.substrate_links:
@@ -46,7 +61,7 @@ def status(cfg, tables, dp, started: float, cp=None) -> dict:
               "dynamic": (p.vnet, p.name) in getattr(cp, "dynamic", {}),
               "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
               "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-              "learned": {wire.mac_to_str(k): wire.mac_to_str(m) for k, m in p.learned.items()}}
+              "learned": _learned(p, learned)}
              for p in dp.ports.values()]
     return {
         "node": cfg.node.name, "config": cfg.path, "generation": snap.generation,

@@ -123,10 +123,30 @@ class Collector:
                                        f"Logical interface {k} (rx: from the vNet, tx: to it)",
                                        labels=labels)
                 for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")}
+        entries = GaugeMetricFamily("vnet_logical_interface_learned_macs",
+                                    "MACs in the learned-MAC table (multiaccess links)",
+                                    labels=labels)
+        limit = GaugeMetricFamily("vnet_logical_interface_learned_macs_max",
+                                  "Most MACs the learned-MAC table holds ([[interface]]."
+                                  "learned_max)", labels=labels)
+        learned = {k: CounterMetricFamily(f"vnet_logical_interface_macs_{k}", text,
+                                          labels=labels)
+                   for k, text in (("learned", "MACs learned (entries added)"),
+                                   ("expired", "Learned MACs removed after ageing"),
+                                   ("overflow", "New MACs not learned because the table was "
+                                    "full"))}
         for p in st["logical_interfaces"]:
+            lv = [p["vnet"], p["name"]]
             for k, fam in fams.items():
-                fam.add_metric([p["vnet"], p["name"]], p[k])
+                fam.add_metric(lv, p[k])
+            t = p.get("learned")
+            if t:
+                entries.add_metric(lv, t["entries"])
+                limit.add_metric(lv, t["max"])
+                for k, fam in learned.items():
+                    fam.add_metric(lv, t[k])
         yield from fams.values()
+        yield from (entries, limit, *learned.values())
 
 
     @staticmethod
