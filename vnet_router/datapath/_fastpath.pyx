@@ -1081,7 +1081,7 @@ cdef class _Engine:
         if port is not None:
             pi = self.t.port_objs.index(port) if port in self.t.port_objs else -1
             if pi >= 0 and self.t.ports[pi].learn_dst and n >= 6 and not f[0] & 1:
-                d = port.learned.get((<char *>f)[:6])
+                d = port.learned.lookup((<char *>f)[:6], None)
                 if d is not None:
                     memcpy(dstbuf, <char *>d, 6)
                     dst = dstbuf
@@ -1131,7 +1131,7 @@ cdef class _Engine:
             if p.fast_out:
                 dst = NULL
                 if p.learn_dst and n >= 6 and not buf[0] & 1:
-                    d = learned.get((<char *>buf)[:6])
+                    d = learned.lookup((<char *>buf)[:6], None)
                     if d is not None:
                         memcpy(dstbuf, <char *>d, 6)
                         dst = dstbuf

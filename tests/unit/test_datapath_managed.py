@@ -1,0 +1,177 @@
+"""Differential tests with a control plane and managed state: VLI 0 frames, meters at the
+Traffic Manager's current rate, a fixed neighbour, a kernel-shaped link on its own socket, and
+the learned-MAC table under a flood of source MACs -- both engines, same outputs and counters.
+(The corpus and the rig are in test_datapath_diff.)"""
+import pytest
+
+from test_datapath_diff import (IF0, IF1, IMPLS, ME0, ME1, P1, P2, P3, Q, STRANGER, Rig, fast_mod,
+                                inner, ref_mod, sub)
+from vnet_router.wire import substrate as wire
+
+
+# -- with a control plane: VLI 0, meters at the current rate, fixed neighbour, own socket -----
+
+def control_frames():
+    """VLI 0 frames: accepted ones (first byte 1) and refused ones, on p2p links (tag inline
+    and out of band), the multiaccess link and eth1, plus one oversize."""
+    t10, t30 = wire.VlanTag(10, 5), wire.VlanTag(30)
+    ok, bad = b"\x01hello" * 5, b"\xffgarbage" * 4
+    return [
+        (IF0, sub(ME0, P1, 0, ok, t10), None), (IF0, sub(ME0, P1, 0, ok), t10.tci),
+        (IF0, sub(ME0, P2, 0, bad, t10), None),
+        (IF0, sub(wire.BROADCAST_MAC, P3, 0, ok), None), (IF0, sub(ME0, STRANGER, 0, bad), None),
+        (IF1, sub(ME1, Q, 0, ok, t30), None), (IF1, sub(ME1, Q, 0, b""), 30),
+        (IF0, sub(ME0, P1, 0, b"\x01" * 1497, t10), None),                    # oversize
+        (IF0, sub(ME0, P1, 100, inner(n=60), t10), None),                     # data still flows
+    ]
+
+
+def run_control(mod):
+    rig = Rig(mod)
+    seen = []
+
+    def on_control(ctx, view, start, length):
+        seen.append((ctx.id, bytes(view[6:12]), bytes(view[start:start + length])))
+        return length > 0 and view[start] == 1
+    rig.dp.on_control = on_control
+    try:
+        for ifindex, frame, tci in control_frames():
+            rig.eth(ifindex, frame, tci)
+        return seen, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_vli0_frames_go_to_the_control_plane(mod):
+    seen, out, cnt = run_control(mod)
+    assert [(lid, src) for lid, src, _ in seen] == [("p1", P1), ("p1", P1), ("p2", P2),
+                                                    ("lan", P3), ("lan", STRANGER), ("q", Q),
+                                                    ("q", Q)]
+    assert seen[0][2] == b"\x01hello" * 5
+    assert cnt["drops"]["control"] == 3          # refused: garbage twice, empty once
+    assert cnt["drops"]["oversize"] == 1
+    assert len(out["tap:b1"]) == 1
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_vli0_same_in_both():
+    assert run_control(fast_mod) == run_control(ref_mod)
+
+
+def run_managed(mod):
+    """A dynamic virtual link's fixed neighbour MAC (``VLink.dst``) on the multiaccess link,
+    an output shaped by the kernel on its own socket (``kernel_shaped``) and a meter the
+    Traffic Manager retunes (``set_rate`` to ``Rate.cur``)."""
+    rig = Rig(mod)
+    try:
+        t = rig.tables
+        t.output_vlink("lan", 101).dst = P3          # b2's output: unicast to P3
+        t.output_vlink("lan", 8).dst = P2            # switched p1:7 -> lan:8: unicast to P2
+        rig.dp.install(t.compile())
+        own, own_peer = rig._pair()
+        rig.peers[("own", "p2:101")] = own_peer
+        rig.dp.kernel_shaped(t.output_vlink("p2", 101), own)     # b5's output, was shaped
+        b1in = t.input_vlink("p1", 100)
+        b1in.rate = b1in.rate.model_copy(update={"cur": 8000 * 8})            # 8 KB/s, bucket stays 6KB
+        rig.dp.set_rate(b1in)
+        t10 = wire.VlanTag(10)
+        for _ in range(3):
+            rig.eth(IF0, sub(ME0, P1, 7, inner(n=80), t10), None)
+        rig.tap("b2", [inner(n=60), inner(dst=wire.BROADCAST_MAC)])
+        rig.tap("b5", [b"\x77" * 1000] * 9)
+        for _ in range(8):
+            rig.eth(IF0, sub(ME0, P1, 100, b"\x66" * 1200, t10), None)
+        rate = b1in.meter.rate
+        return rate, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_fixed_neighbour_own_socket_and_current_rate(mod):
+    rate, out, cnt = run_managed(mod)
+    assert rate == 8000.0                                   # bytes/s: follows Rate.cur
+    lan = out["if:2"]
+    assert [k for k in lan if k[0] == P2] and [k for k in lan if k[0] == P3]
+    assert not [k for k in lan if k[0] == wire.BROADCAST_MAC and k[2] in (8, 101)]
+    assert len(out["own:p2:101"]) == 9                      # all of b5, on its own socket
+    assert not [k for k in lan if k[2] == 101 and k[1] == 10 and k[0] == P2]
+    assert cnt["vlinks"][("p2", 101, "out")][:3] == (9, 9000, {})
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_fixed_neighbour_own_socket_and_current_rate_same_in_both():
+    assert run_managed(fast_mod) == run_managed(ref_mod)
+
+
+# -- the learned-MAC table under a flood of source MACs ----------------------------------------
+
+FLOOD = 10_000
+
+
+def flood_mac(i):
+    return b"\x02\x5e" + i.to_bytes(4, "big")
+
+
+def flood_outer(i):
+    return bytes.fromhex("0200000001") + bytes([i % 7])
+
+
+def run_flood(mod):
+    """10,000 distinct inner source MACs from the LAN to b2 (default cap: 4096); then b2 sends
+    to a learned MAC and to a refused one; then, 300 s later, 20 new MACs are learned while
+    the flood ages out."""
+    now = [100.0]
+    rig = Rig(mod, clock=lambda: now[0])
+    tap = rig.peers[("tap", "b2")]
+    delivered = 0
+
+    def drain():
+        nonlocal delivered
+        rig.dp.flush()
+        while True:
+            try:
+                tap.recv(70000)
+            except BlockingIOError:
+                return
+            delivered += 1
+    try:
+        def frame(i):
+            rig.eth(IF0, sub(ME0, flood_outer(i), 100, inner(src=flood_mac(i), n=46)), None)
+        for i in range(FLOOD):
+            frame(i)
+            if i % 200 == 199:
+                drain()
+        drain()
+        port = rig.dp.ports[("blue", "b2")]
+        after_flood = port.learned.stats()
+        rig.tap("b2", [inner(dst=flood_mac(7), n=46), inner(dst=flood_mac(FLOOD - 1), n=46)])
+        now[0] += 300.0
+        for i in range(FLOOD, FLOOD + 20):
+            frame(i)
+        drain()
+        return delivered, after_flood, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_a_flood_of_source_macs_leaves_at_most_the_cap(mod):
+    delivered, st, out, cnt = run_flood(mod)
+    assert delivered == FLOOD + 20                 # learning or not, every frame is delivered
+    assert st == {"entries": 4096, "max": 4096, "ageing_seconds": 300.0, "learned": 4096,
+                  "expired": 0, "overflow": FLOOD - 4096}
+    lan = out["if:2"]
+    assert len(lan[(flood_outer(7), None, 101)]) == 1                  # learned: unicast
+    assert len(lan[(wire.BROADCAST_MAC, None, 101)]) == 1              # refused: broadcast
+    learned = cnt["ports"][("blue", "b2")][4]
+    assert len(learned) == 20 and learned[flood_mac(FLOOD)] == flood_outer(FLOOD)
+    assert cnt["ports"][("blue", "b2")][6] == {
+        "entries": 20, "max": 4096, "ageing_seconds": 300.0, "learned": 4096 + 20,
+        "expired": 4096, "overflow": FLOOD - 4096}
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_a_flood_of_source_macs_same_in_both():
+    assert run_flood(fast_mod) == run_flood(ref_mod)
