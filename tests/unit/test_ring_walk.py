@@ -12,8 +12,9 @@ import struct
 
 import pytest
 
-from test_datapath_diff import IF0, IF1, UDP, Rig, corpus, fast_mod, ref_mod, run
+from test_datapath_diff import IF0, IF1, ME0, P1, UDP, Rig, corpus, fast_mod, ref_mod, run
 from vnet_router.datapath import select
+from vnet_router.wire import substrate as wire
 
 pytestmark = pytest.mark.skipif(fast_mod is None, reason="fast path not built")
 
@@ -160,3 +161,30 @@ def test_vlan_from_the_ring_header_and_unknown_interface():
         rig.close()
     assert got == run(ref_mod, frames=[(IF1, frame, tci), (99, frame, tci)], taps=False)
     assert got[1]["drops"]["no_link"] == 1
+
+
+def test_control_frames_handed_to_the_loop_are_bounded_and_counted():
+    """From the ring thread, VLI 0 frames go to the control plane through the event loop: at
+    most 1,024 wait at once, the rest are counted as control_queue, none vanishes."""
+    rig = Rig(fast_mod)
+    synth, ring = _ring(rig, IF0)
+    taken = []
+    rig.dp.on_control = lambda ctx, view, start, length: taken.append(ctx.id) or True
+    frame = wire.pack_eth(ME0, P1, 0, b"\x01" * 40, wire.VlanTag(10))
+    try:
+        engine = rig.dp.engine._engine
+        for _ in range(1100 // (NR - 1) + 1):
+            synth.fill([(frame, None)] * (NR - 1))
+            engine.walk(ring, as_ring_thread=True)
+        sent = (1100 // (NR - 1) + 1) * (NR - 1)
+        cnt = rig.counters()
+        assert taken == []                              # nothing taken in the ring thread
+        assert cnt["drops"]["control_queue"] == sent - 1024
+        assert engine.ctl_pending == 1024
+        rig.loop.call_soon(rig.loop.stop)
+        rig.loop.run_forever()                          # the loop takes what was handed over
+        assert taken == ["p1"] * 1024 and engine.ctl_pending == 0
+        assert rig.counters()["links"]["p1"][0] == sent
+    finally:
+        ring.release()
+        rig.close()

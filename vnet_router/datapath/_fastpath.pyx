@@ -148,7 +148,8 @@ DEF K_UDP = 2
 
 # reason indexes -> names (tables.DROP_REASONS)
 _REASONS = ("short", "bad_len", "unknown_vlan", "bad_peer", "no_link", "unknown_vli", "control",
-            "oversize", "policed", "tap_error", "queue_full", "vli_drop", "send_error")
+            "oversize", "policed", "tap_error", "queue_full", "vli_drop", "send_error",
+            "control_queue")
 DEF R_SHORT = 0
 DEF R_BAD_LEN = 1
 DEF R_UNKNOWN_VLAN = 2
@@ -162,6 +163,8 @@ DEF R_TAP_ERROR = 9
 DEF R_QUEUE_FULL = 10
 DEF R_VLI_DROP = 11
 DEF R_SEND_ERROR = 12
+DEF R_CONTROL_QUEUE = 13
+DEF CONTROL_QUEUE = 1024   # VLI-0 frames the ring thread may have handed to the loop at once
 
 
 # -- a small open-addressing hash: (k1, k2) -> int --------------------------------------------
@@ -579,6 +582,7 @@ cdef class _Engine:
     cdef uint8_t *unames            # UDP_BATCH x 28: senders' addresses
     cdef double armed               # when the timer fires (0: not armed)
     cdef public int64_t wakeups, batches, drains
+    cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
 
     def __cinit__(self, dp):
         self.dp = dp
@@ -810,13 +814,19 @@ cdef class _Engine:
         thread the control plane gets it in the loop thread (it is counted there if refused)."""
         if self.dp.on_control is None:
             return False
-        frame = (<char *>f)[:n]
         if s.deferred is not None:
-            s.deferred.append((self._control_later, (t.link_objs[link], frame, start, length)))
+            if self.ctl_pending >= CONTROL_QUEUE:
+                self._drop(t, R_CONTROL_QUEUE, link, -1)
+                return True
+            self.ctl_pending += 1
+            s.deferred.append((self._control_later,
+                               (t.link_objs[link], (<char *>f)[:n], start, length)))
             return True
+        frame = (<char *>f)[:n]
         return bool(self.dp.on_control(t.link_objs[link], memoryview(frame), start, length))
 
     def _control_later(self, ctx, frame, start, length):
+        self.ctl_pending -= 1
         on_control = self.dp.on_control
         if on_control is None or not on_control(ctx, memoryview(frame), start, length):
             self.dp.drop("control", ctx, None)
@@ -1087,13 +1097,17 @@ cdef class _Engine:
                     dst = dstbuf
         self._output(self.main, self.t, o, f, n, dst, pi)
 
-    def walk(self, _Ring ring):
-        """Walk ``ring`` once in the calling thread, as the ring thread does on a wake-up,
-        then flush and sync; returns how many frames it read.  The unit tests drive the walk
-        over synthetic rings this way."""
+    def walk(self, _Ring ring, bint as_ring_thread=False):
+        """Walk ``ring`` in the calling thread until it is empty, then flush and sync; returns
+        how many frames it read.  ``as_ring_thread``: with the ring thread's sender, whose slow
+        paths are handed to the event loop (as ``run_rings`` does).  The unit tests drive the
+        walk over synthetic rings this way."""
         cdef int64_t before = ring.frames
-        while ring.walk(self, self.main, WALK_BUDGET) == WALK_BUDGET:
+        cdef _Sender s = self.rs if as_ring_thread else self.main
+        while ring.walk(self, s, WALK_BUDGET) == WALK_BUDGET:
             pass
+        self._flush(s)
+        self._run_deferred(s)
         self.flush()
         return ring.frames - before
 

@@ -40,6 +40,7 @@ DROP_REASONS = (
     "tap_error",        # the logical interface refused the frame
     "send_error",       # the substrate interface refused the frame
     "ring_full",        # the kernel found no room in the receive ring / socket buffer
+    "control_queue",    # VLI 0 frame beyond the bounded queue to the control plane
 )
 
 
