@@ -1,6 +1,6 @@
 """Moving frames: sockets, classification, meters, and the two engines that use them.
 
-* ``packet_io``  -- AF_PACKET sockets, the substrate BPF filter, TPACKET_V3 rings;
+* ``packet_io``  -- AF_PACKET sockets, the substrate BPF filter, TPACKET_V2 rings;
 * ``classify``   -- the demultiplexing rule: (interface, VLAN, sender, VLI) -> virtual link;
 * ``meters``     -- token bucket (input policing) and shaper (output queue);
 * ``core``       -- the Datapath: what both engines share, and the Engine interface;

@@ -1,29 +1,31 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The compiled engine: the reference engine's decisions in C, on TPACKET_V3 rings and batched
+"""The compiled engine: the reference engine's decisions in C, on TPACKET_V2 rings and batched
 sends.  ``CEngine`` implements ``core.Engine``; ``select.DatapathC`` composes it with the core.
 
-* receive: one TPACKET_V3 ring per substrate interface (``packet_io.RxRing``, ETH_P_ALL + the
-  substrate BPF filter, VLAN from the ring header), read by a thread of its own (the *ring
-  thread*, ``CEngine._start_ring_thread``).  Each wake-up walks every frame the kernel
-  finished writing -- retired blocks and the block still being filled -- and classifies it
-  against C tables compiled from the snapshot (``_Tables``): a hash of (interface, VLAN id,
-  sender MAC) -> substrate link, a hash of (substrate link, VLI) -> input virtual link;
+* receive: one TPACKET_V2 ring per substrate interface (``packet_io.RxRing``, ETH_P_ALL + the
+  substrate BPF filter, VLAN from the slot header) and the UDP tunnel sockets (``recvmmsg``),
+  read by a thread of its own (the *ring thread*, ``CEngine._start_ring_thread``).  It walks
+  the slots the kernel has published (each after its copy is complete) and classifies each
+  frame against C tables compiled from the snapshot (``_Tables``): a hash of (interface, VLAN
+  id, sender MAC) -> substrate link, a hash of (substrate link, VLI) -> input virtual link;
+  input policing by the compiled link's token bucket;
 * switch (VLI swap): the output frame is the output virtual link's precomputed header (MACs,
   tag written inline, EtherType, VLI) + LEN + the payload, taken straight from the ring by
-  ``sendmmsg`` (two iovecs per frame), one system call per batch and interface;
+  ``sendmmsg`` (two iovecs per frame), one system call per batch and socket; UDP links the
+  same with the remote as ``msg_name``;
+* shaping: output links with a rate have a token bucket and a bounded FIFO (``_Queue``) in C,
+  drained by the ring thread on a ``timerfd``;
 * deliver: ``write`` from the ring into the TAP;
-* TAP -> substrate: ``read`` into a batch of buffers, then the same batched send.
+* TAP -> substrate: ``read`` into a batch of buffers, then the same output and batched send.
 
-Whatever is not hot is handed to the core (``core.Datapath``), so it cannot drift: drops (all
-reasons, counted globally, per substrate link and per virtual link: ``Datapath.drop``), token
-buckets (the very ``TokenBucket``/``Shaper`` objects, called when a virtual link has a rate),
-output to multiaccess links from a TAP (learned MACs) and to shaped links
-(``Datapath.output``), UDP tunnel links (read by the core).  Counters of the hot path are C
-deltas added to the same Python objects (``LinkState``, ``VLink``, ``TapPort``) after every
-batch, so ``vnetctl show`` reads the same fields.
+Drops are counted by the core's ``Datapath.drop`` (globally, per substrate link, per virtual
+link), the kernel's ring drops as ``ring_full`` (PACKET_STATISTICS).  Counters of the hot path
+and bucket state are C deltas / values written to the same Python objects (``LinkState``,
+``VLink``, ``TapPort``, the meters) at every sync, so ``vnetctl show`` reads the same fields.
 
-``process_eth(ifindex, frame, tci)`` + ``flush()`` drive the same C code without a ring: the
-differential tests feed both engines one corpus that way.
+``process_eth(ifindex, frame, tci)``, ``process_udp(local, remote, datagram)`` + ``flush()``
+drive the same C code without sockets: the differential tests feed both engines one corpus that
+way; ``walk(ring)`` walks a (synthetic) ring in the calling thread.
 """
 import logging
 import os

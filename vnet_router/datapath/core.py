@@ -11,9 +11,11 @@ A ``Datapath`` is composed of this core and one *engine* (``Engine`` below):
 * an engine reads the substrate interfaces and the TAPs and moves the common frames:
   ``reference.PyEngine`` through ``classify`` + ``receive``/``output`` (pure Python, one frame
   at a time; the definition of what the datapath does), ``_fastpath.CEngine`` in C on
-  TPACKET_V3 rings with batched sends, handing back to the core's ``receive``/``output``/
-  ``drop`` only the frames it does not take (its counters are C deltas added to the same
-  objects).
+  TPACKET_V2 rings with batched sends, its own token buckets and shaper queues (the meters'
+  arithmetic; state written back to them) and UDP tunnel sockets, calling the core for drops
+  and control frames (its counters are C deltas added to the same objects).  An output
+  virtual link the engine sends itself is marked ``engine_out``: the core's ``output`` hands
+  it to the engine, so no link is shaped in two places.
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
 ``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the core calls the
