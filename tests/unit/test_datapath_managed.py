@@ -175,3 +175,44 @@ def test_a_flood_of_source_macs_leaves_at_most_the_cap(mod):
 @pytest.mark.skipif(fast_mod is None, reason="fast path not built")
 def test_a_flood_of_source_macs_same_in_both():
     assert run_flood(fast_mod) == run_flood(ref_mod)
+
+
+# -- the compiled engine's learned-MAC cache -----------------------------------------------------
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_the_compiled_engine_asks_the_learned_table_once_per_mac_and_interval(monkeypatch):
+    """Frames from (and TAP frames to) a MAC the table knows cost no Python call: the engine
+    remembers the table's answer for min(1 s, ageing / 10); after that it asks again (so the
+    entry is refreshed and stays), and what the table decides is still what goes out."""
+    from vnet_router.datapath.learn import LearnTable
+    calls = {"learn": 0, "lookup": 0}
+    for name in calls:
+        real = getattr(LearnTable, name)
+
+        def counted(self, *a, _real=real, _name=name):
+            calls[_name] += 1
+            return _real(self, *a)
+        monkeypatch.setattr(LearnTable, name, counted)
+    now = [100.0]
+    rig = Rig(fast_mod, clock=lambda: now[0])
+    try:
+        src = b"\x02\x77\x77\x77\x77\x01"
+        for _ in range(50):
+            rig.eth(IF0, sub(ME0, P3, 100, inner(src=src)))            # lan -> b2
+        learn_calls = calls["learn"]
+        rig.tap("b2", [inner(dst=src)] * 20)                           # b2 -> the learned MAC
+        lookups = calls["lookup"]
+        now[0] += 1.5                                                  # past the cache's second
+        rig.eth(IF0, sub(ME0, P3, 100, inner(src=src)))
+        rig.tap("b2", [inner(dst=src)])
+        out = rig.outputs()
+        port = rig.dp.ports[("blue", "b2")]
+        entries = dict(port.learned.items())
+    finally:
+        rig.close()
+    assert learn_calls == 1                          # 50 frames, one call (it learned the MAC)
+    assert lookups <= 2                              # 20 TAP frames: the table asked once
+    assert calls["learn"] == 2                       # the entry is refreshed after the second
+    assert entries == {src: P3}
+    lan = out["if:2"]
+    assert len(lan[(P3, None, 101)]) == 21           # every TAP frame unicast to its outer MAC

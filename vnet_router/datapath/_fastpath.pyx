@@ -144,6 +144,7 @@ DEF SYNC_MS = 1            # ring thread: counters reach the Python objects with
 DEF AF_INET6_ = 10
 DEF UDP_BATCH = 64         # datagrams per recvmmsg
 DEF UDP_KEY = 0x10000      # epoll data of UDP socket j: UDP_KEY + j
+DEF LCACHE = 1024         # learned-MAC cache slots per port (a power of two)
 DEF K_P2P = 0
 DEF K_MULTI = 1
 DEF K_UDP = 2
@@ -259,6 +260,13 @@ cdef struct VL:
     double rate, burst, tokens, stamp     # token bucket (``meters.TokenBucket``), bytes
     SQ *q                    # output shaper's queue (metered == 2)
 
+# A slot of a port's learned-MAC cache: what the port's ``LearnTable`` (the authority: bound,
+# ageing, counters, ``show``) said of inner MAC ``mac - 1`` at ``stamp``.
+cdef struct LCE:
+    uint64_t mac             # inner MAC + 1; 0: empty
+    uint64_t outer
+    double stamp
+
 cdef struct Port:
     int fd
     int out                  # output virtual link index, -1 none
@@ -266,6 +274,8 @@ cdef struct Port:
     int learn_dst            # 1: multiaccess output without a fixed neighbour: learned dst
     int paused               # paused by a full shaper queue (resumed when it drains)
     int64_t rx_packets, rx_bytes, tx_packets, tx_bytes
+    LCE *lc                  # LCACHE slots, direct-mapped by inner MAC
+    double lvalid            # seconds a cached answer stands: min(1 s, ageing / 10)
 
 
 cdef class _Tables:
@@ -284,12 +294,14 @@ cdef class _Tables:
     cdef dict udp_slot        # UDP local (ip, port) -> socket index
     cdef int *udp_links       # indexes of the UDP links
     cdef int nudp
+    cdef LCE *lcache          # nports x LCACHE
     cdef int *shaped          # indexes of the VLs with metered == 2
     cdef int nshaped
 
     def __dealloc__(self):
         free(self.shaped)
         free(self.udp_links)
+        free(self.lcache)
         free(self.links)
         free(self.vls)
         free(self.ports)
@@ -396,7 +408,9 @@ cdef tuple _compile(dp, snap, dict queues):
     t.ifaces = <Iface *>calloc(max(t.nifaces, 1), sizeof(Iface))
     t.shaped = <int *>calloc(max(t.nvl, 1), sizeof(int))
     t.udp_links = <int *>calloc(max(t.nlinks, 1), sizeof(int))
-    if not (t.links and t.vls and t.ports and t.ifaces and t.shaped and t.udp_links):
+    t.lcache = <LCE *>calloc(max(t.nports, 1) * LCACHE, sizeof(LCE))
+    if not (t.links and t.vls and t.ports and t.ifaces and t.shaped and t.udp_links and
+            t.lcache):
         raise MemoryError()
     t.ethertype = snap.ethertype
     t.queues = []
@@ -477,6 +491,8 @@ cdef tuple _compile(dp, snap, dict queues):
             t.nshaped += 1
     for i, p in enumerate(ports):
         t.ports[i].fd = p.fd
+        t.ports[i].lc = &t.lcache[i * LCACHE]
+        t.ports[i].lvalid = min(1.0, p.learned.ageing / 10)
         t.ports[i].out = vl_ix[id(p.out)] if p.out is not None and id(p.out) in vl_ix else -1
         t.ports[i].fast_out = 0
         t.ports[i].paused = p.paused
@@ -842,10 +858,7 @@ cdef class _Engine:
             return 0
         p = &t.ports[vl.port]
         if t.links[link].kind == K_MULTI and length >= 12:
-            port = t.port_objs[vl.port]
-            src = (<char *>f)[start + 6:start + 12]
-            outer = (<char *>f)[6:12]
-            port.learned.learn(src, outer)
+            self._learn(t, vl.port, f + start + 6, f + 6)
         if write(p.fd, f + start, length) < 0:
             self._drop(t, R_TAP_ERROR, link, v)
             return 0
@@ -854,6 +867,48 @@ cdef class _Engine:
         p.tx_packets += 1
         p.tx_bytes += length
         return 0
+
+    # -- the learned-MAC cache -------------------------------------------------------------------
+    #
+    # The port's ``LearnTable`` decides (its bound, its ageing, its counters); a small
+    # direct-mapped cache per port remembers its answers for ``lvalid`` seconds, so a frame from
+    # or to a MAC it knows costs no Python call.  What that changes: an entry the table has is
+    # refreshed (its last-seen time) at most every ``lvalid`` instead of on every frame, and a
+    # lookup may answer up to ``lvalid`` after the entry expired -- both within min(1 s,
+    # ageing / 10).  A MAC the table refused is never cached: each of its frames is counted.
+
+    cdef int _learn(self, _Tables t, int pi, const uint8_t *src, const uint8_t *outer) except -1:
+        cdef Port *p = &t.ports[pi]
+        cdef uint64_t mac = vn_mac48(src), out = vn_mac48(outer)
+        cdef LCE *e = &p.lc[(mac * 0x9E3779B97F4A7C15ULL) >> 54 & (LCACHE - 1)]
+        cdef double now = self.now()
+        if e.mac == mac + 1 and e.outer == out and now - e.stamp < p.lvalid:
+            return 0
+        table = t.port_objs[pi].learned
+        s, o = (<char *>src)[:6], (<char *>outer)[:6]
+        table.learn(s, o)
+        if table.lookup(s, None) == o:
+            e.mac, e.outer, e.stamp = mac + 1, out, now
+        elif e.mac == mac + 1:
+            e.mac = 0
+        return 0
+
+    cdef const uint8_t *_learned_dst(self, _Tables t, int pi, const uint8_t *dst,
+                                     uint8_t *buf) except? NULL:
+        """The outer MAC learned for inner ``dst`` (written to ``buf``), or NULL: broadcast."""
+        cdef Port *p = &t.ports[pi]
+        cdef uint64_t mac = vn_mac48(dst)
+        cdef LCE *e = &p.lc[(mac * 0x9E3779B97F4A7C15ULL) >> 54 & (LCACHE - 1)]
+        cdef double now = self.now()
+        cdef int k
+        if not (e.mac == mac + 1 and now - e.stamp < p.lvalid):
+            d = t.port_objs[pi].learned.lookup((<char *>dst)[:6], None)
+            if d is None:
+                return NULL
+            e.mac, e.outer, e.stamp = mac + 1, int.from_bytes(d, "big"), now
+        for k in range(6):
+            buf[k] = (e.outer >> (40 - 8 * k)) & 0xFF
+        return buf
 
     # -- transmit -----------------------------------------------------------------------------
 
@@ -1093,10 +1148,7 @@ cdef class _Engine:
         if port is not None:
             pi = self.t.port_objs.index(port) if port in self.t.port_objs else -1
             if pi >= 0 and self.t.ports[pi].learn_dst and n >= 6 and not f[0] & 1:
-                d = port.learned.lookup((<char *>f)[:6], None)
-                if d is not None:
-                    memcpy(dstbuf, <char *>d, 6)
-                    dst = dstbuf
+                dst = self._learned_dst(self.t, pi, f, dstbuf)
         self._output(self.main, self.t, o, f, n, dst, pi)
 
     def walk(self, _Ring ring, bint as_ring_thread=False):
@@ -1124,7 +1176,6 @@ cdef class _Engine:
         cdef const uint8_t *dst
         cdef _Sender s = self.main
         port = t.port_objs[pi]
-        learned = port.learned
         p.paused = 0
         self._flush(s)
         for k in range(TAP_BATCH):
@@ -1147,10 +1198,7 @@ cdef class _Engine:
             if p.fast_out:
                 dst = NULL
                 if p.learn_dst and n >= 6 and not buf[0] & 1:
-                    d = learned.lookup((<char *>buf)[:6], None)
-                    if d is not None:
-                        memcpy(dstbuf, <char *>d, 6)
-                        dst = dstbuf
+                    dst = self._learned_dst(t, pi, buf, dstbuf)
                 self._output(s, t, p.out, buf, <uint32_t>n, dst, pi)
                 if p.paused:
                     break
