@@ -145,6 +145,7 @@ DEF AF_INET6_ = 10
 DEF UDP_BATCH = 64         # datagrams per recvmmsg
 DEF UDP_KEY = 0x10000      # epoll data of UDP socket j: UDP_KEY + j
 DEF LCACHE = 1024         # learned-MAC cache slots per port (a power of two)
+DEF UNKNOWN = 0x1000000000000   # LCE.outer: the table did not know the MAC (no 48-bit MAC)
 DEF K_P2P = 0
 DEF K_MULTI = 1
 DEF K_UDP = 2
@@ -875,7 +876,9 @@ cdef class _Engine:
     # or to a MAC it knows costs no Python call.  What that changes: an entry the table has is
     # refreshed (its last-seen time) at most every ``lvalid`` instead of on every frame, and a
     # lookup may answer up to ``lvalid`` after the entry expired -- both within min(1 s,
-    # ageing / 10).  A MAC the table refused is never cached: each of its frames is counted.
+    # ageing / 10).  "Unknown" is remembered too (frames to the MAC go broadcast), until the
+    # MAC is learned on this port (which overwrites the slot) or ``lvalid`` passes.  A MAC the
+    # table refused is never cached as learned: each of its frames is counted.
 
     cdef int _learn(self, _Tables t, int pi, const uint8_t *src, const uint8_t *outer) except -1:
         cdef Port *p = &t.ports[pi]
@@ -903,9 +906,10 @@ cdef class _Engine:
         cdef int k
         if not (e.mac == mac + 1 and now - e.stamp < p.lvalid):
             d = t.port_objs[pi].learned.lookup((<char *>dst)[:6], None)
-            if d is None:
-                return NULL
-            e.mac, e.outer, e.stamp = mac + 1, int.from_bytes(d, "big"), now
+            e.mac, e.stamp = mac + 1, now
+            e.outer = UNKNOWN if d is None else int.from_bytes(d, "big")
+        if e.outer == UNKNOWN:                  # the table does not know it: broadcast
+            return NULL
         for k in range(6):
             buf[k] = (e.outer >> (40 - 8 * k)) & 0xFF
         return buf
