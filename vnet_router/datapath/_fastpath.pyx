@@ -229,6 +229,7 @@ cdef struct Link:
     int payload_mtu
     int txfd                 # -1: none (not opened); UDP: the local socket
     int udp                  # UDP: index of the local socket (``_Tables.udp_slot``), else -1
+    int connected            # UDP: txfd is connected to the remote (no address per datagram)
     uint8_t addr[28]         # UDP: the remote's sockaddr_in / sockaddr_in6
     int addrlen
     int64_t rx_packets, rx_bytes, tx_packets, tx_bytes      # deltas since the last sync
@@ -425,7 +426,10 @@ cdef tuple _compile(dp, snap, dict queues):
         ln.payload_mtu = c.payload_mtu
         ln.udp = -1
         if ln.kind == K_UDP:
-            sock = dp.udp.get(c.local)
+            sock = getattr(dp.engine, "udp_conn", {}).get((c.local, c.remote))
+            ln.connected = sock is not None
+            if sock is None:
+                sock = dp.udp.get(c.local)
             ln.udp = t.udp_slot.get(c.local, -1)
             addr = _sockaddr(c.remote)
             ln.addrlen = len(addr)
@@ -966,8 +970,12 @@ cdef class _Engine:
         ln = &t.links[vl.link]
         if ln.kind == K_UDP:                # VLI, payload; to the link's remote
             s.iovs[2 * i].iov_len = vl.hdr_len
-            s.msgs[i].msg_hdr.msg_name = ln.addr
-            s.msgs[i].msg_hdr.msg_namelen = ln.addrlen
+            if ln.connected:
+                s.msgs[i].msg_hdr.msg_name = NULL
+                s.msgs[i].msg_hdr.msg_namelen = 0
+            else:
+                s.msgs[i].msg_hdr.msg_name = ln.addr
+                s.msgs[i].msg_hdr.msg_namelen = ln.addrlen
         else:                               # header, LEN, payload
             if dst != NULL:
                 memcpy(h, dst, 6)
@@ -1462,6 +1470,7 @@ class CEngine:
         self.dp = dp
         self._engine = _Engine(dp)
         self.rings = {}        # ifindex -> (RxRing, _Ring)
+        self.udp_conn = {}     # (local, remote) of a UDP link -> its connected socket
         self._port_ix = {}     # id(TapPort) -> index in the compiled tables
         self._thread = None    # the ring thread, its rings, epoll fd and stop eventfd
         self._thread_rings = []
@@ -1469,15 +1478,25 @@ class CEngine:
         self._epfd = self._stopfd = -1
 
     def sync_substrate(self, snap, close):
-        """Substrate interfaces get a TPACKET_V2 ring."""
+        """Substrate interfaces get a TPACKET_V2 ring; UDP tunnel links a socket of their own
+        connected to the remote (bound to the link's local address beside the core's socket):
+        a connected ``sendmmsg`` skips the route lookup per datagram, and the kernel delivers
+        the remote's datagrams to it (the ring thread reads both)."""
         for ifindex, iface in snap.ifaces.items():
             if ifindex not in self.rings:
                 rx = packet_io.RxRing(iface.ifname, snap.ethertype)
                 self.rings[ifindex] = (rx, _Ring(rx, ifindex))
+        want = {(c.local, c.remote) for c in snap.links.values() if c.kind == "udp"}
+        for key in want:
+            if key not in self.udp_conn:
+                self.udp_conn[key] = _connected_udp(*key)
         if close:
             gone = [i for i in self.rings if i not in snap.ifaces]
-            if gone or [x for x in self._thread_udp if x[1] not in snap.udp]:
+            gone_conn = [k for k in self.udp_conn if k not in want]
+            if gone or gone_conn or [x for x in self._thread_udp if x[1] not in snap.udp]:
                 self._stop_ring_thread()        # it must not read a ring / socket that goes
+            for key in gone_conn:
+                self.udp_conn.pop(key).close()
             for ifindex in gone:
                 rx, ring = self.rings.pop(ifindex)
                 self._engine._ring_drops_py([ring])
@@ -1486,7 +1505,8 @@ class CEngine:
 
     def start(self):
         """(Re)start the ring thread when the set of rings changed."""
-        udps = [(s.fileno(), local) for local, s in self.dp.udp.items()]
+        udps = [(s.fileno(), local) for local, s in self.dp.udp.items()] + \
+            [(s.fileno(), local) for (local, _remote), s in self.udp_conn.items()]
         if self._thread is None or [r for _, r in self._thread_rings] != \
                 [r for _, r in self.rings.values()] or self._thread_udp != udps:
             self._stop_ring_thread()
@@ -1528,6 +1548,9 @@ class CEngine:
             ring.release()
             rx.close()
         self.rings.clear()
+        for sock in self.udp_conn.values():
+            sock.close()
+        self.udp_conn.clear()
 
     def stats(self):
         e = self._engine
@@ -1595,6 +1618,22 @@ class CEngine:
                 pass
         self._epfd = self._stopfd = -1
         self._thread_rings, self._thread_udp = [], []
+
+
+def _connected_udp(local, remote):
+    """A UDP socket bound to ``local`` (beside the core's, SO_REUSEADDR) and connected to
+    ``remote``."""
+    s = socket.socket(socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind(local)
+        s.connect(remote)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 def _epoll_create():
