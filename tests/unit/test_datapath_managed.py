@@ -216,3 +216,44 @@ def test_the_compiled_engine_asks_the_learned_table_once_per_mac_and_interval(mo
     assert entries == {src: P3}
     lan = out["if:2"]
     assert len(lan[(P3, None, 101)]) == 21           # every TAP frame unicast to its outer MAC
+
+
+# -- a shaper's queue across a recompile, and when its rate is lifted ---------------------------
+
+def run_requeue(mod):
+    """p1:13 -> p2:14 is shaped (3 KB burst, queue of 2) and the clock stands still: 3 frames
+    go, 2 wait, 1 is queue_full.  A recompile (a reload that keeps the link) keeps the 2
+    waiting; lifting the rate sends them at once, in order."""
+    from vnet_router.model.config import UNLIMITED
+    rig = Rig(mod)
+    try:
+        t10 = wire.VlanTag(10)
+        for k in range(6):
+            rig.eth(IF0, sub(ME0, P1, 13, bytes([k]) * 1000, t10))
+        v = rig.tables.output_vlink("p2", 14)
+        before = rig.counters()["vlinks"][("p2", 14, "out")]
+        rig.dp.install(rig.tables.compile())                  # a reload that keeps the link
+        kept = rig.counters()["vlinks"][("p2", 14, "out")]
+        first = rig.outputs()
+        v.rate = UNLIMITED
+        rig.dp.set_rate(v)                                    # shaping lifted
+        return before, kept, first, rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+def test_a_shaper_queue_survives_a_recompile_and_drains_when_lifted(mod):
+    before, kept, first, out, cnt = run_requeue(mod)
+    assert before[:3] == (3, 3000, {"queue_full": 1}) and before[3] == 2      # 3 sent, 2 wait
+    assert kept == before                                                     # recompiled
+    sent_first = [f[-1] for k, fs in first["if:2"].items() if k[2] == 14 for f in fs]
+    assert sent_first == [0, 1, 2]
+    later = [f[-1] for k, fs in out["if:2"].items() if k[2] == 14 for f in fs]
+    assert later == [3, 4]                                                    # in order
+    assert cnt["vlinks"][("p2", 14, "out")][:2] == (5, 5000)
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_a_shaper_queue_across_recompile_and_lift_same_in_both():
+    assert run_requeue(fast_mod) == run_requeue(ref_mod)
