@@ -35,6 +35,7 @@ import os
 import shutil
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -147,6 +148,15 @@ def setup_udp(b, datapath):
     udp = lambda lid, local, remote: (
         f'[[substrate_link]]\nid = "{lid}"\nkind = "udp"\nlocal = "{IP[local]}:{UDP_PORT}"\n'
         f'remote = "{IP[remote]}:{UDP_PORT}"\n')
+    # a socket that takes the datagrams on the sink (and drops what its small buffer cannot
+    # hold): without one the sink's kernel answers every datagram with an ICMP port
+    # unreachable, computed in the router's softirq and charged to the router
+    b.popen("sink", [sys.executable, "-c",
+                     "import signal, socket\n"
+                     "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                     "s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n"
+                     f"s.bind(('{IP['s0']}', {UDP_PORT}))\n"
+                     "signal.pause()\n"])
     b.router(udp("in", "r0", "g0") + udp("out", "r1", "s0") + _switch("in", 100, "out", 200),
              datapath)
     return {"frame": lambda size: write_cfg(b.work / f"udp{size}.cfg", [udp_frame(size, 100)])}
