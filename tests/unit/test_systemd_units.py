@@ -1,5 +1,6 @@
-"""The shipped systemd units pass `systemd-analyze verify` (with the commands pointed at where
-this machine installed them) and keep the promised security settings."""
+"""The shipped systemd units, as ``vnet-router install-units`` writes them (the commands pointed
+at where this machine installed them), pass `systemd-analyze verify` and keep the promised
+security settings."""
 import os
 import shutil
 import subprocess
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from vnet_router.node import units
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 
@@ -24,8 +27,9 @@ def _bindir() -> str:
 def test_unit_verifies(tmp_path, unit, instance):
     bindir = _bindir()
     assert os.access(f"{bindir}/vnet-router", os.X_OK), f"vnet-router not installed in {bindir}"
-    text = (UNITS / unit).read_text().replace("/usr/local/bin/", bindir + "/")
-    (tmp_path / unit).write_text(text)
+    assert units.main(["--dir", str(tmp_path), "--bindir", bindir]) == 0
+    text = (tmp_path / unit).read_text()
+    assert "/usr/local/bin/" not in text and f"ExecStart={bindir}/vnet-" in text
     name = unit.replace("@.", f"@{instance}.") if instance else unit
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)],
                        capture_output=True, text=True, cwd=tmp_path)
@@ -54,3 +58,53 @@ def test_hostd_unit_bounds_its_capabilities():
     caps = set(lines["CapabilityBoundingSet"].split())
     assert "CAP_SYS_MODULE" not in caps and "CAP_SYS_PTRACE" not in caps
     assert {"CAP_NET_ADMIN", "CAP_NET_RAW"} <= caps
+
+
+def _fake_bin(tmp_path) -> Path:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in ("vnet-router", "vnetctl", "vnet-hostd"):
+        (bindir / name).write_text("#!/bin/sh\n")
+        (bindir / name).chmod(0o755)
+    return bindir
+
+
+def test_install_units_writes_every_unit_with_the_real_paths(tmp_path, capsys):
+    bindir = _fake_bin(tmp_path)
+    out = tmp_path / "units"
+    assert units.main(["--dir", str(out), "--bindir", str(bindir)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in UNITS.iterdir())
+    for p in out.iterdir():
+        shipped = (UNITS / p.name).read_text()
+        assert p.read_text() == shipped.replace("/usr/local/bin/", f"{bindir}/")
+        assert oct(p.stat().st_mode & 0o777) == "0o644"
+    assert f"ExecStart={bindir}/vnet-router -c /etc/vnet/router.toml" in \
+        (out / "vnet-router.service").read_text()
+    err = capsys.readouterr().err
+    assert "hidden from the services" in err          # pytest's tmp_path is under /tmp
+
+
+def test_install_units_print_writes_nothing(tmp_path, capsys):
+    bindir = _fake_bin(tmp_path)
+    out = tmp_path / "units"
+    assert units.main(["--dir", str(out), "--bindir", str(bindir), "--print"]) == 0
+    assert not out.exists()
+    text = capsys.readouterr().out
+    assert f"# {out}/vnet-router@.service" in text
+    assert f"ExecStart={bindir}/vnet-hostd -c /etc/vnet/hostd.toml" in text
+
+
+def test_install_units_refuses_when_a_command_is_missing(tmp_path, capsys):
+    bindir = _fake_bin(tmp_path)
+    (bindir / "vnetctl").unlink()
+    assert units.main(["--dir", str(tmp_path / "units"), "--bindir", str(bindir)]) == 1
+    assert "cannot find vnetctl" in capsys.readouterr().err
+    assert not (tmp_path / "units").exists()
+
+
+def test_install_units_is_a_vnet_router_command(capsys):
+    from vnet_router.node import daemon
+    with pytest.raises(SystemExit) as e:
+        daemon.main(["install-units", "--help"])
+    assert e.value.code == 0
+    assert "--dir DIR" in capsys.readouterr().out

@@ -24,9 +24,11 @@ from typing import ClassVar
 
 from vnet_router.model.schema import ConfigError
 from vnet_router.lab.lab import Lab, LabError
-from vnet_router.ops import render
+from vnet_router.ops import render, shipped
 
-DEMO_TOPOLOGY = Path(__file__).resolve().parents[2] / "etc" / "lab" / "demo.toml"
+# shipped in the package (vnet_router/data/etc/lab/demo.toml, a copy of etc/lab/demo.toml), so
+# the demo runs from a wheel as from the source tree
+DEMO_TOPOLOGY = shipped.path("etc/lab/demo.toml")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from vnet_router.model import config as config_mod
 from vnet_router.model.schema import ConfigError
 from vnet_router.node.lifecycle import Node
 from vnet_router.ops import logs, loop
-from vnet_router.node import ports as ports_mod
+from vnet_router.node import ports as ports_mod, units
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
 log = logging.getLogger("vnet_router")
@@ -28,7 +28,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(
         prog="vnet-router",
         description="Substrate router: multiplexes virtual networks onto substrate links "
-                    "(see docs/configuration.md for the config file).")
+                    "(see docs/configuration.md for the config file).",
+        epilog="vnet-router install-units [--dir DIR] [--print]: write the systemd units with "
+               "the paths of the installed commands (see vnet-router install-units --help).")
     p.add_argument("-c", "--config", required=True, help="TOML configuration file")
     p.add_argument("--check", action="store_true",
                    help="validate the configuration (and the interfaces it names) and exit")
@@ -57,6 +59,9 @@ STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["install-units"]:
+        return units.main(argv[1:])
     args = parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
