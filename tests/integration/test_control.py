@@ -72,18 +72,24 @@ def shown_rate(lab, node, vnet, vli):
     return v["rate"]["current"]
 
 
-def metric_rate(lab, node, vnet, vli):
-    """vnet_virtual_link_rate_current_bits_per_second of an output link, from /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
+def metrics_text(lab, node):
+    """The node's /metrics, read inside its namespace."""
     r = lab.exec(node, ["python3", "-c", "import urllib.request; print(urllib.request.urlopen("
                         "'http://127.0.0.1:9477/metrics', timeout=5).read().decode())"])
     assert r.returncode == 0, r.stderr
-    for fam in text_string_to_metric_families(r.stdout):
+    return r.stdout
+
+
+def metric_rate(lab, node, vnet, vli):
+    """vnet_virtual_link_rate_current_bytes_per_second of an output link, from /metrics, in
+    bit/s (as alloc and show give it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    for fam in text_string_to_metric_families(metrics_text(lab, node)):
         for smp in fam.samples:
-            if (smp.name == "vnet_virtual_link_rate_current_bits_per_second"
+            if (smp.name == "vnet_virtual_link_rate_current_bytes_per_second"
                     and smp.labels.get("vnet") == vnet and smp.labels.get("vli") == str(vli)
                     and smp.labels.get("direction") == "out"):
-                return smp.value
+                return smp.value * 8
     raise AssertionError(f"no current-rate metric for {vnet} VLI {vli} on {node}")
 
 
