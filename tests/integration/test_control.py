@@ -5,6 +5,7 @@ x and y share a p2p substrate link (VLAN 10, the data) and, with the standalone 
 a switched LAN (multiaccess) on which the VBM divides LAN_CAPACITY between blue and red.
 """
 import json
+import shutil
 import subprocess
 import time
 
@@ -72,18 +73,24 @@ def shown_rate(lab, node, vnet, vli):
     return v["rate"]["current"]
 
 
-def metric_rate(lab, node, vnet, vli):
-    """vnet_virtual_link_rate_current_bits_per_second of an output link, from /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
+def metrics_text(lab, node):
+    """The node's /metrics, read inside its namespace."""
     r = lab.exec(node, ["python3", "-c", "import urllib.request; print(urllib.request.urlopen("
                         "'http://127.0.0.1:9477/metrics', timeout=5).read().decode())"])
     assert r.returncode == 0, r.stderr
-    for fam in text_string_to_metric_families(r.stdout):
+    return r.stdout
+
+
+def metric_rate(lab, node, vnet, vli):
+    """vnet_virtual_link_rate_current_bytes_per_second of an output link, from /metrics, in
+    bit/s (as alloc and show give it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+    for fam in text_string_to_metric_families(metrics_text(lab, node)):
         for smp in fam.samples:
-            if (smp.name == "vnet_virtual_link_rate_current_bits_per_second"
+            if (smp.name == "vnet_virtual_link_rate_current_bytes_per_second"
                     and smp.labels.get("vnet") == vnet and smp.labels.get("vli") == str(vli)
                     and smp.labels.get("direction") == "out"):
-                return smp.value
+                return smp.value * 8
     raise AssertionError(f"no current-rate metric for {vnet} VLI {vli} on {node}")
 
 
@@ -95,6 +102,36 @@ def iperf(lab, vnet, dst, port, seconds):
 
 def iperf_rates(server, client, seconds):
     return interval_rates(iperf_result(client, server, timeout=seconds + 40))
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed "
+                    "(Debian's prometheus; run.sh installs it)")
+def test_metrics_pass_promtool_on_nodes_with_tm_and_vbm(make_lab):
+    """``promtool check metrics`` on the real endpoints of x, y ([tm], a managed virtual link
+    up) and v ([vbm]): exit 0 and no lint line; the rates are in bytes per second."""
+    lab = make_lab(topology())
+    wait_vbm(lab)
+    vlink_add(lab, "blue", "dyn0", "2Mbit", "20Mbit", "10.7.0.1/24", "10.7.0.2/24")
+    eventually(lambda: lab.control("y", "alloc")["inputs"], 5, "y to manage the input")
+    wanted = {"x": ("vnet_tm_output_current_bytes_per_second", "vnet_tm_vnet_aggregate_"
+                    "bytes_per_second", "vnet_virtual_link_rate_max_bytes_per_second"),
+              "y": ("vnet_tm_input_current_bytes_per_second", "vnet_control_messages_total"),
+              "v": ("vnet_vbm_lan_capacity_bytes_per_second", "vnet_vbm_pool_bytes_per_second",
+                    "vnet_vbm_node_aggregate_bytes_per_second")}
+    for node, names in wanted.items():
+        text = metrics_text(lab, node)
+        for name in names:
+            assert f"\n{name}" in text, f"{node} does not export {name}"
+        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=30)
+        print(f"{node}: promtool check metrics exit {r.returncode}, {len(text.splitlines())} "
+              f"lines checked")
+        assert (r.returncode, r.stdout + r.stderr) == (0, ""), (node, r.stdout + r.stderr)
+    from prometheus_client.parser import text_string_to_metric_families
+    maxes = [smp.value for fam in text_string_to_metric_families(metrics_text(lab, "x"))
+             for smp in fam.samples if smp.name == "vnet_tm_output_max_bytes_per_second"
+             and smp.labels["vnet"] == "blue"]
+    assert maxes == [20 * M / 8]                                  # --max 20Mbit, in bytes/s
 
 
 def test_vlink_add_and_teardown_with_downstream_chosen_vli(make_lab):

@@ -72,6 +72,21 @@ def test_bad_config_exits_2_with_one_line_and_creates_nothing(node_ns, tmp_path,
     assert not os.path.exists(tmp_path / "s.sock")
 
 
+def test_check_refuses_an_ambiguous_rate_with_exit_2(node_ns, tmp_path):
+    """``rate = "10Mbps"`` (megabits, or tc's megabytes?) is refused; the line says both."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(_good(tmp_path / "s.sock", node_ns).replace(
+        'in_vli = 10', 'in_vli = 10\nrate = "10Mbps"', 1))
+    assert 'rate = "10Mbps"' in cfg.read_text()
+    r = _run(node_ns, cfg, "--check")
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert f"{cfg}: interface[0].rate: ambiguous rate '10Mbps'" in lines[0]
+    assert "megabits" in lines[0] and "megabytes" in lines[0]
+    assert '"10Mbit"' in lines[0] and '"10MB/s"' in lines[0]
+
+
 def test_check_mode_and_show(node_ns, tmp_path):
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"

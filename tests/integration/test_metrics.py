@@ -113,8 +113,8 @@ def test_prometheus_scrapes_counters_and_rates(make_lab, tmp_path):
     assert out_x >= sent
     for node in ("x", "y"):
         sel = f'{{node="{node}",vnet="blue",direction="out"}}'
-        assert _one(lab, f"vnet_virtual_link_rate_max_bits_per_second{sel}") == 20e6
-        assert _one(lab, f"vnet_virtual_link_rate_min_bits_per_second{sel}") == 5e6
+        assert _one(lab, f"vnet_virtual_link_rate_max_bytes_per_second{sel}") == 20e6 / 8
+        assert _one(lab, f"vnet_virtual_link_rate_min_bytes_per_second{sel}") == 5e6 / 8
         assert _one(lab, f'vnet_info{{node="{node}"}}') == 1
     prom.terminate()
     prom.wait(timeout=20)

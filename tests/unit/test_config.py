@@ -139,13 +139,49 @@ def test_not_toml():
 def test_rates_and_sizes():
     assert parse_rate("100Mbit") == 100_000_000
     assert parse_rate("1.5Gbit") == 1_500_000_000
-    assert parse_rate("10MBps") == 80_000_000
+    assert parse_rate("10MB/s") == 80_000_000
+    assert parse_rate("12.5kB/s") == 100_000
+    assert parse_rate("10mbit/s") == 10_000_000
     assert parse_rate(5000) == 5000
     assert parse_size("15KB") == 15000
     assert parse_size("1MiB") == 1 << 20
     for bad in ("10 furlongs", "-5Mbit", True, "Mbit"):
         with pytest.raises(ValueError):
             parse_rate(bad)
+
+
+@pytest.mark.parametrize("spelling", ["10Mbps", "10MBps", "10mbps", "10MBPS", "10bps", "10Bps",
+                                      "10kbps", "10KBps", "10Gbps", "10Mb/s", "10mb/s", "10b/s"])
+def test_a_rate_read_both_as_bits_and_bytes_is_refused(spelling):
+    with pytest.raises(ValueError, match="ambiguous rate") as e:
+        parse_rate(spelling)
+    msg = str(e.value)
+    assert "bits per second" in msg and "bytes per second" in msg
+    assert 'bit")' in msg and 'B/s"' in msg          # both unambiguous spellings offered
+
+
+def test_ambiguous_rate_error_names_both_meanings_and_the_spellings_to_use():
+    with pytest.raises(ValueError) as e:
+        parse_rate("10Mbps")
+    assert str(e.value) == ("ambiguous rate '10Mbps': 'Mbps' is read both as megabits per "
+                            'second (write "10Mbit") and as megabytes per second = 80Mbit '
+                            '(write "10MB/s"; tc\'s reading)')
+
+
+@pytest.mark.parametrize("key", ["rate", "in_rate", "rate.max"])
+def test_ambiguous_rate_in_a_file_is_a_config_error_on_one_line(key):
+    text = IFACE + (f'{key} = "10Mbps"' if "." not in key else 'rate = { max = "10Mbps" }')
+    with pytest.raises(ConfigError) as e:
+        loads(BASE + "\n" + text, "r1.toml")
+    line = str(e.value)
+    assert "\n" not in line
+    assert line.startswith(f"r1.toml: interface[1].{key}: ambiguous rate '10Mbps'"), line
+    assert '"10Mbit"' in line and '"10MB/s"' in line
+
+
+def test_ambiguous_vbm_capacity_is_refused():
+    with pytest.raises(ConfigError, match=r"r1.toml: vbm.capacity: ambiguous rate '1Gbps'"):
+        loads(BASE + '\n[tm]\nvbm_link="lan"\n[vbm]\nlink="lan"\ncapacity="1Gbps"\n', "r1.toml")
 
 
 def test_tm_and_vbm_sections():

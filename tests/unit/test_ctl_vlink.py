@@ -51,3 +51,18 @@ def test_ambiguous_forms_are_refused_before_sending(sent, argv, capsys):
     assert ctl.main(argv) == 2
     assert sent == []
     assert "vnetctl: vlink add" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["vlink", "add", "p", "blue", "dyn0", "--max", "10Mbps"],
+    ["vlink", "add", "p", "blue", "dyn0", "--min", "1mbps", "--max", "10Mbit"],
+    ["vlink", "add", "blue", "b1", "--link", "lan", "--in-vli", "200", "--rate", "10MBps"],
+    ["join", "blue", "--id", "1", "--link", "lan", "--in-vli", "200", "--rate", "1Gbps"],
+])
+def test_a_rate_read_both_as_bits_and_bytes_is_refused_before_sending(sent, argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        ctl.main(argv)
+    assert e.value.code == 2
+    assert sent == []
+    err = capsys.readouterr().err
+    assert "ambiguous rate" in err and "bits per second" in err and "bytes per second" in err

@@ -19,7 +19,7 @@ from vnet_router.model.tables import IfaceFacts, Tables
 ETC = Path(__file__).resolve().parents[2] / "etc"
 
 
-def exported_names() -> set[str]:
+def exported_text() -> str:
     cfg = config.load(ETC / "router.toml")
     tables = Tables(cfg, {"eth0": IfaceFacts(2, b"\x02" * 6, 1500)})
     dp = Datapath(tables, asyncio.new_event_loop())
@@ -35,8 +35,11 @@ def exported_names() -> set[str]:
         return s
     reg = CollectorRegistry()
     reg.register(Collector(st))
-    text = generate_latest(reg).decode()
-    return {line.split("{")[0].split(" ")[0] for line in text.splitlines()
+    return generate_latest(reg).decode()
+
+
+def exported_names() -> set[str]:
+    return {line.split("{")[0].split(" ")[0] for line in exported_text().splitlines()
             if line and not line.startswith("#")}
 
 
@@ -47,10 +50,18 @@ def used_names(text: str) -> set[str]:
 def test_collector_follows_naming_conventions():
     names = exported_names()
     assert "vnet_virtual_link_packets_total" in names
-    assert "vnet_virtual_link_rate_max_bits_per_second" in names
+    assert "vnet_virtual_link_rate_max_bytes_per_second" in names
     for n in names:
         assert re.fullmatch(r"vnet_[a-z_]+", n)
         assert not n.endswith("_total_total")
+        assert "_bits" not in n, f"{n}: Prometheus' base unit is bytes"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_exported_metrics_pass_promtool_without_lint():
+    r = subprocess.run(["promtool", "check", "metrics"], input=exported_text(),
+                       capture_output=True, text=True)
+    assert (r.returncode, r.stdout + r.stderr) == (0, "")
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")

@@ -18,9 +18,12 @@ tree from :data:`COMMANDS` and its requests with :func:`request_args`; the print
 """
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from typing import Callable
+
+from vnet_router.model.units import parse_rate
 
 ROUTER, HOST = "vnet-router", "vnet-hostd"
 BOTH = frozenset((ROUTER, HOST))
@@ -126,6 +129,16 @@ def _vlink_add(ns) -> dict:
             "addresses": ns.address, "peer": ns.peer}
 
 
+def _rate(text: str) -> str:
+    """A rate option, checked here so that vnetctl refuses e.g. "10Mbps" (bits or bytes?)
+    before sending; it is sent as typed and the daemon parses it again."""
+    try:
+        parse_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 JSON = arg("--json", key=None, action="store_true", help="machine-readable output")
 _ALLOW = arg("--allow", action="append", default=[],
              help="user, uid or @group that may open endpoints of the vNet (repeat)")
@@ -184,7 +197,7 @@ COMMANDS: tuple[Command, ...] = (
                     _ADDRESS,
                     arg("--kind", choices=("tap", "socket"), default="tap",
                         help="tap (default) or socket (library endpoint)"),
-                    arg("--rate", omit_none=True, help="output rate, e.g. 10Mbit"),
+                    arg("--rate", omit_none=True, type=_rate, help="output rate, e.g. 10Mbit"),
                     _ALLOW)),)),
     Command("leave", "detach from a vNet and remove it", HOST_ONLY, cli=(
         Cli(("leave",), "changes", (arg("vnet"),), timeout=60),)),
@@ -204,9 +217,9 @@ COMMANDS: tuple[Command, ...] = (
                         _ADDRESS,
                         arg("--kind", choices=("tap", "socket"),
                             help="given VLIs: tap (default) or socket (library endpoint)"),
-                        arg("--rate", help="given VLIs: output rate, e.g. 10Mbit"),
-                        arg("--min", help="negotiated: minimum rate (default 0)"),
-                        arg("--max", help="negotiated: maximum rate, e.g. 50Mbit"),
+                        arg("--rate", type=_rate, help="given VLIs: output rate, e.g. 10Mbit"),
+                        arg("--min", type=_rate, help="negotiated: minimum rate (default 0)"),
+                        arg("--max", type=_rate, help="negotiated: maximum rate, e.g. 50Mbit"),
                         arg("--peer", help="negotiated: neighbour node name (multiaccess "
                             "links)"),
                         JSON)),)),

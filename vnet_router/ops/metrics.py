@@ -5,6 +5,10 @@ so the two always agree.  With a control plane (``[tm]``/``[vbm]``) ``status()['
 adds the control messages by type and outcome, the protocol's event counters and the
 allocations of the Traffic Manager and the VBM (``vnetctl alloc``).  ``serve(addr, port, status_fn, extra)`` starts prometheus-client's
 HTTP server in a thread with a registry of its own (our collector + process metrics).
+
+Rates are exported in Prometheus' base unit, bytes per second (``..._bytes_per_second``, as
+node_exporter counts bytes), though the status view and the configuration speak bit/s:
+``promtool check metrics`` refuses ``bits``.  Multiply by 8 in a query for bit/s.
 """
 from __future__ import annotations
 
@@ -16,6 +20,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 log = logging.getLogger(__name__)
 
 VL_LABELS = ["link", "vli", "direction", "vnet", "action"]
+
+
+def _bytes(bps):
+    """Bytes per second (the exported unit) from the status view's bit/s."""
+    return bps / 8
 
 
 class Collector:
@@ -88,7 +97,7 @@ class Collector:
                                  labels=VL_LABELS)
         dr = CounterMetricFamily("vnet_virtual_link_drops", "Drops by virtual link",
                                  labels=VL_LABELS + ["reason"])
-        rates = {k: GaugeMetricFamily(f"vnet_virtual_link_rate_{k}_bits_per_second",
+        rates = {k: GaugeMetricFamily(f"vnet_virtual_link_rate_{k}_bytes_per_second",
                                       f"{k} rate of the virtual link (absent: unlimited)",
                                       labels=VL_LABELS) for k in ("min", "current", "max")}
         q = GaugeMetricFamily("vnet_virtual_link_queue_depth_packets",
@@ -106,7 +115,7 @@ class Collector:
                 dr.add_metric(lv + [reason], n)
             for k, fam in rates.items():
                 if v["rate"][k] is not None:
-                    fam.add_metric(lv, v["rate"][k])
+                    fam.add_metric(lv, _bytes(v["rate"][k]))
             q.add_metric(lv, v["queue_depth"])
             acc = per_vnet.setdefault((v["vnet"], v["direction"]), [0, 0])
             acc[0] += v["packets"]
@@ -173,21 +182,21 @@ class Collector:
                                   ("input", ("min", "current", "max"))):
             for b in bounds:
                 fams[(direction, b)] = GaugeMetricFamily(
-                    f"vnet_tm_{direction}_{b}_bits_per_second",
+                    f"vnet_tm_{direction}_{b}_bytes_per_second",
                     f"Traffic Manager: {b} rate of a managed {direction} virtual link",
                     labels=labels)
             for v in a[direction + "s"]:
                 lv = [v["substrate_link"], v["peer"], str(v["vli"]), v["vnet"]]
                 for b in bounds:
                     if v[b] is not None:
-                        fams[(direction, b)].add_metric(lv, v[b])
+                        fams[(direction, b)].add_metric(lv, _bytes(v[b]))
         yield from fams.values()
-        agg = {k: GaugeMetricFamily(f"vnet_tm_vnet_{k}_bits_per_second",
+        agg = {k: GaugeMetricFamily(f"vnet_tm_vnet_{k}_bytes_per_second",
                                     f"Traffic Manager: per-vNet input {k} of this node",
                                     labels=["vnet"]) for k in ("aggregate", "used", "minimum")}
         for vnet, x in a["aggregates"].items():
             for k, fam in agg.items():
-                fam.add_metric([vnet], x[k])
+                fam.add_metric([vnet], _bytes(x[k]))
         yield from agg.values()
         vbm = a.get("vbm")
         if not vbm:
@@ -195,25 +204,25 @@ class Collector:
         active = GaugeMetricFamily("vnet_vbm_active", "1 if this node's VBM grants (0 while it "
                                    "rebuilds)")
         active.add_metric([], 1 if vbm["state"] == "ACTIVE" else 0)
-        lan = GaugeMetricFamily("vnet_vbm_lan_capacity_bits_per_second", "VBM: LAN bandwidth")
+        lan = GaugeMetricFamily("vnet_vbm_lan_capacity_bytes_per_second", "VBM: LAN bandwidth")
         if vbm["lan_capacity"] is not None:
-            lan.add_metric([], vbm["lan_capacity"])
+            lan.add_metric([], _bytes(vbm["lan_capacity"]))
         share = GaugeMetricFamily("vnet_vbm_share_ratio", "VBM: share of the LAN admitted",
                                   labels=["vnet_id"])
-        pool = GaugeMetricFamily("vnet_vbm_pool_bits_per_second", "VBM: a vNet's LAN pool",
+        pool = GaugeMetricFamily("vnet_vbm_pool_bytes_per_second", "VBM: a vNet's LAN pool",
                                  labels=["vnet_id"])
-        alloc = GaugeMetricFamily("vnet_vbm_allocated_bits_per_second",
+        alloc = GaugeMetricFamily("vnet_vbm_allocated_bytes_per_second",
                                   "VBM: sum of a vNet's node aggregates", labels=["vnet_id"])
-        node = GaugeMetricFamily("vnet_vbm_node_aggregate_bits_per_second",
+        node = GaugeMetricFamily("vnet_vbm_node_aggregate_bytes_per_second",
                                  "VBM: aggregate assigned to a node for a vNet",
                                  labels=["vnet_id", "node"])
         for vid, x in vbm["vnets"].items():
             share.add_metric([vid], x["share"])
             if x["pool"] is not None:
-                pool.add_metric([vid], x["pool"])
-            alloc.add_metric([vid], x["allocated"])
+                pool.add_metric([vid], _bytes(x["pool"]))
+            alloc.add_metric([vid], _bytes(x["allocated"]))
             for n, y in x["nodes"].items():
-                node.add_metric([vid, n], y["aggregate"])
+                node.add_metric([vid, n], _bytes(y["aggregate"]))
         yield from (active, lan, share, pool, alloc, node)
 
 
