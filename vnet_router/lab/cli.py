@@ -2,6 +2,7 @@
 
     vnet-lab demo                 the paper's Fig. 4 LAN: build, check, report, tear down
     vnet-lab up FILE              build any topology file and keep it until Ctrl-C
+    vnet-lab up --prefix P FILE   the same, its namespaces named P+NAME (labs side by side)
     vnet-lab clean                remove namespaces of labs whose process is gone
 
 The work (``Lab``, the demo) lives in ``lab.py`` and ``demo.py``; this module only parses
@@ -19,7 +20,8 @@ import time
 from vnet_router.ops import netlink
 from vnet_router.model.schema import ConfigError
 from vnet_router.lab import demo
-from vnet_router.lab.lab import Lab, LabError, processes_in, stale_namespaces
+from vnet_router.lab.lab import (Lab, LabError, forget_stale_owners, processes_in,
+                                  stale_namespaces)
 
 
 def parse_args(argv=None):
@@ -36,11 +38,18 @@ def parse_args(argv=None):
                             help="keep the temporary work dir (configs, daemon logs) and "
                                  "print its path")
 
+    def prefix(parser):
+        parser.add_argument("--prefix", metavar="P", default=None,
+                            help="name the lab's namespaces P+NAME, so labs run side by side "
+                                 "(a letter, up to 15 letters/digits/'_', then '-', e.g. "
+                                 "'labA-'; default: vl<pid>-)")
+
     common(p, None)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     d = sub.add_parser("demo", help="build the Fig. 4 LAN, run the checks, print a report; "
                                     "exit 0 only if every check is as expected")
     common(d, argparse.SUPPRESS)
+    prefix(d)
     d.add_argument("--topology", metavar="FILE", default=str(demo.DEMO_TOPOLOGY),
                    help="demo topology file (default: %(default)s)")
     d.add_argument("--plot", metavar="PNG", default="vnet-demo-rates.png",
@@ -49,6 +58,7 @@ def parse_args(argv=None):
     u = sub.add_parser("up", help="build a topology file and keep it up until Ctrl-C")
     u.add_argument("file", help="topology file (TOML)")
     common(u, argparse.SUPPRESS)
+    prefix(u)
     c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone")
     c.add_argument("--kill", action="store_true",
                    help="also SIGTERM processes still running inside those namespaces")
@@ -63,10 +73,13 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("vnet-lab: needs root (network namespaces, veth, TAP)", file=sys.stderr)
         return 1
+    # Ctrl-C tears the lab down even when we were started with SIGINT ignored (`vnet-lab up &`
+    # in a script: background jobs inherit SIGINT ignored, and Python then keeps it so)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         if args.cmd == "demo":
             return demo.run(args.topology, workdir=args.workdir, keep_logs=args.keep_logs,
-                            plot=args.plot)
+                            plot=args.plot, prefix=args.prefix)
         if args.cmd == "up":
             return _up(args)
         return _clean(args)
@@ -94,8 +107,8 @@ def _up(args) -> int:
     print(f"vnet-lab: building {args.file}", flush=True)
     try:
         lab = Lab(args.file, workdir=args.workdir, keep_workdir=args.keep_logs,
-                  progress=progress)
-    except ConfigError as e:
+                  progress=progress, prefix=args.prefix)
+    except (ConfigError, LabError) as e:
         print(f"vnet-lab: {e}", file=sys.stderr)
         return 2
     try:
@@ -144,6 +157,7 @@ def _print_summary(lab: Lab):
 def _clean(args) -> int:
     stale = stale_namespaces()
     if not stale:
+        forget_stale_owners()
         print("vnet-lab: no stale lab namespaces")
         return 0
     for ns in stale:
@@ -160,6 +174,7 @@ def _clean(args) -> int:
                   "(--kill ends them)")
         netlink.netns_remove(ns)
         print(f"{ns}: removed")
+    forget_stale_owners()
     return 0
 
 

@@ -312,7 +312,7 @@ def summary(results, clean: bool = True) -> str:
 
 
 def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool = False,
-        out=None, plot: str | None = "vnet-demo-rates.png") -> int:
+        out=None, plot: str | None = "vnet-demo-rates.png", prefix: str | None = None) -> int:
     out = out or sys.stdout
     checks = tuple(dataclasses.replace(c, plot=plot) if isinstance(c, FloodCheck) else c
                    for c in CHECKS)
@@ -322,7 +322,12 @@ def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool =
 
     print(f"vnet-lab demo: building {topology}", file=out, flush=True)
     t0 = time.monotonic()
-    lab = Lab(topology, workdir=workdir, keep_workdir=keep_logs, progress=progress)
+    try:
+        lab = Lab(topology, workdir=workdir, keep_workdir=keep_logs, progress=progress,
+                  prefix=prefix)
+    except LabError as e:
+        print(f"vnet-lab demo: {e}", file=out, flush=True)
+        return 2
     try:
         with lab:
             print(f"built in {time.monotonic() - t0:.1f} s; running checks", file=out, flush=True)

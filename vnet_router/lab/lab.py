@@ -41,15 +41,27 @@ from vnet_router.model.toml import dump_toml
 from vnet_router.node import api as control
 from vnet_router.ops import netlink
 from vnet_router.lab import topology as topo_mod
+from vnet_router.lab.owners import (  # noqa: F401  (the lab's API: cli, tests)
+    OWNERS_DIR, PREFIX_RE, _STALE, _Spawner, _child_setup, _remove_workdir, _read_owner,
+    _owner_alive, _start_time, forget_stale_owners, processes_in, stale_namespaces,
+    stale_owners)
 from vnet_router.lab.topology import Topology
 
 _counter = itertools.count()
-_STALE = re.compile(r"^vl(\d+)(?:x\d+)?-")
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 class LabError(RuntimeError):
     pass
+
+
+def check_prefix(prefix: str) -> str:
+    """An explicit lab prefix, or LabError."""
+    if not PREFIX_RE.match(prefix) or _STALE.match(prefix):
+        raise LabError(f"bad lab prefix {prefix!r}: want a letter, then up to 15 letters, "
+                       f"digits or '_', then '-' (e.g. 'labA-'); 'vl<digits>-' is reserved "
+                       f"for the default prefixes")
+    return prefix
 
 
 def default_prefix() -> str:
@@ -100,7 +112,7 @@ class Lab:
                  progress=None, daemon_cmd: list[str] | None = None,
                  ready_timeout: float = 10.0, stop_timeout: float = 5.0):
         self.topo = topology if isinstance(topology, Topology) else topo_mod.load(topology)
-        self.prefix = prefix or default_prefix()
+        self.prefix = check_prefix(prefix) if prefix else default_prefix()
         self._workdir_arg = Path(workdir) if workdir else None
         self.workdir: Path | None = None
         self.keep_workdir = keep_workdir
@@ -115,6 +127,9 @@ class Lab:
         self._procs: list[subprocess.Popen] = []
         self._created: list[str] = []
         self._old_handlers: dict[int, object] = {}
+        self._spawner: _Spawner | None = None
+        self._owner_file: Path | None = None
+        self._preexisting: set[str] = set()
         self._started = self._stopped = False
 
     # -- names ------------------------------------------------------------------------------
@@ -171,7 +186,12 @@ class Lab:
         self._install_signals()
         atexit.register(self.stop)
         try:
+            self._claim_prefix()
+            self._spawner = _Spawner(self.prefix)
             self._prepare_workdir()
+            if not self._workdir_arg and not self.keep_workdir:   # clean removes it for us
+                self._owner_file.write_text(f"{os.getpid()} {_start_time(os.getpid())} "
+                                            f"{self.workdir}\n")
             self._build()
             self._start_daemons()
             self._run_commands()
@@ -190,13 +210,53 @@ class Lab:
         try:
             self._stop_processes()
             self._stop_daemons()
-            self._remove_namespaces()
+            if self._spawner is not None:
+                self._spawner.close()
+            if self._owner_file is not None:        # else another lab owns the prefix
+                self._remove_namespaces()
+                self._release_prefix()
             if self.workdir is not None and not self.keep_workdir and not self._workdir_arg:
                 shutil.rmtree(self.workdir, ignore_errors=True)
         finally:
             self._restore_signals(masked)
 
     # -- building ---------------------------------------------------------------------------
+
+    def _claim_prefix(self):
+        """Record this process as the prefix's owner (OWNERS_DIR/PREFIX), or LabError if a
+        running lab owns it.  Namespaces left by a dead owner of the prefix (a lab killed
+        with SIGKILL) are removed; any other namespace already there is never touched."""
+        OWNERS_DIR.mkdir(parents=True, exist_ok=True)
+        path = OWNERS_DIR / self.prefix
+        me = f"{os.getpid()} {_start_time(os.getpid())}\n"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            owner = _read_owner(path)
+            if owner is not None and _owner_alive(*owner):
+                raise LabError(f"lab prefix {self.prefix!r} is in use by a running lab "
+                               f"(pid {owner[0]})") from None
+            _remove_workdir(path)
+            path.write_text(me)
+            stale = self.namespaces()
+            if stale:
+                self.progress(f"removing namespaces of a lab with prefix {self.prefix!r} that "
+                              f"died (pid {owner[0] if owner else '?'}): {', '.join(stale)}")
+                for ns in stale:
+                    netlink.netns_remove(ns)
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+        self._owner_file = path
+        self._preexisting = set(self.namespaces())      # not ours: never removed
+
+    def _release_prefix(self):
+        if self._owner_file is not None and \
+                not [ns for ns in self.namespaces() if ns not in self._preexisting]:
+            try:
+                self._owner_file.unlink()
+            except FileNotFoundError:
+                pass
 
     def _prepare_workdir(self):
         if self._workdir_arg:
@@ -276,7 +336,8 @@ class Lab:
             [sys.executable, "-m", "vnet_host.daemon"]
         argv = ["nsenter", f"--net={netlink.NETNS_DIR}/{self.ns(node)}", *cmd, "-c", str(path)]
         with open(self.log_path(node), "ab") as log:
-            self.daemons[node] = subprocess.Popen(
+            # SIGTERM (the daemons then remove their vNets) when the lab dies, even by SIGKILL
+            self.daemons[node] = self._popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=env, start_new_session=True)   # Ctrl-C goes to the lab, not to them
         self.progress(f"daemon {node}: started (pid {self.daemons[node].pid}, "
@@ -359,9 +420,17 @@ class Lab:
         if isinstance(argv, str):
             argv = shlex.split(argv)
         kw.setdefault("start_new_session", True)
-        p = subprocess.Popen(["ip", "netns", "exec", self._where(node, vnet), *argv], **kw)
+        p = self._popen(["ip", "netns", "exec", self._where(node, vnet), *argv], **kw)
         self._procs.append(p)
         return p
+
+    def _popen(self, argv, **kw) -> subprocess.Popen:
+        """Popen on the spawner thread, with the death signal set (see ``_child_setup``)."""
+        if self._spawner is None:
+            raise LabError("the lab is not started")
+        parent = os.getpid()
+        return self._spawner.call(lambda: subprocess.Popen(
+            argv, preexec_fn=lambda: _child_setup(parent, signal.SIGTERM), **kw))
 
     def ping(self, node: str, dst: str, vnet: str | None = None, *, count: int = 3,
              interval: float = 0.2, wait: float = 1.0) -> PingResult:
@@ -435,7 +504,7 @@ class Lab:
     def _remove_namespaces(self):
         mine = set(self._created)
         for ns in self.namespaces():
-            if ns not in mine:
+            if ns not in mine and ns not in self._preexisting:
                 self.leftovers.append(ns)
         if self.leftovers:
             self.progress(f"removing namespaces the daemons left behind: "
@@ -445,7 +514,7 @@ class Lab:
                 netlink.netns_remove(ns)
             except OSError as e:
                 self.cleanup_errors.append(f"cannot remove namespace {ns}: {e}")
-        still = self.namespaces()
+        still = [ns for ns in self.namespaces() if ns not in self._preexisting]
         if still:
             self.cleanup_errors.append(f"namespaces still present: {', '.join(still)}")
         for e in self.cleanup_errors:
@@ -494,43 +563,3 @@ def _end(p: subprocess.Popen, timeout: float):
         except (ProcessLookupError, PermissionError):
             p.kill()
         p.wait()
-
-
-# -- stale labs -------------------------------------------------------------------------------
-
-def stale_namespaces() -> list[str]:
-    """Lab namespaces ('vl<pid>-...') whose creating process no longer exists."""
-    out = []
-    for ns in netlink.netns_list():
-        m = _STALE.match(ns)
-        if m and not _pid_alive(int(m.group(1))):
-            out.append(ns)
-    return out
-
-
-def processes_in(ns: str) -> list[int]:
-    """Pids of processes whose network namespace is ``ns``."""
-    try:
-        target = os.stat(os.path.join(netlink.NETNS_DIR, ns))
-    except OSError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                st = os.stat(f"/proc/{entry}/ns/net")
-            except OSError:
-                continue
-            if (st.st_ino, st.st_dev) == (target.st_ino, target.st_dev):
-                pids.append(int(entry))
-    return pids
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
