@@ -141,3 +141,33 @@ def test_too_deep_ignores_brackets_in_strings():
     assert not too_deep(b'{"a": "' + b"[" * 100 + b'"}')
     assert not too_deep(b'{"a": ["\\"[[[["]}', 2)
     assert too_deep(b'{"a": [[1]]}', 2)
+
+
+def test_refusals_are_exported_as_a_prometheus_counter(tmp_path):
+    from prometheus_client import CollectorRegistry, generate_latest
+    import asyncio as aio
+    from vnet_router.datapath.select import DatapathPy
+    from vnet_router.model.tables import Tables
+    from vnet_router.model import config
+    from vnet_router.node.status import status
+    from vnet_router.ops.metrics import Collector
+
+    cfg = config.parse({"node": {"name": "x"}})
+    srv = ControlServer(str(tmp_path / "c.sock"), {})
+    srv._refuse("per_uid", None, "refused")
+    srv._refuse("too_deep", None, "refused")
+    tables, loop = Tables(cfg, {}), aio.new_event_loop()
+    try:
+        dp = DatapathPy(tables, loop)
+        dp.snap = tables.compile()
+        st = status(cfg, tables, dp, 0.0)
+    finally:
+        loop.close()
+    st["control_socket"] = srv.stats()
+    reg = CollectorRegistry()
+    reg.register(Collector(lambda: st))
+    text = generate_latest(reg).decode()
+    assert 'vnet_control_socket_refused_total{reason="per_uid"} 1.0' in text
+    assert 'vnet_control_socket_refused_total{reason="too_deep"} 1.0' in text
+    assert 'vnet_control_socket_refused_total{reason="idle_timeout"} 0.0' in text
+    assert "vnet_control_socket_connections 0.0" in text
