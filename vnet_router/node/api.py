@@ -146,7 +146,10 @@ def request_fds(path: str, cmd: str, /, timeout: float = 10.0, **args) -> tuple[
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError, PermissionError) as e:
             raise ControlError(f"cannot reach daemon at {path}: {e.strerror}") from None
-        s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        try:
+            s.sendall(json.dumps({"cmd": cmd, **args}).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass        # refused at once (connection limits): its error reply is still there
         buf = b""
         while not buf.endswith(b"\n"):
             data, anc, _flags, _addr = s.recvmsg(65536, socket.CMSG_SPACE(16 * 4))
@@ -201,6 +204,8 @@ class ControlServer:
     async def close(self):
         if self._server is not None:
             self._server.close()
+            for conn in list(self._conns.values()):    # their handlers end at once, quietly
+                conn.writer.transport.abort()
             await self._server.wait_closed()
             self._server = None
         try:
@@ -280,6 +285,8 @@ class ControlServer:
         try:
             await self._requests(reader, writer, conn)
         except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:      # the loop is stopping: no traceback per connection
             pass
         finally:
             if self._conns.get(writer) is conn:
