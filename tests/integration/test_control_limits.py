@@ -195,3 +195,23 @@ def test_deep_and_half_requests_get_error_replies_and_the_daemon_serves_on(lab, 
     assert refused["too_deep"] == 2 and refused["request_timeout"] == 1, refused
     assert lab.alive()[node] is None
     assert "Traceback" not in lab.log_path(node).read_text()
+
+
+def test_a_reload_changes_the_limits_at_once(lab):
+    path = lab.workdir / "r.toml"
+    text = path.read_text()
+    assert "control_request_timeout = 1.0" in text
+    path.write_text(text.replace("control_request_timeout = 1.0",
+                                 "control_request_timeout = 1.0\ncontrol_max_per_uid = 3"))
+    r = vnetctl(lab, "r", "reload")
+    assert r.returncode == 0, r.stderr
+    st, _ = _show(lab, "r")
+    assert st["control_socket"]["limits"]["max_per_uid"] == 3
+    os.chmod(lab.socket("r"), 0o666)
+    kids = _flood(lab.socket("r"), [NOBODY], 10)
+    try:
+        st = eventually(lambda: _show(lab, "r")[0], 30, "the new per-uid cap applied",
+                        until=lambda s: s["control_socket"]["refused"]["per_uid"] == 7)
+        assert st["control_socket"]["by_uid"][str(NOBODY)] == 3
+    finally:
+        _release(kids)
