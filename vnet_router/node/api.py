@@ -243,7 +243,7 @@ class ControlServer:
         log.warning("control: %s: uid %s pid %s%s", detail, peer.uid if peer else "?",
                     peer.pid if peer else "?", more)
 
-    def _admit(self, peer, writer) -> str | None:
+    def _admit(self, peer) -> str | None:
         """None if the connection may be served, else the refusal reason (``REASONS``)."""
         lim, conns = self.limits, self._conns
         if peer is not None and peer.uid == 0:
@@ -267,7 +267,7 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         peer = _peer(writer)
-        why = self._admit(peer, writer)
+        why = self._admit(peer)
         if why is not None:
             lim = self.limits
             text = {"connections": f"too many control connections (limit "
