@@ -37,7 +37,7 @@ from vnet_router.model.units import parse_size
 from vnet_router.ops import logs, loop
 from vnet_router.ops import netlink
 from vnet_router.node import commands
-from vnet_router.node.api import CommandError, ControlServer
+from vnet_router.node.api import CommandError, ControlServer, Limits
 from vnet_router.node.lifecycle import Node
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
@@ -111,7 +111,7 @@ class HostNode(Node):
 
     def make_control(self, path, handlers) -> ControlServer:
         return ControlServer(path, handlers, daemon=self.DAEMON, mode=0o666,
-                             policy=self._policy)
+                             policy=self._policy, limits=Limits.of(self.cfg.node))
 
     def _policy(self, cmd: str, peer) -> str | None:
         """For the commands the registry marks privileged (state changes)."""

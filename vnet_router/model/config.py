@@ -166,6 +166,26 @@ class NodeSection(Schema):
     log_level: Literal["debug", "info", "warning", "error"] = key("log level", "info")
     metrics: HostPort | None = key("address to serve Prometheus metrics on "
                                    "(see operations.md)", None, shown="off")
+    control_max_connections: int_range(2, 100000, "connection count") = key(
+        "most connections the control socket serves at once (beyond: refused with an error "
+        "reply, counted; see operations.md)", 128)
+    control_max_per_uid: int_range(1, 100000, "connection count") = key(
+        "most connections of one uid other than root", 16)
+    control_root_reserve: int_range(1, 100000, "connection count") = key(
+        "of `control_max_connections`, how many only root may use; when all are in use a "
+        "root connection closes the longest-idle one of another user", 8)
+    control_idle_timeout: number_range(0.1, 86400, "seconds") = key(
+        "seconds a control connection may wait without sending a request", 60.0)
+    control_request_timeout: number_range(0.1, 3600, "seconds") = key(
+        "seconds from the first byte of a request to its end (half a request, then nothing: "
+        "closed)", 10.0)
+
+    @rules
+    def _control_limits(self):
+        if self.control_root_reserve >= self.control_max_connections:
+            raise Invalid("control_root_reserve", f"{self.control_root_reserve} leaves no "
+                          f"connection for other users (control_max_connections is "
+                          f"{self.control_max_connections})")
 
     @prepare
     def _gone(cls, data):

@@ -23,7 +23,7 @@ from vnet_router.model.schema import ConfigError
 from vnet_router.datapath import select as datapaths
 from vnet_router.ops import sdnotify
 from vnet_router.node import commands
-from vnet_router.node.api import CommandError, ControlServer, WithFds
+from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.node.status import status
 from vnet_router.model.tables import Tables
@@ -131,7 +131,7 @@ class Node:
         return h
 
     def make_control(self, path: str, handlers: dict) -> ControlServer:
-        return ControlServer(path, handlers, daemon=self.DAEMON)
+        return ControlServer(path, handlers, daemon=self.DAEMON, limits=Limits.of(self.cfg.node))
 
     async def started_serving(self):
         """Hook: runs once the control socket listens."""
@@ -188,6 +188,8 @@ class Node:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned)
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
+        if self.control is not None:
+            st["control_socket"] = self.control.stats()
         return st
 
     def _status_from_thread(self) -> dict:
@@ -299,6 +301,8 @@ class Node:
             self.tables.update(new, facts)
             self.dp.reconfigure(add, remove)
             self.cfg, self.facts, self.loaded_at = new, facts, time.time()
+            if self.control is not None:       # the control socket's limits apply at once
+                self.control.limits = Limits.of(new.node)
             if self.cp is not None:
                 self.cp.reconfigured(new)
             self.reloads["ok"] += 1

@@ -69,6 +69,19 @@ class Collector:
         for (cmd, outcome), n in st.get("_control_requests", {}).items():
             req.add_metric([cmd, outcome], n)
         yield req
+        cs = st.get("control_socket")
+        if cs:
+            conns = GaugeMetricFamily("vnet_control_socket_connections",
+                                      "Connections the control socket serves now")
+            conns.add_metric([], cs["connections"])
+            yield conns
+            refused = CounterMetricFamily(
+                "vnet_control_socket_refused", "Control socket connections and requests "
+                "refused or closed, by reason (connections, per_uid, evicted, idle_timeout, "
+                "request_timeout, too_long, too_deep)", labels=["reason"])
+            for reason, n in cs["refused"].items():
+                refused.add_metric([reason], n)
+            yield refused
         drops = CounterMetricFamily("vnet_drops", "Frames dropped, by reason", labels=["reason"])
         for reason, n in st["drops"].items():
             drops.add_metric([reason], n)
