@@ -183,3 +183,36 @@ def test_sigterm_at_any_moment_of_start_up_stops_cleanly(node_ns, tmp_path, phas
     assert p.returncode in (0, -15), err        # -15: killed before Python set up anything
     assert not netlink.netns_exists(f"{node_ns}-blue"), err
     assert not sock.exists()
+
+
+def _read_sysctl(ns: str, path: str) -> str:
+    r = subprocess.run(["ip", "netns", "exec", ns, "cat", f"/proc/sys/{path}"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() if r.returncode == 0 else f"<{r.stderr.strip()}>"
+
+
+def test_a_restarted_node_keeps_its_logical_interface_macs_and_announces_them(node_ns, tmp_path):
+    """The TAP's MAC is derived from node, vNet and interface names: a stop and a start give
+    the same MAC (neighbours' ARP caches stay right); coming up, the kernel sends a gratuitous
+    ARP and an unsolicited neighbour advertisement (arp_notify, ndisc_notify set)."""
+    sock = tmp_path / "s.sock"
+    cfg = tmp_path / "good.toml"
+    cfg.write_text(_good(sock, node_ns))
+    seen = []
+    for _ in range(2):
+        p = _daemon(node_ns, cfg)
+        try:
+            eventually(lambda: p.poll() is None and sock.exists(), 20, "the control socket")
+            info = netlink.link_info("blue0", f"{node_ns}-blue")
+            seen.append((info["mac"], info["up"],
+                         _read_sysctl(f"{node_ns}-blue", "net/ipv4/conf/blue0/arp_notify"),
+                         _read_sysctl(f"{node_ns}-blue", "net/ipv6/conf/blue0/ndisc_notify")))
+        finally:
+            p.terminate()
+            _, err = p.communicate(timeout=20)
+        assert p.returncode == 0, err
+        assert not netlink.netns_exists(f"{node_ns}-blue")
+    assert seen[0] == seen[1], seen
+    mac, up, arp, ndisc = seen[0]
+    assert mac[0] & 0x03 == 0x02                       # locally administered, unicast
+    assert up and arp == "1" and ndisc == "1", seen

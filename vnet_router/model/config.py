@@ -277,7 +277,8 @@ class LogicalInterface(Schema):
         shown="unlimited")
     queue: Queue = key("frames the output shaper may hold; when full the TAP is not read "
                        "until it drains", 256)
-    mac: Mac | None = key("MAC of the TAP", None, shown="random")
+    mac: Mac | None = key("MAC of the TAP; by default derived from the node, vNet and interface "
+                          "names (stable across restarts)", None, shown="derived")
     addresses: tuple[Cidr, ...] = key(
         "IP addresses (`\"10.0.0.1/24\"`, `\"fd00::1/64\"`) to give the TAP (for the Linux IP "
         "stack as the vNet protocol)", ())

@@ -9,6 +9,7 @@ configuration dropped.  Only what this node created is ever removed.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -151,7 +152,8 @@ class Ports:
                 continue
             tap = Tap()
             ch.new_taps[key] = tap
-            netlink.link_set(tap.tmpname, mtu=mtu, mac=wire.mac_to_str(li.mac) if li.mac else None,
+            netlink.link_set(tap.tmpname, mtu=mtu,
+                             mac=wire.mac_to_str(stable_mac(cfg.node.name, li)),
                              alias=tap_alias(li), netns_to=key[0])
             if self.privileged:
                 configure_logical(key[0], li, tap.tmpname)
@@ -176,7 +178,8 @@ class Ports:
         mtu = logical_mtu(ctx)
         tap = Tap()
         try:
-            netlink.link_set(tap.tmpname, mtu=mtu, mac=wire.mac_to_str(li.mac) if li.mac else None,
+            netlink.link_set(tap.tmpname, mtu=mtu,
+                             mac=wire.mac_to_str(stable_mac(cfg.node.name, li)),
                              alias=tap_alias(li), netns_to=ns)
             if self.privileged:
                 configure_logical(ns, li, tap.tmpname)
@@ -271,9 +274,22 @@ def tap_alias(li: LogicalInterface) -> str:
     return f"vnet:{li.vnet}/{li.name}"
 
 
+def stable_mac(node: str, li: LogicalInterface) -> bytes:
+    """The logical interface's MAC: configured, else derived from the node, vNet and interface
+    names (locally administered, unicast), so a restarted node keeps the MACs its neighbours
+    have in their ARP / neighbour caches."""
+    if li.mac:
+        return li.mac
+    h = hashlib.sha256(f"{node}/{li.vnet}/{li.name}".encode()).digest()
+    return bytes([(h[0] & 0xFC) | 0x02]) + h[1:6]
+
+
 def configure_logical(ns: str, li: LogicalInterface, current: str | None = None) -> str:
     """Name, address and bring up a logical interface inside its namespace (idempotent).
-    ``current``: its name now (found by alias if None).  Returns what was done."""
+    ``current``: its name now (found by alias if None).  Coming up, the kernel announces it:
+    a gratuitous ARP (``arp_notify``) and an unsolicited neighbour advertisement
+    (``ndisc_notify``), so neighbours that cached another MAC for its addresses update at once.
+    Returns what was done."""
     name = current or netlink.link_by_alias(tap_alias(li), ns)
     if name is None:
         return f"{ns}: no logical interface {li.vnet}/{li.name} (is the daemon running?)"
@@ -283,6 +299,8 @@ def configure_logical(ns: str, li: LogicalInterface, current: str | None = None)
     for a in li.addresses:
         if a not in have:
             netlink.addr_add(li.name, a, ns)
+    netlink.sysctl_set(ns, {f"net/ipv4/conf/{li.name}/arp_notify": 1,
+                            f"net/ipv6/conf/{li.name}/ndisc_notify": 1}, missing_ok=True)
     netlink.link_set(li.name, ns, up=True)
     return f"{ns}/{li.name}: up, addresses {', '.join(li.addresses) or '-'}"
 

@@ -7,8 +7,10 @@ these functions), so swapping the library touches one place.  Functions take pla
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
+import threading
 
 from pyroute2 import IPRoute, NetNS, config as _pyroute2_config, netns
 from pyroute2.netlink.exceptions import NetlinkError
@@ -334,3 +336,38 @@ def htb_remove(ifname: str, ns: str | None = None) -> None:
                 ipr.tc("del", index=found[0], handle=HTB_MAJOR, parent=_TC_H_ROOT)
             except NetlinkError:
                 pass
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def sysctl_set(ns: str, settings: dict[str, object], missing_ok: bool = False) -> None:
+    """Write ``settings`` (paths under /proc/sys, e.g. ``net/ipv4/conf/blue0/arp_notify``) in
+    named namespace ``ns``; ``missing_ok``: skip a setting the kernel does not have there
+    (IPv6 off).  /proc/sys/net answers for the namespace of the thread that opens it, so a
+    short-lived thread enters ``ns`` (setns is per thread) and writes them there."""
+    errors: list[BaseException] = []
+
+    def work():
+        try:
+            fd = os.open(f"{NETNS_DIR}/{ns}", os.O_RDONLY)
+            try:
+                if ctypes.CDLL(None, use_errno=True).setns(fd, _CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+            finally:
+                os.close(fd)
+            for path, value in settings.items():
+                try:
+                    with open(f"/proc/sys/{path}", "w") as f:
+                        f.write(f"{value}\n")
+                except FileNotFoundError:
+                    if not missing_ok:
+                        raise
+        except OSError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=work, name="vnet-sysctl")
+    t.start()
+    t.join()
+    if errors:
+        raise LinkError(f"{ns}: sysctl {', '.join(settings)}: {errors[0]}")
