@@ -120,10 +120,12 @@ def test_legacy_traffic_is_untouched(lan):
     assert flood.returncode == 0 and " 0% packet loss" in flood.stdout, flood.stdout
     after = {h: _rx(lab, h) for h in HOSTS}
     # >= 1000 legacy frames crossed h2's and h3's interfaces; the substrate sockets saw none
-    # of them (only the vNets' own background frames, e.g. IPv6 router solicitations), and no
-    # frame of another EtherType was ever classified and dropped.
+    # of them (only the vNets' own background frames: IPv6 router solicitations, DAD, and the
+    # announcements of logical interfaces coming up -- a gratuitous ARP, an unsolicited
+    # neighbour advertisement per address -- a few dozen in the first seconds), and no frame
+    # of another EtherType was ever classified and dropped.
     for h in HOSTS:
-        assert after[h][0] - before[h][0] < 30, (h, before[h], after[h])
+        assert after[h][0] - before[h][0] < 200, (h, before[h], after[h])
         assert after[h][1] == before[h][1], (h, before[h], after[h])
     assert all(status is None for status in lab.alive().values())
 
