@@ -358,10 +358,10 @@ def test_kernel_htb_shaping_follows_the_granted_rate(make_lab):
     print(f"granted {granted / M} Mbit/s, measured {[round(r / M, 1) for r in rates]}\n{tc}")
     assert granted == 24 * M, samples
     assert abs(measured - granted) <= 0.15 * granted, (measured, granted)
-    assert "class htb 1:2" in tc and "rate 24Mbit" in tc
+    assert "class htb 564e:2" in tc and "rate 24Mbit" in tc
     r = vnetctl(lab, "x", "vlink", "del", "blue", "dyn0")
     assert r.returncode == 0, r.stderr
-    eventually(lambda: "class htb 1:2" not in
+    eventually(lambda: "class htb 564e:2" not in
              lab.exec("x", ["tc", "class", "show", "dev", "e1"]).stdout, 5, "class removal")
     lab.stop()
     assert lab.daemon_exit == {"x": 0, "y": 0, "v": 0}, lab.daemon_exit

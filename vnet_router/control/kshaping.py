@@ -10,7 +10,10 @@ shaper for it (``Datapath.kernel_shaped``).  If HTB cannot be set up on an inter
 links stay on the user-space bucket (logged once).
 
 Netlink runs in one worker thread (pyroute2 cannot run inside the daemon's event loop); a
-lock keeps changes in order.  ``close()`` removes the classes and the qdiscs we added.
+lock keeps changes in order.  ``close()`` removes the classes and the qdiscs we added.  Our
+qdiscs carry a marker handle (``netlink.HTB_MAJOR``) and ``on_owned(ifnames)`` hears each one
+added or removed, for the node's state file: a node started after a crash removes or replaces
+what its previous run left.
 """
 from __future__ import annotations
 
@@ -28,8 +31,8 @@ MIN_RATE = 8000
 
 
 class KernelShaping:
-    def __init__(self, dp, loop):
-        self.dp, self.loop = dp, loop
+    def __init__(self, dp, loop, on_owned=None):
+        self.dp, self.loop, self.on_owned = dp, loop, on_owned
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="vnet-tc")
         self.lock = asyncio.Lock()
         self.ifaces: dict[str, bool] = {}          # ifname -> HTB root is ours (False: unusable)
@@ -52,6 +55,7 @@ class KernelShaping:
                 except netlink.LinkError as e:
                     log.warning("%s", e)
                     self.ifaces[ifname] = False
+                self._owned()
                 if not self.ifaces[ifname]:
                     log.warning("kernel shaping: cannot use %s (a root qdisc of someone else's "
                                 "or HTB refused); its virtual links use the user-space shaper",
@@ -71,8 +75,8 @@ class KernelShaping:
                 sock = packet_io.open_tx(ifname)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, netlink.HTB_MAJOR | minor)
                 self.dp.kernel_shaped(v, sock)
-                log.info("kernel shaping: %s:%d in HTB class 1:%x on %s", v.link_id, v.vli,
-                         minor, ifname)
+                log.info("kernel shaping: %s:%d in HTB class %s on %s", v.link_id, v.vli,
+                         netlink.htb_handle(minor), ifname)
             return True
 
     async def remove(self, v):
@@ -84,8 +88,12 @@ class KernelShaping:
             if entry is not None:
                 await self._run(netlink.htb_class_delete, *entry)
 
+    def _owned(self):
+        if self.on_owned is not None:
+            self.on_owned(sorted(i for i, ours in self.ifaces.items() if ours))
+
     def rates(self) -> dict:
-        return {f"{k[0]}:{k[1]}": f"{ifname} 1:{minor:x}" for k, (ifname, minor)
+        return {f"{k[0]}:{k[1]}": f"{ifname} {netlink.htb_handle(minor)}" for k, (ifname, minor)
                 in self.minors.items()}
 
     async def close(self):
@@ -94,5 +102,6 @@ class KernelShaping:
                 if ours:
                     await self._run(netlink.htb_remove, ifname)
             self.ifaces.clear()
+            self._owned()
             self.minors.clear()
         self.pool.shutdown(wait=False)

@@ -59,7 +59,8 @@ class Dynamic:
 
 class ControlPlane:
     def __init__(self, cfg: NodeConfig, tables, dp, ports, loop, *, clock=time.monotonic,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, incarnation: int | None = None,
+                 on_owned=None):
         self.cfg, self.tables, self.dp, self.ports, self.loop = cfg, tables, dp, ports, loop
         self.clock = clock
         self.rng = rng or random.Random()
@@ -68,7 +69,9 @@ class ControlPlane:
         self.hello_every = tm_cfg.hello_interval if tm_cfg else 1.0
         macs = b"".join(sorted(f.mac for f in tables.facts.values()))
         self.node_id = zlib.crc32(cfg.node.name.encode() + macs) & 0x7FFFFFFF
-        self.incarnation = self.rng.getrandbits(32)
+        # increases across restarts (the node's state file): a neighbour that hears a new one
+        # in our HELLO knows we restarted and forgot our run-time virtual links
+        self.incarnation = self.rng.getrandbits(32) if incarnation is None else incarnation
         self.counters: dict[str, int] = {}
         # control messages by (type, outcome): sent, send_error, no_link, received, malformed,
         # error (the handler failed); what the protocol then did is in ``counters``
@@ -94,7 +97,8 @@ class ControlPlane:
                            rebuild_time=cfg.vbm.rebuild_time, counters=self.counters)
             for s in cfg.vbm.shares:
                 self.vbm.admit(s.vnet, s.share)
-        self.kshaping = KernelShaping(dp, loop) if tm_cfg and tm_cfg.kernel_shaping else None
+        self.kshaping = KernelShaping(dp, loop, on_owned) if tm_cfg and tm_cfg.kernel_shaping \
+            else None
         self.neighbours: dict[tuple, dict] = {}
         self.dynamic: dict[tuple[str, str], Dynamic] = {}
         self.reserved: set[tuple[str, int]] = set()
@@ -228,6 +232,22 @@ class ControlPlane:
                     agg.last_report = -1e9          # report at once: a new VBM rebuilds
         if old is None:
             log.info("neighbour %s on %s: %s", msg.name, _peer_str(peer), msg.role.name)
+        elif old["incarnation"] != msg.incarnation:
+            self._peer_restarted(peer, msg)
+
+    def _peer_restarted(self, peer, msg: m.Hello):
+        """A neighbour restarted (a new incarnation in its HELLO): it forgot the run-time
+        virtual links it had with us, so ours go too -- never half-open."""
+        self._count("peer_restarts")
+        gone = [d for d in self.dynamic.values() if d.peer == peer]
+        for d in gone:
+            self._uninstall(d)
+            d.fsm.fire("remote_teardown")
+            self._count("vlinks_peer_restarted")
+        log.warning("neighbour %s on %s restarted (incarnation %08x)%s", msg.name,
+                    _peer_str(peer), msg.incarnation,
+                    f": removed the run-time virtual links it had forgotten: "
+                    f"{', '.join(f'{d.vnet}/{d.name}' for d in gone)}" if gone else "")
 
     def _execute(self, peer, msg):
         if isinstance(msg, (m.RateRequest, m.RateNotify)):

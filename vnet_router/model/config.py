@@ -157,6 +157,11 @@ class NodeSection(Schema):
 
     name: Name = key("node name shown by `vnetctl show`", "vnet")
     control_socket: Str = key("Unix control socket (`vnetctl -s`)", "/run/vnet/vnet-router.sock")
+    state_file: Str | None = key(
+        "what the running node owns on the system (its namespaces, HTB qdiscs, its last "
+        "incarnation), so a start after a crash adopts or removes it (see operations.md); "
+        "locked while the node runs", None,
+        shown="the control socket's path, `.sock` replaced by `.state`")
     ethertype: int_range(0x0600, 0xFFFF, "EtherType", "integer 0x0600..0xFFFF") = key(
         "EtherType of substrate frames", wire.ETHERTYPE_SUBSTRATE, shown="`0x88B5`")
     datapath: Literal["auto", "reference", "fast"] = key(
@@ -179,6 +184,13 @@ class NodeSection(Schema):
     control_request_timeout: number_range(0.1, 3600, "seconds") = key(
         "seconds from the first byte of a request to its end (half a request, then nothing: "
         "closed)", 10.0)
+
+    @property
+    def state_path(self) -> str:
+        if self.state_file:
+            return self.state_file
+        base = self.control_socket
+        return (base[:-5] if base.endswith(".sock") else base) + ".state"
 
     @rules
     def _control_limits(self):

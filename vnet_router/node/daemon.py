@@ -17,6 +17,7 @@ from vnet_router import __version__
 from vnet_router.model import config as config_mod
 from vnet_router.model.schema import ConfigError
 from vnet_router.node.lifecycle import Node
+from vnet_router.node.owned import StateError, StateFile
 from vnet_router.ops import logs, loop
 from vnet_router.node import ports as ports_mod, units
 from vnet_router.node.ports import EnvironmentError_, read_facts
@@ -72,8 +73,20 @@ def main(argv=None) -> int:
             for line in step(cfg):
                 print(f"vnet-router: {line}")
             return 0
-        facts = read_facts(cfg)
-    except (ConfigError, EnvironmentError_) as e:
+        state = StateFile(cfg.node.state_path)
+        if args.check:
+            # the running node's own interfaces exist, of course: not a conflict
+            facts = read_facts(cfg, owned={(cfg.vnet(li.vnet).namespace, li.name)
+                                           for li in cfg.interfaces} if state.in_use() else None)
+            previous = {}
+        else:
+            previous = state.acquire()         # before anything else: one node per state
+            try:
+                facts = read_facts(cfg)
+            except EnvironmentError_:
+                state.release(clean=not previous)
+                raise
+    except (ConfigError, EnvironmentError_, StateError) as e:
         print(f"vnet-router: {e}", file=sys.stderr)
         return 2
     setup_logging(args.log_level or cfg.node.log_level)
@@ -87,7 +100,7 @@ def main(argv=None) -> int:
     # short; Node.run() unblocks them once its handlers are in place, and a SIGTERM that
     # arrived during set-up then stops the node at once.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    node = Node(cfg, facts, unblock=STOP_SIGNALS)
+    node = Node(cfg, facts, unblock=STOP_SIGNALS, state=state, previous=previous)
     try:
         node.setup_system()
         return loop.run(node.run())

@@ -24,21 +24,29 @@ from vnet_router.datapath import select as datapaths
 from vnet_router.ops import sdnotify
 from vnet_router.node import commands
 from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
+from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
+from vnet_router.ops import netlink
 from vnet_router.node.status import status
 from vnet_router.model.tables import Tables
 
 log = logging.getLogger("vnet_router")
 
 # keys a reload cannot change (they are bound when the daemon starts)
-_FIXED = ("control_socket", "ethertype", "metrics")
+_FIXED = ("control_socket", "state_file", "ethertype", "metrics")
 
 
 class Node:
     DAEMON = commands.ROUTER         # its name in the command registry
 
-    def __init__(self, cfg: config_mod.NodeConfig, facts, unblock=frozenset()):
+    def __init__(self, cfg: config_mod.NodeConfig, facts, unblock=frozenset(),
+                 state: StateFile | None = None, previous: dict | None = None):
         self.cfg = cfg
+        # what the node owns on the system, for the next start after a crash (owned.py);
+        # ``previous``: what a run that did not stop cleanly left there
+        self.state, self.previous = state, previous or {}
+        self.incarnation = (next_incarnation(self.previous.get("incarnation"))
+                            if state is not None else None)
         self._unblock = unblock          # signals main() held back during set-up
         self.facts = facts
         self.tables = Tables(cfg, facts)
@@ -57,11 +65,41 @@ class Node:
     # -- life cycle ----------------------------------------------------------------------------
 
     def setup_system(self):
-        """Namespaces and TAPs; runs before the event loop."""
+        """Namespaces and TAPs; runs before the event loop.  First what a previous run that
+        was killed left: its namespaces adopted or removed, its HTB qdiscs removed."""
+        if self.state is not None:
+            prev = self.previous
+            if prev:
+                log.warning("%s: the previous run (pid %s) did not stop cleanly; taking over "
+                            "what it left: namespaces %s, HTB qdiscs on %s", self.state.path,
+                            prev.get("pid", "?"), ", ".join(prev.get("namespaces", []))
+                            or "none", ", ".join(prev.get("qdiscs", [])) or "none")
+            self.state.save(incarnation=self.incarnation, namespaces=prev.get("namespaces", []),
+                            qdiscs=prev.get("qdiscs", []))
+            self.ports.on_owned = lambda ns: self.state.save(namespaces=ns)
+            self.ports.adopt_namespaces(self.cfg, prev.get("namespaces", []))
+            left = [q for q in prev.get("qdiscs", []) if not self._remove_qdisc(q)]
+            self.state.save(qdiscs=left)
         self.ports.setup(self.tables.compile())
+
+    @staticmethod
+    def _remove_qdisc(ifname: str) -> bool:
+        try:
+            if netlink.htb_remove(ifname):
+                log.info("removed the HTB qdisc a previous run left on %s", ifname)
+            return True
+        except Exception as e:
+            log.error("cannot remove the HTB qdisc a previous run left on %s: %s", ifname, e)
+            return False
 
     def teardown_system(self):
         self.ports.teardown()
+        if self.state is not None:
+            left = self.ports.created_ns or self.state.record.get("qdiscs")
+            if left:
+                log.warning("%s: kept for the next start: %s is still there", self.state.path,
+                            ", ".join(left))
+            self.state.release(clean=not left)
 
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
@@ -89,7 +127,9 @@ class Node:
             self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
                 from vnet_router.control.plane import ControlPlane
-                self.cp = ControlPlane(cfg, self.tables, self.dp, self.ports, loop)
+                self.cp = ControlPlane(
+                    cfg, self.tables, self.dp, self.ports, loop, incarnation=self.incarnation,
+                    on_owned=(lambda q: self.state.save(qdiscs=q)) if self.state else None)
                 self.cp.start()
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}

@@ -5,7 +5,9 @@ starts, after it ends, and in a worker thread for a reload.  Work is two-phase s
 all-or-nothing: ``prepare(cfg, snap)`` creates what the new configuration adds (namespaces,
 TAPs) and changes what it keeps (MTU, addresses) -- on failure it removes what it created and
 raises; after the datapath swapped to the new tables, ``commit(change)`` removes what the new
-configuration dropped.  Only what this node created is ever removed.
+configuration dropped.  Only what this node created is ever removed; ``on_owned`` hears of
+every change to the namespaces it created (the daemon records them in its state file, so a
+start after a crash adopts or removes them: ``adopt_namespaces``).
 """
 from __future__ import annotations
 
@@ -109,6 +111,35 @@ class Ports:
         self._addresses: dict[tuple[str, str], tuple] = {}
         self._mtu: dict[tuple[str, str], int] = {}
         self.dynamic: set[tuple[str, str]] = set()   # TAPs made at run time (control plane)
+        self.on_owned = None           # on_owned(namespaces): created_ns (plus new ones) changed
+
+    def _owned(self, extra=()):
+        if self.on_owned is not None:
+            self.on_owned(self.created_ns + [ns for ns in extra if ns not in self.created_ns])
+
+    def adopt_namespaces(self, cfg: NodeConfig, left) -> list[str]:
+        """Namespaces a previous run of this node made and did not remove (it was killed):
+        those ``cfg`` still names become this run's own (removed when it stops); the others
+        are removed now.  Returns what was done."""
+        wanted = {v.namespace for v in cfg.vnets}
+        done = []
+        for ns in left:
+            if ns in self.created_ns or not netlink.netns_exists(ns):
+                continue
+            if ns in wanted:
+                self.created_ns.append(ns)
+                done.append(f"adopted namespace {ns} (made by a previous run)")
+                continue
+            try:
+                netlink.netns_remove(ns)
+                done.append(f"removed namespace {ns} left by a previous run")
+            except OSError as e:
+                self.created_ns.append(ns)        # tried again when the node stops
+                done.append(f"cannot remove namespace {ns} left by a previous run: {e}")
+        for line in done:
+            log.info("%s", line)
+        self._owned()
+        return done
 
     @staticmethod
     def key(cfg: NodeConfig, li: LogicalInterface) -> tuple[str, str]:
@@ -136,6 +167,8 @@ class Ports:
                 netlink.netns_create(v.namespace)
                 ch.new_ns.append(v.namespace)
                 ch.summary.append(f"vnet {v.name}: created namespace {v.namespace}")
+        if ch.new_ns:
+            self._owned(ch.new_ns)            # recorded before anything can go wrong
         wanted = {}
         for li in cfg.interfaces:
             key = self.key(cfg, li)
@@ -233,6 +266,8 @@ class Ports:
             self._mtu.pop(key, None)
         for ns in ch.new_ns:
             netlink.netns_remove(ns)
+        if ch.new_ns:
+            self._owned()
 
     def abort(self, ch: Change):
         """Undo a prepare() whose configuration was not taken after all."""
@@ -249,6 +284,7 @@ class Ports:
         for ns in ch.drop_ns:
             self._remove_ns(ns)
             ch.summary.append(f"removed namespace {ns}")
+        self._owned()
         for line in ch.summary:
             log.info("%s", line)
 
@@ -268,6 +304,7 @@ class Ports:
         for ns in list(self.created_ns):
             self._remove_ns(ns)
             log.info("removed namespace %s", ns)
+        self._owned()
 
 
 def tap_alias(li: LogicalInterface) -> str:

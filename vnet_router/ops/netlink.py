@@ -258,24 +258,39 @@ def bridge_ports(bridge: str, ns: str | None = None) -> list[str]:
 
 
 # -- traffic control: HTB for kernel shaping of output virtual links ---------------------------
-# The root HTB qdisc (handle 1:, default 0 = unclassified traffic goes out unshaped, so legacy
-# traffic is untouched) gets one leaf class 1:MINOR per output virtual link.  Frames are put in
-# their class by the sending socket's SO_PRIORITY (= 0x10000 | MINOR): HTB matches
-# skb->priority against its class ids before any filter, so no tc filter is needed.
+# The root HTB qdisc (default 0 = unclassified traffic goes out unshaped, so legacy traffic is
+# untouched) gets one leaf class MAJOR:MINOR per output virtual link.  Frames are put in their
+# class by the sending socket's SO_PRIORITY (= HTB_MAJOR | MINOR): HTB matches skb->priority
+# against its class ids before any filter, so no tc filter is needed.  The major number is the
+# node's marker: a root HTB with handle 564e: ("VN") is one a vnet node made -- a node started
+# after a crash takes it over instead of treating it as someone else's.
 
-HTB_MAJOR = 0x10000
+HTB_MAJOR = 0x564E0000
 _TC_H_ROOT = 0xFFFFFFFF
 _FOREIGN_OK = ("noqueue", "pfifo_fast", "fq_codel", "mq", "pfifo", "fq", None)
 
 
+def htb_handle(minor: int | None = None) -> str:
+    """The tc spelling of our qdisc (``564e:``) or of class ``minor`` (``564e:2``)."""
+    return f"{HTB_MAJOR >> 16:x}:" + ("" if minor is None else f"{minor:x}")
+
+
 def htb_init(ifname: str, ns: str | None = None) -> bool:
     """Put a root HTB qdisc on ``ifname``.  False (nothing changed) if another non-default
-    root qdisc is there: that interface is not ours to shape."""
+    root qdisc is there: that interface is not ours to shape.  Our own (the marker handle,
+    left by a node that was killed) is replaced by a fresh one, without its old classes."""
     with _ipr(ns) as ipr:
         idx = ipr.link_lookup(ifname=ifname)[0]
         for q in ipr.get_qdiscs(index=idx):
-            if q["parent"] == _TC_H_ROOT and q.get_attr("TCA_KIND") not in _FOREIGN_OK:
+            if q["parent"] != _TC_H_ROOT or q.get_attr("TCA_KIND") in _FOREIGN_OK:
+                continue
+            if q.get_attr("TCA_KIND") != "htb" or q["handle"] != HTB_MAJOR:
                 return False
+            try:
+                ipr.tc("del", index=idx, handle=HTB_MAJOR, parent=_TC_H_ROOT)
+            except NetlinkError as e:
+                raise LinkError(f"cannot replace the HTB qdisc a previous run left on "
+                                f"{ifname}: {e}") from None
         try:
             ipr.tc("add", "htb", idx, HTB_MAJOR, default=0)
         except NetlinkError as e:
@@ -285,7 +300,7 @@ def htb_init(ifname: str, ns: str | None = None) -> bool:
 
 def htb_class_set(ifname: str, minor: int, rate_bps: int, burst: int,
                   ns: str | None = None) -> None:
-    """Create or change leaf class 1:MINOR to ``rate_bps`` (rate = ceil)."""
+    """Create or change leaf class MAJOR:MINOR to ``rate_bps`` (rate = ceil)."""
     with _ipr(ns) as ipr:
         idx = ipr.link_lookup(ifname=ifname)[0]
         handle = HTB_MAJOR | minor
@@ -294,7 +309,7 @@ def htb_class_set(ifname: str, minor: int, rate_bps: int, burst: int,
             ipr.tc("change-class" if exists else "add-class", "htb", idx, handle,
                    parent=HTB_MAJOR, rate=f"{rate_bps}bit", ceil=f"{rate_bps}bit", burst=burst)
         except NetlinkError as e:
-            raise LinkError(f"cannot set HTB class 1:{minor:x} on {ifname}: {e}") from None
+            raise LinkError(f"cannot set HTB class {htb_handle(minor)} on {ifname}: {e}") from None
 
 
 def htb_class_delete(ifname: str, minor: int, ns: str | None = None) -> None:
@@ -328,14 +343,21 @@ def htb_classes(ifname: str, ns: str | None = None) -> dict[int, dict]:
     return out
 
 
-def htb_remove(ifname: str, ns: str | None = None) -> None:
+def htb_remove(ifname: str, ns: str | None = None) -> bool:
+    """Remove our root HTB qdisc (the marker handle) from ``ifname``; never anyone else's.
+    True if there was one."""
     with _ipr(ns) as ipr:
         found = ipr.link_lookup(ifname=ifname)
-        if found:
-            try:
-                ipr.tc("del", index=found[0], handle=HTB_MAJOR, parent=_TC_H_ROOT)
-            except NetlinkError:
-                pass
+        if not found:
+            return False
+        if not any(q["parent"] == _TC_H_ROOT and q["handle"] == HTB_MAJOR
+                   and q.get_attr("TCA_KIND") == "htb" for q in ipr.get_qdiscs(index=found[0])):
+            return False
+        try:
+            ipr.tc("del", index=found[0], handle=HTB_MAJOR, parent=_TC_H_ROOT)
+        except NetlinkError:
+            return False
+        return True
 
 
 _CLONE_NEWNET = 0x40000000
