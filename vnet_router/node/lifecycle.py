@@ -44,9 +44,8 @@ class Node:
         self.cfg = cfg
         # what the node owns on the system, for the next start after a crash (owned.py);
         # ``previous``: what a run that did not stop cleanly left there
-        self.state, self.previous = state, previous or {}
-        self.incarnation = (next_incarnation(self.previous.get("incarnation"))
-                            if state is not None else None)
+        self.statefile, self.previous = state, previous or {}
+        self.incarnation = next_incarnation(self.previous.get("incarnation"))
         self._unblock = unblock          # signals main() held back during set-up
         self.facts = facts
         self.tables = Tables(cfg, facts)
@@ -67,19 +66,20 @@ class Node:
     def setup_system(self):
         """Namespaces and TAPs; runs before the event loop.  First what a previous run that
         was killed left: its namespaces adopted or removed, its HTB qdiscs removed."""
-        if self.state is not None:
+        if self.statefile is not None:
             prev = self.previous
             if prev:
                 log.warning("%s: the previous run (pid %s) did not stop cleanly; taking over "
-                            "what it left: namespaces %s, HTB qdiscs on %s", self.state.path,
+                            "what it left: namespaces %s, HTB qdiscs on %s", self.statefile.path,
                             prev.get("pid", "?"), ", ".join(prev.get("namespaces", []))
                             or "none", ", ".join(prev.get("qdiscs", [])) or "none")
-            self.state.save(incarnation=self.incarnation, namespaces=prev.get("namespaces", []),
-                            qdiscs=prev.get("qdiscs", []))
-            self.ports.on_owned = lambda ns: self.state.save(namespaces=ns)
+            self.statefile.save(incarnation=self.incarnation,
+                                namespaces=prev.get("namespaces", []),
+                                qdiscs=prev.get("qdiscs", []))
+            self.ports.on_owned = lambda ns: self.statefile.save(namespaces=ns)
             self.ports.adopt_namespaces(self.cfg, prev.get("namespaces", []))
             left = [q for q in prev.get("qdiscs", []) if not self._remove_qdisc(q)]
-            self.state.save(qdiscs=left)
+            self.statefile.save(qdiscs=left)
         self.ports.setup(self.tables.compile())
 
     @staticmethod
@@ -94,12 +94,12 @@ class Node:
 
     def teardown_system(self):
         self.ports.teardown()
-        if self.state is not None:
-            left = self.ports.created_ns or self.state.record.get("qdiscs")
+        if self.statefile is not None:
+            left = self.ports.created_ns or self.statefile.record.get("qdiscs")
             if left:
-                log.warning("%s: kept for the next start: %s is still there", self.state.path,
-                            ", ".join(left))
-            self.state.release(clean=not left)
+                log.warning("%s: kept for the next start: %s is still there",
+                            self.statefile.path, ", ".join(left))
+            self.statefile.release(clean=not left)
 
     async def run(self) -> int:
         self.loop = loop = asyncio.get_running_loop()
@@ -129,7 +129,8 @@ class Node:
                 from vnet_router.control.plane import ControlPlane
                 self.cp = ControlPlane(
                     cfg, self.tables, self.dp, self.ports, loop, incarnation=self.incarnation,
-                    on_owned=(lambda q: self.state.save(qdiscs=q)) if self.state else None)
+                    on_owned=(lambda q: self.statefile.save(qdiscs=q)) if self.statefile
+                    else None)
                 self.cp.start()
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}
