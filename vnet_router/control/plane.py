@@ -31,6 +31,8 @@ from vnet_router.wire import substrate as wire
 from vnet_router.model.config import LogicalInterface, NodeConfig, Rate, valid_ifname
 from vnet_router.wire import control as m
 from vnet_router.control.fsm import VlinkFSM, VlinkState
+from vnet_router.control.guard import Guard
+from vnet_router.wire import auth
 from vnet_router.control.transport import Requester, Responder
 from vnet_router.control.kshaping import KernelShaping
 from vnet_router.model.tables import IN, OUT
@@ -39,6 +41,9 @@ from vnet_router.model.units import parse_rate
 from vnet_router.control.vbm import VBM
 
 log = logging.getLogger(__name__)
+
+# refusals counted by the transport and by this module (with the guard's, in ``refused``)
+REFUSALS = ("replay", "old_incarnation", "bad_seq", "limit_peer", "limit_vnet")
 
 
 @dataclass
@@ -79,8 +84,10 @@ class ControlPlane:
         self.req = Requester(self._send, clock, node=self.node_id, incarnation=self.incarnation,
                              seq_start=self.rng.getrandbits(32), rng=self.rng,
                              counters=self.counters)
-        self.resp = Responder(self._send, clock, node=self.node_id,
+        window = tm_cfg.replay_window if tm_cfg else 30.0
+        self.resp = Responder(self._send, clock, node=self.node_id, window=window,
                               incarnation=self.incarnation, counters=self.counters)
+        self.guard = Guard(cfg.substrate_links, max_age=window)
         self.vnet_ids = {v.name: v.id for v in cfg.vnets}
         self.vnet_names = {v.id: v.name for v in cfg.vnets}
         capacity = 0
@@ -94,7 +101,8 @@ class ControlPlane:
         self.vbm = None
         if cfg.vbm is not None:
             self.vbm = VBM(clock, lan_capacity=cfg.vbm.capacity,
-                           rebuild_time=cfg.vbm.rebuild_time, counters=self.counters)
+                           rebuild_time=cfg.vbm.rebuild_time, counters=self.counters,
+                           node_ttl=cfg.vbm.node_ttl, max_nodes=cfg.vbm.max_nodes)
             for s in cfg.vbm.shares:
                 self.vbm.admit(s.vnet, s.share)
         self.kshaping = KernelShaping(dp, loop, on_owned) if tm_cfg and tm_cfg.kernel_shaping \
@@ -102,7 +110,7 @@ class ControlPlane:
         self.neighbours: dict[tuple, dict] = {}
         self.dynamic: dict[tuple[str, str], Dynamic] = {}
         self.reserved: set[tuple[str, int]] = set()
-        self.in_progress: set[tuple] = set()
+        self.in_progress: dict[tuple, str] = {}     # VLINK_SETUPs being set up -> vNet
         self._obs: dict[tuple, tuple] = {}
         self._last_hello = -1e9
         self._timer = None
@@ -114,6 +122,7 @@ class ControlPlane:
         self.dp.on_control = self.on_control
         self._manage(self._static(self.cfg))
         self._timer = self.loop.call_soon(self._tick)
+        self.guard.warn_unauthenticated()
         log.info("control plane: node id %08x incarnation %08x%s", self.node_id,
                  self.incarnation, f", VBM on {self.cfg.vbm.link}" if self.vbm else "")
 
@@ -146,6 +155,7 @@ class ControlPlane:
         bounds start over)."""
         old, new = self._static(self.cfg), self._static(cfg)
         self.cfg = cfg
+        self.guard.set_links(cfg.substrate_links)
         self.vnet_ids = {v.name: v.id for v in cfg.vnets}
         self.vnet_names = {v.id: v.name for v in cfg.vnets}
         for key in [k for k in old if old[k] != new.get(k)]:
@@ -189,21 +199,27 @@ class ControlPlane:
             self._message(kind, "no_link")
             return
         self._count(f"tx_{kind}")
-        sent = self.dp.send_control(ctx, msg.pack(), mac if ctx.kind == "multiaccess" else None)
+        data = self.guard.seal(link_id, msg.pack(), ctx.local_mac if ctx.kind != "udp" else None)
+        sent = self.dp.send_control(ctx, data, mac if ctx.kind == "multiaccess" else None)
         self._message(kind, "sent" if sent else "send_error")
 
     def on_control(self, ctx, view, start, length) -> bool:
-        """A VLI 0 frame arrived on substrate link ``ctx``.  False = malformed (dropped)."""
-        try:
-            msg = m.decode(view[start:start + length])
-        except m.ControlDecodeError:
-            self._count("malformed")
-            self._message("unknown", "malformed")
-            return False
+        """A VLI 0 frame arrived on substrate link ``ctx``.  False = malformed or refused
+        (the datapath counts it as the ``control`` drop; ``guard.refused`` says why)."""
         src = bytes(view[6:12]) if ctx.kind != "udp" else None
         if src is not None and src == ctx.local_mac:
             return True
         peer = (ctx.id, src)
+        try:
+            msg = m.decode(self.guard.open(ctx.id, view[start:start + length], src))
+        except auth.AuthError as e:
+            self.guard.note(e.auth_reason, f"from {_peer_str(peer)}: {e.message}")
+            self._message("unknown", "refused")
+            return False
+        except m.ControlDecodeError:
+            self._count("malformed")
+            self._message("unknown", "malformed")
+            return False
         kind = msg.TYPE.name.lower()
         self._count(f"rx_{kind}")
         self._message(kind, "received")
@@ -434,6 +450,11 @@ class ControlPlane:
             if d.peer == peer and d.out_vli == msg.reverse_vli:
                 return m.VlinkSetupReply(status=m.Status.OK, vli=d.in_vli)    # idempotent
             return m.VlinkSetupReply(status=m.Status.NO_VLI)
+        refusal = self._over_limit(peer, vnet)
+        if refusal is not None:
+            self.guard.note(refusal, f"VLINK_SETUP {vnet}/{msg.name} from {_peer_str(peer)}")
+            self._count(refusal)
+            return m.VlinkSetupReply(status=m.Status.NO_VLI)
         if not msg.name or not valid_ifname(msg.name) or msg.max == 0 or msg.min > msg.max \
                 or not 1 <= msg.reverse_vli < wire.VLI_RESERVED \
                 or (link_id, msg.reverse_vli, OUT) in self.tables.vlinks \
@@ -443,7 +464,7 @@ class ControlPlane:
         key = (peer, msg.node, msg.incarnation, msg.seq)
         if key in self.in_progress:
             return None
-        self.in_progress.add(key)
+        self.in_progress[key] = vnet
         vli = self._free_vli(link_id)
         self.reserved.add((link_id, vli))
         d = Dynamic(vnet, msg.name, link_id, peer, vli, msg.reverse_vli, msg.min, msg.max,
@@ -459,11 +480,25 @@ class ControlPlane:
                 log.error("virtual link %s/%s: set-up failed: %s", vnet, msg.name, e)
                 reply = m.VlinkSetupReply(status=m.Status.BAD_REQUEST)
             finally:
-                self.in_progress.discard(key)
+                self.in_progress.pop(key, None)
                 self.reserved.discard((link_id, vli))
             self.resp.complete(peer, msg, reply)
 
         self._spawn(work())
+        return None
+
+    def _over_limit(self, peer, vnet: str) -> str | None:
+        """Admission of one more run-time virtual link from ``peer`` in ``vnet``: None, or
+        the refusal's reason."""
+        tm = self.cfg.tm
+        per_peer = tm.max_dynamic_per_peer if tm else 16
+        per_vnet = tm.max_dynamic_per_vnet if tm else 64
+        busy = [(key[0], v) for key, v in self.in_progress.items()]
+        links = [(d.peer, d.vnet) for d in self.dynamic.values()] + busy
+        if sum(1 for p, _ in links if p == peer) >= per_peer:
+            return "limit_peer"
+        if sum(1 for _, v in links if v == vnet) >= per_vnet:
+            return "limit_vnet"
         return None
 
     async def vlink_del(self, vnet: str, name: str) -> dict:
@@ -506,7 +541,11 @@ class ControlPlane:
         messages: dict[str, dict[str, int]] = {}
         for (kind, outcome), n in sorted(self.messages.items()):
             messages.setdefault(kind, {})[outcome] = n
+        refused = dict(self.guard.refused)
+        for reason in REFUSALS:
+            refused[reason] = self.counters.get(reason, 0)
         return {**dict(sorted(self.counters.items())), "messages": messages,
+                "refused": refused, "unauthenticated_links": self.guard.unauthenticated(),
                 "allocations": self.allocations()}
 
     def allocations(self) -> dict:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from vnet_router.control.tm import TrafficManager
 from vnet_router.control.vbm import VBM
+from vnet_router.wire import auth
 from vnet_router.wire import control as m
 from vnet_router.control.transport import Requester, Responder
 
@@ -45,11 +46,20 @@ class SimNode:
     resp: Responder
 
 
+EPOCH = 1_800_000_000.0              # the wall clock of sealed messages at simulated time 0
+
+
+def _mac(node: int) -> bytes:
+    return (node & 0xFFFFFFFFFFFF).to_bytes(6, "big")
+
+
 class Simulation:
     def __init__(self, n_nodes=100, *, seed=1, loss=0.2, links_per_node=2, lan_capacity=10**10,
                  shares=(0.4, 0.3, 0.2, 0.1), min_rate=1_000_000, max_rates=(10**7, 10**8),
-                 idle_fraction=0.3, idle_interval=5.0, tick=0.05, vbm_rebuild=12.0):
+                 idle_fraction=0.3, idle_interval=5.0, tick=0.05, vbm_rebuild=12.0,
+                 keyring=None):
         self.rng = random.Random(seed)
+        self.keyring = keyring          # a wire.auth.Keyring: every message sealed and checked
         self.clock = SimClock()
         self.loss, self.tick_every = loss, tick
         self.lan_capacity = lan_capacity
@@ -128,10 +138,15 @@ class Simulation:
             self.dropped += 1
             return
         self._n += 1
+        raw = msg.pack()
+        if self.keyring is not None:
+            raw = auth.seal(raw, self.keyring, _mac(src), EPOCH + self.clock())
         heapq.heappush(self.queue, (self.clock.t + self.rng.uniform(0.001, 0.02), self._n, src,
-                                    dst, msg.pack()))
+                                    dst, raw))
 
     def _deliver(self, src, dst, raw):
+        if self.keyring is not None:
+            raw = auth.unseal(raw, self.keyring, _mac(src), EPOCH + self.clock(), 30.0)
         msg = m.decode(raw)
         if dst == VBM_ID:
             if self.vbm_up:

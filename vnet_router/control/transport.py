@@ -11,7 +11,10 @@ from a timer (the daemon) or a simulation step, and routes every received reply 
 * ``Responder``: remembers the reply to each (peer, incarnation, seq) for ``window`` seconds,
   so a retried request gets the same reply without being executed twice (idempotent).  A
   request more than ``REPLAY_WINDOW`` behind the newest seen from that peer incarnation (and
-  not in the cache) is refused and counted (``bad_seq``).  A new incarnation of a peer resets its state.
+  not in the cache) is refused and counted (``bad_seq``); one it already answered whose reply
+  left the cache is a replay (``replay``).  A newer incarnation of a peer resets its state;
+  an older one is refused (``old_incarnation``: incarnations increase across restarts).  At
+  most ``max_peers`` senders are tracked (the oldest is forgotten, ``peers_evicted``).
 
 Peers are opaque hashable ids (the daemon uses (substrate link, MAC); the simulation ints).
 """
@@ -125,11 +128,13 @@ class Responder:
     """Executes each request once; answers retries from a cache."""
 
     def __init__(self, send, clock, *, node: int, incarnation: int, window: float = 30.0,
-                 counters: dict | None = None):
+                 counters: dict | None = None, max_peers: int = 4096):
         self.send, self.clock, self.window = send, clock, window
         self.node, self.incarnation = node, incarnation
         self.cache: dict[tuple, tuple[float, Message]] = {}
-        self.newest: dict = {}          # peer -> (incarnation, newest seq)
+        self.newest: dict = {}          # (peer, node) -> (incarnation, newest seq)
+        self.answered: dict = {}        # (peer, node) -> seqs answered within REPLAY_WINDOW
+        self.max_peers = max_peers
         self.counters = counters if counters is not None else {}
         self._last_gc = clock()
 
@@ -148,29 +153,52 @@ class Responder:
             self._count("duplicates")
             self.send(peer, hit[1])
             return hit[1]
-        inc, newest = self.newest.get((peer, msg.node), (None, None))
+        sender = (peer, msg.node)
+        inc, newest = self.newest.get(sender, (None, None))
         if inc == msg.incarnation and newest is not None:
+            if msg.seq in self.answered.get(sender, ()):
+                self._count("replay")           # answered before, reply no longer cached
+                return None
             if seq_newer(msg.seq, newest):
-                self.newest[(peer, msg.node)] = (inc, msg.seq)
+                self.newest[sender] = (inc, msg.seq)
+                self._prune(sender, msg.seq)
             elif (newest - msg.seq) % SEQ_MOD >= REPLAY_WINDOW:
                 self._count("bad_seq")          # far behind: stale or spoofed
                 return None
+        elif inc is not None and seq_newer(inc, msg.incarnation):
+            self._count("old_incarnation")      # a restart never goes back
+            return None
         else:
-            self.newest[(peer, msg.node)] = (msg.incarnation, msg.seq)
+            if sender not in self.newest and len(self.newest) >= self.max_peers:
+                oldest = next(iter(self.newest))
+                del self.newest[oldest]
+                self.answered.pop(oldest, None)
+                self._count("peers_evicted")
+            self.newest[sender] = (msg.incarnation, msg.seq)
+            self.answered[sender] = set()
         reply = execute(peer, msg)
         if reply is None:
             return None
-        reply = replace(reply, node=self.node, incarnation=self.incarnation, seq=msg.seq)
-        self.cache[key] = (now, reply)
-        self.send(peer, reply)
-        return reply
+        return self._answer(peer, msg, reply, now)
 
     def complete(self, peer, msg: Message, reply: Message) -> Message:
         """Answer a request whose ``execute`` returned None (deferred work now done)."""
+        return self._answer(peer, msg, reply, self.clock())
+
+    def _answer(self, peer, msg: Message, reply: Message, now: float) -> Message:
         reply = replace(reply, node=self.node, incarnation=self.incarnation, seq=msg.seq)
-        self.cache[(peer, msg.node, msg.incarnation, msg.seq)] = (self.clock(), reply)
+        self.cache[(peer, msg.node, msg.incarnation, msg.seq)] = (now, reply)
+        sender = (peer, msg.node)
+        if self.newest.get(sender, (None,))[0] == msg.incarnation:
+            self.answered.setdefault(sender, set()).add(msg.seq)
         self.send(peer, reply)
         return reply
+
+    def _prune(self, sender, newest: int):
+        seen = self.answered.get(sender)
+        if seen and len(seen) > REPLAY_WINDOW:
+            for seq in [q for q in seen if (newest - q) % SEQ_MOD >= REPLAY_WINDOW]:
+                seen.discard(seq)
 
     def _gc(self, now):
         self._last_gc = now

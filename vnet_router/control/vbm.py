@@ -4,8 +4,11 @@ Rules (DESIGN section 5, the paper's "vNet Bandwidth Manager"):
 
 * a vNet is admitted with a share of the LAN; Σ shares <= 1, the vNet that would exceed it is
   refused (:class:`AdmissionError`);
-* the LAN is treated as one segment whose bandwidth is its slowest link (configured, or the
-  smallest capacity the nodes report);
+* the LAN is treated as one segment whose bandwidth is the configured capacity (then nodes'
+  reports are ignored: the VBM trusts only what it configured), or else the smallest capacity
+  the nodes report;
+* a node's entries expire when it has not reported for ``node_ttl`` seconds; at most
+  ``max_nodes`` nodes are kept (a new one beyond is refused, ``table_full``);
 * a vNet's pool is share x LAN bandwidth; Σ of the vNet's node aggregates <= its pool;
 * a node starts at Σ of its input virtual links' minima (it reports them) and asks for more
   (AGG_REQUEST with want > current): the VBM grants what fits; a request with want <= current
@@ -29,7 +32,7 @@ class AdmissionError(ValueError):
 
 class VBM(VbmFSM):
     def __init__(self, clock, *, lan_capacity: int | None = None, rebuild_time: float = 12.0,
-                 counters: dict | None = None):
+                 counters: dict | None = None, node_ttl: float = 60.0, max_nodes: int = 1024):
         super().__init__(VbmState.REBUILDING)
         self.clock = clock
         self.started = clock()
@@ -39,6 +42,8 @@ class VBM(VbmFSM):
         self.shares: dict[int, float] = {}              # vNet id -> share of the LAN
         self.alloc: dict[int, dict[int, int]] = {}      # vNet id -> node id -> aggregate
         self.minimum: dict[int, dict[int, int]] = {}
+        self.heard: dict[int, float] = {}               # node id -> last request
+        self.node_ttl, self.max_nodes = node_ttl, max_nodes
         self.counters = counters if counters is not None else {}
 
     def _count(self, name):
@@ -59,9 +64,9 @@ class VBM(VbmFSM):
 
     @property
     def lan_capacity(self) -> int:
-        caps = [c for c in self.reported_capacity.values() if c > 0]
         if self.configured_capacity:
-            caps.append(self.configured_capacity)
+            return self.configured_capacity
+        caps = [c for c in self.reported_capacity.values() if c > 0]
         return min(caps) if caps else 0
 
     def pool(self, vnet: int) -> int:
@@ -76,6 +81,15 @@ class VBM(VbmFSM):
         now = self.clock() if now is None else now
         if self.state == VbmState.REBUILDING and now - self.started >= self.rebuild_time:
             self.fire("rebuilt")
+        for node in [n for n, t in self.heard.items() if now - t > self.node_ttl]:
+            self._forget(node)
+            self._count("expired")
+
+    def _forget(self, node: int):
+        self.heard.pop(node, None)
+        self.reported_capacity.pop(node, None)
+        for table in (*self.alloc.values(), *self.minimum.values()):
+            table.pop(node, None)
 
     def handle(self, peer, msg):
         if not isinstance(msg, m.AggRequest):
@@ -85,7 +99,11 @@ class VBM(VbmFSM):
         if vnet not in self.shares:
             self._count("unknown_vnet")
             return m.AggAssign(status=m.Status.UNKNOWN_VNET, vnet=vnet, rate=msg.current)
-        if msg.capacity:
+        if node not in self.heard and len(self.heard) >= self.max_nodes:
+            self._count("table_full")
+            return m.AggAssign(status=m.Status.DENIED, vnet=vnet, rate=0)
+        self.heard[node] = self.clock()
+        if msg.capacity and not self.configured_capacity:
             self.reported_capacity[node] = msg.capacity
         nodes = self.alloc[vnet]
         self.minimum[vnet][node] = msg.minimum

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Literal, NamedTuple, Annotated
+from typing import Any, Literal, NamedTuple, Annotated
 
 from vnet_router.wire import substrate as wire
 from vnet_router.model.schema import (Bool, Int, Invalid, Schema, Shown, Str,
@@ -22,6 +22,7 @@ from vnet_router.model.schema import (Bool, Int, Invalid, Schema, Shown, Str,
                                       pattern, prepare, rules, tables, validate)
 from vnet_router.model.toml import parse_toml, read_toml
 from vnet_router.model.units import parse_rate, parse_size
+from vnet_router.model.keys import KeyFileError, load_keyring
 
 # -- value types ------------------------------------------------------------------------------
 
@@ -234,6 +235,20 @@ class SubstrateLink(Schema):
                                    shown="none")
     mtu: int_range(128, 65535, "MTU") | None = key("substrate MTU", None,
                                                    shown="the interface's (udp: 1500)")
+    key_file: Str | None = key(
+        "file of the keys authenticating control messages on this link (mode 0600; format "
+        "and rotation in security.md); every node on the link needs the same key.  Without "
+        "it the link's control messages are not authenticated (a warning at start, the "
+        "`vnet_control_links_unauthenticated` metric)", None, shown="none")
+    keyring: Any = derived(None, "the keys read from key_file")
+
+    @rules
+    def _keys(self):
+        if self.key_file is not None:
+            try:
+                self._complete(keyring=load_keyring(self.key_file))
+            except KeyFileError as e:
+                raise Invalid("key_file", str(e)) from None
 
     @rules
     def _kind(self):
@@ -361,11 +376,21 @@ class TMSection(Schema):
     start_at: Literal["min", "max"] = key("where managed static links start", "min")
     kernel_shaping: Bool = key(
         "shape managed output virtual links of Ethernet substrate links with Linux HTB (a root "
-        "`htb 1:` qdisc per interface, `default 0` so legacy traffic passes unshaped, one "
+        "`htb 564e:` qdisc per interface, `default 0` so legacy traffic passes unshaped, one "
         "class per virtual link selected by the send socket's SO_PRIORITY) instead of the "
         "user-space token bucket; an interface with someone else's root qdisc keeps the "
         "user-space shaper. `vnetctl show` says `shaper: kernel`. The qdisc is removed at "
         "exit", False)
+    replay_window: number_range(1, 3600, "seconds") = key(
+        "seconds a request's reply is remembered (a retry gets it again, never a second "
+        "execution) and the most an authenticated message's send time may differ from ours "
+        "(older: refused as `stale`; keep clocks within it, e.g. NTP)", 30.0)
+    max_dynamic_per_peer: int_range(0, 4000, "count") = key(
+        "most run-time virtual links one neighbour may have set up with this node (beyond: "
+        "VLINK_SETUP refused, counted `limit_peer`)", 16)
+    max_dynamic_per_vnet: int_range(0, 4000, "count") = key(
+        "most run-time virtual links of one vNet on this node (beyond: refused, counted "
+        "`limit_vnet`)", 64)
 
 
 class VBMShare(Schema):
@@ -379,8 +404,14 @@ class VBMSection(Schema):
     """``[vbm]``: this node runs the LAN's vNet Bandwidth Manager on substrate link ``link``."""
 
     link: Str = key("the substrate link (the LAN, usually `multiaccess`) the VBM serves")
-    capacity: RateBps | None = key("LAN bandwidth", None,
-                                   shown="the smallest `capacity` the nodes report")
+    capacity: RateBps | None = key(
+        "LAN bandwidth; when set, the VBM trusts it alone (capacities in nodes' reports are "
+        "ignored)", None, shown="the smallest `capacity` the nodes report")
+    node_ttl: number_range(1, 86400, "seconds") = key(
+        "a node's allocations are forgotten when it has not reported for this long", 60.0)
+    max_nodes: int_range(1, 100000, "count") = key(
+        "most nodes the VBM keeps allocations for (beyond: a new node's request is refused, "
+        "counted `table_full`)", 1024)
     rebuild_time: number_range(0, 3600, "rebuild time") = key(
         "seconds after start during which the VBM only learns the nodes' allocations (no "
         "increases); keep it above the nodes' `report_interval`", 12.0)

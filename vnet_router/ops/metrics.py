@@ -186,6 +186,19 @@ class Collector:
             if isinstance(n, int) and not event.startswith(("tx_", "rx_")):
                 events.add_metric([event], n)
         yield events
+        refused = CounterMetricFamily(
+            "vnet_control_refused", "Control messages refused, by reason (authentication: "
+            "unauthenticated, unknown_key, bad_mac, stale, truncated; replay protection: "
+            "replay, old_incarnation, bad_seq; admission: limit_peer, limit_vnet)",
+            labels=["reason"])
+        for reason, n in c.get("refused", {}).items():
+            refused.add_metric([reason], n)
+        yield refused
+        plain = GaugeMetricFamily("vnet_control_links_unauthenticated",
+                                  "Substrate links whose control messages are not "
+                                  "authenticated (no key_file)")
+        plain.add_metric([], len(c.get("unauthenticated_links", ())))
+        yield plain
         a = c.get("allocations")
         if not a:
             return

@@ -1,0 +1,143 @@
+"""Authentication of control messages (wire/auth.py, model/keys.py), replay protection
+(transport.Responder) and what the VBM trusts (issue 12)."""
+import os
+
+import pytest
+
+from vnet_router.control.transport import Responder
+from vnet_router.control.vbm import VBM
+from vnet_router.model.keys import KeyFileError, load_keyring
+from vnet_router.wire import auth
+from vnet_router.wire import control as m
+
+K1, K2 = bytes(range(32)), bytes(range(32, 64))
+RING = auth.Keyring(1, {1: K1})
+SRC = bytes.fromhex("020000000001")
+NOW = 1_800_000_000.0
+
+
+def _req(**kw):
+    return m.RateRequest(node=5, incarnation=9, seq=3, vli=100, rate=5_000_000, **kw).pack()
+
+
+def test_a_sealed_message_opens_to_the_same_message():
+    sealed = auth.seal(_req(), RING, SRC, NOW)
+    assert len(sealed) == len(_req()) + auth.TRAILER_LEN
+    assert m.decode(auth.unseal(sealed, RING, SRC, NOW + 1, 30)) == m.decode(_req())
+    # a node without a key takes it unverified; an unsealed one passes there as it is
+    assert auth.unseal(sealed, None, SRC, NOW, 30) == _req()
+    assert auth.unseal(_req(), None, SRC, NOW, 30) == _req()
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("unsealed", "unauthenticated"), ("other key", "bad_mac"), ("unknown id", "unknown_key"),
+    ("other sender", "bad_mac"), ("flipped body bit", "bad_mac"), ("old", "stale"),
+    ("future", "stale"), ("short", "truncated")])
+def test_what_does_not_verify_is_refused_with_its_reason(case, reason):
+    good = auth.seal(_req(), RING, SRC, NOW)
+    data, src, now = {
+        "unsealed": (_req(), SRC, NOW),
+        "other key": (auth.seal(_req(), auth.Keyring(1, {1: K2}), SRC, NOW), SRC, NOW),
+        "unknown id": (auth.seal(_req(), auth.Keyring(7, {7: K1}), SRC, NOW), SRC, NOW),
+        "other sender": (good, bytes.fromhex("020000000002"), NOW),
+        "flipped body bit": (good[:20] + bytes([good[20] ^ 1]) + good[21:], SRC, NOW),
+        "old": (good, SRC, NOW + 31),
+        "future": (good, SRC, NOW - 31),
+        "short": (good[:16] + good[-4:], SRC, NOW),
+    }[case]
+    with pytest.raises(auth.AuthError) as e:
+        auth.unseal(data, RING, src, now, 30)
+    assert e.value.auth_reason == reason
+
+
+def test_two_keys_are_accepted_while_one_is_rotated():
+    old, both = auth.Keyring(1, {1: K1}), auth.Keyring(2, {1: K1, 2: K2})
+    assert auth.unseal(auth.seal(_req(), old, SRC, NOW), both, SRC, NOW, 30) == _req()
+    assert auth.unseal(auth.seal(_req(), both, SRC, NOW), auth.Keyring(1, {1: K1, 2: K2}),
+                       SRC, NOW, 30) == _req()
+
+
+def _keyfile(tmp_path, text, mode=0o600):
+    p = tmp_path / "k"
+    p.write_text(text)
+    os.chmod(p, mode)
+    return str(p)
+
+
+def test_key_files(tmp_path):
+    ring = load_keyring(_keyfile(tmp_path, f"# rotation\n2 {K2.hex()}\n\n1 {K1.hex()}  # old\n"))
+    assert ring.send == 2 and dict(ring.keys) == {1: K1, 2: K2} and hash(ring)
+    assert K1.hex() not in repr(ring)
+    for text, mode, msg in [(f"1 {K1.hex()}", 0o644, "mode 0644 lets group or others"),
+                            (f"1 {K1.hex()[:30]}", 0o600, "secret of 15 bytes"),
+                            ("1 zz", 0o600, "not hex"), ("", 0o600, "no key"),
+                            (f"0 {K1.hex()}", 0o600, "out of range"),
+                            (f"1 {K1.hex()}\n1 {K2.hex()}", 0o600, "key id 1 twice"),
+                            ("one two three", 0o600, "want `ID SECRET`")]:
+        with pytest.raises(KeyFileError, match=msg):
+            load_keyring(_keyfile(tmp_path, text, mode))
+    with pytest.raises(KeyFileError, match="No such file"):
+        load_keyring(str(tmp_path / "absent"))
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _responder(clock, sent):
+    return Responder(lambda peer, msg: sent.append(msg), clock, node=1, incarnation=1,
+                     window=30.0, max_peers=3)
+
+
+def test_a_request_replayed_after_the_dedup_window_is_refused_not_run_again():
+    clock, sent, runs = Clock(), [], []
+    r = _responder(clock, sent)
+
+    def execute(peer, msg):
+        runs.append(msg.seq)
+        return m.RateReply(vli=msg.vli, rate=msg.rate)
+    req = m.RateRequest(node=5, incarnation=100, seq=10, vli=1, rate=2)
+    assert r.handle("p", req, execute) is not None
+    assert r.handle("p", req, execute) is not None            # a retry: the cached reply
+    assert runs == [10] and r.counters["duplicates"] == 1
+    clock.t = 100.0
+    r.handle("p", m.RateRequest(node=5, incarnation=100, seq=11, vli=1, rate=2), execute)
+    assert r.handle("p", req, execute) is None                 # cache expired: a replay
+    assert runs == [10, 11] and r.counters["replay"] == 1
+    # an older incarnation (a capture from before the sender restarted) is refused
+    assert r.handle("p", m.RateRequest(node=5, incarnation=99, seq=50, vli=1, rate=2),
+                    execute) is None
+    assert r.counters["old_incarnation"] == 1 and runs == [10, 11]
+    # a newer one (the sender restarted) starts afresh
+    assert r.handle("p", m.RateRequest(node=5, incarnation=101, seq=1, vli=1, rate=2),
+                    execute) is not None
+
+
+def test_the_responder_tracks_a_bounded_number_of_senders():
+    clock, sent = Clock(), []
+    r = _responder(clock, sent)
+    for node in range(10):
+        r.handle("p", m.RateRequest(node=node, incarnation=1, seq=1, vli=1, rate=2),
+                 lambda p, msg: m.RateReply(vli=1, rate=2))
+    assert len(r.newest) == 3 and r.counters["peers_evicted"] == 7
+
+
+def test_the_vbm_trusts_its_configured_capacity_and_forgets_silent_nodes():
+    clock = Clock()
+    vbm = VBM(clock, lan_capacity=1_000_000_000, rebuild_time=0, node_ttl=60, max_nodes=2)
+    vbm.admit(1, 0.5)
+    vbm.tick()
+    ask = lambda node, cap=0: vbm.handle(  # noqa: E731
+        "p", m.AggRequest(node=node, vnet=1, current=0, want=100_000_000, minimum=0,
+                          capacity=cap))
+    assert ask(1, cap=1).rate == 100_000_000        # a report of capacity 1 changes nothing
+    assert vbm.lan_capacity == 1_000_000_000 and vbm.pool(1) == 500_000_000
+    assert ask(2).status == m.Status.OK
+    assert ask(3).status == m.Status.DENIED and vbm.counters["table_full"] == 1
+    clock.t = 61
+    vbm.tick()
+    assert vbm.allocated(1) == 0 and vbm.counters["expired"] == 2
+    assert ask(3).status == m.Status.OK

@@ -1,0 +1,61 @@
+"""Key files of the control plane's authentication (``key_file`` of a substrate link).
+
+A key file is text, one key per line, ``ID SECRET``: a key id (1..4294967295) and the secret
+in hex (at least 16 bytes = 32 hex digits); blank lines and ``#`` comments are ignored.  The
+first key signs what the node sends; every key in the file is accepted, so a key is rotated
+without downtime: add the new key as the second line on every node (reload), move it first on
+each node (reload), then remove the old one.  The file must not be readable or writable by
+group or others (``chmod 600``): checked when the configuration is loaded, so ``--check`` and
+a reload refuse a file with a loose mode.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+from vnet_router.wire.auth import Keyring
+
+MIN_SECRET = 16
+
+
+class KeyFileError(ValueError):
+    pass
+
+
+def load_keyring(path: str) -> Keyring:
+    try:
+        st = os.stat(path)
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise KeyFileError(f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(f"{path}: not a regular file")
+    if st.st_mode & 0o077:
+        raise KeyFileError(f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others "
+                           f"read it; a key file must be 0600 (chmod 600 {path})")
+    keys, first = {}, None
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise KeyFileError(f"{path}: line {n}: want `ID SECRET` (a number, then hex)")
+        kid = int(parts[0])
+        if not 1 <= kid <= 0xFFFFFFFF:
+            raise KeyFileError(f"{path}: line {n}: key id {kid} out of range 1..4294967295")
+        try:
+            secret = bytes.fromhex(parts[1])
+        except ValueError:
+            raise KeyFileError(f"{path}: line {n}: secret is not hex") from None
+        if len(secret) < MIN_SECRET:
+            raise KeyFileError(f"{path}: line {n}: secret of {len(secret)} bytes; at least "
+                               f"{MIN_SECRET} (e.g. `openssl rand -hex 32`)")
+        if kid in keys:
+            raise KeyFileError(f"{path}: line {n}: key id {kid} twice")
+        keys[kid] = secret
+        first = kid if first is None else first
+    if first is None:
+        raise KeyFileError(f"{path}: no key in the file")
+    return Keyring(first, keys)

@@ -1,0 +1,111 @@
+"""Authentication of control messages: an HMAC trailer, the AUTH flag, freshness.
+
+A node with a key on a substrate link seals every control message it sends there and accepts
+only sealed messages that verify.  A sealed message has flag ``AUTH`` (0x0001) set in its
+header and ends with a trailer::
+
+    key id:32 | sent at (ms since the epoch):64 | mac:128
+
+``mac`` is HMAC-SHA256 truncated to 128 bits (as RFC 4868 does for IPsec) over::
+
+    sender MAC (6 bytes; zeros on a udp link) | message with its trailer's key id and time
+
+so a message captured on the LAN cannot be replayed from another station's MAC (the peer of a
+multiaccess link is its MAC), and one captured more than ``max_age`` seconds ago is refused as
+``stale`` (the dedup and sequence window catch replays inside that time).  Keys have ids so
+that two can be accepted while they are rotated (``Keyring``).  Only the standard library.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from dataclasses import dataclass
+
+AUTH = 0x0001
+FLAGS_AT = 2                      # offset of the 16-bit flags in the control header
+TRAILER = struct.Struct("!IQ")    # key id, sent at (ms)
+MAC_LEN = 16
+TRAILER_LEN = TRAILER.size + MAC_LEN
+HEADER_LEN = 16
+NO_MAC = bytes(6)
+
+# why a message was refused (counted per reason)
+REASONS = ("unauthenticated", "unknown_key", "bad_mac", "stale", "truncated")
+
+
+class AuthError(ValueError):
+    """A control message refused before decoding; ``auth_reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.auth_reason, self.message = reason, message
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """Keys of one substrate link: ``send`` signs, every key in ``keys`` (a tuple of
+    (key id, secret) pairs, so the keyring is hashable like the rest of a configuration) is
+    accepted."""
+
+    send: int
+    keys: tuple = ()
+
+    def __post_init__(self):
+        if isinstance(self.keys, dict):
+            object.__setattr__(self, "keys", tuple(sorted(self.keys.items())))
+        if self.get(self.send) is None:
+            raise ValueError(f"signing key id {self.send} is not among the keys")
+
+    def get(self, key_id: int) -> bytes | None:
+        return next((k for i, k in self.keys if i == key_id), None)
+
+    def __repr__(self):                       # never the secrets (logs, tracebacks)
+        return f"Keyring(send={self.send}, ids={[i for i, _ in self.keys]})"
+
+
+def _mac(key: bytes, src: bytes | None, data) -> bytes:
+    return hmac.new(key, (src or NO_MAC) + bytes(data), hashlib.sha256).digest()[:MAC_LEN]
+
+
+def seal(packed: bytes, ring: Keyring, src: bytes | None, now: float) -> bytes:
+    """``packed`` (a control message, flags 0) with the AUTH flag and its trailer."""
+    if len(packed) < HEADER_LEN:
+        raise ValueError("not a control message")
+    flags = struct.unpack_from("!H", packed, FLAGS_AT)[0] | AUTH
+    body = (packed[:FLAGS_AT] + struct.pack("!H", flags) + packed[FLAGS_AT + 2:]
+            + TRAILER.pack(ring.send, int(now * 1000)))
+    return body + _mac(ring.get(ring.send), src, body)
+
+
+def unseal(data, ring: Keyring | None, src: bytes | None, now: float,
+           max_age: float) -> bytes:
+    """The message without its trailer and with the AUTH flag cleared, ready for
+    ``control.decode``.  Without a keyring (no key on this link) a sealed message is accepted
+    unverified and an unsealed one as it is.  Raises :class:`AuthError` (``.auth_reason`` one
+    of ``REASONS``)."""
+    data = bytes(data)
+    sealed = len(data) >= HEADER_LEN and \
+        struct.unpack_from("!H", data, FLAGS_AT)[0] & AUTH
+    if not sealed:
+        if ring is not None:
+            raise AuthError("unauthenticated", "control message without authentication on a "
+                                               "link with a key")
+        return data
+    if len(data) < HEADER_LEN + TRAILER_LEN:
+        raise AuthError("truncated", "authenticated control message shorter than its trailer")
+    end = len(data) - TRAILER_LEN
+    plain = data[:FLAGS_AT] + struct.pack(
+        "!H", struct.unpack_from("!H", data, FLAGS_AT)[0] & ~AUTH) + data[FLAGS_AT + 2:end]
+    if ring is None:
+        return plain
+    key_id, sent_ms = TRAILER.unpack_from(data, end)
+    key = ring.get(key_id)
+    if key is None:
+        raise AuthError("unknown_key", f"key id {key_id} is not configured")
+    if not hmac.compare_digest(_mac(key, src, data[:-MAC_LEN]), data[-MAC_LEN:]):
+        raise AuthError("bad_mac", "authentication code does not verify")
+    age = now - sent_ms / 1000
+    if abs(age) > max_age:
+        raise AuthError("stale", f"sent {age:+.1f} s ago (accepted: within {max_age:g} s)")
+    return plain
