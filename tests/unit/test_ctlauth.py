@@ -141,3 +141,40 @@ def test_the_vbm_trusts_its_configured_capacity_and_forgets_silent_nodes():
     vbm.tick()
     assert vbm.allocated(1) == 0 and vbm.counters["expired"] == 2
     assert ask(3).status == m.Status.OK
+
+
+def test_what_only_the_vbm_says_is_signed_and_checked():
+    from vnet_router.control.guard import Guard
+    from vnet_router.model.keys import load_seed, parse_public
+
+    class Link:
+        id, keyring = "lan", RING
+    seed = bytes(range(200, 232))
+    public = auth.public_bytes(auth.signing_key(seed))
+    vbm = Guard([Link], max_age=30, signing_seed=seed, wallclock=lambda: NOW)
+    node = Guard([Link], max_age=30, vbm_public=public, wallclock=lambda: NOW)
+    insider = Guard([Link], max_age=30, signing_seed=bytes(32), wallclock=lambda: NOW)
+    hello = m.Hello(node=1, incarnation=2, role=m.Role.VBM, capacity=5, name="v")
+    assign = m.AggAssign(node=1, incarnation=2, seq=4, vnet=1, rate=10)
+    for msg in (hello, assign):
+        assert node.open("lan", vbm.seal("lan", msg, SRC), SRC) == msg
+        with pytest.raises(auth.AuthError) as e:              # the LAN key alone
+            node.open("lan", auth.seal(msg.pack(), RING, SRC, NOW), SRC)
+        assert e.value.auth_reason == "vbm_unsigned"
+        with pytest.raises(auth.AuthError) as e:              # signed by another key
+            node.open("lan", insider.seal("lan", msg, SRC), SRC)
+        assert e.value.auth_reason == "bad_signature"
+    plain = m.RateRequest(node=1, incarnation=2, seq=5, vli=1, rate=1)
+    assert node.open("lan", insider.seal("lan", plain, SRC), SRC) == plain   # not VBM-only
+    assert parse_public(public.hex()) == public
+    with pytest.raises(KeyFileError, match="64 hex digits"):
+        parse_public("abc")
+
+
+def test_the_vbm_seed_file(tmp_path):
+    from vnet_router.model.keys import load_seed
+    assert load_seed(_keyfile(tmp_path, bytes(range(32)).hex() + "  # vbm\n")) == bytes(range(32))
+    for text, mode, msg in [("ab" * 32, 0o640, "mode 0640"), ("ab" * 31, 0o600, "64 hex"),
+                            ("zz" * 32, 0o600, "64 hex"), ("ab" * 32 + " x", 0o600, "64 hex")]:
+        with pytest.raises(KeyFileError, match=msg):
+            load_seed(_keyfile(tmp_path, text, mode))

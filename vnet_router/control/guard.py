@@ -6,6 +6,10 @@ sends on a link with a key (``wire.auth``); ``open`` checks what arrives and ret
 -- the authentication reasons and the control plane's own (``replay``, ``old_incarnation``,
 ``limit_peer`` ...) -- and ``note`` logs a reason at most once per ``LOG_EVERY`` seconds with
 how many were held back, so a flood of forged frames cannot flood the log.
+
+The VBM's role is proven by signature, not by the shared key: a VBM with a signing key signs
+what only it may send (``must_sign``); a node with the VBM's public key takes those messages
+only signed by it (``vbm_unsigned`` otherwise).
 """
 from __future__ import annotations
 
@@ -13,14 +17,18 @@ import logging
 import time
 
 from vnet_router.wire import auth
+from vnet_router.wire import control as m
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 10.0
 
 
 class Guard:
-    def __init__(self, links, *, max_age: float, wallclock=time.time, clock=time.monotonic):
+    def __init__(self, links, *, max_age: float, wallclock=time.time, clock=time.monotonic,
+                 signing_seed: bytes | None = None, vbm_public: bytes | None = None):
         self.max_age, self.wallclock, self.clock = max_age, wallclock, clock
+        self.signer = auth.signing_key(signing_seed) if signing_seed else None
+        self.vbm_key = auth.verify_key(vbm_public) if vbm_public else None
         self.keyrings: dict = {}
         self.refused: dict[str, int] = dict.fromkeys(auth.REASONS, 0)
         self._logged: dict[str, tuple[float, int]] = {}
@@ -41,13 +49,28 @@ class Guard:
                         "key_file): any station there can send them; see docs/security.md",
                         "s" if len(links) > 1 else "", ", ".join(links))
 
-    def seal(self, link_id: str, packed: bytes, src: bytes | None) -> bytes:
+    @staticmethod
+    def vbm_only(msg) -> bool:
+        """What only the VBM says: a HELLO with role VBM, an AGG_ASSIGN."""
+        return isinstance(msg, m.AggAssign) or (isinstance(msg, m.Hello)
+                                                 and msg.role == m.Role.VBM)
+
+    def seal(self, link_id: str, msg, src: bytes | None) -> bytes:
+        packed = msg.pack()
+        if self.signer is not None and self.vbm_only(msg):
+            packed = auth.sign(packed, self.signer)
         ring = self.keyrings.get(link_id)
         return packed if ring is None else auth.seal(packed, ring, src, self.wallclock())
 
-    def open(self, link_id: str, data, src: bytes | None) -> bytes:
-        return auth.unseal(data, self.keyrings.get(link_id), src, self.wallclock(),
-                           self.max_age)
+    def open(self, link_id: str, data, src: bytes | None):
+        """The decoded message; raises auth.AuthError (or control.ControlDecodeError)."""
+        plain = auth.unseal(data, self.keyrings.get(link_id), src, self.wallclock(),
+                            self.max_age)
+        plain, signed = auth.unsign(plain, self.vbm_key)
+        msg = m.decode(plain)
+        if self.vbm_key is not None and not signed and self.vbm_only(msg):
+            raise auth.AuthError("vbm_unsigned", f"{msg.TYPE.name} not signed by the VBM")
+        return msg
 
     def note(self, reason: str, what: str):
         """Count a refusal; log it unless that reason was logged less than LOG_EVERY ago."""

@@ -87,7 +87,9 @@ class ControlPlane:
         window = tm_cfg.replay_window if tm_cfg else 30.0
         self.resp = Responder(self._send, clock, node=self.node_id, window=window,
                               incarnation=self.incarnation, counters=self.counters)
-        self.guard = Guard(cfg.substrate_links, max_age=window)
+        self.guard = Guard(cfg.substrate_links, max_age=window,
+                           signing_seed=cfg.vbm.signing_seed if cfg.vbm else None,
+                           vbm_public=tm_cfg.vbm_public if tm_cfg else None)
         self.vnet_ids = {v.name: v.id for v in cfg.vnets}
         self.vnet_names = {v.id: v.name for v in cfg.vnets}
         capacity = 0
@@ -199,7 +201,7 @@ class ControlPlane:
             self._message(kind, "no_link")
             return
         self._count(f"tx_{kind}")
-        data = self.guard.seal(link_id, msg.pack(), ctx.local_mac if ctx.kind != "udp" else None)
+        data = self.guard.seal(link_id, msg, ctx.local_mac if ctx.kind != "udp" else None)
         sent = self.dp.send_control(ctx, data, mac if ctx.kind == "multiaccess" else None)
         self._message(kind, "sent" if sent else "send_error")
 
@@ -211,7 +213,7 @@ class ControlPlane:
             return True
         peer = (ctx.id, src)
         try:
-            msg = m.decode(self.guard.open(ctx.id, view[start:start + length], src))
+            msg = self.guard.open(ctx.id, view[start:start + length], src)
         except auth.AuthError as e:
             self.guard.note(e.auth_reason, f"from {_peer_str(peer)}: {e.message}")
             self._message("unknown", "refused")

@@ -22,7 +22,7 @@ from vnet_router.model.schema import (Bool, Int, Invalid, Schema, Shown, Str,
                                       pattern, prepare, rules, tables, validate)
 from vnet_router.model.toml import parse_toml, read_toml
 from vnet_router.model.units import parse_rate, parse_size
-from vnet_router.model.keys import KeyFileError, load_keyring
+from vnet_router.model.keys import KeyFileError, load_keyring, load_seed, parse_public
 
 # -- value types ------------------------------------------------------------------------------
 
@@ -391,6 +391,20 @@ class TMSection(Schema):
     max_dynamic_per_vnet: int_range(0, 4000, "count") = key(
         "most run-time virtual links of one vNet on this node (beyond: refused, counted "
         "`limit_vnet`)", 64)
+    vbm_public_key: Str | None = key(
+        "the VBM's Ed25519 public key (64 hex digits, printed by the VBM's `vnet-router "
+        "--check`): then only a HELLO with role VBM and an AGG_ASSIGN signed by it are taken "
+        "(else refused, `vbm_unsigned` / `bad_signature`), so a node holding the LAN key "
+        "cannot pose as the VBM (security.md)", None, shown="none")
+    vbm_public: Any = derived(None, "vbm_public_key as bytes")
+
+    @rules
+    def _vbm_public(self):
+        if self.vbm_public_key is not None:
+            try:
+                self._complete(vbm_public=parse_public(self.vbm_public_key))
+            except KeyFileError as e:
+                raise Invalid("vbm_public_key", str(e)) from None
 
 
 class VBMShare(Schema):
@@ -417,6 +431,19 @@ class VBMSection(Schema):
         "increases); keep it above the nodes' `report_interval`", 12.0)
     shares: tables(VBMShare) = key("`[[vbm.share]]`: the vNets' shares of the LAN (below)", (),
                                    alias="share")
+    signing_key_file: Str | None = key(
+        "file holding the VBM's Ed25519 signing key (a 32-byte seed in hex, mode 0600; "
+        "`openssl rand -hex 32`); it signs its HELLOs and AGG_ASSIGNs, and nodes configured "
+        "with its public key (`[tm] vbm_public_key`) take only those", None, shown="none")
+    signing_seed: Any = derived(None, "the seed read from signing_key_file")
+
+    @rules
+    def _signing(self):
+        if self.signing_key_file is not None:
+            try:
+                self._complete(signing_seed=load_seed(self.signing_key_file))
+            except KeyFileError as e:
+                raise Invalid("signing_key_file", str(e)) from None
 
     @rules
     def _shares(self):

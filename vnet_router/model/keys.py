@@ -22,7 +22,7 @@ class KeyFileError(ValueError):
     pass
 
 
-def load_keyring(path: str) -> Keyring:
+def _read_private(path: str) -> str:
     try:
         st = os.stat(path)
         with open(path) as f:
@@ -34,6 +34,36 @@ def load_keyring(path: str) -> Keyring:
     if st.st_mode & 0o077:
         raise KeyFileError(f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others "
                            f"read it; a key file must be 0600 (chmod 600 {path})")
+    return text
+
+
+def load_seed(path: str) -> bytes:
+    """The VBM's Ed25519 signing key: a file holding the 32-byte seed in hex (64 digits, e.g.
+    ``openssl rand -hex 32``), mode 0600.  ``vnet-router --check`` prints its public key."""
+    words = [w for line in _read_private(path).splitlines()
+             for w in line.split("#", 1)[0].split()]
+    try:
+        seed = bytes.fromhex(words[0]) if len(words) == 1 else b""
+    except ValueError:
+        seed = b""
+    if len(seed) != 32:
+        raise KeyFileError(f"{path}: want one Ed25519 seed, 64 hex digits")
+    return seed
+
+
+def parse_public(text: str) -> bytes:
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise KeyFileError(f"want an Ed25519 public key, 64 hex digits (the VBM's "
+                           f"`vnet-router --check` prints it), not {text!r}")
+    return raw
+
+
+def load_keyring(path: str) -> Keyring:
+    text = _read_private(path)
     keys, first = {}, None
     for n, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()

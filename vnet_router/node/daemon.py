@@ -93,6 +93,10 @@ def main(argv=None) -> int:
     if args.check:
         print(f"{args.config}: OK ({len(cfg.substrate_links)} substrate links, {len(cfg.vnets)} "
               f"vNets, {len(cfg.interfaces)} logical interfaces, {len(cfg.switches)} switches)")
+        if cfg.vbm is not None and cfg.vbm.signing_seed:
+            from vnet_router.wire import auth
+            print(f"VBM public key (the nodes' [tm] vbm_public_key): "
+                  f"{auth.public_bytes(auth.signing_key(cfg.vbm.signing_seed)).hex()}")
         return 0
     # Netlink work (pyroute2 runs its own event loop) happens outside the datapath's loop:
     # namespaces and TAPs are made before it starts and removed after it ends.  Stop signals

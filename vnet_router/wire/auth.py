@@ -13,7 +13,12 @@ header and ends with a trailer::
 so a message captured on the LAN cannot be replayed from another station's MAC (the peer of a
 multiaccess link is its MAC), and one captured more than ``max_age`` seconds ago is refused as
 ``stale`` (the dedup and sequence window catch replays inside that time).  Keys have ids so
-that two can be accepted while they are rotated (``Keyring``).  Only the standard library.
+that two can be accepted while they are rotated (``Keyring``).  The standard library does it.
+
+A shared key proves membership of a link, not a role.  What only the VBM may say (HELLO with
+role VBM, AGG_ASSIGN) it also signs with Ed25519 (``cryptography``, the well-kept binding of
+OpenSSL): flag ``SIGNED`` (0x0002) and a 64-byte signature after the body, over the message
+with that flag set -- inside the HMAC trailer, so a message is signed, then sealed.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ import struct
 from dataclasses import dataclass
 
 AUTH = 0x0001
+SIGNED = 0x0002
+SIG_LEN = 64
 FLAGS_AT = 2                      # offset of the 16-bit flags in the control header
 TRAILER = struct.Struct("!IQ")    # key id, sent at (ms)
 MAC_LEN = 16
@@ -31,7 +38,8 @@ HEADER_LEN = 16
 NO_MAC = bytes(6)
 
 # why a message was refused (counted per reason)
-REASONS = ("unauthenticated", "unknown_key", "bad_mac", "stale", "truncated")
+REASONS = ("unauthenticated", "unknown_key", "bad_mac", "stale", "truncated",
+           "bad_signature", "vbm_unsigned")
 
 
 class AuthError(ValueError):
@@ -109,3 +117,54 @@ def unseal(data, ring: Keyring | None, src: bytes | None, now: float,
     if abs(age) > max_age:
         raise AuthError("stale", f"sent {age:+.1f} s ago (accepted: within {max_age:g} s)")
     return plain
+
+
+def _flags(data) -> int:
+    return struct.unpack_from("!H", data, FLAGS_AT)[0]
+
+
+def _with_flags(data: bytes, flags: int) -> bytes:
+    return data[:FLAGS_AT] + struct.pack("!H", flags) + data[FLAGS_AT + 2:]
+
+
+def signing_key(seed: bytes):
+    """The Ed25519 private key of a 32-byte seed."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+def public_bytes(private) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return private.public_key().public_bytes(serialization.Encoding.Raw,
+                                             serialization.PublicFormat.Raw)
+
+
+def verify_key(raw: bytes):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def sign(packed: bytes, private) -> bytes:
+    """``packed`` (flags without AUTH) with flag SIGNED and its Ed25519 signature."""
+    data = _with_flags(packed, _flags(packed) | SIGNED)
+    return data + private.sign(data)
+
+
+def unsign(data: bytes, public) -> tuple[bytes, bool]:
+    """(the message without signature and SIGNED flag, whether it carried a valid one).
+    Raises AuthError ``bad_signature`` if it carries one that does not verify with
+    ``public``; without ``public`` a signature is stripped unchecked (and not valid)."""
+    if len(data) < HEADER_LEN or not _flags(data) & SIGNED:
+        return data, False
+    if len(data) < HEADER_LEN + SIG_LEN:
+        raise AuthError("truncated", "signed control message shorter than its signature")
+    body, sig = data[:-SIG_LEN], data[-SIG_LEN:]
+    ok = False
+    if public is not None:
+        from cryptography.exceptions import InvalidSignature
+        try:
+            public.verify(sig, body)
+        except InvalidSignature:
+            raise AuthError("bad_signature", "the VBM signature does not verify") from None
+        ok = True
+    return _with_flags(body, _flags(body) & ~SIGNED), ok
