@@ -213,6 +213,15 @@ _LINK_KEYS = {"p2p": (("interface", "peer_mac", "vlan"), ("priority",)),
               "udp": (("local", "remote"), ())}
 
 
+def _load_key(table, name: str, loader, derived_name: str):
+    """Complete ``derived_name`` from key ``name`` (a key file or a key) with ``loader``."""
+    if getattr(table, name) is not None:
+        try:
+            table._complete(**{derived_name: loader(getattr(table, name))})
+        except KeyFileError as e:
+            raise Invalid(name, str(e)) from None
+
+
 class SubstrateLink(Schema):
     """``[[substrate_link]]``: a static link to neighbour nodes."""
 
@@ -244,11 +253,7 @@ class SubstrateLink(Schema):
 
     @rules
     def _keys(self):
-        if self.key_file is not None:
-            try:
-                self._complete(keyring=load_keyring(self.key_file))
-            except KeyFileError as e:
-                raise Invalid("key_file", str(e)) from None
+        _load_key(self, "key_file", load_keyring, "keyring")
 
     @rules
     def _kind(self):
@@ -400,11 +405,7 @@ class TMSection(Schema):
 
     @rules
     def _vbm_public(self):
-        if self.vbm_public_key is not None:
-            try:
-                self._complete(vbm_public=parse_public(self.vbm_public_key))
-            except KeyFileError as e:
-                raise Invalid("vbm_public_key", str(e)) from None
+        _load_key(self, "vbm_public_key", parse_public, "vbm_public")
 
 
 class VBMShare(Schema):
@@ -439,11 +440,7 @@ class VBMSection(Schema):
 
     @rules
     def _signing(self):
-        if self.signing_key_file is not None:
-            try:
-                self._complete(signing_seed=load_seed(self.signing_key_file))
-            except KeyFileError as e:
-                raise Invalid("signing_key_file", str(e)) from None
+        _load_key(self, "signing_key_file", load_seed, "signing_seed")
 
     @rules
     def _shares(self):
