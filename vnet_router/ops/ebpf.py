@@ -281,7 +281,6 @@ class Program:
 
 @dataclass
 class Attachment:
-    namespace: str
     ifname: str
     ifindex: int
     handle: int
