@@ -247,9 +247,9 @@ COMMANDS: tuple[Command, ...] = (
                     arg("--kernel", omit_none=True, convert=_program,
                         help="kernel instance: an eBPF program (shipped name, e.g. vnp_router, "
                         "or a .c source) verified and attached at TC ingress"),
-                    arg("--interface", key="interfaces", action="append", default=[],
+                    arg("--interface", key="interfaces", action="append", omit_none=True,
                         help="kernel instance: logical interface to attach to (repeat)"),
-                    arg("--route", key="routes", action="append", default=[],
+                    arg("--route", key="routes", action="append", omit_none=True,
                         help="kernel instance: NET=INTERFACE into its read-only route table "
                         "(repeat)"))),)),
     Command("instance_stop", "stop an instance (a kernel instance is detached and unloaded)",

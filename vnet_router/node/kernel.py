@@ -247,12 +247,7 @@ def _attach(prog: ebpf.Program, interfaces: list, routes: dict) -> dict:
             facts[name] = ebpf.iface_facts(name)
         except OSError as e:
             raise KernelError(f"logical interface {name}: {e}") from None
-    if "vnet_ports" in prog.maps:
-        for ifindex, mac, mtu in facts.values():
-            prog.update("vnet_ports", _U32.pack(ifindex), _PORT.pack(mtu, mac, 0))
-    if "vnet_routes" in prog.maps:
-        for net, port in routes.items():
-            prog.update("vnet_routes", _U32.pack(net), _U32.pack(facts[port][0]))
+    fill_tables(prog, facts, routes)
     done: dict = {}
     try:
         for name, (ifindex, _, _) in facts.items():
@@ -262,6 +257,17 @@ def _attach(prog: ebpf.Program, interfaces: list, routes: dict) -> dict:
         _detach(done.values())
         raise KernelError(f"{name}: {e}") from None
     return done
+
+
+def fill_tables(prog: ebpf.Program, facts: dict, routes: dict):
+    """The read-only tables: ``facts`` interface -> (ifindex, MAC, MTU); ``routes`` NET ->
+    interface."""
+    if "vnet_ports" in prog.maps:
+        for ifindex, mac, mtu in facts.values():
+            prog.update("vnet_ports", _U32.pack(ifindex), _PORT.pack(mtu, mac, 0))
+    if "vnet_routes" in prog.maps:
+        for net, port in routes.items():
+            prog.update("vnet_routes", _U32.pack(net), _U32.pack(facts[port][0]))
 
 
 def _detach(attachments):

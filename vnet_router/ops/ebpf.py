@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import hashlib
 import os
 import shutil
@@ -60,6 +61,17 @@ class _TcOpts(Structure):           # struct bpf_tc_opts (libbpf.h)
     _fields_ = [("sz", c_size_t), ("prog_fd", c_int), ("flags", c_uint32),
                 ("prog_id", c_uint32), ("handle", c_uint32), ("priority", c_uint32)]
 
+
+class _TestRunOpts(Structure):      # struct bpf_test_run_opts (libbpf.h)
+    _fields_ = [("sz", c_size_t), ("data_in", c_void_p), ("data_out", c_void_p),
+                ("data_size_in", c_uint32), ("data_size_out", c_uint32),
+                ("ctx_in", c_void_p), ("ctx_out", c_void_p), ("ctx_size_in", c_uint32),
+                ("ctx_size_out", c_uint32), ("retval", c_uint32), ("repeat", c_int),
+                ("duration", c_uint32), ("flags", c_uint32), ("cpu", c_uint32),
+                ("batch_size", c_uint32)]
+
+
+SKB_CTX_SIZE, SKB_IFINDEX = 192, 40            # struct __sk_buff: size, offset of ifindex
 
 _PRINT = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 _lib = None
@@ -115,6 +127,7 @@ def _libbpf():
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
+        "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(_TestRunOpts)]),
         "libbpf_set_print": (c_void_p, [_PRINT]),
         "bpf_tc_hook_create": (c_int, [POINTER(_TcHook)]),
         "bpf_tc_hook_destroy": (c_int, [POINTER(_TcHook)]),
@@ -219,6 +232,10 @@ class Program:
             if rc != 0:
                 verifier = log.value.decode(errors="replace")
                 self.close()
+                if not verifier and rc == -errno.EPERM:
+                    raise BpfError(f"{name}: the kernel refused to load program "
+                                   f"{self.prog_name}: {os.strerror(-rc)} (loading eBPF needs "
+                                   f"CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN)")
                 raise BpfError(f"{name}: the kernel refused program {self.prog_name} "
                                f"({os.strerror(-rc)}); the verifier said:",
                                _tail(verifier or "\n".join(lines)))
@@ -235,6 +252,25 @@ class Program:
             if not info.name.startswith("."):          # .rodata, .bss: not tables
                 self.maps[info.name] = info
             m = lib.bpf_object__next_map(self._obj, m)
+
+    def test_run(self, frame: bytes, ifindex: int = 0, repeat: int = 1
+                 ) -> tuple[int, bytes, int]:
+        """Run the program on ``frame`` as if received by ``ifindex`` (of the calling thread's
+        namespace) without sending anything (BPF_PROG_TEST_RUN): (its verdict, the frame as
+        it left it, mean nanoseconds per run)."""
+        out = ctypes.create_string_buffer(len(frame) + 256)
+        ctx = bytearray(SKB_CTX_SIZE)
+        ctx[SKB_IFINDEX:SKB_IFINDEX + 4] = ifindex.to_bytes(4, "little")
+        data_in = ctypes.create_string_buffer(frame, len(frame))
+        ctx_in = (ctypes.c_char * SKB_CTX_SIZE).from_buffer(ctx)
+        opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(data_in),
+                            data_out=ctypes.addressof(out), data_size_in=len(frame),
+                            data_size_out=len(out), ctx_in=ctypes.addressof(ctx_in),
+                            ctx_size_in=SKB_CTX_SIZE, repeat=repeat)
+        rc = _libbpf().bpf_prog_test_run_opts(self.fd, byref(opts))
+        if rc != 0:
+            raise BpfError(f"{self.name}: test run: {os.strerror(-rc)}")
+        return opts.retval, out.raw[:opts.data_size_out], opts.duration
 
     def close(self):
         if self._obj:
