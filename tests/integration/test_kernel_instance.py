@@ -77,6 +77,27 @@ def test_verifier_refuses_bad_program_nothing_attached(lab):
     r = vnetctl(lab, "r", "instance", "start", "../x", "--vnet", "vnp", "--kernel",
                 "vnp_router", "--interface", "p1")
     assert r.returncode != 0 and "bad instance name" in r.stderr, r.stderr
+    r = vnetctl(lab, "r", "instance", "start", "u", "--vnet", "vnp", "--", "sleep", "1")
+    assert r.returncode != 0 and "runs kernel instances only" in r.stderr, r.stderr
+    assert _tc(lab) == before
+
+
+def test_kernel_instance_on_a_host_leaves_other_traffic_alone(lab):
+    """vnet-hostd loads kernel instances too; frames that are not the program's (IPv4 here)
+    pass untouched (TC_ACT_OK) and are counted as such."""
+    r = vnetctl(lab, "h1", "instance", "start", "k", "--vnet", "blue", "--kernel",
+                "vnp_router", "--interface", "blue0")
+    assert r.returncode == 0, r.stderr
+    r = lab.exec("h1", ["ping", "-n", "-q", "-c", "20", "-i", "0.05", "10.0.0.2"], vnet="blue")
+    assert " 0% packet loss" in r.stdout, r.stdout
+    k = _kernel(lab, "h1")
+    assert [i["name"] for i in k] == ["k"] and k[0]["counters"]["not_vnp"] >= 20, k
+    assert k[0]["counters"]["forwarded"] == 0
+    r = vnetctl(lab, "h1", "instance", "stop", "k")
+    assert r.returncode == 0, r.stderr
+    assert _kernel(lab, "h1") == []
+    assert "bpf" not in lab.exec("h1", ["tc", "filter", "show", "dev", "blue0", "ingress"],
+                                 vnet="blue").stdout
 
 
 def test_kernel_vnp_router_beside_ipv4(lab, tmp_path):
