@@ -235,7 +235,8 @@ class KernelInstances:
             self.stop(name)
 
     def status(self) -> list[dict]:
-        return [i.status() for i in self.instances.values()]
+        # list(): start() adds from a worker thread while the loop may be reading
+        return [i.status() for i in list(self.instances.values())]
 
 
 def _attach(prog: ebpf.Program, interfaces: list, routes: dict) -> dict:

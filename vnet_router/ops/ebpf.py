@@ -19,16 +19,21 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
 from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_int, c_size_t, c_uint32,
                     c_void_p, create_string_buffer)
 from dataclasses import dataclass
+
+log = logging.getLogger("vnet_router.ebpf")
 
 CLANG = "clang"
 LOG_SIZE = 1 << 22                  # the verifier's log of a failed load (4 MiB)
@@ -82,9 +87,12 @@ _messages = threading.local()       # libbpf's messages of the current thread's 
 def _print(level, fmt, args):
     buf = create_string_buffer(1024)
     _libc.vsnprintf(buf, len(buf), fmt, c_void_p(args))
+    line = buf.value.decode(errors="replace").rstrip()
     sink = getattr(_messages, "lines", None)
     if sink is not None:
-        sink.append(buf.value.decode(errors="replace").rstrip())
+        sink.append(line)
+    else:
+        log.debug("libbpf: %s", line)
     return 0
 
 
@@ -350,8 +358,6 @@ def in_namespace(namespace: str, fn):
 
 def iface_facts(ifname: str) -> tuple[int, bytes, int]:
     """(ifindex, MAC, MTU) of ``ifname`` in the calling thread's namespace."""
-    import fcntl
-    import struct
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16s16x", ifname.encode())
         mac = fcntl.ioctl(s, 0x8927, req)[18:24]                   # SIOCGIFHWADDR
