@@ -202,3 +202,33 @@ def test_clang_is_there_when_libbpf_is():
     if shutil.which("clang") is None:
         pytest.skip("clang missing (run.sh installs it)")
     assert ebpf.available() is None
+
+
+def _tc_state(ns) -> str:
+    out = []
+    for dev in ("p1", "p2"):
+        for what in (["qdisc", "show", "dev", dev], ["filter", "show", "dev", dev, "ingress"]):
+            out.append(subprocess.run(["tc", "-n", ns, *what], capture_output=True, text=True,
+                                      check=True).stdout)
+    return "\n".join(out)
+
+
+@needs_bpf
+def test_failed_attachment_is_rolled_back(ports):
+    """p2 already has a filter of another kind where ours goes: the instance is refused, p1's
+    attachment and the qdisc it added are removed again, p2's own qdisc and filter stay."""
+    ns, _ = ports
+    for cmd in (["qdisc", "add", "dev", "p2", "clsact"],
+                ["filter", "add", "dev", "p2", "ingress", "pref", str(kernel.PRIORITY),
+                 "protocol", "all", "u32", "match", "u32", "0", "0", "flowid", "1:1"]):
+        subprocess.run(["tc", "-n", ns, *cmd], check=True)
+    before = _tc_state(ns)
+    table = kernel.KernelInstances()
+    with pytest.raises(kernel.KernelError, match="p2: cannot attach at TC ingress"):
+        table.start("k", "vnp", ns, "vnp_router", ["p1", "p2"], {})
+    assert _tc_state(ns) == before and "u32" in before
+    assert table.instances == {}
+    inst = table.start("k", "vnp", ns, "vnp_router", ["p1"], {})
+    assert "vnp_router" in _tc_state(ns) and inst.interfaces["p1"].created_qdisc
+    table.stop("k")
+    assert _tc_state(ns) == before
