@@ -263,7 +263,7 @@ class Node:
             raise CommandError(f"instance stop: {e}") from None
 
     def instances(self) -> dict:
-        return {"kernel": self.kernel.status(), "stopped": dict(self.kernel.stopped)}
+        return {"kernel": self.kernel.status(), "kernel_stopped": dict(self.kernel.stopped)}
 
     # -- status --------------------------------------------------------------------------------
 
