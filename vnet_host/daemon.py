@@ -208,6 +208,7 @@ class HostNode(Node):
         if not any(v["name"] == name for v in self.state["vnets"]):
             raise CommandError(self._not_runtime("vnet del", name))
         self.sandbox.stop_vnet(name)
+        self.kernel.stop_vnet(name)
         st = self._copy()
         st["vnets"] = [v for v in st["vnets"] if v["name"] != name]
         st["interfaces"] = [i for i in st["interfaces"] if i["vnet"] != name]
@@ -279,8 +280,13 @@ class HostNode(Node):
 
     # -- instances -----------------------------------------------------------------------------
 
-    def instance_start(self, name, vnet, argv, user=None, cpu_seconds=None, memory=None,
-                       caps=(), peer=None):
+    def instance_start(self, name, vnet, argv=(), user=None, cpu_seconds=None, memory=None,
+                       caps=(), kernel=None, interfaces=(), routes=(), peer=None):
+        if kernel is not None:          # an eBPF program (vnet_router/node/kernel.py)
+            return self.kernel_start(name, vnet, kernel, interfaces, routes, argv,
+                                     user_names=set(self.sandbox.instances))
+        if name in self.kernel.instances:
+            raise CommandError(f"instance start: {name!r} already runs (a kernel instance)")
         if vnet not in {v.name for v in self.cfg.vnets}:
             raise CommandError(f"instance start: unknown vNet {vnet!r}")
         lim = self.hcfg.host.limits
@@ -296,6 +302,8 @@ class HostNode(Node):
         return inst.status()
 
     def instance_stop(self, name):
+        if name in self.kernel.instances:
+            return self.kernel_stop(name)
         try:
             self.sandbox.stop(name)
         except SandboxError as e:
@@ -304,7 +312,8 @@ class HostNode(Node):
 
     def instances(self):
         return {"running": [i.status() for i in self.sandbox.instances.values()],
-                "stopped": dict(self.sandbox.stopped), "events": list(self.sandbox.events)}
+                "stopped": dict(self.sandbox.stopped), "events": list(self.sandbox.events),
+                "kernel": self.kernel.status(), "kernel_stopped": dict(self.kernel.stopped)}
 
 
 def _iface(vnet, name, link, in_vli, out_vli, addresses, kind, rate, in_rate, mac) -> dict:

@@ -52,6 +52,7 @@ def venv(tmp_path_factory):
     names = zipfile.ZipFile(wheel).namelist()
     assert "vnet_router/data/etc/lab/demo.toml" in names
     assert "vnet_router/data/systemd/vnet-router@.service" in names
+    assert "vnet_router/bpf/vnp_router.bpf.c" in names          # kernel instances: C source
     print(f"wheel {wheel.name}: fast path "
           f"{'compiled' if any(n.endswith('.so') for n in names) else 'NOT compiled'}")
     env = tmp / "venv"

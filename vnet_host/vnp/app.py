@@ -3,6 +3,8 @@
 ``python3 -m vnet_host.vnp.app -s SOCKET --vnet V --interface I --address 1.1 echo-server``
 ``... --address 1.1 echo 2.1 MESSAGE [--count N]``   prints each reply, exits 0 when all came
 ``... --address 1.1 chat 2.1``                       stdin lines out, received lines printed
+``--ethernet``: VNP over Ethernet (``wire.frame``), for a vNet whose router runs in the kernel
+on TAP logical interfaces (``vnetctl instance start ... --kernel vnp_router``).
 
 Every node sends HELLO (its address) when it starts and every second, so the virtual router
 learns where it is; a client repeats a request that got no reply within a second.
@@ -15,21 +17,35 @@ import sys
 import time
 
 from vnet_host import lib
-from vnet_host.vnp.wire import BROADCAST, DATA, HELLO, Packet, VnpError, addr, addr_str
+from vnet_host.vnp.wire import (BROADCAST, DATA, ETH_BROADCAST, HELLO, Packet, VnpError, addr,
+                                addr_str, frame, mac_of, unframe)
 
 
 class Node:
-    def __init__(self, ep: lib.Endpoint, address: int, clock=time.monotonic):
+    def __init__(self, ep: lib.Endpoint, address: int, clock=time.monotonic,
+                 ethernet: bool = False):
         self.ep, self.address, self.clock = ep, address, clock
+        self.mac = mac_of(address) if ethernet else None
         self.last_hello = -1e9
+
+    def _send(self, packet: bytes):
+        self.ep.send(packet if self.mac is None else frame(packet, self.mac))
+
+    def decode(self, data) -> Packet:
+        """A received message -> VNP packet (VnpError: not VNP, or a frame for another MAC)."""
+        if self.mac is not None:
+            dst, _, data = unframe(data)
+            if dst not in (self.mac, ETH_BROADCAST):
+                raise VnpError("Ethernet frame for another node", 0, len(data))
+        return Packet.unpack(data)
 
     def hello(self, force=False):
         if force or self.clock() - self.last_hello >= 1.0:
-            self.ep.send(Packet(HELLO, BROADCAST, self.address).pack())
+            self._send(Packet(HELLO, BROADCAST, self.address).pack())
             self.last_hello = self.clock()
 
     def send(self, dst: int, payload: bytes):
-        self.ep.send(Packet(DATA, dst, self.address, payload).pack())
+        self._send(Packet(DATA, dst, self.address, payload).pack())
 
     def receive(self, timeout: float) -> Packet | None:
         r, _, _ = select.select([self.ep], [], [], timeout)
@@ -39,7 +55,7 @@ class Node:
         if not data:
             raise EOFError("daemon closed the endpoint")
         try:
-            p = Packet.unpack(data)
+            p = self.decode(data)
         except VnpError:
             return None
         return p if p.type == DATA and p.dst == self.address else None
@@ -87,7 +103,7 @@ def chat(node: Node, dst: int):
         if node.ep in r:
             data = node.ep.recv()
             try:
-                p = Packet.unpack(data)
+                p = node.decode(data)
             except VnpError:
                 continue
             if p.type == DATA and p.dst == node.address:
@@ -100,6 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--vnet", required=True)
     p.add_argument("--interface", required=True)
     p.add_argument("--address", required=True, help="this node's VNP address NET.HOST")
+    p.add_argument("--ethernet", action="store_true",
+                   help="VNP over Ethernet (EtherType 0x88B6): the vNet's router runs in the "
+                   "kernel on TAP interfaces")
     sub = p.add_subparsers(dest="cmd", required=True)
     es = sub.add_parser("echo-server")
     es.add_argument("--seconds", type=float)
@@ -116,7 +135,7 @@ def main(argv=None) -> int:
     except lib.EndpointError as e:
         print(f"vnp-app: {e}", file=sys.stderr)
         return 1
-    node = Node(ep, addr(args.address))
+    node = Node(ep, addr(args.address), ethernet=args.ethernet)
     print(f"vnp-app: {addr_str(node.address)} on {ep}", flush=True)
     try:
         if args.cmd == "echo-server":

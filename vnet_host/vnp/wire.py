@@ -15,6 +15,15 @@
 
 VER = 1.  TYPE: HELLO (a node announces SOURCE on its link; DESTINATION = BROADCAST),
 DATA.  Addresses: ``"NET.HOST"``; a network is ``"NET.0/16"``-like ``NET``.
+
+VNP over Ethernet (``frame``/``unframe``): on a vNet whose virtual router runs in the kernel
+(``vnet_router/bpf/vnp_router.bpf.c``, attached to TAP logical interfaces) a VNP packet travels
+in an Ethernet frame of EtherType 0x88B6 (IEEE 802 local experimental 2)::
+
+    dst MAC | src MAC | 0x88B6 | VNP header | payload
+
+A node's MAC is ``mac_of(address)`` (02:56 + the address); it sends to the broadcast MAC (VNP
+has no address resolution), the router writes the learned MAC of the next hop.
 """
 from __future__ import annotations
 
@@ -28,6 +37,10 @@ DEFAULT_TTL = 16
 
 _HDR = struct.Struct("!BBHII")
 HEADER_LEN = _HDR.size
+
+ETHERTYPE = 0x88B6
+ETH_BROADCAST = b"\xff" * 6
+_ETH = struct.Struct("!6s6sH")
 
 
 class VnpError(ValueError):
@@ -46,6 +59,27 @@ def addr(text: str) -> int:
     if not (0 <= n <= 0xFFFF and 0 <= h <= 0xFFFF):
         raise ValueError(f"bad VNP address {text!r} (NET and HOST are 0..65535)")
     return n << 16 | h
+
+
+def mac_of(address: int) -> bytes:
+    """The Ethernet address of VNP node ``address`` (locally administered)."""
+    return b"\x02\x56" + address.to_bytes(4, "big")
+
+
+def frame(packet: bytes, src_mac: bytes, dst_mac: bytes = ETH_BROADCAST) -> bytes:
+    """VNP over Ethernet: ``packet`` in an Ethernet frame of EtherType 0x88B6."""
+    return _ETH.pack(dst_mac, src_mac, ETHERTYPE) + packet
+
+
+def unframe(data) -> tuple[bytes, bytes, memoryview]:
+    """(dst MAC, src MAC, VNP packet) of a VNP-over-Ethernet frame; VnpError if it is not."""
+    view = memoryview(data)
+    if len(view) < _ETH.size:
+        raise VnpError("short Ethernet frame", 0, len(view))
+    dst, src, etype = _ETH.unpack_from(view)
+    if etype != ETHERTYPE:
+        raise VnpError(f"EtherType {etype:#06x} is not VNP", 12, len(view))
+    return dst, src, view[_ETH.size:]
 
 
 def addr_str(a: int) -> str:

@@ -99,6 +99,12 @@ def show_view(st: dict) -> list:
         out += ["", render.table(["name", "vnet", "pid", "user", "cpu", "memory", "command"],
                                  rows, "instances"),
                 "instances stopped: " + _drops(st["instances_stopped"])]
+    if st.get("kernel_instances"):
+        rows = [[k["name"], k["vnet"], k["program"], " ".join(k["interfaces"]),
+                 " ".join(f"{n}={v}" for n, v in k["counters"].items() if v)]
+                for k in st["kernel_instances"]]
+        out += ["", render.table(["name", "vnet", "program", "interfaces", "counters"], rows,
+                                 "kernel instances (eBPF at TC ingress)")]
     return out
 
 
@@ -222,8 +228,10 @@ PRINTERS = {
     "reload": _reload,
     "changes": _changed,
     "vlink": _vlink,
-    "instance_start": lambda r, a: print(f"instance {r['name']}: pid {r['pid']} in "
-                                         f"{r['namespace']} as {r['user']}"),
+    "instance_start": lambda r, a: print(
+        f"kernel instance {r['name']}: program {r['program']} verified, attached at TC ingress "
+        f"of {', '.join(r['interfaces'])} in {r['namespace']}" if r.get("kind") == "kernel" else
+        f"instance {r['name']}: pid {r['pid']} in {r['namespace']} as {r['user']}"),
     "instance_stop": lambda r, a: print(f"instance {r['stopping']}: stopping"),
     "json": lambda r, a: print(json.dumps(r, indent=2)),
     "text": lambda r, a: print(r),

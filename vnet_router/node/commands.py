@@ -75,6 +75,7 @@ class Cli:
     usage: str | None = None
     timeout: float = 5.0           # seconds to wait for the reply
     rest: str | None = None        # request key taking the words after "--"
+    rest_unless: str | None = None  # an option whose value makes the words after "--" optional
     build: Callable | None = None  # namespace -> request args, for forms args alone cannot say
 
 
@@ -127,6 +128,11 @@ def _vlink_add(ns) -> dict:
             raise UsageError(f"vlink add: --{opt.replace('_', '-')} needs --in-vli")
     return {"link": link, "vnet": vnet, "name": name, "min": ns.min or "0", "max": ns.max,
             "addresses": ns.address, "peer": ns.peer}
+
+
+def _program(text: str) -> str:
+    """--kernel: a shipped program's name as typed, a path made absolute (the daemon reads it)."""
+    return os.path.abspath(text) if "/" in text or text.endswith(".c") else text
 
 
 def _rate(text: str) -> str:
@@ -226,18 +232,30 @@ COMMANDS: tuple[Command, ...] = (
     Command("vlink_del", "remove a run-time virtual link (negotiated ones on both ends)", BOTH,
             needs=_CP, cli=(
                 Cli(("vlink", "del"), "vlink", (arg("vnet"), arg("name"), JSON), timeout=60),)),
-    Command("instance_start", "start NAME in a vNet: ... start NAME --vnet V -- CMD ARGS",
-            HOST_ONLY, peer=True, cli=(
-                Cli(("instance", "start"), "instance_start", rest="argv", args=(
+    Command("instance_start", "start NAME in a vNet: ... start NAME --vnet V -- CMD ARGS "
+            "(vnet-hostd), or a kernel instance: ... start NAME --vnet V --kernel PROGRAM "
+            "--interface I ... (an eBPF program at TC ingress, docs/host.md)",
+            BOTH, peer=True, cli=(
+                Cli(("instance", "start"), "instance_start", rest="argv", rest_unless="kernel",
+                    timeout=60, args=(
                     arg("name"), arg("--vnet", required=True, help="vNet to run it in"),
                     arg("--user", help="user to run it as (default: the host's)"),
                     arg("--cpu", key="cpu_seconds", type=int, help="CPU seconds"),
                     arg("--memory", help="e.g. 64MB"),
                     arg("--cap", key="caps", action="append", default=[],
-                        help="net_admin, net_raw or net_bind_service (repeat)"))),)),
-    Command("instance_stop", "stop an instance", HOST_ONLY, cli=(
-        Cli(("instance", "stop"), "instance_stop", (arg("name"),)),)),
-    Command("instances", "running and stopped instances", HOST_ONLY, privileged=False,
+                        help="net_admin, net_raw or net_bind_service (repeat)"),
+                    arg("--kernel", omit_none=True, convert=_program,
+                        help="kernel instance: an eBPF program (shipped name, e.g. vnp_router, "
+                        "or a .c source) verified and attached at TC ingress"),
+                    arg("--interface", key="interfaces", action="append", omit_none=True,
+                        help="kernel instance: logical interface to attach to (repeat)"),
+                    arg("--route", key="routes", action="append", omit_none=True,
+                        help="kernel instance: NET=INTERFACE into its read-only route table "
+                        "(repeat)"))),)),
+    Command("instance_stop", "stop an instance (a kernel instance is detached and unloaded)",
+            BOTH, cli=(Cli(("instance", "stop"), "instance_stop", (arg("name"),)),)),
+    Command("instances", "running and stopped instances, with kernel instances' counters",
+            BOTH, privileged=False,
             cli=(Cli(("instance", "list"), "json"),)),
 )
 
@@ -266,7 +284,8 @@ def request_args(cli: Cli, ns, rest: list[str]) -> dict:
     words = " ".join(cli.path)
     if cli.rest is None and rest:
         raise UsageError(f"{words} takes nothing after --")
-    if cli.rest is not None and not rest:
+    if cli.rest is not None and not rest and not (cli.rest_unless and
+                                                  getattr(ns, cli.rest_unless, None)):
         raise UsageError(f"{words} needs a command after --")
     if cli.build is not None:
         kw = cli.build(ns)

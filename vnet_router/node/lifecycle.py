@@ -24,6 +24,7 @@ from vnet_router.datapath import select as datapaths
 from vnet_router.ops import sdnotify
 from vnet_router.node import commands
 from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
+from vnet_router.node.kernel import KernelError, KernelInstances
 from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
@@ -52,6 +53,7 @@ class Node:
         self.ports = Ports(cfg)
         self.dp = None           # the datapath chosen by datapaths.choose()
         self.cp = None           # the control plane (control.plane.ControlPlane), with [tm]/[vbm]
+        self.kernel = KernelInstances()     # eBPF protocol instances (node/kernel.py)
         self.control: ControlServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
@@ -154,6 +156,7 @@ class Node:
                 self._metrics[0].server_close()
             if self.control is not None:
                 await self.control.close()
+            self.kernel.stop_all()
             if self.cp is not None:
                 await self.cp.close()
             if self.dp is not None:
@@ -165,7 +168,8 @@ class Node:
         """Handlers of the control commands, by name in the registry (``commands.py``: what
         each command is); a subclass adds its own."""
         h = {"show": self.status, "reload": self.reload, "ping": lambda: "pong",
-             "endpoint": self.endpoint}
+             "endpoint": self.endpoint, "instance_start": self.instance_start,
+             "instance_stop": self.kernel_stop, "instances": self.instances}
         if self.cp is not None:
             h.update(alloc=self.cp.allocations, vlink_add=self.cp.vlink_add,
                      vlink_del=self.cp.vlink_del)
@@ -223,12 +227,51 @@ class Node:
         self.dp.reconfigure({(port.vnet, port.name): new.fd}, [(port.vnet, port.name)])
         old.close()
 
+    # -- kernel instances (node/kernel.py) -------------------------------------------------------
+
+    async def instance_start(self, name, vnet, argv=(), kernel=None, interfaces=(), routes=(),
+                             peer=None, **user_space):
+        """vnet-router runs kernel instances only; vnet-hostd adds user-space ones."""
+        if kernel is None:
+            raise CommandError(f"instance start {name}: {self.DAEMON} runs kernel instances "
+                               f"only (--kernel PROGRAM); user-space instances need vnet-hostd")
+        return await self.kernel_start(name, vnet, kernel, interfaces, routes, argv)
+
+    async def kernel_start(self, name, vnet, program, interfaces, routes, argv=(),
+                           user_names=()) -> dict:
+        if argv:
+            raise CommandError(f"instance start {name}: a kernel instance takes no command "
+                               f"(nothing after --)")
+        if vnet not in {v.name for v in self.cfg.vnets}:
+            raise CommandError(f"instance start {name}: unknown vNet {vnet!r}")
+        ifaces = {li.name: li.kind for li in self.cfg.interfaces if li.vnet == vnet}
+        try:
+            interfaces, table = self.kernel.check(name, vnet, list(interfaces), list(routes),
+                                                  ifaces, user_names)
+            inst = await asyncio.get_running_loop().run_in_executor(
+                None, self.kernel.start, name, vnet, self.cfg.vnet(vnet).namespace, program,
+                interfaces, table)
+        except KernelError as e:
+            log.error("instance start %s refused: %s", name, e)
+            raise CommandError(f"instance start {name}: {e}") from None
+        return inst.status()
+
+    def kernel_stop(self, name):
+        try:
+            return self.kernel.stop(name)
+        except KernelError as e:
+            raise CommandError(f"instance stop: {e}") from None
+
+    def instances(self) -> dict:
+        return {"kernel": self.kernel.status(), "kernel_stopped": dict(self.kernel.stopped)}
+
     # -- status --------------------------------------------------------------------------------
 
     def status(self, learned: bool = False) -> dict:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned)
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
+        st["kernel_instances"] = self.kernel.status()
         if self.control is not None:
             st["control_socket"] = self.control.stats()
         return st
