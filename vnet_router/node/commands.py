@@ -233,6 +233,9 @@ COMMANDS: tuple[Command, ...] = (
                     arg("--user", help="user to run it as (default: the host's)"),
                     arg("--cpu", key="cpu_seconds", type=int, help="CPU seconds"),
                     arg("--memory", help="e.g. 64MB"),
+                    arg("--pids", type=int, help="processes + threads at once"),
+                    arg("--cpu-rate", key="cpu_rate", type=float,
+                        help="CPUs at once, e.g. 0.5"),
                     arg("--cap", key="caps", action="append", default=[],
                         help="net_admin, net_raw or net_bind_service (repeat)"))),)),
     Command("instance_stop", "stop an instance", HOST_ONLY, cli=(
