@@ -124,8 +124,10 @@ class Group:
             ooms = ctl.get("oom_kill", 0) or int(ctl.get("under_oom", 0) > 0)
         return Usage(cpu, mem, peak, ooms, procs)
 
-    def signal(self, sig: int):
+    def signal(self, sig: int, skip=()):
         for pid in self.pids():
+            if pid in skip:
+                continue
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:

@@ -36,7 +36,6 @@ import os
 import pwd
 import re
 import resource
-import shutil
 import signal
 import stat
 import subprocess
@@ -288,8 +287,8 @@ class Sandbox:
         if kill:
             inst.kill_at = time.monotonic()
             inst.group.kill()
-        else:
-            inst.group.signal(signal.SIGTERM)
+        else:                                   # TERM what the instance runs, not bwrap:
+            inst.group.signal(signal.SIGTERM, _supervisors(inst))  # its end kills them all
 
     def poll(self) -> list[dict]:
         """Read usage, enforce limits, kill and unload; returns this round's stop events."""
@@ -337,5 +336,19 @@ class Sandbox:
                rc, u.cpu_seconds, u.memory_peak)
         return ev
 
-    def remove_workdir(self, name: str):
-        shutil.rmtree(os.path.join(self.base_dir, check_name(name)), ignore_errors=True)
+
+
+def _supervisors(inst: Instance) -> set[int]:
+    """bubblewrap's two processes: ours (the main pid) and the init of the instance's PID
+    namespace; once the command ends they end, and the kernel kills what is left in the
+    namespace."""
+    out = {inst.proc.pid}
+    for pid in inst.group.pids():
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                nspid = next((l.split()[1:] for l in f if l.startswith("NSpid:")), [])
+        except OSError:
+            continue
+        if nspid[-1:] == ["1"]:
+            out.add(pid)
+    return out

@@ -81,7 +81,7 @@ def test_stop_kills_every_setsid_child_within_1s_and_removes_the_cgroup(lab):
     mark = f"i14stop-{uuid.uuid4().hex[:8]}"
     ping = green_ping(lab, 100)
     r = vnetctl(lab, "h1", "instance", "start", "forks", "--vnet", "blue", "--pids", "200",
-                "--", "sh", "-c", children(mark))
+                "--", "sh", "-c", "trap 'echo graceful-bye; exit 0' TERM; " + children(mark))
     assert r.returncode == 0, r.stderr
     eventually(lambda: marked(mark), 20, "30 setsid children", until=lambda p: len(p) >= 30)
     inst = eventually(lambda: running(lab, "forks"), 10, "the instance to count them",
@@ -102,6 +102,8 @@ def test_stop_kills_every_setsid_child_within_1s_and_removes_the_cgroup(lab):
     print(f"stop -> none of {inst['processes']} processes left: {gone:.3f} s (daemon: "
           f"{ev['stop_seconds']} s from the stop decision to the empty, removed cgroup)")
     assert gone < 1.0
+    log = lab.workdir / "h1-state" / "instances" / "forks" / "output.log"
+    assert "graceful-bye" in log.read_text()           # the command itself got its TERM
     out, _ = ping.communicate(timeout=60)
     assert "100 packets transmitted, 100 received" in out, out
 
@@ -251,3 +253,22 @@ def test_daemon_stop_kills_instances_and_removes_its_cgroups(lab):
     assert lab.kill_daemon("h1", signal.SIGTERM) == 0
     assert marked(mark) == []
     assert [b for b in bases if os.path.exists(b)] == []
+
+
+def test_after_kill_9_the_instances_die_and_the_next_daemon_removes_the_cgroups(lab):
+    mark = f"i14kill9-{uuid.uuid4().hex[:8]}"
+    r = vnetctl(lab, "h1", "instance", "start", "orphan", "--vnet", "blue", "--pids", "100",
+                "--", "sh", "-c", children(mark, 10))
+    assert r.returncode == 0, r.stderr
+    eventually(lambda: marked(mark), 20, "orphan's children", until=lambda p: len(p) >= 10)
+    paths = running(lab, "orphan")["cgroup"]
+    lab.kill_daemon("h1", signal.SIGKILL)
+    # bubblewrap dies with the daemon (PR_SET_PDEATHSIG), and its PID namespace with it
+    eventually(lambda: marked(mark), 5, "orphan's processes to die with the daemon",
+               until=lambda p: p == [])
+    assert all(os.path.isdir(p) for p in paths), paths        # left for the next daemon
+    lab.restart_daemon("h1")
+    bases = {os.path.dirname(p) for p in paths}
+    eventually(lambda: [p for p in paths + sorted(bases) if os.path.exists(p)], 10,
+               "the next daemon to remove the old cgroups", until=lambda left: left == [])
+    assert "removed the cgroups of an earlier daemon" in lab.log_path("h1").read_text()
