@@ -29,11 +29,11 @@ class Limits(Schema):
     cpu_seconds: int_range(1, 86400, "CPU seconds") = key(
         "CPU time (user + system) of all its processes, children included; over it, the "
         "instance is stopped", 60)
-    cpu_rate: number_range(0.01, 64, "CPUs") = key(
-        "CPUs it may use at once (CFS quota per 100 ms), e.g. 0.5", 1.0)
     memory: SizeBytes = key("bytes charged to its cgroup (resident, page cache, its /tmp); "
                             "over it the kernel OOM-kills and the instance is stopped",
                             256 << 20, shown='`"256MiB"`')
+    cpu_rate: number_range(0.01, 64, "CPUs") = key(
+        "CPUs it may use at once (CFS quota per 100 ms), e.g. 0.5", 1.0)
     pids: int_range(1, 65536, "processes") = key(
         "processes and threads at once (`pids.max`: fork fails beyond)", 64)
 
