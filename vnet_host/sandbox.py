@@ -36,6 +36,7 @@ import os
 import pwd
 import re
 import resource
+import shutil
 import signal
 import stat
 import subprocess
@@ -129,6 +130,9 @@ class Sandbox:
 
     def tree(self) -> Tree:
         if self._tree is None:
+            if shutil.which("bwrap") is None:
+                raise SandboxError("bubblewrap (bwrap) is not installed (Debian package "
+                                   "bubblewrap): instances cannot be contained")
             try:
                 self._tree = Tree.discover()
             except (CgroupError, OSError) as e:
