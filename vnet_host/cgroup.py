@@ -216,12 +216,17 @@ class Tree:
             raise
         return g
 
-    def remove(self):
+    def remove(self) -> bool:
+        """rmdir the base directories; True once they are all gone."""
+        ok = True
         for p in self.paths():
             try:
                 os.rmdir(p)
-            except OSError:
+            except FileNotFoundError:
                 pass
+            except OSError:
+                ok = False
+        return ok
 
 
 def sweep(paths) -> int:

@@ -50,6 +50,7 @@ log = logging.getLogger("vnet_host.sandbox")
 
 CAPS = ("net_admin", "net_raw", "net_bind_service")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+KILL_WAIT = 0.2             # seconds one watchdog round waits for a group to empty
 RECORD = ".cgroups"          # in the base dir: the daemon's cgroup directories (no name clash:
                              # a name cannot start with ".")
 
@@ -276,12 +277,8 @@ class Sandbox:
         while self.instances and time.monotonic() < deadline:
             self.poll()
             time.sleep(0.05)
-        if self._tree is not None:
-            self._tree.remove()
-            try:
-                os.unlink(self._record_path())
-            except OSError:
-                pass
+        if self._tree is not None and not self.instances and self._tree.remove():
+            os.unlink(self._record_path())      # else the next daemon sweeps what is left
 
     def _begin_stop(self, inst: Instance, reason: str, kill: bool = False):
         """TERM the group now, KILL it after the grace time (at once if ``kill``)."""
@@ -290,7 +287,7 @@ class Sandbox:
             inst.kill_at = inst.stop_asked + (0 if kill else self.grace)
         if kill:
             inst.kill_at = time.monotonic()
-            inst.group.kill()
+            inst.group.kill(KILL_WAIT)
         else:                                   # TERM what the instance runs, not bwrap:
             inst.group.signal(signal.SIGTERM, _supervisors(inst))  # its end kills them all
 
@@ -309,12 +306,12 @@ class Sandbox:
                 elif inst.used.oom_kills:
                     self._begin_stop(inst, "memory", kill=True)
             elif inst.kill_at is not None and now >= inst.kill_at:
-                inst.group.kill()
+                inst.group.kill(KILL_WAIT)
             rc = inst.proc.poll()
             if rc is None:
                 continue
             # the main process ended: the instance ends, with whatever it left behind
-            if inst.group.pids() and not inst.group.kill():
+            if inst.group.pids() and not inst.group.kill(KILL_WAIT):
                 continue                        # not empty yet: next round
             if not inst.group.remove():
                 continue
