@@ -15,7 +15,7 @@ children, ``setsid`` grandchildren, double-forked daemons -- is born into it and
 Where: the daemon's own cgroup of each hierarchy (``/proc/self/cgroup``) gets a child
 ``vnet-hostd-PID``; an instance is ``vnet-hostd-PID/NAME`` below it.  cgroup v2 is used when
 the daemon's cgroup offers the ``cpu``, ``memory`` and ``pids`` controllers (a systemd unit
-with ``Delegate=yes``); otherwise the v1 hierarchies (``cpu``, ``cpuacct``, ``memory``,
+with ``Delegate=yes``) or else the root cgroup does; otherwise the v1 hierarchies (``cpu``, ``cpuacct``, ``memory``,
 ``pids``, and ``freezer`` if mounted).  The base directories are recorded by the caller, so a
 daemon that was killed has its leftovers removed by the next one (:func:`sweep`).
 """
@@ -281,35 +281,43 @@ def _v1_mounts() -> dict:
 
 
 def _v2_tree(own: dict, tag: str) -> Tree | None:
-    """A v2 base below our cgroup if it offers cpu, memory and pids (delegated), else None.
-    The daemon moves itself into a leaf ``vnet-hostd.daemon`` when its cgroup must hand the
-    controllers down (no process may stay in a cgroup that does)."""
+    """A v2 base offering cpu, memory and pids, else None: below our own cgroup if it is
+    delegated to us (we move into a leaf ``vnet-hostd.daemon`` when it must hand the
+    controllers down: no process may stay in a cgroup that does), else below the root
+    cgroup (exempt from that rule; a daemon started by hand)."""
     mounts = _mounts("cgroup2")
     if not mounts or "" not in own:
         return None
-    top = os.path.join(mounts[0][0], own[""].lstrip("/"))
-    try:
-        have = _read(os.path.join(top, "cgroup.controllers")).split()
-    except OSError:
-        return None
-    if not all(c in have for c in V2_NEEDED):
-        return None
-    enable = " ".join(f"+{c}" for c in V2_NEEDED)
-    try:
+    for rel in dict.fromkeys((own[""], "/")):
+        top = os.path.join(mounts[0][0], rel.lstrip("/"))
         try:
-            _write(os.path.join(top, "cgroup.subtree_control"), enable)
-        except OSError as e:
-            if e.errno != errno.EBUSY:
-                raise
-            if _read(os.path.join(top, "cgroup.procs")).split() != [str(os.getpid())]:
-                return None             # not delegated to us alone: leave it as it is
-            leaf = os.path.join(top, "vnet-hostd.daemon")
-            os.makedirs(leaf, exist_ok=True)
-            _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
-            _write(os.path.join(top, "cgroup.subtree_control"), enable)
-        base = os.path.join(top, tag)
-        os.makedirs(base, exist_ok=True)
-        _write(os.path.join(base, "cgroup.subtree_control"), enable)
-    except OSError:
-        return None
-    return Tree(True, {"unified": base})
+            if _v2_delegate(top, rel == "/"):
+                base = os.path.join(top, tag)
+                os.makedirs(base, exist_ok=True)
+                _write(os.path.join(base, "cgroup.subtree_control"), _ENABLE)
+                return Tree(True, {"unified": base})
+        except OSError:
+            continue
+    return None
+
+
+_ENABLE = " ".join(f"+{c}" for c in V2_NEEDED)
+
+
+def _v2_delegate(top: str, root: bool) -> bool:
+    """Make ``top`` hand cpu, memory and pids to its children; False if it cannot."""
+    if not all(c in _read(os.path.join(top, "cgroup.controllers")).split() for c in V2_NEEDED):
+        return False
+    try:
+        _write(os.path.join(top, "cgroup.subtree_control"), _ENABLE)
+        return True
+    except OSError as e:
+        if e.errno != errno.EBUSY or root:
+            raise
+    if _read(os.path.join(top, "cgroup.procs")).split() != [str(os.getpid())]:
+        return False                    # not delegated to us alone: leave it as it is
+    leaf = os.path.join(top, "vnet-hostd.daemon")
+    os.makedirs(leaf, exist_ok=True)
+    _write(os.path.join(leaf, "cgroup.procs"), str(os.getpid()))
+    _write(os.path.join(top, "cgroup.subtree_control"), _ENABLE)
+    return True
