@@ -15,8 +15,8 @@ children, ``setsid`` grandchildren, double-forked daemons -- is born into it and
 Where: the daemon's own cgroup of each hierarchy (``/proc/self/cgroup``) gets a child
 ``vnet-hostd-PID``; an instance is ``vnet-hostd-PID/NAME`` below it.  cgroup v2 is used when
 the daemon's cgroup offers the ``cpu``, ``memory`` and ``pids`` controllers (a systemd unit
-with ``Delegate=yes``) or else the root cgroup does; otherwise the v1 hierarchies (``cpu``, ``cpuacct``, ``memory``,
-``pids``, and ``freezer`` if mounted).  The base directories are recorded by the caller, so a
+with ``Delegate=yes``) or else the root cgroup does; otherwise the v1 hierarchies (``cpu``,
+``cpuacct``, ``memory``, ``pids``, and ``freezer`` if mounted).  The base directories are recorded by the caller, so a
 daemon that was killed has its leftovers removed by the next one (:func:`sweep`).
 """
 from __future__ import annotations

@@ -169,16 +169,18 @@ class Sandbox:
             raise SandboxError(f"bad limits: cpu rate {cpu_rate} (0..{os.cpu_count()}], "
                                f"memory {memory} (>= 4MiB), pids {pids} (>= 1)")
         tree = self.tree()
-        workdir = self._workdir(name, pw)
+        workdir, out = self._workdir(name, pw)
         try:
             group = tree.create(name, lim)
         except FileExistsError:
+            os.close(out)
             raise SandboxError(f"cgroup of {name!r} still exists (its processes are being "
                                f"killed); try again") from None
         except OSError as e:
+            os.close(out)
             raise SandboxError(f"cannot create the cgroup of {name!r}: {e}") from None
         try:
-            proc = self._spawn(name, vnet, namespace, argv, pw, caps, workdir, group)
+            proc = self._spawn(name, vnet, namespace, argv, pw, caps, workdir, out, group)
         except BaseException:
             group.kill()
             group.remove()
@@ -192,8 +194,10 @@ class Sandbox:
                  ",".join(caps) or "-", " ".join(argv))
         return inst
 
-    def _workdir(self, name: str, pw) -> str:
-        """``base_dir/NAME`` (NAME checked), a real directory owned by the instance's user."""
+    def _workdir(self, name: str, pw) -> tuple[str, int]:
+        """``base_dir/NAME`` (NAME checked), a real directory owned by the instance's user,
+        and its ``output.log`` opened for appending -- never through a link the instance
+        may have left there (it owns the directory; the daemon is root)."""
         os.makedirs(self.base_dir, mode=0o755, exist_ok=True)
         os.chmod(self.base_dir, 0o755)
         workdir = os.path.join(self.base_dir, name)
@@ -207,11 +211,20 @@ class Sandbox:
                 raise SandboxError(f"{workdir} is not a directory")
             os.fchown(fd, pw.pw_uid, pw.pw_gid)
             os.fchmod(fd, 0o700)
+            try:
+                out = os.open("output.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                              | os.O_CLOEXEC | os.O_NONBLOCK, 0o644, dir_fd=fd)
+            except OSError as e:
+                raise SandboxError(f"{workdir}/output.log: {e.strerror}") from None
+            st = os.fstat(out)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                os.close(out)
+                raise SandboxError(f"{workdir}/output.log is not a file of its own")
         finally:
             os.close(fd)
-        return workdir
+        return workdir, out
 
-    def _spawn(self, name, vnet, namespace, argv, pw, caps, workdir, group):
+    def _spawn(self, name, vnet, namespace, argv, pw, caps, workdir, out, group):
         capset = ",".join(f"+{c}" for c in caps)
         keep = f"-all{',' + capset if caps else ''}"
         priv = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups",
@@ -243,14 +256,13 @@ class Sandbox:
                "HOME": workdir, "VNET": vnet, "VNET_INSTANCE": name, "LANG": "C.UTF-8",
                "TMPDIR": "/tmp"}
         try:
-            with open(os.path.join(workdir, "output.log"), "ab") as out:
-                return subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, cwd=workdir, env=env,
-                                        preexec_fn=child, close_fds=True, pass_fds=(filt,))
+            return subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, cwd=workdir, env=env,
+                                    preexec_fn=child, close_fds=True, pass_fds=(filt,))
         except OSError as e:
             raise SandboxError(f"cannot start {argv[0]}: {e}") from None
         finally:
-            for fd in attach + [filt]:
+            for fd in attach + [filt, out]:
                 os.close(fd)
 
     # -- stop ------------------------------------------------------------------------------------

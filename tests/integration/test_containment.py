@@ -219,6 +219,17 @@ def test_writes_outside_the_workdir_and_forbidden_calls_fail(lab):
     assert "inet=yes" in out and "own=written" in out, out
     assert "victim" not in out.splitlines()[-1], out        # other instances are not even seen
     assert (lab.workdir / "h1-state" / "instances" / "intruder" / "own.txt").exists()
+    # its directory is its own, but the root daemon never writes through a link it left there
+    target = lab.workdir / f"target-{f}"
+    target.write_text("root's\n")
+    r = vnetctl(lab, "h1", "instance", "start", "intruder", "--vnet", "blue", "--",
+                "sh", "-c", f"rm output.log; ln -s {target} output.log")
+    assert r.returncode == 0, r.stderr
+    eventually(lambda: stop_event(lab, "intruder")["at"] > ev["at"], 20, "the link to be made")
+    r = vnetctl(lab, "h1", "instance", "start", "intruder", "--vnet", "blue", "--", "true")
+    assert r.returncode != 0 and "output.log" in r.stderr, r.stderr
+    print(r.stderr.strip())
+    assert target.read_text() == "root's\n"
     assert vnetctl(lab, "h1", "instance", "stop", "victim").returncode == 0
 
 
