@@ -3,9 +3,11 @@ against the /proc watchdog, tried again on real vnet-hostd daemons.
 
 * 30 ``setsid`` children (ignoring SIGTERM) are all gone within 1 s of ``instance stop`` and
   within 1 s of the instance's CPU time crossing its limit; their CPU time and memory are
-  charged to the instance; the cgroup directories go when it stops and when the daemon stops;
+  charged to the instance; the cgroup directories go when it stops and when the daemon stops
+  (or, after kill -9, when the next one starts); pids.max and the CPU rate hold;
 * writes to /tmp, /dev/shm, /var/tmp, /etc and another instance's directory do not reach the
-  host; the seccomp filter refuses user namespaces, mounts and packet sockets;
+  host, nor does the daemon write through a link left in its directory; the seccomp filter
+  refuses user namespaces, mounts and packet sockets;
 * bad names are refused with the name in the error, and nothing is created;
 * a ping stream in another vNet loses nothing meanwhile.
 """
@@ -152,7 +154,7 @@ def test_children_are_charged_and_all_killed_within_1s_of_the_cpu_limit(lab):
     print("green ping:", out.strip().splitlines()[-2])
 
 
-def test_pids_limit_bounds_forks(lab):
+def test_pids_and_cpu_rate_limits(lab):
     mark = f"i14pids-{uuid.uuid4().hex[:8]}"
     spawn = ("import subprocess, sys, time\n"
              "ok = bad = 0\n"
@@ -177,6 +179,18 @@ def test_pids_limit_bounds_forks(lab):
     assert " refused 0" not in out, out
     assert vnetctl(lab, "h1", "instance", "stop", "many").returncode == 0
     eventually(lambda: marked(mark), 5, "many's processes to be gone", until=lambda p: p == [])
+    # CPU rate: two spinning children of an instance limited to a quarter of a CPU
+    r = vnetctl(lab, "h1", "instance", "start", "slow", "--vnet", "blue", "--cpu-rate", "0.25",
+                "--", "sh", "-c", children(mark, 2, "while :; do :; done"))
+    assert r.returncode == 0, r.stderr
+    t0 = time.monotonic()
+    eventually(lambda: running(lab, "slow"), 20, "slow to use 0.5 s of CPU", step=0.05,
+               until=lambda i: i and i["cpu_seconds_used"] >= 0.5)
+    took = time.monotonic() - t0
+    print(f"0.5 s of CPU at --cpu-rate 0.25 took {took:.2f} s")
+    assert took >= 1.6                         # 0.5 / 0.25 = 2 s, less what start-up took
+    assert vnetctl(lab, "h1", "instance", "stop", "slow").returncode == 0
+    eventually(lambda: marked(mark), 5, "slow's processes to be gone", until=lambda p: p == [])
 
 
 WRITES = {"tmp": "/tmp/{f}", "shm": "/dev/shm/{f}", "vartmp": "/var/tmp/{f}",
