@@ -11,8 +11,8 @@ on its control socket:
   a refused change leaves both system and state as they were;
 * ``endpoint``: hands a library endpoint to an application (``vnet_host.lib``), if the vNet
   allows that user;
-* ``instance_start`` / ``instance_stop`` / ``instances``: sandboxed protocol instances
-  (``sandbox.py``).
+* ``instance_start`` / ``instance_stop`` / ``instances``: contained protocol instances
+  (``sandbox.py``: cgroup, private mount view, seccomp).
 
 Access: the control socket is world-connectable (mode 0666); the commands the registry
 (``vnet_router.node.commands``) does not mark privileged -- ``show``, ``ping``, ``tables``,
@@ -42,7 +42,7 @@ from vnet_router.node.lifecycle import Node
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
 from vnet_host.config import allowed, resolve_gid
-from vnet_host.sandbox import Sandbox, SandboxError
+from vnet_host.sandbox import Sandbox, SandboxError, check_name
 from vnet_host.state import State, StateError
 
 log = logging.getLogger("vnet_host")
@@ -281,7 +281,12 @@ class HostNode(Node):
     # -- instances -----------------------------------------------------------------------------
 
     def instance_start(self, name, vnet, argv=(), user=None, cpu_seconds=None, memory=None,
-                       caps=(), kernel=None, interfaces=(), routes=(), peer=None):
+                       caps=(), kernel=None, interfaces=(), routes=(), peer=None, pids=None,
+                       cpu_rate=None):
+        try:
+            check_name(name)
+        except SandboxError as e:
+            raise CommandError(f"instance start: {e}; nothing created") from None
         if kernel is not None:          # an eBPF program (vnet_router/node/kernel.py)
             return self.kernel_start(name, vnet, kernel, interfaces, routes, argv,
                                      user_names=set(self.sandbox.instances))
@@ -296,7 +301,8 @@ class HostNode(Node):
             inst = self.sandbox.start(name, vnet, self.cfg.vnet(vnet).namespace, list(argv),
                                       user or self.hcfg.host.instance_user,
                                       int(cpu_seconds or lim.cpu_seconds), mem or lim.memory,
-                                      tuple(caps))
+                                      tuple(caps), int(pids or lim.pids),
+                                      float(cpu_rate or lim.cpu_rate))
         except (SandboxError, ValueError, OSError) as e:
             raise CommandError(f"instance start {name}: {e}") from None
         return inst.status()

@@ -70,7 +70,7 @@ def test_over_limit_instances_are_stopped_while_another_vnet_loses_nothing(lab):
     assert r.returncode == 0, r.stderr
     ev, took, st = _wait_stopped(lab, "hog")
     assert ev["reason"] == "memory", ev
-    print(f"hog: stopped after {took:.1f} s wall, rss {ev['rss_bytes'] >> 20} MB")
+    print(f"hog: stopped after {took:.1f} s wall, memory peak {ev['memory_peak_bytes'] >> 20} MB")
     assert st["stopped"]["cpu"] == 1 and st["stopped"]["memory"] == 1
     assert st["running"] == []
     out, _ = ping.communicate(timeout=60)

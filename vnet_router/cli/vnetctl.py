@@ -94,9 +94,11 @@ def show_view(st: dict) -> list:
     if "instances" in st:
         rows = [[i["name"], i["vnet"], i["pid"], i["user"],
                  f"{i['cpu_seconds_used']}/{i['cpu_seconds_limit']}s",
-                 f"{i['rss_bytes'] >> 20}/{i['memory_limit'] >> 20}M", " ".join(i["argv"])]
+                 f"{i['memory_bytes'] >> 20}/{i['memory_limit'] >> 20}M",
+                 f"{i['processes']}/{i['pids_limit']}", " ".join(i["argv"])]
                 for i in st["instances"]]
-        out += ["", render.table(["name", "vnet", "pid", "user", "cpu", "memory", "command"],
+        out += ["", render.table(["name", "vnet", "pid", "user", "cpu", "memory", "procs",
+                                  "command"],
                                  rows, "instances"),
                 "instances stopped: " + _drops(st["instances_stopped"])]
     if st.get("kernel_instances"):

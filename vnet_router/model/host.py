@@ -16,19 +16,26 @@ import copy
 
 from vnet_router.model import config as rconfig
 from vnet_router.model.config import NodeConfig, SizeBytes
-from vnet_router.model.schema import (ConfigError, Schema, Str, int_range, key, pairs, parsed,
-                                      validate)
+from vnet_router.model.schema import (ConfigError, Schema, Str, int_range, key, number_range,
+                                      pairs, parsed, validate)
 from vnet_router.model.toml import read_toml
 
 DEFAULT_SOCKET = "/run/vnet/vnet-hostd.sock"
 
 
 class Limits(Schema):
-    """``[host.limits]``: resource limits of a protocol instance."""
+    """``[host.limits]``: resource limits of a protocol instance (its cgroup)."""
 
-    cpu_seconds: int_range(1, 86400, "CPU seconds") = key("CPU time (user + system)", 60)
-    memory: SizeBytes = key("bytes: resident set, and 2x that of address space", 256 << 20,
-                            shown='`"256MiB"`')
+    cpu_seconds: int_range(1, 86400, "CPU seconds") = key(
+        "CPU time (user + system) of all its processes, children included; over it, the "
+        "instance is stopped", 60)
+    memory: SizeBytes = key("bytes charged to its cgroup (resident, page cache, its /tmp); "
+                            "over it the kernel OOM-kills and the instance is stopped",
+                            256 << 20, shown='`"256MiB"`')
+    cpu_rate: number_range(0.01, 64, "CPUs") = key(
+        "CPUs it may use at once (CFS quota per 100 ms), e.g. 0.5", 1.0)
+    pids: int_range(1, 65536, "processes") = key(
+        "processes and threads at once (`pids.max`: fork fails beyond)", 64)
 
 
 def _principal(v):
