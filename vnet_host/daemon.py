@@ -232,9 +232,14 @@ class HostNode(Node):
         st["interfaces"] = keep
         return await self._change(f"vlink del {vnet}/{name}", st)
 
-    async def join(self, vnet, id, substrate_link, in_vli, out_vli=None, name=None,
-                   addresses=(), kind="tap", allow=(), rate=None, in_rate=None, mac=None):
-        """Install ``vnet`` (if needed) and attach one logical interface, in one change."""
+    async def join(self, vnet, id, substrate_link, in_vli=None, out_vli=None, name=None,
+                   addresses=(), kind="tap", allow=(), rate=None, in_rate=None, mac=None,
+                   router=None):
+        """Install ``vnet`` (if needed) and attach one logical interface, in one change;
+        without ``in_vli`` the router on ``substrate_link`` sets it up (JOIN)."""
+        if in_vli is None:
+            return await self._join_router(vnet, id, substrate_link, name or f"{vnet[:12]}0",
+                                           addresses, allow, router)
         st = self._copy()
         if not any(v.name == vnet for v in self.cfg.vnets):
             st["vnets"].append(self._vnet_entry(vnet, id, None, allow))
@@ -242,7 +247,40 @@ class HostNode(Node):
                                        out_vli, addresses, kind, rate, in_rate, mac))
         return await self._change(f"join {vnet}", st)
 
+    async def _join_router(self, vnet, id, link, name, addresses, allow, router):
+        if self.cp is None:
+            raise CommandError("join without --in-vli asks the router over the substrate (JOIN): "
+                               "the host's configuration needs [tm] for that")
+        have = next((v for v in self.cfg.vnets if v.name == vnet), None)
+        if have is not None and have.id != id:
+            raise CommandError(f"join: vNet {vnet!r} is installed with id {have.id}, not {id}")
+        if have is None:
+            await self.vnet_add(vnet, id, allow=allow)
+        try:
+            view = await self.cp.members.join(link, vnet, name, router)
+        except (LookupError, ValueError, TimeoutError) as e:
+            for d in [d for d in self.cp.dynamic.values() if d.vnet == vnet]:
+                self.cp._uninstall(d)           # the router's set-up that it then refused
+            if have is None:
+                await self.vnet_del(vnet)
+            raise CommandError(f"join {vnet}: {e}") from None
+        ns = self.cfg.vnet(vnet).namespace
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: [netlink.addr_add(name, a, ns) for a in addresses])
+        return {"generation": self.tables.generation,
+                "changes": [f"joined vNet {vnet}: {name} to {view['peer']} on {link} (in VLI "
+                            f"{view['in_vli']}, out VLI {view['out_vli']}, {view['min']}.."
+                            f"{view['max']} bit/s)"] + [f"{name}: address {a}"
+                                                       for a in addresses]}
+
     async def leave(self, vnet):
+        if self.cp is not None and self.cp.members.members(vnet):
+            done = await self.cp.members.leave(vnet)
+            changes = [f"left vNet {vnet}: removed {', '.join(done['left'])} (the router "
+                       f"{'acknowledged' if done['router_acked'] else 'did not answer'})"]
+            if any(v["name"] == vnet for v in self.state["vnets"]):
+                changes += (await self.vnet_del(vnet))["changes"]
+            return {"generation": self.tables.generation, "changes": changes}
         if any(v["name"] == vnet for v in self.state["vnets"]):
             return await self.vnet_del(vnet)
         st = self._copy()

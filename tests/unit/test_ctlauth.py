@@ -178,3 +178,11 @@ def test_the_vbm_seed_file(tmp_path):
                             ("zz" * 32, 0o600, "64 hex"), ("ab" * 32 + " x", 0o600, "64 hex")]:
         with pytest.raises(KeyFileError, match=msg):
             load_seed(_keyfile(tmp_path, text, mode))
+
+
+def test_garbage_is_left_for_the_decoder_to_refuse_as_malformed():
+    garbage = b"\x07garbage" * 4                 # its "flags" bytes happen to have SIGNED set
+    assert auth.unseal(garbage, None, SRC, NOW, 30) == garbage
+    assert auth.unsign(garbage, None) == (garbage, False)
+    with pytest.raises(m.ControlDecodeError):
+        m.decode(garbage)

@@ -32,6 +32,7 @@ from vnet_router.model.config import LogicalInterface, NodeConfig, Rate, valid_i
 from vnet_router.wire import control as m
 from vnet_router.control.fsm import VlinkFSM, VlinkState
 from vnet_router.control.guard import Guard
+from vnet_router.control.members import Membership
 from vnet_router.wire import auth
 from vnet_router.control.transport import Requester, Responder
 from vnet_router.control.kshaping import KernelShaping
@@ -60,6 +61,7 @@ class Dynamic:
     max: int
     upstream: bool            # we asked for it
     fsm: VlinkFSM
+    member: bool = False      # a vNet membership (JOIN): control/members.py
 
 
 class ControlPlane:
@@ -114,6 +116,8 @@ class ControlPlane:
         self.reserved: set[tuple[str, int]] = set()
         self.in_progress: dict[tuple, str] = {}     # VLINK_SETUPs being set up -> vNet
         self._obs: dict[tuple, tuple] = {}
+        self.members = Membership(self)
+        self.neighbour_timeout = tm_cfg.neighbour_timeout if tm_cfg else 5.0
         self._last_hello = -1e9
         self._timer = None
         self._tasks: set = set()
@@ -279,9 +283,10 @@ class ControlPlane:
             return self._setup_request(peer, msg)
         if isinstance(msg, m.VlinkTeardown):
             return self._teardown_request(peer, msg)
-        if isinstance(msg, (m.Join, m.Leave)):
-            ok = msg.vnet in self.vnet_names
-            return m.Ack(status=m.Status.OK if ok else m.Status.UNKNOWN_VNET)
+        if isinstance(msg, m.Join):
+            return self.members.on_join(peer, msg)
+        if isinstance(msg, m.Leave):
+            return self.members.on_leave(peer, msg)
         self._count("unexpected")
         return None
 
@@ -293,6 +298,7 @@ class ControlPlane:
             self.req.tick(now)
             self._observe(now)
             self.tm.tick(now)
+            self.members.expire(now, self.neighbour_timeout)
             if self.vbm is not None:
                 self.vbm.tick(now)
             if now - self._last_hello >= self.hello_every:
@@ -349,8 +355,14 @@ class ControlPlane:
     # -- dynamic virtual links ---------------------------------------------------------------
 
     def _free_vli(self, link_id: str) -> int:
+        """A free input VLI on ``link_id``.  The search starts at an offset of this node's
+        own (its id), so neighbours on a LAN choosing their inputs for one upstream rarely
+        choose the same one (the upstream refuses a VLI its output table already has)."""
         base = self.cfg.tm.dynamic_vli_base if self.cfg.tm else 1024
-        for vli in range(base, wire.VLI_RESERVED):
+        span = wire.VLI_RESERVED - base
+        start = self.node_id % min(span, 8192)
+        for i in range(span):
+            vli = base + (start + i) % span
             if self.tables.vli_free(link_id, vli) and (link_id, vli) not in self.reserved:
                 return vli
         raise ValueError(f"no free VLI on substrate link {link_id!r}")
@@ -387,17 +399,28 @@ class ControlPlane:
         self.dp.reconfigure({}, [(d.vnet, d.name)])
         self.ports.remove(self.cfg, d.vnet, d.name)   # closing the TAP deletes it: no netlink
 
-    def _peer_for(self, link_id: str, peer_name: str | None):
+    def _peer_for(self, link_id: str, peer_name: str | None, single: bool = False):
+        """The peer on ``link_id``: its neighbour named ``peer_name`` on a multiaccess link
+        (``single``: or, unnamed, the only neighbour heard there)."""
         s = self.cfg.link(link_id)
         if s.kind == "p2p":
             return (s.id, s.peer_mac)
         if s.kind == "udp":
             return (s.id, None)
-        for peer, n in self.neighbours.items():
-            if peer[0] == link_id and n["name"] == peer_name:
+        heard = {p: n["name"] for p, n in self.neighbours.items() if p[0] == link_id}
+        if peer_name is None and single and len(heard) == 1:
+            return next(iter(heard))
+        for peer, name in heard.items():
+            if name == peer_name:
                 return peer
         raise LookupError(f"no neighbour {peer_name!r} heard on multiaccess link {link_id!r} "
-                          f"(known: {', '.join(n['name'] for p, n in self.neighbours.items() if p[0] == link_id) or 'none'})")
+                          f"(known: {', '.join(heard.values()) or 'none'})")
+
+    async def request(self, to, msg: m.Message):
+        """Send request ``msg`` to ``to``; its reply, or None once it timed out."""
+        fut = self.loop.create_future()
+        self.req.request(to, msg, lambda reply: fut.done() or fut.set_result(reply))
+        return await fut
 
     async def vlink_add(self, link: str, vnet: str, name: str, min, max, addresses=(),
                         peer: str | None = None) -> dict:
@@ -413,15 +436,20 @@ class ControlPlane:
         lo, hi = parse_rate(min), parse_rate(max)
         if lo > hi or hi <= 0:
             raise ValueError(f"min {lo} above max {hi}")
-        to = self._peer_for(link, peer)
+        d = await self.setup_pair(self._peer_for(link, peer), vnet, name, name, lo, hi,
+                                  addresses)
+        return self._dyn_view(d)
+
+    async def setup_pair(self, to, vnet: str, name: str, remote: str, lo: int, hi: int,
+                         addresses=()) -> Dynamic:
+        """Set up a virtual link pair with ``to`` as its upstream: our logical interface
+        ``name``, theirs ``remote``."""
+        link = to[0]
         r = self._free_vli(link)
         self.reserved.add((link, r))
-        fut = self.loop.create_future()
         try:
-            self.req.request(to, m.VlinkSetup(vnet=self.vnet_ids[vnet], reverse_vli=r, min=lo,
-                                              max=hi, name=name),
-                             lambda reply: fut.done() or fut.set_result(reply))
-            reply = await fut
+            reply = await self.request(to, m.VlinkSetup(
+                vnet=self.vnet_ids[vnet], reverse_vli=r, min=lo, max=hi, name=remote))
             fsm = VlinkFSM(VlinkState.SETTING_UP)
             if reply is None:
                 fsm.fire("timeout")
@@ -439,7 +467,7 @@ class ControlPlane:
             self.reserved.discard((link, r))
         log.info("virtual link %s/%s up on %s: in VLI %d (ours), out VLI %d (chosen by %s)",
                  vnet, name, link, r, reply.vli, _peer_str(to))
-        return self._dyn_view(d)
+        return d
 
     def _setup_request(self, peer, msg: m.VlinkSetup):
         link_id = peer[0]
@@ -452,7 +480,7 @@ class ControlPlane:
             if d.peer == peer and d.out_vli == msg.reverse_vli:
                 return m.VlinkSetupReply(status=m.Status.OK, vli=d.in_vli)    # idempotent
             return m.VlinkSetupReply(status=m.Status.NO_VLI)
-        refusal = self._over_limit(peer, vnet)
+        refusal = self.members.over_limit(peer, vnet)
         if refusal is not None:
             self.guard.note(refusal, f"VLINK_SETUP {vnet}/{msg.name} from {_peer_str(peer)}")
             self._count(refusal)
@@ -489,30 +517,13 @@ class ControlPlane:
         self._spawn(work())
         return None
 
-    def _over_limit(self, peer, vnet: str) -> str | None:
-        """Admission of one more run-time virtual link from ``peer`` in ``vnet``: None, or
-        the refusal's reason."""
-        tm = self.cfg.tm
-        per_peer = tm.max_dynamic_per_peer if tm else 16
-        per_vnet = tm.max_dynamic_per_vnet if tm else 64
-        busy = [(key[0], v) for key, v in self.in_progress.items()]
-        links = [(d.peer, d.vnet) for d in self.dynamic.values()] + busy
-        if sum(1 for p, _ in links if p == peer) >= per_peer:
-            return "limit_peer"
-        if sum(1 for _, v in links if v == vnet) >= per_vnet:
-            return "limit_vnet"
-        return None
-
     async def vlink_del(self, vnet: str, name: str) -> dict:
         d = self.dynamic.get((vnet, name))
         if d is None:
             raise LookupError(f"no dynamic virtual link {vnet}/{name}")
         self._uninstall(d)
         d.fsm.fire("teardown")
-        fut = self.loop.create_future()
-        self.req.request(d.peer, m.VlinkTeardown(vli=d.out_vli, reverse_vli=d.in_vli),
-                         lambda reply: fut.done() or fut.set_result(reply))
-        reply = await fut
+        reply = await self.request(d.peer, m.VlinkTeardown(vli=d.out_vli, reverse_vli=d.in_vli))
         d.fsm.fire("acked" if reply is not None else "timeout")
         log.info("virtual link %s/%s on %s torn down (peer %s)", vnet, name, d.link,
                  "acked" if reply is not None else "did not answer")
@@ -571,6 +582,7 @@ class ControlPlane:
             "vbm_peer": _peer_str(tm.vbm_peer) if tm.vbm_peer else None,
             "outputs": outs, "inputs": ins, "aggregates": aggs,
             "dynamic": [self._dyn_view(d) for d in self.dynamic.values()],
+            "members": self.members.view(),
             "neighbours": [{"peer": _peer_str(p), **{k: v for k, v in n.items() if k != "seen"}}
                            for p, n in self.neighbours.items()],
             "vbm": self.vbm.view() if self.vbm is not None else None,

@@ -193,6 +193,28 @@ class SubstrateLink(Schema):
             raise Invalid("remote", "local and remote must both be IPv4 or both IPv6")
 
 
+class Members(Schema):
+    """``[vnet.members]``: end-systems join the vNet at run time (``vnetctl join`` on a host:
+    JOIN over the substrate).  The node hosts the vNet's virtual router -- a Linux bridge in
+    the vNet's namespace, made at start -- and attaches each member's virtual link pair to
+    it; LEAVE, or the member's HELLOs stopping, removes it on both sides."""
+
+    bridge: IfName = key("the virtual router: a bridge in the vNet's namespace", "vr0")
+    addresses: tuple[Cidr, ...] = key("the bridge's addresses (this node's in the vNet)", ())
+    min_rate: RateBps = key("each member's virtual links: the rate reserved at join (the "
+                            "Traffic Manager and the VBM account for it)", 1_000_000,
+                            shown='`"1Mbit"`')
+    max_rate: RateBps = key("each member's virtual links: the most the Traffic Manager may "
+                            "give", 100_000_000, shown='`"100Mbit"`')
+    max_members: int_range(1, 4000, "count") = key(
+        "most members at once (beyond: JOIN refused, counted `limit_members`)", 64)
+
+    @rules
+    def _rates(self):
+        if self.min_rate > self.max_rate:
+            raise Invalid("min_rate", f"{self.min_rate} bit/s above max_rate")
+
+
 class VNet(Schema):
     """``[[vnet]]``."""
 
@@ -202,6 +224,8 @@ class VNet(Schema):
         "network namespace holding the vNet's logical interfaces on this node (created at "
         "start if absent and removed at exit if the daemon created it)", None,
         shown="`vnet-NAME`")
+    members: Members | None = key("`[vnet.members]`: hosts may join this vNet at run time "
+                                  "(below; needs `[tm]`)", None, shown="none")
 
     @rules
     def _namespace(self):
@@ -319,6 +343,9 @@ class TMSection(Schema):
     max_dynamic_per_vnet: int_range(0, 4000, "count") = key(
         "most run-time virtual links of one vNet on this node (beyond: refused, counted "
         "`limit_vnet`)", 64)
+    neighbour_timeout: number_range(0.5, 3600, "seconds") = key(
+        "a neighbour not heard (HELLO) for this long is gone: the run-time virtual links with "
+        "it are removed (members of a vNet leave)", 5.0)
     vbm_public_key: Str | None = key(
         "the VBM's Ed25519 public key (64 hex digits, printed by the VBM's `vnet-router "
         "--check`): then only a HELLO with role VBM and an AGG_ASSIGN signed by it are taken "

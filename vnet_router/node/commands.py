@@ -170,7 +170,8 @@ COMMANDS: tuple[Command, ...] = (
                 help="seconds between samples"),
             arg("-n", "--count", key=None, type=int, help="stop after this many refreshes"))),
     )),
-    Command("alloc", "rate allocations (Traffic Manager, VBM)", ROUTER_ONLY, privileged=False,
+    Command("alloc", "rate allocations (Traffic Manager, VBM), members, neighbours", BOTH,
+            privileged=False,
             needs=_CP, cli=(Cli(("alloc",), "alloc", (JSON,)),)),
     Command("reload", "validate the configuration file (or FILE) and apply only what changed; "
             "an invalid file changes nothing", BOTH, cli=(
@@ -191,14 +192,18 @@ COMMANDS: tuple[Command, ...] = (
             _ALLOW)),)),
     Command("vnet_del", "remove a vNet installed at run time", HOST_ONLY, cli=(
         Cli(("vnet", "del"), "changes", (arg("name"),), timeout=60),)),
-    Command("join", "install a vNet if needed and attach a logical interface",
-            HOST_ONLY, cli=(
+    Command("join", "install a vNet if needed and attach a logical interface: with --in-vli "
+            "the VLIs are given; without, the router on --link sets the link up (JOIN over "
+            "the substrate; needs [tm])", HOST_ONLY, cli=(
                 Cli(("join",), "changes", timeout=60, args=(
                     arg("vnet"), arg("--id", type=int, required=True, help="vNet id"),
                     arg("--name", help="logical interface name (default VNET0)"),
                     arg("--link", key="substrate_link", required=True,
                         help="substrate link id"),
-                    arg("--in-vli", type=int, required=True, help="input VLI"),
+                    arg("--in-vli", type=int, help="input VLI (omit: ask the router)"),
+                    arg("--peer", key="router", omit_none=True, help="without --in-vli on a "
+                        "multiaccess link: the router's node name (default: the one neighbour "
+                        "heard)"),
                     arg("--out-vli", type=int, help="output VLI (default: the input's)"),
                     _ADDRESS,
                     arg("--kind", choices=("tap", "socket"), default="tap",

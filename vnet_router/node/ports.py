@@ -169,6 +169,9 @@ class Ports:
                 ch.summary.append(f"vnet {v.name}: created namespace {v.namespace}")
         if ch.new_ns:
             self._owned(ch.new_ns)            # recorded before anything can go wrong
+        for v in cfg.vnets:
+            if v.members is not None and self.privileged:
+                self._virtual_router(cfg, v, ch)
         wanted = {}
         for li in cfg.interfaces:
             key = self.key(cfg, li)
@@ -199,6 +202,28 @@ class Ports:
                               f"mtu {mtu})")
         ch.drop_taps = [k for k in self.taps if k not in wanted and k not in self.dynamic]
         ch.drop_ns = [ns for ns in self.created_ns if ns not in wanted_ns]
+
+    @staticmethod
+    def _virtual_router(cfg: NodeConfig, v, ch: Change):
+        """The bridge members of ``v`` are attached to (``[vnet.members]``), with a MAC of
+        its own (a bridge would otherwise take its lowest port's, changing as members come
+        and go, under the neighbours' ARP caches) and its addresses."""
+        ns, br = v.namespace, v.members.bridge
+        if netlink.link_index(br, ns) is None:
+            netlink.bridge_create(br, ns)
+            h = hashlib.sha256(f"{cfg.node.name}/{v.name}/{br}".encode()).digest()
+            netlink.link_set(br, ns, mac=wire.mac_to_str(bytes([(h[0] & 0xFC) | 2]) + h[1:6]))
+            ch.summary.append(f"vnet {v.name}: virtual router {br} in {ns}")
+        have = set(netlink.addr_list(br, ns))
+        for a in v.members.addresses:
+            if a not in have:
+                netlink.addr_add(br, a, ns)
+
+    def attach(self, cfg: NodeConfig, vnet: str, name: str) -> None:
+        """Attach run-time logical interface ``name`` to its vNet's virtual router (worker
+        thread: netlink)."""
+        v = cfg.vnet(vnet)
+        netlink.bridge_attach(name, v.members.bridge, v.namespace)
 
     # -- run-time logical interfaces (control protocol: VLINK_SETUP, ``vnetctl vlink add``) --
     # They are made and removed at once, outside the two-phase reload, and a reload leaves

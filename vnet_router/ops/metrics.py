@@ -224,6 +224,12 @@ class Collector:
             for k, fam in agg.items():
                 fam.add_metric([vnet], _bytes(x[k]))
         yield from agg.values()
+        members = GaugeMetricFamily("vnet_vnet_members", "Nodes that joined a vNet this node "
+                                    "hosts the virtual router of ([vnet.members])",
+                                    labels=["vnet"])
+        for vnet, joined in a.get("members", {}).items():
+            members.add_metric([vnet], len(joined))
+        yield members
         vbm = a.get("vbm")
         if not vbm:
             return

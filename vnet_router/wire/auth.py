@@ -93,8 +93,7 @@ def unseal(data, ring: Keyring | None, src: bytes | None, now: float,
     unverified and an unsealed one as it is.  Raises :class:`AuthError` (``.auth_reason`` one
     of ``REASONS``)."""
     data = bytes(data)
-    sealed = len(data) >= HEADER_LEN and \
-        struct.unpack_from("!H", data, FLAGS_AT)[0] & AUTH
+    sealed = _versioned(data) and struct.unpack_from("!H", data, FLAGS_AT)[0] & AUTH
     if not sealed:
         if ring is not None:
             raise AuthError("unauthenticated", "control message without authentication on a "
@@ -117,6 +116,12 @@ def unseal(data, ring: Keyring | None, src: bytes | None, now: float,
     if abs(age) > max_age:
         raise AuthError("stale", f"sent {age:+.1f} s ago (accepted: within {max_age:g} s)")
     return plain
+
+
+def _versioned(data) -> bool:
+    """A control header of the version whose flags this module reads (else the decoder
+    refuses the message as malformed)."""
+    return len(data) >= HEADER_LEN and data[0] == 1
 
 
 def _flags(data) -> int:
@@ -154,7 +159,7 @@ def unsign(data: bytes, public) -> tuple[bytes, bool]:
     """(the message without signature and SIGNED flag, whether it carried a valid one).
     Raises AuthError ``bad_signature`` if it carries one that does not verify with
     ``public``; without ``public`` a signature is stripped unchecked (and not valid)."""
-    if len(data) < HEADER_LEN or not _flags(data) & SIGNED:
+    if not _versioned(data) or not _flags(data) & SIGNED:
         return data, False
     if len(data) < HEADER_LEN + SIG_LEN:
         raise AuthError("truncated", "signed control message shorter than its signature")
