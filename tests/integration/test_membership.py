@@ -3,7 +3,8 @@
 Router r hosts blue's virtual router (``[vnet.members]``: a bridge vr0 with 10.20.0.1/24) and
 has no per-host configuration; hosts h1, h2, h3 run vnet-hostd with ``[tm]`` on the same
 switched LAN and join with one ``vnetctl join`` each: their JOIN makes r set up a virtual
-link pair with them (VLINK_SETUP) and attach its end to vr0.
+link pair with them (VLINK_SETUP) and attach its end to vr0.  The LAN's control messages are
+authenticated (a LAN key on every node), as every control message is once keys are set.
 """
 import signal
 import subprocess
@@ -18,15 +19,25 @@ pytestmark = pytest.mark.root
 HOSTS = ("h1", "h2", "h3")
 TM = {"tick": 0.1, "hello_interval": 0.3, "neighbour_timeout": 1.5, "idle_interval": 3}
 ADDR = {h: f"10.20.0.1{i}" for i, h in enumerate(HOSTS, 1)}
+KEY: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _lan_key(tmp_path_factory):
+    f = tmp_path_factory.mktemp("keys") / "lan.key"
+    f.write_text(f"1 {bytes(range(7, 39)).hex()}\n")
+    f.chmod(0o600)
+    KEY["lan"] = str(f)
 
 
 def topology():
     members = {"bridge": "vr0", "addresses": ["10.20.0.1/24"], "min_rate": "2Mbit",
                "max_rate": "50Mbit"}
-    router = t.node("r", t.multiaccess("lan", "e0"), ("vnet", {"name": "blue", "id": 1,
+    lan = t.multiaccess("lan", "e0", key_file=KEY["lan"])
+    router = t.node("r", lan, ("vnet", {"name": "blue", "id": 1,
                                                              "members": members}),
                     settings={"name": "r"}, router={"tm": TM})
-    hosts = [t.node(h, t.multiaccess("lan", "e0"), daemon="host", settings={"name": h},
+    hosts = [t.node(h, lan, daemon="host", settings={"name": h},
                     router={"tm": TM}) for h in HOSTS]
     return t.topology(t.switch_node("sw"), *(t.link(f"{n}:e0", "sw") for n in ("r",) + HOSTS),
                       router, *hosts)
@@ -63,6 +74,7 @@ def test_hosts_join_ping_and_leave_on_both_sides(make_lab):
     lab = make_lab(topology())
     eventually(lambda: len(lab.control("r", "alloc")["neighbours"]) == 3, 10,
                "r to hear the three hosts")
+    assert lab.control("r", "alloc")["counters"].get("tx_hello")
     for h in HOSTS:
         dyn = join(lab, h)
         assert [(d["vnet"], d["name"], d["upstream"]) for d in dyn] == [("blue", "blue0", False)]
@@ -84,6 +96,9 @@ def test_hosts_join_ping_and_leave_on_both_sides(make_lab):
     assert not host_has_blue(lab, "h3")
     assert not lab.control("h3", "alloc")["dynamic"]
     assert lab.ping("h1", ADDR["h2"], vnet="blue", count=2).received == 2
+    for n in ("r",) + HOSTS:                   # every message verified with the LAN key
+        c = lab.control(n)["control"]
+        assert not any(c["refused"].values()) and not c["unauthenticated_links"], (n, c)
 
 
 def test_twenty_join_leave_cycles_under_a_ping_stream_leave_nothing(make_lab):
