@@ -25,7 +25,7 @@ pytestmark = pytest.mark.root
 
 M = 1_000_000
 TM = {"idle_interval": 3, "tick": 0.2, "hello_interval": 0.5, "report_interval": 1,
-      "vbm_link": "lan", "replay_window": 3}
+      "vbm_link": "lan", "replay_window": 3, "max_dynamic_per_peer": 4}
 LAN_KEY = bytes(range(32))
 EVIL_KEY = bytes(range(100, 132))
 VBM_SEED = bytes(range(200, 232))       # the VBM's Ed25519 signing key
@@ -291,3 +291,25 @@ def test_keys_rotate_one_node_after_the_other_while_requests_run(make_lab, tmp_p
         assert c1[n]["refused"] == c0[n]["refused"], (n, c0[n]["refused"], c1[n]["refused"])
         assert c1[n].get("timeouts", 0) == c0[n].get("timeouts", 0), n
     assert lab.control("v", "alloc")["vbm"]["state"] == "ACTIVE"
+
+
+def test_a_station_holding_the_key_gets_no_more_links_than_the_limit(make_lab, tmp_path):
+    """Authentication is membership of the LAN; what a member may ask is bounded: 12
+    VLINK_SETUPs from one station (sealed with the LAN key) make 4 links on x
+    (``max_dynamic_per_peer``), the other 8 are refused as ``limit_peer`` and logged once."""
+    lab = make_lab(topology(one_key(tmp_path)))
+    eventually(lambda: lab.control("x", "alloc")["neighbours"], 10, "x to hear a neighbour")
+    mac = {n: bytes.fromhex(lab.mac(n, "e0").replace(":", "")) for n in "xe"}
+    ring = auth.Keyring(1, {1: LAN_KEY})
+    frames = [wire.pack_eth(mac["x"], mac["e"], 0, auth.seal(m.VlinkSetup(
+        node=77, incarnation=int(time.time()), seq=500 + i, vnet=1, reverse_vli=3000 + i,
+        min=M, max=M, name=f"ins{i}").pack(), ring, mac["e"], time.time()))
+        for i in range(12)]
+    r0 = refused(lab, "x")
+    inject(lab, "e", frames)
+    eventually(lambda: refused(lab, "x")["limit_peer"] - r0["limit_peer"], 15,
+               "x to refuse the setups beyond the limit", until=lambda n: n == 8)
+    eventually(lambda: sorted(d["name"] for d in lab.control("x", "alloc")["dynamic"]), 15,
+               "x to set up the 4 it admitted",
+               until=lambda names: names == [f"ins{i}" for i in range(4)])
+    assert lab.log_path("x").read_text().count("control message refused (limit_peer)") == 1
