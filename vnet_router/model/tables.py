@@ -41,17 +41,26 @@ DROP_REASONS = (
     "send_error",       # the substrate interface refused the frame
     "ring_full",        # the kernel found no room in the receive ring / socket buffer
     "control_queue",    # VLI 0 frame beyond the bounded queue to the control plane
+    "too_big",          # switched (or sent) frame larger than the output substrate link carries
+)
+
+# Ignore reasons: frames that are not for this node and are dropped as a matter of course, not
+# as a fault -- counted apart from the drops (``vnet_ignored_total``), which the alert rules watch.
+IGNORE_REASONS = (
+    "not_member",       # multiaccess: a vNet this node does not host (VLI unknown here, frame
+                        # not addressed to this node's MAC)
 )
 
 
 class LinkState:
     """Counters of one substrate link (plain ints, read by ``show`` and metrics)."""
 
-    __slots__ = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops")
+    __slots__ = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops", "ignored")
 
     def __init__(self):
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.ignored: dict[str, int] = dict.fromkeys(IGNORE_REASONS, 0)
 
 
 class VLink:
@@ -141,6 +150,7 @@ class Tables:
         self.link_states: dict[str, LinkState] = {}
         self.vlinks: dict[tuple, VLink] = {}
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.ignored: dict[str, int] = dict.fromkeys(IGNORE_REASONS, 0)
         self.dynamic: list = []       # LogicalInterfaces made at run time (control protocol)
         self._build()
 

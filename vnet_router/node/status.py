@@ -39,7 +39,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
         d = {"id": s.id, "kind": s.kind, "mtu": ctx.mtu,
              "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
              "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes,
-             "drops": {k: n for k, n in st.drops.items() if n}}
+             "drops": {k: n for k, n in st.drops.items() if n},
+             "ignored": {k: n for k, n in st.ignored.items() if n}}
         if s.kind == "udp":
             d.update(local=f"{s.local[0]}:{s.local[1]}", remote=f"{s.remote[0]}:{s.remote[1]}")
         else:
@@ -70,6 +71,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
         "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
         "logical_interfaces": ports,
         "drops": {k: n for k, n in tables.drops.items()},
+        # frames not for this node (no fault): not_member
+        "ignored": {k: n for k, n in tables.ignored.items()},
         # control plane ([tm]/[vbm]): event counters, messages by type and outcome, allocations
         "control": cp.status() if cp is not None else None,
     }

@@ -86,6 +86,12 @@ class Collector:
         for reason, n in st["drops"].items():
             drops.add_metric([reason], n)
         yield drops
+        ignored = CounterMetricFamily(
+            "vnet_ignored", "Frames not for this node, by reason (not_member: a vNet it does "
+            "not host, flooded on a multiaccess LAN); no fault, not a drop", labels=["reason"])
+        for reason, n in st.get("ignored", {}).items():
+            ignored.add_metric([reason], n)
+        yield ignored
 
     @staticmethod
     def _links(st):
@@ -95,13 +101,19 @@ class Collector:
                 for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")}
         drops = CounterMetricFamily("vnet_substrate_link_drops", "Drops by substrate link",
                                     labels=["link", "reason"])
+        ignored = CounterMetricFamily("vnet_substrate_link_ignored",
+                                      "Frames not for this node by substrate link",
+                                      labels=["link", "reason"])
         for s in st["substrate_links"]:
             for k, fam in fams.items():
                 fam.add_metric([s["id"], s["kind"]], s[k])
             for reason, n in s["drops"].items():
                 drops.add_metric([s["id"], reason], n)
+            for reason, n in s.get("ignored", {}).items():
+                ignored.add_metric([s["id"], reason], n)
         yield from fams.values()
         yield drops
+        yield ignored
 
     @staticmethod
     def _vlinks(st):
