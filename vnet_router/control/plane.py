@@ -107,6 +107,7 @@ class ControlPlane:
         self._last_hello = -1e9
         self._timer = None
         self._tasks: set = set()
+        self.pmtu = None            # control.pmtu.PathMtu: takes PATH_MTU notices (the node's)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -210,6 +211,9 @@ class ControlPlane:
         try:
             if isinstance(msg, m.Hello):
                 self._hello(peer, msg)
+            elif isinstance(msg, m.PathMtu):
+                if self.pmtu is not None:
+                    self.pmtu.on_message(peer[0], peer[1], msg)
             elif msg.IS_REPLY:
                 self.req.on_reply(peer, msg)
             else:

@@ -28,7 +28,8 @@ from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
 from vnet_router.node.status import status
-from vnet_router.model.tables import Tables
+from vnet_router.model.tables import Tables, interface_mtu
+from vnet_router.control.pmtu import PathMtu, node_id
 
 log = logging.getLogger("vnet_router")
 
@@ -52,6 +53,7 @@ class Node:
         self.ports = Ports(cfg)
         self.dp = None           # the datapath chosen by datapaths.choose()
         self.cp = None           # the control plane (control.plane.ControlPlane), with [tm]/[vbm]
+        self.pmtu = None         # path MTU notices (control.pmtu.PathMtu), on every node
         self.control: ControlServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
@@ -125,13 +127,19 @@ class Node:
             self.dp.on_port_closed = self._endpoint_closed
             self.dp.on_fatal = datapath_failed
             self.dp.open()
+            self.pmtu = PathMtu(self.tables, self.dp, loop, node=node_id(cfg, self.facts),
+                                incarnation=self.incarnation, on_interface=self._path_mtu)
+            self.dp.on_control = self.pmtu.on_control       # the control plane's, if it runs
             if cfg.tm is not None or cfg.vbm is not None:
                 from vnet_router.control.plane import ControlPlane
                 self.cp = ControlPlane(
                     cfg, self.tables, self.dp, self.ports, loop, incarnation=self.incarnation,
                     on_owned=(lambda q: self.statefile.save(qdiscs=q)) if self.statefile
                     else None)
+                self.cp.pmtu = self.pmtu
+                self.pmtu.send = lambda link, dst, msg: self.cp._send((link, dst), msg)
                 self.cp.start()
+            self.pmtu.start()
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}
             self.control = self.make_control(cfg.node.control_socket, handlers)
@@ -154,6 +162,8 @@ class Node:
                 self._metrics[0].server_close()
             if self.control is not None:
                 await self.control.close()
+            if self.pmtu is not None:
+                self.pmtu.close()
             if self.cp is not None:
                 await self.cp.close()
             if self.dp is not None:
@@ -204,8 +214,10 @@ class Node:
         app = end.take_app(peer.pid if peer else None)
         log.info("endpoint %s/%s handed to pid %s uid %s", vnet, interface,
                  peer.pid if peer else "?", peer.uid if peer else "?")
-        ctx = self.tables.compile().links[li.substrate_link]
-        return WithFds({"vnet": vnet, "interface": interface, "mtu": ctx.payload_mtu,
+        snap = self.tables.compile()
+        mtu = interface_mtu(snap.links[li.substrate_link], li,
+                            snap.path_mtu.get((li.substrate_link, li.out_vli)))
+        return WithFds({"vnet": vnet, "interface": interface, "mtu": mtu,
                         "substrate_link": li.substrate_link, "in_vli": li.in_vli,
                         "out_vli": li.out_vli}, [app])
 
@@ -223,12 +235,25 @@ class Node:
         self.dp.reconfigure({(port.vnet, port.name): new.fd}, [(port.vnet, port.name)])
         old.close()
 
+    def _path_mtu(self, li, reported: int | None):
+        """A path MTU notice changed what logical interface ``li`` may send: its TAP follows
+        (netlink, in a worker thread: pyroute2 cannot run in the event loop)."""
+        mtu = interface_mtu(self.dp.snap.links[li.substrate_link], li, reported)
+
+        def done(fut):
+            if fut.exception() is not None:
+                log.error("vnet %s: setting the MTU of %s to %d failed: %s", li.vnet, li.name,
+                          mtu, fut.exception())
+        self.loop.run_in_executor(None, self.ports.set_mtu, self.cfg, li, mtu) \
+            .add_done_callback(done)
+
     # -- status --------------------------------------------------------------------------------
 
     def status(self, learned: bool = False) -> dict:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned)
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
+        st["path_mtu"] = self.pmtu.status() if self.pmtu is not None else None
         if self.control is not None:
             st["control_socket"] = self.control.stats()
         return st

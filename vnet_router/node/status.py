@@ -57,7 +57,10 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
                        "rate": _rate(v.rate), "packets": v.packets, "bytes": v.bytes,
                        "shaper": "kernel" if v.txsock is not None else
                                  ("user" if meter is not None else "none"),
-                       "queue_depth": depth, "drops": dict(v.drops)})
+                       "queue_depth": depth, "drops": dict(v.drops),
+                       # output: the path MTU (payload bytes) the downstream node reported
+                       "path_mtu": tables.path_mtu.get((link, vli)) if direction == "out"
+                       else None})
     ports = [{"vnet": p.vnet, "name": p.name, "namespace": cfg.vnet(p.vnet).namespace,
               "dynamic": (p.vnet, p.name) in getattr(cp, "dynamic", {}),
               "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
