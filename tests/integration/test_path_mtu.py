@@ -88,3 +88,9 @@ def test_static_mismatch_is_counted_too_big_at_the_first_node_that_can_tell(make
     assert seen == {("tun", 200, "out"): {"too_big": 2}}, seen
     assert _drops(lab, "r1") == {"too_big": 2}
     assert _drops(lab, "r2") == {} and _drops(lab, "b") == {} and _drops(lab, "a") == {}
+    # r1's own check names the switch that narrows the path (vnet-lab check: test_paths.py)
+    check = lab.exec("r1", [*lab.daemon_cmd, "-c", str(lab.workdir / "r1.toml"), "--check"],
+                     timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "path MTU: warning: switch p2p:100 -> tun:200 (vNet blue) narrows the path from " \
+           "1496 to 1470 payload bytes" in check.stdout, check.stdout
