@@ -100,8 +100,11 @@ class PathMtu:
             return
         now = self.clock()
         for vli, mtu in msg.entries:
-            if (link_id, vli, OUT) not in self.tables.vlinks:
-                self.counters["unknown_vlink"] += 1       # not a link we send on: not ours
+            v = self.tables.vlinks.get((link_id, vli, OUT))
+            if v is None or (v.dst is not None and src != v.dst):
+                # not a link we send on, or (a run-time link on a LAN, sent to one neighbour,
+                # whose VLI that neighbour chose) not the neighbour it goes to: not ours
+                self.counters["unknown_vlink"] += 1
                 continue
             if mtu < MIN_PATH_MTU:
                 self.counters["refused"] += 1
