@@ -127,6 +127,10 @@ class Collector:
                                       labels=VL_LABELS) for k in ("min", "current", "max")}
         q = GaugeMetricFamily("vnet_virtual_link_queue_depth_packets",
                               "Frames waiting in the output shaper", labels=VL_LABELS)
+        pmtu = GaugeMetricFamily("vnet_virtual_link_path_mtu_bytes",
+                                 "Largest payload the output virtual link carries end to end, "
+                                 "as its downstream node reported (absent: no report)",
+                                 labels=VL_LABELS)
         vnet_pk = CounterMetricFamily("vnet_vnet_packets", "Frames of a vNet",
                                       labels=["vnet", "direction"])
         vnet_by = CounterMetricFamily("vnet_vnet_bytes", "Payload bytes of a vNet",
@@ -142,13 +146,15 @@ class Collector:
                 if v["rate"][k] is not None:
                     fam.add_metric(lv, _bytes(v["rate"][k]))
             q.add_metric(lv, v["queue_depth"])
+            if v.get("path_mtu") is not None:
+                pmtu.add_metric(lv, v["path_mtu"])
             acc = per_vnet.setdefault((v["vnet"], v["direction"]), [0, 0])
             acc[0] += v["packets"]
             acc[1] += v["bytes"]
         for (vnet, direction), (p, b) in per_vnet.items():
             vnet_pk.add_metric([vnet, direction], p)
             vnet_by.add_metric([vnet, direction], b)
-        yield from (pk, by, dr, *rates.values(), q, vnet_pk, vnet_by)
+        yield from (pk, by, dr, *rates.values(), q, pmtu, vnet_pk, vnet_by)
 
     @staticmethod
     def _ports(st):
