@@ -126,10 +126,11 @@ class Node:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
             self.dp.on_port_closed = self._endpoint_closed
             self.dp.on_fatal = datapath_failed
-            self.dp.open()
+            # VLI 0 is taken from the first frame on: a neighbour's notice may arrive at once
             self.pmtu = PathMtu(self.tables, self.dp, loop, node=node_id(cfg, self.facts),
                                 incarnation=self.incarnation, on_interface=self._path_mtu)
             self.dp.on_control = self.pmtu.on_control       # the control plane's, if it runs
+            self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
                 from vnet_router.control.plane import ControlPlane
                 self.cp = ControlPlane(
