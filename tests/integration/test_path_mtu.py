@@ -11,6 +11,13 @@ from harness import eventually, iperf_run, received_rate
 
 pytestmark = pytest.mark.root
 
+
+@pytest.fixture(params=["fast", "reference"])
+def datapath(monkeypatch, request):
+    """Each datapath (the daemons inherit VNET_DATAPATH)."""
+    monkeypatch.setenv("VNET_DATAPATH", request.param)
+    return request.param
+
 TUNNEL_MTU = 1500 - 20 - 8 - 2 - 14           # 1456: what the path carries, as a TAP MTU
 LINK_MTU = 1500 - 4 - 14                      # 1482: what each end's own link carries
 RATE = "40Mbit"
@@ -49,8 +56,9 @@ def _drops(lab, node):
     return {k: n for k, n in lab.control(node)["drops"].items() if n}
 
 
-def test_default_settings_give_the_ends_the_path_mtu(make_lab):
+def test_default_settings_give_the_ends_the_path_mtu(make_lab, datapath):
     lab = make_lab(topology())
+    assert lab.control("r1")["datapath"] == datapath
     # the pass-through nodes report the tunnel's MTU upstream; both ends' TAPs follow
     eventually(lambda: (_mtu(lab, "a"), _mtu(lab, "b")), 20, "both TAPs to get the path MTU",
                until=lambda v: v == (TUNNEL_MTU, TUNNEL_MTU))
@@ -75,7 +83,8 @@ def test_default_settings_give_the_ends_the_path_mtu(make_lab):
     assert not any("too_big" in d for d in after.values()), after
 
 
-def test_static_mismatch_is_counted_too_big_at_the_first_node_that_can_tell(make_lab):
+def test_static_mismatch_is_counted_too_big_at_the_first_node_that_can_tell(make_lab,
+                                                                           datapath):
     """Notices off: the ends keep their own links' MTU; r1 (whose output, the tunnel, is too
     small) counts the full-size frame as ``too_big`` on the tunnel's output virtual link."""
     lab = make_lab(topology(settings={"path_mtu_interval": 0}))
