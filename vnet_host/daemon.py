@@ -34,6 +34,7 @@ import sys
 from vnet_router.model import host as hconfig
 from vnet_router.model.schema import ConfigError
 from vnet_router.model.units import parse_size
+from vnet_router.model.tables import interface_mtu
 from vnet_router.ops import logs, loop
 from vnet_router.ops import netlink
 from vnet_router.node import commands
@@ -158,7 +159,9 @@ class HostNode(Node):
                 "interfaces": [{"vnet": li.vnet, "name": li.name, "kind": li.kind,
                                 "substrate_link": li.substrate_link, "in_vli": li.in_vli,
                                 "out_vli": li.out_vli, "addresses": list(li.addresses),
-                                "mtu": snap.links[li.substrate_link].payload_mtu}
+                                "mtu": interface_mtu(snap.links[li.substrate_link], li,
+                                                     snap.path_mtu.get((li.substrate_link,
+                                                                        li.out_vli)))}
                                for li in cfg.interfaces]}
 
     # -- run-time changes ----------------------------------------------------------------------

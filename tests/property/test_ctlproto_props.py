@@ -8,7 +8,8 @@ from vnet_router.wire import control as m
 u16, u32, u64 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.integers(0, (1 << 64) - 1)
 names = st.text(alphabet="abcXYZ019_-", max_size=32)
 KIND = {"u8": st.integers(0, 255), "u16": u16, "u64": u64, "status": st.sampled_from(m.Status),
-        "role": st.sampled_from(m.Role), "name": names}
+        "role": st.sampled_from(m.Role), "name": names,
+        "mtus": st.lists(st.tuples(u16, u16), max_size=20).map(tuple)}
 
 
 def strategy(cls):

@@ -265,12 +265,14 @@ class Rig:
         snap = self.dp.snap
         return {
             "links": {lid: (c.state.rx_packets, c.state.rx_bytes, c.state.tx_packets,
-                            c.state.tx_bytes, {k: n for k, n in c.state.drops.items() if n})
+                            c.state.tx_bytes, {k: n for k, n in c.state.drops.items() if n},
+                            dict(c.state.ignored))
                       for lid, c in snap.links.items()},
             "vlinks": {k: (v.packets, v.bytes, dict(v.drops),
                            getattr(v.meter, "depth", None))
                        for k, v in self.tables.vlinks.items()},
             "drops": dict(self.tables.drops),
+            "ignored": dict(self.tables.ignored),
             "ports": {k: (p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes,
                           dict(p.learned.items()), p.paused, p.learned.stats())
                       for k, p in self.dp.ports.items()},
@@ -327,7 +329,9 @@ def corpus():
     both(IF0, ME0, P1, 7, inner(n=80), t10)
     frames.append((IF0, sub(ME0, P1, 9, inner(n=70)), None))
     both(IF1, ME1, Q, 11, inner(n=560), t30)                               # fits p3 (mtu 600)
-    both(IF1, ME1, Q, 11, inner(n=590), t30)                               # oversize on p3 out
+    both(IF1, ME1, Q, 11, inner(n=590), t30)
+    both(IF1, ME1, Q, 11, b"\x02" * 596, t30)                             # fits p3 exactly
+    both(IF1, ME1, Q, 11, b"\x02" * 597, t30)                             # too_big on p3 out
     # shaped switch: bucket of 3KB, queue of 2 -> sends, queued, queue_full
     for _ in range(8):
         frames.append((IF0, sub(ME0, P1, 13, b"\x55" * 1000, t10), None))
@@ -365,6 +369,9 @@ def corpus():
         (IF0, sub(ME0, P1, 100, b"x" * 60, t10, ethertype=0x0800), None),              # no_link
         (IF0, sub(ME0, P1, 100, b"x" * 60, ethertype=0x86DD), 10),                     # no_link
         (IF0, sub(ME0, P1, 555, b"x" * 60, t10), None),                                # unknown_vli
+        (IF0, sub(ME0, P2, 555, b"x" * 60), None),                 # lan, to us: unknown_vli
+        (IF0, sub(wire.BROADCAST_MAC, P2, 555, b"x" * 60), None),  # lan, flooded: not_member
+        (IF0, sub(P1, P2, 556, b"x" * 60), 0),                     # lan, to another: not_member
         (IF0, sub(ME0, P1, 0, b"\xff" * 30, t10), None),                               # control
         (IF0, sub(ME0, P1, 100, b"x" * 1497, t10), None),                              # oversize
         (IF0, sub(ME0, P3, 100, b"x" * 597, t20), None),                               # oversize
@@ -391,7 +398,8 @@ def corpus():
 
 
 TAP_FRAMES = {
-    "b1": [inner(n=60), inner(n=1400), inner(n=1483), inner(n=1500)],       # last: oversize
+    "b1": [inner(n=60), inner(n=1400), inner(n=1483), inner(n=1500), b"\x02" * 1496,
+           b"\x02" * 1497],                                                  # last: too_big
     "b2": [inner(n=60), inner(dst=b"\x02\x33" * 3, n=60), inner(dst=wire.BROADCAST_MAC)],
     "b3": [inner(n=100)] * 3,
     "b5": [b"\x77" * 1000] * 9,                                               # shaped, pauses
@@ -436,6 +444,8 @@ def test_corpus_exercises_every_reason(mod):
     # control_queue only the ring thread's hand-over: test_ring_walk
     assert all(n > 0 for r, n in cnt["drops"].items()
                if r not in ("ring_full", "control_queue")), cnt["drops"]
+    assert all(n > 0 for n in cnt["ignored"].values()), cnt["ignored"]
+    assert cnt["links"]["lan"][5]["not_member"] == 2        # flooded, or to another MAC
     assert out["if:2"] and out["tap:b1"] and out["tap:b2"] and out["tap:b3"]
     assert cnt["ports"][("blue", "b2")][4]      # learned a MAC on the multiaccess link
     assert out["udp:t"] and out["tap:b4"]        # the UDP tunnel link both ways
@@ -451,7 +461,8 @@ def test_corpus_exercises_every_reason(mod):
     st.sampled_from([IF0, IF1, 7]),
     st.one_of(
         st.binary(max_size=80),
-        st.builds(lambda src, vli, tag, payload, cut: sub(ME0, src, vli, payload, tag)[:cut],
+        st.builds(lambda dst, src, vli, tag, payload, cut: sub(dst, src, vli, payload, tag)[:cut],
+                  st.sampled_from([ME0, ME0, wire.BROADCAST_MAC, P1]),
                   st.sampled_from([P1, P2, P3, Q, STRANGER]),
                   st.sampled_from([0, 5, 7, 9, 11, 13, 66, 100, 101, 555]),
                   st.one_of(st.none(), st.builds(wire.VlanTag, st.sampled_from([0, 10, 20, 30, 11]),

@@ -91,6 +91,8 @@ def show_view(st: dict) -> list:
             out += [render.table(["mac", "outer", "age"], rows,
                                  f"learned MACs of {p['vnet']}/{p['name']}"), ""]
     out.append("drops: " + _drops(st["drops"]))
+    if any(st.get("ignored", {}).values()):
+        out.append("ignored (not for this node, no fault): " + _drops(st["ignored"]))
     if "instances" in st:
         rows = [[i["name"], i["vnet"], i["pid"], i["user"],
                  f"{i['cpu_seconds_used']}/{i['cpu_seconds_limit']}s",

@@ -132,6 +132,20 @@ class Membership:
                         now - n["seen"], f"; removed {', '.join(f'{d.vnet}/{d.name}' for d in gone)}"
                         if gone else "")
 
+    def peer_restarted(self, peer, msg: m.Hello):
+        """A neighbour restarted (a new incarnation in its HELLO): it forgot the run-time
+        virtual links it had with us, so ours go too -- never half-open."""
+        cp = self.cp
+        cp._count("peer_restarts")
+        gone = [d for d in cp.dynamic.values() if d.peer == peer]
+        for d in gone:
+            cp._uninstall(d)
+            d.fsm.fire("remote_teardown")
+            cp._count("vlinks_peer_restarted")
+        log.warning("neighbour %s restarted (incarnation %08x)%s", _who(cp, peer),
+                    msg.incarnation, f": removed the run-time virtual links it had forgotten: "
+                    f"{', '.join(f'{d.vnet}/{d.name}' for d in gone)}" if gone else "")
+
     def view(self) -> dict:
         out: dict[str, list] = {v.name: [] for v in self.cp.cfg.vnets if v.members}
         for d in self.members():

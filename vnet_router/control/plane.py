@@ -121,6 +121,7 @@ class ControlPlane:
         self._last_hello = -1e9
         self._timer = None
         self._tasks: set = set()
+        self.pmtu = None            # control.pmtu.PathMtu: takes PATH_MTU notices (the node's)
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -232,6 +233,9 @@ class ControlPlane:
         try:
             if isinstance(msg, m.Hello):
                 self._hello(peer, msg)
+            elif isinstance(msg, m.PathMtu):
+                if self.pmtu is not None:
+                    self.pmtu.on_message(peer[0], peer[1], msg)
             elif msg.IS_REPLY:
                 self.req.on_reply(peer, msg)
             else:
@@ -255,21 +259,7 @@ class ControlPlane:
         if old is None:
             log.info("neighbour %s on %s: %s", msg.name, _peer_str(peer), msg.role.name)
         elif old["incarnation"] != msg.incarnation:
-            self._peer_restarted(peer, msg)
-
-    def _peer_restarted(self, peer, msg: m.Hello):
-        """A neighbour restarted (a new incarnation in its HELLO): it forgot the run-time
-        virtual links it had with us, so ours go too -- never half-open."""
-        self._count("peer_restarts")
-        gone = [d for d in self.dynamic.values() if d.peer == peer]
-        for d in gone:
-            self._uninstall(d)
-            d.fsm.fire("remote_teardown")
-            self._count("vlinks_peer_restarted")
-        log.warning("neighbour %s on %s restarted (incarnation %08x)%s", msg.name,
-                    _peer_str(peer), msg.incarnation,
-                    f": removed the run-time virtual links it had forgotten: "
-                    f"{', '.join(f'{d.vnet}/{d.name}' for d in gone)}" if gone else "")
+            self.members.peer_restarted(peer, msg)
 
     def _execute(self, peer, msg):
         if isinstance(msg, (m.RateRequest, m.RateNotify)):

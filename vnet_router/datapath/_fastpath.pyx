@@ -153,7 +153,7 @@ DEF K_UDP = 2
 # reason indexes -> names (tables.DROP_REASONS)
 _REASONS = ("short", "bad_len", "unknown_vlan", "bad_peer", "no_link", "unknown_vli", "control",
             "oversize", "policed", "tap_error", "queue_full", "vli_drop", "send_error",
-            "control_queue")
+            "control_queue", "too_big")
 DEF R_SHORT = 0
 DEF R_BAD_LEN = 1
 DEF R_UNKNOWN_VLAN = 2
@@ -168,6 +168,7 @@ DEF R_QUEUE_FULL = 10
 DEF R_VLI_DROP = 11
 DEF R_SEND_ERROR = 12
 DEF R_CONTROL_QUEUE = 13
+DEF R_TOO_BIG = 14
 DEF CONTROL_QUEUE = 1024   # VLI-0 frames the ring thread may have handed to the loop at once
 
 
@@ -233,9 +234,11 @@ cdef struct Link:
     uint8_t addr[28]         # UDP: the remote's sockaddr_in / sockaddr_in6
     int addrlen
     int64_t rx_packets, rx_bytes, tx_packets, tx_bytes      # deltas since the last sync
+    int64_t not_member       # delta: ignored multiaccess frames of vNets not hosted here
 
 cdef struct Iface:
     int multi                # link index of the multiaccess link, -1 none
+    uint64_t mac             # the interface's own MAC (48 bits)
     uint8_t vids[512]        # bitmap of VLAN ids p2p links use
 
 # The bounded FIFO of one shaped output virtual link (``meters.Shaper.queue`` in C): ``limit``
@@ -299,6 +302,7 @@ cdef class _Tables:
     cdef LCE *lcache          # nports x LCACHE
     cdef int *shaped          # indexes of the VLs with metered == 2
     cdef int nshaped
+    cdef dict ignored         # Tables.ignored: global ignore counters (``_sync``)
 
     def __dealloc__(self):
         free(self.shaped)
@@ -415,6 +419,7 @@ cdef tuple _compile(dp, snap, dict queues):
             t.lcache):
         raise MemoryError()
     t.ethertype = snap.ethertype
+    t.ignored = dp.ignored
     t.queues = []
     link_ix = {id(c): i for i, c in enumerate(links)}
     vl_ix = {id(v): i for i, v in enumerate(vls)}
@@ -445,6 +450,7 @@ cdef tuple _compile(dp, snap, dict queues):
     for j, (ifindex, f) in enumerate(snap.ifaces.items()):
         t.ifslot[ifindex] = j
         t.ifaces[j].multi = link_ix[id(f.multiaccess)] if f.multiaccess is not None else -1
+        t.ifaces[j].mac = int.from_bytes(f.mac, "big")
         for (vid, mac), c in f.p2p.items():
             t.p2p.put((<uint64_t>vid << 48) | int.from_bytes(mac, "big"), j, link_ix[id(c)])
             t.ifaces[j].vids[vid >> 3] |= 1 << (vid & 7)
@@ -770,7 +776,10 @@ cdef class _Engine:
         v = t.vli.get(vn_be16(f + off), link)
         if v < 0:
             if vn_be16(f + off) != 0:
-                self._drop(t, R_UNKNOWN_VLI, link, -1)
+                if ln.kind == K_MULTI and vn_mac48(f) != t.ifaces[ifs].mac:
+                    ln.not_member += 1          # a vNet not hosted here: ignored, no fault
+                else:
+                    self._drop(t, R_UNKNOWN_VLI, link, -1)
             elif not self._control(s, t, link, f, n, start, length):
                 self._drop(t, R_CONTROL, link, -1)
             return 0
@@ -937,7 +946,7 @@ cdef class _Engine:
                 self.dp.output(t.vl_objs[o], (<char *>payload)[:length], port)
             return 0
         if <int>length > t.links[vl.link].payload_mtu:
-            self._drop(t, R_OVERSIZE, vl.link, o)
+            self._drop(t, R_TOO_BIG, vl.link, o)
             return 0
         if vl.metered == 2:
             q = vl.q
@@ -1365,6 +1374,10 @@ cdef int _sync(_Tables t) except -1:
             st.tx_packets += ln.tx_packets
             st.tx_bytes += ln.tx_bytes
             ln.rx_packets = ln.rx_bytes = ln.tx_packets = ln.tx_bytes = 0
+        if ln.not_member:
+            t.link_objs[i].state.ignored["not_member"] += ln.not_member
+            t.ignored["not_member"] += ln.not_member
+            ln.not_member = 0
     for i in range(t.nvl):
         vl = &t.vls[i]
         if vl.packets:

@@ -2,7 +2,9 @@
 
 ``classify_eth`` / ``classify_udp`` take a compiled :class:`~vnet_router.model.tables.Snapshot`
 and one received frame and return ``(reason, link ctx, vlink, payload offset, payload length)``.
-``reason`` is None for a frame to act on, else the drop reason; link ctx / vlink are filled as
+``reason`` is None for a frame to act on, else the drop reason (or an ignore reason,
+``tables.IGNORE_REASONS``: ``not_member``, a multiaccess frame of a vNet this node does not
+host: its VLI is unknown here and it is not addressed to this node's MAC); link ctx / vlink are filled as
 far as the frame got.  They never raise on frame contents.  The reference datapath calls them
 per frame; the compiled engine (``_fastpath.pyx``) implements the same rule in C on the same
 snapshot, and the differential tests hold the two to the same answers.
@@ -48,7 +50,12 @@ def _lookup_vli(ctx: LinkCtx, view, off: int):
         return "oversize", ctx, None, start, length
     v = ctx.in_vlinks.get(vli)
     if v is None:
-        return ("control" if vli == wire.VLI_CONTROL else "unknown_vli"), ctx, None, start, length
+        if vli == wire.VLI_CONTROL:
+            return "control", ctx, None, start, length
+        if ctx.kind == "multiaccess" and view[0:6] != ctx.local_mac:
+            # flooded on the LAN for a vNet this node does not host: not ours, not a fault
+            return "not_member", ctx, None, start, length
+        return "unknown_vli", ctx, None, start, length
     return None, ctx, v, start, length
 
 

@@ -133,6 +133,7 @@ class Datapath:
         self._view = memoryview(self._buf)
         self._reading: set[int] = set()
         self.drops = tables.drops
+        self.ignored = tables.ignored
         self.engine: Engine = engine(self)
         self.name: str = self.engine.name
         # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
@@ -390,6 +391,9 @@ class Datapath:
             if reason == "control" and self.on_control is not None and \
                     self.on_control(ctx, view, start, length):
                 return
+            if reason == "not_member":
+                self.ignore(reason, ctx)
+                return
             self.drop(reason, ctx, v)
             return
         if v.meter is not None and not v.meter.take(length):
@@ -428,6 +432,11 @@ class Datapath:
         if v is not None:
             v.drop(reason)
 
+    def ignore(self, reason: str, ctx: LinkCtx):
+        """Count a frame that was not for this node (``tables.IGNORE_REASONS``): no fault."""
+        self.ignored[reason] += 1
+        ctx.state.ignored[reason] += 1
+
     # -- transmit ------------------------------------------------------------------------------
 
     def output(self, v: VLink, payload: bytes, port: TapPort | None = None):
@@ -437,7 +446,7 @@ class Datapath:
             return
         ctx: LinkCtx = v.port
         if len(payload) > ctx.payload_mtu:
-            self.drop("oversize", ctx, v)
+            self.drop("too_big", ctx, v)
             return
         shaper = v.meter
         if shaper is not None:

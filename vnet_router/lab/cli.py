@@ -62,7 +62,9 @@ def parse_args(argv=None):
     c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone")
     c.add_argument("--kill", action="store_true",
                    help="also SIGTERM processes still running inside those namespaces")
-    sub.add_parser("check", help="validate a topology file and exit").add_argument("file")
+    sub.add_parser("check", help="validate a topology file, report the logical interfaces "
+                                 "whose static path carries less than their MTU, and exit "
+                                 "(1: frames would be lost)").add_argument("file")
     return p.parse_args(argv)
 
 
@@ -97,7 +99,10 @@ def _check(args) -> int:
         return 2
     print(f"{args.file}: OK ({len(t.nodes)} nodes, {len(t.switches)} switches, "
           f"{len(t.links)} links, {sum(n.has_router for n in t.nodes)} routers)")
-    return 0
+    lines, ok = topology.path_net(t).report()
+    for line in lines:
+        print(f"path MTU: {line}")
+    return 0 if ok else 1
 
 
 def _up(args) -> int:

@@ -45,6 +45,8 @@ from typing import Annotated, Literal
 from vnet_router.model import config as rconfig
 from vnet_router.model import host as hconfig
 from vnet_router.model.config import Cidr, valid_ifname
+from vnet_router.model.paths import End, Net
+from vnet_router.wire import substrate as wire
 from vnet_router.model.schema import (ConfigError, Invalid, Schema, Shown, Str, derived,
                                       int_range, key, pairs, parsed, pattern, prepare, rules,
                                       tables, validate)
@@ -467,3 +469,23 @@ def render_router(topo: Topology, node: str, prefix: str, workdir: str) -> dict:
     if n.router is None:
         raise ValueError(f"node {node} has no router config")
     return render(n.router, node, prefix, workdir, topo.macs(), n.daemon)
+
+
+# -- paths --------------------------------------------------------------------------------------
+
+def path_net(topo: Topology) -> Net:
+    """The topology's routers and link ends as ``model.paths.Net`` (``vnet-lab check``: the
+    MTU of every logical interface's static path)."""
+    macs = topo.macs()
+    configs = {n.name: parse_node_config(render(n.router, n.name, SAMPLE_PREFIX,
+                                                SAMPLE_WORKDIR, macs, n.daemon),
+                                         topo.path, n.daemon)
+               for n in topo.nodes if n.router is not None}
+    ends = {}
+    for i, link in enumerate(topo.links):
+        segment = link.b.switch if link.b.switch is not None else f"link{i}"
+        for e in (link.a, link.b):
+            if e.node is not None:
+                ends[(e.node, e.ifname)] = End(wire.mac_to_bytes(e.mac),
+                                               link.mtu or 1500, segment)
+    return Net(configs, ends)

@@ -108,6 +108,12 @@ class NodeSection(Schema):
     control_request_timeout: number_range(0.1, 3600, "seconds") = key(
         "seconds from the first byte of a request to its end (half a request, then nothing: "
         "closed)", 10.0)
+    path_mtu_interval: number_range(0, 3600, "seconds") = key(
+        "seconds between the path MTU notices (PATH_MTU on VLI 0) this node sends upstream on "
+        "each substrate link for its input virtual links; the MTU of a logical interface is "
+        "lowered to what its neighbour reports (a pass-through node reports the smallest "
+        "along the path), an entry not heard for 3.5 intervals expires; `0`: off (neither "
+        "sent nor taken)", 2.0)
 
     @property
     def state_path(self) -> str:
@@ -256,6 +262,10 @@ class LogicalInterface(Schema):
         shown="unlimited")
     queue: Queue = key("frames the output shaper may hold; when full the TAP is not read "
                        "until it drains", 256)
+    mtu: int_range(68, 65535, "MTU") | None = key(
+        "MTU of the logical interface (TAP: of its IP packets, the frame is 14 bytes more; "
+        "socket: the largest packet); never above what the substrate link carries",
+        None, shown="the substrate link's, lowered to the path MTU its neighbour reports")
     mac: Mac | None = key("MAC of the TAP; by default derived from the node, vNet and interface "
                           "names (stable across restarts)", None, shown="derived")
     addresses: tuple[Cidr, ...] = key(

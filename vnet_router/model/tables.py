@@ -41,17 +41,26 @@ DROP_REASONS = (
     "send_error",       # the substrate interface refused the frame
     "ring_full",        # the kernel found no room in the receive ring / socket buffer
     "control_queue",    # VLI 0 frame beyond the bounded queue to the control plane
+    "too_big",          # switched (or sent) frame larger than the output substrate link carries
+)
+
+# Ignore reasons: frames that are not for this node and are dropped as a matter of course, not
+# as a fault -- counted apart from the drops (``vnet_ignored_total``), which the alert rules watch.
+IGNORE_REASONS = (
+    "not_member",       # multiaccess: a vNet this node does not host (VLI unknown here, frame
+                        # not addressed to this node's MAC)
 )
 
 
 class LinkState:
     """Counters of one substrate link (plain ints, read by ``show`` and metrics)."""
 
-    __slots__ = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops")
+    __slots__ = ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "drops", "ignored")
 
     def __init__(self):
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.ignored: dict[str, int] = dict.fromkeys(IGNORE_REASONS, 0)
 
 
 class VLink:
@@ -110,6 +119,7 @@ class Snapshot:
     ifaces: dict         # ifindex -> IfaceCtx
     udp: dict            # (local ip, port) -> {(remote ip, port): LinkCtx}
     vlinks: dict         # (link, vli, dir) -> VLink
+    path_mtu: dict = None    # (link, out VLI) -> payload MTU the downstream reported (PATH_MTU)
 
 
 @dataclass(frozen=True)
@@ -131,6 +141,23 @@ def logical_mtu(ctx: LinkCtx) -> int:
     return ctx.payload_mtu - wire.ETH_HLEN
 
 
+def interface_mtu(ctx: LinkCtx, li, reported: int | None = None) -> int:
+    """MTU of logical interface ``li`` on substrate link ``ctx``: what its output virtual link
+    carries -- the link's payload MTU, lowered to the path MTU its neighbour ``reported``
+    (PATH_MTU) -- less the TAP's Ethernet header, and at most ``li.mtu`` when configured."""
+    payload = ctx.payload_mtu if reported is None else min(ctx.payload_mtu, reported)
+    mtu = payload - (wire.ETH_HLEN if li.kind == "tap" else 0)
+    return min(mtu, li.mtu) if li.mtu else mtu
+
+
+def receive_limit(ctx: LinkCtx, li) -> int:
+    """The largest payload logical interface ``li`` takes from its input virtual link (what
+    this node reports upstream for it): the link's payload MTU, or ``li.mtu`` (+ header)."""
+    if not li.mtu:
+        return ctx.payload_mtu
+    return min(ctx.payload_mtu, li.mtu + (wire.ETH_HLEN if li.kind == "tap" else 0))
+
+
 class Tables:
     """The authoritative model: substrate links, vNets, virtual links and their state."""
 
@@ -141,6 +168,10 @@ class Tables:
         self.link_states: dict[str, LinkState] = {}
         self.vlinks: dict[tuple, VLink] = {}
         self.drops: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
+        self.ignored: dict[str, int] = dict.fromkeys(IGNORE_REASONS, 0)
+        # (substrate link, output VLI) -> the path MTU (payload bytes) the downstream node
+        # reported for that virtual link (control/pmtu.py); absent: the link's own
+        self.path_mtu: dict[tuple[str, int], int] = {}
         self.dynamic: list = []       # LogicalInterfaces made at run time (control protocol)
         self._build()
 
@@ -261,4 +292,5 @@ class Tables:
         for ctx in links.values():
             if ctx.kind == "udp":
                 udp.setdefault(ctx.local, {})[ctx.remote] = ctx
-        return Snapshot(self.generation, cfg.node.ethertype, links, ifaces, udp, dict(self.vlinks))
+        return Snapshot(self.generation, cfg.node.ethertype, links, ifaces, udp, dict(self.vlinks),
+                        dict(self.path_mtu))

@@ -15,7 +15,9 @@ import sys
 
 from vnet_router import __version__
 from vnet_router.model import config as config_mod
+from vnet_router.model.paths import narrowing_switches
 from vnet_router.model.schema import ConfigError
+from vnet_router.model.tables import Tables
 from vnet_router.node.lifecycle import Node
 from vnet_router.node.owned import StateError, StateFile
 from vnet_router.ops import logs, loop
@@ -97,6 +99,9 @@ def main(argv=None) -> int:
             from vnet_router.wire import auth
             print(f"VBM public key (the nodes' [tm] vbm_public_key): "
                   f"{auth.public_bytes(auth.signing_key(cfg.vbm.signing_seed)).hex()}")
+        snap = Tables(cfg, facts).compile()
+        for line in narrowing_switches(cfg, {i: c.payload_mtu for i, c in snap.links.items()}):
+            print(f"path MTU: {line}")
         return 0
     # Netlink work (pyroute2 runs its own event loop) happens outside the datapath's loop:
     # namespaces and TAPs are made before it starts and removed after it ends.  Stop signals

@@ -29,7 +29,8 @@ from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
 from vnet_router.node.status import status
-from vnet_router.model.tables import Tables
+from vnet_router.model.tables import Tables, interface_mtu
+from vnet_router.control.pmtu import PathMtu, node_id
 
 log = logging.getLogger("vnet_router")
 
@@ -54,6 +55,7 @@ class Node:
         self.dp = None           # the datapath chosen by datapaths.choose()
         self.cp = None           # the control plane (control.plane.ControlPlane), with [tm]/[vbm]
         self.kernel = KernelInstances()     # eBPF protocol instances (node/kernel.py)
+        self.pmtu = None         # path MTU notices (control.pmtu.PathMtu), on every node
         self.control: ControlServer | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.started = time.time()
@@ -126,6 +128,10 @@ class Node:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
             self.dp.on_port_closed = self._endpoint_closed
             self.dp.on_fatal = datapath_failed
+            # VLI 0 is taken from the first frame on: a neighbour's notice may arrive at once
+            self.pmtu = PathMtu(self.tables, self.dp, loop, node=node_id(cfg, self.facts),
+                                incarnation=self.incarnation, on_interface=self._path_mtu)
+            self.dp.on_control = self.pmtu.on_control       # the control plane's, if it runs
             self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
                 from vnet_router.control.plane import ControlPlane
@@ -133,7 +139,10 @@ class Node:
                     cfg, self.tables, self.dp, self.ports, loop, incarnation=self.incarnation,
                     on_owned=(lambda q: self.statefile.save(qdiscs=q)) if self.statefile
                     else None)
+                self.cp.pmtu = self.pmtu
+                self.pmtu.send = lambda link, dst, msg: self.cp._send((link, dst), msg)
                 self.cp.start()
+            self.pmtu.start()
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}
             self.control = self.make_control(cfg.node.control_socket, handlers)
@@ -157,6 +166,8 @@ class Node:
             if self.control is not None:
                 await self.control.close()
             self.kernel.stop_all()
+            if self.pmtu is not None:
+                self.pmtu.close()
             if self.cp is not None:
                 await self.cp.close()
             if self.dp is not None:
@@ -208,8 +219,10 @@ class Node:
         app = end.take_app(peer.pid if peer else None)
         log.info("endpoint %s/%s handed to pid %s uid %s", vnet, interface,
                  peer.pid if peer else "?", peer.uid if peer else "?")
-        ctx = self.tables.compile().links[li.substrate_link]
-        return WithFds({"vnet": vnet, "interface": interface, "mtu": ctx.payload_mtu,
+        snap = self.tables.compile()
+        mtu = interface_mtu(snap.links[li.substrate_link], li,
+                            snap.path_mtu.get((li.substrate_link, li.out_vli)))
+        return WithFds({"vnet": vnet, "interface": interface, "mtu": mtu,
                         "substrate_link": li.substrate_link, "in_vli": li.in_vli,
                         "out_vli": li.out_vli}, [app])
 
@@ -226,6 +239,18 @@ class Node:
         self.ports.taps[key] = new
         self.dp.reconfigure({(port.vnet, port.name): new.fd}, [(port.vnet, port.name)])
         old.close()
+
+    def _path_mtu(self, li, reported: int | None):
+        """A path MTU notice changed what logical interface ``li`` may send: its TAP follows
+        (netlink, in a worker thread: pyroute2 cannot run in the event loop)."""
+        mtu = interface_mtu(self.dp.snap.links[li.substrate_link], li, reported)
+
+        def done(fut):
+            if fut.exception() is not None:
+                log.error("vnet %s: setting the MTU of %s to %d failed: %s", li.vnet, li.name,
+                          mtu, fut.exception())
+        self.loop.run_in_executor(None, self.ports.set_mtu, self.cfg, li, mtu) \
+            .add_done_callback(done)
 
     # -- kernel instances (node/kernel.py) -------------------------------------------------------
 
@@ -272,6 +297,7 @@ class Node:
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned)
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
         st["kernel_instances"] = self.kernel.status()
+        st["path_mtu"] = self.pmtu.status() if self.pmtu is not None else None
         if self.control is not None:
             st["control_socket"] = self.control.stats()
         return st

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from vnet_router.ops import netlink
 from vnet_router.wire import substrate as wire
 from vnet_router.model.config import LogicalInterface, NodeConfig
-from vnet_router.model.tables import IfaceFacts, Snapshot, logical_mtu
+from vnet_router.model.tables import IfaceFacts, Snapshot, interface_mtu
 from vnet_router.ops.tap import Tap
 
 log = logging.getLogger(__name__)
@@ -176,7 +176,8 @@ class Ports:
         for li in cfg.interfaces:
             key = self.key(cfg, li)
             wanted[key] = li
-            mtu = logical_mtu(snap.links[li.substrate_link])
+            mtu = interface_mtu(snap.links[li.substrate_link], li,
+                                snap.path_mtu.get((li.substrate_link, li.out_vli)))
             if key in self.taps:
                 self._update(key, li, mtu, ch)
                 continue
@@ -233,7 +234,7 @@ class Ports:
     def create(self, cfg: NodeConfig, li: LogicalInterface, ctx) -> Tap:
         """Create the TAP of run-time logical interface ``li`` in its vNet's namespace."""
         ns = self.key(cfg, li)[0]
-        mtu = logical_mtu(ctx)
+        mtu = interface_mtu(ctx, li)
         tap = Tap()
         try:
             netlink.link_set(tap.tmpname, mtu=mtu,
@@ -264,6 +265,22 @@ class Ports:
         self.dynamic.discard(key)
         self.taps.pop(key).close()
         log.info("vnet %s: removed logical interface %s", vnet, name)
+        return True
+
+    def set_mtu(self, cfg: NodeConfig, li: LogicalInterface, mtu: int) -> bool:
+        """Give TAP ``li`` MTU ``mtu`` (a path MTU notice changed it; blocking netlink: the
+        daemon runs it in a worker thread).  False if there is nothing to change here."""
+        key = self.key(cfg, li)
+        if key not in self.taps or li.kind == "socket" or self._mtu.get(key) == mtu:
+            return False
+        if not self.privileged:
+            log.warning("vnet %s: cannot set the MTU of %s to %d (no CAP_SYS_ADMIN)",
+                        li.vnet, li.name, mtu)
+            return False
+        netlink.link_set(key[1], key[0], mtu=mtu)
+        log.info("vnet %s: logical interface %s: mtu %s -> %d (path MTU)", li.vnet, li.name,
+                 self._mtu.get(key), mtu)
+        self._mtu[key] = mtu
         return True
 
     def _update(self, key, li, mtu, ch: Change):

@@ -39,7 +39,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
         d = {"id": s.id, "kind": s.kind, "mtu": ctx.mtu,
              "rx_packets": st.rx_packets, "rx_bytes": st.rx_bytes,
              "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes,
-             "drops": {k: n for k, n in st.drops.items() if n}}
+             "drops": {k: n for k, n in st.drops.items() if n},
+             "ignored": {k: n for k, n in st.ignored.items() if n}}
         if s.kind == "udp":
             d.update(local=f"{s.local[0]}:{s.local[1]}", remote=f"{s.remote[0]}:{s.remote[1]}")
         else:
@@ -56,7 +57,10 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
                        "rate": _rate(v.rate), "packets": v.packets, "bytes": v.bytes,
                        "shaper": "kernel" if v.txsock is not None else
                                  ("user" if meter is not None else "none"),
-                       "queue_depth": depth, "drops": dict(v.drops)})
+                       "queue_depth": depth, "drops": dict(v.drops),
+                       # output: the path MTU (payload bytes) the downstream node reported
+                       "path_mtu": tables.path_mtu.get((link, vli)) if direction == "out"
+                       else None})
     ports = [{"vnet": p.vnet, "name": p.name, "namespace": cfg.vnet(p.vnet).namespace,
               "dynamic": (p.vnet, p.name) in getattr(cp, "dynamic", {}),
               "rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
@@ -70,6 +74,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
         "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
         "logical_interfaces": ports,
         "drops": {k: n for k, n in tables.drops.items()},
+        # frames not for this node (no fault): not_member
+        "ignored": {k: n for k, n in tables.ignored.items()},
         # control plane ([tm]/[vbm]): event counters, messages by type and outcome, allocations
         "control": cp.status() if cp is not None else None,
     }

@@ -86,6 +86,12 @@ class Collector:
         for reason, n in st["drops"].items():
             drops.add_metric([reason], n)
         yield drops
+        ignored = CounterMetricFamily(
+            "vnet_ignored", "Frames not for this node, by reason (not_member: a vNet it does "
+            "not host, flooded on a multiaccess LAN); no fault, not a drop", labels=["reason"])
+        for reason, n in st.get("ignored", {}).items():
+            ignored.add_metric([reason], n)
+        yield ignored
 
     @staticmethod
     def _links(st):
@@ -95,13 +101,19 @@ class Collector:
                 for k in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes")}
         drops = CounterMetricFamily("vnet_substrate_link_drops", "Drops by substrate link",
                                     labels=["link", "reason"])
+        ignored = CounterMetricFamily("vnet_substrate_link_ignored",
+                                      "Frames not for this node by substrate link",
+                                      labels=["link", "reason"])
         for s in st["substrate_links"]:
             for k, fam in fams.items():
                 fam.add_metric([s["id"], s["kind"]], s[k])
             for reason, n in s["drops"].items():
                 drops.add_metric([s["id"], reason], n)
+            for reason, n in s.get("ignored", {}).items():
+                ignored.add_metric([s["id"], reason], n)
         yield from fams.values()
         yield drops
+        yield ignored
 
     @staticmethod
     def _vlinks(st):
@@ -115,6 +127,10 @@ class Collector:
                                       labels=VL_LABELS) for k in ("min", "current", "max")}
         q = GaugeMetricFamily("vnet_virtual_link_queue_depth_packets",
                               "Frames waiting in the output shaper", labels=VL_LABELS)
+        pmtu = GaugeMetricFamily("vnet_virtual_link_path_mtu_bytes",
+                                 "Largest payload the output virtual link carries end to end, "
+                                 "as its downstream node reported (absent: no report)",
+                                 labels=VL_LABELS)
         vnet_pk = CounterMetricFamily("vnet_vnet_packets", "Frames of a vNet",
                                       labels=["vnet", "direction"])
         vnet_by = CounterMetricFamily("vnet_vnet_bytes", "Payload bytes of a vNet",
@@ -130,13 +146,15 @@ class Collector:
                 if v["rate"][k] is not None:
                     fam.add_metric(lv, _bytes(v["rate"][k]))
             q.add_metric(lv, v["queue_depth"])
+            if v.get("path_mtu") is not None:
+                pmtu.add_metric(lv, v["path_mtu"])
             acc = per_vnet.setdefault((v["vnet"], v["direction"]), [0, 0])
             acc[0] += v["packets"]
             acc[1] += v["bytes"]
         for (vnet, direction), (p, b) in per_vnet.items():
             vnet_pk.add_metric([vnet, direction], p)
             vnet_by.add_metric([vnet, direction], b)
-        yield from (pk, by, dr, *rates.values(), q, vnet_pk, vnet_by)
+        yield from (pk, by, dr, *rates.values(), q, pmtu, vnet_pk, vnet_by)
 
     @staticmethod
     def _ports(st):

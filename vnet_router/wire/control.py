@@ -31,6 +31,7 @@ length byte plus at most 32 ASCII bytes of ``[A-Za-z0-9_-]``.  Bodies (big endia
     RATE_NOTIFY        vli:16 rate:64
     AGG_REQUEST        vnet:16 current:64 want:64 minimum:64 capacity:64
     AGG_ASSIGN         status:8 vnet:16 rate:64
+    PATH_MTU           count:8 then count x (vli:16 mtu:16)   (no reply: soft state, resent)
 
 ``decode`` raises :class:`ControlDecodeError` (a ``wire.DecodeError``, reason ``control``)
 for every malformed input and nothing else.
@@ -71,6 +72,7 @@ class MsgType(IntEnum):
     RATE_NOTIFY = 10
     AGG_REQUEST = 11
     AGG_ASSIGN = 12
+    PATH_MTU = 13
 
 
 class Status(IntEnum):
@@ -92,6 +94,9 @@ class Role(IntEnum):
 
 # field kinds: struct code, or "name" for the length-prefixed name
 _KIND = {"u8": "B", "u16": "H", "u64": "Q", "status": "B", "role": "B"}
+# "mtus": count:8, then count x (vli:16, mtu:16): a tuple of (vli, mtu) pairs
+_MTU_ENTRY = struct.Struct("!HH")
+MAX_MTU_ENTRIES = 255
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,11 @@ class Message:
                 if len(b) > MAX_NAME or not _NAME_OK.match(b):
                     raise ValueError(f"bad name {value!r}")
                 out.append(bytes([len(b)]) + b)
+            elif kind == "mtus":
+                if len(value) > MAX_MTU_ENTRIES:
+                    raise ValueError(f"{len(value)} entries (at most {MAX_MTU_ENTRIES})")
+                out.append(bytes([len(value)]) + b"".join(_MTU_ENTRY.pack(v, u)
+                                                          for v, u in value))
             else:
                 out.append(struct.pack("!" + _KIND[kind], int(value)))
         return b"".join(out)
@@ -233,9 +243,23 @@ class AggAssign(Message):
     rate: int = 0
 
 
+@_msg(MsgType.PATH_MTU, (("entries", "mtus"),))
+@dataclass(frozen=True)
+class PathMtu(Message):
+    """Downstream -> upstream, for input virtual links of the substrate link it is sent on:
+    ``entries`` = ((vli, mtu), ...), ``mtu`` the largest payload (substrate payload: the inner
+    frame of a TAP) the virtual link carries from here to where it is delivered -- for a
+    switched link the smaller of its output substrate link's and what the next node reported.
+    Sent every ``[node].path_mtu_interval`` and at once when a value changes; no reply (an
+    entry not heard again for 3.5 intervals expires).  The upstream gives it to the logical
+    interface sending on that VLI (its MTU) or passes it on (pass-through)."""
+
+    entries: tuple = ()
+
+
 MESSAGES = {cls.TYPE: cls for cls in (Hello, VlinkSetup, VlinkSetupReply, VlinkTeardown, Ack,
                                       Join, Leave, RateRequest, RateReply, RateNotify,
-                                      AggRequest, AggAssign)}
+                                      AggRequest, AggAssign, PathMtu)}
 
 
 def decode(data: bytes | memoryview, off: int = 0) -> Message:
@@ -266,6 +290,14 @@ def decode(data: bytes | memoryview, off: int = 0) -> Message:
                 raise ControlDecodeError(f"{cls.__name__}.{name} not a name", pos, n)
             values[name] = raw.decode("ascii")
             pos += 1 + ln
+            continue
+        if kind == "mtus":
+            count = view[pos] if pos < n else -1
+            if count < 0 or pos + 1 + _MTU_ENTRY.size * count > n:
+                raise ControlDecodeError(f"{cls.__name__}.{name} truncated", pos, n)
+            values[name] = tuple(_MTU_ENTRY.unpack_from(view, pos + 1 + _MTU_ENTRY.size * k)
+                                 for k in range(count))
+            pos += 1 + _MTU_ENTRY.size * count
             continue
         code = _KIND[kind]
         size = struct.calcsize("!" + code)

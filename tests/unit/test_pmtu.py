@@ -1,0 +1,176 @@
+"""Path MTU notices (control/pmtu.py): what a node reports upstream, what it takes from
+downstream, expiry, and the datapath callback -- on tables, with a recording datapath and a
+test clock (no sockets)."""
+from vnet_router.control.pmtu import HOLD, PathMtu
+from vnet_router.model.config import loads
+from vnet_router.model.tables import IfaceFacts, Tables
+from vnet_router.wire import control as m
+from vnet_router.wire import substrate as wire
+
+ME = bytes.fromhex("0200000000aa")
+PEER = bytes.fromhex("020000000001")
+LAN1, LAN2 = bytes.fromhex("0200000000c1"), bytes.fromhex("0200000000c2")
+
+CFG = """
+[node]
+path_mtu_interval = {interval}
+[[substrate_link]]
+id = "west"
+kind = "p2p"
+interface = "eth0"
+peer_mac = "02:00:00:00:00:01"
+vlan = 10
+[[substrate_link]]
+id = "tun"
+kind = "udp"
+local = "192.168.60.1:4799"
+remote = "192.168.60.2:4799"
+[[substrate_link]]
+id = "lan"
+kind = "multiaccess"
+interface = "eth1"
+[[vnet]]
+name = "blue"
+id = 1
+[[interface]]
+vnet = "blue"
+name = "b0"
+substrate_link = "lan"
+in_vli = 50
+out_vli = 51
+mtu = 1400
+[[switch]]
+vnet = "blue"
+in_link = "west"
+in_vli = 100
+out_link = "tun"
+out_vli = 200
+[[switch]]
+vnet = "blue"
+in_link = "tun"
+in_vli = 201
+out_link = "west"
+out_vli = 101
+"""
+
+
+class FakeDp:
+    def __init__(self, tables):
+        self.snap = tables.compile()
+        self.sent = []
+
+    def send_control(self, ctx, payload, dst=None):
+        self.sent.append((ctx.id, dst, m.decode(payload)))
+        return True
+
+
+class FakeLoop:
+    def call_soon(self, fn, *args):
+        return None
+
+    def call_later(self, delay, fn, *args):
+        return None
+
+
+class Clock:
+    t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def rig(interval=2.0):
+    tables = Tables(loads(CFG.format(interval=interval)),
+                    {"eth0": IfaceFacts(2, ME, 1500), "eth1": IfaceFacts(3, ME, 9000)})
+    dp, clock, applied = FakeDp(tables), Clock(), []
+    pm = PathMtu(tables, dp, FakeLoop(), node=7, incarnation=9, clock=clock,
+                 on_interface=lambda li, mtu: applied.append((li.name, mtu)))
+    return tables, dp, clock, applied, pm
+
+
+def last(dp, link):
+    return [msg.entries for lid, _dst, msg in dp.sent if lid == link][-1]
+
+
+def test_reports_what_each_input_carries_onwards():
+    tables, dp, clock, applied, pm = rig()
+    assert pm.entries("west") == ((100, 1470),)       # switched onto the tunnel
+    assert pm.entries("tun") == ((201, 1496),)        # switched onto west
+    assert pm.entries("lan") == ((50, 1414),)         # delivered: the interface's mtu + 14
+    pm._tick()
+    assert {(lid, dst) for lid, dst, _ in dp.sent} == {("west", PEER), ("tun", None),
+                                                       ("lan", None)}
+    assert all(msg.node == 7 and msg.incarnation == 9 for _, _, msg in dp.sent)
+    dp.sent.clear()
+    pm._tick()                                        # nothing changed, interval not over
+    assert dp.sent == []
+    clock.t += 2.0
+    pm._tick()
+    assert len(dp.sent) == 3                          # the refresh
+
+
+def test_a_pass_through_node_passes_the_smaller_mtu_on_at_once():
+    tables, dp, clock, applied, pm = rig()
+    pm._tick()
+    dp.sent.clear()
+    pm.on_message("tun", None, m.PathMtu(entries=((200, 1400), (999, 1000))))
+    assert tables.path_mtu == {("tun", 200): 1400}
+    assert pm.counters["unknown_vlink"] == 1
+    assert last(dp, "west") == ((100, 1400),)         # triggered, not waiting for the refresh
+    assert applied == []                              # no logical interface sends on tun:200
+    # larger than the link: the link's own is the limit
+    pm.on_message("tun", None, m.PathMtu(entries=((200, 9000),)))
+    assert pm.entries("west") == ((100, 1470),)
+    # a report not heard again expires: back to the link's own
+    clock.t += HOLD * 2.0 + 0.1
+    pm._tick()
+    assert tables.path_mtu == {} and pm.counters["expired"] == 1
+
+
+def test_an_interface_takes_the_smallest_report_of_the_lan():
+    tables, dp, clock, applied, pm = rig()
+    pm.on_message("lan", LAN1, m.PathMtu(entries=((51, 8000),)))
+    pm.on_message("lan", LAN2, m.PathMtu(entries=((51, 1300),)))
+    assert tables.path_mtu == {("lan", 51): 1300}
+    assert applied == [("b0", 8000), ("b0", 1300)]
+    assert pm.status()["virtual_links"] == [{"substrate_link": "lan", "vli": 51,
+                                             "path_mtu": 1300, "reported_by": 2}]
+    clock.t += 5.0
+    pm.on_message("lan", LAN1, m.PathMtu(entries=((51, 8000),)))     # LAN2 falls silent
+    clock.t += HOLD * 2.0 - 4.0
+    pm._tick()
+    assert tables.path_mtu == {("lan", 51): 8000} and applied[-1] == ("b0", 8000)
+    pm.on_message("lan", LAN1, m.PathMtu(entries=((51, 40),)))       # below the floor
+    assert pm.counters["refused"] == 1 and tables.path_mtu == {("lan", 51): 8000}
+
+
+def test_a_run_time_lan_link_takes_only_its_neighbours_report():
+    tables, dp, clock, applied, pm = rig()
+    tables.output_vlink("lan", 51).dst = LAN1        # as a dynamic link to LAN1 has
+    pm.on_message("lan", LAN2, m.PathMtu(entries=((51, 1300),)))
+    assert tables.path_mtu == {} and pm.counters["unknown_vlink"] == 1
+    pm.on_message("lan", LAN1, m.PathMtu(entries=((51, 1350),)))
+    assert tables.path_mtu == {("lan", 51): 1350}
+
+
+def test_off_sends_nothing_and_takes_nothing():
+    tables, dp, clock, applied, pm = rig(interval=0)
+    pm._tick()
+    pm.on_message("tun", None, m.PathMtu(entries=((200, 1400),)))
+    assert dp.sent == [] and tables.path_mtu == {} and pm.counters["ignored"] == 1
+
+
+def test_datapath_callback_takes_path_mtu_only():
+    tables, dp, clock, applied, pm = rig()
+    ctx = dp.snap.links["west"]
+
+    def frame(payload):
+        f = wire.pack_eth(ME, PEER, 0, payload, wire.VlanTag(10))
+        return memoryview(f), 18 + 4, len(payload)
+    view, start, n = frame(m.PathMtu(entries=((101, 1400),)).pack())
+    assert pm.on_control(ctx, view, start, n) is True
+    assert tables.path_mtu == {("west", 101): 1400}
+    view, start, n = frame(m.Hello(name="x").pack())
+    assert pm.on_control(ctx, view, start, n) is False       # the control drop, as before
+    view, start, n = frame(b"\x01garbage")
+    assert pm.on_control(ctx, view, start, n) is False
