@@ -128,9 +128,9 @@ class Membership:
                 cp._uninstall(d)
                 d.fsm.fire("remote_teardown")
                 cp._count("vlinks_peer_lost")
+            names = ", ".join(f"{d.vnet}/{d.name}" for d in gone)
             log.warning("neighbour %s not heard for %.1f s: gone%s", _who(cp, peer, n),
-                        now - n["seen"], f"; removed {', '.join(f'{d.vnet}/{d.name}' for d in gone)}"
-                        if gone else "")
+                        now - n["seen"], f"; removed {names}" if gone else "")
 
     def peer_restarted(self, peer, msg: m.Hello):
         """A neighbour restarted (a new incarnation in its HELLO): it forgot the run-time
