@@ -36,7 +36,7 @@ def topology():
     lan = t.multiaccess("lan", "e0", key_file=KEY["lan"])
     router = t.node("r", lan, ("vnet", {"name": "blue", "id": 1,
                                                              "members": members}),
-                    settings={"name": "r"}, router={"tm": TM})
+                    settings={"name": "r", "metrics": "127.0.0.1:9477"}, router={"tm": TM})
     hosts = [t.node(h, lan, daemon="host", settings={"name": h},
                     router={"tm": TM}) for h in HOSTS]
     return t.topology(t.switch_node("sw"), *(t.link(f"{n}:e0", "sw") for n in ("r",) + HOSTS),
@@ -87,8 +87,13 @@ def test_hosts_join_ping_and_leave_on_both_sides(make_lab):
     outs = [o for o in lab.control("r", "alloc")["outputs"] if o["vnet"] == "blue"]
     assert len(outs) == 3 and all(o["min"] == 2_000_000 and o["max"] == 50_000_000
                                   for o in outs), outs
-    metrics = lab.control("r")["control"]["allocations"]["members"]["blue"]
-    assert len(metrics) == 3
+    assert len(lab.control("r")["control"]["allocations"]["members"]["blue"]) == 3
+    text = vnetctl(lab, "r", "alloc").stdout                 # membership in vnetctl ...
+    assert "vNet members" in text and all(f"m-{h}" in text for h in HOSTS), text
+    metrics = lab.exec("r", ["python3", "-c", "import urllib.request; print(urllib.request."
+                             "urlopen('http://127.0.0.1:9477/metrics', timeout=5).read()"
+                             ".decode())"]).stdout            # ... and in the metrics
+    assert 'vnet_vnet_members{vnet="blue"} 3.0' in metrics, metrics[-3000:]
 
     done = leave(lab, "h3")
     assert "left vNet blue: removed blue0 (the router acknowledged)" in done, done

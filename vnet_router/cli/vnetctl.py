@@ -168,6 +168,12 @@ def alloc_view(a: dict) -> list:
                  "up" if d["upstream"] else "down", d["state"]] for d in a["dynamic"]]
         out += [render.table(["vnet", "name", "link", "peer", "in_vli", "out_vli", "stream",
                               "state"], rows, "dynamic virtual links"), ""]
+    members = a.get("members") or {}
+    if members:
+        rows = [[v, m["node"], m["interface"], m["in_vli"], m["out_vli"]]
+                for v, ms in members.items() for m in ms] or [["-"] * 5]
+        out += [render.table(["vnet", "member", "interface", "in_vli", "out_vli"], rows,
+                             "vNet members (joined at run time; rates: the links above)"), ""]
     vbm = a.get("vbm")
     if vbm:
         rows = [[v, x["share"], _r(x["pool"]), _r(x["allocated"]), n, _r(y["aggregate"]),
