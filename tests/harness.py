@@ -87,6 +87,31 @@ def vnetctl(lab, node: str, *args, user: int | None = None, timeout: float = 60)
     return vnetctl_at(lab.socket(node), *args, user=user, timeout=timeout)
 
 
+# -- raw frames ---------------------------------------------------------------------------------
+
+_INJECTOR = r"""
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+s.bind((sys.argv[1], 0))
+data = sys.stdin.buffer.read()
+n = 0
+while data:
+    size = int.from_bytes(data[:4], "big")
+    s.send(data[4:4 + size]); n += 1
+    data = data[4 + size:]
+print(n)
+"""
+
+
+def inject(lab, node: str, frames, ifname: str = "e0") -> None:
+    """Send ``frames`` (whole Ethernet frames, forged as a test likes) out of ``ifname`` of
+    ``node`` by raw socket, in order; asserts every one was sent."""
+    blob = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+    r = lab.exec(node, ["python3", "-c", _INJECTOR, ifname], input=blob, text=False)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) == len(frames), r.stdout
+
+
 # -- iperf3 ------------------------------------------------------------------------------------
 
 def listening(lab, node: str, port: int, vnet: str | None = None, proto: str = "t") -> str:

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 import topo as t
-from harness import eventually, repo_env
+from harness import eventually, inject, repo_env
 
 from vnet_router.wire import substrate as wire
 from vnet_router.model.config import loads
@@ -26,26 +26,6 @@ TOPO = (
     + t.node("y", t.p2p("p", "e0", "x:e0", mtu=1500), t.multiaccess("lan", "e0", mtu=1500),
              t.vnet("blue", 1),
              t.iface("blue", "blue0", "p", 101, 100, addresses=["10.0.0.2/24"])))
-
-INJECTOR = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-s.bind(("e0", 0))
-data = sys.stdin.buffer.read()
-n = 0
-while data:
-    size = int.from_bytes(data[:4], "big")
-    s.send(data[4:4 + size]); n += 1
-    data = data[4 + size:]
-print(n)
-"""
-
-
-def _inject(lab, node, frames):
-    blob = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
-    r = lab.exec(node, ["python3", "-c", INJECTOR], input=blob, text=False)
-    assert r.returncode == 0, r.stderr
-    assert int(r.stdout) == len(frames)
 
 
 def test_bad_frames_are_counted_and_forwarding_continues(make_lab):
@@ -69,7 +49,7 @@ def test_bad_frames_are_counted_and_forwarding_continues(make_lab):
     pinger = lab.popen("x", ["ping", "-n", "-c", "40", "-i", "0.05", "10.0.0.2"], vnet="blue",
                        stdout=subprocess.PIPE, text=True)
     for _ in range(n):
-        _inject(lab, "x", list(cases.values()))
+        inject(lab, "x", list(cases.values()))
     out, _ = pinger.communicate(timeout=30)
     assert " 0% packet loss" in out, out      # forwarding went on throughout
 
@@ -101,9 +81,9 @@ def test_vlan_tag_is_stripped_on_veth_and_classified(tmp_path):
         recv = lab.popen("q", ["python3", "-c", RECEIVER], stdout=subprocess.PIPE, text=True,
                          env=repo_env())
         assert recv.stdout.readline() == "listening\n"      # its socket is open
-        _inject(lab, "p", [frame])
+        inject(lab, "p", [frame])
         # legacy frame too: the BPF filter must keep it out
-        _inject(lab, "p", [frame[:12] + b"\x08\x00" + b"\x45" + b"\x00" * 45])
+        inject(lab, "p", [frame[:12] + b"\x08\x00" + b"\x45" + b"\x00" * 45])
         out, _ = recv.communicate(timeout=10)
     got_len, got_tci, got_hex = out.split()
     got = bytes.fromhex(got_hex)

@@ -15,7 +15,8 @@ from vnet_router.wire import substrate as wire
 from vnet_router.wire import control as m
 
 import topo as t
-from harness import eventually, interval_rates, iperf_client, iperf_result, iperf_server, vnetctl
+from harness import (eventually, inject, interval_rates, iperf_client, iperf_result,
+                     iperf_server, vnetctl)
 
 pytestmark = pytest.mark.root
 
@@ -294,18 +295,6 @@ def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
     eventually(rebuilt, 20, "the restarted VBM to rebuild its view from the nodes")
 
 
-INJECTOR = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-s.bind(("e1", 0))
-data = sys.stdin.buffer.read()
-while data:
-    size = int.from_bytes(data[:4], "big")
-    s.send(data[4:4 + size])
-    data = data[4 + size:]
-"""
-
-
 def test_spoofed_and_malformed_control_messages_are_refused_and_counted(make_lab):
     lab = make_lab(topology(keys=False))      # without a key (test_control_auth.py: with)
     wait_vbm(lab)
@@ -332,9 +321,7 @@ def test_spoofed_and_malformed_control_messages_are_refused_and_counted(make_lab
     before = lab.control("y")
     pinger = lab.popen("x", ["ping", "-n", "-c", "30", "-i", "0.05", "10.7.0.2"], vnet="blue",
                        stdout=subprocess.PIPE, text=True)
-    blob = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
-    r = lab.exec("x", ["python3", "-c", INJECTOR], input=blob, text=False)
-    assert r.returncode == 0, r.stderr
+    inject(lab, "x", frames, "e1")
     out, _ = pinger.communicate(timeout=30)
     assert " 0% packet loss" in out, out
     c0 = before["control"]

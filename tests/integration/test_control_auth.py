@@ -19,7 +19,7 @@ from vnet_router.wire import control as m
 from vnet_router.wire import substrate as wire
 
 import topo as t
-from harness import eventually, vnetctl
+from harness import eventually, inject, vnetctl
 
 pytestmark = pytest.mark.root
 
@@ -58,24 +58,6 @@ def topology(keyfiles: dict, signing_key: str | None = None):
 def one_key(tmp_path):
     f = _keyfile(tmp_path / "lan.key", (1, LAN_KEY))
     return dict.fromkeys("xyv", f)
-
-
-INJECTOR = r"""
-import socket, sys
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-s.bind(("e0", 0))
-data = sys.stdin.buffer.read()
-while data:
-    size = int.from_bytes(data[:4], "big")
-    s.send(data[4:4 + size])
-    data = data[4 + size:]
-"""
-
-
-def inject(lab, node, frames):
-    blob = b"".join(len(f).to_bytes(4, "big") + f for f in frames)
-    r = lab.exec(node, ["python3", "-c", INJECTOR], input=blob, text=False)
-    assert r.returncode == 0, r.stderr
 
 
 def refused(lab, node):
