@@ -186,3 +186,11 @@ def test_garbage_is_left_for_the_decoder_to_refuse_as_malformed():
     assert auth.unsign(garbage, None) == (garbage, False)
     with pytest.raises(m.ControlDecodeError):
         m.decode(garbage)
+
+
+def test_a_neighbour_timeout_shorter_than_two_hellos_is_refused():
+    from vnet_router.model import config
+    from vnet_router.model.schema import ConfigError
+    with pytest.raises(ConfigError, match=r"tm.neighbour_timeout: 1.5 s is less than two "
+                       r"hello_intervals \(1 s\)"):
+        config.loads('[tm]\nneighbour_timeout = 1.5\n')

@@ -355,7 +355,8 @@ class TMSection(Schema):
         "`limit_vnet`)", 64)
     neighbour_timeout: number_range(0.5, 3600, "seconds") = key(
         "a neighbour not heard (HELLO) for this long is gone: the run-time virtual links with "
-        "it are removed (members of a vNet leave)", 5.0)
+        "it are removed (members of a vNet leave); at least two `hello_interval`s (the "
+        "neighbours' too)", 5.0)
     vbm_public_key: Str | None = key(
         "the VBM's Ed25519 public key (64 hex digits, printed by the VBM's `vnet-router "
         "--check`): then only a HELLO with role VBM and an AGG_ASSIGN signed by it are taken "
@@ -366,6 +367,10 @@ class TMSection(Schema):
     @rules
     def _vbm_public(self):
         _load_key(self, "vbm_public_key", parse_public, "vbm_public")
+        if self.neighbour_timeout < 2 * self.hello_interval:
+            raise Invalid("neighbour_timeout", f"{self.neighbour_timeout:g} s is less than two "
+                          f"hello_intervals ({self.hello_interval:g} s): neighbours would be "
+                          f"taken for gone between their HELLOs")
 
 
 class VBMShare(Schema):
