@@ -393,7 +393,7 @@ cdef void _move_queue(_Queue old, _Queue new) noexcept:
     old.q.count = 0
 
 
-cdef tuple _compile(dp, snap, dict queues):
+cdef tuple _compile(dp, snap, dict queues, dict udp_conn):
     """C view of ``snap``.  ``queues`` (VLink -> _Queue) holds the shaper queues of the table
     before; shaped links keep theirs, the entries are moved to the new table's dict (what is
     left in ``queues`` belongs to links no longer shaped here: the caller empties them)."""
@@ -431,7 +431,7 @@ cdef tuple _compile(dp, snap, dict queues):
         ln.payload_mtu = c.payload_mtu
         ln.udp = -1
         if ln.kind == K_UDP:
-            sock = getattr(dp.engine, "udp_conn", {}).get((c.local, c.remote))
+            sock = udp_conn.get((c.local, c.remote))
             ln.connected = sock is not None
             if sock is None:
                 sock = dp.udp.get(c.local)
@@ -603,6 +603,7 @@ cdef class _Engine:
     cdef uint8_t *copybuf           # frames handed to process_eth / output (kept until flush)
     cdef int copy_used
     cdef public dict queues         # VLink -> _Queue: shaper queues of the current table
+    cdef dict udp_conn              # the CEngine's connected UDP sockets, by (local, remote)
     cdef dict vl_ix                 # id(VLink) -> index in the current table
     cdef int timerfd                # the shapers' next departure (read by the ring thread)
     cdef mmsghdr *umsgs             # UDP_BATCH datagrams per recvmmsg (ring thread)
@@ -613,8 +614,9 @@ cdef class _Engine:
     cdef public int64_t wakeups, batches, drains
     cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
 
-    def __cinit__(self, dp):
+    def __cinit__(self, dp, dict udp_conn):
         self.dp = dp
+        self.udp_conn = udp_conn
         self.pyclock = None if dp.clock is time.monotonic else dp.clock
         self.main = _Sender(False)
         self.rs = _Sender(True)
@@ -669,7 +671,7 @@ cdef class _Engine:
         cdef _Tables t
         if self.t is not None:
             self.flush()            # batched frames out, counters and buckets written back
-        t, kept = _compile(self.dp, snap, self.queues)
+        t, kept = _compile(self.dp, snap, self.queues, self.udp_conn)
         left, self.queues = self.queues, kept
         self.vl_ix = {id(v): i for i, v in enumerate(t.vl_objs)}
         self.t = t
@@ -1481,9 +1483,9 @@ class CEngine:
 
     def __init__(self, dp):
         self.dp = dp
-        self._engine = _Engine(dp)
-        self.rings = {}        # ifindex -> (RxRing, _Ring)
         self.udp_conn = {}     # (local, remote) of a UDP link -> its connected socket
+        self._engine = _Engine(dp, self.udp_conn)
+        self.rings = {}        # ifindex -> (RxRing, _Ring)
         self._port_ix = {}     # id(TapPort) -> index in the compiled tables
         self._thread = None    # the ring thread, its rings, epoll fd and stop eventfd
         self._thread_rings = []

@@ -35,10 +35,10 @@ def _insn(code, jt, jf, k):
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
-def substrate_filter(ethertype: int, snaplen: int = 0x40000) -> list[bytes]:
+def substrate_filter(ethertype: int) -> list[bytes]:
     """Accept EtherType ``ethertype`` at offset 12 (tag stripped by the kernel or absent) or at
     16 behind an inline 802.1Q/802.1ad tag; reject frames this host sent (PACKET_OUTGOING).
-    Accepted frames are cut to ``snaplen`` bytes (the whole frame by default)."""
+    Accepted frames are taken whole."""
     return [
         _insn(_LD_W_ABS, 0, 0, _SKF_AD_OFF + _SKF_AD_PKTTYPE),   # 0: A = pkttype
         _insn(_JEQ_K, 6, 0, PACKET_OUTGOING),                     # 1: outgoing -> reject
@@ -49,7 +49,7 @@ def substrate_filter(ethertype: int, snaplen: int = 0x40000) -> list[bytes]:
         _insn(_LD_H_ABS, 0, 0, 16),                               # 6: A = inner ethertype
         _insn(_JEQ_K, 1, 0, ethertype),                           # 7: substrate -> accept
         _insn(_RET_K, 0, 0, 0),                                   # 8: reject
-        _insn(_RET_K, 0, 0, snaplen),                             # 9: accept
+        _insn(_RET_K, 0, 0, 0x40000),                             # 9: accept, whole
     ]
 
 
