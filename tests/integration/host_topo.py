@@ -8,6 +8,7 @@ parts) and ``router_commands``.  Host control sockets go in ``sock_dir`` (the fi
 unprivileged callers reach them.
 """
 import topo as t
+from harness import vnetctl
 
 HOSTS = ("h1", "h2")
 
@@ -30,3 +31,18 @@ def topology(sock_dir: str, router_parts=(), router_commands=(),
                     settings={"control_socket": f"{sock_dir}/{h}.sock"})
              for i, h in enumerate(HOSTS, 1)]
     return t.topology(t.switch_node("sw"), *links, router, *hosts)
+
+
+VNP_SOCKET = ("vnp", 5, 500, ("--kind", "socket", "--name", "vnp0", "--allow", "nobody"))
+
+
+def join_all(lab, vnets=(("blue", 1, 100, ()), ("green", 2, 300, ())), hosts=HOSTS):
+    """Every host joins each of ``vnets`` -- (name, id, base VLI, extra vnetctl args) -- over
+    its p2p link with the router's VLIs (in base + 1, out base); a TAP without extra args gets
+    10.0.0.N/24 (N: the host's place in ``hosts``)."""
+    for i, h in enumerate(hosts, 1):
+        for name, vid, base, extra in vnets:
+            r = vnetctl(lab, h, "join", name, "--id", str(vid), "--link", "up", "--in-vli",
+                        str(base + 1), "--out-vli", str(base),
+                        *(extra or ("--address", f"10.0.0.{i}/24")))
+            assert r.returncode == 0, r.stderr

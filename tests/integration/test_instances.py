@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness import eventually, vnetctl
-from host_topo import topology
+from host_topo import join_all, topology
 
 pytestmark = pytest.mark.root
 
@@ -15,11 +15,7 @@ pytestmark = pytest.mark.root
 @pytest.fixture
 def lab(make_lab, sock_dir):
     lab = make_lab(topology(sock_dir))
-    for i, h in enumerate(("h1", "h2"), 1):
-        for vnet, vid, base in (("blue", 1, 100), ("green", 2, 300)):
-            r = vnetctl(lab, h, "join", vnet, "--id", str(vid), "--link", "up", "--in-vli",
-                        str(base + 1), "--out-vli", str(base), "--address", f"10.0.0.{i}/24")
-            assert r.returncode == 0, r.stderr
+    join_all(lab)
     return lab
 
 

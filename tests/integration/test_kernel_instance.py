@@ -13,7 +13,7 @@ import pytest
 
 import topo as t
 from harness import eventually, repo_env, vnetctl
-from host_topo import topology
+from host_topo import VNP_SOCKET, join_all, topology
 
 pytestmark = pytest.mark.root
 
@@ -28,13 +28,7 @@ BAD = os.path.join(os.path.dirname(__file__), "bpf", "bad_unchecked.bpf.c")
 @pytest.fixture
 def lab(make_lab, sock_dir):
     lab = make_lab(topology(sock_dir, router_parts=ROUTER_PARTS, vnets=(("blue", 1, 100),)))
-    for i, h in enumerate(("h1", "h2"), 1):
-        r = vnetctl(lab, h, "join", "blue", "--id", "1", "--link", "up", "--in-vli", "101",
-                    "--out-vli", "100", "--address", f"10.0.0.{i}/24")
-        assert r.returncode == 0, r.stderr
-        r = vnetctl(lab, h, "join", "vnp", "--id", "5", "--link", "up", "--in-vli", "501",
-                    "--out-vli", "500", "--kind", "socket", "--name", "vnp0", "--allow", "nobody")
-        assert r.returncode == 0, r.stderr
+    join_all(lab, (("blue", 1, 100, ()), VNP_SOCKET))
     return lab
 
 

@@ -8,7 +8,7 @@ import pytest
 
 import topo as t
 from harness import eventually, repo_env, vnetctl
-from host_topo import topology
+from host_topo import VNP_SOCKET, join_all, topology
 
 pytestmark = pytest.mark.root
 
@@ -33,13 +33,7 @@ def _app(lab, node, address, *args, **kw):
 
 def test_vnp_echo_through_virtual_router_beside_ipv4(lab, tmp_path):
     env = repo_env()
-    for i, h in enumerate(("h1", "h2"), 1):
-        r = vnetctl(lab, h, "join", "blue", "--id", "1", "--link", "up", "--in-vli", "101",
-                    "--out-vli", "100", "--address", f"10.0.0.{i}/24")
-        assert r.returncode == 0, r.stderr
-        r = vnetctl(lab, h, "join", "vnp", "--id", "5", "--link", "up", "--in-vli", "501",
-                    "--out-vli", "500", "--kind", "socket", "--name", "vnp0", "--allow", "nobody")
-        assert r.returncode == 0, r.stderr
+    join_all(lab, (("blue", 1, 100, ()), VNP_SOCKET))
     rlog = open(tmp_path / "router.out", "w+")
     router = lab.popen("r", [sys.executable, "-m", "vnet_host.vnp.router", "-s", lab.socket("r"),
                              "--port", "vnp:p1", "--port", "vnp:p2"], env=env, stdout=rlog,
