@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-import zlib
 from dataclasses import dataclass
 
 from vnet_router.wire import substrate as wire
@@ -33,6 +32,7 @@ from vnet_router.wire import control as m
 from vnet_router.control.fsm import VlinkFSM, VlinkState
 from vnet_router.control.guard import Guard
 from vnet_router.control.members import Membership
+from vnet_router.control.pmtu import node_id
 from vnet_router.wire import auth
 from vnet_router.control.transport import Requester, Responder
 from vnet_router.control.kshaping import KernelShaping
@@ -74,8 +74,7 @@ class ControlPlane:
         tm_cfg = cfg.tm
         self.tick_every = tm_cfg.tick if tm_cfg else 0.25
         self.hello_every = tm_cfg.hello_interval if tm_cfg else 1.0
-        macs = b"".join(sorted(f.mac for f in tables.facts.values()))
-        self.node_id = zlib.crc32(cfg.node.name.encode() + macs) & 0x7FFFFFFF
+        self.node_id = node_id(cfg, tables.facts)
         # increases across restarts (the node's state file): a neighbour that hears a new one
         # in our HELLO knows we restarted and forgot our run-time virtual links
         self.incarnation = self.rng.getrandbits(32) if incarnation is None else incarnation

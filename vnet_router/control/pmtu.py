@@ -48,7 +48,7 @@ MIN_PATH_MTU = 82       # smaller reports are refused (an IPv4 packet of 68 byte
 
 
 def node_id(cfg, facts) -> int:
-    """The node id control messages carry (as the control plane computes it)."""
+    """The node id every control message of this node carries (PATH_MTU and the plane's)."""
     macs = b"".join(sorted(f.mac for f in facts.values()))
     return zlib.crc32(cfg.node.name.encode() + macs) & 0x7FFFFFFF
 
