@@ -112,7 +112,7 @@ def iface(vnet_name: str, name: str, lid: str, in_vli: int, out_vli: int | None 
                                addresses=list(addresses) or None, **extra)
 
 
-def switch(vnet_name: str, in_link: str, in_vli: int, out_link: str, out_vli: int
-           ) -> tuple[str, dict]:
+def switch(vnet_name: str, in_link: str, in_vli: int, out_link: str, out_vli: int,
+           **extra) -> tuple[str, dict]:
     return "switch", _entry(vnet=vnet_name, in_link=in_link, in_vli=in_vli, out_link=out_link,
-                            out_vli=out_vli)
+                            out_vli=out_vli, **extra)

@@ -350,6 +350,10 @@ class Datapath:
     def stats(self) -> dict[str, int]:
         return self.engine.stats()
 
+    def tier_of(self, key) -> str:
+        """``kernel`` if the kernel tier forwards input virtual link ``key``, else ``engine``."""
+        return self.engine.tier_of(key) if self.name == "kernel" else "engine"
+
     # -- receive -------------------------------------------------------------------------------
 
     def process_eth(self, ifindex: int, frame, tci: int | None):

@@ -7,7 +7,9 @@ the builder the node runs, in this order: the environment variable ``VNET_DATAPA
 (``reference`` | ``fast`` | ``auto``), then ``[node].datapath`` from the configuration.
 ``auto`` takes the compiled engine if it imports and falls back to the reference with a
 warning saying why; ``fast`` insists (an error if the extension is missing); ``reference``
-never loads the extension.
+never loads the extension; ``kernel`` is the compiled engine composed with the kernel tier
+(an eBPF program; the engine class is handed in by the node, ``node/ktier.py``, since BPF
+loading is ``ops``' and this layer does not reach it).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from vnet_router.datapath.reference import PyEngine
 log = logging.getLogger(__name__)
 
 ENV = "VNET_DATAPATH"
-CHOICES = ("auto", "reference", "fast")
+CHOICES = ("auto", "reference", "fast", "kernel")
 
 
 class DatapathUnavailable(RuntimeError):
@@ -44,8 +46,9 @@ def DatapathC(tables, loop=None, clock=time.monotonic) -> Datapath:
     return Datapath(tables, fast_module().CEngine, loop, clock)
 
 
-def choose(configured: str = "auto"):
-    """The builder of the datapath to run: ``env`` > ``configured``."""
+def choose(configured: str = "auto", kernel_engine=None):
+    """The builder of the datapath to run: ``env`` > ``configured``.  ``kernel_engine``: the
+    engine class of the kernel tier (``datapath = "kernel"``)."""
     mode = os.environ.get(ENV, "").strip().lower() or configured
     if mode not in CHOICES:
         raise DatapathUnavailable(f"{ENV}={mode!r}: want one of {', '.join(CHOICES)}")
@@ -55,9 +58,15 @@ def choose(configured: str = "auto"):
     try:
         fast_module()
     except ImportError as e:
-        if mode == "fast":
-            raise DatapathUnavailable(f"fast datapath requested but not built: {e}") from None
+        if mode in ("fast", "kernel"):
+            raise DatapathUnavailable(f"{mode} datapath requested but the compiled engine is "
+                                      f"not built: {e}") from None
         log.warning("datapath: fast path not available (%s); using the reference datapath "
                     "(pure Python)", e)
         return DatapathPy
+    if mode == "kernel":
+        if kernel_engine is None:
+            raise DatapathUnavailable("kernel datapath: no kernel tier in this program")
+        return lambda tables, loop=None, clock=time.monotonic: Datapath(
+            tables, kernel_engine, loop, clock)
     return DatapathC

@@ -88,10 +88,12 @@ class NodeSection(Schema):
         shown="the control socket's path, `.sock` replaced by `.state`")
     ethertype: int_range(0x0600, 0xFFFF, "EtherType", "integer 0x0600..0xFFFF") = key(
         "EtherType of substrate frames", wire.ETHERTYPE_SUBSTRATE, shown="`0x88B5`")
-    datapath: Literal["auto", "reference", "fast"] = key(
+    datapath: Literal["auto", "reference", "fast", "kernel"] = key(
         "`auto` (the Cython fast path if built, else the reference, with a warning), "
-        "`reference`, `fast` (an error if not built); the environment variable "
-        "`VNET_DATAPATH` overrides it", "auto")
+        "`reference`, `fast` (an error if not built), `kernel` (the fast path with the "
+        "substrate's switches forwarded by an eBPF program at TC ingress; if BPF cannot "
+        "load, one error line and the fast path forwards everything; see architecture.md); "
+        "the environment variable `VNET_DATAPATH` overrides it", "auto")
     log_level: Literal["debug", "info", "warning", "error"] = key("log level", "info")
     metrics: HostPort | None = key("address to serve Prometheus metrics on "
                                    "(see operations.md)", None, shown="off")

@@ -58,6 +58,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
                        "shaper": "kernel" if v.txsock is not None else
                                  ("user" if meter is not None else "none"),
                        "queue_depth": depth, "drops": dict(v.drops),
+                       # input: which tier forwards its frames (kernel: the eBPF program)
+                       "tier": dp.tier_of(v.key) if direction == "in" else None,
                        # output: the path MTU (payload bytes) the downstream node reported
                        "path_mtu": tables.path_mtu.get((link, vli)) if direction == "out"
                        else None})
@@ -70,6 +72,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
     return {
         "node": cfg.node.name, "config": cfg.path, "generation": snap.generation,
         "datapath": getattr(dp, "name", "reference"), "uptime_seconds": round(time.time() - started, 3),
+        # frames each tier handled (kernel_frames: forwarded or dropped by the eBPF program)
+        "datapath_stats": dp.stats(),
         "substrate_links": links, "virtual_links": vlinks,
         "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
         "logical_interfaces": ports,

@@ -47,6 +47,7 @@ MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru
              10: "lru_percpu_hash"}
 BPF_F_RDONLY_PROG = 1 << 7
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
+SO_ATTACH_BPF = 50
 
 
 class BpfError(RuntimeError):
@@ -133,6 +134,7 @@ def _libbpf():
         "bpf_map__map_flags": (c_uint32, [c_void_p]),
         "bpf_map_update_elem": (c_int, [c_int, c_void_p, c_void_p, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
         "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(_TestRunOpts)]),
@@ -229,16 +231,23 @@ class Program:
                 err = ctypes.get_errno()
                 raise BpfError(f"{name}: not a BPF object libbpf can open "
                                f"({os.strerror(err)})", _tail("\n".join(lines)))
+            progs = []
             prog = lib.bpf_object__next_program(self._obj, None)
-            if not prog:
+            while prog:
+                progs.append(prog)
+                prog = lib.bpf_object__next_program(self._obj, prog)
+            if not progs:
                 self.close()
                 raise BpfError(f"{name}: the object has no program")
-            self.prog_name = lib.bpf_program__name(prog).decode()
-            log = ctypes.create_string_buffer(LOG_SIZE)
-            lib.bpf_program__set_log_buf(prog, log, LOG_SIZE)
+            self.prog_name = lib.bpf_program__name(progs[0]).decode()
+            logs = []
+            for prog in progs:
+                logs.append(ctypes.create_string_buffer(LOG_SIZE))
+                lib.bpf_program__set_log_buf(prog, logs[-1], LOG_SIZE)
             rc = lib.bpf_object__load(self._obj)
             if rc != 0:
-                verifier = log.value.decode(errors="replace")
+                verifier = "\n".join(b.value.decode(errors="replace") for b in logs
+                                     if b.value)
                 self.close()
                 if not verifier and rc == -errno.EPERM:
                     raise BpfError(f"{name}: the kernel refused to load program "
@@ -247,7 +256,10 @@ class Program:
                 raise BpfError(f"{name}: the kernel refused program {self.prog_name} "
                                f"({os.strerror(-rc)}); the verifier said:",
                                _tail(verifier or "\n".join(lines)))
-            self.fd = lib.bpf_program__fd(prog)
+            # every program of the object by name (the first is the default one)
+            self.programs = {lib.bpf_program__name(p).decode(): lib.bpf_program__fd(p)
+                             for p in progs}
+            self.fd = self.programs[self.prog_name]
         finally:
             _messages.lines = None
         self.maps: dict[str, MapInfo] = {}
@@ -261,8 +273,8 @@ class Program:
                 self.maps[info.name] = info
             m = lib.bpf_object__next_map(self._obj, m)
 
-    def test_run(self, frame: bytes, ifindex: int = 0, repeat: int = 1
-                 ) -> tuple[int, bytes, int]:
+    def test_run(self, frame: bytes, ifindex: int = 0, repeat: int = 1,
+                 program: str | None = None) -> tuple[int, bytes, int]:
         """Run the program on ``frame`` as if received by ``ifindex`` (of the calling thread's
         namespace) without sending anything (BPF_PROG_TEST_RUN): (its verdict, the frame as
         it left it, mean nanoseconds per run)."""
@@ -275,7 +287,8 @@ class Program:
                             data_out=ctypes.addressof(out), data_size_in=len(frame),
                             data_size_out=len(out), ctx_in=ctypes.addressof(ctx_in),
                             ctx_size_in=SKB_CTX_SIZE, repeat=repeat)
-        rc = _libbpf().bpf_prog_test_run_opts(self.fd, byref(opts))
+        fd = self.fd if program is None else self.programs[program]
+        rc = _libbpf().bpf_prog_test_run_opts(fd, byref(opts))
         if rc != 0:
             raise BpfError(f"{self.name}: test run: {os.strerror(-rc)}")
         return opts.retval, out.raw[:opts.data_size_out], opts.duration
@@ -287,14 +300,20 @@ class Program:
 
     # -- maps --
 
-    def update(self, map_name: str, key: bytes, value: bytes):
+    def update(self, map_name: str, key: bytes, value: bytes, flags: int = 0):
         m = self.maps[map_name]
         if len(key) != m.key_size or len(value) != m.value_size:
             raise BpfError(f"{self.name}: map {map_name}: key/value of {len(key)}/{len(value)} "
                            f"bytes, the map has {m.key_size}/{m.value_size}")
-        rc = _libbpf().bpf_map_update_elem(m.fd, key, value, 0)
+        rc = _libbpf().bpf_map_update_elem(m.fd, key, value, flags)
         if rc != 0:
             raise BpfError(f"{self.name}: map {map_name}: update: {os.strerror(-rc)}")
+
+    def delete(self, map_name: str, key: bytes):
+        """Remove ``key`` (gone already is no error)."""
+        rc = _libbpf().bpf_map_delete_elem(self.maps[map_name].fd, key)
+        if rc not in (0, -errno.ENOENT):
+            raise BpfError(f"{self.name}: map {map_name}: delete: {os.strerror(-rc)}")
 
     def lookup(self, map_name: str, key: bytes) -> list[bytes] | None:
         """The value of ``key`` (one per possible CPU for per-CPU maps), None if absent."""
@@ -319,6 +338,14 @@ class Program:
             out.append(nxt.raw)
             prev = ctypes.create_string_buffer(nxt.raw, m.key_size)
         return out
+
+
+def attach_socket(sock: socket.socket, prog_fd: int):
+    """Make program ``prog_fd`` (a socket filter) ``sock``'s filter, in place of any other."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, struct.pack("i", prog_fd))
+    except OSError as e:
+        raise BpfError(f"cannot attach the socket filter: {e.strerror}") from None
 
 
 # -- attach (TC ingress, in a namespace) -----------------------------------------------------

@@ -1,0 +1,378 @@
+"""The kernel tier (``[node] datapath = "kernel"``): the compiled engine with the substrate's
+common case forwarded in the kernel by ``bpf/substrate.bpf.c``.
+
+``KernelEngine`` is an engine (``core.Engine``) composed of the compiled engine and a
+``KernelTier``.  The tier loads the program once (``ops.ebpf``, the one owner of BPF loading),
+attaches it at TC ingress of every Ethernet substrate interface and makes it the socket filter
+of the engine's receive ring there, so a frame is handled by exactly one of them: the kernel
+forwards what its tables hold, the engine's ring sees only the rest (control, deliveries to
+logical interfaces, UDP tunnels, user-space shaping, every malformed frame).
+
+What the kernel takes, decided from the same compiled snapshot the engine runs on (one place:
+the core's ``install`` attaches meters and encapsulations, both tiers read them): a switch
+(pass-through) from an Ethernet substrate link onto an Ethernet substrate link whose output
+virtual link is unshaped or shaped by the kernel (HTB; the program sets ``skb->priority`` to
+the class the link's send socket names), with input policing by the virtual link's token
+bucket in the program.  Why shaping is the kernel's HTB and not a queue in the program: a
+program cannot hold a frame, and this kernel has no fq qdisc for departure-time pacing; HTB is
+the kernel's shaper and the node already manages one class per output virtual link
+(``[tm] kernel_shaping``).  A switch whose output the user-space shaper shapes stays in the
+engine (the engine's shaper is the one FIFO of that link).
+
+A reload writes the new table generation beside the old, flips the program's generation word,
+then removes the old entries: a frame sees one generation.  Counters are per CPU in the
+program; ``sync`` (every ``SYNC_S``, at every install and at close) adds what moved since the
+last read to the same counters the engines use (virtual links, substrate links, drops by
+reason), and ``stats`` says how many frames each tier handled.
+
+If BPF is unavailable (no libbpf or clang, no privilege, the verifier refuses, an attach
+fails), the node logs one error line and the compiled engine forwards everything.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import struct
+
+from vnet_router.datapath import packet_io
+from vnet_router.datapath.meters import TokenBucket
+from vnet_router.model.tables import IN, SWITCH
+from vnet_router.ops import ebpf
+from vnet_router.wire import substrate as wire
+
+log = logging.getLogger(__name__)
+
+SOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bpf", "substrate.bpf.c")
+TC_HANDLE, TC_PRIORITY = 0x564E, 1
+SYNC_S = 0.5
+NO_BUCKET = 0xFFFFFFFF
+BPF_F_LOCK = 4
+_CONFIG = struct.Struct("<IHH")
+_LINK_KEY = struct.Struct("<IHBB6sH")
+_LINK_VAL = struct.Struct("<III")
+_VLI_KEY = struct.Struct("<IHBB")
+_VLI_VAL = struct.Struct("<8I20s")
+_BUCKET = struct.Struct("<IIQQQQ")          # lock, pad, rate B/s, burst B, credit B*ns, stamp
+_VSTAT = struct.Struct("<4Q")
+_LSTAT = struct.Struct("<4Q")
+NS = 1_000_000_000
+
+
+class _Slots:
+    """Stable small integers for keys (counter and bucket indexes), reused when freed."""
+
+    def __init__(self, size: int):
+        self.size, self.of, self.free = size, {}, []
+
+    def get(self, key) -> int | None:
+        if key in self.of:
+            return self.of[key]
+        if self.free:
+            n = self.free.pop()
+        elif len(self.of) < self.size:
+            n = len(self.of)
+        else:
+            return None
+        self.of[key] = n
+        return n
+
+    def keep(self, keys):
+        for key in [k for k in self.of if k not in keys]:
+            self.free.append(self.of.pop(key))
+
+
+class KernelTier:
+    """The program, its attachments and its tables (see the module docstring)."""
+
+    def __init__(self, dp):
+        self.dp = dp
+        self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "substrate.bpf.c")
+        self.tc_fd = self.prog.programs["substrate_tc"]
+        self.sock_fd = self.prog.programs["substrate_sock"]
+        self.attached: dict[int, ebpf.Attachment] = {}
+        self.filtered: set[int] = set()              # ring sockets carrying our filter
+        self.gen = 0
+        self.keys: list[tuple[str, bytes]] = []      # entries of the generation in force
+        self.link_slots = _Slots(self.prog.maps["lstats"].max_entries)
+        self.vlink_slots = _Slots(self.prog.maps["vstats"].max_entries)
+        self.last: dict[tuple, tuple] = {}           # (map, slot) -> counters last read
+        self.kernel_vlinks: dict[tuple, object] = {}  # in VLink key -> (in v, out v, ctxs)
+        self.bucket_of: dict[tuple, tuple] = {}      # in VLink key -> (rate, burst) written
+        self.frames = 0                              # frames the kernel forwarded or dropped
+
+    # -- attach --------------------------------------------------------------------------------
+
+    def attach(self, snap, rings: dict[int, socket.socket]):
+        """TC ingress of every substrate interface of ``snap``, then the ring's filter."""
+        for ifindex in snap.ifaces:
+            if ifindex not in self.attached:
+                created = ebpf.tc_attach(self.tc_fd, ifindex, TC_HANDLE, TC_PRIORITY)
+                self.attached[ifindex] = ebpf.Attachment(snap.ifaces[ifindex].ifname, ifindex,
+                                                         TC_HANDLE, TC_PRIORITY, created)
+                log.info("kernel tier: attached at TC ingress of %s",
+                         snap.ifaces[ifindex].ifname)
+        for ifindex, sock in rings.items():
+            if ifindex in self.attached and sock.fileno() not in self.filtered:
+                ebpf.attach_socket(sock, self.sock_fd)
+                self.filtered.add(sock.fileno())
+        for ifindex in [i for i in self.attached if i not in snap.ifaces]:
+            self._detach(self.attached.pop(ifindex))
+
+    def _detach(self, a: ebpf.Attachment):
+        try:
+            ebpf.tc_detach(a.ifindex, a.handle, a.priority, a.created_qdisc)
+        except ebpf.BpfError as e:
+            log.warning("kernel tier: %s: %s", a.ifname, e)
+
+    def close(self, rings: dict[int, socket.socket] | None = None, ethertype: int = 0):
+        """Detach everywhere; with ``rings``, give them back the classic filter."""
+        self.sync()
+        for a in self.attached.values():
+            self._detach(a)
+        self.attached.clear()
+        for sock in (rings or {}).values():
+            if sock.fileno() in self.filtered:
+                packet_io.attach_filter(sock, packet_io.substrate_filter(ethertype))
+        self.filtered.clear()
+        self.prog.close()
+
+    # -- tables --------------------------------------------------------------------------------
+
+    def install(self, snap):
+        """Write ``snap``'s kernel entries as the next generation and make it the one in force."""
+        self.sync()
+        gen = self.gen ^ 1
+        links: dict[bytes, bytes] = {}
+        vlis: dict[bytes, bytes] = {}
+        chosen = {}
+        eth = {lid: c for lid, c in snap.links.items() if c.kind != "udp"}
+        self.link_slots.keep(eth)
+        for lid, ctx in eth.items():
+            slot = self._slot(self.link_slots, "lstats", lid)
+            if slot is None:
+                continue
+            vid = ctx.vlan.vid if ctx.kind == "p2p" else 0
+            peer = ctx.peer_mac if ctx.kind == "p2p" else bytes(6)
+            links[_LINK_KEY.pack(ctx.ifindex, vid, gen, 0, peer, 0)] = _LINK_VAL.pack(
+                slot, ctx.payload_mtu, ctx.kind == "multiaccess")
+        for key, v in snap.vlinks.items():
+            if v.direction != IN or v.action != SWITCH or v.link_id not in eth:
+                continue
+            out = v.port
+            octx = getattr(out, "port", None)
+            if octx is None or octx.kind == "udp" or out.meter is not None or \
+                    not (v.meter is None or isinstance(v.meter, TokenBucket)):
+                continue
+            chosen[key] = (v, out, snap.links[v.link_id], octx)
+        self.vlink_slots.keep({k for vk, c in chosen.items() for k in (vk, c[1].key)})
+        for key, (v, out, ictx, octx) in chosen.items():
+            lslot, oslot = self.link_slots.of.get(v.link_id), self.link_slots.of.get(out.link_id)
+            islot = self._slot(self.vlink_slots, "vstats", key)
+            outslot = self._slot(self.vlink_slots, "vstats", out.key)
+            if None in (lslot, oslot, islot, outslot):
+                continue
+            bucket = NO_BUCKET
+            if isinstance(v.meter, TokenBucket):
+                bucket = islot
+                self._bucket(key, islot, v.meter)
+            if octx.kind == "p2p":
+                hdr = out.encap
+            else:
+                hdr = (out.dst or wire.BROADCAST_MAC) + out.encap
+            prio = out.txsock.getsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY) \
+                if out.txsock is not None else 0
+            vlis[_VLI_KEY.pack(lslot, v.vli, gen, 0)] = _VLI_VAL.pack(
+                islot, outslot, oslot, octx.ifindex, octx.payload_mtu, prio, bucket, len(hdr),
+                hdr.ljust(20, b"\0"))
+        for k, val in links.items():
+            self.prog.update("links", k, val)
+        for k, val in vlis.items():
+            self.prog.update("vlis", k, val)
+        self.prog.update("config", bytes(4), _CONFIG.pack(gen, snap.ethertype, 0))
+        for name, k in self.keys:
+            self.prog.delete(name, k)
+        self.gen = gen
+        self.keys = [("links", k) for k in links] + [("vlis", k) for k in vlis]
+        self.kernel_vlinks = chosen
+        for key in [k for k in self.bucket_of if k not in chosen]:
+            del self.bucket_of[key]
+
+    def _slot(self, slots: _Slots, counters: str, key) -> int | None:
+        new = key not in slots.of
+        n = slots.get(key)
+        if n is not None and new:            # a reused slot: its counts are someone else's
+            self.last[(counters, n)] = self._read(counters, n)
+        return n
+
+    def _bucket(self, key, idx: int, tb: TokenBucket):
+        rate, burst = int(tb.rate), int(tb.burst)
+        if self.bucket_of.get(key) == (rate, burst):
+            return
+        cur = self.prog.lookup("buckets", idx.to_bytes(4, "little"))
+        credit = burst * NS
+        stamp = 0
+        if key in self.bucket_of and cur:
+            _l, _p, _r, _b, credit, stamp = _BUCKET.unpack(cur[0])
+            credit = min(credit, burst * NS)
+        self.prog.update("buckets", idx.to_bytes(4, "little"),
+                         _BUCKET.pack(0, 0, rate, burst, credit, stamp), BPF_F_LOCK)
+        self.bucket_of[key] = (rate, burst)
+
+    def retune(self, v):
+        """``v``'s token bucket got a new rate: the program's bucket follows."""
+        if v.key in self.kernel_vlinks and isinstance(v.meter, TokenBucket):
+            self._bucket(v.key, self.vlink_slots.of[v.key], v.meter)
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def _read(self, counters: str, slot: int) -> tuple:
+        per_cpu = self.prog.lookup(counters, slot.to_bytes(4, "little")) or []
+        fmt = _VSTAT if counters == "vstats" else _LSTAT
+        return tuple(map(sum, zip(*(fmt.unpack(b) for b in per_cpu)))) or (0, 0, 0, 0)
+
+    def _delta(self, counters: str, slot: int) -> tuple:
+        now = self._read(counters, slot)
+        before = self.last.get((counters, slot), (0, 0, 0, 0))
+        self.last[(counters, slot)] = now
+        return tuple(a - b for a, b in zip(now, before))
+
+    def sync(self):
+        """Add what the program counted since the last sync to the datapath's counters."""
+        dp = self.dp
+        snap = dp.snap
+        for lid, slot in list(self.link_slots.of.items()):
+            rxp, rxb, txp, txb = self._delta("lstats", slot)
+            ctx = snap.links.get(lid) if snap is not None else None
+            if ctx is not None and (rxp or txp):
+                st = ctx.state
+                st.rx_packets += rxp
+                st.rx_bytes += rxb
+                st.tx_packets += txp
+                st.tx_bytes += txb
+                self.frames += rxp
+        for key, slot in list(self.vlink_slots.of.items()):
+            packets, nbytes, policed, too_big = self._delta("vstats", slot)
+            v = dp.tables.vlinks.get(key)
+            if v is None:
+                continue
+            v.packets += packets
+            v.bytes += nbytes
+            ctx = snap.links.get(v.link_id) if snap is not None else None
+            for reason, n in (("policed", policed), ("too_big", too_big)):
+                if n:
+                    dp.drops[reason] += n
+                    v.drops[reason] = v.drops.get(reason, 0) + n
+                    if ctx is not None:
+                        ctx.state.drops[reason] += n
+
+    def stats(self) -> dict[str, int]:
+        return {"kernel_frames": self.frames, "kernel_switches": len(self.kernel_vlinks),
+                "kernel_interfaces": len(self.attached)}
+
+
+class KernelEngine:
+    """The compiled engine + the kernel tier (an ``Engine``; see the module docstring)."""
+
+    reads_udp = True
+
+    def __init__(self, dp):
+        from vnet_router.datapath.select import fast_module
+        self.dp = dp
+        self.inner = fast_module().CEngine(dp)
+        self.tier: KernelTier | None = None
+        self._timer = None
+        why = ebpf.available()
+        if why is None:
+            try:
+                self.tier = KernelTier(dp)
+            except (ebpf.BpfError, OSError) as e:
+                why = str(e).splitlines()[0]
+        if why is not None:
+            log.error("datapath: the kernel tier cannot run (%s); the compiled engine "
+                      "forwards everything", why)
+        self.name = "kernel" if self.tier is not None else "fast"
+
+    def _rings(self) -> dict[int, socket.socket]:
+        return {ifindex: rx.sock for ifindex, (rx, _ring) in self.inner.rings.items()}
+
+    def _fail(self, e: Exception):
+        log.error("datapath: the kernel tier stops (%s); the compiled engine forwards "
+                  "everything", str(e).splitlines()[0])
+        tier, self.tier = self.tier, None
+        tier.close(self._rings(), self.dp.tables.config.node.ethertype)
+        self.name = self.dp.name = "fast"
+
+    def sync_substrate(self, snap, close):
+        self.inner.sync_substrate(snap, close)
+        if self.tier is not None:
+            try:
+                self.tier.attach(snap, self._rings())
+            except (ebpf.BpfError, OSError) as e:
+                self._fail(e)
+
+    def start(self):
+        self.inner.start()
+        if self.tier is not None and self._timer is None:
+            self._timer = self.dp.loop.call_later(SYNC_S, self._tick)
+
+    def _tick(self):
+        self._timer = None
+        if self.tier is not None:
+            self.tier.sync()
+            self._timer = self.dp.loop.call_later(SYNC_S, self._tick)
+
+    def install(self, snap):
+        self.inner.install(snap)
+        if self.tier is not None:
+            try:
+                self.tier.install(snap)
+            except (ebpf.BpfError, OSError) as e:
+                self._fail(e)
+
+    def retune(self, v):
+        self.inner.retune(v)
+        if self.tier is not None:
+            self.tier.retune(v)
+
+    def output(self, v, payload, port):
+        self.inner.output(v, payload, port)
+
+    def process_eth(self, ifindex, frame, tci):
+        self.inner.process_eth(ifindex, frame, tci)
+
+    def process_udp(self, local, remote, datagram):
+        self.inner.process_udp(local, remote, datagram)
+
+    def flush(self):
+        self.inner.flush()
+        if self.tier is not None:
+            self.tier.sync()
+
+    def flush_tx(self):
+        self.inner.flush_tx()
+
+    def on_tap(self, port):
+        self.inner.on_tap(port)
+
+    def close(self):
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.tier is not None:
+            self.tier.close()
+            st = self.tier.stats()
+            log.info("kernel tier: %d frames handled in the kernel", st["kernel_frames"])
+            self.tier = None
+        self.inner.close()
+
+    def stats(self) -> dict[str, int]:
+        st = dict(self.inner.stats())
+        st.update(self.tier.stats() if self.tier is not None else
+                  {"kernel_frames": 0, "kernel_switches": 0, "kernel_interfaces": 0})
+        return st
+
+    def tier_of(self, key) -> str:
+        """Which tier forwards the frames of input virtual link ``key``."""
+        return "kernel" if self.tier is not None and key in self.tier.kernel_vlinks else "engine"
+
