@@ -59,13 +59,19 @@ CRELAY_NAME = "ping via C relay (yardstick)"
 
 
 def engine(datapath: str) -> str:
-    return "fast path" if datapath == "fast" else "reference datapath"
+    return {"fast": "fast path", "kernel": "kernel tier"}.get(datapath, "reference datapath")
+
+
+def _kernel_shaping(datapath: str) -> str:
+    """The kernel tier forwards a rated switch when HTB shapes its output (ktier.py)."""
+    return "[tm]\nkernel_shaping = true\n" if datapath == "kernel" else ""
 
 
 def pps_cases(b, datapath: str) -> list:
     """(name, setup) of the pps rows (g)..(k) on engine ``datapath``, for ``Bench.case``."""
     e = engine(datapath)
-    return [
+    return ([(f"(m) {e}, VLI switch, no rate", lambda: b.setup_router(datapath))]
+            if datapath == "kernel" else []) + [
         (f"(g) {e}, VLI switch, rate {RATE_OPEN}", lambda: setup_switch_rated(b, datapath)),
         (f"(h) {e} substrate -> TAP, in_rate {RATE_OPEN}",
          lambda: setup_tap_rated(b, datapath, "in_rate", "tap_in")),
@@ -120,7 +126,8 @@ def _links(b) -> str:
 
 
 def setup_switch_rated(b, datapath):
-    b.router(_links(b) + _switch("in", 100, "out", 200, rate=RATE_OPEN), datapath)
+    b.router(_links(b) + _switch("in", 100, "out", 200, rate=RATE_OPEN) +
+             _kernel_shaping(datapath), datapath)
     return {}
 
 

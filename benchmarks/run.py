@@ -533,7 +533,7 @@ def main(argv=None):
     p.add_argument("--no-relay", dest="relay", action="store_false",
                    help="latency: leave out the bare Python relay yardstick")
     p.add_argument("--only", action="append", help="run only cases whose name contains this")
-    p.add_argument("--datapath", choices=("fast", "reference"), default="fast",
+    p.add_argument("--datapath", choices=("fast", "reference", "kernel"), default="fast",
                    help="engine of the router in rows (g)-(n) (rows.py)")
     p.add_argument("--idle-seconds", type=float, default=rows.IDLE_SECONDS,
                    help="(n) idle router CPU: seconds measured")

@@ -150,14 +150,14 @@ static __always_inline int decide(struct __sk_buff *skb, struct decision *d)
 	__u16 proto, vid = 0;
 	__u32 off = 14;
 
-	if (!cfg || bpf_skb_load_bytes(skb, 0, h, 18) < 0)
+	if (!cfg || bpf_skb_load_bytes(skb, 0, h, 14) < 0)
 		return LEGACY;
 	proto = (h[12] << 8) | h[13];
 	if (skb->vlan_present)
 		vid = skb->vlan_tci & 0x0FFF;
 	d->inline_tag = 0;
 	if (proto == VLAN_TPID) {
-		if (skb->vlan_present || bpf_skb_load_bytes(skb, 0, h, 22) < 0)
+		if (skb->vlan_present || bpf_skb_load_bytes(skb, 0, h, 18) < 0)
 			return proto == cfg->ethertype ? USER : LEGACY;
 		vid = ((h[14] << 8) | h[15]) & 0x0FFF;
 		proto = (h[16] << 8) | h[17];
@@ -166,6 +166,9 @@ static __always_inline int decide(struct __sk_buff *skb, struct decision *d)
 	}
 	if (proto != cfg->ethertype)
 		return LEGACY;
+	/* a substrate frame too short for VLI and LEN: the engine counts it (short) */
+	if (off == 14 ? bpf_skb_load_bytes(skb, 0, h, 18) < 0 : bpf_skb_load_bytes(skb, 0, h, 22) < 0)
+		return USER;
 	struct link_key lk = { .ifindex = skb->ifindex, .vid = vid, .gen = cfg->gen };
 	if (vid)
 		__builtin_memcpy(lk.peer, h + 6, ETH_ALEN);
@@ -218,6 +221,21 @@ static __always_inline int take(__u32 idx, __u32 nbytes)
 	return ok;
 }
 
+/* A frame for the engine: its ring socket is bound to the substrate EtherType (delivered after
+ * TC ingress, so it never sees what the kernel forwards) and the kernel clears the VLAN tag
+ * before that delivery: the tag goes inline, where the engine reads it as from any frame. */
+static __always_inline int tag_inline(struct __sk_buff *skb)
+{
+	__u8 h[12];
+	__u8 tag[4] = { VLAN_TPID >> 8, VLAN_TPID & 0xFF, skb->vlan_tci >> 8, skb->vlan_tci & 0xFF };
+
+	if (bpf_skb_load_bytes(skb, 0, h, 12) < 0 || bpf_skb_vlan_pop(skb) < 0 ||
+	    bpf_skb_change_head(skb, 4, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, 0, h, 12, 0) < 0 || bpf_skb_store_bytes(skb, 12, tag, 4, 0) < 0)
+		return TC_ACT_UNSPEC;
+	return TC_ACT_UNSPEC;
+}
+
 SEC("socket")
 int substrate_sock(struct __sk_buff *skb)
 {
@@ -236,7 +254,11 @@ int substrate_tc(struct __sk_buff *skb)
 	struct lstat *lin, *lout;
 	__u32 slot;
 
-	if (decide(skb, &d) != KERNEL)
+	int verdict = decide(skb, &d);
+
+	if (verdict == USER && skb->vlan_present)
+		return tag_inline(skb);
+	if (verdict != KERNEL)
 		return TC_ACT_UNSPEC;           /* the next filter, else on as if we were not here */
 	struct vli_val *e = d.e;
 	slot = d.l->slot;

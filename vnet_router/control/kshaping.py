@@ -42,6 +42,14 @@ class KernelShaping:
     async def _run(self, fn, *args):
         return await self.loop.run_in_executor(self.pool, fn, *args)
 
+    def switches(self, cfg) -> list:
+        """The rated outputs of ``cfg``'s switches that HTB does not shape yet: the Traffic
+        Manager does not manage them, their class stays at the configured rate."""
+        vlinks = self.dp.tables.vlinks
+        return [v for sw in cfg.switches
+                if (v := vlinks.get((sw.out_link, sw.out_vli, "out"))) is not None
+                and v.rate.max is not None and v.txsock is None]
+
     async def set_rate(self, v, rate_bps: int) -> bool:
         """Shape output virtual link ``v`` at ``rate_bps`` in the kernel; False = cannot."""
         async with self.lock:

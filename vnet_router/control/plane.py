@@ -127,6 +127,7 @@ class ControlPlane:
     def start(self):
         self.dp.on_control = self.on_control
         self._manage(self._static(self.cfg))
+        self._shape_switches()
         self._timer = self.loop.call_soon(self._tick)
         self.guard.warn_unauthenticated()
         log.info("control plane: node id %08x incarnation %08x%s", self.node_id,
@@ -169,6 +170,11 @@ class ControlPlane:
             (self.tm.remove_output if direction == "out" else self.tm.remove_input)((peer, vli))
             self._obs.pop((peer, vli), None)
         self._manage({k: b for k, b in new.items() if old.get(k) != b})
+        self._shape_switches()
+
+    def _shape_switches(self):
+        for v in self.kshaping.switches(self.cfg) if self.kshaping is not None else ():
+            self._spawn(self.kshaping.set_rate(v, v.rate.current))
 
     async def close(self):
         if self._timer is not None:

@@ -48,6 +48,7 @@ TC_HANDLE, TC_PRIORITY = 0x564E, 1
 SYNC_S = 0.5
 NO_BUCKET = 0xFFFFFFFF
 BPF_F_LOCK = 4
+SO_DETACH_FILTER = 27
 _CONFIG = struct.Struct("<IHH")
 _LINK_KEY = struct.Struct("<IHBB6sH")
 _LINK_VAL = struct.Struct("<III")
@@ -114,7 +115,9 @@ class KernelTier:
                          snap.ifaces[ifindex].ifname)
         for ifindex, sock in rings.items():
             if ifindex in self.attached and sock.fileno() not in self.filtered:
-                ebpf.attach_socket(sock, self.sock_fd)
+                # after TC ingress, the frames the program leaves (their tag inline), no filter
+                sock.bind((self.attached[ifindex].ifname, snap.ethertype))
+                sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
                 self.filtered.add(sock.fileno())
         for ifindex in [i for i in self.attached if i not in snap.ifaces]:
             self._detach(self.attached.pop(ifindex))
@@ -131,9 +134,10 @@ class KernelTier:
         for a in self.attached.values():
             self._detach(a)
         self.attached.clear()
-        for sock in (rings or {}).values():
+        for ifindex, sock in (rings or {}).items():
             if sock.fileno() in self.filtered:
                 packet_io.attach_filter(sock, packet_io.substrate_filter(ethertype))
+                sock.bind((socket.if_indextoname(ifindex), packet_io.ETH_P_ALL))
         self.filtered.clear()
         self.prog.close()
 

@@ -1,0 +1,69 @@
+"""The kernel tier as an engine (``node/ktier.py``): chosen by ``datapath = "kernel"``, and a
+kernel tier that cannot load is one error line with the compiled engine forwarding."""
+import asyncio
+import logging
+
+import pytest
+
+from vnet_router.datapath import select as datapaths
+from vnet_router.datapath.core import Datapath
+from vnet_router.node import ktier
+from vnet_router.node.ktier import KernelEngine
+from vnet_router.ops import ebpf
+from test_datapaths import ENGINE_METHODS, _tables
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_kernel_engine_implements_the_interface():
+    missing = [n for n in ENGINE_METHODS if not callable(getattr(KernelEngine, n, None))]
+    assert not missing, missing
+
+
+def test_choose_kernel(monkeypatch, loop):
+    monkeypatch.delenv(datapaths.ENV, raising=False)
+    with pytest.raises(datapaths.DatapathUnavailable, match="no kernel tier"):
+        datapaths.choose("kernel")
+    monkeypatch.setattr(ebpf, "available", lambda: "libbpf is missing (test)")
+    dp = datapaths.choose("kernel", KernelEngine)(_tables(), loop)
+    assert type(dp) is Datapath and isinstance(dp.engine, KernelEngine)
+    dp.close()
+
+
+def _errors(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_no_bpf_is_one_error_line_and_the_fast_path(monkeypatch, loop, caplog):
+    monkeypatch.setattr(ebpf, "available", lambda: "libbpf is missing (libbpf.so.1: none)")
+    with caplog.at_level(logging.INFO):
+        dp = Datapath(_tables(), KernelEngine, loop)
+        dp.install(dp.tables.compile())
+        assert dp.name == "fast" and dp.engine.tier is None
+        assert dp.tier_of(("p", 100, "in")) == "engine"
+        assert dp.stats()["kernel_frames"] == 0
+        dp.close()
+    errors = _errors(caplog)
+    assert errors == ["datapath: the kernel tier cannot run (libbpf is missing (libbpf.so.1: "
+                      "none)); the compiled engine forwards everything"], errors
+
+
+def test_a_program_the_verifier_refuses_is_one_error_line(monkeypatch, loop, caplog, tmp_path):
+    bad = tmp_path / "bad.bpf.c"
+    bad.write_text('#include <linux/bpf.h>\n#include <bpf/bpf_helpers.h>\n'
+                   'SEC("tc") int f(struct __sk_buff *skb)\n'
+                   '{ return *(int *)(long)(skb->data + 100); }\n'
+                   'char LICENSE[] SEC("license") = "MIT";\n')
+    monkeypatch.setattr(ktier, "SOURCE", str(bad))
+    with caplog.at_level(logging.INFO):
+        dp = Datapath(_tables(), KernelEngine, loop)
+        assert dp.name == "fast"
+        dp.close()
+    errors = _errors(caplog)
+    assert len(errors) == 1 and "kernel tier cannot run" in errors[0], errors
+    assert "\n" not in errors[0] and "refused program f" in errors[0], errors
