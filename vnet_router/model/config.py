@@ -339,7 +339,8 @@ class TMSection(Schema):
                                 "here up (the lowest free one)", 1024)
     start_at: Literal["min", "max"] = key("where managed static links start", "min")
     kernel_shaping: Bool = key(
-        "shape managed output virtual links of Ethernet substrate links with Linux HTB (a root "
+        "shape managed output virtual links of Ethernet substrate links, and the rated "
+        "outputs of switches (at their configured rate), with Linux HTB (a root "
         "`htb 564e:` qdisc per interface, `default 0` so legacy traffic passes unshaped, one "
         "class per virtual link selected by the send socket's SO_PRIORITY) instead of the "
         "user-space token bucket; an interface with someone else's root qdisc keeps the "
