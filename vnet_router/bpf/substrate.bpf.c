@@ -33,6 +33,7 @@
 #define MAX_VLINKS 16384
 #define NO_BUCKET 0xFFFFFFFFu
 #define VLAN_TPID 0x8100
+#define QINQ_TPID 0x88A8
 #define SNAP_ALL 0x40000
 #define PACKET_OUTGOING_TYPE 4
 
@@ -150,22 +151,33 @@ static __always_inline int decide(struct __sk_buff *skb, struct decision *d)
 	__u16 proto, vid = 0;
 	__u32 off = 14;
 
-	if (!cfg || bpf_skb_load_bytes(skb, 0, h, 18) < 0)
+	/* a substrate frame is one the engine's classic filter (packet_io.substrate_filter)
+	 * keeps: the substrate's EtherType at 12, or at 16 behind an inline 802.1Q or 802.1ad tag */
+	if (!cfg || bpf_skb_load_bytes(skb, 0, h, 14) < 0)
 		return LEGACY;
 	proto = (h[12] << 8) | h[13];
 	if (skb->vlan_present)
 		vid = skb->vlan_tci & 0x0FFF;
 	d->inline_tag = 0;
-	if (proto == VLAN_TPID) {
-		if (skb->vlan_present || bpf_skb_load_bytes(skb, 0, h, 22) < 0)
-			return proto == cfg->ethertype ? USER : LEGACY;
+	if (proto != cfg->ethertype) {
+		if (proto != VLAN_TPID && proto != QINQ_TPID)
+			return LEGACY;
+		if (bpf_skb_load_bytes(skb, 14, h + 14, 4) < 0 ||
+		    ((h[16] << 8) | h[17]) != cfg->ethertype)
+			return LEGACY;
+		if (skb->vlan_present)
+			return USER;            /* a tag behind the stripped one: the engine's */
 		vid = ((h[14] << 8) | h[15]) & 0x0FFF;
-		proto = (h[16] << 8) | h[17];
 		off = 18;
 		d->inline_tag = 1;
 	}
-	if (proto != cfg->ethertype)
-		return LEGACY;
+	/* VLI and LEN; shorter is the engine's to count (short) */
+	if (off == 14) {
+		if (bpf_skb_load_bytes(skb, 14, h + 14, 4) < 0)
+			return USER;
+	} else if (bpf_skb_load_bytes(skb, 18, h + 18, 4) < 0) {
+		return USER;
+	}
 	struct link_key lk = { .ifindex = skb->ifindex, .vid = vid, .gen = cfg->gen };
 	if (vid)
 		__builtin_memcpy(lk.peer, h + 6, ETH_ALEN);
