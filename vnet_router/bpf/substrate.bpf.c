@@ -214,15 +214,19 @@ static __always_inline int take(__u32 idx, __u32 nbytes)
 	if (!b)
 		return 1;
 	bpf_spin_lock(&b->lock);
-	__u64 full = b->burst * 1000000000ULL, dt = now - b->stamp;
-	if (dt > 1000000000ULL)
+	/* now was read before the lock: another CPU may have stamped a later time since */
+	__u64 full = b->burst * 1000000000ULL, dt = now > b->stamp ? now - b->stamp : 0;
+	/* dt x rate up to the burst, as the reference; dt x rate is only computed below the
+	 * time that fills an empty bucket, so it cannot overflow */
+	if (b->rate && dt >= full / b->rate)
 		b->credit = full;
 	else {
 		b->credit += dt * b->rate;
 		if (b->credit > full)
 			b->credit = full;
 	}
-	b->stamp = now;
+	if (now > b->stamp)
+		b->stamp = now;
 	ok = b->credit >= need;
 	if (ok)
 		b->credit -= need;
