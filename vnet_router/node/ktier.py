@@ -34,6 +34,7 @@ import logging
 import os
 import socket
 import struct
+import time
 
 from vnet_router.datapath import packet_io
 from vnet_router.datapath.meters import TokenBucket
@@ -213,7 +214,11 @@ class KernelTier:
         credit = burst * NS
         stamp = 0
         if key in self.bucket_of and cur:
-            _l, _p, _r, _b, credit, stamp = _BUCKET.unpack(cur[0])
+            # as TokenBucket.set_rate: refilled up to now at the old rate, then the new one
+            _l, _p, old_rate, old_burst, credit, stamp = _BUCKET.unpack(cur[0])
+            now = time.monotonic_ns()           # the program's clock (bpf_ktime_get_ns)
+            if now > stamp:
+                credit, stamp = min(credit + (now - stamp) * old_rate, old_burst * NS), now
             credit = min(credit, burst * NS)
         self.prog.update("buckets", idx.to_bytes(4, "little"),
                          _BUCKET.pack(0, 0, rate, burst, credit, stamp), BPF_F_LOCK)
