@@ -1,22 +1,19 @@
 // SPDX-License-Identifier: MIT
 /* The kernel tier of the substrate datapath (`[node] datapath = "kernel"`).
  *
- * Two programs over one set of maps, both deciding with decide() below:
- *
- *  - substrate_tc, at TC ingress (cls_bpf, direct action) of every Ethernet substrate
- *    interface, forwards the frames whose virtual link the tables give to the kernel: the
- *    demultiplexing rule of DESIGN section 3 (EtherType, VLAN id, sender MAC -> substrate link,
- *    VLI -> virtual link), input policing by the virtual link's token bucket, the VLI swap of a
- *    pass-through (switch) onto an Ethernet substrate link with the output link's header
- *    (VLAN tag written inline, as the user-space engine writes it), padding trimmed by LEN,
- *    and bpf_redirect() to the output interface; an output shaped by the kernel goes through
- *    its HTB class (skb->priority names it, as the engine's per-link socket's SO_PRIORITY
- *    does).  Every other frame is TC_ACT_UNSPEC (on to the next filter, then on as usual): legacy traffic to the kernel's stack as before,
- *    substrate frames to the user-space engine (which saw them on its ring already).
- *  - substrate_sock, the socket filter of the engine's receive ring on the same interface
- *    (SO_ATTACH_BPF, in place of the classic filter): keeps the substrate frames the kernel
- *    does NOT forward, drops legacy frames and the kernel's own (packet taps run before TC
- *    ingress, so without it the engine would copy every frame the kernel forwards).
+ * substrate_tc, at TC ingress (cls_bpf, direct action) of every Ethernet substrate interface,
+ * forwards the frames whose virtual link the tables give to the kernel: the demultiplexing
+ * rule of DESIGN section 3 (EtherType, VLAN id, sender MAC -> substrate link, VLI -> virtual
+ * link), input policing by the virtual link's token bucket, the VLI swap of a pass-through
+ * (switch) onto an Ethernet substrate link with the output link's header (VLAN tag written
+ * inline, as the user-space engine writes it), padding trimmed by LEN, and bpf_redirect() to
+ * the output interface; an output shaped by the kernel goes through its HTB class
+ * (skb->priority names it, as the engine's per-link socket's SO_PRIORITY does).  Every other
+ * frame is TC_ACT_UNSPEC (on to the next filter, then on as usual): legacy traffic to the
+ * kernel's stack, substrate frames to the user-space engine, whose ring socket is bound to the
+ * substrate EtherType and so is served after TC ingress (it never copies what the kernel
+ * forwarded); the program writes their VLAN tag inline (tag_inline), since the kernel clears
+ * it before that delivery.
  *
  * The tables are generation-stamped: the daemon writes generation g+1's entries, flips
  * `config.gen`, then deletes generation g's; a frame reads the generation once, so it sees
@@ -33,8 +30,7 @@
 #define MAX_VLINKS 16384
 #define NO_BUCKET 0xFFFFFFFFu
 #define VLAN_TPID 0x8100
-#define SNAP_ALL 0x40000
-#define PACKET_OUTGOING_TYPE 4
+#define QINQ_TPID 0x88A8
 
 enum verdict { LEGACY, USER, KERNEL };
 
@@ -150,25 +146,33 @@ static __always_inline int decide(struct __sk_buff *skb, struct decision *d)
 	__u16 proto, vid = 0;
 	__u32 off = 14;
 
+	/* a substrate frame is one the engine's classic filter (packet_io.substrate_filter)
+	 * keeps: the substrate's EtherType at 12, or at 16 behind an inline 802.1Q or 802.1ad tag */
 	if (!cfg || bpf_skb_load_bytes(skb, 0, h, 14) < 0)
 		return LEGACY;
 	proto = (h[12] << 8) | h[13];
 	if (skb->vlan_present)
 		vid = skb->vlan_tci & 0x0FFF;
 	d->inline_tag = 0;
-	if (proto == VLAN_TPID) {
-		if (skb->vlan_present || bpf_skb_load_bytes(skb, 0, h, 18) < 0)
-			return proto == cfg->ethertype ? USER : LEGACY;
+	if (proto != cfg->ethertype) {
+		if (proto != VLAN_TPID && proto != QINQ_TPID)
+			return LEGACY;
+		if (bpf_skb_load_bytes(skb, 14, h + 14, 4) < 0 ||
+		    ((h[16] << 8) | h[17]) != cfg->ethertype)
+			return LEGACY;
+		if (skb->vlan_present)
+			return USER;            /* a tag behind the stripped one: the engine's */
 		vid = ((h[14] << 8) | h[15]) & 0x0FFF;
-		proto = (h[16] << 8) | h[17];
 		off = 18;
 		d->inline_tag = 1;
 	}
-	if (proto != cfg->ethertype)
-		return LEGACY;
-	/* a substrate frame too short for VLI and LEN: the engine counts it (short) */
-	if (off == 14 ? bpf_skb_load_bytes(skb, 0, h, 18) < 0 : bpf_skb_load_bytes(skb, 0, h, 22) < 0)
+	/* VLI and LEN; shorter is the engine's to count (short) */
+	if (off == 14) {
+		if (bpf_skb_load_bytes(skb, 14, h + 14, 4) < 0)
+			return USER;
+	} else if (bpf_skb_load_bytes(skb, 18, h + 18, 4) < 0) {
 		return USER;
+	}
 	struct link_key lk = { .ifindex = skb->ifindex, .vid = vid, .gen = cfg->gen };
 	if (vid)
 		__builtin_memcpy(lk.peer, h + 6, ETH_ALEN);
@@ -205,15 +209,19 @@ static __always_inline int take(__u32 idx, __u32 nbytes)
 	if (!b)
 		return 1;
 	bpf_spin_lock(&b->lock);
-	__u64 full = b->burst * 1000000000ULL, dt = now - b->stamp;
-	if (dt > 1000000000ULL)
+	/* now was read before the lock: another CPU may have stamped a later time since */
+	__u64 full = b->burst * 1000000000ULL, dt = now > b->stamp ? now - b->stamp : 0;
+	/* dt x rate up to the burst, as the reference; dt x rate is only computed below the
+	 * time that fills an empty bucket, so it cannot overflow */
+	if (b->rate && dt >= full / b->rate)
 		b->credit = full;
 	else {
 		b->credit += dt * b->rate;
 		if (b->credit > full)
 			b->credit = full;
 	}
-	b->stamp = now;
+	if (now > b->stamp)
+		b->stamp = now;
 	ok = b->credit >= need;
 	if (ok)
 		b->credit -= need;
@@ -227,23 +235,14 @@ static __always_inline int take(__u32 idx, __u32 nbytes)
 static __always_inline int tag_inline(struct __sk_buff *skb)
 {
 	__u8 h[12];
-	__u8 tag[4] = { VLAN_TPID >> 8, VLAN_TPID & 0xFF, skb->vlan_tci >> 8, skb->vlan_tci & 0xFF };
+	__u16 tpid = bpf_ntohs((__u16)skb->vlan_proto);
+	__u8 tag[4] = { tpid >> 8, tpid & 0xFF, skb->vlan_tci >> 8, skb->vlan_tci & 0xFF };
 
 	if (bpf_skb_load_bytes(skb, 0, h, 12) < 0 || bpf_skb_vlan_pop(skb) < 0 ||
 	    bpf_skb_change_head(skb, 4, 0) < 0 ||
 	    bpf_skb_store_bytes(skb, 0, h, 12, 0) < 0 || bpf_skb_store_bytes(skb, 12, tag, 4, 0) < 0)
 		return TC_ACT_UNSPEC;
 	return TC_ACT_UNSPEC;
-}
-
-SEC("socket")
-int substrate_sock(struct __sk_buff *skb)
-{
-	struct decision d;
-
-	if (skb->pkt_type == PACKET_OUTGOING_TYPE)      /* what this host sends: not ours */
-		return 0;
-	return decide(skb, &d) == USER ? SNAP_ALL : 0;
 }
 
 SEC("tc")

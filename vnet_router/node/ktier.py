@@ -3,10 +3,12 @@ common case forwarded in the kernel by ``bpf/substrate.bpf.c``.
 
 ``KernelEngine`` is an engine (``core.Engine``) composed of the compiled engine and a
 ``KernelTier``.  The tier loads the program once (``ops.ebpf``, the one owner of BPF loading),
-attaches it at TC ingress of every Ethernet substrate interface and makes it the socket filter
-of the engine's receive ring there, so a frame is handled by exactly one of them: the kernel
-forwards what its tables hold, the engine's ring sees only the rest (control, deliveries to
-logical interfaces, UDP tunnels, user-space shaping, every malformed frame).
+attaches it at TC ingress of every Ethernet substrate interface and binds the engine's receive
+ring there to the substrate EtherType (served after TC ingress, where ETH_P_ALL taps are served
+before it), so a frame is handled by exactly one of them: the kernel forwards what its tables
+hold, the engine's ring sees only the rest (control, deliveries to logical interfaces, UDP
+tunnels, user-space shaping, every malformed frame), its VLAN tag written inline by the
+program since the kernel clears it before that delivery.
 
 What the kernel takes, decided from the same compiled snapshot the engine runs on (one place:
 the core's ``install`` attaches meters and encapsulations, both tiers read them): a switch
@@ -34,6 +36,7 @@ import logging
 import os
 import socket
 import struct
+import time
 
 from vnet_router.datapath import packet_io
 from vnet_router.datapath.meters import TokenBucket
@@ -90,9 +93,8 @@ class KernelTier:
         self.dp = dp
         self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "substrate.bpf.c")
         self.tc_fd = self.prog.programs["substrate_tc"]
-        self.sock_fd = self.prog.programs["substrate_sock"]
         self.attached: dict[int, ebpf.Attachment] = {}
-        self.filtered: set[int] = set()              # ring sockets carrying our filter
+        self.rebound: set[int] = set()               # ring sockets bound to the EtherType
         self.gen = 0
         self.keys: list[tuple[str, bytes]] = []      # entries of the generation in force
         self.link_slots = _Slots(self.prog.maps["lstats"].max_entries)
@@ -105,7 +107,8 @@ class KernelTier:
     # -- attach --------------------------------------------------------------------------------
 
     def attach(self, snap, rings: dict[int, socket.socket]):
-        """TC ingress of every substrate interface of ``snap``, then the ring's filter."""
+        """TC ingress of every substrate interface of ``snap``, then its ring socket bound to
+        the substrate EtherType (served after TC ingress), without a filter."""
         for ifindex in snap.ifaces:
             if ifindex not in self.attached:
                 created = ebpf.tc_attach(self.tc_fd, ifindex, TC_HANDLE, TC_PRIORITY)
@@ -114,11 +117,11 @@ class KernelTier:
                 log.info("kernel tier: attached at TC ingress of %s",
                          snap.ifaces[ifindex].ifname)
         for ifindex, sock in rings.items():
-            if ifindex in self.attached and sock.fileno() not in self.filtered:
+            if ifindex in self.attached and sock.fileno() not in self.rebound:
                 # after TC ingress, the frames the program leaves (their tag inline), no filter
                 sock.bind((self.attached[ifindex].ifname, snap.ethertype))
                 sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
-                self.filtered.add(sock.fileno())
+                self.rebound.add(sock.fileno())
         for ifindex in [i for i in self.attached if i not in snap.ifaces]:
             self._detach(self.attached.pop(ifindex))
 
@@ -129,16 +132,17 @@ class KernelTier:
             log.warning("kernel tier: %s: %s", a.ifname, e)
 
     def close(self, rings: dict[int, socket.socket] | None = None, ethertype: int = 0):
-        """Detach everywhere; with ``rings``, give them back the classic filter."""
+        """Detach everywhere; with ``rings`` (the engine goes on alone), bind them to ETH_P_ALL
+        with the classic filter again."""
         self.sync()
         for a in self.attached.values():
             self._detach(a)
         self.attached.clear()
         for ifindex, sock in (rings or {}).items():
-            if sock.fileno() in self.filtered:
+            if sock.fileno() in self.rebound:
                 packet_io.attach_filter(sock, packet_io.substrate_filter(ethertype))
                 sock.bind((socket.if_indextoname(ifindex), packet_io.ETH_P_ALL))
-        self.filtered.clear()
+        self.rebound.clear()
         self.prog.close()
 
     # -- tables --------------------------------------------------------------------------------
@@ -217,7 +221,11 @@ class KernelTier:
         credit = burst * NS
         stamp = 0
         if key in self.bucket_of and cur:
-            _l, _p, _r, _b, credit, stamp = _BUCKET.unpack(cur[0])
+            # as TokenBucket.set_rate: refilled up to now at the old rate, then the new one
+            _l, _p, old_rate, old_burst, credit, stamp = _BUCKET.unpack(cur[0])
+            now = time.monotonic_ns()           # the program's clock (bpf_ktime_get_ns)
+            if now > stamp:
+                credit, stamp = min(credit + (now - stamp) * old_rate, old_burst * NS), now
             credit = min(credit, burst * NS)
         self.prog.update("buckets", idx.to_bytes(4, "little"),
                          _BUCKET.pack(0, 0, rate, burst, credit, stamp), BPF_F_LOCK)
