@@ -350,6 +350,11 @@ class Datapath:
     def stats(self) -> dict[str, int]:
         return self.engine.stats()
 
+    def sync_counters(self):
+        """Bring in counts kept outside Python (the kernel tier's per-CPU maps) before a read."""
+        if self.name == "kernel":
+            self.engine.sync_counters()
+
     def tier_of(self, key) -> str:
         """``kernel`` if the kernel tier forwards input virtual link ``key``, else ``engine``."""
         return self.engine.tier_of(key) if self.name == "kernel" else "engine"

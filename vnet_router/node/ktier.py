@@ -364,6 +364,10 @@ class KernelEngine:
     def flush_tx(self):
         self.inner.flush_tx()
 
+    def sync_counters(self):
+        if self.tier is not None:
+            self.tier.sync()
+
     def on_tap(self, port):
         self.inner.on_tap(port)
 

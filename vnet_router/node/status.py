@@ -1,7 +1,8 @@
 """The ``show`` view of a node: tables and counters as plain JSON-able data.
 
 Read by ``vnetctl show`` over the control socket and by the metrics collector; it reads the
-datapath's plain counters, it never changes them (reading a learned-MAC table removes the
+datapath's plain counters (after ``sync_counters``: the kernel tier's arrive), it never changes
+them (reading a learned-MAC table removes the
 entries that have expired: see ``datapath/learn.py``).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _learned(p, entries: bool):
 
 def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> dict:
     """The node's tables and counters; ``learned``: also list every learned MAC."""
+    dp.sync_counters()
     snap = dp.snap
     links = []
     for s in cfg.substrate_links:
