@@ -1,8 +1,7 @@
 """Live reconfiguration: a reload adds a virtual link and re-rates another while a ping flood
 runs over a third -- which loses nothing; a broken file changes nothing and names the key."""
-import subprocess
-
 import os
+import subprocess
 
 import pytest
 
