@@ -305,13 +305,14 @@ class Bench:
                                       "201", hdr(MAC["g0"], MAC["r0"], 10, 101)],
                        core=core, env=dict(os.environ, PYTHONPATH=str(ROOT)))
             a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
-        elif via_router:
+        elif via_router:            # True: the fast path; "kernel": the kernel tier
             self.router(self.p2p("in", "r0", MAC["g0"], 10) +
                         self.p2p("out", "r1", MAC["s0"], 20) +
                         '[[switch]]\nvnet = "blue"\nin_link = "in"\nin_vli = 100\n'
                         'out_link = "out"\nout_vli = 200\n'
                         '[[switch]]\nvnet = "blue"\nin_link = "out"\nin_vli = 201\n'
-                        'out_link = "in"\nout_vli = 101\n', "fast", core=core)
+                        'out_link = "in"\nout_vli = 101\n',
+                        "kernel" if via_router == "kernel" else "fast", core=core)
             a_peer, b_peer, b_vlan, b_in, b_out = MAC["r0"], MAC["r1"], 20, 200, 201
         else:
             self.setup_bridge()
@@ -336,8 +337,11 @@ class Bench:
                               capture_output=True, text=True, timeout=count * interval + 30)
 
 
+KERNEL_LAT_NAME = "ping via vnet router (kernel tier)"
+
+
 def latency(count: int, interval: float, rounds: int, progress=print,
-            relay=True, crelay=False) -> list[Latency]:
+            relay=True, crelay=False, kernel=False) -> list[Latency]:
     """Ping RTT through the bridge and through the router, all topologies up at once and
     measured in alternating rounds of ``count / rounds`` pings each, so that all see the same
     machine (this VM's timing drifts by +-20% from minute to minute).
@@ -346,11 +350,15 @@ def latency(count: int, interval: float, rounds: int, progress=print,
     softirq of the sender).  The vnet router is measured twice: on that same core, and on
     core FWD_CORE, where every hop crosses cores and wakes an idle vCPU.  With ``relay``, a bare
     Python relay (``_BARE_RELAY``) on each core shows what any user-space hop costs here; with
-    ``crelay``, so does the C relay (``crelay.c``, compiled now), the floor of such a hop."""
+    ``crelay``, so does the C relay (``crelay.c``, compiled now), the floor of such a hop; with
+    ``kernel``, the router on the kernel tier (it forwards in the sender's softirq, as the
+    bridge does, so its core does not matter)."""
     cases = [(Latency("ping via Linux bridge"), Bench(0, progress, tag="l"), False, None)]
     for tag, core in zip("mn", (GEN_CORE, FWD_CORE)):
         cases.append((Latency(f"ping via vnet router (fast path), core {core}"),
                       Bench(0, progress, tag=tag), True, core))
+    if kernel:
+        cases.append((Latency(KERNEL_LAT_NAME), Bench(0, progress, tag="s"), "kernel", FWD_CORE))
     if relay:
         for tag, core in zip("op", (GEN_CORE, FWD_CORE)):
             cases.append((Latency(f"ping via bare Python relay (yardstick), core {core}"),
@@ -501,7 +509,8 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
     results = [_median_run(rs) for rs in raw.values() if isinstance(rs[0], Result)]
     shaped = [_median_shaped(rs) for rs in raw.values() if isinstance(rs[0], Shaped)]
     if pings:
-        lats = latency(pings, interval, rounds, progress, relay, crelay=want(rows.CRELAY_NAME))
+        lats = latency(pings, interval, rounds, progress, relay, crelay=want(rows.CRELAY_NAME),
+                       kernel=datapath == "kernel" and want(KERNEL_LAT_NAME))
     return results, lats, shaped, idle
 
 

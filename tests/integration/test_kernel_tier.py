@@ -4,6 +4,8 @@ program at TC ingress, everything else by the compiled engine, one set of counte
 a --p2p-- r1 --p2p-- r2 --p2p-- b as in test_passthrough, r1 on the kernel tier; r1's second
 switch pair has a user-space-shaped output, which stays in the engine.
 """
+import re
+
 import pytest
 
 import topo as t
@@ -68,3 +70,28 @@ def test_switches_forwarded_in_the_kernel_with_the_engines_counters(make_lab):
     # a clean stop takes the program off the interfaces
     lab.kill_daemon("r1", 15)
     assert "substrate_tc" not in _filters(lab, "e0") + _filters(lab, "e1")
+
+
+def _prog_id(lab, ifname):
+    m = re.search(r"substrate_tc.* id (\d+)", _filters(lab, ifname))
+    return int(m.group(1)) if m else None
+
+
+def test_kill_9_leaves_the_program_the_next_start_replaces(make_lab):
+    lab = make_lab(_kernel(PASSTHROUGH))
+    old = _prog_id(lab, "e0")
+    assert old is not None
+    lab.kill_daemon("r1")
+    # a cls_bpf filter outlives the process that loaded it
+    assert _prog_id(lab, "e0") == old
+    lab.restart_daemon("r1")
+    new = _prog_id(lab, "e0")
+    assert new is not None and new != old, (old, new)
+    st = lab.control("r1")
+    assert st["datapath"] == "kernel", st["datapath"]
+    assert lab.ping("a", "10.9.2.2", vnet="blue", count=5).received == 5
+    st = eventually(lambda: lab.control("r1"), what="kernel frames after the restart",
+                    until=lambda s: s["datapath_stats"]["kernel_frames"] >= 10)
+    assert _vlinks(st)[("west", 100, "in")]["packets"] >= 5
+    lab.kill_daemon("r1", 15)
+    assert _prog_id(lab, "e0") is None and _prog_id(lab, "e1") is None

@@ -111,7 +111,8 @@ class KernelTier:
         the substrate EtherType (served after TC ingress), without a filter."""
         for ifindex in snap.ifaces:
             if ifindex not in self.attached:
-                created = ebpf.tc_attach(self.tc_fd, ifindex, TC_HANDLE, TC_PRIORITY)
+                created = ebpf.tc_attach(self.tc_fd, ifindex, TC_HANDLE, TC_PRIORITY,
+                                         replace=True)   # ours from a killed run: stale
                 self.attached[ifindex] = ebpf.Attachment(snap.ifaces[ifindex].ifname, ifindex,
                                                          TC_HANDLE, TC_PRIORITY, created)
                 log.info("kernel tier: attached at TC ingress of %s",

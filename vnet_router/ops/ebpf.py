@@ -48,6 +48,7 @@ MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru
 BPF_F_RDONLY_PROG = 1 << 7
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
 SO_ATTACH_BPF = 50
+BPF_TC_F_REPLACE = 1
 
 
 class BpfError(RuntimeError):
@@ -392,16 +393,20 @@ def iface_facts(ifname: str) -> tuple[int, bytes, int]:
     return socket.if_nametoindex(ifname), mac, mtu
 
 
-def tc_attach(prog_fd: int, ifindex: int, handle: int, priority: int) -> bool:
+def tc_attach(prog_fd: int, ifindex: int, handle: int, priority: int,
+              replace: bool = False) -> bool:
     """Attach at TC ingress of ``ifindex`` (this thread's namespace); True if the clsact qdisc
-    was created for it.  Nothing is left attached when it raises."""
+    was created for it.  ``replace``: a filter already at ``handle``/``priority`` (ours, left
+    by a killed run: a cls_bpf filter outlives its loader) is replaced.  Nothing is left
+    attached when it raises."""
     lib = _libbpf()
     hook = _TcHook(ctypes.sizeof(_TcHook), ifindex, BPF_TC_INGRESS, 0)
     rc = lib.bpf_tc_hook_create(byref(hook))
     if rc not in (0, -17):                                          # -EEXIST: someone's clsact
         raise BpfError(f"cannot add the clsact qdisc: {os.strerror(-rc)}")
     created = rc == 0
-    opts = _TcOpts(ctypes.sizeof(_TcOpts), prog_fd, 0, 0, handle, priority)
+    opts = _TcOpts(ctypes.sizeof(_TcOpts), prog_fd, BPF_TC_F_REPLACE if replace else 0, 0,
+                   handle, priority)
     rc = lib.bpf_tc_attach(byref(hook), byref(opts))
     if rc != 0:
         if created:

@@ -49,8 +49,12 @@ class Collector:
         info.add_metric([st["node"], st["datapath"]], 1)
         yield info
         fast = GaugeMetricFamily("vnet_fast_path_in_use", "1 if the Cython fast path forwards")
-        fast.add_metric([], 1 if st["datapath"] == "fast" else 0)
+        fast.add_metric([], 1 if st["datapath"] in ("fast", "kernel") else 0)
         yield fast
+        kernel = CounterMetricFamily("vnet_kernel_tier_frames", "Frames the kernel tier's eBPF "
+                                     "program forwarded or dropped (datapath = kernel)")
+        kernel.add_metric([], st["datapath_stats"].get("kernel_frames", 0))
+        yield kernel
         gen = GaugeMetricFamily("vnet_config_generation", "Generation of the tables in use")
         gen.add_metric([], st["generation"])
         yield gen
