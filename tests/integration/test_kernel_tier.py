@@ -9,20 +9,19 @@ import re
 import pytest
 
 import topo as t
-from harness import eventually, iperf_run
+from harness import eventually, iperf_run, received_rate
 from test_passthrough import PASSTHROUGH
 
 pytestmark = pytest.mark.root
 
 
-def _kernel(topo, **r1_settings):
-    """PASSTHROUGH with r1 on the kernel tier."""
+def _kernel(topo, **r1_tables):
+    """PASSTHROUGH with r1 on the kernel tier (``r1_tables``: more of r1's router tables)."""
     out = t.Topo({k: [dict(e) for e in v] for k, v in topo.items()})
     for n in out["node"]:
         if n["name"] == "r1":
-            n.setdefault("router", {})
-            n["router"]["node"] = dict(n["router"].get("node", {}), datapath="kernel",
-                                       **r1_settings)
+            n["router"] = dict(n.get("router", {}), **r1_tables)
+            n["router"]["node"] = dict(n["router"].get("node", {}), datapath="kernel")
     return out
 
 
@@ -95,3 +94,28 @@ def test_kill_9_leaves_the_program_the_next_start_replaces(make_lab):
     assert _vlinks(st)[("west", 100, "in")]["packets"] >= 5
     lab.kill_daemon("r1", 15)
     assert _prog_id(lab, "e0") is None and _prog_id(lab, "e1") is None
+
+
+def test_a_rated_switch_is_shaped_by_htb_in_the_kernel(make_lab):
+    """r1's west/100 -> east/200 switch has a rate of 20 Mbit/s; with [tm] kernel_shaping its
+    class is HTB's and the program forwards it (skb->priority picks the class)."""
+    topo = _kernel(PASSTHROUGH, tm={"kernel_shaping": True})
+    for n in topo["node"]:
+        if n["name"] == "r1":
+            for sw in n["router"]["switch"]:
+                if sw["in_vli"] == 100:
+                    sw["rate"] = "20Mbit"
+    lab = make_lab(topo)
+    st = eventually(lambda: lab.control("r1"), what="the switch's output in HTB",
+                    until=lambda s: _vlinks(s)[("east", 200, "out")]["shaper"] == "kernel")
+    assert _vlinks(st)[("west", 100, "in")]["tier"] == "kernel"
+    classes = lab.run_in(lab.ns("r1"), ["tc", "class", "show", "dev", "e1"], check=True).stdout
+    assert "htb 564e:" in classes and "rate 20Mbit" in classes, classes
+    result = iperf_run(lab, "a", "b", "10.9.2.2", 5201, 4, vnet="blue")
+    assert "error" not in result, result["error"]
+    rate = received_rate(result)
+    assert 14e6 < rate < 21e6, rate
+    st = lab.control("r1")
+    kernel = st["datapath_stats"]["kernel_frames"]
+    assert kernel >= _vlinks(st)[("west", 100, "in")]["packets"] > 1000, st["datapath_stats"]
+    assert st["datapath_stats"]["ring_frames"] < kernel // 100, st["datapath_stats"]
