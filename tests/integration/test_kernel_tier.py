@@ -4,13 +4,21 @@ program at TC ingress, everything else by the compiled engine, one set of counte
 a --p2p-- r1 --p2p-- r2 --p2p-- b as in test_passthrough, r1 on the kernel tier; r1's second
 switch pair has a user-space-shaped output, which stays in the engine.
 """
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
+from vnet_router.model.toml import dump_toml
+from vnet_router.node import api as control
+from vnet_router.ops import netlink
+
 import topo as t
-from harness import eventually, iperf_run, received_rate
+from harness import eventually, iperf_run, received_rate, repo_env
 from test_passthrough import PASSTHROUGH
+from test_unprivileged import LIMITED
 
 pytestmark = pytest.mark.root
 
@@ -119,3 +127,60 @@ def test_a_rated_switch_is_shaped_by_htb_in_the_kernel(make_lab):
     kernel = st["datapath_stats"]["kernel_frames"]
     assert kernel >= _vlinks(st)[("west", 100, "in")]["packets"] > 1000, st["datapath_stats"]
     assert st["datapath_stats"]["ring_frames"] < kernel // 100, st["datapath_stats"]
+
+
+def test_without_bpf_privileges_one_error_line_and_the_engine_forwards(tmp_path):
+    """The shipped unit's privileges (CAP_NET_ADMIN, CAP_NET_RAW only) cannot load BPF: a node
+    configured with the kernel tier says so in one line and the compiled engine forwards."""
+    pid = os.getpid()
+    x, y = f"vl{pid}kx", f"vl{pid}ky"
+    xmac, ymac = "02:00:00:00:ab:01", "02:00:00:00:ab:02"
+    for ns in (x, y):
+        netlink.netns_create(ns)
+    proc = None
+    try:
+        netlink.veth_create_between("e0", x, "e0", y, mac=xmac, peer_mac=ymac)
+        cfg = tmp_path / "y.toml"
+        sock = tmp_path / "y.sock"
+        cfg.write_text(dump_toml(t.router_config(
+            t.p2p("p", "e0", peer_mac=xmac, vlan=10), t.p2p("q", "e0", peer_mac=xmac, vlan=20),
+            t.switch("blue", "p", 100, "q", 200),
+            settings={"control_socket": str(sock), "datapath": "kernel"})))
+        proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{y}", *LIMITED, sys.executable,
+                                 "-m", "vnet_router.node.daemon", "-c", str(cfg)],
+                                stderr=subprocess.PIPE, text=True,
+                                env=repo_env(VNET_DATAPATH=""))
+
+        def up():
+            assert proc.poll() is None, proc.stderr.read()
+            return os.path.exists(sock)
+        eventually(up, 20, "the daemon's control socket")
+        assert control.request(str(sock), "show")["datapath"] == "fast"
+        frame = (bytes.fromhex(ymac.replace(":", "") + xmac.replace(":", "")) +
+                 b"\x81\x00\x00\x0a\x88\xb5" + (100).to_bytes(2, "big") +
+                 (46).to_bytes(2, "big") + bytes(46))
+        inj = subprocess.run(["ip", "netns", "exec", x, "python3", "-c",
+                              "import socket,sys; s=socket.socket(socket.AF_PACKET, "
+                              "socket.SOCK_RAW, 0); s.bind(('e0', 0)); "
+                              "[s.send(bytes.fromhex(sys.argv[1])) for _ in range(20)]",
+                              frame.hex()], capture_output=True, text=True, timeout=30)
+        assert inj.returncode == 0, inj.stderr
+        st = eventually(lambda: control.request(str(sock), "show"),
+                        what="20 frames switched by the engine",
+                        until=lambda s: _vlinks(s)[("q", 200, "out")]["packets"] >= 20)
+        assert _vlinks(st)[("p", 100, "in")]["tier"] == "engine"
+        assert st["datapath_stats"]["kernel_frames"] == 0
+        tc = subprocess.run(["ip", "netns", "exec", y, "tc", "filter", "show", "dev", "e0",
+                             "ingress"], capture_output=True, text=True, timeout=30).stdout
+        assert "substrate_tc" not in tc, tc
+    finally:
+        if proc is not None:
+            proc.terminate()
+            _out, err = proc.communicate(timeout=15)
+        for ns in (x, y):
+            netlink.netns_remove(ns)
+    assert proc.returncode == 0, err
+    errors = [ln for ln in err.splitlines() if "level=error" in ln]
+    assert len(errors) == 1, errors
+    assert "the kernel tier cannot run" in errors[0] and "CAP_BPF" in errors[0], errors
+    assert "the compiled engine forwards everything" in errors[0], errors
