@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vnet: set up a fresh Debian machine (root, Python 3.11) and run the demo or the test suite.
 #   ./run.sh demo    install what is missing, then build the demo lab and print its report
-#   ./run.sh test    install what is missing, then run the whole test suite
+#   ./run.sh test    install what is missing, then run the whole test suite (the integration
+#                    tests twice: the second time every node on the kernel tier)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -40,7 +41,13 @@ case "${1:-}" in
         shift
         echo "== layering (import-linter contracts in pyproject.toml)"
         lint-imports --no-cache
-        exec python3 -m pytest tests "$@"
+        if [ "$#" -gt 0 ]; then
+            exec python3 -m pytest tests "$@"
+        fi
+        python3 -m pytest tests
+        echo "== the integration tests again, every node on the kernel tier (VNET_DATAPATH=kernel;" \
+             "tests marked one_tier choose their datapaths themselves)"
+        exec env VNET_DATAPATH=kernel python3 -m pytest tests/integration -m "not one_tier"
         ;;
     *)
         echo "usage: ./run.sh demo | test [pytest args]" >&2

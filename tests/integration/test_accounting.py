@@ -34,12 +34,12 @@ from harness import eventually, iperf_run, vnetctl
 from test_passthrough import PASSTHROUGH
 from vnet_router.wire import substrate as wire
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 NO_IPV6 = {"net.ipv6.conf.all.disable_ipv6": 1, "net.ipv6.conf.default.disable_ipv6": 1}
 
 
-@pytest.fixture(params=["reference", "fast"])
+@pytest.fixture(params=["reference", "fast", "kernel"])
 def datapath(request, monkeypatch):
     """The datapath every router of the lab is configured with (VNET_DATAPATH would override
     the config key: not set)."""

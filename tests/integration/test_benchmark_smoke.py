@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.root,
+pytestmark = [pytest.mark.root, pytest.mark.one_tier,
               pytest.mark.skipif(shutil.which("trafgen") is None,
                                  reason="trafgen missing (apt-get install netsniff-ng)")]
 

@@ -23,7 +23,7 @@ import pytest
 from harness import eventually, vnetctl
 from host_topo import join_all, topology
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 
 @pytest.fixture

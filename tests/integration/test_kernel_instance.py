@@ -15,7 +15,7 @@ import topo as t
 from harness import eventually, repo_env, vnetctl
 from host_topo import VNP_SOCKET, join_all, topology
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 # r's part of vNet vnp: TAPs towards each host (the kernel router attaches to them)
 ROUTER_PARTS = (t.vnet("vnp", 5),

@@ -20,7 +20,7 @@ from harness import eventually, iperf_run, received_rate, repo_env
 from test_passthrough import PASSTHROUGH
 from test_unprivileged import LIMITED
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 
 def _kernel(topo, **r1_tables):

@@ -22,7 +22,7 @@ from vnet_router.lab.lab import OWNERS_DIR, Lab, LabError, processes_in
 import topo as t
 from harness import eventually, repo_env
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 # a router node with a vNet and a host node (vnet-hostd) on one switch: both daemon kinds
 TOPO = t.text(t.topology(

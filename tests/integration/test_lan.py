@@ -12,7 +12,7 @@ import pytest
 import topo as t
 from harness import eventually, poll, vnetctl
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 HOSTS = ("h1", "h2", "h3")
 
@@ -38,7 +38,7 @@ def lan_topology(learned_max: int | None = None) -> t.Topo:
     return t.topology(*parts)
 
 
-@pytest.fixture(params=["fast", "reference"])
+@pytest.fixture(params=["fast", "reference", "kernel"])
 def lan(make_lab, monkeypatch, request):
     """The LAN with each datapath: the daemons inherit VNET_DATAPATH."""
     monkeypatch.setenv("VNET_DATAPATH", request.param)
@@ -134,7 +134,7 @@ CAP = 64
 FLOOD = 1000
 
 
-@pytest.fixture(params=["fast", "reference"])
+@pytest.fixture(params=["fast", "reference", "kernel"])
 def small_lan(make_lab, monkeypatch, request):
     """The LAN with green's learned-MAC tables capped at CAP entries, with each datapath."""
     monkeypatch.setenv("VNET_DATAPATH", request.param)

@@ -11,7 +11,7 @@ import pytest
 import topo as t
 from harness import eventually
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 VNETS = (("red", 1, 301), ("green", 2, 302), ("blue", 3, 303))
 NODES = [(f"{v[0][0]}{i}", v, i) for v in VNETS for i in (1, 2)]   # r1 r2 g1 g2 b1 b2
@@ -26,7 +26,7 @@ def lan_topology() -> t.Topo:
     return t.topology(*parts)
 
 
-@pytest.mark.parametrize("datapath", ["fast", "reference"])
+@pytest.mark.parametrize("datapath", ["fast", "reference", "kernel"])
 def test_three_vnets_on_a_lan_no_node_counts_a_drop(make_lab, monkeypatch, datapath):
     monkeypatch.setenv("VNET_DATAPATH", datapath)
     lab = make_lab(lan_topology())

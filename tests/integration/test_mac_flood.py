@@ -59,7 +59,7 @@ from test_accounting import _on
 from vnet_router.cli import vnetctl as vnetctl_cli
 from vnet_router.datapath.learn import DEFAULT_LIMIT
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 HOSTS = ("h1", "h2", "h3")
 RECEIVERS = ("h1", "h3")
@@ -115,7 +115,7 @@ for line in sys.stdin:
 """
 
 
-@pytest.fixture(params=["reference", "fast"])
+@pytest.fixture(params=["reference", "fast", "kernel"])
 def datapath(request, monkeypatch):
     """The datapath every router is configured with (VNET_DATAPATH would override the config
     key: not set)."""

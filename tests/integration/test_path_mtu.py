@@ -9,10 +9,10 @@ import pytest
 import topo as t
 from harness import eventually, iperf_run, received_rate
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 
-@pytest.fixture(params=["fast", "reference"])
+@pytest.fixture(params=["fast", "reference", "kernel"])
 def datapath(monkeypatch, request):
     """Each datapath (the daemons inherit VNET_DATAPATH)."""
     monkeypatch.setenv("VNET_DATAPATH", request.param)
