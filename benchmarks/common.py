@@ -25,6 +25,7 @@ class Result:
     cpu_us: float | None = None
     note: str = ""
     runs: list = field(default_factory=list)     # delivered pps of each run (median above)
+    cpu_all_us: float | None = None     # both cores' busy time per delivered (alone: offered)
 
     @property
     def ratio(self) -> float:

@@ -73,25 +73,56 @@ def _over(a, b) -> str:
     return f"{a / b:.2f}" if a > 0 and b > 0 else "-"
 
 
+# a row's kernel-tier twin for the cost ratio: the bridge and the unrated switch vs (m), the
+# rated switch vs the kernel tier's (g)
+KERNEL_TWIN = {"(a)": "(m) kernel tier", "(d)": "(m) kernel tier", "(g)": "(g) kernel tier"}
+
+
+def _us(x) -> str:
+    return f"{x:.2f}" if x is not None else "-"
+
+
+def forwarding_cost(results) -> list[tuple[str, int, float]]:
+    """(case, size, both cores' busy us per delivered frame minus the generator alone's per
+    offered frame): what forwarding costs the machine, wherever it runs (the kernel forwards
+    in the generator's softirq, the user-space engine on core 1 plus the copy on core 0)."""
+    alone = {r.size: r.cpu_all_us for r in results if r.note == "alone" and r.cpu_all_us}
+    return [(r.case, r.size, r.cpu_all_us - alone[r.size]) for r in results
+            if r.note != "alone" and r.size in alone and r.cpu_all_us is not None]
+
+
 def table(results, lats, shaped=(), idle=()) -> str:
     lines = ["| case | frame | offered kpps | delivered kpps | delivered/offered | "
-             "router CPU-us/pkt | each run, kpps |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "router CPU-us/pkt | both cores CPU-us/pkt | each run, kpps |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     if not results:
         lines = []
     for r in results:
-        cpu = f"{r.cpu_us:.2f}" if r.cpu_us is not None else "-"
         each = " / ".join(f"{x / 1e3:.0f}" for x in r.runs)
         if r.note == "alone":
             lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | - | - | - | "
-                         f"{each} (offered) |")
+                         f"{_us(r.cpu_all_us)} (per offered) | {each} (offered) |")
             continue
         lines.append(f"| {r.case} | {r.size} B | {r.offered / 1e3:.1f} | "
-                     f"{r.delivered / 1e3:.1f} | {r.ratio:.2f} | {cpu} | {each} |")
+                     f"{r.delivered / 1e3:.1f} | {r.ratio:.2f} | {_us(r.cpu_us)} | "
+                     f"{_us(r.cpu_all_us)} | {each} |")
     rs = ratios(results)
     if rs:
         lines += ["", "| ratio (delivered) | medians | run by run |", "|---|---:|---:|"]
         for what, med, lo, hi in rs:
             lines.append(f"| {what} | {med:.2f} | {lo:.2f} - {hi:.2f} |")
+    cost = forwarding_cost(results)
+    if cost:
+        by = {(c, s): x for c, s, x in cost}
+        lines += ["", "| forwarding cost per frame (both cores' busy us per delivered frame "
+                  "minus the generator alone's per offered frame) | frame | us | vs kernel "
+                  "tier, same frame and rate |", "|---|---:|---:|---:|"]
+        for c, size, x in cost:
+            twin = KERNEL_TWIN.get(c[:3]) if "kernel tier" not in c else None
+            k = next((v for (kc, ks), v in by.items()
+                      if twin and kc.startswith(twin) and ks == size), None)
+            lines.append(f"| {c} | {size} B | {x:.3f} | "
+                         f"{f'{x / k:.2f}' if k and k > 0 else '-'} |")
     if lats:
         lines += ["", "| latency (ping, vnet end-systems on both sides) | replies | median RTT us "
                   "| p99 RTT us |", "|---|---:|---:|---:|"]

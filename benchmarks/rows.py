@@ -70,8 +70,7 @@ def _kernel_shaping(datapath: str) -> str:
 def pps_cases(b, datapath: str) -> list:
     """(name, setup) of the pps rows (g)..(k) on engine ``datapath``, for ``Bench.case``."""
     e = engine(datapath)
-    return ([(f"(m) {e}, VLI switch, no rate", lambda: b.setup_router(datapath))]
-            if datapath == "kernel" else []) + [
+    return [
         (f"(g) {e}, VLI switch, rate {RATE_OPEN}", lambda: setup_switch_rated(b, datapath)),
         (f"(h) {e} substrate -> TAP, in_rate {RATE_OPEN}",
          lambda: setup_tap_rated(b, datapath, "in_rate", "tap_in")),
@@ -80,6 +79,18 @@ def pps_cases(b, datapath: str) -> list:
         (f"(j) {e} TAP -> LAN (multiaccess)", lambda: setup_tap_lan(b, datapath)),
         (f"(k) {e}, VLI switch across UDP tunnels", lambda: setup_udp(b, datapath)),
     ]
+
+
+def kernel_cases(b) -> list:
+    """The kernel tier's rows: the switch without and with a rate (HTB shapes the rated
+    output, ``_kernel_shaping``); its other rows would be the engine's (ktier.py)."""
+    e = engine("kernel")
+    return [(f"(m) {e}, VLI switch, no rate", lambda: b.setup_router("kernel")),
+            (f"(g) {e}, VLI switch, rate {RATE_OPEN}", lambda: setup_switch_rated(b, "kernel"))]
+
+
+def shaped_name(datapath: str) -> str:
+    return SHAPED_NAME + (", kernel tier" if datapath == "kernel" else "")
 
 
 # -- frames -------------------------------------------------------------------------------------
@@ -176,7 +187,7 @@ def shaped(b, size: int, datapath: str) -> Shaped:
     b.build()
     try:
         b.router(_links(b) + _switch("in", 100, "out", 200, "gold", SHAPED_RATE) +
-                 _switch("in", 102, "out", 202, "flood"), datapath)
+                 _switch("in", 102, "out", 202, "flood") + _kernel_shaping(datapath), datapath)
         # gold (out VLI 200) is taken off s0's ingress to the counting veth sg0
         b.sh("sink", "ip", "link", "add", "sg0", "type", "veth", "peer", "name", "sg1")
         for dev in ("sg0", "sg1"):
@@ -201,7 +212,7 @@ def shaped(b, size: int, datapath: str) -> Shaped:
         b.teardown()
     dt = after[0] - before[0]
     offered, total, gold = ((a - z) / dt for a, z in zip(after[1:], before[1:]))
-    r = Shaped(SHAPED_NAME, size, offered / GOLD_EVERY * (GOLD_SIZE - HDR) * 8,
+    r = Shaped(shaped_name(datapath), size, offered / GOLD_EVERY * (GOLD_SIZE - HDR) * 8,
                gold * (GOLD_SIZE - HDR) * 8, total - gold, SHAPED_BPS)
     b.progress(f"  {r.case:<50} {size:>5} B  gold offered {r.offered_bps / 1e6:7.1f} Mbit/s  "
                f"achieved {r.achieved_bps / 1e6:6.2f} Mbit/s = {r.ratio:5.3f} x 20 Mbit/s  "

@@ -200,17 +200,19 @@ class Bench:
             raise RuntimeError("trafgen exited at once")
         g0 = self.stats(gen_ns, gen_dev)[1]
         c0 = self.stats(count_ns, count_dev)[0 if count_rx else 1]
-        cpu0, t0 = _core_busy(FWD_CORE), time.monotonic()
+        cpu0, all0, t0 = _core_busy(FWD_CORE), _core_busy(GEN_CORE), time.monotonic()
         time.sleep(self.seconds)
         g1 = self.stats(gen_ns, gen_dev)[1]
         c1 = self.stats(count_ns, count_dev)[0 if count_rx else 1]
-        cpu1, t1 = _core_busy(FWD_CORE), time.monotonic()
+        cpu1, all1, t1 = _core_busy(FWD_CORE), _core_busy(GEN_CORE), time.monotonic()
         self.stop(tg)
         dt = t1 - t0
         offered = (g1["packets"] + g1.get("dropped", 0) - g0["packets"] - g0.get("dropped", 0))
         delivered = c1["packets"] - c0["packets"]
-        # busy us per second of measurement (so that / delivered pps = us per packet)
-        return offered / dt, delivered / dt, (cpu1 - cpu0) * 1e6 / dt * self.seconds
+        # busy us per second of measurement (so that / delivered pps = us per packet): core 1,
+        # and both cores (the kernel's forwarding runs in the generator's softirq on core 0)
+        both = (cpu1 - cpu0 + all1 - all0) * 1e6 / dt * self.seconds
+        return offered / dt, delivered / dt, (cpu1 - cpu0) * 1e6 / dt * self.seconds, both
 
     # -- cases ----------------------------------------------------------------------------------
 
@@ -220,10 +222,11 @@ class Bench:
             extra = setup() or {}
             direction = extra.get("direction", "fwd")
             if direction == "tap_in":       # substrate -> TAP: count at the TAP
-                o, d, cpu = self.offer("gen", "g0", self.trafgen_cfg(size, MAC["r0"], MAC["g0"]),
+                o, d, cpu, both = self.offer("gen", "g0",
+                                             self.trafgen_cfg(size, MAC["r0"], MAC["g0"]),
                                        extra["tap_ns"], extra["tap_dev"])
             elif direction == "tap_out":    # TAP -> substrate: trafgen in the vNet, count at g0
-                o, d, cpu = self.offer("blue", "t0", self.trafgen_cfg(size - 22, MAC["s0"],
+                o, d, cpu, both = self.offer("blue", "t0", self.trafgen_cfg(size - 22, MAC["s0"],
                                                                       "02:b0:00:00:00:aa",
                                                                       tagged=False,
                                                                       substrate=False),
@@ -231,9 +234,10 @@ class Bench:
             else:                           # a setup may bring its own frame (UDP)
                 frame = extra["frame"](size) if "frame" in extra else \
                     self.trafgen_cfg(size, extra.get("dst", MAC["r0"]), MAC["g0"])
-                o, d, cpu = self.offer("gen", "g0", frame, "sink", "s0")
+                o, d, cpu, both = self.offer("gen", "g0", frame, "sink", "s0")
+            per = o if direction == "alone" else d
             r = Result(name, size, o, d, cpu / (d * self.seconds) if d else None,
-                       note=direction)
+                       note=direction, cpu_all_us=both / (per * self.seconds) if per else None)
         finally:
             self.teardown()
         self.progress(f"  {name:<50} {size:>5} B  offered {r.offered / 1e3:8.1f} kpps  "
@@ -484,7 +488,10 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
         ("(e) fast path TAP -> substrate", lambda: b.setup_tap_out("fast")),
         ("(f) fast path, 1000 vlinks / 64 links", lambda: b.setup_router("fast", 62, 999)),
     ]
-    new = rows.pps_cases(b, datapath)
+    # the kernel tier's rows beside the compiled engine's, in the same run
+    new = rows.pps_cases(b, "fast") + rows.kernel_cases(b) if datapath == "kernel" else \
+        rows.pps_cases(b, datapath)
+    tiers = ["fast", "kernel"] if datapath == "kernel" else [datapath]
     if any(want(n) for n, _ in new) and not want(cases[1][0]):
         progress(f" with {cases[1][0]}: the reference of the rows selected")
         only = list(only) + [cases[1][0]]
@@ -497,12 +504,14 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
                     progress(f" {size}-byte frames, run {run + 1}/{repeat}")
                 for name, setup in cases:
                     raw.setdefault((name, size), []).append(b.case(name, size, setup))
-                if want(rows.SHAPED_NAME):
-                    raw.setdefault((rows.SHAPED_NAME, size), []).append(
-                        rows.shaped(b, size, datapath))
-        if want(rows.IDLE_NAME):
-            progress(f" {rows.IDLE_NAME}: {idle_seconds:g} s without traffic")
-            idle.append(rows.idle_cpu(b, idle_seconds, datapath))
+                for tier in tiers:
+                    if want(rows.SHAPED_NAME):
+                        raw.setdefault((rows.shaped_name(tier), size), []).append(
+                            rows.shaped(b, size, tier))
+        for tier in tiers:
+            if want(rows.IDLE_NAME):
+                progress(f" {rows.IDLE_NAME}: {idle_seconds:g} s without traffic ({tier})")
+                idle.append(rows.idle_cpu(b, idle_seconds, tier))
     finally:
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
@@ -526,7 +535,7 @@ def _median_run(rs: list[Result]) -> Result:
     key = (lambda r: r.offered) if rs[0].note == "alone" else (lambda r: r.delivered)
     mid = sorted(rs, key=key)[(len(rs) - 1) // 2]
     return Result(mid.case, mid.size, mid.offered, mid.delivered, mid.cpu_us, mid.note,
-                  [key(r) for r in rs])
+                  [key(r) for r in rs], mid.cpu_all_us)
 
 
 def main(argv=None):
