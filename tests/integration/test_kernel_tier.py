@@ -16,7 +16,7 @@ from vnet_router.node import api as control
 from vnet_router.ops import netlink
 
 import topo as t
-from harness import eventually, iperf_run, received_rate, repo_env
+from harness import eventually, iperf_run, received_rate, repo_env, vnetctl
 from test_passthrough import PASSTHROUGH
 from test_unprivileged import LIMITED
 
@@ -73,6 +73,10 @@ def test_switches_forwarded_in_the_kernel_with_the_engines_counters(make_lab):
     # the engine's ring saw none of them: the socket filter keeps what the kernel forwards
     assert st["datapath_stats"]["ring_frames"] < kernel // 100, st["datapath_stats"]
     assert not any(st["drops"].values()), st["drops"]
+    text = vnetctl(lab, "r1", "show").stdout
+    assert re.search(r"datapath kernel \(kernel tier: [\d,]+ frames\)", text), text
+    row = next(ln for ln in text.splitlines() if re.search(r"\bwest\b.*\b100\b.*\bin\b", ln))
+    assert "kernel" in row, row          # the tier column: no other cell says kernel
 
     # a clean stop takes the program off the interfaces
     lab.kill_daemon("r1", 15)

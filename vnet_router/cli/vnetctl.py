@@ -59,8 +59,10 @@ def _learned(t: dict | None) -> str:
 
 def show_view(st: dict) -> list:
     """``vnetctl show``: the parts ``render.write`` prints."""
+    kernel = st["datapath"] == "kernel"
+    tiers = f" (kernel tier: {st['datapath_stats']['kernel_frames']:,} frames)" if kernel else ""
     out = [f"node {st['node']}  config {st['config']}  generation {st['generation']}  "
-           f"datapath {st['datapath']}  up {st['uptime_seconds']:.0f}s", ""]
+           f"datapath {st['datapath']}{tiers}  up {st['uptime_seconds']:.0f}s", ""]
     rows = []
     for s in st["substrate_links"]:
         where = s.get("interface") or f"{s.get('local')} -> {s.get('remote')}"
@@ -77,9 +79,10 @@ def show_view(st: dict) -> list:
             if r["max"] is not None else "unlimited"
         rows.append([v["substrate_link"], v["vli"], v["direction"], v["vnet"], v["action"],
                      v["owner"], rate, v["packets"], v["bytes"], v["queue_depth"],
-                     _drops(v["drops"])])
+                     _drops(v["drops"])] + ([v["tier"] or "-"] if kernel else []))
     out += [render.table(["link", "vli", "dir", "vnet", "action", "owner", "rate min/cur/max",
-                          "pkts", "bytes", "queue", "drops"], rows, "virtual links"), ""]
+                          "pkts", "bytes", "queue", "drops"] + (["tier"] if kernel else []),
+                         rows, "virtual links"), ""]
     rows = [[p["vnet"], p["name"], p["namespace"], p["rx_packets"], p["tx_packets"],
              _learned(p["learned"])] for p in st["logical_interfaces"]]
     out += [render.table(["vnet", "name", "namespace", "from_vnet", "to_vnet", "learned_macs"],

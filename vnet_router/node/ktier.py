@@ -94,7 +94,7 @@ class KernelTier:
         self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "substrate.bpf.c")
         self.tc_fd = self.prog.programs["substrate_tc"]
         self.attached: dict[int, ebpf.Attachment] = {}
-        self.rebound: set[int] = set()               # ring sockets bound to the EtherType
+        self.rebound: dict[int, socket.socket] = {}  # ifindex -> its ring socket, rebound
         self.gen = 0
         self.keys: list[tuple[str, bytes]] = []      # entries of the generation in force
         self.link_slots = _Slots(self.prog.maps["lstats"].max_entries)
@@ -118,13 +118,14 @@ class KernelTier:
                 log.info("kernel tier: attached at TC ingress of %s",
                          snap.ifaces[ifindex].ifname)
         for ifindex, sock in rings.items():
-            if ifindex in self.attached and sock.fileno() not in self.rebound:
+            if ifindex in self.attached and self.rebound.get(ifindex) is not sock:
                 # after TC ingress, the frames the program leaves (their tag inline), no filter
                 sock.bind((self.attached[ifindex].ifname, snap.ethertype))
                 sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
-                self.rebound.add(sock.fileno())
+                self.rebound[ifindex] = sock
         for ifindex in [i for i in self.attached if i not in snap.ifaces]:
             self._detach(self.attached.pop(ifindex))
+            self.rebound.pop(ifindex, None)
 
     def _detach(self, a: ebpf.Attachment):
         try:
@@ -140,7 +141,7 @@ class KernelTier:
             self._detach(a)
         self.attached.clear()
         for ifindex, sock in (rings or {}).items():
-            if sock.fileno() in self.rebound:
+            if self.rebound.get(ifindex) is sock:
                 packet_io.attach_filter(sock, packet_io.substrate_filter(ethertype))
                 sock.bind((socket.if_indextoname(ifindex), packet_io.ETH_P_ALL))
         self.rebound.clear()
