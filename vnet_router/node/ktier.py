@@ -52,6 +52,7 @@ SYNC_S = 0.5
 NO_BUCKET = 0xFFFFFFFF
 BPF_F_LOCK = 4
 SO_DETACH_FILTER = 27
+EMPTY_GEN = 2                       # the tables hold generations 0 and 1 only
 _CONFIG = struct.Struct("<IHH")
 _LINK_KEY = struct.Struct("<IHBB6sH")
 _LINK_VAL = struct.Struct("<III")
@@ -108,7 +109,11 @@ class KernelTier:
 
     def attach(self, snap, rings: dict[int, socket.socket]):
         """TC ingress of every substrate interface of ``snap``, then its ring socket bound to
-        the substrate EtherType (served after TC ingress), without a filter."""
+        the substrate EtherType (served after TC ingress), without a filter.  The program
+        knows the EtherType first: until the first install it leaves every substrate frame to
+        the engine with its tag inline (a frame it took for legacy would reach the re-bound
+        ring without its tag)."""
+        self.prog.update("config", bytes(4), _CONFIG.pack(self.gen, snap.ethertype, 0))
         for ifindex in snap.ifaces:
             if ifindex not in self.attached:
                 created = ebpf.tc_attach(self.tc_fd, ifindex, TC_HANDLE, TC_PRIORITY,
@@ -135,16 +140,21 @@ class KernelTier:
 
     def close(self, rings: dict[int, socket.socket] | None = None, ethertype: int = 0):
         """Detach everywhere; with ``rings`` (the engine goes on alone), bind them to ETH_P_ALL
-        with the classic filter again."""
+        with the classic filter again.  In this order, so no frame is lost or forwarded twice
+        on the way: the program first switches to a generation without entries (every frame
+        to the engine, tag inline), then the rings go back to the tap before TC ingress, then
+        the program goes."""
         self.sync()
-        for a in self.attached.values():
-            self._detach(a)
-        self.attached.clear()
+        if rings:
+            self.prog.update("config", bytes(4), _CONFIG.pack(EMPTY_GEN, ethertype, 0))
         for ifindex, sock in (rings or {}).items():
             if self.rebound.get(ifindex) is sock:
                 packet_io.attach_filter(sock, packet_io.substrate_filter(ethertype))
                 sock.bind((socket.if_indextoname(ifindex), packet_io.ETH_P_ALL))
         self.rebound.clear()
+        for a in self.attached.values():
+            self._detach(a)
+        self.attached.clear()
         self.prog.close()
 
     # -- tables --------------------------------------------------------------------------------
@@ -176,11 +186,12 @@ class KernelTier:
                 continue
             chosen[key] = (v, out, snap.links[v.link_id], octx)
         self.vlink_slots.keep({k for vk, c in chosen.items() for k in (vk, c[1].key)})
-        for key, (v, out, ictx, octx) in chosen.items():
+        for key, (v, out, _ictx, octx) in list(chosen.items()):
             lslot, oslot = self.link_slots.of.get(v.link_id), self.link_slots.of.get(out.link_id)
             islot = self._slot(self.vlink_slots, "vstats", key)
             outslot = self._slot(self.vlink_slots, "vstats", out.key)
-            if None in (lslot, oslot, islot, outslot):
+            if None in (lslot, oslot, islot, outslot):       # counters full: the engine's
+                del chosen[key]
                 continue
             bucket = NO_BUCKET
             if isinstance(v.meter, TokenBucket):
