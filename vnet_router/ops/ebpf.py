@@ -47,7 +47,6 @@ MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru
              10: "lru_percpu_hash"}
 BPF_F_RDONLY_PROG = 1 << 7
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
-SO_ATTACH_BPF = 50
 BPF_TC_F_REPLACE = 1
 
 
@@ -339,14 +338,6 @@ class Program:
             out.append(nxt.raw)
             prev = ctypes.create_string_buffer(nxt.raw, m.key_size)
         return out
-
-
-def attach_socket(sock: socket.socket, prog_fd: int):
-    """Make program ``prog_fd`` (a socket filter) ``sock``'s filter, in place of any other."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, struct.pack("i", prog_fd))
-    except OSError as e:
-        raise BpfError(f"cannot attach the socket filter: {e.strerror}") from None
 
 
 # -- attach (TC ingress, in a namespace) -----------------------------------------------------
