@@ -303,10 +303,12 @@ int substrate_tc(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 	}
 	skb->priority = priority;
-	vout->packets++;
-	vout->bytes += len;
+	/* link counters before the virtual link's: the daemon reads the virtual links' first, so a
+	 * frame it sees there it sees on its links too */
 	lout->tx_packets++;
 	lout->tx_bytes += len;
+	vout->packets++;
+	vout->bytes += len;
 	return bpf_redirect(ifindex, 0);
 }
 

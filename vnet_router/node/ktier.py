@@ -266,16 +266,8 @@ class KernelTier:
         """Add what the program counted since the last sync to the datapath's counters."""
         dp = self.dp
         snap = dp.snap
-        for lid, slot in list(self.link_slots.of.items()):
-            rxp, rxb, txp, txb = self._delta("lstats", slot)
-            ctx = snap.links.get(lid) if snap is not None else None
-            if ctx is not None and (rxp or txp):
-                st = ctx.state
-                st.rx_packets += rxp
-                st.rx_bytes += rxb
-                st.tx_packets += txp
-                st.tx_bytes += txb
-                self.frames += rxp
+        # virtual links first: the program counts a frame on its links before its virtual
+        # links, so each read sees on the links every frame it sees on the virtual links
         for key, slot in list(self.vlink_slots.of.items()):
             packets, nbytes, policed, too_big = self._delta("vstats", slot)
             v = dp.tables.vlinks.get(key)
@@ -290,6 +282,16 @@ class KernelTier:
                     v.drops[reason] = v.drops.get(reason, 0) + n
                     if ctx is not None:
                         ctx.state.drops[reason] += n
+        for lid, slot in list(self.link_slots.of.items()):
+            rxp, rxb, txp, txb = self._delta("lstats", slot)
+            ctx = snap.links.get(lid) if snap is not None else None
+            if ctx is not None and (rxp or txp):
+                st = ctx.state
+                st.rx_packets += rxp
+                st.rx_bytes += rxb
+                st.tx_packets += txp
+                st.tx_bytes += txb
+                self.frames += rxp
 
     def stats(self) -> dict[str, int]:
         return {"kernel_frames": self.frames, "kernel_switches": len(self.kernel_vlinks),
