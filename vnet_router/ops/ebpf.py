@@ -44,7 +44,7 @@ _CLONE_NEWNET = 0x40000000
 # map types (linux/bpf.h) whose values are per CPU
 _PERCPU = {5, 6, 10}                # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
-             10: "lru_percpu_hash"}
+             10: "lru_percpu_hash", 27: "ringbuf"}
 BPF_F_RDONLY_PROG = 1 << 7
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
 BPF_TC_F_REPLACE = 1
@@ -351,19 +351,22 @@ class Attachment:
     created_qdisc: bool              # the clsact qdisc is ours: removed on detach
 
 
-def in_namespace(namespace: str, fn):
-    """``fn()`` run in a thread that entered network namespace ``namespace``."""
+def in_namespace(namespace: str | int, fn):
+    """``fn()`` run in a thread that entered network namespace ``namespace`` (a name under
+    /run/netns, or an open descriptor of a namespace)."""
     box: dict = {}
 
     def work():
         try:
-            fd = os.open(os.path.join(NETNS_DIR, namespace), os.O_RDONLY)
+            fd = namespace if isinstance(namespace, int) else \
+                os.open(os.path.join(NETNS_DIR, namespace), os.O_RDONLY)
             try:
                 if _libbpf() and _libc.setns(fd, _CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), f"setns {namespace}: "
                                   f"{os.strerror(ctypes.get_errno())}")
             finally:
-                os.close(fd)
+                if not isinstance(namespace, int):
+                    os.close(fd)
             box["result"] = fn()
         except BaseException as e:              # handed to the caller
             box["error"] = e
@@ -385,13 +388,15 @@ def iface_facts(ifname: str) -> tuple[int, bytes, int]:
 
 
 def tc_attach(prog_fd: int, ifindex: int, handle: int, priority: int,
-              replace: bool = False) -> bool:
-    """Attach at TC ingress of ``ifindex`` (this thread's namespace); True if the clsact qdisc
-    was created for it.  ``replace``: a filter already at ``handle``/``priority`` (ours, left
-    by a killed run: a cls_bpf filter outlives its loader) is replaced.  Nothing is left
-    attached when it raises."""
+              replace: bool = False, egress: bool = False) -> bool:
+    """Attach at TC ingress (``egress``: egress) of ``ifindex`` (this thread's namespace);
+    True if the clsact qdisc was created for it.  ``replace``: a filter already at
+    ``handle``/``priority`` (ours, left by a killed run: a cls_bpf filter outlives its
+    loader) is replaced.  Nothing is left attached when it raises."""
     lib = _libbpf()
-    hook = _TcHook(ctypes.sizeof(_TcHook), ifindex, BPF_TC_INGRESS, 0)
+    where = "egress" if egress else "ingress"
+    hook = _TcHook(ctypes.sizeof(_TcHook), ifindex, BPF_TC_EGRESS if egress else BPF_TC_INGRESS,
+                   0)
     rc = lib.bpf_tc_hook_create(byref(hook))
     if rc not in (0, -17):                                          # -EEXIST: someone's clsact
         raise BpfError(f"cannot add the clsact qdisc: {os.strerror(-rc)}")
@@ -402,17 +407,20 @@ def tc_attach(prog_fd: int, ifindex: int, handle: int, priority: int,
     if rc != 0:
         if created:
             _destroy_hook(ifindex)
-        raise BpfError(f"cannot attach at TC ingress: {os.strerror(-rc)}")
+        raise BpfError(f"cannot attach at TC {where}: {os.strerror(-rc)}")
     return created
 
 
-def tc_detach(ifindex: int, handle: int, priority: int, created_qdisc: bool):
+def tc_detach(ifindex: int, handle: int, priority: int, created_qdisc: bool,
+              egress: bool = False):
     lib = _libbpf()
-    hook = _TcHook(ctypes.sizeof(_TcHook), ifindex, BPF_TC_INGRESS, 0)
+    hook = _TcHook(ctypes.sizeof(_TcHook), ifindex, BPF_TC_EGRESS if egress else BPF_TC_INGRESS,
+                   0)
     opts = _TcOpts(ctypes.sizeof(_TcOpts), 0, 0, 0, handle, priority)
     rc = lib.bpf_tc_detach(byref(hook), byref(opts))
     if rc not in (0, -2, -19):                       # gone already (ENOENT, ENODEV)
-        raise BpfError(f"cannot detach from TC ingress: {os.strerror(-rc)}")
+        raise BpfError(f"cannot detach from TC {'egress' if egress else 'ingress'}: "
+                       f"{os.strerror(-rc)}")
     if created_qdisc:
         _destroy_hook(ifindex)
 
