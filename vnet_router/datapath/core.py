@@ -53,7 +53,7 @@ class TapPort:
     """A logical interface: TAP fd + its output virtual link (+ learned outer MACs)."""
 
     __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "closed",
-                 "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
+                 "reading", "capture", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
 
     def __init__(self, vnet: str, name: str, fd: int):
         self.vnet, self.name, self.fd = vnet, name, fd
@@ -62,6 +62,8 @@ class TapPort:
         self.learned = LearnTable()             # inner MAC -> outer MAC (multiaccess)
         self.paused = False
         self.closed = False     # a library endpoint whose application went away
+        self.reading = False    # the event loop reads fd (``Datapath.tap_reader``)
+        self.capture = None     # (capture id, map key) when the TAP capture takes its frames
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
 
 
@@ -110,6 +112,9 @@ class Engine(Protocol):
     def on_tap(self, port: TapPort) -> None:
         """``port``'s fd is readable: read a batch and send it on its output virtual link."""
 
+    def sync_counters(self) -> None:
+        """Bring in counts kept outside Python (kernel maps) before a read."""
+
     def close(self) -> None:
         """Stop reading and close what ``sync_substrate`` opened."""
 
@@ -143,11 +148,16 @@ class Datapath:
         # called in the loop thread with a message when the datapath can no longer forward
         # (the node then stops with exit status 1, so a supervisor restarts it)
         self.on_fatal = None
+        # the node's TAP capture (``node/tapcap.py``), set before ``open``: ports it attaches
+        # get ``capture``, and an engine that walks its ring takes their frames from there
+        self.capture = None
 
     # -- set-up --------------------------------------------------------------------------------
 
     def add_port(self, vnet: str, name: str, fd: int) -> TapPort:
         port = TapPort(vnet, name, fd)
+        if self.capture is not None:
+            port.capture = self.capture.attach(port)
         self.ports[(vnet, name)] = port
         return port
 
@@ -158,7 +168,7 @@ class Datapath:
         self.install(snap)
         self._start_readers()
         for port in self.ports.values():
-            self.loop.add_reader(port.fd, self.engine.on_tap, port)
+            self.tap_reader(port)
         log.info("datapath: %s, %d substrate interfaces, %d udp sockets, %d logical "
                  "interfaces", self.name, len(snap.ifaces), len(self.udp), len(self.ports))
 
@@ -169,10 +179,13 @@ class Datapath:
         snap = self.tables.compile()
         for key in remove:
             port = self.ports.pop(key, None)
-            if port is not None and not port.paused and not port.closed:
-                self.loop.remove_reader(port.fd)
+            if port is not None:
+                port.closed = True              # gone: not read again
+                self.tap_reader(port)
+            if port is not None and port.capture is not None:
+                self.capture.detach(port)
         for (vnet, name), fd in add.items():
-            self.loop.add_reader(fd, self.engine.on_tap, self.add_port(vnet, name, fd))
+            self.tap_reader(self.add_port(vnet, name, fd))
         self._sync_sockets(snap)
         self.install(snap)
         self._start_readers()
@@ -337,8 +350,8 @@ class Datapath:
             self.stop_reading(s.fileno())
             s.close()
         for port in self.ports.values():
-            if not port.paused:
-                self.loop.remove_reader(port.fd)
+            port.closed = True
+            self.tap_reader(port)
         for s in self.tx.values():
             s.close()
         for v in self.tables.vlinks.values():
@@ -351,9 +364,8 @@ class Datapath:
         return self.engine.stats()
 
     def sync_counters(self):
-        """Bring in counts kept outside Python (the kernel tier's per-CPU maps) before a read."""
-        if self.name == "kernel":
-            self.engine.sync_counters()
+        """Bring in counts kept outside Python (kernel maps) before a read."""
+        self.engine.sync_counters()
 
     def tier_of(self, key) -> str:
         """``kernel`` if the kernel tier forwards input virtual link ``key``, else ``engine``."""
@@ -545,22 +557,31 @@ class Datapath:
             self._schedule(v)
 
     def pause_port(self, port: TapPort):
-        if not port.paused:
-            port.paused = True
-            self.loop.remove_reader(port.fd)
+        """Stop reading ``port`` (its output's queue is full).  Idempotent: the compiled
+        engine's ring thread sets ``paused`` at once and has this run later in the loop."""
+        port.paused = True
+        self.tap_reader(port)
 
     def port_closed(self, port: TapPort):
         """A library endpoint's application closed its end (the engine read EOF)."""
         port.closed = True
-        if not port.paused:
-            self.loop.remove_reader(port.fd)
+        self.tap_reader(port)
         if self.on_port_closed is not None:
             self.on_port_closed(port)
 
     def resume_port(self, port: TapPort):
         if port.paused and not port.closed:
             port.paused = False
+            self.tap_reader(port)
+
+    def tap_reader(self, port: TapPort):
+        """Read ``port``'s fd in the loop exactly while it is neither paused nor closed."""
+        want = not port.paused and not port.closed
+        if want and not port.reading:
             self.loop.add_reader(port.fd, self.engine.on_tap, port)
+        elif port.reading and not want:
+            self.loop.remove_reader(port.fd)
+        port.reading = want
 
 
 def _encap(ctx: LinkCtx, vli: int) -> bytes:

@@ -53,6 +53,9 @@ class PyEngine:
     def retune(self, v):
         """The core's meter is the one this engine uses: nothing to follow."""
 
+    def sync_counters(self):
+        """Every count is the core's already."""
+
     def output(self, v, payload, port):
         raise AssertionError("the reference engine never sets engine_out")
 

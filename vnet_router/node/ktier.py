@@ -380,6 +380,7 @@ class KernelEngine:
         self.inner.flush_tx()
 
     def sync_counters(self):
+        self.inner.sync_counters()
         if self.tier is not None:
             self.tier.sync()
 
