@@ -172,7 +172,7 @@ def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
     assert lab.ping("x", "10.0.1.2", vnet="blue", count=3).received == 3
     starts = [l.split("msg=")[1] for l in lab.log_path("x").read_text().splitlines()
               if "ring thread reads" in l]
-    reads = '"fast path: ring thread reads %s, 0 udp socket(s)"'
+    reads = '"fast path: ring thread reads %s, 0 udp socket(s), the TAP capture ring"'
     assert starts == [reads % "1 substrate interface(s): e0",
                       reads % "2 substrate interface(s): e0 e1",
                       reads % "1 substrate interface(s): e0"], starts

@@ -24,7 +24,7 @@ class _Broken:
     def __init__(self, real):
         self.timer_fd = real.timer_fd
 
-    def run_rings(self, epfd, rings, udps):
+    def run_rings(self, epfd, rings, udps, cap=None):
         raise OSError(9, "Bad file descriptor")
 
 

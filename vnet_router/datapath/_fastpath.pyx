@@ -16,7 +16,10 @@ sends.  ``CEngine`` implements ``core.Engine``; ``select.DatapathC`` composes it
 * shaping: output links with a rate have a token bucket and a bounded FIFO (``_Queue``) in C,
   drained by the ring thread on a ``timerfd``;
 * deliver: ``write`` from the ring into the TAP;
-* TAP -> substrate: ``read`` into a batch of buffers, then the same output and batched send.
+* TAP -> substrate: ``read`` into a batch of buffers, then the same output and batched send;
+  or, where the node captures a TAP's frames at its TC egress (``node/tapcap.py``,
+  ``bpf/tap_capture.bpf.c``), walked from the capture ring (a BPF ring buffer the sender's
+  context fills, ``_CapRing``) by the ring thread like a substrate ring.
 
 Drops are counted by the core's ``Datapath.drop`` (globally, per substrate link, per virtual
 link), the kernel's ring drops as ``ring_full`` (PACKET_STATISTICS).  Counters of the hot path
@@ -107,6 +110,25 @@ cdef extern from *:
     static inline void vn_store32(void *p, uint32_t v) {
         __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE);
     }
+    static inline uint64_t vn_load64(const void *p) {
+        return __atomic_load_n((const uint64_t *)p, __ATOMIC_ACQUIRE);
+    }
+    static inline void vn_store64(void *p, uint64_t v) {
+        __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE);
+    }
+    #include <unistd.h>
+    #include <sys/syscall.h>
+    #include <linux/bpf.h>
+    /* BPF_MAP_UPDATE_ELEM of a 16-byte key and an 8-byte value: the capture's pause flag */
+    static inline int vn_map_update(int fd, const void *key, const void *value) {
+        union bpf_attr a;
+        __builtin_memset(&a, 0, sizeof(a));
+        a.map_fd = fd;
+        a.key = (uint64_t)(unsigned long)key;
+        a.value = (uint64_t)(unsigned long)value;
+        a.flags = BPF_ANY;
+        return (int)syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, &a, sizeof(a));
+    }
     static inline uint16_t vn_be16(const uint8_t *p) { return (uint16_t)((p[0] << 8) | p[1]); }
     static inline uint64_t vn_mac48(const uint8_t *p) {
         return ((uint64_t)p[0] << 40) | ((uint64_t)p[1] << 32) | ((uint64_t)p[2] << 24) |
@@ -115,6 +137,9 @@ cdef extern from *:
     """
     uint32_t vn_load32(const void *p) nogil
     void vn_store32(void *p, uint32_t v) nogil
+    uint64_t vn_load64(const void *p) nogil
+    void vn_store64(void *p, uint64_t v) nogil
+    int vn_map_update(int fd, const void *key, const void *value) nogil
     uint16_t vn_be16(const uint8_t *p) nogil
     uint64_t vn_mac48(const uint8_t *p) nogil
 
@@ -139,6 +164,11 @@ DEF HDR_MAX = 24
 DEF EP_EVENTS = 64         # epoll events taken per wake-up of the ring thread
 DEF STOP_KEY = 0xFFFFFFFF
 DEF TIMER_KEY = 0xFFFFFFFE # the shapers' departure timer
+DEF CAP_KEY = 0xFFFFFFFD   # the TAP capture ring
+DEF RB_BUSY = 0x80000000   # BPF ring buffer record header: being written
+DEF RB_DISCARD = 0x40000000  # discarded by the program
+DEF RB_HDR = 8             # the ring buffer's record header; then the program's id, len
+DEF CAP_SLOT = 0xFFF       # a capture id: slot (its port's, reused) | generation << 12
 DEF SYNC_MS = 1            # ring thread: counters reach the Python objects within ~this
 
 DEF AF_INET6_ = 10
@@ -278,6 +308,9 @@ cdef struct Port:
     int fast_out             # 1: the C send path takes its frames
     int learn_dst            # 1: multiaccess output without a fixed neighbour: learned dst
     int paused               # paused by a full shaper queue (resumed when it drains)
+    int cap_id               # capture id (``bpf/tap_capture.bpf.c``), -1: read() only
+    int cap_paused           # the capture leaves its frames to the TAP's queue
+    uint8_t cap_key[16]      # its key in the capture's ``ports`` map
     int64_t rx_packets, rx_bytes, tx_packets, tx_bytes
     LCE *lc                  # LCACHE slots, direct-mapped by inner MAC
     double lvalid            # seconds a cached answer stands: min(1 s, ageing / 10)
@@ -301,11 +334,16 @@ cdef class _Tables:
     cdef int nudp
     cdef LCE *lcache          # nports x LCACHE
     cdef int *shaped          # indexes of the VLs with metered == 2
+    cdef int *cap_port        # capture slot (id & CAP_SLOT) -> port index (-1: none)
+    cdef uint32_t *cap_id     # capture slot -> the full id of its port (slot + generation)
+    cdef int ncap
     cdef int nshaped
     cdef dict ignored         # Tables.ignored: global ignore counters (``_sync``)
 
     def __dealloc__(self):
         free(self.shaped)
+        free(self.cap_port)
+        free(self.cap_id)
         free(self.udp_links)
         free(self.lcache)
         free(self.links)
@@ -500,8 +538,23 @@ cdef tuple _compile(dp, snap, dict queues, dict udp_conn):
             t.queues.append(q)
             t.shaped[t.nshaped] = i
             t.nshaped += 1
+    t.ncap = max([(p.capture[0] & CAP_SLOT) + 1 for p in ports if p.capture is not None] or
+                 [0])
+    t.cap_port = <int *>malloc(max(t.ncap, 1) * sizeof(int))
+    t.cap_id = <uint32_t *>calloc(max(t.ncap, 1), sizeof(uint32_t))
+    if not (t.cap_port and t.cap_id):
+        raise MemoryError()
+    for j in range(t.ncap):
+        t.cap_port[j] = -1
     for i, p in enumerate(ports):
         t.ports[i].fd = p.fd
+        t.ports[i].cap_id = -1
+        if p.capture is not None:
+            t.ports[i].cap_id = p.capture[0]
+            for j in range(16):
+                t.ports[i].cap_key[j] = p.capture[1][j]
+            t.cap_port[p.capture[0] & CAP_SLOT] = i
+            t.cap_id[p.capture[0] & CAP_SLOT] = p.capture[0]
         t.ports[i].lc = &t.lcache[i * LCACHE]
         t.ports[i].lvalid = min(1.0, p.learned.ageing / 10)
         t.ports[i].out = vl_ix[id(p.out)] if p.out is not None and id(p.out) in vl_ix else -1
@@ -613,6 +666,8 @@ cdef class _Engine:
     cdef double armed               # when the timer fires (0: not armed)
     cdef public int64_t wakeups, batches, drains
     cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
+    cdef public int cap_fd          # the TAP capture's ``ports`` map (-1: no capture)
+    cdef public object cap_sync     # the capture's kernel drop count, read at sync (or None)
 
     def __cinit__(self, dp, dict udp_conn):
         self.dp = dp
@@ -642,6 +697,7 @@ cdef class _Engine:
         self.timerfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)
         if self.timerfd < 0:
             raise OSError(errno, os.strerror(errno))
+        self.cap_fd = -1
 
     def __dealloc__(self):
         free(self.tapbuf)
@@ -669,6 +725,7 @@ cdef class _Engine:
         it in: one assignment, for the loop and the ring thread alike.  Shaper queues follow
         their virtual link; a link no longer shaped here sends what it held at once."""
         cdef _Tables t
+        cdef int i
         if self.t is not None:
             self.flush()            # batched frames out, counters and buckets written back
         t, kept = _compile(self.dp, snap, self.queues, self.udp_conn)
@@ -677,7 +734,25 @@ cdef class _Engine:
         self.t = t
         for v, q in left.items():
             self._release_all(v, q)
+        for i in range(t.nports):           # the capture follows the port's pause
+            self._cap_pause(t, i, t.ports[i].paused)
         self._rearm()
+
+    cdef int _cap_pause(self, _Tables t, int pi, int paused) except -1:
+        """Tell the capture to leave port ``pi``'s frames to its TAP queue (``paused``: the
+        kernel's back-pressure, read() when resumed) or to take them again."""
+        cdef Port *p = &t.ports[pi]
+        cdef uint32_t val[2]
+        if p.cap_id < 0 or self.cap_fd < 0:
+            return 0
+        val[0], val[1] = p.cap_id, paused
+        if vn_map_update(self.cap_fd, p.cap_key, val) < 0:
+            log.warning("TAP capture of %s/%s: cannot %s it: %s", t.port_objs[pi].vnet,
+                        t.port_objs[pi].name, "pause" if paused else "resume",
+                        os.strerror(errno))
+            return 0
+        p.cap_paused = paused
+        return 0
 
     cdef int _release_all(self, v, _Queue q) except -1:
         """Frames ``q`` held for ``v``, which this table no longer shapes: sent unshaped if ``v``
@@ -958,9 +1033,11 @@ cdef class _Engine:
                     return 0
                 if q.count == 1:
                     self._arm(_departure(vl))
-                if pi >= 0 and q.count >= q.limit:
+                if pi >= 0 and q.count >= q.limit and not t.ports[pi].paused:
                     t.ports[pi].paused = 1
-                    self.dp.pause_port(t.port_objs[pi])
+                    self._cap_pause(t, pi, 1)
+                    t.port_objs[pi].paused = True       # at once: on_tap reads it no more
+                    self._later(s, self.dp.pause_port, t.port_objs[pi])
                 return 0
         return self._send(s, t, o, payload, length, dst)
 
@@ -1189,16 +1266,17 @@ cdef class _Engine:
         return ring.frames - before
 
     def on_tap(self, int pi):
-        """Read up to TAP_BATCH frames from port ``pi`` and send them (``PyEngine.on_tap``)."""
+        """Read up to TAP_BATCH frames from port ``pi`` and send them (``PyEngine.on_tap``).
+        A captured port's TAP holds only what the capture left to it (paused, too large)."""
         cdef _Tables t = self.t
         cdef Port *p = &t.ports[pi]
         cdef int k
         cdef ssize_t n
         cdef uint8_t *buf
-        cdef uint8_t dstbuf[6]
-        cdef const uint8_t *dst
         cdef _Sender s = self.main
         port = t.port_objs[pi]
+        if port.paused:                     # paused by the ring thread, the loop to follow
+            return
         p.paused = 0
         self._flush(s)
         for k in range(TAP_BATCH):
@@ -1208,32 +1286,43 @@ cdef class _Engine:
                 if errno != EAGAIN and errno != EINTR:
                     log.warning("read error on %s/%s: %s", port.vnet, port.name,
                                 os.strerror(errno))
+                elif p.cap_paused and not p.paused:     # its queue is empty: capture again
+                    self._cap_pause(t, pi, 0)
                 break
             if n == 0:                       # library endpoint: the application closed its end
                 self._flush(s)
                 self.sync()
                 self.dp.port_closed(port)
                 return
-            p.rx_packets += 1
-            p.rx_bytes += n
-            if p.out < 0:
-                continue
-            if p.fast_out:
-                dst = NULL
-                if p.learn_dst and n >= 6 and not buf[0] & 1:
-                    dst = self._learned_dst(t, pi, buf, dstbuf)
-                self._output(s, t, p.out, buf, <uint32_t>n, dst, pi)
-                if p.paused:
-                    break
-            else:
-                self._flush(s)
-                self.dp.output(t.vl_objs[p.out], (<char *>buf)[:n], port)
-                if port.paused:
-                    break
+            self._tap_frame(s, t, pi, buf, <uint32_t>n)
+            if p.paused or port.paused:
+                break
         self._flush(s)
         self.sync()
 
-    def run_rings(self, int epfd, list rings, list udps=None):
+    cdef int _tap_frame(self, _Sender s, _Tables t, int pi, uint8_t *buf, uint32_t n) except -1:
+        """One frame from logical interface ``pi`` to its output virtual link (``buf`` must
+        stay put until the flush)."""
+        cdef Port *p = &t.ports[pi]
+        cdef uint8_t dstbuf[6]
+        cdef const uint8_t *dst = NULL
+        p.rx_packets += 1
+        p.rx_bytes += n
+        if p.out < 0:
+            return 0
+        if p.fast_out:
+            if p.learn_dst and n >= 6 and not buf[0] & 1:
+                dst = self._learned_dst(t, pi, buf, dstbuf)
+            return self._output(s, t, p.out, buf, n, dst, pi)
+        if s.deferred is not None:          # the ring thread: the loop's Python path
+            s.deferred.append((self.dp.output, (t.vl_objs[p.out], (<char *>buf)[:n],
+                                                t.port_objs[pi])))
+        else:
+            self._flush(s)
+            self.dp.output(t.vl_objs[p.out], (<char *>buf)[:n], t.port_objs[pi])
+        return 0
+
+    def run_rings(self, int epfd, list rings, list udps=None, _CapRing cap=None):
         """The ring thread: wait (without the GIL) until a ring or the shapers' timer is
         readable, then walk those rings / drain the shapers holding the GIL.  Epoll data ``i``
         stands for ``rings[i]``, ``UDP_KEY + j`` for the UDP tunnel socket ``udps[j]`` (fd,
@@ -1272,6 +1361,15 @@ cdef class _Engine:
                     stop = True
                 elif key == TIMER_KEY:
                     timer = True
+                elif key == CAP_KEY:
+                    if cap is not None:
+                        dirty = True
+                        self.wakeups += 1
+                        try:
+                            cap.walk(self, self.rs, WALK_BUDGET)
+                        except Exception:
+                            self._flush(self.rs)
+                            log.exception("fast path: error while reading the TAP capture")
                 elif key >= UDP_KEY:
                     if udps is not None and <int>(key - UDP_KEY) < len(udps):
                         fd_local = udps[key - UDP_KEY]
@@ -1344,6 +1442,10 @@ cdef class _Engine:
         cdef int64_t n
         for ring in rings:
             n = ring.owner.dropped() if ring.base != NULL else 0
+            if n:
+                self.dp.drops["ring_full"] += n
+        if self.cap_sync is not None:
+            n = self.cap_sync()
             if n:
                 self.dp.drops["ring_full"] += n
         return 0
@@ -1475,6 +1577,104 @@ cdef class _Ring:
                 pass
 
 
+cdef class _CapRing:
+    """User-space side of the TAP capture ring: a BPF ring buffer (``bpf/tap_capture.bpf.c``)
+    mapped here as the kernel lays it out -- the consumer position (read-write page), the
+    producer position (read-only page), then the data, mapped twice in a row so a record that
+    wraps reads as one piece.  A record: the ring's 8-byte header (length of the reservation,
+    BUSY while the program writes it, DISCARD), the capture id and frame length (4 bytes
+    each), the frame."""
+    cdef object cons_map, prod_map
+    cdef uint64_t *cons_pos
+    cdef const uint64_t *prod_pos
+    cdef const uint8_t *data
+    cdef uint64_t mask
+    cdef public int fd
+    cdef public int64_t frames
+
+    def __cinit__(self, int fd, size_t size):
+        import mmap
+        cdef uint8_t[::1] cons
+        cdef const uint8_t[::1] prod
+        page = mmap.PAGESIZE
+        self.fd = fd
+        self.cons_map = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE,
+                                  offset=0)
+        self.prod_map = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                                  offset=page)
+        cons = self.cons_map
+        prod = memoryview(self.prod_map)
+        self.cons_pos = <uint64_t *>&cons[0]
+        self.prod_pos = <const uint64_t *>&prod[0]
+        self.data = &prod[page]
+        self.mask = size - 1
+
+    def pending(self):
+        """Bytes the program wrote that the walk has not consumed yet."""
+        return vn_load64(self.prod_pos) - vn_load64(self.cons_pos)
+
+    cdef int walk(self, _Engine e, _Sender s, int budget) except -1:
+        """The records the program has committed, in order, up to ``budget`` frames;
+        WALK_BATCH at a time: decided, sent (payloads point into the ring), then given back
+        (the consumer position moves past them).  Returns how many records it read."""
+        cdef uint64_t cons = vn_load64(self.cons_pos), prod
+        cdef uint32_t hlen, cid, n, slot
+        cdef const uint8_t *h
+        cdef int done = 0, k, pi
+        cdef _Tables t
+        while True:
+            prod = vn_load64(self.prod_pos)
+            k = 0
+            while cons < prod and k < WALK_BATCH and done + k < budget:
+                h = self.data + (cons & self.mask)
+                hlen = vn_load32(h)
+                if hlen & RB_BUSY:                  # still being written: the next wake-up
+                    break
+                cons += ((hlen & ~(RB_BUSY | RB_DISCARD)) + RB_HDR + 7) & ~(<uint64_t>7)
+                k += 1
+                if hlen & RB_DISCARD:
+                    continue
+                cid = (<const uint32_t *>(h + RB_HDR))[0]
+                n = (<const uint32_t *>(h + RB_HDR + 4))[0]
+                t = e.t
+                slot = cid & CAP_SLOT
+                pi = t.cap_port[slot] if slot < <uint32_t>t.ncap and t.cap_id[slot] == cid \
+                    else -1
+                if pi < 0:                          # its port went with a reload
+                    e._drop(t, R_TAP_ERROR, -1, -1)
+                else:
+                    e._tap_frame(s, t, pi, <uint8_t *>(h + RB_HDR + 8), n)
+                self.frames += 1
+            e._flush(s)
+            vn_store64(self.cons_pos, cons)
+            done += k
+            if k < WALK_BATCH or done >= budget:
+                return done
+            with nogil:                 # a full ring is many batches: let the loop thread in
+                pass
+
+    def walk_py(self, e, bint as_ring_thread=True):
+        """Walk until empty in the calling thread (tests); returns the records read."""
+        cdef _Engine eng = e
+        cdef _Sender s = eng.rs if as_ring_thread else eng.main
+        cdef int n = 0, k
+        while True:
+            k = self.walk(eng, s, WALK_BUDGET)
+            n += k
+            if k < WALK_BUDGET:
+                break
+        eng._run_deferred(s)
+        eng.flush()
+        return n
+
+    def close(self):
+        self.cons_pos = NULL
+        self.prod_pos = NULL
+        self.data = NULL
+        self.cons_map.close()
+        self.prod_map.close()
+
+
 class CEngine:
     """``core.Engine`` on rings and C tables (see the module docstring)."""
 
@@ -1491,6 +1691,7 @@ class CEngine:
         self._thread_rings = []
         self._thread_udp = []
         self._epfd = self._stopfd = -1
+        self._cap = None       # _CapRing of the node's TAP capture (``dp.capture``), if any
 
     def sync_substrate(self, snap, close):
         """Substrate interfaces get a TPACKET_V2 ring; UDP tunnel links a socket of their own
@@ -1522,6 +1723,12 @@ class CEngine:
         """(Re)start the ring thread when the set of rings changed."""
         udps = [(s.fileno(), local) for local, s in self.dp.udp.items()] + \
             [(s.fileno(), local) for (local, _remote), s in self.udp_conn.items()]
+        cap = getattr(self.dp, "capture", None)
+        if cap is not None and self._cap is None:
+            self._stop_ring_thread()
+            self._cap = _CapRing(cap.ring_fd, cap.ring_size)
+            self._engine.cap_fd = cap.ports_fd
+            self._engine.cap_sync = cap.take_drops
         if self._thread is None or [r for _, r in self._thread_rings] != \
                 [r for _, r in self.rings.values()] or self._thread_udp != udps:
             self._stop_ring_thread()
@@ -1566,11 +1773,25 @@ class CEngine:
         for sock in self.udp_conn.values():
             sock.close()
         self.udp_conn.clear()
+        if self._cap is not None:
+            self._engine.cap_fd = -1
+            self._engine.cap_sync = None
+            self._cap.close()
+            self._cap = None
 
     def stats(self):
         e = self._engine
-        return {"wakeups": e.wakeups, "batches": e.batches, "drains": e.drains,
-                "ring_frames": sum(r.frames for _, r in self.rings.values())}
+        st = {"wakeups": e.wakeups, "batches": e.batches, "drains": e.drains,
+              "ring_frames": sum(r.frames for _, r in self.rings.values())}
+        if self._cap is not None:
+            st["capture_frames"] = self._cap.frames
+            st.update({f"capture_{k}": v for k, v in self.dp.capture.counters().items()})
+        return st
+
+    def sync_counters(self):
+        """Counts kept outside Python (the TAP capture's kernel drops) before a read."""
+        if self._cap is not None:
+            self.dp.drops["ring_full"] += self.dp.capture.take_drops(True)
 
     # -- the ring thread ---------------------------------------------------------------------
     #
@@ -1591,6 +1812,8 @@ class CEngine:
                 _epoll_add(epfd, fd, UDP_KEY + j)
             _epoll_add(epfd, self._engine.timer_fd(), TIMER_KEY)
             _epoll_add(epfd, stopfd, STOP_KEY)
+            if self._cap is not None:
+                _epoll_add(epfd, self._cap.fd, CAP_KEY)
         except BaseException:
             os.close(epfd)
             os.close(stopfd)
@@ -1600,13 +1823,14 @@ class CEngine:
         self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings, udps),
                                         name="vnet-rings", daemon=True)
         self._thread.start()
-        log.info("fast path: ring thread reads %d substrate interface(s): %s, %d udp socket(s)",
-                 len(rings), " ".join(rx.ifname for rx, _ in rings) or "-", len(udps))
+        log.info("fast path: ring thread reads %d substrate interface(s): %s, %d udp socket(s)%s",
+                 len(rings), " ".join(rx.ifname for rx, _ in rings) or "-", len(udps),
+                 ", the TAP capture ring" if self._cap is not None else "")
 
     def _ring_thread(self, epfd, rings, udps):
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            self._engine.run_rings(epfd, [ring for _, ring in rings], udps)
+            self._engine.run_rings(epfd, [ring for _, ring in rings], udps, self._cap)
         except BaseException as e:
             log.exception("fast path: the ring thread failed; substrate frames are no longer "
                           "read")

@@ -94,6 +94,14 @@ class NodeSection(Schema):
         "substrate's switches forwarded by an eBPF program at TC ingress; if BPF cannot "
         "load, one error line and the fast path forwards everything; see architecture.md); "
         "the environment variable `VNET_DATAPATH` overrides it", "auto")
+    tap_capture: Literal["auto", "off"] = key(
+        "frames the vNets send into TAP logical interfaces: `auto` copies them into the "
+        "compiled engine's capture ring at the TAP's TC egress (an eBPF program, in the "
+        "sender's context; the vNet's own TCP segments still go by the TAP's queue) where "
+        "BPF loads, else (one log line) and with `off` the engine reads each TAP with "
+        "`read()` (see architecture.md); the environment variable `VNET_TAP_CAPTURE` "
+        "overrides it",
+        "auto")
     log_level: Literal["debug", "info", "warning", "error"] = key("log level", "info")
     metrics: HostPort | None = key("address to serve Prometheus metrics on "
                                    "(see operations.md)", None, shown="off")

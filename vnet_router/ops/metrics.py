@@ -55,6 +55,12 @@ class Collector:
                                      "program forwarded or dropped (datapath = kernel)")
         kernel.add_metric([], st["datapath_stats"].get("kernel_frames", 0))
         yield kernel
+        capture = CounterMetricFamily("vnet_tap_capture_frames", "Frames the TAP capture took "
+                                      "at the TAPs' TC egress (tap_capture), by outcome",
+                                      labels=["outcome"])
+        for outcome in ("taken", "passed"):
+            capture.add_metric([outcome], st["datapath_stats"].get(f"capture_{outcome}", 0))
+        yield capture
         gen = GaugeMetricFamily("vnet_config_generation", "Generation of the tables in use")
         gen.add_metric([], st["generation"])
         yield gen

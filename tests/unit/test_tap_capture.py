@@ -1,0 +1,159 @@
+"""The TAP capture: ``bpf/tap_capture.bpf.c`` run by the kernel on each TAP frame
+(BPF_PROG_TEST_RUN, as if sent out of the loopback interface: no TAP needed) and its ring
+walked by the compiled engine (``_CapRing``) give the outputs and counters the reference
+engine gives reading the same frames from the TAP -- including a shaped port that pauses: the
+program then leaves its frames to the TAP, as the kernel would, where they wait unread.
+
+Then the program's own rules: frames it must leave to the TAP, the ring's overflow counted.
+"""
+import socket
+import struct
+
+import pytest
+
+from test_datapath_diff import TAP_FRAMES, Rig, fast_mod, ref_mod
+from vnet_router.datapath.select import fast_module
+from vnet_router.node.tapcap import COUNTERS, SOURCE, SO_NETNS_COOKIE
+from vnet_router.ops import ebpf
+
+TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN = 0, 2, 4
+LO = 1
+pytestmark = pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+
+
+@pytest.fixture
+def prog():
+    """A program of its own per test: its ring starts empty."""
+    why = ebpf.available()
+    assert why is None, why
+    p = ebpf.Program(ebpf.compile_c(SOURCE), "tap_capture.bpf.c")
+    yield p
+    p.close()
+
+
+def _key(ifindex=LO):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        cookie = struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0]
+    return struct.pack("<QII", cookie, ifindex, 0)
+
+
+def _counters(prog):
+    out = {}
+    for i, name in enumerate(COUNTERS):
+        out[name] = sum(struct.unpack("<Q", v)[0]
+                        for v in prog.lookup("counters", struct.pack("<I", i)))
+    return out
+
+
+def _drain(ring, engine):
+    while ring.pending():
+        ring.walk_py(engine, as_ring_thread=False)
+
+
+def run_captured(prog):
+    """The diff rig on the compiled engine, its TAP frames through the program and ring."""
+    rig = Rig(fast_mod)
+    ports_fd = prog.maps["ports"].fd
+    frames_map = prog.maps["frames"]
+    ring = fast_module()._CapRing(frames_map.fd, frames_map.max_entries)
+    engine = rig.dp.engine._engine
+    engine.cap_fd = ports_fd
+    key = _key()
+    verdicts = []
+    try:
+        ids = {}
+        for cid, (k, port) in enumerate(rig.dp.ports.items()):
+            port.capture = (cid, key)
+            ids[k[1]] = cid
+        rig.dp.install(rig.tables.compile())
+        for name, fs in TAP_FRAMES.items():
+            port = rig.dp.ports[("blue", name)]
+            prog.update("ports", key, struct.pack("<II", ids[name], 1 if port.paused else 0))
+            for f in fs:
+                verdict, _, _ = prog.test_run(f, ifindex=LO)
+                verdicts.append(verdict)
+                if verdict == TC_ACT_OK:
+                    rig.peers[("tap", name)].send(f)     # left to the TAP: it waits there
+                _drain(ring, engine)
+        return rig.outputs(), rig.counters(), verdicts
+    finally:
+        prog.delete("ports", key)
+        ring.close()
+        rig.close()
+
+
+def run_read():
+    rig = Rig(ref_mod)
+    try:
+        for name, fs in TAP_FRAMES.items():
+            rig.tap(name, fs)
+        return rig.outputs(), rig.counters()
+    finally:
+        rig.close()
+
+
+def test_captured_frames_decide_like_read_frames(prog):
+    before = _counters(prog)
+    out, cnt, verdicts = run_captured(prog)
+    ref_out, ref_cnt = run_read()
+    assert out == ref_out
+    assert cnt == ref_cnt
+    after = _counters(prog)
+    n = sum(len(fs) for fs in TAP_FRAMES.values())
+    # the shaped port b5 (queue 3) pauses: what follows is left to its TAP
+    assert ref_cnt["ports"][("blue", "b5")][5] is True           # paused in both
+    left = verdicts.count(TC_ACT_OK)
+    assert 0 < left < len(TAP_FRAMES["b5"])
+    assert verdicts.count(TC_ACT_STOLEN) == n - left
+    assert after["taken"] - before["taken"] == n - left
+    assert after["passed"] - before["passed"] == left
+    assert after["ring_full"] == before["ring_full"]
+
+
+def test_what_the_program_leaves_to_the_tap(prog):
+    key = _key()
+    ring_map = prog.maps["frames"]
+    ring = fast_module()._CapRing(ring_map.fd, ring_map.max_entries)
+    try:
+        pending = ring.pending()
+        # no entry for this interface: not ours, nothing counted
+        before = _counters(prog)
+        assert prog.test_run(b"\x02" * 60, ifindex=LO)[0] == TC_ACT_OK
+        assert _counters(prog) == before
+        # a paused port: left to its TAP, counted as passed (a test run takes 14 bytes to a
+        # page, so the short and the over-9216-byte frames the program also leaves are not
+        # tried here)
+        prog.update("ports", key, struct.pack("<II", 0, 1))
+        assert prog.test_run(b"\x02" * 60, ifindex=LO)[0] == TC_ACT_OK
+        assert _counters(prog)["passed"] == before["passed"] + 1
+        assert ring.pending() == pending
+        prog.update("ports", key, struct.pack("<II", 0, 0))
+        # each record size class takes its frame whole
+        for size in (14, 128, 129, 1536, 1537, 3000):
+            assert prog.test_run(bytes([size & 0xFF]) * size, ifindex=LO)[0] == TC_ACT_STOLEN
+        assert ring.pending() > pending
+    finally:
+        prog.delete("ports", key)
+        ring.close()
+
+
+def test_a_full_ring_drops_and_counts(prog):
+    """Nobody walks the ring: the kernel runs the program until the ring is full; every frame
+    after that is dropped (TC_ACT_SHOT) and counted, none is lost uncounted."""
+    key = _key()
+    ring_map = prog.maps["frames"]
+    ring = fast_module()._CapRing(ring_map.fd, ring_map.max_entries)
+    prog.update("ports", key, struct.pack("<II", 0, 0))
+    try:
+        before = _counters(prog)
+        runs = ring_map.max_entries // (8 + 8 + 128) + 1000
+        verdict, _, _ = prog.test_run(b"\x02" * 60, ifindex=LO, repeat=runs)
+        assert verdict == TC_ACT_SHOT                   # the last run found no room
+        after = _counters(prog)
+        taken = after["taken"] - before["taken"]
+        full = after["ring_full"] - before["ring_full"]
+        assert full > 0
+        assert taken + full == runs
+    finally:
+        prog.delete("ports", key)
+        ring.close()

@@ -1,0 +1,196 @@
+"""TAP capture (``[node] tap_capture = "auto"``): the frames a vNet sends into its TAP logical
+interfaces reach the compiled engine through one ring filled in the sender's context.
+
+Without it the engine reads every TAP with one ``read()`` per frame, and the copy out of the
+kernel, the free of the packet and the system call all land on the engine's core.  A frame
+from a substrate interface costs the engine less: its AF_PACKET ring is filled in the sender's
+softirq.  ``bpf/tap_capture.bpf.c`` at TC egress of each TAP does the same for TAPs: it copies
+the frame into a BPF ring buffer and consumes it there; the engine's ring thread walks that
+ring like a substrate ring (``datapath/_fastpath.pyx``, ``_CapRing``).
+
+``TapCapture`` owns the program (loaded once through ``ops.ebpf``), its attachments and its
+``ports`` map: key (network namespace cookie, ifindex), so TAPs of different namespaces never
+mix; value (capture id, paused).  The id is stable while the port lives: a slot (below the
+map's 4096 entries, reused) and a generation above it (bit 12 on, new at every reuse), so a
+record still in the ring from a port that went is never taken for the one that took its slot;
+the engine's compiled ports are found by slot and checked by id.  ``paused`` is written by the engine when the port's shaper queue is
+full (the program then leaves the TAP's frames in the TAP's queue, where the kernel's
+back-pressure holds the sender, and the engine reads them with ``read()`` once resumed).
+
+What the program leaves to the TAP is read with ``read()`` as before: a paused port's
+frames, GSO packets, frames whose checksum the kernel has not finished -- every TCP segment
+the vNet's own stack sends, so a local TCP connection keeps one way to the engine and the
+kernel's TCP small queues keep their back-pressure -- and the odd ones (an offloaded VLAN
+tag, above 9216 bytes).  What it takes is UDP, ICMP, raw frames and what the vNet forwards.
+
+The kernel's count of frames it found no room for in the ring is added to the ``ring_full``
+drops, like a substrate ring's.  If the program cannot load or a TAP cannot be attached, one
+log line says why and those TAPs are read with ``read()``.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+
+from vnet_router.ops import ebpf
+
+log = logging.getLogger(__name__)
+
+SOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bpf", "tap_capture.bpf.c")
+ENV = "VNET_TAP_CAPTURE"
+TC_HANDLE, TC_PRIORITY = 0x564E, 2
+TUNGETIFF = 0x800454D2
+TUNGETDEVNETNS = 0x54E3
+SO_NETNS_COOKIE = 71
+COUNTERS = ("taken", "ring_full", "passed")     # the program's per-CPU counters, in order
+SYNC_S = 0.2                # the ring thread reads the kernel's drop count at most this often
+_KEY = struct.Struct("<QII")
+_VAL = struct.Struct("<II")
+
+
+class Attached:
+    """One captured TAP."""
+
+    def __init__(self, cid: int, key: bytes, namespace: int, ifname: str, ifindex: int,
+                 created_qdisc: bool):
+        self.cid, self.key, self.namespace, self.ifname = cid, key, namespace, ifname
+        self.ifindex, self.created_qdisc = ifindex, created_qdisc
+
+
+class TapCapture:
+    """The program, its attachments and its tables (see the module docstring)."""
+
+    def __init__(self):
+        self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "tap_capture.bpf.c")
+        frames = self.prog.maps["frames"]
+        self.ring_fd, self.ring_size = frames.fd, frames.max_entries
+        self.ports_fd = self.prog.maps["ports"].fd
+        self.ports: dict[int, Attached] = {}    # id(TapPort) -> its attachment
+        self.slots = self.prog.maps["ports"].max_entries
+        self._free: list[int] = []
+        self._next = 0
+        self._gen: dict[int, int] = {}          # slot -> generation of its last id
+        self._lock = threading.Lock()           # take_drops: ring thread and loop thread
+        self._seen = dict.fromkeys(COUNTERS, 0)
+        self._read_at = 0.0
+
+    @classmethod
+    def start(cls, configured: str) -> TapCapture | None:
+        """The capture, or None (``off``, or BPF cannot run here: one log line says why)."""
+        mode = os.environ.get(ENV, "").strip().lower() or configured
+        if mode == "off":
+            log.info("TAP capture: off; TAPs are read with read()")
+            return None
+        why = ebpf.available()
+        if why is None:
+            try:
+                return cls()
+            except (ebpf.BpfError, OSError) as e:
+                why = str(e).splitlines()[0]
+        log.warning("TAP capture cannot run (%s); TAPs are read with read()", why)
+        return None
+
+    # -- ports ---------------------------------------------------------------------------------
+
+    def attach(self, port) -> tuple[int, bytes] | None:
+        """Capture ``port``'s frames (a ``TapPort``): (capture id, map key), or None if it is
+        not a TAP or cannot be attached (it is read with ``read()``; logged)."""
+        try:
+            ifname = _tap_name(port.fd)
+        except OSError:
+            return None                         # a library endpoint's socket, not a TAP
+        try:
+            ns = fcntl.ioctl(port.fd, TUNGETDEVNETNS)   # the TAP's namespace, wherever it is
+        except OSError as e:
+            log.warning("TAP capture: %s/%s (%s) is read with read(): its namespace: %s",
+                        port.vnet, port.name, ifname, e)
+            return None
+
+        def work():
+            ifindex = socket.if_nametoindex(ifname)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                cookie = struct.unpack("<Q", s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE,
+                                                          8))[0]
+            created = ebpf.tc_attach(self.prog.fd, ifindex, TC_HANDLE, TC_PRIORITY,
+                                     replace=True, egress=True)
+            return ifindex, cookie, created
+        try:
+            ifindex, cookie, created = ebpf.in_namespace(ns, work)
+        except (ebpf.BpfError, OSError) as e:
+            os.close(ns)
+            log.warning("TAP capture: %s/%s (%s) is read with read(): %s", port.vnet,
+                        port.name, ifname, str(e).splitlines()[0])
+            return None
+        if not self._free and self._next >= self.slots:
+            log.warning("TAP capture: %s/%s is read with read(): all %d capture slots are in "
+                        "use", port.vnet, port.name, self.slots)
+            self._detach_tc(ns, ifname, ifindex, created)
+            os.close(ns)
+            return None
+        slot = self._free.pop() if self._free else self._next
+        if slot == self._next:
+            self._next += 1
+        self._gen[slot] = gen = self._gen.get(slot, 0) % 0xFFFFF + 1
+        cid = gen << 12 | slot
+        key = _KEY.pack(cookie, ifindex, 0)
+        self.prog.update("ports", key, _VAL.pack(cid, 1 if port.paused else 0))
+        self.ports[id(port)] = Attached(cid, key, ns, ifname, ifindex, created)
+        log.info("TAP capture: %s/%s (%s) at TC egress, capture id %#x", port.vnet,
+                 port.name, ifname, cid)
+        return cid, key
+
+    def detach(self, port):
+        a = self.ports.pop(id(port), None)
+        if a is None:
+            return
+        self.prog.delete("ports", a.key)
+        self._free.append(a.cid & 0xFFF)
+        self._detach_tc(a.namespace, a.ifname, a.ifindex, a.created_qdisc)
+        os.close(a.namespace)
+
+    def _detach_tc(self, ns, ifname, ifindex, created_qdisc):
+        def work():                             # by ifindex: `--configure` may rename it
+            ebpf.tc_detach(ifindex, TC_HANDLE, TC_PRIORITY, created_qdisc, egress=True)
+        try:
+            ebpf.in_namespace(ns, work)
+        except (ebpf.BpfError, OSError) as e:
+            log.warning("TAP capture: %s: %s", ifname, str(e).splitlines()[0])
+
+    # -- counters ------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """The program's counters, summed over CPUs."""
+        out = {}
+        for i, name in enumerate(COUNTERS):
+            vals = self.prog.lookup("counters", struct.pack("<I", i)) or []
+            out[name] = sum(struct.unpack("<Q", v)[0] for v in vals)
+        return out
+
+    def take_drops(self, force: bool = False) -> int:
+        """Frames the kernel found no room for in the ring since the last call (at most every
+        SYNC_S unless ``force``)."""
+        with self._lock:
+            now = time.monotonic()
+            if not force and now - self._read_at < SYNC_S:
+                return 0
+            self._read_at = now
+            c = self.counters()
+            n = c["ring_full"] - self._seen["ring_full"]
+            self._seen = c
+            return n
+
+    def close(self, ports):
+        for port in ports:
+            self.detach(port)
+        self.prog.close()
+
+
+def _tap_name(fd: int) -> str:
+    """The interface name of TAP file descriptor ``fd`` (TUNGETIFF; OSError if not a TAP)."""
+    ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    return ifr[:16].split(b"\0", 1)[0].decode()
