@@ -5,6 +5,9 @@
 """
 from __future__ import annotations
 
+import os
+import platform
+
 from dataclasses import dataclass, field
 
 MAC = {"g0": "02:b0:00:00:00:01", "r0": "02:b0:00:00:00:02", "r1": "02:b0:00:00:00:03",
@@ -69,3 +72,26 @@ class Idle:
     seconds: float
     percent: float              # of one core: (utime + stime) / wall time
     resolution: float = 0.0     # percent one clock tick of utime/stime is worth here
+
+
+def core_busy(core: int) -> float:
+    """Seconds core ``core`` spent not idle (user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith(f"cpu{core} "):
+                v = [int(x) for x in line.split()[1:]]
+                busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+                return busy / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"

@@ -6,7 +6,10 @@ Topology, built fresh for every case in namespaces named ``vl<pid>b-*`` and alwa
 
 trafgen (pinned to core 0) sends substrate frames on g0 (802.1Q VLAN 10, EtherType 0x88B5,
 VLI 100); the forwarder under test runs in the router ns pinned to core 1; the case runs for a
-fixed time.  offered = g0 tx (+ tx drops), delivered = s0 rx (or the TAP's counter), ratio,
+fixed time (TAP -> substrate: trafgen in the vNet sends through the TAP's queueing layer,
+``-q``, as the vNet's stack does, where the router's TAP capture takes frames at TC egress;
+offered adds what it took).  offered = g0 tx (+ tx drops), delivered = s0 rx (or the TAP's
+counter), ratio,
 and router CPU-us per delivered packet = busy time of core 1 (user+sys+softirq from
 /proc/stat) / delivered -- the bridge and tc mirred do much of their work in the generator's
 softirq on core 0, so their CPU column undercounts.
@@ -29,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -40,7 +42,7 @@ import time
 from pathlib import Path
 
 from benchmarks import report, rows
-from benchmarks.common import BELL, MAC, Latency, Result, Shaped, mac_bytes
+from benchmarks.common import BELL, MAC, Latency, Result, Shaped, core_busy, mac_bytes, machine
 from benchmarks.report import FWD_CORE, GEN_CORE, ratios, table
 from vnet_router.ops import netlink
 
@@ -191,28 +193,42 @@ class Bench:
         path.write_text("{ " + ", ".join(f"0x{x:02x}" for x in head + body) + " }\n")
         return path
 
-    def offer(self, gen_ns, gen_dev, cfg: Path, count_ns, count_dev, count_rx=True):
-        """Run trafgen for the fixed time; (offered pps, delivered pps, core-1 busy us)."""
+    def offer(self, gen_ns, gen_dev, cfg: Path, count_ns, count_dev, count_rx=True,
+              qdisc=False):
+        """Run trafgen for the fixed time; (offered pps, delivered pps, core-1 busy us).
+        ``qdisc``: trafgen sends through the device's queueing layer (TC egress and qdisc),
+        as a vNet's stack does, instead of straight to the driver."""
         tg = self.popen(gen_ns, ["trafgen", "-o", gen_dev, "-i", str(cfg), "-P", "1",
-                                 "--no-sock-mem", "-Q"], core=GEN_CORE)
+                                 "--no-sock-mem", "-Q"] + (["-q"] if qdisc else []),
+                        core=GEN_CORE)
         time.sleep(min(1.0, self.seconds / 3))           # ramp up
         if tg.poll() is not None:
             raise RuntimeError("trafgen exited at once")
         g0 = self.stats(gen_ns, gen_dev)[1]
+        k0 = self._captured() if qdisc else 0
         c0 = self.stats(count_ns, count_dev)[0 if count_rx else 1]
-        cpu0, all0, t0 = _core_busy(FWD_CORE), _core_busy(GEN_CORE), time.monotonic()
+        cpu0, all0, t0 = core_busy(FWD_CORE), core_busy(GEN_CORE), time.monotonic()
         time.sleep(self.seconds)
         g1 = self.stats(gen_ns, gen_dev)[1]
+        k1 = self._captured() if qdisc else 0
         c1 = self.stats(count_ns, count_dev)[0 if count_rx else 1]
-        cpu1, all1, t1 = _core_busy(FWD_CORE), _core_busy(GEN_CORE), time.monotonic()
+        cpu1, all1, t1 = core_busy(FWD_CORE), core_busy(GEN_CORE), time.monotonic()
         self.stop(tg)
         dt = t1 - t0
-        offered = (g1["packets"] + g1.get("dropped", 0) - g0["packets"] - g0.get("dropped", 0))
+        offered = (g1["packets"] + g1.get("dropped", 0) - g0["packets"] - g0.get("dropped", 0)
+                   + k1 - k0)
         delivered = c1["packets"] - c0["packets"]
         # busy us per second of measurement (so that / delivered pps = us per packet): core 1,
         # and both cores (the kernel's forwarding runs in the generator's softirq on core 0)
         both = (cpu1 - cpu0 + all1 - all0) * 1e6 / dt * self.seconds
         return offered / dt, delivered / dt, (cpu1 - cpu0) * 1e6 / dt * self.seconds, both
+
+    def _captured(self) -> int:
+        """Frames the router's TAP capture took at TC egress of its TAPs (or found no room
+        for): the TAP's own transmit counters never see them."""
+        from vnet_router.node import api as control
+        st = control.request(str(self.work / "r.sock"), "show", timeout=5.0)["datapath_stats"]
+        return st.get("capture_taken", 0) + st.get("capture_ring_full", 0)
 
     # -- cases ----------------------------------------------------------------------------------
 
@@ -230,7 +246,7 @@ class Bench:
                                                                       "02:b0:00:00:00:aa",
                                                                       tagged=False,
                                                                       substrate=False),
-                                       "gen", "g0")
+                                       "gen", "g0", qdisc=True)
             else:                           # a setup may bring its own frame (UDP)
                 frame = extra["frame"](size) if "frame" in extra else \
                     self.trafgen_cfg(size, extra.get("dst", MAC["r0"]), MAC["g0"])
@@ -443,29 +459,6 @@ def relay(src, dst, vli_in, hdr):
 threading.Thread(target=relay, args=(b, a, sys.argv[5], sys.argv[6]), daemon=True).start()
 relay(a, b, sys.argv[3], sys.argv[4])
 """
-
-
-def _core_busy(core: int) -> float:
-    """Seconds core ``core`` spent not idle (user, nice, system, irq, softirq, steal)."""
-    with open("/proc/stat") as f:
-        for line in f:
-            if line.startswith(f"cpu{core} "):
-                v = [int(x) for x in line.split()[1:]]
-                busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-                return busy / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
-def machine() -> str:
-    cpu = "?"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
 
 
 def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10,
