@@ -38,11 +38,7 @@ def _key(ifindex=LO):
 
 
 def _counters(prog):
-    out = {}
-    for i, name in enumerate(COUNTERS):
-        out[name] = sum(struct.unpack("<Q", v)[0]
-                        for v in prog.lookup("counters", struct.pack("<I", i)))
-    return out
+    return prog.counters(COUNTERS)
 
 
 def _drain(ring, engine):

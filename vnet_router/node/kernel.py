@@ -62,16 +62,9 @@ class KernelInstance:
     started: float = field(default_factory=time.time)
 
     def counters(self) -> dict:
-        m = self.program.maps.get("counters")
-        if m is None:
+        if "counters" not in self.program.maps:
             return {}
-        out = {}
-        for i, key in enumerate(self.program.keys("counters", DUMP_MAX)):
-            vals = self.program.lookup("counters", key) or []
-            total = sum(int.from_bytes(v[:8], "little") for v in vals)
-            name = self.counter_names[i] if i < len(self.counter_names) else str(i)
-            out[name] = total
-        return out
+        return self.program.counters(self.counter_names, limit=DUMP_MAX)
 
     def tables(self) -> dict:
         out = {}

@@ -37,6 +37,7 @@ import struct
 import threading
 import time
 
+from vnet_router.node.kernel import counter_names
 from vnet_router.ops import ebpf
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ TC_HANDLE, TC_PRIORITY = 0x564E, 2
 TUNGETIFF = 0x800454D2
 TUNGETDEVNETNS = 0x54E3
 SO_NETNS_COOKIE = 71
-COUNTERS = ("taken", "ring_full", "passed")     # the program's per-CPU counters, in order
+COUNTERS = counter_names(SOURCE)    # its `// vnet-counters:` line: taken ring_full passed
 SYNC_S = 0.2                # the ring thread reads the kernel's drop count at most this often
 _KEY = struct.Struct("<QII")
 _VAL = struct.Struct("<II")
@@ -165,11 +166,7 @@ class TapCapture:
 
     def counters(self) -> dict[str, int]:
         """The program's counters, summed over CPUs."""
-        out = {}
-        for i, name in enumerate(COUNTERS):
-            vals = self.prog.lookup("counters", struct.pack("<I", i)) or []
-            out[name] = sum(struct.unpack("<Q", v)[0] for v in vals)
-        return out
+        return self.prog.counters(COUNTERS)
 
     def take_drops(self, force: bool = False) -> int:
         """Frames the kernel found no room for in the ring since the last call (at most every

@@ -326,6 +326,15 @@ class Program:
         raw = buf.raw
         return [raw[i * size:i * size + m.value_size] for i in range(ncpu)]
 
+    def counters(self, names, map_name: str = "counters", limit: int = 1024) -> dict[str, int]:
+        """A counters map (array keyed by index, 64-bit values, per CPU or not) summed over
+        CPUs, by name (``names[i]`` for index i; an index beyond them by its number)."""
+        out = {}
+        for i, key in enumerate(self.keys(map_name, limit)):
+            total = sum(int.from_bytes(v[:8], "little") for v in self.lookup(map_name, key) or [])
+            out[names[i] if i < len(names) else str(i)] = total
+        return out
+
     def keys(self, map_name: str, limit: int = 1024) -> list[bytes]:
         m = self.maps[map_name]
         if m.type in (2, 6):                              # arrays: every index exists
