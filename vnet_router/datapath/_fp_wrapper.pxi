@@ -1,0 +1,225 @@
+# ``CEngine`` (part of ``_fastpath.pyx``): the compiled engine as the rest of Python sees it,
+# the ``core.Engine`` protocol -- it opens the rings and connected UDP sockets, runs the ring
+# thread, and hands frames, TAP reads and table swaps to ``_Engine``.
+
+class CEngine:
+    """``core.Engine`` on rings and C tables (see the module docstring)."""
+
+    name = "fast"
+    reads_udp = True       # the ring thread reads the UDP tunnel sockets too
+
+    def __init__(self, dp):
+        self.dp = dp
+        self.udp_conn = {}     # (local, remote) of a UDP link -> its connected socket
+        self._engine = _Engine(dp, self.udp_conn)
+        self.rings = {}        # ifindex -> (RxRing, _Ring)
+        self._port_ix = {}     # id(TapPort) -> index in the compiled tables
+        self._thread = None    # the ring thread, its rings, epoll fd and stop eventfd
+        self._thread_rings = []
+        self._thread_udp = []
+        self._epfd = self._stopfd = -1
+        self._cap = None       # _CapRing of the node's TAP capture (``dp.capture``), if any
+
+    def sync_substrate(self, snap, close):
+        """Substrate interfaces get a TPACKET_V2 ring; UDP tunnel links a socket of their own
+        connected to the remote (bound to the link's local address beside the core's socket):
+        a connected ``sendmmsg`` skips the route lookup per datagram, and the kernel delivers
+        the remote's datagrams to it (the ring thread reads both)."""
+        for ifindex, iface in snap.ifaces.items():
+            if ifindex not in self.rings:
+                rx = packet_io.RxRing(iface.ifname, snap.ethertype)
+                self.rings[ifindex] = (rx, _Ring(rx, ifindex))
+        want = {(c.local, c.remote) for c in snap.links.values() if c.kind == "udp"}
+        for key in want:
+            if key not in self.udp_conn:
+                self.udp_conn[key] = _connected_udp(*key)
+        if close:
+            gone = [i for i in self.rings if i not in snap.ifaces]
+            gone_conn = [k for k in self.udp_conn if k not in want]
+            if gone or gone_conn or [x for x in self._thread_udp if x[1] not in snap.udp]:
+                self._stop_ring_thread()        # it must not read a ring / socket that goes
+            for key in gone_conn:
+                self.udp_conn.pop(key).close()
+            for ifindex in gone:
+                rx, ring = self.rings.pop(ifindex)
+                self._engine._ring_drops_py([ring])
+                ring.release()
+                rx.close()
+
+    def start(self):
+        """(Re)start the ring thread when the set of rings changed."""
+        udps = [(s.fileno(), local) for local, s in self.dp.udp.items()] + \
+            [(s.fileno(), local) for (local, _remote), s in self.udp_conn.items()]
+        cap = getattr(self.dp, "capture", None)
+        if cap is not None and self._cap is None:
+            self._stop_ring_thread()
+            self._cap = _CapRing(cap.ring_fd, cap.ring_size)
+            self._engine.cap_fd = cap.ports_fd
+            self._engine.cap_sync = cap.take_drops
+        if self._thread is None or [r for _, r in self._thread_rings] != \
+                [r for _, r in self.rings.values()] or self._thread_udp != udps:
+            self._stop_ring_thread()
+            self._start_ring_thread(udps)
+
+    def install(self, snap):
+        self._engine.install(snap)
+        self._port_ix = {id(p): i for i, p in enumerate(self.dp.ports.values())}
+
+    def retune(self, v):
+        self._engine.retune(v)
+
+    def output(self, v, payload, port):
+        self._engine.output(v, payload, port)
+
+    def process_eth(self, ifindex, frame, tci):
+        self._engine.process_eth(ifindex, frame, tci)
+
+    def process_udp(self, local, remote, datagram):
+        self._engine.process_udp(local, remote, datagram)
+
+    def flush(self):
+        self._engine.flush()
+
+    def flush_tx(self):
+        self._engine.flush_tx()
+
+    def on_tap(self, port):
+        self._engine.on_tap(self._port_ix[id(port)])
+
+    def close(self):
+        self._stop_ring_thread()
+        self._engine._ring_drops_py([ring for _, ring in self.rings.values()])
+        st = self.stats()
+        log.info("fast path: %d frames from rings in %d wake-ups, %d send batches, "
+                 "%d shaper drains", st["ring_frames"], st["wakeups"], st["batches"],
+                 st["drains"])
+        for ifindex, (rx, ring) in self.rings.items():
+            ring.release()
+            rx.close()
+        self.rings.clear()
+        for sock in self.udp_conn.values():
+            sock.close()
+        self.udp_conn.clear()
+        if self._cap is not None:
+            self._engine.cap_fd = -1
+            self._engine.cap_sync = None
+            self._cap.close()
+            self._cap = None
+
+    def stats(self):
+        e = self._engine
+        st = {"wakeups": e.wakeups, "batches": e.batches, "drains": e.drains,
+              "ring_frames": sum(r.frames for _, r in self.rings.values())}
+        if self._cap is not None:
+            st["capture_frames"] = self._cap.frames
+            st.update({f"capture_{k}": v for k, v in self.dp.capture.counters().items()})
+        return st
+
+    def sync_counters(self):
+        """Counts kept outside Python (the TAP capture's kernel drops) before a read."""
+        if self._cap is not None:
+            self.dp.drops["ring_full"] += self.dp.capture.take_drops(True)
+
+    # -- the ring thread ---------------------------------------------------------------------
+    #
+    # Rings are read by a thread of their own: it sleeps in epoll_wait without the GIL and,
+    # when a ring has frames, walks it holding the GIL -- no event-loop callback, no Python
+    # frame per wake-up.  The same thread drains the shaper queues when their timer fires.
+    # Everything else (TAPs, UDP, control plane, timers) stays on the event loop; slow paths of
+    # ring frames that touch it are handed over (``_Sender``).
+
+    def _start_ring_thread(self, udps):
+        rings = list(self.rings.values())
+        epfd = _epoll_create()
+        stopfd = _eventfd()
+        try:
+            for i, (rx, ring) in enumerate(rings):
+                _epoll_add(epfd, rx.sock.fileno(), i)
+            for j, (fd, _local) in enumerate(udps):
+                _epoll_add(epfd, fd, UDP_KEY + j)
+            _epoll_add(epfd, self._engine.timer_fd(), TIMER_KEY)
+            _epoll_add(epfd, stopfd, STOP_KEY)
+            if self._cap is not None:
+                _epoll_add(epfd, self._cap.fd, CAP_KEY)
+        except BaseException:
+            os.close(epfd)
+            os.close(stopfd)
+            raise
+        self._epfd, self._stopfd = epfd, stopfd
+        self._thread_rings, self._thread_udp = rings, udps
+        self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings, udps),
+                                        name="vnet-rings", daemon=True)
+        self._thread.start()
+        log.info("fast path: ring thread reads %d substrate interface(s): %s, %d udp socket(s)%s",
+                 len(rings), " ".join(rx.ifname for rx, _ in rings) or "-", len(udps),
+                 ", the TAP capture ring" if self._cap is not None else "")
+
+    def _ring_thread(self, epfd, rings, udps):
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        try:
+            self._engine.run_rings(epfd, [ring for _, ring in rings], udps, self._cap)
+        except BaseException as e:
+            log.exception("fast path: the ring thread failed; substrate frames are no longer "
+                          "read")
+            try:
+                self.dp.loop.call_soon_threadsafe(self._fatal,
+                                                  f"the ring thread failed: {e!r}")
+            except RuntimeError:       # the loop is closed: the node is stopping anyway
+                pass
+
+    def _fatal(self, msg):
+        if self.dp.on_fatal is not None:
+            self.dp.on_fatal(msg)
+
+    def _stop_ring_thread(self):
+        if self._thread is None:
+            return
+        os.eventfd_write(self._stopfd, 1)
+        self._thread.join()
+        self._thread = None
+        for fd in (self._epfd, self._stopfd):
+            try:
+                os.close(fd)
+            except OSError:            # a failed thread may have lost its epoll fd
+                pass
+        self._epfd = self._stopfd = -1
+        self._thread_rings, self._thread_udp = [], []
+
+
+def _connected_udp(local, remote):
+    """A UDP socket bound to ``local`` (beside the core's, SO_REUSEADDR) and connected to
+    ``remote``."""
+    s = socket.socket(socket.AF_INET6 if ":" in local[0] else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind(local)
+        s.connect(remote)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _epoll_create():
+    cdef int fd = epoll_create1(EPOLL_CLOEXEC)
+    if fd < 0:
+        raise OSError(errno, os.strerror(errno))
+    return fd
+
+
+def _eventfd():
+    cdef int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)
+    if fd < 0:
+        raise OSError(errno, os.strerror(errno))
+    return fd
+
+
+def _epoll_add(int epfd, int fd, uint32_t key):
+    cdef epoll_event ev
+    ev.events = EPOLLIN
+    ev.data.u64 = 0
+    ev.data.u32 = key
+    if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+        raise OSError(errno, os.strerror(errno))
