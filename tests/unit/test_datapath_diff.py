@@ -269,7 +269,7 @@ class Rig:
                             dict(c.state.ignored))
                       for lid, c in snap.links.items()},
             "vlinks": {k: (v.packets, v.bytes, dict(v.drops),
-                           getattr(v.meter, "depth", None))
+                           getattr(self.dp.meter_of(k), "depth", None))
                        for k, v in self.tables.vlinks.items()},
             "drops": dict(self.tables.drops),
             "ignored": dict(self.tables.ignored),

@@ -82,7 +82,7 @@ def run_managed(mod):
         rig.tap("b5", [b"\x77" * 1000] * 9)
         for _ in range(8):
             rig.eth(IF0, sub(ME0, P1, 100, b"\x66" * 1200, t10), None)
-        rate = b1in.meter.rate
+        rate = rig.dp.meter_of(b1in.key).rate
         return rate, rig.outputs(), rig.counters()
     finally:
         rig.close()

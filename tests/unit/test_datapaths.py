@@ -48,7 +48,7 @@ def test_engines_implement_the_interface_and_nothing_inherits(engine):
     missing = [n for n in ENGINE_METHODS if not callable(getattr(engine, n, None))]
     assert not missing, missing
     assert Datapath not in engine.__mro__
-    assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap", "output",
+    assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap",
                               "process_eth", "process_udp", "retune", "start", "stats",
                               "sync_counters", "sync_substrate"]
 

@@ -241,11 +241,11 @@ class Pair:
         KernelEngine does: install when it became metered, else retune)."""
         for dp in (self.ref, self.kdp):
             v = dp.tables.input_vlink(link, vli)
-            metered = v.meter is not None
+            metered = dp.meter_of(v.key) is not None
             v.rate = rate
             dp.set_rate(v)
         if metered:
-            self.tier.retune(v)
+            self.tier.retune(self.kdp.snap.entry(v.key))
         else:
             self.tier.install(self.kdp.snap)
 
@@ -272,7 +272,8 @@ class Pair:
         """Where the program redirects ``frame`` (its table entry)."""
         _r, ctx, v, _s, _n = classify_eth(self.kdp.snap, ifindex, frame, None)
         slot = self.tier.link_slots.of[ctx.id]
-        val = self.tier.prog.lookup("vlis", ktier._VLI_KEY.pack(slot, v.vli, self.tier.gen, 0))
+        val = self.tier.prog.lookup("vlis", ktier._VLI_KEY.pack(slot, v.vlink.vli, self.tier.gen,
+                                                                   0))
         return ktier._VLI_VAL.unpack(val[0])[3]
 
     def run(self, ifindex: int, frame: bytes, what: str, policing=False):
@@ -486,7 +487,7 @@ def test_policing_agrees(facts):
     pair = Pair(f)
     try:
         pair.police("p1", 15, Rate(max=8000, burst=3000))
-        ref_tb = pair.ref.tables.input_vlink("p1", 15).meter
+        ref_tb = pair.ref.meter_of(("p1", 15, "in"))
         key = pair.tier.vlink_slots.of[("p1", 15, "in")].to_bytes(4, "little")
         policed = eth(ME0, P1, 15, data(SIZE), 10)
         other = eth(ME0, P1, 5, data(SIZE), 10)

@@ -23,7 +23,7 @@ def exported_text() -> str:
     cfg = config.load(ETC / "router.toml")
     tables = Tables(cfg, {"eth0": IfaceFacts(2, b"\x02" * 6, 1500)})
     dp = Datapath(tables, asyncio.new_event_loop())
-    dp.snap = tables.compile()
+    dp.install(tables.compile())
     tables.drops["short"] = 3
     for v in tables.vlinks.values():
         v.drop("policed")

@@ -4,6 +4,7 @@ import pytest
 from vnet_router.wire import substrate as wire
 from vnet_router.model.config import loads
 from vnet_router.datapath.classify import classify_eth, classify_udp
+from vnet_router.datapath.entries import bind
 from vnet_router.model.tables import DELIVER, SWITCH, IfaceFacts, Tables
 
 CFG = """
@@ -59,7 +60,12 @@ P1, P2, STRANGER = (bytes.fromhex(x) for x in ("020000000001", "020000000002", "
 
 @pytest.fixture
 def snap():
-    return Tables(loads(CFG), {"eth0": IfaceFacts(3, ME, 1500)}).compile()
+    return bound(Tables(loads(CFG), {"eth0": IfaceFacts(3, ME, 1500)}).compile())
+
+
+def bound(snap):
+    """``snap``'s entries as a datapath with no ports, meters or sockets binds them."""
+    return bind(snap, {}, lambda v, ctx, queue: None, {})
 
 
 def frame(src, vli, payload=b"x" * 60, vid=None):
@@ -82,7 +88,7 @@ def test_sender_mac_selects_the_p2p_link(snap):
 
 def test_untagged_goes_to_multiaccess(snap):
     reason, ctx, vl, *_ = classify_eth(snap, 3, frame(STRANGER, 100), None)
-    assert reason is None and ctx.id == "lan" and vl.owner == "blue/b2"
+    assert reason is None and ctx.id == "lan" and vl.vlink.owner == "blue/b2"
 
 
 @pytest.mark.parametrize("data, tci, want", [
@@ -107,7 +113,7 @@ def test_unknown_interface(snap):
 def test_udp(snap):
     local, remote = ("192.0.2.1", 4799), ("192.0.2.2", 4799)
     reason, ctx, vl, start, length = classify_udp(snap, local, remote, wire.pack_udp(7, b"abc"))
-    assert reason is None and vl.owner == "blue/b3" and (start, length) == (2, 3)
+    assert reason is None and vl.vlink.owner == "blue/b3" and (start, length) == (2, 3)
     assert classify_udp(snap, local, ("192.0.2.9", 4799), wire.pack_udp(7, b""))[0] == "no_link"
     assert classify_udp(snap, local, remote, b"\x00")[0] == "short"
     assert classify_udp(snap, local, remote, wire.pack_udp(8, b""))[0] == "unknown_vli"
@@ -115,12 +121,12 @@ def test_udp(snap):
 
 def test_counters_survive_recompile():
     tables = Tables(loads(CFG), {"eth0": IfaceFacts(3, ME, 1500)})
-    s1 = tables.compile()
-    v = classify_eth(s1, 3, frame(P1, 100), 10)[2]
+    s1 = bound(tables.compile())
+    v = classify_eth(s1, 3, frame(P1, 100), 10)[2].vlink
     v.packets = 42
-    s2 = tables.compile()
+    s2 = bound(tables.compile())
     assert s2.generation == s1.generation + 1
-    assert classify_eth(s2, 3, frame(P1, 100), 10)[2].packets == 42
+    assert classify_eth(s2, 3, frame(P1, 100), 10)[2].vlink.packets == 42
 
 
 def test_dynamic_interfaces_and_current_rate_survive_rebuild():

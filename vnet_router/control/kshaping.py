@@ -48,7 +48,7 @@ class KernelShaping:
         vlinks = self.dp.tables.vlinks
         return [v for sw in cfg.switches
                 if (v := vlinks.get((sw.out_link, sw.out_vli, "out"))) is not None
-                and v.rate.max is not None and v.txsock is None]
+                and v.rate.max is not None and not self.dp.is_kernel_shaped(v.key)]
 
     async def set_rate(self, v, rate_bps: int) -> bool:
         """Shape output virtual link ``v`` at ``rate_bps`` in the kernel; False = cannot."""
@@ -79,7 +79,7 @@ class KernelShaping:
             bps = max(rate_bps, MIN_RATE)
             await self._run(netlink.htb_class_set, ifname, minor, bps,
                             default_burst(bps, ctx.mtu))
-            if v.txsock is None and self.dp.tables.vlinks.get(v.key) is v:
+            if not self.dp.is_kernel_shaped(v.key) and self.dp.tables.vlinks.get(v.key) is v:
                 sock = packet_io.open_tx(ifname)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_PRIORITY, netlink.HTB_MAJOR | minor)
                 self.dp.kernel_shaped(v, sock)
@@ -90,9 +90,7 @@ class KernelShaping:
     async def remove(self, v):
         async with self.lock:
             entry = self.minors.pop((v.link_id, v.vli), None)
-            if v.txsock is not None:
-                v.txsock.close()
-                v.txsock = None
+            self.dp.kernel_unshaped(v)
             if entry is not None:
                 await self._run(netlink.htb_class_delete, *entry)
 

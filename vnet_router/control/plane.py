@@ -325,7 +325,7 @@ class ControlPlane:
                 continue
             dt = now - last[0]
             packets, nbytes, dropped = v.packets - last[1], v.bytes - last[2], qfull - last[3]
-            depth = getattr(v.meter, "depth", 0)
+            depth = getattr(self.dp.meter_of(v.key), "depth", 0)
             cur = out.current
             measured = nbytes * 8 / dt
             if dropped > 0 or depth > 2 or (cur and measured >= 0.85 * cur):

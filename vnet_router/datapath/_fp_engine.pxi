@@ -14,9 +14,9 @@ cdef class _Engine:
     cdef uint8_t *tapbuf            # TAP_BATCH x TAP_BUF
     cdef uint8_t *copybuf           # frames handed to process_eth / output (kept until flush)
     cdef int copy_used
-    cdef public dict queues         # VLink -> _Queue: shaper queues of the current table
+    cdef public dict queues         # shaper -> (_Queue, entry): queues of the current table
     cdef dict udp_conn              # the CEngine's connected UDP sockets, by (local, remote)
-    cdef dict vl_ix                 # id(VLink) -> index in the current table
+    cdef dict vl_ix                 # entry key -> index in the current table
     cdef int timerfd                # the shapers' next departure (read by the ring thread)
     cdef mmsghdr *umsgs             # UDP_BATCH datagrams per recvmmsg (ring thread)
     cdef iovec *uiovs
@@ -89,10 +89,10 @@ cdef class _Engine:
             self.flush()            # batched frames out, counters and buckets written back
         t, kept = _compile(self.dp, snap, self.queues, self.udp_conn)
         left, self.queues = self.queues, kept
-        self.vl_ix = {id(v): i for i, v in enumerate(t.vl_objs)}
+        self.vl_ix = {e.key: i for i, e in enumerate(t.vl_objs)}
         self.t = t
-        for v, q in left.items():
-            self._release_all(v, q)
+        for q, e in left.values():
+            self._release_all(e, q)
         for i in range(t.nports):           # the capture follows the port's pause
             self._cap_pause(t, i, t.ports[i].paused)
         _tx_rearm(self)
@@ -113,11 +113,12 @@ cdef class _Engine:
         p.cap_paused = paused
         return 0
 
-    cdef int _release_all(self, v, _Queue q) except -1:
-        """Frames ``q`` held for ``v``, which this table no longer shapes: sent unshaped if ``v``
-        is still here (shaping lifted, or the kernel shapes it now), else counted as lost."""
+    cdef int _release_all(self, e, _Queue q) except -1:
+        """Frames ``q`` held for entry ``e``, which this table no longer shapes: sent unshaped
+        if its link is still here (shaping lifted, or the kernel shapes it now), else counted
+        as lost."""
         cdef _Tables t = self.t
-        cdef int k, i, o = self.vl_ix.get(id(v), -1)
+        cdef int k, i, o = self.vl_ix.get(e.key, -1)
         cdef SQ *sq = &q.q
         for k in range(sq.count):
             i = (sq.head + k) % sq.limit
@@ -125,20 +126,20 @@ cdef class _Engine:
                 _tx_send(self, self.main, t, o, sq.data + <size_t>i * sq.slot, sq.len[i],
                            sq.dst + 6 * i if sq.has_dst[i] else NULL)
             else:
-                self.dp.drop("queue_full", None, v)
+                self.dp.drop("queue_full", None, e.vlink)
         _tx_flush(self, self.main)
         sq.count = 0
         return 0
 
-    def retune(self, v):
-        """The core retuned ``v``'s Python bucket (a new current rate): the compiled bucket
-        takes the new rate and burst the way ``TokenBucket.set_rate`` does."""
-        cdef int o = self.vl_ix.get(id(v), -1)
+    def retune(self, e):
+        """The core retuned entry ``e``'s Python bucket (a new current rate): the compiled
+        bucket takes the new rate and burst the way ``TokenBucket.set_rate`` does."""
+        cdef int o = self.vl_ix.get(e.key, -1)
         cdef VL *vl
-        if o < 0 or self.t.vls[o].metered == M_NONE or v.meter is None:
+        if o < 0 or self.t.vls[o].metered == M_NONE or e.meter is None:
             return
         vl = &self.t.vls[o]
-        bucket = getattr(v.meter, "bucket", v.meter)
+        bucket = getattr(e.meter, "bucket", e.meter)
         _refill(vl, self.now())
         vl.rate = bucket.rate
         if bucket.burst != vl.burst:
@@ -151,7 +152,7 @@ cdef class _Engine:
 
     cdef void _drop(self, _Tables t, int reason, int link, int vl):
         self.dp.drop(_REASONS[reason], t.link_objs[link] if link >= 0 else None,
-                      t.vl_objs[vl] if vl >= 0 else None)
+                      t.vl_models[vl] if vl >= 0 else None)
 
     def _control_later(self, ctx, frame, start, length):
         self.ctl_pending -= 1
@@ -209,20 +210,6 @@ cdef class _Engine:
         cdef uint32_t n
         cdef uint8_t *f = self._copy(frame, &n)
         _rx_frame(self, self.main, self.t.ifslot.get(ifindex, -1), f, n, -1 if tci is None else tci)
-
-    def output(self, v, payload, port):
-        """``Datapath.output`` of a virtual link this engine sends (``v.engine_out``)."""
-        cdef uint32_t n
-        cdef uint8_t *f = self._copy(payload, &n)
-        cdef int pi = -1
-        cdef uint8_t dstbuf[6]
-        cdef const uint8_t *dst = NULL
-        o = self.vl_ix[id(v)]
-        if port is not None:
-            pi = self.t.port_objs.index(port) if port in self.t.port_objs else -1
-            if pi >= 0 and self.t.ports[pi].learn_dst and n >= 6 and not f[0] & 1:
-                dst = _learned_dst(self, self.t, pi, f, dstbuf)
-        _tx_output(self, self.main, self.t, o, f, n, dst, pi)
 
     def walk(self, _Ring ring, bint as_ring_thread=False):
         """Walk ``ring`` in the calling thread until it is empty, then flush and sync; returns
@@ -459,7 +446,7 @@ cdef int _sync(_Tables t) except -1:
     for i in range(t.nvl):
         vl = &t.vls[i]
         if vl.packets:
-            o = t.vl_objs[i]
+            o = t.vl_models[i]
             o.packets += vl.packets
             o.bytes += vl.nbytes
             vl.packets = vl.nbytes = 0

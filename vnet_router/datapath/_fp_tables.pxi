@@ -66,7 +66,8 @@ cdef class _Tables:
     cdef _Hash vli            # (vli, link) -> input virtual link
     cdef int ethertype
     cdef dict ifslot          # ifindex -> iface index
-    cdef list link_objs, vl_objs, port_objs
+    cdef list link_objs, vl_objs, port_objs   # LinkCtx, entries (``entries.py``), TapPort
+    cdef list vl_models       # the model's VLink of each entry (its counters)
     cdef list queues          # the _Queue objects the shaped VLs point into (kept alive)
     cdef dict udp_slot        # UDP local (ip, port) -> socket index
     cdef int *udp_links       # indexes of the UDP links
@@ -91,14 +92,14 @@ cdef class _Tables:
         free(self.ifaces)
 
 
-def _hdr_of(v, ctx):
-    """Output header of virtual link ``v`` for the C send path (b"" if it cannot take it)."""
+def _hdr_of(out, ctx):
+    """Output header of output entry ``out`` for the C send path (b"" if it cannot take it)."""
     if ctx.kind == "p2p":
-        return v.encap
+        return out.encap
     if ctx.kind == "multiaccess":
         # switched frames: dst is broadcast, or the neighbour a dynamic virtual link names
-        return (v.dst or wire.BROADCAST_MAC) + v.encap
-    return v.encap                     # UDP: the VLI (no LEN)
+        return (out.dst or wire.BROADCAST_MAC) + out.encap
+    return out.encap                   # UDP: the VLI (no LEN)
 
 
 def _sockaddr(remote):
@@ -171,18 +172,20 @@ cdef void _move_queue(_Queue old, _Queue new) noexcept:
 
 
 cdef tuple _compile(dp, snap, dict queues, dict udp_conn):
-    """C view of ``snap``.  ``queues`` (VLink -> _Queue) holds the shaper queues of the table
-    before; shaped links keep theirs, the entries are moved to the new table's dict (what is
-    left in ``queues`` belongs to links no longer shaped here: the caller empties them)."""
+    """C view of ``snap`` (the core's ``entries.Compiled``).  ``queues`` (the Python shaper ->
+    (its _Queue, the entry it shaped)) holds the shaper queues of the table before; links
+    shaped by the same shaper keep theirs, moved to the new table's dict (what is left in
+    ``queues`` belongs to links no longer shaped here: the caller empties them)."""
     cdef _Tables t = _Tables.__new__(_Tables)
     cdef int i, j
     cdef VL *vl
     cdef Link *ln
     cdef _Queue q, old
     links = list(snap.links.values())
-    vls = list(snap.vlinks.values())
+    vls = list(snap.outputs.values()) + list(snap.inputs.values())
     ports = list(dp.ports.values())
     t.link_objs, t.vl_objs, t.port_objs = links, vls, ports
+    t.vl_models = [e.vlink for e in vls]
     t.nlinks, t.nvl, t.nports = len(links), len(vls), len(ports)
     t.nifaces = len(snap.ifaces)
     t.links = <Link *>calloc(max(t.nlinks, 1), sizeof(Link))
@@ -233,28 +236,28 @@ cdef tuple _compile(dp, snap, dict queues, dict udp_conn):
             t.ifaces[j].vids[vid >> 3] |= 1 << (vid & 7)
     t.vli = _Hash(t.nvl + 1)
     kept = {}
-    for i, v in enumerate(vls):
+    for i, e in enumerate(vls):
         vl = &t.vls[i]
-        ctx = snap.links[v.link_id]
+        v = e.vlink
+        ctx = e.ctx
         vl.link = link_ix[id(ctx)]
         vl.action = v.action
         vl.port = vl.out = -1
         if v.direction == IN:
             t.vli.put(v.vli, vl.link, i)
-            if v.action == DELIVER and v.port is not None:
-                vl.port = port_ix.get(id(v.port), -1)
-            elif v.action == SWITCH and v.port is not None:
-                vl.out = vl_ix[id(v.port)]
+            if e.action == DELIVER and e.port is not None:
+                vl.port = port_ix.get(id(e.port), -1)
+            elif e.action == SWITCH and e.out is not None:
+                vl.out = vl_ix[id(e.out)]
         else:
-            hdr = _hdr_of(v, ctx)
-            vl.txfd = v.txsock.fileno() if v.txsock is not None else t.links[vl.link].txfd
+            hdr = _hdr_of(e, ctx)
+            vl.txfd = e.txsock.fileno() if e.txsock is not None else t.links[vl.link].txfd
             vl.fast_out = bool(hdr) and vl.txfd >= 0
             if vl.fast_out:
                 vl.hdr_len = len(hdr)
                 for j in range(vl.hdr_len):
                     vl.hdr[j] = hdr[j]
-        v.engine_out = bool(vl.fast_out)
-        meter = v.meter
+        meter = e.meter
         if meter is None:
             continue
         bucket = getattr(meter, "bucket", meter)
@@ -266,13 +269,13 @@ cdef tuple _compile(dp, snap, dict queues, dict udp_conn):
             vl.metered = M_PYTHON
         else:
             vl.metered = M_SHAPER
-            q = queues.pop(v, None)
+            q, _was = queues.pop(meter, (None, None))
             if q is None or q.q.limit != max(meter.limit, 1) or q.q.slot < ctx.payload_mtu:
                 old = q
                 q = _Queue(meter.limit, max(ctx.payload_mtu, 1))
                 if old is not None:
                     _move_queue(old, q)
-            kept[v] = q
+            kept[meter] = (q, e)
             vl.q = &q.q
             t.queues.append(q)
             t.shaped[t.nshaped] = i

@@ -68,9 +68,6 @@ class CEngine:
     def retune(self, v):
         self._engine.retune(v)
 
-    def output(self, v, payload, port):
-        self._engine.output(v, payload, port)
-
     def process_eth(self, ifindex, frame, tci):
         self._engine.process_eth(ifindex, frame, tci)
 

@@ -1,21 +1,23 @@
 """The demultiplexing rule (DESIGN section 3, steps 2-4): where the VLI is looked up.
 
-``classify_eth`` / ``classify_udp`` take a compiled :class:`~vnet_router.model.tables.Snapshot`
-and one received frame and return ``(reason, link ctx, vlink, payload offset, payload length)``.
+``classify_eth`` / ``classify_udp`` take the compiled entries (:class:`~vnet_router.datapath.
+entries.Compiled`) and one received frame and return ``(reason, link ctx, input entry, payload
+offset, payload length)``.
 ``reason`` is None for a frame to act on, else the drop reason (or an ignore reason,
 ``tables.IGNORE_REASONS``: ``not_member``, a multiaccess frame of a vNet this node does not
-host: its VLI is unknown here and it is not addressed to this node's MAC); link ctx / vlink are filled as
+host: its VLI is unknown here and it is not addressed to this node's MAC); link ctx / entry are filled as
 far as the frame got.  They never raise on frame contents.  The reference datapath calls them
 per frame; the compiled engine (``_fastpath.pyx``) implements the same rule in C on the same
 snapshot, and the differential tests hold the two to the same answers.
 """
 from __future__ import annotations
 
-from vnet_router.model.tables import LinkCtx, Snapshot
+from vnet_router.datapath.entries import Compiled
+from vnet_router.model.tables import LinkCtx
 from vnet_router.wire import substrate as wire
 
 
-def classify_eth(snap: Snapshot, ifindex: int, frame, aux_tci: int | None):
+def classify_eth(snap: Compiled, ifindex: int, frame, aux_tci: int | None):
     """Steps 2-4 of DESIGN section 3 for a frame received on ``ifindex``.
 
     ``aux_tci`` is the VLAN TCI the kernel stripped (PACKET_AUXDATA / ring header) or None;
@@ -38,17 +40,17 @@ def classify_eth(snap: Snapshot, ifindex: int, frame, aux_tci: int | None):
         ctx = iface.p2p.get((vid, bytes(src)))
         if ctx is None:
             return ("bad_peer" if vid in iface.p2p_vids else "unknown_vlan"), None, None, 0, 0
-    return _lookup_vli(ctx, view, off)
+    return _lookup_vli(snap, ctx, view, off)
 
 
-def _lookup_vli(ctx: LinkCtx, view, off: int):
+def _lookup_vli(snap: Compiled, ctx: LinkCtx, view, off: int):
     try:
         vli, start, length = wire.parse_substrate(view, off)
     except wire.DecodeError as e:
         return e.reason, ctx, None, 0, 0
     if length > ctx.payload_mtu:
         return "oversize", ctx, None, start, length
-    v = ctx.in_vlinks.get(vli)
+    v = snap.rx[ctx.id].get(vli)
     if v is None:
         if vli == wire.VLI_CONTROL:
             return "control", ctx, None, start, length
@@ -59,7 +61,7 @@ def _lookup_vli(ctx: LinkCtx, view, off: int):
     return None, ctx, v, start, length
 
 
-def classify_udp(snap: Snapshot, local: tuple, remote: tuple, datagram):
+def classify_udp(snap: Compiled, local: tuple, remote: tuple, datagram):
     """Demultiplex a UDP tunnel datagram received on ``local`` from ``remote``."""
     ctx = snap.udp.get(local, {}).get(remote)
     if ctx is None:
@@ -72,7 +74,7 @@ def classify_udp(snap: Snapshot, local: tuple, remote: tuple, datagram):
     length = len(view) - wire.UDP_SUBSTRATE_HLEN
     if length > ctx.payload_mtu:
         return "oversize", ctx, None, wire.UDP_SUBSTRATE_HLEN, length
-    v = ctx.in_vlinks.get(vli)
+    v = snap.rx[ctx.id].get(vli)
     if v is None:
         return ("control" if vli == wire.VLI_CONTROL else "unknown_vli"), ctx, None, \
             wire.UDP_SUBSTRATE_HLEN, length

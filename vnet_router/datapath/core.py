@@ -2,20 +2,21 @@
 
 A ``Datapath`` is composed of this core and one *engine* (``Engine`` below):
 
-* the core owns the sockets (substrate send sockets, UDP tunnel sockets), the logical
-  interfaces (``TapPort``), the snapshot of the tables and everything attached to it when the
-  tables change (meters, encapsulation headers, where each virtual link leads), the shaping
-  queues and their timers, control messages on VLI 0, and the *semantics* of a classified
-  frame (``receive``: count, police, deliver / switch / drop) and of an output (``output``:
-  MTU, shaper, encapsulation, send);
+* the core owns the sockets (substrate send sockets, UDP tunnel sockets, those of outputs the
+  kernel shapes), the logical interfaces (``TapPort``), the meters, the compiled entries of
+  the current table generation (``entries.Compiled``, bound in ``install``: meters,
+  encapsulation headers, where each virtual link leads), the shaping queues and their timers,
+  control messages on VLI 0, and the *semantics* of a classified frame (``receive``: count,
+  police, deliver / switch / drop) and of an output (``output``: MTU, shaper, encapsulation,
+  send);
 * an engine reads the substrate interfaces and the TAPs and moves the common frames:
   ``reference.PyEngine`` through ``classify`` + ``receive``/``output`` (pure Python, one frame
   at a time; the definition of what the datapath does), ``_fastpath.CEngine`` in C on
   TPACKET_V2 rings with batched sends, its own token buckets and shaper queues (the meters'
   arithmetic; state written back to them) and UDP tunnel sockets, calling the core for drops
-  and control frames (its counters are C deltas added to the same objects).  An output
-  virtual link the engine sends itself is marked ``engine_out``: the core's ``output`` hands
-  it to the engine, so no link is shaped in two places.
+  and control frames (its counters are C deltas added to the same objects) and for outputs
+  its C path cannot take (no socket yet), which the core's meters then shape: no link is
+  shaped in two places.
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
 ``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the core calls the
@@ -23,6 +24,7 @@ engine only through ``Engine``.  ``select.DatapathPy`` / ``DatapathC`` build one
 
 Per frame in the reference: one dict lookup for the substrate link, one for the VLI, and the
 write; everything that can be computed when the tables change is computed in ``install``.
+Nothing here writes into the model but its counters (``VLink``, ``LinkState``).
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ import struct
 import time
 from typing import Protocol
 
-from vnet_router.datapath import packet_io
+from vnet_router.datapath import entries, packet_io
 from vnet_router.wire import substrate as wire
+from vnet_router.datapath.entries import Compiled, InEntry, OutEntry
 from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
 from vnet_router.datapath.classify import classify_udp
 from vnet_router.datapath.learn import LearnTable
@@ -57,7 +60,7 @@ class TapPort:
 
     def __init__(self, vnet: str, name: str, fd: int):
         self.vnet, self.name, self.fd = vnet, name, fd
-        self.out: VLink | None = None
+        self.out: OutEntry | None = None        # its output virtual link (``install``)
         self.max_frame = 0
         self.learned = LearnTable()             # inner MAC -> outer MAC (multiaccess)
         self.paused = False
@@ -83,17 +86,13 @@ class Engine(Protocol):
     def start(self) -> None:
         """Read every substrate interface opened so far (the snapshot is installed)."""
 
-    def install(self, snap: Snapshot) -> None:
-        """Take ``snap`` (meters, headers and ports already attached by the core) as the tables
-        the next frame is decided by.  Also called when what the engine compiled from a
-        virtual link changed (metered or not, its send socket).  An engine that sends an
-        output virtual link itself sets its ``engine_out``."""
+    def install(self, snap: Compiled) -> None:
+        """Take ``snap`` (the core's entries: meters, headers, ports bound) as the tables the
+        next frame is decided by.  Also called when what the engine compiled from an entry
+        changed (metered or not, its send socket): the core bound a new ``Compiled``."""
 
-    def retune(self, v: VLink) -> None:
-        """``v``'s meter got a new rate (``Datapath.set_rate``): follow it."""
-
-    def output(self, v: VLink, payload: bytes, port: TapPort | None) -> None:
-        """``Datapath.output`` for a virtual link whose ``engine_out`` this engine set."""
+    def retune(self, entry: InEntry | OutEntry) -> None:
+        """``entry``'s meter got a new rate (``Datapath.set_rate``): follow it."""
 
     def process_eth(self, ifindex: int, frame, tci: int | None) -> None:
         """Decide and act on one substrate frame (``tci``: the VLAN TCI the kernel stripped,
@@ -130,8 +129,10 @@ class Datapath:
         self.tables = tables
         self.loop = loop or asyncio.get_event_loop()
         self.clock = clock
-        self.snap: Snapshot | None = None
+        self.snap: Compiled | None = None         # the entries frames are decided by
         self.ports: dict[tuple[str, str], TapPort] = {}
+        self.meters: dict[tuple, tuple[VLink, object]] = {}     # key -> (its VLink, meter)
+        self.txsocks: dict[tuple, socket.socket] = {}   # output key -> socket (kernel-shaped)
         self.tx: dict[int, socket.socket] = {}     # ifindex -> send socket
         self.udp: dict[tuple, socket.socket] = {}  # local (ip, port) -> socket
         self._buf = bytearray(RXBUF)
@@ -252,97 +253,102 @@ class Datapath:
                 self.read(s.fileno(), self._on_udp, s, local)
 
     def install(self, snap: Snapshot):
-        """Attach meters, encapsulations and ports to the virtual links, then swap in ``snap``."""
-        cfg = self.tables.config
-        for li in self.tables.interfaces:
-            port = self.ports.get((li.vnet, li.name))
-            vin = self.tables.input_vlink(li.substrate_link, li.in_vli)
-            vout = self.tables.output_vlink(li.substrate_link, li.out_vli)
-            ctx = snap.links[li.substrate_link]
-            vin.port = port
-            vout.port = ctx
-            if port is not None:
-                port.out = vout
-                port.max_frame = ctx.payload_mtu
-                port.learned.configure(li.learned_max, li.learned_ageing, self.clock)
-        for sw in cfg.switches:
-            vin = self.tables.input_vlink(sw.in_link, sw.in_vli)
-            vout = self.tables.output_vlink(sw.out_link, sw.out_vli)
-            vin.port = vout
-            vout.port = snap.links[sw.out_link]
-        for v in snap.vlinks.values():
-            if v.direction == OUT:
-                v.encap = _encap(snap.links[v.link_id], v.vli)
-            self._meter(v, snap.links[v.link_id])
-        self.snap = snap
-        self.engine.install(snap)
+        """Bind ``snap`` to the ports, meters and sockets the datapath owns (``entries.bind``)
+        and swap the result in: one assignment, then the engine compiles its own tables from
+        it.  A shaper whose link is no longer shaped here sends what it held."""
+        released: list[tuple[tuple, Shaper]] = []
+        compiled = entries.bind(snap, self.ports, self._meter(released), self.txsocks)
+        for key in [k for k, (v, _m) in self.meters.items() if snap.vlinks.get(k) is not v]:
+            del self.meters[key]
+        for e in compiled.inputs.values():
+            if e.port is not None:
+                lead = snap.leads[e.key]
+                e.port.learned.configure(lead.learned_max, lead.learned_ageing, self.clock)
+        for name, port in self.ports.items():
+            port.out = compiled.port_out.get(name)
+            if port.out is not None:
+                port.max_frame = port.out.ctx.payload_mtu
+        self.snap = compiled
+        self.engine.install(compiled)
+        for key, shaper in released:
+            out = compiled.outputs.get(key)
+            frames = [f for f, _n in shaper.queue]
+            shaper.queue.clear()
+            for payload, port in frames:
+                self._send(out, payload, port)
+            for port in self.ports.values():
+                if port.paused and port.out is out:
+                    self.resume_port(port)
+
+    def _meter(self, released: list):
+        """``meter(v, ctx, queue)`` for ``entries.bind``: the token bucket (input) or shaper
+        (output) ``v`` runs at its current rate -- the one it had, retuned, while ``v`` stays
+        metered -- or None; a shaper no longer needed goes to ``released``."""
+        def meter(v: VLink, ctx: LinkCtx, queue: int):
+            key = v.key
+            held = self.meters.get(key)
+            old = held[1] if held is not None and held[0] is v else None
+            rate = v.rate
+            if rate.max is None or (v.direction == OUT and key in self.txsocks):
+                self.meters.pop(key, None)
+                if isinstance(old, Shaper):
+                    released.append((key, old))
+                return None
+            bps = max(rate.current, MIN_METER_RATE)
+            burst = rate.burst or default_burst(bps, ctx.mtu)
+            if v.direction == IN:
+                if isinstance(old, TokenBucket):
+                    old.set_rate(bps, burst)
+                    m = old
+                else:
+                    m = TokenBucket(bps, burst, self.clock)
+            elif isinstance(old, Shaper):
+                old.bucket.set_rate(bps, burst)
+                old.limit = queue
+                m = old
+            else:
+                m = Shaper(TokenBucket(bps, burst, self.clock), queue)
+            self.meters[key] = (v, m)
+            return m
+        return meter
+
+    def meter_of(self, key) -> TokenBucket | Shaper | None:
+        """The meter virtual link ``key`` runs at (None: unmetered, or no such link)."""
+        e = self.snap.entry(key) if self.snap is not None else None
+        return e.meter if e is not None else None
 
     def set_rate(self, v: VLink):
-        """The Traffic Manager changed ``v.rate``: the meter follows its current rate.  The
-        engine recompiles only when the link became metered or unmetered (rare: a rate change
-        retunes the same bucket)."""
-        if self.snap is not None and v.link_id in self.snap.links:
-            metered = v.meter is not None
-            self._meter(v, self.snap.links[v.link_id])
-            if (v.meter is not None) != metered:
-                self.engine.install(self.snap)
-            elif metered:
-                self.engine.retune(v)
+        """The Traffic Manager changed ``v.rate``: the meter follows its current rate.  Only a
+        link that became metered or unmetered gets new entries (rare: a rate change retunes
+        the same bucket)."""
+        e = self.snap.entry(v.key) if self.snap is not None else None
+        if e is None or e.vlink is not v:
+            return
+        metered = v.rate.max is not None and not (v.direction == OUT and v.key in self.txsocks)
+        if metered != (e.meter is not None):
+            self.install(self.snap.model)
+        elif metered:
+            self._meter([])(v, e.ctx, e.queue if v.direction == OUT else 0)
+            self.engine.retune(e)
 
     def kernel_shaped(self, v: VLink, sock: socket.socket):
         """From now on output ``v`` is shaped by the kernel (HTB class chosen by ``sock``'s
-        SO_PRIORITY): frames the user-space shaper still holds go out first."""
+        SO_PRIORITY): frames the user-space shaper still holds go out first, on ``sock``."""
         self.engine.flush_tx()
-        shaper = v.meter
-        v.txsock = sock
-        v.meter = None
-        if isinstance(shaper, Shaper):
-            for payload, port in shaper.release() + [f for f, _ in shaper.queue]:
-                self._send(v, v.port, payload, port)
-            shaper.queue.clear()
-            for port in self.ports.values():
-                if port.paused and port.out is v:
-                    self.resume_port(port)
+        self.txsocks[v.key] = sock
         if self.snap is not None:
-            self.engine.install(self.snap)
+            self.install(self.snap.model)
 
-    def _meter(self, v: VLink, ctx: LinkCtx):
-        """Token bucket (input) or shaper (output) at the virtual link's current rate."""
-        rate = v.rate
-        if rate.max is None or (v.direction == OUT and v.txsock is not None):
-            if isinstance(v.meter, Shaper):          # shaping lifted: send what waits
-                old, v.meter = v.meter, None
-                for (payload, port), _n in old.queue:
-                    self._send(v, ctx, payload, port)
-                old.queue.clear()
-                for port in self.ports.values():
-                    if port.paused and port.out is v:
-                        self.resume_port(port)
-            v.meter = None
-            return
-        bps = max(rate.current, MIN_METER_RATE)
-        burst = rate.burst or default_burst(bps, ctx.mtu)
-        if v.direction == IN:
-            if not isinstance(v.meter, TokenBucket):
-                v.meter = TokenBucket(bps, burst, self.clock)
-            else:
-                v.meter.set_rate(bps, burst)
-        else:
-            if not isinstance(v.meter, Shaper):
-                v.meter = Shaper(TokenBucket(bps, burst, self.clock), self._queue_limit(v))
-            else:
-                v.meter.bucket.set_rate(bps, burst)
-                v.meter.limit = self._queue_limit(v)
+    def kernel_unshaped(self, v: VLink):
+        """Output ``v`` is no longer shaped by the kernel: its socket closes."""
+        sock = self.txsocks.pop(v.key, None)
+        if sock is not None:
+            if self.snap is not None:
+                self.install(self.snap.model)
+            sock.close()
 
-    def _queue_limit(self, v: VLink) -> int:
-        cfg = self.tables.config
-        for li in self.tables.interfaces:
-            if (li.substrate_link, li.out_vli) == (v.link_id, v.vli):
-                return li.queue
-        for sw in cfg.switches:
-            if (sw.out_link, sw.out_vli) == (v.link_id, v.vli):
-                return sw.queue
-        return 256
+    def is_kernel_shaped(self, key) -> bool:
+        return key in self.txsocks
 
     def close(self):
         self.engine.close()
@@ -354,10 +360,9 @@ class Datapath:
             self.tap_reader(port)
         for s in self.tx.values():
             s.close()
-        for v in self.tables.vlinks.values():
-            if v.txsock is not None:
-                v.txsock.close()
-                v.txsock = None
+        for sock in self.txsocks.values():
+            sock.close()
+        self.txsocks.clear()
         self.tx.clear(), self.udp.clear()
 
     def stats(self) -> dict[str, int]:
@@ -403,7 +408,7 @@ class Datapath:
     def receive(self, snap: Snapshot, verdict, view: memoryview, n: int):
         """Act on one classified frame (steps 4-5 of the receive rule): the semantics every
         engine's decisions are compared with."""
-        reason, ctx, v, start, length = verdict
+        reason, ctx, e, start, length = verdict
         if ctx is not None:
             st = ctx.state
             st.rx_packets += 1
@@ -415,13 +420,14 @@ class Datapath:
             if reason == "not_member":
                 self.ignore(reason, ctx)
                 return
-            self.drop(reason, ctx, v)
+            self.drop(reason, ctx, None)
             return
-        if v.meter is not None and not v.meter.take(length):
+        v = e.vlink
+        if e.meter is not None and not e.meter.take(length):
             self.drop("policed", ctx, v)
             return
-        if v.action == DELIVER:
-            port = v.port
+        if e.action == DELIVER:
+            port = e.port
             if port is None:
                 self.drop("tap_error", ctx, v)
                 return
@@ -438,10 +444,10 @@ class Datapath:
             v.bytes += length
             port.tx_packets += 1
             port.tx_bytes += length
-        elif v.action == SWITCH:
+        elif e.action == SWITCH:
             v.packets += 1
             v.bytes += length
-            self.output(v.port, bytes(view[start:start + length]))
+            self.output(e.out, bytes(view[start:start + length]))
         else:
             self.drop("vli_drop", ctx, v)
 
@@ -460,43 +466,45 @@ class Datapath:
 
     # -- transmit ------------------------------------------------------------------------------
 
-    def output(self, v: VLink, payload: bytes, port: TapPort | None = None):
-        """Send ``payload`` on output virtual link ``v``: shaper, encapsulation, socket."""
-        if v.engine_out:                    # the engine sends (and shapes) this one itself
-            self.engine.output(v, payload, port)
-            return
-        ctx: LinkCtx = v.port
+    def output(self, out: OutEntry, payload: bytes, port: TapPort | None = None):
+        """Send ``payload`` on output virtual link ``out``: MTU, shaper, encapsulation, socket
+        (the reference engine's way; the compiled engine's for outputs its C path cannot
+        take)."""
+        ctx = out.ctx
         if len(payload) > ctx.payload_mtu:
-            self.drop("too_big", ctx, v)
+            self.drop("too_big", ctx, out.vlink)
             return
-        shaper = v.meter
+        shaper = out.meter
         if shaper is not None:
             verdict = shaper.offer((payload, port), len(payload))
             if verdict == 0:
                 if port is not None and shaper.depth >= shaper.limit:
                     self.pause_port(port)
                 if not shaper.scheduled:
-                    self._schedule(v)
+                    self._schedule(out.vlink, shaper)
                 return
             if verdict < 0:
-                self.drop("queue_full", ctx, v)
+                self.drop("queue_full", ctx, out.vlink)
                 return
-        self._send(v, ctx, payload, port)
+        self._send(out, payload, port)
 
-    def _send(self, v: VLink, ctx: LinkCtx, payload: bytes, port: TapPort | None):
+    def _send(self, out: OutEntry | None, payload: bytes, port: TapPort | None):
+        if out is None:                     # its link went with a reload
+            return
+        ctx, v = out.ctx, out.vlink
         kind = ctx.kind
         try:
             if kind == "p2p":
-                (v.txsock or self.tx[ctx.ifindex]).send(v.encap + _LEN.pack(len(payload)) +
-                                                        payload)
+                (out.txsock or self.tx[ctx.ifindex]).send(out.encap + _LEN.pack(len(payload)) +
+                                                          payload)
             elif kind == "multiaccess":
-                dst = v.dst or wire.BROADCAST_MAC
-                if v.dst is None and port is not None and not payload[0] & 1:
+                dst = out.dst or wire.BROADCAST_MAC
+                if out.dst is None and port is not None and not payload[0] & 1:
                     dst = port.learned.lookup(payload[:6], wire.BROADCAST_MAC)
-                (v.txsock or self.tx[ctx.ifindex]).send(dst + v.encap + _LEN.pack(len(payload))
-                                                        + payload)
+                (out.txsock or self.tx[ctx.ifindex]).send(dst + out.encap +
+                                                          _LEN.pack(len(payload)) + payload)
             else:
-                self.udp[ctx.local].sendto(v.encap + payload, ctx.remote)
+                self.udp[ctx.local].sendto(out.encap + payload, ctx.remote)
         except (BlockingIOError, OSError):
             self.drop("send_error", ctx, v)
             return
@@ -511,14 +519,15 @@ class Datapath:
         destination MAC, default broadcast)."""
         try:
             if ctx.kind == "p2p":
-                self.tx[ctx.ifindex].send(_encap(ctx, wire.VLI_CONTROL) +
+                self.tx[ctx.ifindex].send(entries.encap(ctx, wire.VLI_CONTROL) +
                                           _LEN.pack(len(payload)) + payload)
             elif ctx.kind == "multiaccess":
                 self.tx[ctx.ifindex].send((dst or wire.BROADCAST_MAC) +
-                                          _encap(ctx, wire.VLI_CONTROL) +
+                                          entries.encap(ctx, wire.VLI_CONTROL) +
                                           _LEN.pack(len(payload)) + payload)
             else:
-                self.udp[ctx.local].sendto(_encap(ctx, wire.VLI_CONTROL) + payload, ctx.remote)
+                self.udp[ctx.local].sendto(entries.encap(ctx, wire.VLI_CONTROL) + payload,
+                                           ctx.remote)
         except (BlockingIOError, OSError):
             self.drop("send_error", ctx, None)
             return False
@@ -527,34 +536,30 @@ class Datapath:
         st.tx_bytes += len(payload)
         return True
 
-    def _schedule(self, v: VLink):
-        shaper = v.meter
+    def _schedule(self, v: VLink, shaper: Shaper):
         delay = shaper.next_departure()
         if delay is None:
             shaper.scheduled = False
             return
         shaper.scheduled = True
-        self.loop.call_later(max(delay, 0.0005), self._drain, v)
+        self.loop.call_later(max(delay, 0.0005), self._drain, v, shaper)
 
-    def _drain(self, v: VLink):
+    def _drain(self, v: VLink, shaper: Shaper):
         self.engine.flush_tx()
-        shaper = v.meter
-        if not isinstance(shaper, Shaper):
-            return
         shaper.scheduled = False
-        if self.tables.vlinks.get(v.key) is not v:      # removed by a reload meanwhile
+        out = self.snap.outputs.get(v.key) if self.snap is not None else None
+        if out is None or out.meter is not shaper:      # removed by a reload meanwhile
             for _ in shaper.queue:
                 self.drop("queue_full", None, v)
             shaper.queue.clear()
             return
-        ctx = v.port
         for payload, port in shaper.release():
-            self._send(v, ctx, payload, port)
+            self._send(out, payload, port)
         for port in self.ports.values():
-            if port.paused and port.out is v and shaper.depth < shaper.limit // 2 + 1:
+            if port.paused and port.out is out and shaper.depth < shaper.limit // 2 + 1:
                 self.resume_port(port)
         if shaper.depth:
-            self._schedule(v)
+            self._schedule(v, shaper)
 
     def pause_port(self, port: TapPort):
         """Stop reading ``port`` (its output's queue is full).  Idempotent: the compiled
@@ -582,13 +587,3 @@ class Datapath:
         elif port.reading and not want:
             self.loop.remove_reader(port.fd)
         port.reading = want
-
-
-def _encap(ctx: LinkCtx, vli: int) -> bytes:
-    """Precomputed encapsulation prefix of an output virtual link (all but LEN and payload)."""
-    vli_bytes = _LEN.pack(vli)
-    if ctx.kind == "p2p":
-        return ctx.tx_header + vli_bytes
-    if ctx.kind == "multiaccess":
-        return ctx.tx_header[6:] + vli_bytes      # dst MAC is chosen per frame
-    return vli_bytes

@@ -16,6 +16,7 @@ import socket
 from vnet_router.datapath import packet_io
 from vnet_router.datapath.classify import classify_eth, classify_udp
 from vnet_router.datapath.core import BATCH, RXBUF, Datapath, TapPort
+from vnet_router.datapath.entries import Compiled
 from vnet_router.model.tables import Snapshot
 
 log = logging.getLogger(__name__)
@@ -47,17 +48,14 @@ class PyEngine:
         for ifindex, s in self.rx.items():
             self.dp.read(s.fileno(), self._on_eth, s, ifindex)
 
-    def install(self, snap: Snapshot):
-        """Nothing to compile: every decision reads the snapshot the core attached."""
+    def install(self, snap: Compiled):
+        """Nothing to compile: every decision reads the core's entries."""
 
-    def retune(self, v):
+    def retune(self, entry):
         """The core's meter is the one this engine uses: nothing to follow."""
 
     def sync_counters(self):
         """Every count is the core's already."""
-
-    def output(self, v, payload, port):
-        raise AssertionError("the reference engine never sets engine_out")
 
     def close(self):
         for s in self.rx.values():

@@ -2,20 +2,24 @@
 
 :class:`Tables` is the one authoritative in-memory model of a node, built from a validated
 ``NodeConfig`` plus the facts read off the system (interface index, MAC, MTU).  ``compile()``
-turns it into a read-only :class:`Snapshot` shaped for the receive path: per interface, a
-dict from (VLAN id, sender MAC) to the substrate link context, and per substrate link a dict
-from VLI to the input virtual link.  The datapath holds one snapshot reference and swaps it
-atomically when the tables change; it never sees a half-built table.
+turns it into an immutable :class:`Snapshot` shaped for the receive path: per interface, a
+mapping from (VLAN id, sender MAC) to the substrate link context, per substrate link a mapping
+from VLI to the input virtual link, and which logical interface or output virtual link each
+input leads to.  Nothing in a snapshot can be reassigned (frozen dataclasses over read-only
+mappings); the datapath binds it to what it owns (ports, meters, sockets: ``datapath/
+entries.py``) and swaps the result in atomically.
 
-Virtual link state (:class:`VLink`: counters, the rate and the meter the datapath attaches)
-lives in the model and is shared by successive snapshots, so counters survive a recompile.
+A :class:`VLink` holds a virtual link's configuration and its counters, nothing of the
+datapath's; it is shared by successive snapshots, so counters survive a recompile.
 
 This module imports only ``wire`` and ``config``; it does no I/O.
 """
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
 
 from vnet_router.wire import substrate as wire
 from vnet_router.model.config import NodeConfig, Rate
@@ -64,23 +68,19 @@ class LinkState:
 
 
 class VLink:
-    """One direction of a virtual link: key (substrate link, VLI, direction)."""
+    """One direction of a virtual link, key (substrate link, VLI, direction): its configuration
+    and its counters (the datapath adds to ``packets``, ``bytes``, ``drops``)."""
 
-    __slots__ = ("link_id", "vli", "direction", "vnet", "action", "rate", "packets", "bytes",
-                 "drops", "meter", "port", "owner", "encap", "dst", "txsock", "engine_out")
+    __slots__ = ("link_id", "vli", "direction", "vnet", "action", "rate", "owner", "dst",
+                 "packets", "bytes", "drops")
 
     def __init__(self, link_id: str, vli: int, direction: str, vnet: str, action: int,
                  rate: Rate, owner: str):
         self.link_id, self.vli, self.direction = link_id, vli, direction
         self.vnet, self.action, self.rate, self.owner = vnet, action, rate, owner
+        self.dst = None       # multiaccess output: fixed outer destination MAC (else learned)
         self.packets = self.bytes = 0
         self.drops: dict[str, int] = {}
-        self.meter = None     # datapath: token bucket (input policer / output shaper)
-        self.port = None      # datapath: where frames go next (TAP port, output VLink, link)
-        self.encap = b""      # datapath: precomputed encapsulation prefix (output)
-        self.dst = None       # multiaccess output: fixed outer destination MAC (else learned)
-        self.txsock = None    # output shaped by the kernel (HTB): its own send socket
-        self.engine_out = False   # datapath: the engine sends (and shapes) this output itself
 
     @property
     def key(self):
@@ -90,36 +90,65 @@ class VLink:
         self.drops[reason] = self.drops.get(reason, 0) + 1
 
 
+@dataclass(frozen=True, slots=True, eq=False)
 class LinkCtx:
-    """Compiled context of one substrate link, as the receive path needs it."""
+    """Compiled context of one substrate link, as the receive path needs it (``state``: the
+    link's counters, the one mutable part)."""
 
-    __slots__ = ("id", "kind", "ifname", "ifindex", "local_mac", "peer_mac", "vlan", "priority",
-                 "local", "remote", "mtu", "payload_mtu", "in_vlinks", "state", "tx_header")
+    id: str
+    kind: str
+    state: LinkState
+    in_vlinks: Mapping[int, VLink]      # VLI -> input virtual link
+    mtu: int
+    payload_mtu: int
+    ifname: str | None = None
+    ifindex: int | None = None
+    local_mac: bytes | None = None
+    peer_mac: bytes | None = None
+    vlan: wire.VlanTag | None = None
+    priority: int | None = None
+    local: tuple | None = None
+    remote: tuple | None = None
+    tx_header: bytes | None = None
 
-    def __init__(self, **kw):
-        for k in self.__slots__:
-            setattr(self, k, kw.get(k))
 
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IfaceCtx:
     ifindex: int
     ifname: str
     mac: bytes
-    p2p: dict            # (vid, peer MAC bytes) -> LinkCtx
+    p2p: Mapping            # (vid, peer MAC bytes) -> LinkCtx
     p2p_vids: frozenset
     multiaccess: LinkCtx | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Leads:
+    """Where the frames of one input virtual link go next: a logical interface (``DELIVER``)
+    or an output virtual link (``SWITCH``)."""
+
+    port: tuple[str, str] | None = None         # (vNet, interface name)
+    out: tuple | None = None                    # key of the output virtual link
+    learned_max: int = 0                        # the port's learned-MAC bound and ageing
+    learned_ageing: float = 0.0
+    queue: int = 256                            # the output's shaper queue (frames)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     generation: int
     ethertype: int
-    links: dict          # id -> LinkCtx
-    ifaces: dict         # ifindex -> IfaceCtx
-    udp: dict            # (local ip, port) -> {(remote ip, port): LinkCtx}
-    vlinks: dict         # (link, vli, dir) -> VLink
-    path_mtu: dict = None    # (link, out VLI) -> payload MTU the downstream reported (PATH_MTU)
+    links: Mapping          # id -> LinkCtx
+    ifaces: Mapping         # ifindex -> IfaceCtx
+    udp: Mapping            # (local ip, port) -> {(remote ip, port): LinkCtx}
+    vlinks: Mapping         # (link, vli, dir) -> VLink
+    # (link, out VLI) -> payload MTU the downstream reported (PATH_MTU)
+    path_mtu: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    # input key -> where it leads; logical interface (vNet, name) -> its output key; output
+    # key -> its shaper queue limit
+    leads: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    port_out: Mapping = field(default_factory=lambda: MappingProxyType({}))
+    queues: Mapping = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -250,32 +279,33 @@ class Tables:
         return self.vlinks[(link_id, vli, OUT)]
 
     def compile(self) -> Snapshot:
-        """Build the read-only receive-path view of the current tables."""
+        """Build the immutable receive-path view of the current tables."""
         self.generation += 1
         cfg = self.config
+        ro = MappingProxyType
+        in_vlinks: dict[str, dict[int, VLink]] = {s.id: {} for s in cfg.substrate_links}
+        for (link_id, vli, direction), v in self.vlinks.items():
+            if direction == IN:
+                in_vlinks[link_id][vli] = v
         links: dict[str, LinkCtx] = {}
         for s in cfg.substrate_links:
+            common = dict(id=s.id, kind=s.kind, state=self.link_states[s.id],
+                          in_vlinks=ro(in_vlinks[s.id]))
             if s.kind == "udp":
                 mtu = s.mtu or 1500
-                payload_mtu = mtu - udp_overhead(s)
-                ctx = LinkCtx(id=s.id, kind=s.kind, local=s.local, remote=s.remote, mtu=mtu,
-                              payload_mtu=payload_mtu)
+                ctx = LinkCtx(local=s.local, remote=s.remote, mtu=mtu,
+                              payload_mtu=mtu - udp_overhead(s), **common)
             else:
                 f = self.facts[s.interface]
                 mtu = s.mtu or f.mtu
                 vlan = wire.VlanTag(s.vlan, s.priority) if s.kind == "p2p" else None
-                ctx = LinkCtx(id=s.id, kind=s.kind, ifname=s.interface, ifindex=f.ifindex,
-                              local_mac=f.mac, peer_mac=s.peer_mac, vlan=vlan,
-                              priority=s.priority, mtu=mtu,
+                ctx = LinkCtx(ifname=s.interface, ifindex=f.ifindex, local_mac=f.mac,
+                              peer_mac=s.peer_mac, vlan=vlan, priority=s.priority, mtu=mtu,
                               payload_mtu=mtu - wire.SUBSTRATE_HLEN,
                               tx_header=wire.pack_eth_header(
-                                  s.peer_mac or wire.BROADCAST_MAC, f.mac, vlan, cfg.node.ethertype))
-            ctx.state = self.link_states[s.id]
-            ctx.in_vlinks = {}
+                                  s.peer_mac or wire.BROADCAST_MAC, f.mac, vlan,
+                                  cfg.node.ethertype), **common)
             links[s.id] = ctx
-        for (link_id, vli, direction), v in self.vlinks.items():
-            if direction == IN:
-                links[link_id].in_vlinks[vli] = v
 
         ifaces: dict[int, IfaceCtx] = {}
         by_if: dict[str, list[LinkCtx]] = {}
@@ -286,11 +316,26 @@ class Tables:
             f = self.facts[ifname]
             p2p = {(c.vlan.vid, c.peer_mac): c for c in ctxs if c.kind == "p2p"}
             multi = next((c for c in ctxs if c.kind == "multiaccess"), None)
-            ifaces[f.ifindex] = IfaceCtx(f.ifindex, ifname, f.mac, p2p,
+            ifaces[f.ifindex] = IfaceCtx(f.ifindex, ifname, f.mac, ro(p2p),
                                          frozenset(v for v, _ in p2p), multi)
         udp: dict = {}
         for ctx in links.values():
             if ctx.kind == "udp":
                 udp.setdefault(ctx.local, {})[ctx.remote] = ctx
-        return Snapshot(self.generation, cfg.node.ethertype, links, ifaces, udp, dict(self.vlinks),
-                        dict(self.path_mtu))
+        leads: dict[tuple, Leads] = {}
+        port_out: dict[tuple, tuple] = {}
+        queues: dict[tuple, int] = {}
+        for li in self.interfaces:
+            out = (li.substrate_link, li.out_vli, OUT)
+            leads[(li.substrate_link, li.in_vli, IN)] = Leads(
+                port=(li.vnet, li.name), learned_max=li.learned_max,
+                learned_ageing=li.learned_ageing)
+            port_out[(li.vnet, li.name)] = out
+            queues.setdefault(out, li.queue)
+        for sw in cfg.switches:
+            out = (sw.out_link, sw.out_vli, OUT)
+            leads[(sw.in_link, sw.in_vli, IN)] = Leads(out=out)
+            queues.setdefault(out, sw.queue)
+        return Snapshot(self.generation, cfg.node.ethertype, ro(links), ro(ifaces),
+                        ro({k: ro(v) for k, v in udp.items()}), ro(dict(self.vlinks)),
+                        ro(dict(self.path_mtu)), ro(leads), ro(port_out), ro(queues))

@@ -176,27 +176,30 @@ class KernelTier:
             peer = ctx.peer_mac if ctx.kind == "p2p" else bytes(6)
             links[_LINK_KEY.pack(ctx.ifindex, vid, gen, 0, peer, 0)] = _LINK_VAL.pack(
                 slot, ctx.payload_mtu, ctx.kind == "multiaccess")
-        for key, v in snap.vlinks.items():
-            if v.direction != IN or v.action != SWITCH or v.link_id not in eth:
+        for key, e in snap.inputs.items():
+            v = e.vlink
+            if e.action != SWITCH or v.link_id not in eth or e.out is None:
                 continue
-            out = v.port
-            octx = getattr(out, "port", None)
-            if octx is None or octx.kind == "udp" or out.meter is not None or \
-                    not (v.meter is None or isinstance(v.meter, TokenBucket)):
+            out = e.out
+            octx = out.ctx
+            if octx.kind == "udp" or out.meter is not None or \
+                    not (e.meter is None or isinstance(e.meter, TokenBucket)):
                 continue
-            chosen[key] = (v, out, snap.links[v.link_id], octx)
+            chosen[key] = (e, out, e.ctx, octx)
         self.vlink_slots.keep({k for vk, c in chosen.items() for k in (vk, c[1].key)})
-        for key, (v, out, _ictx, octx) in list(chosen.items()):
-            lslot, oslot = self.link_slots.of.get(v.link_id), self.link_slots.of.get(out.link_id)
+        for key, (e, out, _ictx, octx) in list(chosen.items()):
+            v = e.vlink
+            lslot = self.link_slots.of.get(v.link_id)
+            oslot = self.link_slots.of.get(out.vlink.link_id)
             islot = self._slot(self.vlink_slots, "vstats", key)
             outslot = self._slot(self.vlink_slots, "vstats", out.key)
             if None in (lslot, oslot, islot, outslot):       # counters full: the engine's
                 del chosen[key]
                 continue
             bucket = NO_BUCKET
-            if isinstance(v.meter, TokenBucket):
+            if isinstance(e.meter, TokenBucket):
                 bucket = islot
-                self._bucket(key, islot, v.meter)
+                self._bucket(key, islot, e.meter)
             if octx.kind == "p2p":
                 hdr = out.encap
             else:
@@ -244,10 +247,10 @@ class KernelTier:
                          _BUCKET.pack(0, 0, rate, burst, credit, stamp), BPF_F_LOCK)
         self.bucket_of[key] = (rate, burst)
 
-    def retune(self, v):
-        """``v``'s token bucket got a new rate: the program's bucket follows."""
-        if v.key in self.kernel_vlinks and isinstance(v.meter, TokenBucket):
-            self._bucket(v.key, self.vlink_slots.of[v.key], v.meter)
+    def retune(self, e):
+        """Entry ``e``'s token bucket got a new rate: the program's bucket follows."""
+        if e.key in self.kernel_vlinks and isinstance(e.meter, TokenBucket):
+            self._bucket(e.key, self.vlink_slots.of[e.key], e.meter)
 
     # -- counters ------------------------------------------------------------------------------
 
@@ -357,13 +360,10 @@ class KernelEngine:
             except (ebpf.BpfError, OSError) as e:
                 self._fail(e)
 
-    def retune(self, v):
-        self.inner.retune(v)
+    def retune(self, e):
+        self.inner.retune(e)
         if self.tier is not None:
-            self.tier.retune(v)
-
-    def output(self, v, payload, port):
-        self.inner.output(v, payload, port)
+            self.tier.retune(e)
 
     def process_eth(self, ifindex, frame, tci):
         self.inner.process_eth(ifindex, frame, tci)

@@ -20,7 +20,7 @@ def _rate(r):
 def _learned(p, entries: bool):
     """The learned-MAC table of a logical interface on a multiaccess link (None elsewhere):
     its counters, and with ``entries`` every entry."""
-    ctx = getattr(p.out, "port", None)
+    ctx = getattr(p.out, "ctx", None)
     if getattr(ctx, "kind", None) != "multiaccess":
         return None
     d = p.learned.stats()
@@ -52,12 +52,12 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
         links.append(d)
     vlinks = []
     for (link, vli, direction), v in sorted(tables.vlinks.items()):
-        meter = v.meter
+        meter = dp.meter_of(v.key)
         depth = getattr(meter, "depth", 0)
         vlinks.append({"substrate_link": link, "vli": vli, "direction": direction,
                        "vnet": v.vnet, "action": ACTION_NAMES[v.action], "owner": v.owner,
                        "rate": _rate(v.rate), "packets": v.packets, "bytes": v.bytes,
-                       "shaper": "kernel" if v.txsock is not None else
+                       "shaper": "kernel" if dp.is_kernel_shaped(v.key) else
                                  ("user" if meter is not None else "none"),
                        "queue_depth": depth, "drops": dict(v.drops),
                        # input: which tier forwards its frames (kernel: the eBPF program)
