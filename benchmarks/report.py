@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 GEN_CORE, FWD_CORE = 0, 1       # the cores run.py pins the generator and the forwarder to
+BASELINE = " [baseline]"        # a row's twin on the router of another commit (``--baseline``)
 
 
 # The acceptance ratios of the fast path issue, each from rows of the same run of this command.
@@ -38,7 +39,9 @@ def ratios(results) -> list[tuple[str, float, float, float]]:
     by = {(r.case, r.size): r for r in results}
     out = []
     extra = [(f"{r.case} / Linux bridge, {r.size} B", r.case, BRIDGE, r.size)
-             for r in results if r.case.startswith(VS_BRIDGE)]
+             for r in results if r.case.startswith(VS_BRIDGE) and BASELINE not in r.case]
+    extra += [(f"{r.case} / the same row on the baseline, {r.size} B", r.case,
+               r.case + BASELINE, r.size) for r in results if BASELINE not in r.case]
     for what, a, b, size in RATIOS + extra:
         ra, rb = by.get((a, size)), by.get((b, size))
         if ra is None or rb is None:

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from benchmarks import report, rows
 from benchmarks.common import BELL, MAC, Latency, Result, Shaped, core_busy, mac_bytes, machine
-from benchmarks.report import FWD_CORE, GEN_CORE, ratios, table
+from benchmarks.report import BASELINE, FWD_CORE, GEN_CORE, ratios, table
 from vnet_router.ops import netlink
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,7 @@ class Bench:
         self.progress = progress
         self.work = Path(tempfile.mkdtemp(prefix="vnet-bench-"))
         self.procs: list[subprocess.Popen] = []
+        self.code = ROOT        # the source tree the router runs from (``--baseline``: another)
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -127,7 +128,7 @@ class Bench:
         sock = self.work / f"{name}.sock"
         path.write_text(f'[node]\nname = "{name}"\ncontrol_socket = "{sock}"\n'
                         f'log_level = "info"\ndatapath = "{datapath}"\n' + cfg)
-        env = dict(os.environ, PYTHONPATH=str(ROOT), VNET_DATAPATH=datapath)
+        env = dict(os.environ, PYTHONPATH=str(self.code), VNET_DATAPATH=datapath)
         log = self.work / f"{name}.log"
         p = self.popen("rtr" if name == "r" else name, [sys.executable, "-m", "vnet_router.node.daemon",
                                                         "-c", str(path)],
@@ -462,11 +463,15 @@ relay(a, b, sys.argv[3], sys.argv[4])
 
 
 def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10,
-            relay=True, repeat=3, datapath="fast", idle_seconds=rows.IDLE_SECONDS):
+            relay=True, repeat=3, datapath="fast", idle_seconds=rows.IDLE_SECONDS,
+            baseline: Path | None = None):
     """Every case ``repeat`` times, the cases interleaved (run 1 of each, then run 2 ...), so a
     drift of the machine hits all of them alike; each row is the median run.  The rows of
     ``rows.py`` run the router on ``datapath``; one of them selected brings the Linux bridge,
-    their reference, along.  Returns (pps results, latency cases, shaped-link results, idle)."""
+    their reference, along.  With ``baseline`` (a source tree of another commit, its fast path
+    built in place) every router row has a twin, ``... [baseline]``, whose router runs that
+    code, interleaved with the row.  Returns (pps results, latency cases, shaped-link results,
+    idle)."""
     b = Bench(seconds, progress)
     lats, idle = [], []
     want = lambda name: not only or any(o in name for o in only)
@@ -489,6 +494,10 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
         progress(f" with {cases[1][0]}: the reference of the rows selected")
         only = list(only) + [cases[1][0]]
     cases = [c for c in cases + new if want(c[0])]
+    if baseline is not None:
+        cases = [x for name, setup in cases for x in
+                 [(name, setup)] + ([(name + BASELINE, _on_code(b, baseline, setup))]
+                                    if _runs_router(name) else [])]
     raw: dict[tuple, list] = {}
     try:
         for size in sizes:
@@ -514,6 +523,22 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
         lats = latency(pings, interval, rounds, progress, relay, crelay=want(rows.CRELAY_NAME),
                        kernel=datapath == "kernel" and want(KERNEL_LAT_NAME))
     return results, lats, shaped, idle
+
+
+def _runs_router(name: str) -> bool:
+    """Rows whose forwarder is the vnet router (not the generator, bridge, mirred, bare loop)."""
+    return not name.startswith(("(0)", "(a)", "(b)", "(e) bare"))
+
+
+def _on_code(b: Bench, code: Path, setup):
+    """``setup`` with the router started from source tree ``code``."""
+    def run():
+        b.code = code
+        try:
+            return setup()
+        finally:
+            b.code = ROOT
+    return run
 
 
 def _median_shaped(rs: list[Shaped]) -> Shaped:
@@ -551,7 +576,14 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"),
                    help="markdown report ('-': none); the PNG goes next to it")
     p.add_argument("--json", help="also write the raw results here")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="also run every router row with the router from DIR (a checkout of "
+                        "another commit, fast path built in place: `python3 setup.py build_ext "
+                        "--inplace`), interleaved; rows '... [baseline]' and their ratios")
     a = p.parse_args(argv)
+    if a.baseline is not None and not (a.baseline / "vnet_router").is_dir():
+        print(f"benchmarks: --baseline {a.baseline}: no vnet_router/ there", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("benchmarks: needs root (namespaces, veth, TAP)", file=sys.stderr)
         return 2
@@ -564,7 +596,8 @@ def main(argv=None):
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
     results, lats, shaped, idle = run_all(
         a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds, relay=a.relay,
-        repeat=a.repeat, datapath=a.datapath, idle_seconds=a.idle_seconds)
+        repeat=a.repeat, datapath=a.datapath, idle_seconds=a.idle_seconds,
+        baseline=a.baseline)
     text = table(results, lats, shaped, idle)
     print()
     print(text)
