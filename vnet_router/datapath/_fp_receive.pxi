@@ -74,7 +74,7 @@ cdef int _rx_frame(_Engine eng, _Sender s, int ifs, uint8_t *f, uint32_t n, int 
     return _rx_vlink(eng, s, t, link, v, f, start, length)
 
 cdef int _rx_vlink(_Engine eng, _Sender s, _Tables t, int link, int v, uint8_t *f, uint32_t start,
-                uint32_t length) except -1:
+                   uint32_t length) except -1:
     """A frame classified to input virtual link ``v`` (``Datapath.receive``'s second half):
     police, then deliver / switch / drop."""
     cdef VL *vl = &t.vls[v]
@@ -91,7 +91,7 @@ cdef int _rx_vlink(_Engine eng, _Sender s, _Tables t, int link, int v, uint8_t *
     return 0
 
 cdef int _rx_udp(_Engine eng, _Sender s, _Tables t, int j, uint8_t *f, uint32_t n,
-                    const uint8_t *name) except -1:
+                 const uint8_t *name) except -1:
     """One datagram received on UDP socket ``j`` from ``name`` (a sockaddr).  Mirrors
     ``classify.classify_udp`` + ``Datapath.receive``."""
     cdef int k, link = -1, v
@@ -128,7 +128,7 @@ cdef int _rx_udp(_Engine eng, _Sender s, _Tables t, int j, uint8_t *f, uint32_t 
     return _rx_vlink(eng, s, t, link, v, f, 2, length)
 
 cdef bint _rx_control(_Engine eng, _Sender s, _Tables t, int link, uint8_t *f, uint32_t n,
-                   uint32_t start, uint32_t length) except -1:
+                      uint32_t start, uint32_t length) except -1:
     """VLI 0: hand a copy of the frame to the control plane (``Datapath.on_control``, as
     the reference does); False if there is none or it refused the frame.  From the ring
     thread the control plane gets it in the loop thread (it is counted there if refused)."""
@@ -146,7 +146,7 @@ cdef bint _rx_control(_Engine eng, _Sender s, _Tables t, int link, uint8_t *f, u
     return bool(eng.dp.on_control(t.link_objs[link], memoryview(frame), start, length))
 
 cdef int _rx_deliver(_Engine eng, _Tables t, int v, int link, uint8_t *f, uint32_t start,
-                  uint32_t length) except -1:
+                     uint32_t length) except -1:
     cdef VL *vl = &t.vls[v]
     cdef Port *p
     if vl.port < 0:

@@ -83,7 +83,7 @@ cdef inline double _departure(VL *vl) noexcept nogil:
 # -- output --------------------------------------------------------------------------------
 
 cdef int _tx_output(_Engine eng, _Sender s, _Tables t, int o, uint8_t *payload, uint32_t length,
-                 const uint8_t *dst, int pi) except -1:
+                    const uint8_t *dst, int pi) except -1:
     """Send ``payload`` on output virtual link ``o`` of table ``t`` (``Datapath.output``:
     MTU, shaper, encapsulation); ``dst``: outer destination MAC instead of the link's
     (multiaccess, learned), ``pi``: the port it came from (-1: switched).  The table is the
@@ -118,7 +118,7 @@ cdef int _tx_output(_Engine eng, _Sender s, _Tables t, int o, uint8_t *payload, 
     return _tx_send(eng, s, t, o, payload, length, dst)
 
 cdef int _tx_send(_Engine eng, _Sender s, _Tables t, int o, uint8_t *payload, uint32_t length,
-               const uint8_t *dst) except -1:
+                  const uint8_t *dst) except -1:
     """Queue one frame for the batched send (``payload`` must stay put until the flush)."""
     cdef VL *vl = &t.vls[o]
     cdef Link *ln

@@ -5,8 +5,8 @@ entries.Compiled`) and one received frame and return ``(reason, link ctx, input 
 offset, payload length)``.
 ``reason`` is None for a frame to act on, else the drop reason (or an ignore reason,
 ``tables.IGNORE_REASONS``: ``not_member``, a multiaccess frame of a vNet this node does not
-host: its VLI is unknown here and it is not addressed to this node's MAC); link ctx / entry are filled as
-far as the frame got.  They never raise on frame contents.  The reference datapath calls them
+host: its VLI is unknown here and it is not addressed to this node's MAC); link ctx / entry are
+filled as far as the frame got.  They never raise on frame contents.  The reference datapath calls them
 per frame; the compiled engine (``_fastpath.pyx``) implements the same rule in C on the same
 snapshot, and the differential tests hold the two to the same answers.
 """
