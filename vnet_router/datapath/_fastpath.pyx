@@ -176,29 +176,8 @@ DEF UDP_BATCH = 64         # datagrams per recvmmsg
 DEF UDP_KEY = 0x10000      # epoll data of UDP socket j: UDP_KEY + j
 DEF LCACHE = 1024         # learned-MAC cache slots per port (a power of two)
 DEF UNKNOWN = 0x1000000000000   # LCE.outer: the table did not know the MAC (no 48-bit MAC)
-DEF K_P2P = 0
-DEF K_MULTI = 1
-DEF K_UDP = 2
-
-# reason indexes -> names (tables.DROP_REASONS)
-_REASONS = ("short", "bad_len", "unknown_vlan", "bad_peer", "no_link", "unknown_vli", "control",
-            "oversize", "policed", "tap_error", "queue_full", "vli_drop", "send_error",
-            "control_queue", "too_big")
-DEF R_SHORT = 0
-DEF R_BAD_LEN = 1
-DEF R_UNKNOWN_VLAN = 2
-DEF R_BAD_PEER = 3
-DEF R_NO_LINK = 4
-DEF R_UNKNOWN_VLI = 5
-DEF R_CONTROL = 6
-DEF R_OVERSIZE = 7
-DEF R_POLICED = 8
-DEF R_TAP_ERROR = 9
-DEF R_QUEUE_FULL = 10
-DEF R_VLI_DROP = 11
-DEF R_SEND_ERROR = 12
-DEF R_CONTROL_QUEUE = 13
-DEF R_TOO_BIG = 14
+# drop reasons (R_*, N_REASONS, DROP_REASON_NAMES), link kinds (K_*): model/names.py, generated
+include "_names.pxi"
 DEF CONTROL_QUEUE = 1024   # VLI-0 frames the ring thread may have handed to the loop at once
 
 
@@ -791,7 +770,7 @@ cdef class _Engine:
     # -- slow paths: the core's code ---------------------------------------------------------
 
     cdef void _drop(self, _Tables t, int reason, int link, int vl):
-        self.dp.drop(_REASONS[reason], t.link_objs[link] if link >= 0 else None,
+        self.dp.drop(DROP_REASON_NAMES[reason], t.link_objs[link] if link >= 0 else None,
                       t.vl_objs[vl] if vl >= 0 else None)
 
     # -- receive ------------------------------------------------------------------------------
