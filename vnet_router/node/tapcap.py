@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 
-from vnet_router.node.kernel import counter_names
+from vnet_router.model.names import CAPTURE_COUNTERS
 from vnet_router.ops import ebpf
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ TC_HANDLE, TC_PRIORITY = 0x564E, 2
 TUNGETIFF = 0x800454D2
 TUNGETDEVNETNS = 0x54E3
 SO_NETNS_COOKIE = 71
-COUNTERS = counter_names(SOURCE)    # its `// vnet-counters:` line: taken ring_full passed
+COUNTERS = CAPTURE_COUNTERS.ordered()   # by index in its counters map: taken ring_full passed
 SYNC_S = 0.2                # the ring thread reads the kernel's drop count at most this often
 _KEY = struct.Struct("<QII")
 _VAL = struct.Struct("<II")
