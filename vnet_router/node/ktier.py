@@ -93,7 +93,7 @@ class KernelTier:
 
     def __init__(self, dp):
         self.dp = dp
-        self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "substrate.bpf.c")
+        self.prog = ebpf.load_shipped(SOURCE)
         self.tc_fd = self.prog.programs["substrate_tc"]
         self.attached: dict[int, ebpf.Attachment] = {}
         self.rebound: dict[int, socket.socket] = {}  # ifindex -> its ring socket, rebound
@@ -313,7 +313,7 @@ class KernelEngine:
         self.inner = fast_module().CEngine(dp)
         self.tier: KernelTier | None = None
         self._timer = None
-        why = ebpf.available()
+        why = ebpf.available(compiler=False)
         if why is None:
             try:
                 self.tier = KernelTier(dp)

@@ -67,7 +67,7 @@ class TapCapture:
     """The program, its attachments and its tables (see the module docstring)."""
 
     def __init__(self):
-        self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "tap_capture.bpf.c")
+        self.prog = ebpf.load_shipped(SOURCE)
         frames = self.prog.maps["frames"]
         self.ring_fd, self.ring_size = frames.fd, frames.max_entries
         self.ports_fd = self.prog.maps["ports"].fd
@@ -87,7 +87,7 @@ class TapCapture:
         if mode == "off":
             log.info("TAP capture: off; TAPs are read with read()")
             return None
-        why = ebpf.available()
+        why = ebpf.available(compiler=False)
         if why is None:
             try:
                 return cls()
