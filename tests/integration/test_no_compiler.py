@@ -29,7 +29,7 @@ NO_PATH = "/nonexistent"
 
 def _outdated() -> list[str]:
     return [src.name for src in sorted(ebpf.BPF_DIR.glob("*.bpf.c"))
-            if ebpf._outdated(src, src.with_suffix(".o")) is not None]
+            if ebpf.outdated(src, src.with_suffix(".o")) is not None]
 
 
 @pytest.fixture(scope="module")

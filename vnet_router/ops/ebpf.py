@@ -210,7 +210,7 @@ def shipped_object(source: str | Path) -> bytes:
     beside it: compiled from the source (:func:`compile_c`, clang needed)."""
     source = Path(source)
     obj = source.with_suffix(".o")
-    why = _outdated(source, obj)
+    why = outdated(source, obj)
     if why is None:
         return obj.read_bytes()
     if shutil.which(CLANG) is None:
@@ -229,7 +229,7 @@ def load_shipped(source: str | Path) -> "Program":
     return Program(shipped_object(source), Path(source).name)
 
 
-def _outdated(source: Path, obj: Path) -> str | None:
+def outdated(source: Path, obj: Path) -> str | None:
     """Why ``obj`` cannot stand for ``source`` (None: it can)."""
     try:
         built = obj.stat().st_mtime_ns
