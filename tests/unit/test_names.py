@@ -62,3 +62,16 @@ def test_the_model_and_the_compiled_engine_read_the_table():
         pytest.skip("the compiled engine is not built (test_datapaths says so)")
     assert _fastpath.DROP_REASON_NAMES == names.DROP_REASONS
     assert _fastpath.LINK_KIND_NAMES == names.LINK_KIND_NAMES
+
+
+def test_the_cython_names_hold_the_contract_of_the_compiled_engine():
+    """What the engine's units use: one ``cdef enum:`` with R_<REASON> = its number for every
+    drop reason, N_REASONS, K_P2P/K_MULTI/K_UDP, and DROP_REASON_NAMES by number."""
+    pxi = namegen.pxi()
+    enum = pxi.split("cdef enum:\n", 1)[1].split("\n\n", 1)[0]
+    for i, reason in enumerate(names.DROP_REASONS):
+        assert f"    R_{reason.upper()} = {i} " in enum
+    assert f"    N_REASONS = {len(names.DROP_REASONS)}\n" in enum
+    for const, i in (("K_P2P", 0), ("K_MULTI", 1), ("K_UDP", 2)):
+        assert f"    {const} = {i} " in enum
+    assert pxi.count("cdef enum:") == 1 and "\nDROP_REASON_NAMES = (\n" in pxi
