@@ -8,7 +8,8 @@ cd "$(dirname "$0")"
 
 # python3-rich: vnetctl draws its tables with rich, and the tests run it as an unprivileged user
 # with the system python (/usr/bin/python3), which must have it where pip installs elsewhere;
-# clang, llvm, libbpf-dev: kernel instances (eBPF programs compiled at first use, loaded with libbpf);
+# clang, llvm, libbpf-dev: the eBPF programs (shipped ones built by the pip install below into
+# vnet_router/bpf/*.bpf.o, kernel instances users write compiled at load), loaded with libbpf;
 # bubblewrap + libseccomp2: vnet-hostd's protocol instances (mount view, seccomp filter)
 APT_PACKAGES="iproute2 iputils-ping iperf3 tcpdump util-linux procps ethtool prometheus systemd netsniff-ng build-essential bird2 python3-rich python3-venv clang llvm libbpf-dev bubblewrap libseccomp2"
 

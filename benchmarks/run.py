@@ -292,8 +292,7 @@ class Bench:
         return {"direction": "tap_out"}
 
     def setup_bare_tap(self):
-        script = self.work / "bare_tap.py"
-        script.write_text(_BARE_TAP)
+        script = ROOT / "benchmarks" / "bare_tap.py"
         self.popen("rtr", [sys.executable, str(script), "r0", "bt0"], core=FWD_CORE,
                    env=dict(os.environ, PYTHONPATH=str(ROOT)))
         deadline = time.time() + 10
@@ -313,9 +312,7 @@ class Bench:
         self.build()
         if via_router in ("relay", "crelay"):       # bare Python relay / C relay (crelay.c)
             if via_router == "relay":
-                script = self.work / "bare_relay.py"
-                script.write_text(_BARE_RELAY)
-                argv = [sys.executable, str(script)]
+                argv = [sys.executable, str(ROOT / "benchmarks" / "bare_relay.py")]
             else:
                 argv = [str(rows.build_crelay(self.work))]
             hdr = lambda dst, src, vlan, vli: (_b(dst) + _b(src) + b"\x81\x00" +
@@ -370,7 +367,7 @@ def latency(count: int, interval: float, rounds: int, progress=print,
     The end-systems' routers run on core GEN_CORE, so the bridge forwards there too (in the
     softirq of the sender).  The vnet router is measured twice: on that same core, and on
     core FWD_CORE, where every hop crosses cores and wakes an idle vCPU.  With ``relay``, a bare
-    Python relay (``_BARE_RELAY``) on each core shows what any user-space hop costs here; with
+    Python relay (``bare_relay.py``) on each core shows what any user-space hop costs here; with
     ``crelay``, so does the C relay (``crelay.c``, compiled now), the floor of such a hop; with
     ``kernel``, the router on the kernel tier (it forwards in the sender's softirq, as the
     bridge does, so its core does not matter)."""
@@ -410,57 +407,6 @@ def latency(count: int, interval: float, rounds: int, progress=print,
 
 _SEND_ONE = ("import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0); "
              "s.bind(('{dev}', 0)); s.send(bytes.fromhex('{frame}'))")
-
-# The yardstick of acceptance point 3: a bare Python recv + os.write loop into a TAP.
-_BARE_TAP = """
-import os, socket, sys
-from vnet_router.datapath import packet_io
-from vnet_router.ops.tap import Tap
-s = packet_io.open_rx(sys.argv[1], 0x88B5)
-s.setblocking(True)
-tap = Tap()
-os.set_blocking(tap.fd, True)
-os.system(f"ip link set dev {tap.tmpname} name {sys.argv[2]}")
-os.system(f"ip link set dev {sys.argv[2]} up")
-buf = bytearray(65600)
-view = memoryview(buf)
-fd = tap.fd
-recv_into = s.recv_into
-write = os.write
-while True:
-    n = recv_into(buf)
-    try:
-        write(fd, view[18:n])
-    except OSError:
-        pass
-"""
-
-
-# The latency yardstick: the least a user-space forwarder can do here -- a bare Python relay,
-# one thread per direction blocked in recv(), the VLI swap as a byte splice, one send() per
-# frame, no tables, no counters.  argv: in_if out_if, then per direction the VLI in, and the
-# output header (dst MAC, src MAC, VLAN, VLI out) as hex.
-_BARE_RELAY = """
-import socket, sys, threading
-from vnet_router.datapath import packet_io
-a, b = sys.argv[1], sys.argv[2]
-def relay(src, dst, vli_in, hdr):
-    rx = packet_io.open_rx(src, 0x88B5)
-    rx.setblocking(True)
-    tx = packet_io.open_tx(dst)
-    tx.setblocking(True)
-    want = int(vli_in).to_bytes(2, "big")
-    hdr = bytes.fromhex(hdr)
-    buf = bytearray(65600)
-    view = memoryview(buf)
-    while True:
-        n = rx.recv_into(buf)
-        if n >= 18 and view[14:16] == want:
-            tx.send(hdr + view[16:n])
-threading.Thread(target=relay, args=(b, a, sys.argv[5], sys.argv[6]), daemon=True).start()
-relay(a, b, sys.argv[3], sys.argv[4])
-"""
-
 
 def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=10,
             relay=True, repeat=3, datapath="fast", idle_seconds=rows.IDLE_SECONDS,

@@ -14,6 +14,7 @@ from vnet_router.model.toml import dump_toml
 from vnet_router.lab.lab import Lab
 from vnet_router.lab import topology
 from vnet_router.datapath.classify import classify_eth
+from vnet_router.datapath.entries import bind
 from vnet_router.model.tables import IfaceFacts, Tables
 
 pytestmark = pytest.mark.root
@@ -91,7 +92,8 @@ def test_vlan_tag_is_stripped_on_veth_and_classified(tmp_path):
     assert got[12:14] == b"\x88\xb5"                  # and gone from the bytes
     cfg = loads(dump_toml(t.router_config(t.p2p("p", "e0", peer_mac=p_mac, vlan=10),
                                           ("drop", {"substrate_link": "p", "vli": 42}))))
-    snap = Tables(cfg, {"e0": IfaceFacts(7, bytes.fromhex(q_mac.replace(":", "")), 1500)}).compile()
+    snap = bind(Tables(cfg, {"e0": IfaceFacts(7, bytes.fromhex(q_mac.replace(":", "")),
+                                               1500)}).compile(), {}, lambda *a: None, {})
     stripped = classify_eth(snap, 7, got, int(got_tci))
     inline = classify_eth(snap, 7, frame, None)
     assert stripped[0] is None and inline[0] is None

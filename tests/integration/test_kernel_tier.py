@@ -4,6 +4,7 @@ program at TC ingress, everything else by the compiled engine, one set of counte
 a --p2p-- r1 --p2p-- r2 --p2p-- b as in test_passthrough, r1 on the kernel tier; r1's second
 switch pair has a user-space-shaped output, which stays in the engine.
 """
+import copy
 import os
 import re
 import subprocess
@@ -25,7 +26,7 @@ pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 def _kernel(topo, **r1_tables):
     """PASSTHROUGH with r1 on the kernel tier (``r1_tables``: more of r1's router tables)."""
-    out = t.Topo({k: [dict(e) for e in v] for k, v in topo.items()})
+    out = t.Topo(copy.deepcopy({k: v for k, v in topo.items()}))     # a test may edit it
     for n in out["node"]:
         if n["name"] == "r1":
             n["router"] = dict(n.get("router", {}), **r1_tables)

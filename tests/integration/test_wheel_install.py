@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 SRC = Path(__file__).resolve().parents[2]
 _IGNORE = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
-                                 ".pytest_cache", ".hypothesis", "*.so", "_fastpath.c",
+                                 ".pytest_cache", ".hypothesis", "*.so", "_fastpath.c", "*.bpf.o",
                                  "vnet-demo-rates.png")
 
 
@@ -53,6 +53,9 @@ def venv(tmp_path_factory):
     assert "vnet_router/data/etc/lab/demo.toml" in names
     assert "vnet_router/data/systemd/vnet-router@.service" in names
     assert "vnet_router/bpf/vnp_router.bpf.c" in names          # kernel instances: C source
+    if shutil.which("clang"):                                   # built with the package
+        for prog in ("substrate", "tap_capture", "vnp_router"):
+            assert f"vnet_router/bpf/{prog}.bpf.o" in names, names
     print(f"wheel {wheel.name}: fast path "
           f"{'compiled' if any(n.endswith('.so') for n in names) else 'NOT compiled'}")
     env = tmp / "venv"

@@ -29,7 +29,7 @@ def test_choose_kernel(monkeypatch, loop):
     monkeypatch.delenv(datapaths.ENV, raising=False)
     with pytest.raises(datapaths.DatapathUnavailable, match="no kernel tier"):
         datapaths.choose("kernel")
-    monkeypatch.setattr(ebpf, "available", lambda: "libbpf is missing (test)")
+    monkeypatch.setattr(ebpf, "available", lambda compiler=True: "libbpf is missing (test)")
     dp = datapaths.choose("kernel", KernelEngine)(_tables(), loop)
     assert type(dp) is Datapath and isinstance(dp.engine, KernelEngine)
     dp.close()
@@ -40,7 +40,8 @@ def _errors(caplog):
 
 
 def test_no_bpf_is_one_error_line_and_the_fast_path(monkeypatch, loop, caplog):
-    monkeypatch.setattr(ebpf, "available", lambda: "libbpf is missing (libbpf.so.1: none)")
+    monkeypatch.setattr(ebpf, "available",
+                        lambda compiler=True: "libbpf is missing (libbpf.so.1: none)")
     with caplog.at_level(logging.INFO):
         dp = Datapath(_tables(), KernelEngine, loop)
         dp.install(dp.tables.compile())

@@ -25,6 +25,7 @@
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
+#include "vnet_names.h"     /* counter indexes: generated from vnet_router/model/names.py */
 
 #define MAX_LINKS 1024
 #define MAX_VLINKS 16384
@@ -83,8 +84,8 @@ struct bucket {                 /* the reference TokenBucket in integers */
 	__u64 stamp;            /* ns, bpf_ktime_get_ns */
 };
 
-struct vstat { __u64 packets, bytes, policed, too_big; };
-struct lstat { __u64 rx_packets, rx_bytes, tx_packets, tx_bytes; };
+struct vstat { __u64 n[VSTAT_N]; };     /* by enum vnet_vstat */
+struct lstat { __u64 n[LSTAT_N]; };     /* by enum vnet_lstat */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -267,16 +268,16 @@ int substrate_tc(struct __sk_buff *skb)
 	lout = bpf_map_lookup_elem(&lstats, &e->out_link_slot);
 	if (!lin || !vin || !vout || !lout)
 		return TC_ACT_OK;
-	lin->rx_packets++;
-	lin->rx_bytes += skb->len;
+	lin->n[LSTAT_RX_PACKETS]++;
+	lin->n[LSTAT_RX_BYTES] += skb->len;
 	if (e->bucket != NO_BUCKET && !take(e->bucket, d.len)) {
-		vin->policed++;
+		vin->n[VSTAT_POLICED]++;
 		return TC_ACT_SHOT;
 	}
-	vin->packets++;
-	vin->bytes += d.len;
+	vin->n[VSTAT_PACKETS]++;
+	vin->n[VSTAT_BYTES] += d.len;
 	if (d.len > e->out_payload_mtu) {
-		vout->too_big++;
+		vout->n[VSTAT_TOO_BIG]++;
 		return TC_ACT_SHOT;
 	}
 	__u32 hlen = e->hlen, ifindex = e->out_ifindex, priority = e->priority;
@@ -305,10 +306,10 @@ int substrate_tc(struct __sk_buff *skb)
 	skb->priority = priority;
 	/* link counters before the virtual link's: the daemon reads the virtual links' first, so a
 	 * frame it sees there it sees on its links too */
-	lout->tx_packets++;
-	lout->tx_bytes += len;
-	vout->packets++;
-	vout->bytes += len;
+	lout->n[LSTAT_TX_PACKETS]++;
+	lout->n[LSTAT_TX_BYTES] += len;
+	vout->n[VSTAT_PACKETS]++;
+	vout->n[VSTAT_BYTES] += len;
 	return bpf_redirect(ifindex, 0);
 }
 

@@ -27,19 +27,17 @@
  * Records: struct rec (8 bytes) then the frame; reserved at one of three fixed sizes (the
  * verifier wants a constant size), so small frames take little ring.
  */
-// vnet-counters: taken ring_full passed
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include "vnet_names.h"     /* enum vnet_cap_counter: generated from vnet_router/model/names.py */
 
 #define SMALL 128
 #define LARGE 1536
 #define JUMBO 9216
 #define CHECKSUM_PARTIAL 3
 #define ETH_HLEN 14
-
-enum counter { TAKEN, RING_FULL, PASSED, N_COUNTERS };
 
 struct port_key {
 	__u64 netns;            /* bpf_get_netns_cookie: SO_NETNS_COOKIE of the TAP's namespace */
@@ -80,7 +78,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, N_COUNTERS);
+	__uint(max_entries, CAP_N);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -97,18 +95,18 @@ static __always_inline void count(__u32 c)
 	do {                                                                           \
 		struct rec *r = bpf_ringbuf_reserve(&frames, sizeof(struct rec) + SIZE, 0); \
 		if (!r) {                                                              \
-			count(RING_FULL);                                              \
+			count(CAP_RING_FULL);                                          \
 			return TC_ACT_SHOT;                                            \
 		}                                                                      \
 		if (len > SIZE || bpf_skb_load_bytes(skb, 0, r->data, len) != 0) {     \
 			bpf_ringbuf_discard(r, 0);                                     \
-			count(PASSED);                                                 \
+			count(CAP_PASSED);                                             \
 			return TC_ACT_OK;                                              \
 		}                                                                      \
 		r->id = p->id;                                                         \
 		r->len = len;                                                          \
 		bpf_ringbuf_submit(r, 0);                                              \
-		count(TAKEN);                                                          \
+		count(CAP_TAKEN);                                                      \
 		return TC_ACT_STOLEN;                                                  \
 	} while (0)
 
@@ -125,7 +123,7 @@ int tap_capture(struct __sk_buff *skb)
 	kskb = bpf_cast_to_kern_ctx(skb);
 	if (p->paused || skb->gso_size || skb->vlan_present || len < ETH_HLEN || len > JUMBO ||
 	    BPF_CORE_READ_BITFIELD_PROBED(kskb, ip_summed) == CHECKSUM_PARTIAL) {
-		count(PASSED);
+		count(CAP_PASSED);
 		return TC_ACT_OK;
 	}
 	if (len <= SMALL)

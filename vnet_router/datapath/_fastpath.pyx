@@ -55,28 +55,9 @@ from vnet_router.model.tables import DELIVER, SWITCH, DROP, IN, OUT
 
 log = logging.getLogger("vnet_router.datapath.fast")
 
-# reason indexes -> names (tables.DROP_REASONS)
-_REASONS = ("short", "bad_len", "unknown_vlan", "bad_peer", "no_link", "unknown_vli", "control",
-            "oversize", "policed", "tap_error", "queue_full", "vli_drop", "send_error",
-            "control_queue", "too_big")
-DEF R_SHORT = 0
-DEF R_BAD_LEN = 1
-DEF R_UNKNOWN_VLAN = 2
-DEF R_BAD_PEER = 3
-DEF R_NO_LINK = 4
-DEF R_UNKNOWN_VLI = 5
-DEF R_CONTROL = 6
-DEF R_OVERSIZE = 7
-DEF R_POLICED = 8
-DEF R_TAP_ERROR = 9
-DEF R_QUEUE_FULL = 10
-DEF R_VLI_DROP = 11
-DEF R_SEND_ERROR = 12
-DEF R_CONTROL_QUEUE = 13
-DEF R_TOO_BIG = 14
-DEF K_P2P = 0
-DEF K_MULTI = 1
-DEF K_UDP = 2
+# drop reasons and link kinds, numbered once in model/names.py (python3 -m
+# vnet_router.model.namegen writes this file)
+include "_names.pxi"
 
 include "_fp_tables.pxi"
 include "_fp_transmit.pxi"

@@ -151,7 +151,7 @@ cdef class _Engine:
     # -- slow paths: the core's code ---------------------------------------------------------
 
     cdef void _drop(self, _Tables t, int reason, int link, int vl):
-        self.dp.drop(_REASONS[reason], t.link_objs[link] if link >= 0 else None,
+        self.dp.drop(DROP_REASON_NAMES[reason], t.link_objs[link] if link >= 0 else None,
                       t.vl_models[vl] if vl >= 0 else None)
 
     def _control_later(self, ctx, frame, start, length):

@@ -12,7 +12,7 @@ entries.py``) and swaps the result in atomically.
 A :class:`VLink` holds a virtual link's configuration and its counters, nothing of the
 datapath's; it is shared by successive snapshots, so counters survive a recompile.
 
-This module imports only ``wire`` and ``config``; it does no I/O.
+This module imports only ``wire``, ``config`` and ``names``; it does no I/O.
 """
 from __future__ import annotations
 
@@ -22,38 +22,16 @@ from types import MappingProxyType
 from typing import Mapping
 
 from vnet_router.wire import substrate as wire
+from vnet_router.model import names
 from vnet_router.model.config import NodeConfig, Rate
 
 DELIVER, SWITCH, DROP = 1, 2, 3
 ACTION_NAMES = {DELIVER: "deliver", SWITCH: "switch", DROP: "drop"}
 IN, OUT = "in", "out"
 
-# Drop reasons: each has its own counter (globally and per substrate link where known).
-DROP_REASONS = (
-    "short",            # shorter than the Ethernet / VLAN / substrate header
-    "bad_len",          # LEN larger than what arrived
-    "unknown_vlan",     # tagged with a VLAN id no p2p substrate link of the interface uses
-    "bad_peer",         # p2p VLAN frame from a MAC that is not the configured peer
-    "no_link",          # untagged but no multiaccess link here / UDP from an unknown remote
-    "unknown_vli",      # no virtual link with this VLI on the substrate link
-    "control",          # VLI 0 frame that does not parse (or no control plane runs)
-    "oversize",         # larger than the substrate link MTU or the logical interface
-    "policed",          # input token bucket empty
-    "queue_full",       # output shaper queue full
-    "vli_drop",         # virtual link configured with action drop
-    "tap_error",        # the logical interface refused the frame
-    "send_error",       # the substrate interface refused the frame
-    "ring_full",        # the kernel found no room in the receive ring / socket buffer
-    "control_queue",    # VLI 0 frame beyond the bounded queue to the control plane
-    "too_big",          # switched (or sent) frame larger than the output substrate link carries
-)
-
-# Ignore reasons: frames that are not for this node and are dropped as a matter of course, not
-# as a fault -- counted apart from the drops (``vnet_ignored_total``), which the alert rules watch.
-IGNORE_REASONS = (
-    "not_member",       # multiaccess: a vNet this node does not host (VLI unknown here, frame
-                        # not addressed to this node's MAC)
-)
+# Drop reasons and ignore reasons (each has its own counter, globally and per substrate link
+# where known) are written once, numbered, in names.py; these are their names in number order.
+DROP_REASONS, IGNORE_REASONS = names.DROP_REASONS, names.IGNORE_REASONS
 
 
 class LinkState:

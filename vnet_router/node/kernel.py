@@ -3,13 +3,14 @@ program at TC ingress of the vNet's logical interfaces, checked by the kernel's 
 
 ``vnetctl instance start NAME --vnet V --kernel PROGRAM --interface I [--interface ...]
 [--route NET=I ...]`` (both daemons) builds PROGRAM (a shipped name such as ``vnp_router``,
-``vnet_router/bpf/NAME.bpf.c``, or the path of a C source), loads it once (the verifier
-runs here: a refused program comes back with its log and nothing is attached), fills its
-read-only tables and attaches the one program to every listed interface (so the interfaces
-share its maps).  ``instance stop NAME`` detaches it and removes the clsact qdisc when the
-instance added it, so the interfaces are as they were; the program and its maps go when the
-last descriptor closes.  Logical interfaces are the daemon's TAPs: a TAP that goes (vNet
-removed, daemon killed) takes the attachment with it.
+``vnet_router/bpf/NAME.bpf.c``, whose object was built with the package, or the path of a C
+source, compiled here with clang), loads it once (the verifier runs here: a refused program
+comes back with its log and nothing is attached), fills its read-only tables and attaches the
+one program to every listed interface (so the interfaces share its maps).  ``instance stop
+NAME`` detaches it and removes the clsact qdisc when the instance added it, so the interfaces
+are as they were; the program and its maps go when the last descriptor closes.  Logical
+interfaces are the daemon's TAPs: a TAP that goes (vNet removed, daemon killed) takes the
+attachment with it.
 
 The program's view of the substrate (the paper's read-only tables) is two maps the daemon
 fills, which the program must declare with ``BPF_F_RDONLY_PROG`` (the verifier then refuses
@@ -19,9 +20,10 @@ any store into them; a program that declares them writable is refused here):
 * ``vnet_routes``: NET (u32) -> ifindex (u32): ``--route`` entries.
 
 Its ``counters`` map (array or per-CPU array of u64) is read into ``vnetctl instance list``
-and ``show``, named by the source's ``// vnet-counters: NAME ...`` line; other maps are
-listed with their entries (hex).  This module decides what is loaded where; ``ops/ebpf.py``
-does the loading.
+and ``show``, by index, named by the source's ``// vnet-counters: NAME ...`` line (the
+interface of the programs users write; the project's own programs take their counter names
+from ``model/names.py``); other maps are listed with their entries (hex).  This module
+decides what is loaded where; ``ops/ebpf.py`` does the loading.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ from vnet_router.ops import ebpf
 
 log = logging.getLogger("vnet_router.kernel")
 
-PROGRAM_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bpf")
+PROGRAM_DIR = str(ebpf.BPF_DIR)
 HANDLE = PRIORITY = 0x564E          # our TC filter (the project's marker, as HTB's 564e:)
 TABLES = ("vnet_ports", "vnet_routes")
 _PORT = struct.Struct("<I6sH")
@@ -120,6 +122,7 @@ def shipped() -> list[str]:
 
 
 def counter_names(path: str) -> tuple:
+    """The names of a user's program's counters: its ``// vnet-counters: NAME ...`` line."""
     with open(path, errors="replace") as f:
         for line in f:
             m = re.match(r"\s*//\s*vnet-counters:\s*(.*)$", line)
@@ -175,7 +178,10 @@ class KernelInstances:
         try:
             try:
                 path = resolve(program)
-                prog = ebpf.Program(ebpf.compile_c(path), name)
+                if os.path.dirname(path) == PROGRAM_DIR:         # shipped: built with the package
+                    prog = ebpf.Program(ebpf.shipped_object(path), name)
+                else:
+                    prog = ebpf.Program(ebpf.compile_c(path), name)
             except (ebpf.BpfError, OSError) as e:
                 self.stopped["refused"] += 1
                 raise KernelError(str(e)) from None

@@ -40,6 +40,7 @@ import time
 
 from vnet_router.datapath import packet_io
 from vnet_router.datapath.meters import TokenBucket
+from vnet_router.model.names import LINK_COUNTERS, VLINK_COUNTERS
 from vnet_router.model.tables import IN, SWITCH
 from vnet_router.ops import ebpf
 from vnet_router.wire import substrate as wire
@@ -59,8 +60,8 @@ _LINK_VAL = struct.Struct("<III")
 _VLI_KEY = struct.Struct("<IHBB")
 _VLI_VAL = struct.Struct("<8I20s")
 _BUCKET = struct.Struct("<IIQQQQ")          # lock, pad, rate B/s, burst B, credit B*ns, stamp
-_VSTAT = struct.Struct("<4Q")
-_LSTAT = struct.Struct("<4Q")
+_VSTAT = struct.Struct(f"<{len(VLINK_COUNTERS.names)}Q")    # u64 by index: model/names.py
+_LSTAT = struct.Struct(f"<{len(LINK_COUNTERS.names)}Q")
 NS = 1_000_000_000
 
 
@@ -92,7 +93,7 @@ class KernelTier:
 
     def __init__(self, dp):
         self.dp = dp
-        self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "substrate.bpf.c")
+        self.prog = ebpf.load_shipped(SOURCE)
         self.tc_fd = self.prog.programs["substrate_tc"]
         self.attached: dict[int, ebpf.Attachment] = {}
         self.rebound: dict[int, socket.socket] = {}  # ifindex -> its ring socket, rebound
@@ -257,13 +258,15 @@ class KernelTier:
     def _read(self, counters: str, slot: int) -> tuple:
         per_cpu = self.prog.lookup(counters, slot.to_bytes(4, "little")) or []
         fmt = _VSTAT if counters == "vstats" else _LSTAT
-        return tuple(map(sum, zip(*(fmt.unpack(b) for b in per_cpu)))) or (0, 0, 0, 0)
+        return tuple(map(sum, zip(*(fmt.unpack(b) for b in per_cpu)))) or (0,) * (fmt.size // 8)
 
-    def _delta(self, counters: str, slot: int) -> tuple:
+    def _delta(self, counters: str, slot: int) -> dict[str, int]:
+        """What moved since the last read, by counter name (model/names.py: index -> name)."""
         now = self._read(counters, slot)
-        before = self.last.get((counters, slot), (0, 0, 0, 0))
+        before = self.last.get((counters, slot), (0,) * len(now))
         self.last[(counters, slot)] = now
-        return tuple(a - b for a, b in zip(now, before))
+        names = VLINK_COUNTERS if counters == "vstats" else LINK_COUNTERS
+        return dict(zip(names.ordered(), (a - b for a, b in zip(now, before))))
 
     def sync(self):
         """Add what the program counted since the last sync to the datapath's counters."""
@@ -272,21 +275,22 @@ class KernelTier:
         # virtual links first: the program counts a frame on its links before its virtual
         # links, so each read sees on the links every frame it sees on the virtual links
         for key, slot in list(self.vlink_slots.of.items()):
-            packets, nbytes, policed, too_big = self._delta("vstats", slot)
+            d = self._delta("vstats", slot)
             v = dp.tables.vlinks.get(key)
             if v is None:
                 continue
-            v.packets += packets
-            v.bytes += nbytes
+            v.packets += d["packets"]
+            v.bytes += d["bytes"]
             ctx = snap.links.get(v.link_id) if snap is not None else None
-            for reason, n in (("policed", policed), ("too_big", too_big)):
-                if n:
+            for reason in ("policed", "too_big"):           # counters named as drop reasons
+                if n := d[reason]:
                     dp.drops[reason] += n
                     v.drops[reason] = v.drops.get(reason, 0) + n
                     if ctx is not None:
                         ctx.state.drops[reason] += n
         for lid, slot in list(self.link_slots.of.items()):
-            rxp, rxb, txp, txb = self._delta("lstats", slot)
+            d = self._delta("lstats", slot)
+            rxp, rxb, txp, txb = d["rx_packets"], d["rx_bytes"], d["tx_packets"], d["tx_bytes"]
             ctx = snap.links.get(lid) if snap is not None else None
             if ctx is not None and (rxp or txp):
                 st = ctx.state
@@ -312,7 +316,7 @@ class KernelEngine:
         self.inner = fast_module().CEngine(dp)
         self.tier: KernelTier | None = None
         self._timer = None
-        why = ebpf.available()
+        why = ebpf.available(compiler=False)
         if why is None:
             try:
                 self.tier = KernelTier(dp)

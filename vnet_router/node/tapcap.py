@@ -37,7 +37,7 @@ import struct
 import threading
 import time
 
-from vnet_router.node.kernel import counter_names
+from vnet_router.model.names import CAPTURE_COUNTERS
 from vnet_router.ops import ebpf
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ TC_HANDLE, TC_PRIORITY = 0x564E, 2
 TUNGETIFF = 0x800454D2
 TUNGETDEVNETNS = 0x54E3
 SO_NETNS_COOKIE = 71
-COUNTERS = counter_names(SOURCE)    # its `// vnet-counters:` line: taken ring_full passed
+COUNTERS = CAPTURE_COUNTERS.ordered()   # by index in its counters map: taken ring_full passed
 SYNC_S = 0.2                # the ring thread reads the kernel's drop count at most this often
 _KEY = struct.Struct("<QII")
 _VAL = struct.Struct("<II")
@@ -67,7 +67,7 @@ class TapCapture:
     """The program, its attachments and its tables (see the module docstring)."""
 
     def __init__(self):
-        self.prog = ebpf.Program(ebpf.compile_c(SOURCE), "tap_capture.bpf.c")
+        self.prog = ebpf.load_shipped(SOURCE)
         frames = self.prog.maps["frames"]
         self.ring_fd, self.ring_size = frames.fd, frames.max_entries
         self.ports_fd = self.prog.maps["ports"].fd
@@ -87,7 +87,7 @@ class TapCapture:
         if mode == "off":
             log.info("TAP capture: off; TAPs are read with read()")
             return None
-        why = ebpf.available()
+        why = ebpf.available(compiler=False)
         if why is None:
             try:
                 return cls()

@@ -9,10 +9,17 @@ unless pinned under one global name in /sys/fs/bpf), the daemon holds the descri
 program and maps go away with it, nothing pinned is left behind), and the verifier's log comes
 back in a buffer (``bpf_program__set_log_buf``) instead of being scraped from ``tc``'s output.
 
-How work is split: :func:`compile_c` (clang, in a private temporary directory, the object
-kept in memory by the source's hash), :class:`Program` (open from memory, load = verify,
-maps, close), :func:`tc_attach` / :func:`tc_detach` (in a short-lived thread that entered
-the namespace: setns is per thread).  ``node/kernel.py`` decides what to load where.
+How work is split: :func:`shipped_object` (the project's programs, ``bpf/NAME.bpf.c``: the
+``NAME.bpf.o`` that setup.py built with the package, so the daemon needs no compiler; compiled
+here only when it is missing or older than its sources, in a development tree),
+:func:`compile_c` (clang, in a private temporary directory, the object kept in memory by the
+source's hash; kernel instances that users write are compiled at load), :class:`Program`
+(open from memory, load = verify, maps, close), :func:`tc_attach` / :func:`tc_detach` (in a
+short-lived thread that entered the namespace: setns is per thread).  ``node/kernel.py``
+decides what to load where.
+
+Standard library only: setup.py loads this file on its own (:func:`clang_argv`) to build the
+shipped objects with the flags the daemon uses.
 """
 from __future__ import annotations
 
@@ -32,10 +39,12 @@ import threading
 from ctypes import (CFUNCTYPE, POINTER, Structure, byref, c_char_p, c_int, c_size_t, c_uint32,
                     c_void_p, create_string_buffer)
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger("vnet_router.ebpf")
 
 CLANG = "clang"
+BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"    # the shipped programs and objects
 LOG_SIZE = 1 << 22                  # the verifier's log of a failed load (4 MiB)
 LOG_TAIL = 40                       # lines of it kept in the error: the reason is at the end
 NETNS_DIR = "/run/netns"
@@ -100,13 +109,14 @@ def _print(level, fmt, args):
 _print_cb = _PRINT(_print)
 
 
-def available() -> str | None:
-    """None if BPF programs can be built and loaded here, else what is missing."""
+def available(compiler: bool = True) -> str | None:
+    """None if BPF programs can be loaded here (``compiler``: and built from C), else what is
+    missing.  The shipped programs need no compiler (:func:`shipped_object`)."""
     try:
         _libbpf()
     except OSError as e:
         return f"libbpf is missing ({e}; Debian: libbpf1)"
-    if shutil.which(CLANG) is None:
+    if compiler and shutil.which(CLANG) is None:
         return "clang is missing (Debian: clang, llvm, libbpf-dev)"
     return None
 
@@ -162,9 +172,12 @@ _compile_lock = threading.Lock()
 
 
 def compile_c(source: str) -> bytes:
-    """The BPF object built from C ``source`` (clang -O2 -g -target bpf), cached by hash."""
+    """The BPF object built from C ``source`` (clang -O2 -g -target bpf), cached by the hash
+    of the source and the headers beside it."""
     with open(source, "rb") as f:
         text = f.read()
+    for h in sorted(Path(source).resolve().parent.glob("*.h")):
+        text += h.read_bytes()
     key = hashlib.sha256(text + source.encode()).hexdigest()
     with _compile_lock:
         if key in _objects:
@@ -174,16 +187,59 @@ def compile_c(source: str) -> bytes:
                            f"libbpf-dev)")
         with tempfile.TemporaryDirectory(prefix="vnet-bpf-") as tmp:
             obj = os.path.join(tmp, "prog.o")
-            argv = [CLANG, "-O2", "-g", "-Wall", "-target", "bpf",
-                    f"-I/usr/include/{_multiarch()}", f"-I{os.path.dirname(source)}",
-                    "-c", source, "-o", obj]
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            r = subprocess.run(clang_argv(source, obj), capture_output=True, text=True,
+                               timeout=120)
             if r.returncode != 0:
                 raise BpfError(f"cannot compile {source} (clang exit status {r.returncode}):",
                                _tail(r.stderr))
             with open(obj, "rb") as f:
                 _objects[key] = f.read()
         return _objects[key]
+
+
+def clang_argv(source: str, obj: str, clang: str = CLANG) -> list[str]:
+    """The command that compiles ``source`` into BPF object ``obj`` (here and in setup.py)."""
+    return [clang, "-O2", "-g", "-Wall", "-target", "bpf", f"-I/usr/include/{_multiarch()}",
+            f"-I{os.path.dirname(os.path.abspath(source))}", "-c", source, "-o", obj]
+
+
+def shipped_object(source: str | Path) -> bytes:
+    """The BPF object of a shipped program (``source``: ``bpf/NAME.bpf.c``): ``NAME.bpf.o``
+    beside it, as setup.py built it with the package, read without a compiler.  Missing, or
+    in a development tree (setup.py beside the package) older than its source or a header
+    beside it: compiled from the source (:func:`compile_c`, clang needed)."""
+    source = Path(source)
+    obj = source.with_suffix(".o")
+    why = outdated(source, obj)
+    if why is None:
+        return obj.read_bytes()
+    if shutil.which(CLANG) is None:
+        if obj.exists():
+            log.warning("%s %s and clang is missing to rebuild it: loading it as it is",
+                        obj.name, why)
+            return obj.read_bytes()
+        raise BpfError(f"{source.name}: no prebuilt {obj.name} (the package was built without "
+                       f"clang) and clang is missing (Debian: clang, llvm, libbpf-dev)")
+    log.info("%s %s: compiling %s", obj.name, why, source.name)
+    return compile_c(str(source))
+
+
+def load_shipped(source: str | Path) -> "Program":
+    """The shipped program ``source`` loaded (verified): see :func:`shipped_object`."""
+    return Program(shipped_object(source), Path(source).name)
+
+
+def outdated(source: Path, obj: Path) -> str | None:
+    """Why ``obj`` cannot stand for ``source`` (None: it can)."""
+    try:
+        built = obj.stat().st_mtime_ns
+    except OSError:
+        return "is missing"
+    if not (BPF_DIR.parents[1] / "setup.py").exists():    # installed: built with the package
+        return None
+    inputs = [source, *sorted(source.parent.glob("*.h"))]
+    newer = [p.name for p in inputs if p.exists() and p.stat().st_mtime_ns > built]
+    return f"is older than {', '.join(newer)}" if newer else None
 
 
 def _multiarch() -> str:
