@@ -1,4 +1,4 @@
-"""The kernel tier as an engine (``node/ktier.py``): chosen by ``datapath = "kernel"``, and a
+"""The kernel tier as an engine (``datapath/ktier.py``): chosen by ``datapath = "kernel"``, and a
 kernel tier that cannot load is one error line with the compiled engine forwarding."""
 import asyncio
 import logging
@@ -7,8 +7,8 @@ import pytest
 
 from vnet_router.datapath import select as datapaths
 from vnet_router.datapath.core import Datapath
-from vnet_router.node import ktier
-from vnet_router.node.ktier import KernelEngine
+from vnet_router.datapath import ktier
+from vnet_router.datapath.ktier import KernelEngine
 from vnet_router.ops import ebpf
 from test_datapaths import ENGINE_METHODS, _tables
 

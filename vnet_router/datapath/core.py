@@ -149,7 +149,7 @@ class Datapath:
         # called in the loop thread with a message when the datapath can no longer forward
         # (the node then stops with exit status 1, so a supervisor restarts it)
         self.on_fatal = None
-        # the node's TAP capture (``node/tapcap.py``), set before ``open``: ports it attaches
+        # the node's TAP capture (``tapcap.py``), set before ``open``: ports it attaches
         # get ``capture``, and an engine that walks its ring takes their frames from there
         self.capture = None
 

@@ -8,8 +8,7 @@ the builder the node runs, in this order: the environment variable ``VNET_DATAPA
 ``auto`` takes the compiled engine if it imports and falls back to the reference with a
 warning saying why; ``fast`` insists (an error if the extension is missing); ``reference``
 never loads the extension; ``kernel`` is the compiled engine composed with the kernel tier
-(an eBPF program; the engine class is handed in by the node, ``node/ktier.py``, since BPF
-loading is ``ops``' and this layer does not reach it).
+(an eBPF program, ``ktier.py``; the engine class is still handed in by the node).
 """
 from __future__ import annotations
 

@@ -25,8 +25,8 @@ from vnet_router.ops import sdnotify
 from vnet_router.node import commands
 from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
 from vnet_router.node.kernel import KernelError, KernelInstances
-from vnet_router.node.ktier import KernelEngine
-from vnet_router.node.tapcap import TapCapture
+from vnet_router.datapath.ktier import KernelEngine
+from vnet_router.datapath.tapcap import TapCapture
 from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
