@@ -50,7 +50,7 @@ def test_engines_implement_the_interface_and_nothing_inherits(engine):
     assert Datapath not in engine.__mro__
     assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap",
                               "process_eth", "process_udp", "retune", "start", "stats",
-                              "sync_counters", "sync_substrate"]
+                              "sync_counters", "sync_substrate", "tier_of"]
 
 
 def test_both_datapaths_exist_side_by_side():

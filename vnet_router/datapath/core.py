@@ -20,7 +20,10 @@ A ``Datapath`` is composed of this core and one *engine* (``Engine`` below):
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
 ``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the core calls the
-engine only through ``Engine``.  ``select.DatapathPy`` / ``DatapathC`` build one of each.
+engine only through ``Engine``.  What differs between engines beyond those methods is declared
+in the engine's ``Capabilities`` and chosen by them, never by its ``name`` (a label for
+``show``, metrics and logs).  ``select`` builds each datapath: ``DatapathPy``, ``DatapathC``,
+``DatapathKernel`` (``ktier.KernelEngine``: the compiled engine with the kernel tier).
 
 Per frame in the reference: one dict lookup for the substrate link, one for the VLI, and the
 write; everything that can be computed when the tables change is computed in ``install``.
@@ -34,6 +37,7 @@ import os
 import socket
 import struct
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 from vnet_router.datapath import entries, packet_io
@@ -70,13 +74,36 @@ class TapPort:
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine does beyond the ``Engine`` methods every engine has.  A class attribute
+    of each engine (so a builder can ask before building one: ``select``); an engine whose
+    means change at run time (the kernel tier failing) shows it in its own instance's."""
+
+    reads_udp: bool = False       # reads the UDP tunnel sockets itself (else the core does)
+    walks_capture: bool = False   # walks the TAP capture's ring (``tapcap.TapCapture``): the
+    #                               only kind of engine a capture may be given to
+    kernel_tier: bool = False     # forwards some input virtual links in the kernel, so
+    #                               ``tier_of`` can answer ``kernel``
+
+
+def engine_tier(engine, key) -> str:
+    """``Engine.tier_of`` of an engine without a kernel tier: every link is the engine's."""
+    return "engine"
+
+
 class Engine(Protocol):
     """What the core asks of an engine.  An engine is built with the core (``engine(core)``)
     and keeps it to call back; it reads what the core owns but changes only its own state and
-    the counters it is given."""
+    the counters it is given.
+
+    Every engine has all thirteen methods: set-up ``sync_substrate``, ``start``, ``install``,
+    ``retune``, ``close``; frames ``process_eth``, ``process_udp``, ``on_tap``, ``flush``,
+    ``flush_tx``; reading ``sync_counters``, ``stats``, ``tier_of``.  Besides them:
+    ``name`` (a label: ``reference``, ``fast``, ``kernel``) and ``capabilities``."""
 
     name: str
-    reads_udp: bool         # the engine reads the UDP tunnel sockets itself
+    capabilities: Capabilities
 
     def sync_substrate(self, snap: Snapshot, close: bool) -> None:
         """Open the receive side of the substrate interfaces ``snap`` has and this engine does
@@ -100,7 +127,8 @@ class Engine(Protocol):
 
     def process_udp(self, local: tuple, remote: tuple, datagram) -> None:
         """Decide and act on one UDP tunnel datagram received on ``local`` from ``remote``.
-        An engine with ``reads_udp`` reads the tunnel sockets itself; else the core does."""
+        An engine with ``capabilities.reads_udp`` reads the tunnel sockets itself; else the
+        core does and calls this."""
 
     def flush(self) -> None:
         """Send what is held and bring every counter up to date."""
@@ -120,12 +148,16 @@ class Engine(Protocol):
     def stats(self) -> dict[str, int]:
         """Engine-specific counters for the exit log and ``show``."""
 
+    def tier_of(self, key) -> str:
+        """``kernel`` if the kernel forwards the frames of input virtual link ``key``, else
+        ``engine`` (always ``engine`` without ``capabilities.kernel_tier``: ``engine_tier``)."""
+
 
 class Datapath:
     """The core composed with an engine (see the module docstring)."""
 
     def __init__(self, tables: Tables, engine, loop: asyncio.AbstractEventLoop | None = None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, capture=None):
         self.tables = tables
         self.loop = loop or asyncio.get_event_loop()
         self.clock = clock
@@ -140,8 +172,14 @@ class Datapath:
         self._reading: set[int] = set()
         self.drops = tables.drops
         self.ignored = tables.ignored
+        # the TAP capture (``tapcap.TapCapture``; its owner closes it after ``close``): ports
+        # ``add_port`` attaches get ``capture``, and the engine takes their frames from its
+        # ring -- only an engine that walks that ring may have one, or the frames the program
+        # takes would be lost
+        if capture is not None and not engine.capabilities.walks_capture:
+            raise ValueError(f"{engine.__name__} does not walk the TAP capture ring")
+        self.capture = capture
         self.engine: Engine = engine(self)
-        self.name: str = self.engine.name
         # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
         self.on_control = None
         # called with the port when a library endpoint's application closed its end (EOF)
@@ -149,9 +187,13 @@ class Datapath:
         # called in the loop thread with a message when the datapath can no longer forward
         # (the node then stops with exit status 1, so a supervisor restarts it)
         self.on_fatal = None
-        # the node's TAP capture (``tapcap.py``), set before ``open``: ports it attaches
-        # get ``capture``, and an engine that walks its ring takes their frames from there
-        self.capture = None
+
+    @property
+    def name(self) -> str:
+        """The engine's label for ``show``, metrics and logs (``reference``, ``fast``,
+        ``kernel``; the kernel engine says ``fast`` once its tier stopped).  Nothing chooses
+        behaviour by it: see ``Capabilities``."""
+        return self.engine.name
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -248,7 +290,7 @@ class Datapath:
     def _start_readers(self):
         """Read every substrate interface and UDP socket not read yet (the snapshot is in)."""
         self.engine.start()
-        if not self.engine.reads_udp:
+        if not self.engine.capabilities.reads_udp:
             for local, s in self.udp.items():
                 self.read(s.fileno(), self._on_udp, s, local)
 
@@ -374,7 +416,7 @@ class Datapath:
 
     def tier_of(self, key) -> str:
         """``kernel`` if the kernel tier forwards input virtual link ``key``, else ``engine``."""
-        return self.engine.tier_of(key) if self.name == "kernel" else "engine"
+        return self.engine.tier_of(key)
 
     # -- receive -------------------------------------------------------------------------------
 

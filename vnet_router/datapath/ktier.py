@@ -39,6 +39,7 @@ import struct
 import time
 
 from vnet_router.datapath import packet_io
+from vnet_router.datapath.core import Capabilities
 from vnet_router.datapath.meters import TokenBucket
 from vnet_router.model.names import LINK_COUNTERS, VLINK_COUNTERS
 from vnet_router.model.tables import IN, SWITCH
@@ -308,7 +309,8 @@ class KernelTier:
 class KernelEngine:
     """The compiled engine + the kernel tier (an ``Engine``; see the module docstring)."""
 
-    reads_udp = True
+    name = "kernel"
+    capabilities = Capabilities(reads_udp=True, walks_capture=True, kernel_tier=True)
 
     def __init__(self, dp):
         from vnet_router.datapath.select import fast_module
@@ -325,7 +327,11 @@ class KernelEngine:
         if why is not None:
             log.error("datapath: the kernel tier cannot run (%s); the compiled engine "
                       "forwards everything", why)
-        self.name = "kernel" if self.tier is not None else "fast"
+            self._engine_only()
+
+    def _engine_only(self):
+        """The compiled engine alone from now on: its label and capabilities are this one's."""
+        self.name, self.capabilities = self.inner.name, self.inner.capabilities
 
     def _rings(self) -> dict[int, socket.socket]:
         return {ifindex: rx.sock for ifindex, (rx, _ring) in self.inner.rings.items()}
@@ -335,7 +341,7 @@ class KernelEngine:
                   "everything", str(e).splitlines()[0])
         tier, self.tier = self.tier, None
         tier.close(self._rings(), self.dp.tables.config.node.ethertype)
-        self.name = self.dp.name = "fast"
+        self._engine_only()
 
     def sync_substrate(self, snap, close):
         self.inner.sync_substrate(snap, close)
