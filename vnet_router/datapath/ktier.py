@@ -39,7 +39,7 @@ import struct
 import time
 
 from vnet_router.datapath import packet_io
-from vnet_router.datapath.core import Capabilities
+from vnet_router.datapath.engine import Capabilities
 from vnet_router.datapath.meters import TokenBucket
 from vnet_router.model.names import LINK_COUNTERS, VLINK_COUNTERS
 from vnet_router.model.tables import IN, SWITCH
@@ -313,9 +313,9 @@ class KernelEngine:
     capabilities = Capabilities(reads_udp=True, walks_capture=True, kernel_tier=True)
 
     def __init__(self, dp):
-        from vnet_router.datapath.select import fast_module
+        from vnet_router.datapath._fastpath import CEngine
         self.dp = dp
-        self.inner = fast_module().CEngine(dp)
+        self.inner = CEngine(dp)
         self.tier: KernelTier | None = None
         self._timer = None
         why = ebpf.available(compiler=False)

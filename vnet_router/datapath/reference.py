@@ -15,7 +15,8 @@ import socket
 
 from vnet_router.datapath import packet_io
 from vnet_router.datapath.classify import classify_eth, classify_udp
-from vnet_router.datapath.core import BATCH, RXBUF, Capabilities, Datapath, TapPort, engine_tier
+from vnet_router.datapath.core import BATCH, RXBUF, Datapath
+from vnet_router.datapath.engine import Capabilities, TapPort, engine_tier
 from vnet_router.datapath.entries import Compiled
 from vnet_router.model.tables import Snapshot
 
