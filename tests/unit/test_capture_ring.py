@@ -13,7 +13,7 @@ import pytest
 
 from test_datapath_diff import TAP_FRAMES, Rig, fast_mod, ref_mod
 from vnet_router.datapath.select import fast_module
-from vnet_router.node.tapcap import COUNTERS, SOURCE, SO_NETNS_COOKIE
+from vnet_router.datapath.tapcap import COUNTERS, SOURCE, SO_NETNS_COOKIE
 from vnet_router.ops import ebpf
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN = 0, 2, 4

@@ -50,7 +50,29 @@ def test_engines_implement_the_interface_and_nothing_inherits(engine):
     assert Datapath not in engine.__mro__
     assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap",
                               "process_eth", "process_udp", "retune", "start", "stats",
-                              "sync_counters", "sync_substrate"]
+                              "sync_counters", "sync_substrate", "tier_of"]
+
+
+def test_the_tap_capture_goes_only_to_an_engine_that_walks_its_ring(monkeypatch):
+    """Chosen by capability, not by name: the reference reads TAPs with read(), so no capture
+    is started for it, and the core refuses one."""
+    from vnet_router.datapath import tapcap
+    started = []
+    monkeypatch.setattr(tapcap.TapCapture, "start", classmethod(
+        lambda cls, mode: started.append(mode)))
+    assert not PyEngine.capabilities.walks_capture
+    assert datapaths.fast_module().CEngine.capabilities.walks_capture
+    loop = asyncio.new_event_loop()
+    try:
+        py = DatapathPy(_tables(), loop, tap_capture="auto")
+        c = DatapathC(_tables(), loop, tap_capture="auto")
+        assert started == ["auto"] and py.capture is None
+        for dp in (py, c):
+            dp.close()
+        with pytest.raises(ValueError, match="PyEngine does not walk"):
+            Datapath(_tables(), PyEngine, loop, capture=object())
+    finally:
+        loop.close()
 
 
 def test_both_datapaths_exist_side_by_side():

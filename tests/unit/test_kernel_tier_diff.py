@@ -1,5 +1,5 @@
 """Differential test: the kernel tier (``bpf/substrate.bpf.c`` loaded and filled by
-``node/ktier.py``) decides like the reference datapath, on the same tables.
+``datapath/ktier.py``) decides like the reference datapath, on the same tables.
 
 One corpus of substrate frames (67 named cases, 200 seeded mutations of the valid ones) goes
 through the reference datapath (``DatapathPy``, its substrate sends captured on socketpairs as
@@ -39,7 +39,7 @@ from vnet_router.datapath.classify import classify_eth
 from vnet_router.datapath.select import DatapathPy
 from vnet_router.model.config import Rate, loads
 from vnet_router.model.tables import IfaceFacts, Tables
-from vnet_router.node import ktier
+from vnet_router.datapath import ktier
 from vnet_router.ops import ebpf
 from vnet_router.wire import substrate as wire
 

@@ -1,4 +1,4 @@
-"""The kernel tier as an engine (``node/ktier.py``): chosen by ``datapath = "kernel"``, and a
+"""The kernel tier as an engine (``datapath/ktier.py``): chosen by ``datapath = "kernel"``, and a
 kernel tier that cannot load is one error line with the compiled engine forwarding."""
 import asyncio
 import logging
@@ -7,8 +7,8 @@ import pytest
 
 from vnet_router.datapath import select as datapaths
 from vnet_router.datapath.core import Datapath
-from vnet_router.node import ktier
-from vnet_router.node.ktier import KernelEngine
+from vnet_router.datapath import ktier
+from vnet_router.datapath.ktier import KernelEngine
 from vnet_router.ops import ebpf
 from test_datapaths import ENGINE_METHODS, _tables
 
@@ -27,10 +27,9 @@ def test_kernel_engine_implements_the_interface():
 
 def test_choose_kernel(monkeypatch, loop):
     monkeypatch.delenv(datapaths.ENV, raising=False)
-    with pytest.raises(datapaths.DatapathUnavailable, match="no kernel tier"):
-        datapaths.choose("kernel")
+    assert datapaths.choose("kernel") is datapaths.DatapathKernel
     monkeypatch.setattr(ebpf, "available", lambda compiler=True: "libbpf is missing (test)")
-    dp = datapaths.choose("kernel", KernelEngine)(_tables(), loop)
+    dp = datapaths.choose("kernel")(_tables(), loop)
     assert type(dp) is Datapath and isinstance(dp.engine, KernelEngine)
     dp.close()
 
@@ -46,6 +45,7 @@ def test_no_bpf_is_one_error_line_and_the_fast_path(monkeypatch, loop, caplog):
         dp = Datapath(_tables(), KernelEngine, loop)
         dp.install(dp.tables.compile())
         assert dp.name == "fast" and dp.engine.tier is None
+        assert dp.engine.capabilities == datapaths.fast_module().CEngine.capabilities
         assert dp.tier_of(("p", 100, "in")) == "engine"
         assert dp.stats()["kernel_frames"] == 0
         dp.close()
@@ -68,3 +68,22 @@ def test_a_program_the_verifier_refuses_is_one_error_line(monkeypatch, loop, cap
     errors = _errors(caplog)
     assert len(errors) == 1 and "kernel tier cannot run" in errors[0], errors
     assert "\n" not in errors[0] and "refused program f" in errors[0], errors
+
+
+def test_a_tier_that_stops_is_seen_through_the_engine(loop, caplog):
+    """At run time (an attach or a map write fails) the engine goes on alone: its label and
+    capabilities say so, read through the core; nothing writes into the core."""
+    why = ebpf.available(compiler=False)
+    if why is not None:
+        pytest.skip(why)
+    dp = Datapath(_tables(), KernelEngine, loop)
+    try:
+        assert dp.name == "kernel" and dp.engine.capabilities.kernel_tier
+        with caplog.at_level(logging.INFO):
+            dp.engine._fail(ebpf.BpfError("attach refused (test)"))
+        assert dp.name == "fast" and not dp.engine.capabilities.kernel_tier
+        assert dp.engine.capabilities.walks_capture and dp.engine.capabilities.reads_udp
+        assert "name" not in vars(dp)
+        assert "the kernel tier stops (attach refused (test))" in _errors(caplog)[0]
+    finally:
+        dp.close()

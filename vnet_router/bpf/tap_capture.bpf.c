@@ -6,7 +6,7 @@
  * and the system call all land on the engine's core (benchmark row (i): 1.3 CPU-us per frame
  * there, against 0.78 for a frame that comes from a substrate interface, whose AF_PACKET ring
  * is filled in the sender's softirq).  This program moves the copy to where the frame is sent,
- * as the substrate's ring does, and the engine walks the ring (node/tapcap.py, _CapRing in
+ * as the substrate's ring does, and the engine walks the ring (datapath/tapcap.py, _CapRing in
  * datapath/_fastpath.pyx) the way it walks a substrate ring.
  *
  * A frame is taken (copied, TC_ACT_STOLEN: consumed, no drop counted for it) when its TAP is

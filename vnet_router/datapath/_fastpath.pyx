@@ -50,6 +50,7 @@ from posix.uio cimport iovec
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 from vnet_router.datapath import packet_io
+from vnet_router.datapath.engine import Capabilities, engine_tier
 from vnet_router.wire import substrate as wire
 from vnet_router.model.tables import DELIVER, SWITCH, DROP, IN, OUT
 

@@ -6,7 +6,9 @@ class CEngine:
     """``core.Engine`` on rings and C tables (see the module docstring)."""
 
     name = "fast"
-    reads_udp = True       # the ring thread reads the UDP tunnel sockets too
+    # the ring thread reads the UDP tunnel sockets too, and the TAP capture's ring
+    capabilities = Capabilities(reads_udp=True, walks_capture=True)
+    tier_of = engine_tier
 
     def __init__(self, dp):
         self.dp = dp

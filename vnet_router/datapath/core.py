@@ -1,6 +1,7 @@
-"""The datapath: what both engines share, and the small interface each engine implements.
+"""The datapath: what every engine shares (the core); the interface each engine implements is
+``engine.py``.
 
-A ``Datapath`` is composed of this core and one *engine* (``Engine`` below):
+A ``Datapath`` is composed of this core and one *engine* (``engine.Engine``):
 
 * the core owns the sockets (substrate send sockets, UDP tunnel sockets, those of outputs the
   kernel shapes), the logical interfaces (``TapPort``), the meters, the compiled entries of
@@ -20,7 +21,9 @@ A ``Datapath`` is composed of this core and one *engine* (``Engine`` below):
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
 ``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the core calls the
-engine only through ``Engine``.  ``select.DatapathPy`` / ``DatapathC`` build one of each.
+engine only through ``engine.Engine``, and what differs between engines beyond its methods is
+chosen by the engine's ``Capabilities``, never by its ``name``.  ``select`` builds each
+datapath: ``DatapathPy``, ``DatapathC``, ``DatapathKernel`` (``ktier.KernelEngine``).
 
 Per frame in the reference: one dict lookup for the substrate link, one for the VLI, and the
 write; everything that can be computed when the tables change is computed in ``install``.
@@ -34,14 +37,13 @@ import os
 import socket
 import struct
 import time
-from typing import Protocol
 
 from vnet_router.datapath import entries, packet_io
 from vnet_router.wire import substrate as wire
 from vnet_router.datapath.entries import Compiled, InEntry, OutEntry
 from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
 from vnet_router.datapath.classify import classify_udp
-from vnet_router.datapath.learn import LearnTable
+from vnet_router.datapath.engine import Engine, TapPort
 from vnet_router.model.tables import DELIVER, IN, OUT, SWITCH, LinkCtx, Snapshot, Tables, VLink
 
 log = logging.getLogger(__name__)
@@ -52,80 +54,11 @@ MIN_METER_RATE = 8000       # bit/s: a meter never runs at 0 (a TM minimum may b
 _LEN = struct.Struct("!H")
 
 
-class TapPort:
-    """A logical interface: TAP fd + its output virtual link (+ learned outer MACs)."""
-
-    __slots__ = ("vnet", "name", "fd", "out", "max_frame", "learned", "paused", "closed",
-                 "reading", "capture", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes")
-
-    def __init__(self, vnet: str, name: str, fd: int):
-        self.vnet, self.name, self.fd = vnet, name, fd
-        self.out: OutEntry | None = None        # its output virtual link (``install``)
-        self.max_frame = 0
-        self.learned = LearnTable()             # inner MAC -> outer MAC (multiaccess)
-        self.paused = False
-        self.closed = False     # a library endpoint whose application went away
-        self.reading = False    # the event loop reads fd (``Datapath.tap_reader``)
-        self.capture = None     # (capture id, map key) when the TAP capture takes its frames
-        self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
-
-
-class Engine(Protocol):
-    """What the core asks of an engine.  An engine is built with the core (``engine(core)``)
-    and keeps it to call back; it reads what the core owns but changes only its own state and
-    the counters it is given."""
-
-    name: str
-    reads_udp: bool         # the engine reads the UDP tunnel sockets itself
-
-    def sync_substrate(self, snap: Snapshot, close: bool) -> None:
-        """Open the receive side of the substrate interfaces ``snap`` has and this engine does
-        not read yet (sockets, rings; not read until ``start``); with ``close``, close those of
-        interfaces ``snap`` no longer has."""
-
-    def start(self) -> None:
-        """Read every substrate interface opened so far (the snapshot is installed)."""
-
-    def install(self, snap: Compiled) -> None:
-        """Take ``snap`` (the core's entries: meters, headers, ports bound) as the tables the
-        next frame is decided by.  Also called when what the engine compiled from an entry
-        changed (metered or not, its send socket): the core bound a new ``Compiled``."""
-
-    def retune(self, entry: InEntry | OutEntry) -> None:
-        """``entry``'s meter got a new rate (``Datapath.set_rate``): follow it."""
-
-    def process_eth(self, ifindex: int, frame, tci: int | None) -> None:
-        """Decide and act on one substrate frame (``tci``: the VLAN TCI the kernel stripped,
-        None if none).  Frames may be held for a batched send until ``flush``."""
-
-    def process_udp(self, local: tuple, remote: tuple, datagram) -> None:
-        """Decide and act on one UDP tunnel datagram received on ``local`` from ``remote``.
-        An engine with ``reads_udp`` reads the tunnel sockets itself; else the core does."""
-
-    def flush(self) -> None:
-        """Send what is held and bring every counter up to date."""
-
-    def flush_tx(self) -> None:
-        """Send what is held: the core is about to send on the same sockets itself."""
-
-    def on_tap(self, port: TapPort) -> None:
-        """``port``'s fd is readable: read a batch and send it on its output virtual link."""
-
-    def sync_counters(self) -> None:
-        """Bring in counts kept outside Python (kernel maps) before a read."""
-
-    def close(self) -> None:
-        """Stop reading and close what ``sync_substrate`` opened."""
-
-    def stats(self) -> dict[str, int]:
-        """Engine-specific counters for the exit log and ``show``."""
-
-
 class Datapath:
     """The core composed with an engine (see the module docstring)."""
 
     def __init__(self, tables: Tables, engine, loop: asyncio.AbstractEventLoop | None = None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, capture=None):
         self.tables = tables
         self.loop = loop or asyncio.get_event_loop()
         self.clock = clock
@@ -140,8 +73,14 @@ class Datapath:
         self._reading: set[int] = set()
         self.drops = tables.drops
         self.ignored = tables.ignored
+        # the TAP capture (``tapcap.TapCapture``; its owner closes it after ``close``): ports
+        # ``add_port`` attaches get ``capture``, and the engine takes their frames from its
+        # ring -- only an engine that walks that ring may have one, or the frames the program
+        # takes would be lost
+        if capture is not None and not engine.capabilities.walks_capture:
+            raise ValueError(f"{engine.__name__} does not walk the TAP capture ring")
+        self.capture = capture
         self.engine: Engine = engine(self)
-        self.name: str = self.engine.name
         # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
         self.on_control = None
         # called with the port when a library endpoint's application closed its end (EOF)
@@ -149,9 +88,13 @@ class Datapath:
         # called in the loop thread with a message when the datapath can no longer forward
         # (the node then stops with exit status 1, so a supervisor restarts it)
         self.on_fatal = None
-        # the node's TAP capture (``node/tapcap.py``), set before ``open``: ports it attaches
-        # get ``capture``, and an engine that walks its ring takes their frames from there
-        self.capture = None
+
+    @property
+    def name(self) -> str:
+        """The engine's label for ``show``, metrics and logs (``reference``, ``fast``,
+        ``kernel``; the kernel engine says ``fast`` once its tier stopped).  Nothing chooses
+        behaviour by it: see ``Capabilities``."""
+        return self.engine.name
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -248,7 +191,7 @@ class Datapath:
     def _start_readers(self):
         """Read every substrate interface and UDP socket not read yet (the snapshot is in)."""
         self.engine.start()
-        if not self.engine.reads_udp:
+        if not self.engine.capabilities.reads_udp:
             for local, s in self.udp.items():
                 self.read(s.fileno(), self._on_udp, s, local)
 
@@ -374,7 +317,7 @@ class Datapath:
 
     def tier_of(self, key) -> str:
         """``kernel`` if the kernel tier forwards input virtual link ``key``, else ``engine``."""
-        return self.engine.tier_of(key) if self.name == "kernel" else "engine"
+        return self.engine.tier_of(key)
 
     # -- receive -------------------------------------------------------------------------------
 

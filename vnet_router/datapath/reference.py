@@ -15,7 +15,8 @@ import socket
 
 from vnet_router.datapath import packet_io
 from vnet_router.datapath.classify import classify_eth, classify_udp
-from vnet_router.datapath.core import BATCH, RXBUF, Datapath, TapPort
+from vnet_router.datapath.core import BATCH, RXBUF, Datapath
+from vnet_router.datapath.engine import Capabilities, TapPort, engine_tier
 from vnet_router.datapath.entries import Compiled
 from vnet_router.model.tables import Snapshot
 
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 
 class PyEngine:
     name = "reference"
-    reads_udp = False      # the core reads the UDP tunnel sockets (Datapath._on_udp)
+    # the core reads the UDP tunnel sockets (``Datapath._on_udp``); TAPs are read with read()
+    capabilities = Capabilities()
+    tier_of = engine_tier
 
     def __init__(self, dp: Datapath):
         self.dp = dp

@@ -1,15 +1,20 @@
 """Build a datapath: the core composed with the compiled engine when it is built, else with
-the pure-Python reference engine.
+the pure-Python reference engine; or the compiled engine with the kernel tier.
 
-``DatapathPy(tables, loop, clock)`` and ``DatapathC(...)`` build one of each (both can exist
-in one process: the differential tests run them side by side).  ``choose(configured)`` returns
-the builder the node runs, in this order: the environment variable ``VNET_DATAPATH``
-(``reference`` | ``fast`` | ``auto``), then ``[node].datapath`` from the configuration.
-``auto`` takes the compiled engine if it imports and falls back to the reference with a
-warning saying why; ``fast`` insists (an error if the extension is missing); ``reference``
-never loads the extension; ``kernel`` is the compiled engine composed with the kernel tier
-(an eBPF program; the engine class is handed in by the node, ``node/ktier.py``, since BPF
-loading is ``ops``' and this layer does not reach it).
+``DatapathPy(tables, loop, clock)``, ``DatapathC(...)`` and ``DatapathKernel(...)`` build one
+of each (they can exist in one process: the differential tests run them side by side).
+``choose(configured)`` returns the builder the node runs, in this order: the environment
+variable ``VNET_DATAPATH`` (``reference`` | ``fast`` | ``kernel`` | ``auto``), then
+``[node].datapath`` from the configuration.  ``auto`` takes the compiled engine if it imports
+and falls back to the reference with a warning saying why; ``fast`` insists (an error if the
+extension is missing); ``reference`` never loads the extension; ``kernel`` is the compiled
+engine with the kernel tier (``ktier.KernelEngine``, an eBPF program; it needs the extension
+too).
+
+A builder given ``tap_capture`` (``[node] tap_capture``) starts the TAP capture
+(``tapcap.TapCapture``) when its engine class walks the capture ring
+(``Capabilities.walks_capture``) and hands it to the core's constructor; the caller closes it
+(``capture.close(ports)``) after the datapath.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import time
 
 from vnet_router.datapath.core import Datapath
 from vnet_router.datapath.reference import PyEngine
+from vnet_router.datapath.tapcap import TapCapture
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +42,41 @@ def fast_module():
     return importlib.import_module("vnet_router.datapath._fastpath")
 
 
-def DatapathPy(tables, loop=None, clock=time.monotonic) -> Datapath:
+def DatapathPy(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None
+               ) -> Datapath:
     """A datapath on the reference engine (pure Python)."""
-    return Datapath(tables, PyEngine, loop, clock)
+    return _build(tables, PyEngine, loop, clock, tap_capture)
 
 
-def DatapathC(tables, loop=None, clock=time.monotonic) -> Datapath:
+def DatapathC(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None
+              ) -> Datapath:
     """A datapath on the compiled engine; ImportError if it is not built."""
-    return Datapath(tables, fast_module().CEngine, loop, clock)
+    return _build(tables, fast_module().CEngine, loop, clock, tap_capture)
 
 
-def choose(configured: str = "auto", kernel_engine=None):
-    """The builder of the datapath to run: ``env`` > ``configured``.  ``kernel_engine``: the
-    engine class of the kernel tier (``datapath = "kernel"``)."""
+def DatapathKernel(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None
+                   ) -> Datapath:
+    """A datapath on the compiled engine with the kernel tier; ImportError if the compiled
+    engine is not built.  If the tier cannot run here, one error line and the compiled engine
+    alone (``ktier.py``)."""
+    from vnet_router.datapath.ktier import KernelEngine     # imports the extension
+    return _build(tables, KernelEngine, loop, clock, tap_capture)
+
+
+def _build(tables, engine, loop, clock, tap_capture: str | None) -> Datapath:
+    capture = None
+    if tap_capture is not None and engine.capabilities.walks_capture:
+        capture = TapCapture.start(tap_capture)
+    try:
+        return Datapath(tables, engine, loop, clock, capture=capture)
+    except BaseException:
+        if capture is not None:
+            capture.close(())
+        raise
+
+
+def choose(configured: str = "auto"):
+    """The builder of the datapath to run: ``env`` > ``configured``."""
     mode = os.environ.get(ENV, "").strip().lower() or configured
     if mode not in CHOICES:
         raise DatapathUnavailable(f"{ENV}={mode!r}: want one of {', '.join(CHOICES)}")
@@ -64,9 +92,4 @@ def choose(configured: str = "auto", kernel_engine=None):
         log.warning("datapath: fast path not available (%s); using the reference datapath "
                     "(pure Python)", e)
         return DatapathPy
-    if mode == "kernel":
-        if kernel_engine is None:
-            raise DatapathUnavailable("kernel datapath: no kernel tier in this program")
-        return lambda tables, loop=None, clock=time.monotonic: Datapath(
-            tables, kernel_engine, loop, clock)
-    return DatapathC
+    return DatapathKernel if mode == "kernel" else DatapathC

@@ -25,8 +25,6 @@ from vnet_router.ops import sdnotify
 from vnet_router.node import commands
 from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
 from vnet_router.node.kernel import KernelError, KernelInstances
-from vnet_router.node.ktier import KernelEngine
-from vnet_router.node.tapcap import TapCapture
 from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
@@ -125,9 +123,8 @@ class Node:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, self._unblock)
         cfg = self.cfg
         try:
-            self.dp = datapaths.choose(cfg.node.datapath, KernelEngine)(self.tables, loop)
-            if self.dp.name != "reference":     # the compiled engine walks the capture ring
-                self.dp.capture = TapCapture.start(cfg.node.tap_capture)
+            self.dp = datapaths.choose(cfg.node.datapath)(self.tables, loop,
+                                                          tap_capture=cfg.node.tap_capture)
             for li in cfg.interfaces:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
             self.dp.on_port_closed = self._endpoint_closed

@@ -1,14 +1,30 @@
 """The kernel tier (``[node] datapath = "kernel"``): the compiled engine with the substrate's
 common case forwarded in the kernel by ``bpf/substrate.bpf.c``.
 
-``KernelEngine`` is an engine (``core.Engine``) composed of the compiled engine and a
-``KernelTier``.  The tier loads the program once (``ops.ebpf``, the one owner of BPF loading),
+``KernelEngine`` is the compiled engine (``_fastpath.CEngine``) with a ``KernelTier`` as an
+add-on.  The tier loads the program once (``ops.ebpf``, the one owner of BPF loading),
 attaches it at TC ingress of every Ethernet substrate interface and binds the engine's receive
 ring there to the substrate EtherType (served after TC ingress, where ETH_P_ALL taps are served
 before it), so a frame is handled by exactly one of them: the kernel forwards what its tables
 hold, the engine's ring sees only the rest (control, deliveries to logical interfaces, UDP
 tunnels, user-space shaping, every malformed frame), its VLAN tag written inline by the
 program since the kernel clears it before that delivery.
+
+How the two are put together: ``KernelEngine`` subclasses ``CEngine`` and overrides only the
+``Engine`` methods where the tier has work -- ``sync_substrate`` (attach), ``start`` (the
+counter timer), ``install``, ``retune``, ``flush`` and ``sync_counters`` (counters), ``close``,
+``stats``, ``tier_of`` -- each running the compiled engine's step first; the others
+(``process_eth``, ``process_udp``, ``on_tap``, ``flush_tx``) are the compiled engine's own, with
+no forwarder written.  The tier itself is a separate object the engine holds (``self.tier``):
+its program, attachments, tables and counters, and ``None`` once it cannot run.  Why a base
+class rather than a wrapper delegating through ``__getattr__``: the engine's interface stays
+visible on the class (``getattr(KernelEngine, "process_eth")``, help, the interface tests), a
+call costs no failed attribute lookup first, and nothing private of the compiled engine is
+touched from here (only ``rings``, which it exposes).  Why not hooks in the core: the core would
+then know about a tier only one engine has.  What differs for the core is declared in
+``capabilities`` (``kernel_tier``); once the tier stopped (it could not load, or an attach or a
+map write failed at run time), the engine's ``name`` and ``capabilities`` are the compiled
+engine's: ``vnetctl show`` says ``fast``, and nothing writes into the core.
 
 What the kernel takes, decided from the same compiled snapshot the engine runs on (one place:
 the core's ``install`` attaches meters and encapsulations, both tiers read them): a switch
@@ -28,7 +44,7 @@ last read to the same counters the engines use (virtual links, substrate links, 
 reason), and ``stats`` says how many frames each tier handled.
 
 If BPF is unavailable (no libbpf or clang, no privilege, the verifier refuses, an attach
-fails), the node logs one error line and the compiled engine forwards everything.
+fails), the engine logs one error line and the compiled engine forwards everything.
 """
 from __future__ import annotations
 
@@ -37,8 +53,10 @@ import os
 import socket
 import struct
 import time
+from dataclasses import replace
 
 from vnet_router.datapath import packet_io
+from vnet_router.datapath._fastpath import CEngine
 from vnet_router.datapath.meters import TokenBucket
 from vnet_router.model.names import LINK_COUNTERS, VLINK_COUNTERS
 from vnet_router.model.tables import IN, SWITCH
@@ -305,15 +323,14 @@ class KernelTier:
                 "kernel_interfaces": len(self.attached)}
 
 
-class KernelEngine:
-    """The compiled engine + the kernel tier (an ``Engine``; see the module docstring)."""
+class KernelEngine(CEngine):
+    """The compiled engine with a ``KernelTier`` (see the module docstring)."""
 
-    reads_udp = True
+    name = "kernel"
+    capabilities = replace(CEngine.capabilities, kernel_tier=True)
 
     def __init__(self, dp):
-        from vnet_router.datapath.select import fast_module
-        self.dp = dp
-        self.inner = fast_module().CEngine(dp)
+        super().__init__(dp)
         self.tier: KernelTier | None = None
         self._timer = None
         why = ebpf.available(compiler=False)
@@ -325,20 +342,26 @@ class KernelEngine:
         if why is not None:
             log.error("datapath: the kernel tier cannot run (%s); the compiled engine "
                       "forwards everything", why)
-        self.name = "kernel" if self.tier is not None else "fast"
+            self._engine_only()
+
+    def _engine_only(self):
+        """The compiled engine alone from now on: its label and capabilities are this one's."""
+        self.name, self.capabilities = CEngine.name, CEngine.capabilities
 
     def _rings(self) -> dict[int, socket.socket]:
-        return {ifindex: rx.sock for ifindex, (rx, _ring) in self.inner.rings.items()}
+        return {ifindex: rx.sock for ifindex, (rx, _ring) in self.rings.items()}
 
     def _fail(self, e: Exception):
         log.error("datapath: the kernel tier stops (%s); the compiled engine forwards "
                   "everything", str(e).splitlines()[0])
         tier, self.tier = self.tier, None
         tier.close(self._rings(), self.dp.tables.config.node.ethertype)
-        self.name = self.dp.name = "fast"
+        self._engine_only()
+
+    # -- the hooks: the compiled engine's step, then the tier's --------------------------------
 
     def sync_substrate(self, snap, close):
-        self.inner.sync_substrate(snap, close)
+        super().sync_substrate(snap, close)
         if self.tier is not None:
             try:
                 self.tier.attach(snap, self._rings())
@@ -346,7 +369,7 @@ class KernelEngine:
                 self._fail(e)
 
     def start(self):
-        self.inner.start()
+        super().start()
         if self.tier is not None and self._timer is None:
             self._timer = self.dp.loop.call_later(SYNC_S, self._tick)
 
@@ -357,7 +380,7 @@ class KernelEngine:
             self._timer = self.dp.loop.call_later(SYNC_S, self._tick)
 
     def install(self, snap):
-        self.inner.install(snap)
+        super().install(snap)
         if self.tier is not None:
             try:
                 self.tier.install(snap)
@@ -365,31 +388,19 @@ class KernelEngine:
                 self._fail(e)
 
     def retune(self, e):
-        self.inner.retune(e)
+        super().retune(e)
         if self.tier is not None:
             self.tier.retune(e)
 
-    def process_eth(self, ifindex, frame, tci):
-        self.inner.process_eth(ifindex, frame, tci)
-
-    def process_udp(self, local, remote, datagram):
-        self.inner.process_udp(local, remote, datagram)
-
     def flush(self):
-        self.inner.flush()
+        super().flush()
         if self.tier is not None:
             self.tier.sync()
-
-    def flush_tx(self):
-        self.inner.flush_tx()
 
     def sync_counters(self):
-        self.inner.sync_counters()
+        super().sync_counters()
         if self.tier is not None:
             self.tier.sync()
-
-    def on_tap(self, port):
-        self.inner.on_tap(port)
 
     def close(self):
         if self._timer is not None:
@@ -400,10 +411,10 @@ class KernelEngine:
             st = self.tier.stats()
             log.info("kernel tier: %d frames handled in the kernel", st["kernel_frames"])
             self.tier = None
-        self.inner.close()
+        super().close()
 
     def stats(self) -> dict[str, int]:
-        st = dict(self.inner.stats())
+        st = dict(super().stats())
         st.update(self.tier.stats() if self.tier is not None else
                   {"kernel_frames": 0, "kernel_switches": 0, "kernel_interfaces": 0})
         return st
@@ -411,4 +422,3 @@ class KernelEngine:
     def tier_of(self, key) -> str:
         """Which tier forwards the frames of input virtual link ``key``."""
         return "kernel" if self.tier is not None and key in self.tier.kernel_vlinks else "engine"
-
