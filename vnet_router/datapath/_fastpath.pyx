@@ -17,7 +17,7 @@ sends.  ``CEngine`` implements ``core.Engine``; ``select.DatapathC`` composes it
   drained by the ring thread on a ``timerfd``;
 * deliver: ``write`` from the ring into the TAP;
 * TAP -> substrate: ``read`` into a batch of buffers, then the same output and batched send;
-  or, where the node captures a TAP's frames at its TC egress (``node/tapcap.py``,
+  or, where the node captures a TAP's frames at its TC egress (``datapath/tapcap.py``,
   ``bpf/tap_capture.bpf.c``), walked from the capture ring (a BPF ring buffer the sender's
   context fills, ``_CapRing``) by the ring thread like a substrate ring.
 

@@ -237,7 +237,7 @@ class Topology(Schema):
 
     def node(self, name: str) -> Node:
         for n in self.nodes:
-            if n.name == name:
+            if name == n.name:
                 return n
         raise KeyError(f"no node {name!r} in topology {self.path} "
                        f"(nodes: {', '.join(n.name for n in self.nodes)})")

@@ -453,7 +453,7 @@ class NodeConfig(Schema):
         return next(s for s in self.substrate_links if s.id == link_id)
 
     def vnet(self, name: str) -> VNet:
-        return next(v for v in self.vnets if v.name == name)
+        return next(v for v in self.vnets if name == v.name)
 
     @rules
     def _across_tables(self):

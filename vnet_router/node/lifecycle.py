@@ -207,7 +207,7 @@ class Node:
         if vnet not in {v.name for v in self.cfg.vnets}:
             raise CommandError(f"endpoint: unknown vNet {vnet!r}")
         li = next((li for li in self.cfg.interfaces
-                   if li.vnet == vnet and li.name == interface), None)
+                   if (li.vnet, li.name) == (vnet, interface)), None)
         if li is None or li.kind != "socket":
             names = [li.name for li in self.cfg.interfaces
                      if li.vnet == vnet and li.kind == "socket"]

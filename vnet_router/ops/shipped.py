@@ -50,7 +50,7 @@ def names(top: str) -> list[str]:
     while todo:
         d, rel = todo.pop()
         for child in d.iterdir():
-            if child.name == "__pycache__":
+            if child.name in ("__pycache__",):
                 continue
             if child.is_dir():
                 todo.append((child, f"{rel}/{child.name}"))
