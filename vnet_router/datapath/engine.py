@@ -56,6 +56,24 @@ def engine_tier(engine, key) -> str:
     return "engine"
 
 
+def delegate(*names: str, to: str):
+    """Class decorator: each method in ``names`` calls the same method of the object in
+    attribute ``to`` -- composition without a hand-written forwarder per method, and the
+    methods stay visible on the class (the interface tests, ``help``)."""
+    def method(name):
+        def call(self, *args, **kw):
+            return getattr(getattr(self, to), name)(*args, **kw)
+        call.__name__ = call.__qualname__ = name
+        call.__doc__ = f"``self.{to}.{name}``"
+        return call
+
+    def decorate(cls):
+        for name in names:
+            setattr(cls, name, method(name))
+        return cls
+    return decorate
+
+
 class Engine(Protocol):
     """What the core asks of an engine.  An engine is built with the core (``engine(core)``)
     and keeps it to call back; it reads what the core owns but changes only its own state and

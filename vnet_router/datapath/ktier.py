@@ -10,18 +10,15 @@ hold, the engine's ring sees only the rest (control, deliveries to logical inter
 tunnels, user-space shaping, every malformed frame), its VLAN tag written inline by the
 program since the kernel clears it before that delivery.
 
-How the two are put together: ``KernelEngine`` subclasses ``CEngine`` and overrides only the
-``Engine`` methods where the tier has work -- ``sync_substrate`` (attach), ``start`` (the
-counter timer), ``install``, ``retune``, ``flush`` and ``sync_counters`` (counters), ``close``,
-``stats``, ``tier_of`` -- each running the compiled engine's step first; the others
-(``process_eth``, ``process_udp``, ``on_tap``, ``flush_tx``) are the compiled engine's own, with
-no forwarder written.  The tier itself is a separate object the engine holds (``self.tier``):
-its program, attachments, tables and counters, and ``None`` once it cannot run.  Why a base
-class rather than a wrapper delegating through ``__getattr__``: the engine's interface stays
-visible on the class (``getattr(KernelEngine, "process_eth")``, help, the interface tests), a
-call costs no failed attribute lookup first, and nothing private of the compiled engine is
-touched from here (only ``rings``, which it exposes).  Why not hooks in the core: the core would
-then know about a tier only one engine has.  What differs for the core is declared in
+How the two are put together: composition.  ``KernelEngine`` holds the compiled engine
+(``self.inner``) and the tier (``self.tier``: its program, attachments, tables and counters,
+``None`` once it cannot run).  The ``Engine`` methods where the tier has work --
+``sync_substrate`` (attach), ``start`` (the counter timer), ``install``, ``retune``, ``flush``
+and ``sync_counters`` (counters), ``close``, ``stats``, ``tier_of`` -- run the compiled
+engine's step, then the tier's; the others (``process_eth``, ``process_udp``, ``on_tap``,
+``flush_tx``) are the compiled engine's, reached through ``engine.delegate`` with no forwarder
+written.  Nothing of the compiled engine but what it exposes (``rings``) is touched from here.
+Why not hooks in the core: the core would then know about a tier only one engine has.  What differs for the core is declared in
 ``capabilities`` (``kernel_tier``); once the tier stopped (it could not load, or an attach or a
 map write failed at run time), the engine's ``name`` and ``capabilities`` are the compiled
 engine's: ``vnetctl show`` says ``fast``, and nothing writes into the core.
@@ -57,6 +54,7 @@ from dataclasses import replace
 
 from vnet_router.datapath import packet_io
 from vnet_router.datapath._fastpath import CEngine
+from vnet_router.datapath.engine import delegate
 from vnet_router.datapath.meters import TokenBucket
 from vnet_router.model.names import LINK_COUNTERS, VLINK_COUNTERS
 from vnet_router.model.tables import IN, SWITCH
@@ -323,14 +321,16 @@ class KernelTier:
                 "kernel_interfaces": len(self.attached)}
 
 
-class KernelEngine(CEngine):
+@delegate("process_eth", "process_udp", "on_tap", "flush_tx", to="inner")
+class KernelEngine:
     """The compiled engine with a ``KernelTier`` (see the module docstring)."""
 
     name = "kernel"
     capabilities = replace(CEngine.capabilities, kernel_tier=True)
 
     def __init__(self, dp):
-        super().__init__(dp)
+        self.dp = dp
+        self.inner = CEngine(dp)
         self.tier: KernelTier | None = None
         self._timer = None
         why = ebpf.available(compiler=False)
@@ -349,7 +349,7 @@ class KernelEngine(CEngine):
         self.name, self.capabilities = CEngine.name, CEngine.capabilities
 
     def _rings(self) -> dict[int, socket.socket]:
-        return {ifindex: rx.sock for ifindex, (rx, _ring) in self.rings.items()}
+        return {ifindex: rx.sock for ifindex, (rx, _ring) in self.inner.rings.items()}
 
     def _fail(self, e: Exception):
         log.error("datapath: the kernel tier stops (%s); the compiled engine forwards "
@@ -361,7 +361,7 @@ class KernelEngine(CEngine):
     # -- the hooks: the compiled engine's step, then the tier's --------------------------------
 
     def sync_substrate(self, snap, close):
-        super().sync_substrate(snap, close)
+        self.inner.sync_substrate(snap, close)
         if self.tier is not None:
             try:
                 self.tier.attach(snap, self._rings())
@@ -369,7 +369,7 @@ class KernelEngine(CEngine):
                 self._fail(e)
 
     def start(self):
-        super().start()
+        self.inner.start()
         if self.tier is not None and self._timer is None:
             self._timer = self.dp.loop.call_later(SYNC_S, self._tick)
 
@@ -380,7 +380,7 @@ class KernelEngine(CEngine):
             self._timer = self.dp.loop.call_later(SYNC_S, self._tick)
 
     def install(self, snap):
-        super().install(snap)
+        self.inner.install(snap)
         if self.tier is not None:
             try:
                 self.tier.install(snap)
@@ -388,17 +388,17 @@ class KernelEngine(CEngine):
                 self._fail(e)
 
     def retune(self, e):
-        super().retune(e)
+        self.inner.retune(e)
         if self.tier is not None:
             self.tier.retune(e)
 
     def flush(self):
-        super().flush()
+        self.inner.flush()
         if self.tier is not None:
             self.tier.sync()
 
     def sync_counters(self):
-        super().sync_counters()
+        self.inner.sync_counters()
         if self.tier is not None:
             self.tier.sync()
 
@@ -411,10 +411,10 @@ class KernelEngine(CEngine):
             st = self.tier.stats()
             log.info("kernel tier: %d frames handled in the kernel", st["kernel_frames"])
             self.tier = None
-        super().close()
+        self.inner.close()
 
     def stats(self) -> dict[str, int]:
-        st = dict(super().stats())
+        st = dict(self.inner.stats())
         st.update(self.tier.stats() if self.tier is not None else
                   {"kernel_frames": 0, "kernel_switches": 0, "kernel_interfaces": 0})
         return st
