@@ -60,7 +60,8 @@ class Node:
         self._unblock = unblock          # signals main() held back during set-up
         self.facts = facts
         self.tables = Tables(cfg, facts)
-        self.ports = Ports(cfg)
+        self.ports = Ports(cfg, on_owned=(lambda ns: state.save(namespaces=ns))
+                           if state is not None else None)
         self.dp = None           # the datapath chosen by datapaths.choose()
         self.cp = None           # the control plane (control.plane.ControlPlane), with [tm]/[vbm]
         self.kernel = KernelInstances()     # eBPF protocol instances (node/kernel.py)
@@ -89,7 +90,6 @@ class Node:
             self.statefile.save(incarnation=self.incarnation,
                                 namespaces=prev.get("namespaces", []),
                                 qdiscs=prev.get("qdiscs", []))
-            self.ports.on_owned = lambda ns: self.statefile.save(namespaces=ns)
             self.ports.adopt_namespaces(self.cfg, prev.get("namespaces", []))
             left = [q for q in prev.get("qdiscs", []) if not self._remove_qdisc(q)]
             self.statefile.save(qdiscs=left)
