@@ -263,7 +263,7 @@ class HostNode(Node):
             view = await self.cp.members.join(link, vnet, name, router)
         except (LookupError, ValueError, TimeoutError) as e:
             for d in [d for d in self.cp.dynamic.values() if d.vnet == vnet]:
-                self.cp._uninstall(d)           # the router's set-up that it then refused
+                self.cp.uninstall(d)           # the router's set-up that it then refused
             if have is None:
                 await self.vnet_del(vnet)
             raise CommandError(f"join {vnet}: {e}") from None

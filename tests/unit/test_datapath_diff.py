@@ -186,12 +186,12 @@ CFG = CFG.replace("{udp_local}", str(_L)).replace("{udp_remote}", str(_R))
 class Rig:
     """One datapath on socketpairs; ``outputs()`` drains what it sent."""
 
-    def __init__(self, make, broken_tx=False, clock=lambda: 100.0):
+    def __init__(self, make, broken_tx=False, clock=lambda: 100.0, **callbacks):
         cfg = loads(CFG)
         facts = {"eth0": IfaceFacts(IF0, ME0, 1500), "eth1": IfaceFacts(IF1, ME1, 1500)}
         self.tables = Tables(cfg, facts)
         self.loop = asyncio.new_event_loop()
-        self.dp = make(self.tables, self.loop, clock=clock)
+        self.dp = make(self.tables, self.loop, clock=clock, **callbacks)
         self.peers = {}
         self.socks = []
         for li in cfg.interfaces:

@@ -27,13 +27,12 @@ def control_frames():
 
 
 def run_control(mod):
-    rig = Rig(mod)
     seen = []
 
     def on_control(ctx, view, start, length):
         seen.append((ctx.id, bytes(view[6:12]), bytes(view[start:start + length])))
         return length > 0 and view[start] == 1
-    rig.dp.on_control = on_control
+    rig = Rig(mod, on_control=on_control)
     try:
         for ifindex, frame, tci in control_frames():
             rig.eth(ifindex, frame, tci)

@@ -1,7 +1,11 @@
 """Path MTU notices (control/pmtu.py): what a node reports upstream, what it takes from
 downstream, expiry, and the datapath callback -- on tables, with a recording datapath and a
 test clock (no sockets)."""
+import functools
+
+from vnet_router.control.plane import ControlPlane
 from vnet_router.control.pmtu import HOLD, PathMtu
+from vnet_router.datapath.dispatch import ControlDispatch
 from vnet_router.model.config import loads
 from vnet_router.model.tables import IfaceFacts, Tables
 from vnet_router.wire import control as m
@@ -174,3 +178,34 @@ def test_datapath_callback_takes_path_mtu_only():
     assert pm.on_control(ctx, view, start, n) is False       # the control drop, as before
     view, start, n = frame(b"\x01garbage")
     assert pm.on_control(ctx, view, start, n) is False
+
+
+def test_behind_a_control_plane_on_the_vli0_dispatcher():
+    """The node's wiring with [tm]: on VLI 0 the plane is asked first and this service is the
+    fallback; the plane makes the service, hands it PATH_MTU and sends its notices (counted as
+    the plane's), and a frame the plane refuses never reaches the service."""
+    tables = Tables(loads(CFG.format(interval=2.0) + "[tm]\n"),
+                    {"eth0": IfaceFacts(2, ME, 1500), "eth1": IfaceFacts(3, ME, 9000)})
+    dp, clock, applied = FakeDp(tables), Clock(), []
+    cp = ControlPlane(tables.config, tables, dp, None, FakeLoop(), clock=clock,
+                      path_mtu=functools.partial(
+                          PathMtu, tables, dp, FakeLoop(), node=7, incarnation=9, clock=clock,
+                          on_interface=lambda li, mtu: applied.append((li.name, mtu))))
+    pm = cp.pmtu
+    vli0 = ControlDispatch()
+    vli0.register(pm.on_control, fallback=True)
+    vli0.register(cp.on_control)
+    ctx = dp.snap.links["west"]
+
+    def frame(payload):
+        f = wire.pack_eth(ME, PEER, 0, payload, wire.VlanTag(10))
+        return memoryview(f), 18 + 4, len(payload)
+    assert vli0(ctx, *frame(m.PathMtu(entries=((101, 1400),)).pack())) is True
+    assert tables.path_mtu == {("west", 101): 1400}
+    assert cp.counters["rx_path_mtu"] == 1 and pm.counters["received"] == 1
+    assert vli0(ctx, *frame(m.Hello(name="x").pack())) is True       # the plane's
+    assert vli0(ctx, *frame(b"\x01garbage")) is False
+    assert cp.counters["malformed"] == 1 and pm.counters["refused"] == 0
+    pm._tick()
+    assert [msg.entries for lid, _dst, msg in dp.sent if lid == "west"] == [((100, 1470),)]
+    assert cp.messages[("path_mtu", "sent")] == 3 and cp.counters["tx_path_mtu"] == 3

@@ -29,9 +29,8 @@ class _Broken:
 
 
 def test_a_failed_ring_thread_reports_fatal():
-    rig = Rig(fast_mod)
     failures = []
-    rig.dp.on_fatal = failures.append
+    rig = Rig(fast_mod, on_fatal=failures.append)
     ce = rig.dp.engine
     engine, ce._engine = ce._engine, _Broken(ce._engine)
     ce.start()

@@ -166,10 +166,9 @@ def test_vlan_from_the_ring_header_and_unknown_interface():
 def test_control_frames_handed_to_the_loop_are_bounded_and_counted():
     """From the ring thread, VLI 0 frames go to the control plane through the event loop: at
     most 1,024 wait at once, the rest are counted as control_queue, none vanishes."""
-    rig = Rig(fast_mod)
-    synth, ring = _ring(rig, IF0)
     taken = []
-    rig.dp.on_control = lambda ctx, view, start, length: taken.append(ctx.id) or True
+    rig = Rig(fast_mod, on_control=lambda ctx, view, start, length: taken.append(ctx.id) or True)
+    synth, ring = _ring(rig, IF0)
     frame = wire.pack_eth(ME0, P1, 0, b"\x01" * 40, wire.VlanTag(10))
     try:
         engine = rig.dp.engine._engine

@@ -39,9 +39,8 @@ class Membership:
     def over_limit(self, peer, vnet: str) -> str | None:
         """Admission of one more run-time virtual link from ``peer`` in ``vnet``: None, or
         the refusal's reason."""
-        tm = self.cp.cfg.tm
-        per_peer = tm.max_dynamic_per_peer if tm else 16
-        per_vnet = tm.max_dynamic_per_vnet if tm else 64
+        tm = self.cp.cfg.tm_settings
+        per_peer, per_vnet = tm.max_dynamic_per_peer, tm.max_dynamic_per_vnet
         busy = [(key[0], v) for key, v in self.cp.in_progress.items()]
         links = [(d.peer, d.vnet) for d in self.cp.dynamic.values()] + busy
         if sum(1 for p, _ in links if p == peer) >= per_peer:
@@ -55,7 +54,7 @@ class Membership:
         vnet = cp.vnet_names.get(msg.vnet)
         v = cp.cfg.vnet(vnet) if vnet is not None else None
         if v is None or v.members is None:
-            cp._count("join_unknown_vnet")
+            cp.count("join_unknown_vnet")
             return m.Ack(status=m.Status.UNKNOWN_VNET)
         if any(d.peer == peer for d in self.members(vnet)):
             return m.Ack(status=m.Status.OK)                    # already a member
@@ -64,11 +63,11 @@ class Membership:
             return None                                         # a retry: still working
         if len(self.members(vnet)) + len(self.joining) >= v.members.max_members:
             cp.guard.note("limit_members", f"JOIN {vnet} from {_who(cp, peer)}")
-            cp._count("limit_members")
+            cp.count("limit_members")
             return m.Ack(status=m.Status.NO_VLI)
         self.joining.add(key)
         remote = msg.name or f"{vnet[:14]}0"
-        cp._spawn(self._admit(peer, msg, key, vnet, v, remote))
+        cp.spawn(self._admit(peer, msg, key, vnet, v, remote))
         return None
 
     async def _admit(self, peer, msg, key, vnet, v, remote):
@@ -81,13 +80,13 @@ class Membership:
             d.member = True
             await cp.loop.run_in_executor(None, cp.ports.attach, cp.cfg, vnet, local)
             reply = m.Ack(status=m.Status.OK)
-            cp._count("members_joined")
+            cp.count("members_joined")
             log.info("vnet %s: %s joined (%s here, %s there, on %s)", vnet, _who(cp, peer),
                      local, remote, d.link)
         except Exception as e:                  # refused by the host, timed out, netlink ...
             log.error("vnet %s: JOIN of %s failed: %s", vnet, _who(cp, peer), e)
             if d is not None and (d.vnet, d.name) in cp.dynamic:
-                cp._uninstall(d)
+                cp.uninstall(d)
             reply = m.Ack(status=m.Status.BAD_REQUEST)
         finally:
             self.joining.discard(key)
@@ -107,12 +106,12 @@ class Membership:
         vnet = cp.vnet_names.get(msg.vnet)
         gone = [d for d in self.members(vnet) if d.peer == peer] if vnet else []
         if not gone:
-            cp._count("unknown_member")
+            cp.count("unknown_member")
             return m.Ack(status=m.Status.UNKNOWN_VLINK)
         for d in gone:
-            cp._uninstall(d)
+            cp.uninstall(d)
             d.fsm.fire("remote_teardown")
-        cp._count("members_left")
+        cp.count("members_left")
         log.info("vnet %s: %s left", vnet, _who(cp, peer))
         return m.Ack(status=m.Status.OK)
 
@@ -125,9 +124,9 @@ class Membership:
             del cp.neighbours[peer]
             gone = [d for d in cp.dynamic.values() if d.peer == peer]
             for d in gone:
-                cp._uninstall(d)
+                cp.uninstall(d)
                 d.fsm.fire("remote_teardown")
-                cp._count("vlinks_peer_lost")
+                cp.count("vlinks_peer_lost")
             names = ", ".join(f"{d.vnet}/{d.name}" for d in gone)
             log.warning("neighbour %s not heard for %.1f s: gone%s", _who(cp, peer, n),
                         now - n["seen"], f"; removed {names}" if gone else "")
@@ -136,12 +135,12 @@ class Membership:
         """A neighbour restarted (a new incarnation in its HELLO): it forgot the run-time
         virtual links it had with us, so ours go too -- never half-open."""
         cp = self.cp
-        cp._count("peer_restarts")
+        cp.count("peer_restarts")
         gone = [d for d in cp.dynamic.values() if d.peer == peer]
         for d in gone:
-            cp._uninstall(d)
+            cp.uninstall(d)
             d.fsm.fire("remote_teardown")
-            cp._count("vlinks_peer_restarted")
+            cp.count("vlinks_peer_restarted")
         log.warning("neighbour %s restarted (incarnation %08x)%s", _who(cp, peer),
                     msg.incarnation, f": removed the run-time virtual links it had forgotten: "
                     f"{', '.join(f'{d.vnet}/{d.name}' for d in gone)}" if gone else "")
@@ -158,7 +157,7 @@ class Membership:
 
     async def join(self, link: str, vnet: str, name: str, peer: str | None = None) -> dict:
         cp = self.cp
-        to = cp._peer_for(link, peer, single=True)
+        to = cp.peer_for(link, peer, single=True)
         reply = await cp.request(to, m.Join(vnet=cp.vnet_ids[vnet], name=name))
         if reply is None:
             raise TimeoutError(f"no answer to JOIN from {_who(cp, to)}")
@@ -169,7 +168,7 @@ class Membership:
             raise ValueError(f"{_who(cp, to)} acknowledged JOIN {vnet} without setting up "
                              f"{name}")
         d.member = True
-        return cp._dyn_view(d)
+        return cp.dynamic_view(d)
 
     async def leave(self, vnet: str) -> dict:
         cp = self.cp
@@ -180,7 +179,7 @@ class Membership:
             acked = acked and reply is not None and reply.status == m.Status.OK
         for d in mine:
             if (d.vnet, d.name) in cp.dynamic:
-                cp._uninstall(d)
+                cp.uninstall(d)
         return {"vnet": vnet, "left": [d.name for d in mine], "router_acked": acked}
 
 

@@ -2,9 +2,11 @@
 
 Work is split like this:
 
-* the datapath hands every VLI 0 frame to :meth:`ControlPlane.on_control` (a callback; a frame
-  that does not decode is refused and the datapath counts it as the ``control`` drop) and sends
-  our messages with ``Datapath.send_control``;
+* the node registers :meth:`ControlPlane.on_control` with the datapath's VLI 0 dispatcher
+  (``datapath.dispatch``), ahead of the path-MTU service: it decodes every VLI 0 frame (one
+  that does not decode is refused and the datapath counts it as the ``control`` drop) and hands
+  PATH_MTU to the path-MTU service it made (``path_mtu``), which sends through :meth:`send`;
+  our messages leave with ``Datapath.send_control``;
 * ``transport`` numbers, retries and deduplicates; ``tm``/``vbm`` decide rates; this module
   maps their opaque peers to (substrate link, MAC), their keys to the virtual link table, and
   makes the meters follow (``Datapath.set_rate``);
@@ -67,13 +69,13 @@ class Dynamic:
 class ControlPlane:
     def __init__(self, cfg: NodeConfig, tables, dp, ports, loop, *, clock=time.monotonic,
                  rng: random.Random | None = None, incarnation: int | None = None,
-                 on_owned=None):
+                 on_owned=None, path_mtu=None):
         self.cfg, self.tables, self.dp, self.ports, self.loop = cfg, tables, dp, ports, loop
         self.clock = clock
         self.rng = rng or random.Random()
-        tm_cfg = cfg.tm
-        self.tick_every = tm_cfg.tick if tm_cfg else 0.25
-        self.hello_every = tm_cfg.hello_interval if tm_cfg else 1.0
+        tm_cfg = cfg.tm_settings            # the defaults when only [vbm] is configured
+        self.tick_every = tm_cfg.tick
+        self.hello_every = tm_cfg.hello_interval
         self.node_id = node_id(cfg, tables.facts)
         # increases across restarts (the node's state file): a neighbour that hears a new one
         # in our HELLO knows we restarted and forgot our run-time virtual links
@@ -82,24 +84,24 @@ class ControlPlane:
         # control messages by (type, outcome): sent, send_error, no_link, received, malformed,
         # error (the handler failed); what the protocol then did is in ``counters``
         self.messages: dict[tuple[str, str], int] = {}
-        self.req = Requester(self._send, clock, node=self.node_id, incarnation=self.incarnation,
+        self.req = Requester(self.send, clock, node=self.node_id, incarnation=self.incarnation,
                              seq_start=self.rng.getrandbits(32), rng=self.rng,
                              counters=self.counters)
-        window = tm_cfg.replay_window if tm_cfg else 30.0
-        self.resp = Responder(self._send, clock, node=self.node_id, window=window,
+        window = tm_cfg.replay_window
+        self.resp = Responder(self.send, clock, node=self.node_id, window=window,
                               incarnation=self.incarnation, counters=self.counters)
         self.guard = Guard(cfg.substrate_links, max_age=window,
                            signing_seed=cfg.vbm.signing_seed if cfg.vbm else None,
-                           vbm_public=tm_cfg.vbm_public if tm_cfg else None)
+                           vbm_public=tm_cfg.vbm_public)
         self.vnet_ids = {v.name: v.id for v in cfg.vnets}
         self.vnet_names = {v.id: v.name for v in cfg.vnets}
         capacity = 0
-        if tm_cfg and tm_cfg.vbm_link:
+        if tm_cfg.vbm_link:
             capacity = cfg.link(tm_cfg.vbm_link).capacity or 0
         self.tm = TrafficManager(
-            self.req, clock, idle_interval=tm_cfg.idle_interval if tm_cfg else 10.0,
-            report_interval=tm_cfg.report_interval if tm_cfg else 5.0, capacity=capacity,
-            hold=max(0.5, 2 * self.tick_every), bounded=bool(tm_cfg and tm_cfg.vbm_link),
+            self.req, clock, idle_interval=tm_cfg.idle_interval,
+            report_interval=tm_cfg.report_interval, capacity=capacity,
+            hold=max(0.5, 2 * self.tick_every), bounded=bool(tm_cfg.vbm_link),
             on_rate=self._on_rate, counters=self.counters)
         self.vbm = None
         if cfg.vbm is not None:
@@ -108,24 +110,24 @@ class ControlPlane:
                            node_ttl=cfg.vbm.node_ttl, max_nodes=cfg.vbm.max_nodes)
             for s in cfg.vbm.shares:
                 self.vbm.admit(s.vnet, s.share)
-        self.kshaping = KernelShaping(dp, loop, on_owned) if tm_cfg and tm_cfg.kernel_shaping \
-            else None
+        self.kshaping = KernelShaping(dp, loop, on_owned) if tm_cfg.kernel_shaping else None
         self.neighbours: dict[tuple, dict] = {}
         self.dynamic: dict[tuple[str, str], Dynamic] = {}
         self.reserved: set[tuple[str, int]] = set()
         self.in_progress: dict[tuple, str] = {}     # VLINK_SETUPs being set up -> vNet
         self._obs: dict[tuple, tuple] = {}
         self.members = Membership(self)
-        self.neighbour_timeout = tm_cfg.neighbour_timeout if tm_cfg else 5.0
+        self.neighbour_timeout = tm_cfg.neighbour_timeout
         self._last_hello = -1e9
         self._timer = None
         self._tasks: set = set()
-        self.pmtu = None            # control.pmtu.PathMtu: takes PATH_MTU notices (the node's)
+        # ``path_mtu(send=)`` makes the node's path MTU service (control.pmtu.PathMtu) sending
+        # through ours; we hand it the PATH_MTU notices we receive
+        self.pmtu = path_mtu(send=self.send) if path_mtu is not None else None
 
     # -- life cycle --------------------------------------------------------------------------
 
     def start(self):
-        self.dp.on_control = self.on_control
         self._manage(self._static(self.cfg))
         self._shape_switches()
         self._timer = self.loop.call_soon(self._tick)
@@ -151,7 +153,7 @@ class ControlPlane:
         return out
 
     def _manage(self, links: dict):
-        start_at = self.cfg.tm.start_at if self.cfg.tm else "min"
+        start_at = self.cfg.tm_settings.start_at
         for (direction, peer, vli), (vid, lo, hi) in links.items():
             add = self.tm.add_output if direction == "out" else self.tm.add_input
             add(peer, vli, vid, lo, hi, lo if start_at == "min" else hi)
@@ -174,12 +176,11 @@ class ControlPlane:
 
     def _shape_switches(self):
         for v in self.kshaping.switches(self.cfg) if self.kshaping is not None else ():
-            self._spawn(self.kshaping.set_rate(v, v.rate.current))
+            self.spawn(self.kshaping.set_rate(v, v.rate.current))
 
     async def close(self):
         if self._timer is not None:
             self._timer.cancel()
-        self.dp.on_control = None
         for t in list(self._tasks):
             t.cancel()
         if self.kshaping is not None:
@@ -188,7 +189,8 @@ class ControlPlane:
             except Exception:
                 log.exception("removing the HTB qdiscs failed")
 
-    def _spawn(self, coro):
+    def spawn(self, coro):
+        """Run ``coro`` as a task of the plane (cancelled by :meth:`close`)."""
         t = self.loop.create_task(coro)
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
@@ -196,21 +198,23 @@ class ControlPlane:
 
     # -- sending and receiving ---------------------------------------------------------------
 
-    def _count(self, name):
+    def count(self, name):
+        """One more of event ``name`` in the protocol's counters (``status()['control']``)."""
         self.counters[name] = self.counters.get(name, 0) + 1
 
     def _message(self, kind: str, outcome: str):
         key = (kind, outcome)
         self.messages[key] = self.messages.get(key, 0) + 1
 
-    def _send(self, peer, msg: m.Message):
+    def send(self, peer, msg: m.Message):
+        """Send ``msg`` to ``peer`` (link id, MAC | None), sealed, counted by outcome."""
         link_id, mac = peer
         kind = msg.TYPE.name.lower()
         ctx = self.dp.snap.links.get(link_id)
         if ctx is None:
             self._message(kind, "no_link")
             return
-        self._count(f"tx_{kind}")
+        self.count(f"tx_{kind}")
         data = self.guard.seal(link_id, msg, ctx.local_mac if ctx.kind != "udp" else None)
         sent = self.dp.send_control(ctx, data, mac if ctx.kind == "multiaccess" else None)
         self._message(kind, "sent" if sent else "send_error")
@@ -229,11 +233,11 @@ class ControlPlane:
             self._message("unknown", "refused")
             return False
         except m.ControlDecodeError:
-            self._count("malformed")
+            self.count("malformed")
             self._message("unknown", "malformed")
             return False
         kind = msg.TYPE.name.lower()
-        self._count(f"rx_{kind}")
+        self.count(f"rx_{kind}")
         self._message(kind, "received")
         try:
             if isinstance(msg, m.Hello):
@@ -247,7 +251,7 @@ class ControlPlane:
                 self.resp.handle(peer, msg, self._execute)
         except Exception:              # a bug must not stop forwarding
             log.exception("control message %s from %s failed", msg.TYPE.name, _peer_str(peer))
-            self._count("errors")
+            self.count("errors")
             self._message(kind, "error")
         return True
 
@@ -255,7 +259,7 @@ class ControlPlane:
         old = self.neighbours.get(peer)
         self.neighbours[peer] = {"name": msg.name, "role": msg.role.name, "node": msg.node,
                                  "incarnation": msg.incarnation, "seen": self.clock()}
-        if msg.role == m.Role.VBM and self.cfg.tm and peer[0] == self.cfg.tm.vbm_link:
+        if msg.role == m.Role.VBM and peer[0] == self.cfg.tm_settings.vbm_link:
             if self.tm.vbm_peer != peer or old is None or old["incarnation"] != msg.incarnation:
                 log.info("VBM at %s (incarnation %08x)", _peer_str(peer), msg.incarnation)
                 self.tm.vbm_peer = peer
@@ -271,7 +275,7 @@ class ControlPlane:
             return self.tm.handle(peer, msg)
         if isinstance(msg, m.AggRequest):
             if self.vbm is None or peer[0] != self.cfg.vbm.link:
-                self._count("not_vbm")
+                self.count("not_vbm")
                 return m.AggAssign(status=m.Status.BAD_REQUEST, vnet=msg.vnet, rate=msg.current)
             return self.vbm.handle(peer, msg)
         if isinstance(msg, m.VlinkSetup):
@@ -282,7 +286,7 @@ class ControlPlane:
             return self.members.on_join(peer, msg)
         if isinstance(msg, m.Leave):
             return self.members.on_leave(peer, msg)
-        self._count("unexpected")
+        self.count("unexpected")
         return None
 
     # -- timers ------------------------------------------------------------------------------
@@ -308,7 +312,7 @@ class ControlPlane:
             role = m.Role.VBM if self.vbm is not None and s.id == self.cfg.vbm.link \
                 else m.Role.NODE
             peer = (s.id, s.peer_mac if s.kind == "p2p" else None)
-            self._send(peer, m.Hello(node=self.node_id, incarnation=self.incarnation,
+            self.send(peer, m.Hello(node=self.node_id, incarnation=self.incarnation,
                                      role=role, capacity=s.capacity or 0,
                                      name=self.cfg.node.name[:m.MAX_NAME]))
 
@@ -344,7 +348,7 @@ class ControlPlane:
         v.rate = v.rate.model_copy(update={"cur": rate})
         self.dp.set_rate(v)
         if self.kshaping is not None and v.direction == OUT:
-            self._spawn(self.kshaping.set_rate(v, rate))
+            self.spawn(self.kshaping.set_rate(v, rate))
         log.debug("rate %s %s:%d -> %d bit/s", direction, link_id, vli, rate)
 
     # -- dynamic virtual links ---------------------------------------------------------------
@@ -353,7 +357,7 @@ class ControlPlane:
         """A free input VLI on ``link_id``.  The search starts at an offset of this node's
         own (its id), so neighbours on a LAN choosing their inputs for one upstream rarely
         choose the same one (the upstream refuses a VLI its output table already has)."""
-        base = self.cfg.tm.dynamic_vli_base if self.cfg.tm else 1024
+        base = self.cfg.tm_settings.dynamic_vli_base
         span = wire.VLI_RESERVED - base
         start = self.node_id % min(span, 8192)
         for i in range(span):
@@ -383,18 +387,19 @@ class ControlPlane:
         self.tm.add_output(d.peer, d.out_vli, vid, d.min, d.max)
         self.dynamic[(d.vnet, d.name)] = d
 
-    def _uninstall(self, d: Dynamic):
+    def uninstall(self, d: Dynamic):
+        """Remove run-time virtual link pair ``d`` here (sends nothing to the peer)."""
         self.dynamic.pop((d.vnet, d.name), None)
         v = self.tables.vlinks.get((d.link, d.out_vli, OUT))
         if v is not None and self.kshaping is not None:
-            self._spawn(self.kshaping.remove(v))
+            self.spawn(self.kshaping.remove(v))
         self.tm.remove_input((d.peer, d.in_vli))
         self.tm.remove_output((d.peer, d.out_vli))
         self.tables.remove_interface(d.vnet, d.name)
         self.dp.reconfigure({}, [(d.vnet, d.name)])
         self.ports.remove(self.cfg, d.vnet, d.name)   # closing the TAP deletes it: no netlink
 
-    def _peer_for(self, link_id: str, peer_name: str | None, single: bool = False):
+    def peer_for(self, link_id: str, peer_name: str | None, single: bool = False):
         """The peer on ``link_id``: its neighbour named ``peer_name`` on a multiaccess link
         (``single``: or, unnamed, the only neighbour heard there)."""
         s = self.cfg.link(link_id)
@@ -431,9 +436,9 @@ class ControlPlane:
         lo, hi = parse_rate(min), parse_rate(max)
         if lo > hi or hi <= 0:
             raise ValueError(f"min {lo} above max {hi}")
-        d = await self.setup_pair(self._peer_for(link, peer), vnet, name, name, lo, hi,
+        d = await self.setup_pair(self.peer_for(link, peer), vnet, name, name, lo, hi,
                                   addresses)
-        return self._dyn_view(d)
+        return self.dynamic_view(d)
 
     async def setup_pair(self, to, vnet: str, name: str, remote: str, lo: int, hi: int,
                          addresses=()) -> Dynamic:
@@ -468,7 +473,7 @@ class ControlPlane:
         link_id = peer[0]
         vnet = self.vnet_names.get(msg.vnet)
         if vnet is None:
-            self._count("unknown_vnet")
+            self.count("unknown_vnet")
             return m.VlinkSetupReply(status=m.Status.UNKNOWN_VNET)
         d = self.dynamic.get((vnet, msg.name))
         if d is not None:
@@ -478,13 +483,13 @@ class ControlPlane:
         refusal = self.members.over_limit(peer, vnet)
         if refusal is not None:
             self.guard.note(refusal, f"VLINK_SETUP {vnet}/{msg.name} from {_peer_str(peer)}")
-            self._count(refusal)
+            self.count(refusal)
             return m.VlinkSetupReply(status=m.Status.NO_VLI)
         if not msg.name or not valid_ifname(msg.name) or msg.max == 0 or msg.min > msg.max \
                 or not 1 <= msg.reverse_vli < wire.VLI_RESERVED \
                 or (link_id, msg.reverse_vli, OUT) in self.tables.vlinks \
                 or any((li.vnet, li.name) == (vnet, msg.name) for li in self.tables.interfaces):
-            self._count("bad_setup")
+            self.count("bad_setup")
             return m.VlinkSetupReply(status=m.Status.BAD_REQUEST)
         key = (peer, msg.node, msg.incarnation, msg.seq)
         if key in self.in_progress:
@@ -509,36 +514,37 @@ class ControlPlane:
                 self.reserved.discard((link_id, vli))
             self.resp.complete(peer, msg, reply)
 
-        self._spawn(work())
+        self.spawn(work())
         return None
 
     async def vlink_del(self, vnet: str, name: str) -> dict:
         d = self.dynamic.get((vnet, name))
         if d is None:
             raise LookupError(f"no dynamic virtual link {vnet}/{name}")
-        self._uninstall(d)
+        self.uninstall(d)
         d.fsm.fire("teardown")
         reply = await self.request(d.peer, m.VlinkTeardown(vli=d.out_vli, reverse_vli=d.in_vli))
         d.fsm.fire("acked" if reply is not None else "timeout")
         log.info("virtual link %s/%s on %s torn down (peer %s)", vnet, name, d.link,
                  "acked" if reply is not None else "did not answer")
-        return {**self._dyn_view(d), "peer_acked": reply is not None and
+        return {**self.dynamic_view(d), "peer_acked": reply is not None and
                 reply.status == m.Status.OK}
 
     def _teardown_request(self, peer, msg: m.VlinkTeardown):
         for d in list(self.dynamic.values()):
             if d.peer == peer and d.in_vli == msg.vli and d.out_vli == msg.reverse_vli:
-                self._uninstall(d)
+                self.uninstall(d)
                 d.fsm.fire("remote_teardown")
                 log.info("virtual link %s/%s on %s torn down by %s", d.vnet, d.name, d.link,
                          _peer_str(peer))
                 return m.Ack(status=m.Status.OK)
-        self._count("unknown_vlink")
+        self.count("unknown_vlink")
         return m.Ack(status=m.Status.UNKNOWN_VLINK)
 
     # -- views -------------------------------------------------------------------------------
 
-    def _dyn_view(self, d: Dynamic) -> dict:
+    def dynamic_view(self, d: Dynamic) -> dict:
+        """``d`` as ``alloc`` and ``vlink add`` show it."""
         return {"vnet": d.vnet, "name": d.name, "substrate_link": d.link,
                 "peer": _peer_str(d.peer), "in_vli": d.in_vli, "out_vli": d.out_vli,
                 "min": d.min, "max": d.max, "upstream": d.upstream, "state": d.fsm.state.name}
@@ -576,7 +582,7 @@ class ControlPlane:
             "node": self.cfg.node.name, "node_id": f"{self.node_id:08x}",
             "vbm_peer": _peer_str(tm.vbm_peer) if tm.vbm_peer else None,
             "outputs": outs, "inputs": ins, "aggregates": aggs,
-            "dynamic": [self._dyn_view(d) for d in self.dynamic.values()],
+            "dynamic": [self.dynamic_view(d) for d in self.dynamic.values()],
             "members": self.members.view(),
             "neighbours": [{"peer": _peer_str(p), **{k: v for k, v in n.items() if k != "seen"}}
                            for p, n in self.neighbours.items()],

@@ -22,12 +22,14 @@ substrate link (to the p2p peer, the tunnel's remote, or the LAN's broadcast add
 own link's MTU.  This covers static and run-time virtual links alike and follows changes (a
 reload giving a tunnel another MTU); no reply, no retry, no sequence numbers.
 
-Work split: the datapath hands VLI 0 frames to :meth:`PathMtu.on_control` when no control plane
-runs; otherwise ``plane.ControlPlane`` decodes them and passes PATH_MTU to
-:meth:`PathMtu.on_message` and sends ours (``send``), so both share the control protocol's
-framing.  The node applies MTUs (netlink, in a worker thread).  Without a control plane the
-notices are still authenticated where the link has a key (``guard.Guard``: sealed when sent,
-checked when received; refusals counted under ``refused``).
+Work split: the node registers :meth:`PathMtu.on_control` with the datapath's VLI 0 dispatcher
+(``datapath.dispatch``) as the fallback: it takes PATH_MTU and refuses the rest.  With a
+control plane, ``plane.ControlPlane`` is asked first and answers every frame: it makes this
+service (its ``send`` is ``ControlPlane.send``) and passes PATH_MTU to
+:meth:`PathMtu.on_message`, so both share the control protocol's framing and counters.  The
+node applies MTUs (netlink, in a worker thread).  Without a control plane the notices are
+still authenticated where the link has a key (``guard.Guard``: sealed when sent, checked when
+received; refusals counted under ``refused``).
 """
 from __future__ import annotations
 
@@ -55,11 +57,12 @@ def node_id(cfg, facts) -> int:
 
 class PathMtu:
     def __init__(self, tables, dp, loop, *, node: int, incarnation: int, on_interface,
-                 clock=time.monotonic):
+                 clock=time.monotonic, send=None):
         self.tables, self.dp, self.loop, self.clock = tables, dp, loop, clock
         self.node, self.incarnation = node, incarnation
         self.on_interface = on_interface     # (logical interface, reported payload MTU | None)
-        self.send = self._send               # send(link id, dst MAC | None, message)
+        # send((link id, dst MAC | None), message): the control plane's, else our own
+        self.send = send if send is not None else self._send
         # (link, output VLI) -> {reporter MAC | None: (payload MTU, expires)}
         self.reports: dict[tuple[str, int], dict] = {}
         self._sent: dict[str, tuple] = {}    # link -> entries last sent
@@ -74,8 +77,7 @@ class PathMtu:
         """Keys of the configuration in use (a reload may change them)."""
         cfg = self.tables.config
         if self._guarded is not cfg:
-            self._guard = Guard(cfg.substrate_links, max_age=cfg.tm.replay_window if cfg.tm
-                                else 30.0)
+            self._guard = Guard(cfg.substrate_links, max_age=cfg.tm_settings.replay_window)
             self._guarded = cfg
         return self._guard
 
@@ -94,8 +96,9 @@ class PathMtu:
     # -- receiving ---------------------------------------------------------------------------
 
     def on_control(self, ctx, view, start, length) -> bool:
-        """Datapath callback when no control plane runs: PATH_MTU is taken, anything else is
-        refused (the datapath counts it as the ``control`` drop, as without this)."""
+        """VLI 0 handler (the dispatcher's fallback; reached only when no control plane
+        runs): PATH_MTU is taken, anything else is refused (the datapath counts it as the
+        ``control`` drop, as without this)."""
         src = bytes(view[6:12]) if ctx.kind != "udp" else None
         if src is not None and src == ctx.local_mac:
             return True
@@ -211,12 +214,13 @@ class PathMtu:
             self._sent[link_id], self._when[link_id] = entries, now
             dst = ctx.peer_mac if ctx.kind == "p2p" else None
             for k in range(0, max(len(entries), 1), m.MAX_MTU_ENTRIES):
-                self.send(link_id, dst, m.PathMtu(
+                self.send((link_id, dst), m.PathMtu(
                     node=self.node, incarnation=self.incarnation,
                     entries=entries[k:k + m.MAX_MTU_ENTRIES]))
                 self.counters["sent"] += 1
 
-    def _send(self, link_id: str, dst: bytes | None, msg: m.Message):
+    def _send(self, peer: tuple, msg: m.Message):
+        link_id, dst = peer
         ctx = self.dp.snap.links.get(link_id)
         if ctx is not None:
             self.dp.send_control(ctx, self.guard.seal(

@@ -58,7 +58,8 @@ class Datapath:
     """The core composed with an engine (see the module docstring)."""
 
     def __init__(self, tables: Tables, engine, loop: asyncio.AbstractEventLoop | None = None,
-                 clock=time.monotonic, capture=None):
+                 clock=time.monotonic, capture=None, *, on_control=None, on_port_closed=None,
+                 on_fatal=None):
         self.tables = tables
         self.loop = loop or asyncio.get_event_loop()
         self.clock = clock
@@ -81,13 +82,14 @@ class Datapath:
             raise ValueError(f"{engine.__name__} does not walk the TAP capture ring")
         self.capture = capture
         self.engine: Engine = engine(self)
-        # control plane: on_control(link ctx, frame view, payload start, length) -> accepted?
-        self.on_control = None
+        # VLI 0: on_control(link ctx, frame view, payload start, length) -> taken?  The node's
+        # is a ``dispatch.ControlDispatch``; None: every VLI 0 frame is the ``control`` drop
+        self.on_control = on_control
         # called with the port when a library endpoint's application closed its end (EOF)
-        self.on_port_closed = None
+        self.on_port_closed = on_port_closed
         # called in the loop thread with a message when the datapath can no longer forward
         # (the node then stops with exit status 1, so a supervisor restarts it)
-        self.on_fatal = None
+        self.on_fatal = on_fatal
 
     @property
     def name(self) -> str:

@@ -42,33 +42,33 @@ def fast_module():
     return importlib.import_module("vnet_router.datapath._fastpath")
 
 
-def DatapathPy(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None
-               ) -> Datapath:
+def DatapathPy(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None,
+               **callbacks) -> Datapath:
     """A datapath on the reference engine (pure Python)."""
-    return _build(tables, PyEngine, loop, clock, tap_capture)
+    return _build(tables, PyEngine, loop, clock, tap_capture, callbacks)
 
 
-def DatapathC(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None
-              ) -> Datapath:
+def DatapathC(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None,
+              **callbacks) -> Datapath:
     """A datapath on the compiled engine; ImportError if it is not built."""
-    return _build(tables, fast_module().CEngine, loop, clock, tap_capture)
+    return _build(tables, fast_module().CEngine, loop, clock, tap_capture, callbacks)
 
 
-def DatapathKernel(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None
-                   ) -> Datapath:
+def DatapathKernel(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None,
+                   **callbacks) -> Datapath:
     """A datapath on the compiled engine with the kernel tier; ImportError if the compiled
     engine is not built.  If the tier cannot run here, one error line and the compiled engine
     alone (``ktier.py``)."""
     from vnet_router.datapath.ktier import KernelEngine     # imports the extension
-    return _build(tables, KernelEngine, loop, clock, tap_capture)
+    return _build(tables, KernelEngine, loop, clock, tap_capture, callbacks)
 
 
-def _build(tables, engine, loop, clock, tap_capture: str | None) -> Datapath:
+def _build(tables, engine, loop, clock, tap_capture: str | None, callbacks: dict) -> Datapath:
     capture = None
     if tap_capture is not None and engine.capabilities.walks_capture:
         capture = TapCapture.start(tap_capture)
     try:
-        return Datapath(tables, engine, loop, clock, capture=capture)
+        return Datapath(tables, engine, loop, clock, capture=capture, **callbacks)
     except BaseException:
         if capture is not None:
             capture.close(())

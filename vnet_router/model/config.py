@@ -384,6 +384,9 @@ class TMSection(Schema):
                           f"taken for gone between their HELLOs")
 
 
+TM_DEFAULTS = TMSection()       # ``[tm]`` with every key at its default (NodeConfig.tm_settings)
+
+
 class VBMShare(Schema):
     """``[[vbm.share]]``: a vNet's guaranteed share of the LAN."""
 
@@ -454,6 +457,12 @@ class NodeConfig(Schema):
 
     def vnet(self, name: str) -> VNet:
         return next(v for v in self.vnets if name == v.name)
+
+    @property
+    def tm_settings(self) -> TMSection:
+        """``[tm]`` as the node runs it: the file's, else every key at its default (a control
+        plane that runs for ``[vbm]`` alone; the replay window of path MTU notices)."""
+        return self.tm if self.tm is not None else TM_DEFAULTS
 
     @rules
     def _across_tables(self):

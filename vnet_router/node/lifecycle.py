@@ -9,11 +9,19 @@ configuration dropped.  An invalid new configuration changes nothing.
 With ``[tm]`` or ``[vbm]`` the node also runs a control plane (``control.plane.ControlPlane``:
 the control protocol on VLI 0, the Traffic Manager, the VBM), started once the datapath is
 open and closed before it; it adds the ``alloc``, ``vlink_add`` and ``vlink_del`` commands.
+
+Parts get what they call through their constructors: the datapath its callbacks and its VLI 0
+dispatcher (``datapath.dispatch``), with which the control plane and then, as the fallback,
+the path-MTU service register; the plane makes the path-MTU service, which sends through the
+plane.  ``run`` closes every part through one ``AsyncExitStack``, in the reverse order of
+their start.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import functools
 import logging
 import signal
 import time
@@ -21,6 +29,7 @@ import time
 from vnet_router.model import config as config_mod
 from vnet_router.model.schema import ConfigError
 from vnet_router.datapath import select as datapaths
+from vnet_router.datapath.dispatch import ControlDispatch
 from vnet_router.ops import sdnotify
 from vnet_router.node import commands
 from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
@@ -51,7 +60,8 @@ class Node:
         self._unblock = unblock          # signals main() held back during set-up
         self.facts = facts
         self.tables = Tables(cfg, facts)
-        self.ports = Ports(cfg)
+        self.ports = Ports(cfg, on_owned=(lambda ns: state.save(namespaces=ns))
+                           if state is not None else None)
         self.dp = None           # the datapath chosen by datapaths.choose()
         self.cp = None           # the control plane (control.plane.ControlPlane), with [tm]/[vbm]
         self.kernel = KernelInstances()     # eBPF protocol instances (node/kernel.py)
@@ -80,7 +90,6 @@ class Node:
             self.statefile.save(incarnation=self.incarnation,
                                 namespaces=prev.get("namespaces", []),
                                 qdiscs=prev.get("qdiscs", []))
-            self.ports.on_owned = lambda ns: self.statefile.save(namespaces=ns)
             self.ports.adopt_namespaces(self.cfg, prev.get("namespaces", []))
             left = [q for q in prev.get("qdiscs", []) if not self._remove_qdisc(q)]
             self.statefile.save(qdiscs=left)
@@ -122,36 +131,49 @@ class Node:
         if self._unblock:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, self._unblock)
         cfg = self.cfg
-        try:
-            self.dp = datapaths.choose(cfg.node.datapath)(self.tables, loop,
-                                                          tap_capture=cfg.node.tap_capture)
+        # every part is closed in the reverse order it was started: the metrics server, the
+        # control socket, kernel instances, path MTU notices, the control plane, the datapath
+        # and its TAP capture
+        async with contextlib.AsyncExitStack() as parts:
+            vli0 = ControlDispatch()     # VLI 0: the control plane (if any), then path MTU
+            self.dp = datapaths.choose(cfg.node.datapath)(
+                self.tables, loop, tap_capture=cfg.node.tap_capture, on_control=vli0,
+                on_port_closed=self._endpoint_closed, on_fatal=datapath_failed)
+            parts.callback(self._close_datapath)
             for li in cfg.interfaces:
                 self.dp.add_port(li.vnet, li.name, self.ports.tap_for(cfg, li).fd)
-            self.dp.on_port_closed = self._endpoint_closed
-            self.dp.on_fatal = datapath_failed
-            # VLI 0 is taken from the first frame on: a neighbour's notice may arrive at once
-            self.pmtu = PathMtu(self.tables, self.dp, loop, node=node_id(cfg, self.facts),
-                                incarnation=self.incarnation, on_interface=self._path_mtu)
-            self.dp.on_control = self.pmtu.on_control       # the control plane's, if it runs
+            path_mtu = functools.partial(
+                PathMtu, self.tables, self.dp, loop, node=node_id(cfg, self.facts),
+                incarnation=self.incarnation, on_interface=self._path_mtu)
+            # VLI 0 frames reach their handlers (registered below, before the first await) only
+            # in the loop: a neighbour's notice may be there at its first turn
             self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
                 from vnet_router.control.plane import ControlPlane
                 self.cp = ControlPlane(
                     cfg, self.tables, self.dp, self.ports, loop, incarnation=self.incarnation,
                     on_owned=(lambda q: self.statefile.save(qdiscs=q)) if self.statefile
-                    else None)
-                self.cp.pmtu = self.pmtu
-                self.pmtu.send = lambda link, dst, msg: self.cp._send((link, dst), msg)
+                    else None, path_mtu=path_mtu)
+                self.pmtu = self.cp.pmtu         # sends through the plane, hears PATH_MTU from it
+                parts.push_async_callback(self.cp.close)
                 self.cp.start()
+                parts.callback(vli0.register(self.cp.on_control))
+            else:
+                self.pmtu = path_mtu()
+            parts.callback(self.pmtu.close)
             self.pmtu.start()
+            parts.callback(vli0.register(self.pmtu.on_control, fallback=True))
+            parts.callback(self.kernel.stop_all)
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}
             self.control = self.make_control(cfg.node.control_socket, handlers)
+            parts.push_async_callback(self.control.close)
             await self.control.start()
             await self.started_serving()
             if cfg.node.metrics:
                 from vnet_router.ops import metrics
                 self._metrics = metrics.serve(*cfg.node.metrics, self._status_from_thread)
+                parts.callback(self._close_metrics)
             log.info("node %s ready: %d substrate links, %d vNets, %d logical interfaces, "
                      "%d switched virtual links", cfg.node.name, len(cfg.substrate_links),
                      len(cfg.vnets), len(cfg.interfaces), len(cfg.switches))
@@ -160,21 +182,17 @@ class Node:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
             return status
-        finally:
-            if self._metrics is not None:
-                self._metrics[0].shutdown()
-                self._metrics[0].server_close()
-            if self.control is not None:
-                await self.control.close()
-            self.kernel.stop_all()
-            if self.pmtu is not None:
-                self.pmtu.close()
-            if self.cp is not None:
-                await self.cp.close()
-            if self.dp is not None:
-                self.dp.close()
-                if self.dp.capture is not None:
-                    self.dp.capture.close(list(self.dp.ports.values()))
+
+    def _close_datapath(self):
+        """The datapath, then the TAP capture its engine walked."""
+        self.dp.close()
+        if self.dp.capture is not None:
+            self.dp.capture.close(list(self.dp.ports.values()))
+
+    def _close_metrics(self):
+        server = self._metrics[0]
+        server.shutdown()
+        server.server_close()
 
     # -- control -------------------------------------------------------------------------------
 

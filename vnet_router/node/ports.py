@@ -101,7 +101,7 @@ class SocketEnd:
 
 
 class Ports:
-    def __init__(self, cfg: NodeConfig, privileged: bool | None = None):
+    def __init__(self, cfg: NodeConfig, privileged: bool | None = None, on_owned=None):
         self.cfg = cfg
         # without CAP_SYS_ADMIN the TAP is moved into its namespace with an alias naming it,
         # and `vnet-router --configure` (privileged) names it, addresses it and brings it up
@@ -111,7 +111,7 @@ class Ports:
         self._addresses: dict[tuple[str, str], tuple] = {}
         self._mtu: dict[tuple[str, str], int] = {}
         self.dynamic: set[tuple[str, str]] = set()   # TAPs made at run time (control plane)
-        self.on_owned = None           # on_owned(namespaces): created_ns (plus new ones) changed
+        self.on_owned = on_owned       # on_owned(namespaces): created_ns (plus new ones) changed
 
     def _owned(self, extra=()):
         if self.on_owned is not None:
