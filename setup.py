@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from setuptools import Command, setup
 from setuptools.command.build import build
@@ -65,16 +66,15 @@ class BuildBpf(Command):
                   "tier and the TAP capture", file=sys.stderr)
             return
         try:
-            argv = _ebpf().clang_argv
+            ebpf = _ebpf()
         except Exception as e:                      # never fail the install for it
             print(f"vnet: the BPF programs are not prebuilt ({e!r})", file=sys.stderr)
             return
-        headers = glob.glob(os.path.join(HERE, BPF, "*.h"))
         for src in sources:
             obj = src[:-len(".c")] + ".o"
-            if not self.force and _newer(obj, [src, *headers]):
+            if not self.force and ebpf.outdated(Path(src), Path(obj)) is None:
                 continue
-            r = subprocess.run(argv(src, obj, clang), capture_output=True, text=True)
+            r = subprocess.run(ebpf.clang_argv(src, obj, clang), capture_output=True, text=True)
             if r.returncode != 0:
                 print(f"vnet: {os.path.basename(src)} not prebuilt (clang exit status "
                       f"{r.returncode}); the daemon compiles it at load:\n{r.stderr[-2000:]}",
@@ -94,11 +94,6 @@ def _ebpf():
     sys.modules[spec.name] = mod                    # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
-
-
-def _newer(obj: str, inputs: list) -> bool:
-    return os.path.exists(obj) and all(os.path.getmtime(obj) >= os.path.getmtime(p)
-                                       for p in inputs)
 
 
 class Build(build):

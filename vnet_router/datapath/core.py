@@ -234,7 +234,7 @@ class Datapath:
             held = self.meters.get(key)
             old = held[1] if held is not None and held[0] is v else None
             rate = v.rate
-            if rate.max is None or (v.direction == OUT and key in self.txsocks):
+            if not self._metered(v):
                 self.meters.pop(key, None)
                 if isinstance(old, Shaper):
                     released.append((key, old))
@@ -257,6 +257,11 @@ class Datapath:
             return m
         return meter
 
+    def _metered(self, v: VLink) -> bool:
+        """``v`` has a meter here: it has a rate, and HTB does not shape it (an output with a
+        kernel-shaped socket)."""
+        return v.rate.max is not None and not (v.direction == OUT and v.key in self.txsocks)
+
     def meter_of(self, key) -> TokenBucket | Shaper | None:
         """The meter virtual link ``key`` runs at (None: unmetered, or no such link)."""
         e = self.snap.entry(key) if self.snap is not None else None
@@ -269,7 +274,7 @@ class Datapath:
         e = self.snap.entry(v.key) if self.snap is not None else None
         if e is None or e.vlink is not v:
             return
-        metered = v.rate.max is not None and not (v.direction == OUT and v.key in self.txsocks)
+        metered = self._metered(v)
         if metered != (e.meter is not None):
             self.install(self.snap.model)
         elif metered:

@@ -109,7 +109,6 @@ class Leads:
     out: tuple | None = None                    # key of the output virtual link
     learned_max: int = 0                        # the port's learned-MAC bound and ageing
     learned_ageing: float = 0.0
-    queue: int = 256                            # the output's shaper queue (frames)
 
 
 @dataclass(frozen=True, slots=True)
