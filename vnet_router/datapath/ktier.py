@@ -18,13 +18,14 @@ and ``sync_counters`` (counters), ``close``, ``stats``, ``tier_of`` -- run the c
 engine's step, then the tier's; the others (``process_eth``, ``process_udp``, ``on_tap``,
 ``flush_tx``) are the compiled engine's, reached through ``engine.delegate`` with no forwarder
 written.  Nothing of the compiled engine but what it exposes (``rings``) is touched from here.
-Why not hooks in the core: the core would then know about a tier only one engine has.  What differs for the core is declared in
-``capabilities`` (``kernel_tier``); once the tier stopped (it could not load, or an attach or a
-map write failed at run time), the engine's ``name`` and ``capabilities`` are the compiled
-engine's: ``vnetctl show`` says ``fast``, and nothing writes into the core.
+Why not hooks in the core: the core would then know about a tier only one engine has.  What
+differs for the core is declared in ``capabilities`` (``kernel_tier``); once the tier stopped
+(it could not load, or an attach or a map write failed at run time), the engine's ``name`` and
+``capabilities`` are the compiled engine's: ``vnetctl show`` says ``fast``, and nothing writes
+into the core.
 
-What the kernel takes, decided from the same compiled snapshot the engine runs on (one place:
-the core's ``install`` attaches meters and encapsulations, both tiers read them): a switch
+What the kernel takes, decided from the same entries the engine runs on (``entries.Compiled``:
+the core binds meters and encapsulations once, both tiers read them): a switch
 (pass-through) from an Ethernet substrate link onto an Ethernet substrate link whose output
 virtual link is unshaped or shaped by the kernel (HTB; the program sets ``skb->priority`` to
 the class the link's send socket names), with input policing by the virtual link's token
@@ -40,13 +41,13 @@ program; ``sync`` (every ``SYNC_S``, at every install and at close) adds what mo
 last read to the same counters the engines use (virtual links, substrate links, drops by
 reason), and ``stats`` says how many frames each tier handled.
 
-If BPF is unavailable (no libbpf or clang, no privilege, the verifier refuses, an attach
-fails), the engine logs one error line and the compiled engine forwards everything.
+If BPF is unavailable (no libbpf, no object built with the package and no clang to build one,
+no privilege, the verifier refuses, an attach fails), the engine logs one error line and the
+compiled engine forwards everything.
 """
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import struct
 import time
@@ -63,7 +64,7 @@ from vnet_router.wire import substrate as wire
 
 log = logging.getLogger(__name__)
 
-SOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bpf", "substrate.bpf.c")
+SOURCE = str(ebpf.BPF_DIR / "substrate.bpf.c")
 TC_HANDLE, TC_PRIORITY = 0x564E, 1
 SYNC_S = 0.5
 NO_BUCKET = 0xFFFFFFFF
@@ -118,7 +119,7 @@ class KernelTier:
         self.link_slots = _Slots(self.prog.maps["lstats"].max_entries)
         self.vlink_slots = _Slots(self.prog.maps["vstats"].max_entries)
         self.last: dict[tuple, tuple] = {}           # (map, slot) -> counters last read
-        self.kernel_vlinks: dict[tuple, object] = {}  # in VLink key -> (in v, out v, ctxs)
+        self.kernel_vlinks: dict[tuple, object] = {}  # input key -> (in entry, out entry, ctxs)
         self.bucket_of: dict[tuple, tuple] = {}      # in VLink key -> (rate, burst) written
         self.frames = 0                              # frames the kernel forwarded or dropped
 

@@ -42,7 +42,7 @@ from vnet_router.ops import ebpf
 
 log = logging.getLogger(__name__)
 
-SOURCE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "bpf", "tap_capture.bpf.c")
+SOURCE = str(ebpf.BPF_DIR / "tap_capture.bpf.c")
 ENV = "VNET_TAP_CAPTURE"
 TC_HANDLE, TC_PRIORITY = 0x564E, 2
 TUNGETIFF = 0x800454D2
