@@ -1,5 +1,6 @@
-"""The kernel tier as an engine (``datapath/ktier.py``): chosen by ``datapath = "kernel"``, and a
-kernel tier that cannot load is one error line with the compiled engine forwarding."""
+"""The BPF engines (``datapath/ktier.py``): the kernel tier chosen by ``datapath = "kernel"``,
+the classifier alone by ``fast`` / ``auto``; a classifier that cannot load is one line with the
+compiled engine reading every frame."""
 import asyncio
 import logging
 
@@ -7,8 +8,8 @@ import pytest
 
 from vnet_router.datapath import select as datapaths
 from vnet_router.datapath.core import Datapath
-from vnet_router.datapath import ktier
-from vnet_router.datapath.ktier import KernelEngine
+from vnet_router.datapath import classifier
+from vnet_router.datapath.ktier import FastEngine, KernelEngine
 from vnet_router.ops import ebpf
 from test_datapaths import ENGINE_METHODS, _tables
 
@@ -60,7 +61,7 @@ def test_a_program_the_verifier_refuses_is_one_error_line(monkeypatch, loop, cap
                    'SEC("tc") int f(struct __sk_buff *skb)\n'
                    '{ return *(int *)(long)(skb->data + 100); }\n'
                    'char LICENSE[] SEC("license") = "MIT";\n')
-    monkeypatch.setattr(ktier, "SOURCE", str(bad))
+    monkeypatch.setattr(classifier, "SOURCE", str(bad))
     with caplog.at_level(logging.INFO):
         dp = Datapath(_tables(), KernelEngine, loop)
         assert dp.name == "fast"
@@ -84,6 +85,26 @@ def test_a_tier_that_stops_is_seen_through_the_engine(loop, caplog):
         assert dp.name == "fast" and not dp.engine.capabilities.kernel_tier
         assert dp.engine.capabilities.walks_capture and dp.engine.capabilities.reads_udp
         assert "name" not in vars(dp)
-        assert "the kernel tier stops (attach refused (test))" in _errors(caplog)[0]
+        assert "the classifier stops (attach refused (test))" in _errors(caplog)[0]
     finally:
         dp.close()
+
+
+def test_fast_and_auto_classify(monkeypatch, loop, caplog):
+    """``fast`` runs the classifier; without BPF it is one warning line and the compiled
+    engine alone, labelled ``fast`` either way (``classified`` says which)."""
+    monkeypatch.delenv(datapaths.ENV, raising=False)
+    assert datapaths.choose("fast") is datapaths.DatapathFast
+    assert datapaths.choose("auto") is datapaths.DatapathFast
+    monkeypatch.setattr(ebpf, "available", lambda compiler=True: "libbpf is missing (test)")
+    with caplog.at_level(logging.INFO):
+        dp = datapaths.DatapathFast(_tables(), loop)
+        dp.install(dp.tables.compile())
+        assert isinstance(dp.engine, FastEngine) and dp.engine.tier is None
+        assert dp.name == "fast" and dp.stats()["classified"] == 0
+        assert dp.engine.inner.fanout is None
+        dp.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["datapath: no classification in the kernel (libbpf is missing "
+                        "(test)); the compiled engine reads every frame from one ring per "
+                        "interface"], warnings

@@ -6,23 +6,24 @@
 
 /* drop reasons */
 enum vnet_drop_reason {
-	R_SHORT = 0,           /* shorter than the Ethernet / VLAN / substrate header */
-	R_BAD_LEN = 1,         /* LEN larger than what arrived */
-	R_UNKNOWN_VLAN = 2,    /* tagged with a VLAN id no p2p substrate link of the interface uses */
-	R_BAD_PEER = 3,        /* p2p VLAN frame from a MAC that is not the configured peer */
-	R_NO_LINK = 4,         /* untagged but no multiaccess link here / UDP from an unknown remote */
-	R_UNKNOWN_VLI = 5,     /* no virtual link with this VLI on the substrate link */
-	R_CONTROL = 6,         /* VLI 0 frame that does not parse (or no control plane runs) */
-	R_OVERSIZE = 7,        /* larger than the substrate link MTU or the logical interface */
-	R_POLICED = 8,         /* input token bucket empty */
-	R_QUEUE_FULL = 9,      /* output shaper queue full */
-	R_VLI_DROP = 10,       /* virtual link configured with action drop */
-	R_TAP_ERROR = 11,      /* the logical interface refused the frame */
-	R_SEND_ERROR = 12,     /* the substrate interface refused the frame */
-	R_RING_FULL = 13,      /* the kernel found no room in the receive ring / socket buffer */
-	R_CONTROL_QUEUE = 14,  /* VLI 0 frame beyond the bounded queue to the control plane */
-	R_TOO_BIG = 15,        /* switched (or sent) frame larger than the output substrate link carries */
-	N_REASONS = 16
+	R_SHORT = 0,             /* shorter than the Ethernet / VLAN / substrate header */
+	R_BAD_LEN = 1,           /* LEN larger than what arrived */
+	R_UNKNOWN_VLAN = 2,      /* tagged with a VLAN id no p2p substrate link of the interface uses */
+	R_BAD_PEER = 3,          /* p2p VLAN frame from a MAC that is not the configured peer */
+	R_NO_LINK = 4,           /* untagged but no multiaccess link here / UDP from an unknown remote */
+	R_UNKNOWN_VLI = 5,       /* no virtual link with this VLI on the substrate link */
+	R_CONTROL = 6,           /* VLI 0 frame that does not parse (or no control plane runs) */
+	R_OVERSIZE = 7,          /* larger than the substrate link MTU or the logical interface */
+	R_POLICED = 8,           /* input token bucket empty */
+	R_QUEUE_FULL = 9,        /* output shaper queue full */
+	R_VLI_DROP = 10,         /* virtual link configured with action drop */
+	R_TAP_ERROR = 11,        /* the logical interface refused the frame */
+	R_SEND_ERROR = 12,       /* the substrate interface refused the frame */
+	R_RING_FULL = 13,        /* the kernel found no room in the receive ring / socket buffer */
+	R_CONTROL_QUEUE = 14,    /* VLI 0 frame beyond the bounded queue to the control plane */
+	R_TOO_BIG = 15,          /* switched (or sent) frame larger than the output substrate link carries */
+	R_CONTROL_POLICED = 16,  /* VLI 0 frame beyond its sender's budget (a known neighbour's own, or the budget all other senders on the link share) */
+	N_REASONS = 17
 };
 
 /* ignore reasons */
@@ -41,11 +42,12 @@ enum vnet_link_kind {
 
 /* substrate.bpf.c vstats (per virtual link) */
 enum vnet_vstat {
-	VSTAT_PACKETS = 0,   /* frames received (input) or sent (output) by the kernel */
-	VSTAT_BYTES = 1,     /* their payload bytes */
-	VSTAT_POLICED = 2,   /* input: dropped by the token bucket (the policed drop) */
-	VSTAT_TOO_BIG = 3,   /* output: larger than the output link carries (the too_big drop) */
-	VSTAT_N = 4
+	VSTAT_PACKETS = 0,    /* frames received (input) or sent (output) by the kernel */
+	VSTAT_BYTES = 1,      /* their payload bytes */
+	VSTAT_POLICED = 2,    /* input: dropped by the token bucket (the policed drop) */
+	VSTAT_TOO_BIG = 3,    /* output: larger than the output link carries (the too_big drop) */
+	VSTAT_VLI_DROP = 4,   /* input: the virtual link's action is drop (the vli_drop drop) */
+	VSTAT_N = 5
 };
 
 /* substrate.bpf.c lstats (per substrate link) */

@@ -25,6 +25,7 @@ cdef class _Engine:
     cdef double armed               # when the timer fires (0: not armed)
     cdef public int64_t wakeups, batches, drains
     cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
+    cdef public object kpoliced     # keys of input virtual links the classifier polices
     cdef public int cap_fd          # the TAP capture's ``ports`` map (-1: no capture)
     cdef public object cap_sync     # the capture's kernel drop count, read at sync (or None)
 
@@ -36,6 +37,7 @@ cdef class _Engine:
         self.rs = _Sender(True)
         self.queues = {}
         self.vl_ix = {}
+        self.kpoliced = frozenset()
         self.tapbuf = <uint8_t *>malloc(TAP_BATCH * TAP_BUF)
         self.copybuf = <uint8_t *>malloc(BATCH * TAP_BUF)
         self.umsgs = <mmsghdr *>calloc(UDP_BATCH, sizeof(mmsghdr))
@@ -90,6 +92,10 @@ cdef class _Engine:
         t, kept = _compile(self.dp, snap, self.queues, self.udp_conn)
         left, self.queues = self.queues, kept
         self.vl_ix = {e.key: i for i, e in enumerate(t.vl_objs)}
+        for key in self.kpoliced:           # the classifier polices them before the ring
+            i = self.vl_ix.get(key, -1)
+            if i >= 0 and t.vls[i].metered == M_POLICER:
+                t.vls[i].metered = M_NONE
         self.t = t
         for q, e in left.values():
             self._release_all(e, q)
@@ -349,7 +355,7 @@ cdef class _Engine:
                     dirty = True
                     self.wakeups += 1
                     try:
-                        ring.walk(self, self.rs, WALK_BUDGET)
+                        ring.walk(self, self.rs, ring.quantum)
                     except Exception:
                         _tx_flush(self, self.rs)
                         log.exception("fast path: error while reading the ring of ifindex %d",
@@ -403,7 +409,7 @@ cdef class _Engine:
         for ring in rings:
             n = ring.owner.dropped() if ring.base != NULL else 0
             if n:
-                self.dp.drops["ring_full"] += n
+                self.dp.count_drops("ring_full", n, vnet=ring.vnet)
         if self.cap_sync is not None:
             n = self.cap_sync()
             if n:

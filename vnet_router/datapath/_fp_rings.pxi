@@ -10,9 +10,12 @@ cdef class _Ring:
     cdef uint8_t *base
     cdef uint32_t frame_size, frame_nr, cur
     cdef public int ifindex
+    cdef public int queue            # its place in the interface's fanout group (0: the only)
+    cdef public int quantum          # frames it may give per turn of the ring thread
+    cdef public object vnet          # the vNet whose frames it alone holds (its ring_full), or None
     cdef public int64_t frames
 
-    def __cinit__(self, rx, int ifindex):
+    def __cinit__(self, rx, int ifindex, int queue=0):
         cdef uint8_t[::1] mv = rx.map
         self.owner = rx
         self.view_keep = mv
@@ -20,11 +23,24 @@ cdef class _Ring:
         self.frame_size, self.frame_nr = rx.frame_size, rx.frame_nr
         self.cur = 0
         self.ifindex = ifindex
+        self.queue = queue
+        self.quantum = WALK_BUDGET
+        self.vnet = None
 
     @property
     def position(self):
         """The slot the next frame is expected in."""
         return self.cur
+
+    def pending(self):
+        """Frames the kernel has published that no walk has taken yet."""
+        cdef uint32_t k, n = 0
+        if self.base == NULL:
+            return 0
+        for k in range(self.frame_nr):
+            if vn_load32(self.base + <size_t>k * self.frame_size + H2_STATUS) & TP_STATUS_USER:
+                n += 1
+        return n
 
     def release(self):
         self.view_keep = None

@@ -14,7 +14,8 @@ class CEngine:
         self.dp = dp
         self.udp_conn = {}     # (local, remote) of a UDP link -> its connected socket
         self._engine = _Engine(dp, self.udp_conn)
-        self.rings = {}        # ifindex -> (RxRing, _Ring)
+        self.rings = {}        # (ifindex, queue) -> (RxRing, _Ring)
+        self.fanout = None     # (selector program fd, [slots of ring i]): classified rings
         self._port_ix = {}     # id(TapPort) -> index in the compiled tables
         self._thread = None    # the ring thread, its rings, epoll fd and stop eventfd
         self._thread_rings = []
@@ -27,23 +28,31 @@ class CEngine:
         connected to the remote (bound to the link's local address beside the core's socket):
         a connected ``sendmmsg`` skips the route lookup per datagram, and the kernel delivers
         the remote's datagrams to it (the ring thread reads both)."""
+        have = {i for i, _q in self.rings}
         for ifindex, iface in snap.ifaces.items():
-            if ifindex not in self.rings:
+            if ifindex in have:
+                continue
+            if self.fanout is None:
                 rx = packet_io.RxRing(iface.ifname, snap.ethertype)
-                self.rings[ifindex] = (rx, _Ring(rx, ifindex))
+                self.rings[(ifindex, 0)] = (rx, _Ring(rx, ifindex))
+            else:
+                selector, frames = self.fanout
+                for q, rx in enumerate(packet_io.fanout_rings(iface.ifname, snap.ethertype,
+                                                              selector, frames)):
+                    self.rings[(ifindex, q)] = (rx, _Ring(rx, ifindex, q))
         want = {(c.local, c.remote) for c in snap.links.values() if c.kind == "udp"}
         for key in want:
             if key not in self.udp_conn:
                 self.udp_conn[key] = _connected_udp(*key)
         if close:
-            gone = [i for i in self.rings if i not in snap.ifaces]
+            gone = [k for k in self.rings if k[0] not in snap.ifaces]
             gone_conn = [k for k in self.udp_conn if k not in want]
             if gone or gone_conn or [x for x in self._thread_udp if x[1] not in snap.udp]:
                 self._stop_ring_thread()        # it must not read a ring / socket that goes
             for key in gone_conn:
                 self.udp_conn.pop(key).close()
-            for ifindex in gone:
-                rx, ring = self.rings.pop(ifindex)
+            for key in gone:
+                rx, ring = self.rings.pop(key)
                 self._engine._ring_drops_py([ring])
                 ring.release()
                 rx.close()
@@ -58,8 +67,8 @@ class CEngine:
             self._cap = _CapRing(cap.ring_fd, cap.ring_size)
             self._engine.cap_fd = cap.ports_fd
             self._engine.cap_sync = cap.take_drops
-        if self._thread is None or [r for _, r in self._thread_rings] != \
-                [r for _, r in self.rings.values()] or self._thread_udp != udps:
+        if self._thread is None or {id(r) for _, r in self._thread_rings} != \
+                {id(r) for _, r in self.rings.values()} or self._thread_udp != udps:
             self._stop_ring_thread()
             self._start_ring_thread(udps)
 
@@ -92,10 +101,7 @@ class CEngine:
         log.info("fast path: %d frames from rings in %d wake-ups, %d send batches, "
                  "%d shaper drains", st["ring_frames"], st["wakeups"], st["batches"],
                  st["drains"])
-        for ifindex, (rx, ring) in self.rings.items():
-            ring.release()
-            rx.close()
-        self.rings.clear()
+        self._close_rings()
         for sock in self.udp_conn.values():
             sock.close()
         self.udp_conn.clear()
@@ -104,6 +110,33 @@ class CEngine:
             self._engine.cap_sync = None
             self._cap.close()
             self._cap = None
+
+    def _close_rings(self):
+        for rx, ring in self.rings.values():
+            ring.release()
+            rx.close()
+        self.rings.clear()
+
+    def reopen_rings(self, snap, fanout):
+        """Every ring closed and opened again, classified (``fanout``: selector fd, slots) or
+        not (None): the ring thread restarts on the new ones.  What the old rings held is
+        dropped (counted ``ring_full``: the rings went)."""
+        self._stop_ring_thread()
+        held = sum(ring.pending() for _, ring in self.rings.values())
+        self._engine._ring_drops_py([ring for _, ring in self.rings.values()])
+        self._close_rings()
+        if held:
+            self.dp.count_drops("ring_full", held)
+        self.fanout = fanout
+        self.sync_substrate(snap, False)
+        self.start()
+
+    def shape_service(self, quanta, vnets):
+        """Per ring: frames per turn (``quanta``: queue -> frames) and the vNet whose frames it
+        alone holds (``vnets``: queue -> name, or absent)."""
+        for (_ifindex, q), (_rx, ring) in self.rings.items():
+            ring.quantum = quanta.get(q, WALK_BUDGET)
+            ring.vnet = vnets.get(q)
 
     def stats(self):
         e = self._engine
@@ -128,7 +161,8 @@ class CEngine:
     # ring frames that touch it are handed over (``_Sender``).
 
     def _start_ring_thread(self, udps):
-        rings = list(self.rings.values())
+        # served in this order each turn: known neighbours' control first, strangers' last
+        rings = sorted(self.rings.values(), key=lambda r: _SERVICE_ORDER.get(r[1].queue, 2))
         epfd = _epoll_create()
         stopfd = _eventfd()
         try:
@@ -183,6 +217,9 @@ class CEngine:
                 pass
         self._epfd = self._stopfd = -1
         self._thread_rings, self._thread_udp = [], []
+
+
+_SERVICE_ORDER = {1: 0, 0: 1, 2: 3}      # classifier.Q_KNOWN, Q_DEFAULT, Q_OTHER; vNets: 2
 
 
 def _connected_udp(local, remote):

@@ -409,6 +409,15 @@ class Datapath:
         if v is not None:
             v.drop(reason)
 
+    def count_drops(self, reason: str, n: int, ctx: LinkCtx | None = None,
+                    v: VLink | None = None, vnet: str | None = None):
+        """``n`` lost frames at once (counted outside Python: the classifier, the rings)."""
+        self.drops[reason] += n
+        if ctx is not None:
+            ctx.state.drops[reason] += n
+        if v is not None:
+            v.drops[reason] = v.drops.get(reason, 0) + n
+
     def ignore(self, reason: str, ctx: LinkCtx):
         """Count a frame that was not for this node (``tables.IGNORE_REASONS``): no fault."""
         self.ignored[reason] += 1

@@ -163,13 +163,15 @@ class RxRing:
     ``dropped()`` reads (and resets) PACKET_STATISTICS.
     """
 
-    def __init__(self, ifname: str, ethertype: int, frames: int = 4096):
+    def __init__(self, ifname: str, ethertype: int, frames: int = 4096,
+                 classified: bool = False):
         self.ifname = ifname
         self.sock = self.map = None
         try:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self.sock = sock
-            attach_filter(sock, substrate_filter(ethertype))
+            if not classified:
+                attach_filter(sock, substrate_filter(ethertype))
             ignore_outgoing(sock)
             self.frame_size = frame_size_for(interface_mtu(sock, ifname))
             self.block_size = max(1 << 16, self.frame_size)
@@ -181,7 +183,7 @@ class RxRing:
                 self.block_size, self.block_nr, self.frame_size, self.frame_nr))
             self.map = mmap.mmap(sock.fileno(), self.block_size * self.block_nr,
                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-            sock.bind((ifname, ETH_P_ALL))
+            sock.bind((ifname, ethertype if classified else ETH_P_ALL))
             sock.setblocking(False)
         except BaseException:
             self.close()
@@ -203,3 +205,38 @@ class RxRing:
             except BufferError:        # a view is still exported; freed with it
                 pass
         self.sock = self.map = None
+
+
+PACKET_FANOUT = 18
+PACKET_FANOUT_DATA = 22
+PACKET_FANOUT_EBPF = 7
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+
+
+def fanout_rings(ifname: str, ethertype: int, selector_fd: int, frames: list[int]) \
+        -> list[RxRing]:
+    """Rings on ``ifname`` (``frames[i]`` slots for ring i) in one PACKET_FANOUT group whose eBPF program
+    ``selector_fd`` picks the ring of each frame (``bpf/substrate.bpf.c``: the queue the
+    classifier wrote into the mark; the kernel takes it modulo ``count``).  They are bound to
+    the substrate EtherType, so they are served after TC ingress, where the classifier ran,
+    and keep no filter of their own.  A full ring drops its own frames only (its socket counts
+    them).  The group id is the kernel's (PACKET_FANOUT_FLAG_UNIQUEID): no other process's
+    group can be joined by mistake."""
+    rings: list[RxRing] = []
+    try:
+        for i, n in enumerate(frames):
+            r = RxRing(ifname, ethertype, n, classified=True)
+            rings.append(r)
+            if i == 0:
+                r.sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
+                                  (PACKET_FANOUT_EBPF | PACKET_FANOUT_FLAG_UNIQUEID) << 16)
+                group = r.sock.getsockopt(SOL_PACKET, PACKET_FANOUT) & 0xFFFF
+                r.sock.setsockopt(SOL_PACKET, PACKET_FANOUT_DATA,
+                                  struct.pack("i", selector_fd))
+            else:
+                r.sock.setsockopt(SOL_PACKET, PACKET_FANOUT, group | PACKET_FANOUT_EBPF << 16)
+    except BaseException:
+        for r in rings:
+            r.close()
+        raise
+    return rings

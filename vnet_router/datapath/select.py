@@ -54,6 +54,14 @@ def DatapathC(tables, loop=None, clock=time.monotonic, tap_capture: str | None =
     return _build(tables, fast_module().CEngine, loop, clock, tap_capture, callbacks)
 
 
+def DatapathFast(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None,
+                 **callbacks) -> Datapath:
+    """The compiled engine behind the classifier (``ktier.FastEngine``): what ``fast`` and
+    ``auto`` run.  If BPF cannot run here, one warning and the compiled engine alone."""
+    from vnet_router.datapath.ktier import FastEngine       # imports the extension
+    return _build(tables, FastEngine, loop, clock, tap_capture, callbacks)
+
+
 def DatapathKernel(tables, loop=None, clock=time.monotonic, tap_capture: str | None = None,
                    **callbacks) -> Datapath:
     """A datapath on the compiled engine with the kernel tier; ImportError if the compiled
@@ -92,4 +100,4 @@ def choose(configured: str = "auto"):
         log.warning("datapath: fast path not available (%s); using the reference datapath "
                     "(pure Python)", e)
         return DatapathPy
-    return DatapathKernel if mode == "kernel" else DatapathC
+    return DatapathKernel if mode == "kernel" else DatapathFast

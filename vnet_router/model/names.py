@@ -83,6 +83,8 @@ DROP = _numbered(
     Name(13, "ring_full", "the kernel found no room in the receive ring / socket buffer"),
     Name(14, "control_queue", "VLI 0 frame beyond the bounded queue to the control plane"),
     Name(15, "too_big", "switched (or sent) frame larger than the output substrate link carries"),
+    Name(16, "control_policed", "VLI 0 frame beyond its sender's budget (a known neighbour's "
+                                "own, or the budget all other senders on the link share)"),
 )
 
 # -- ignore reasons: frames that are not for this node and are dropped as a matter of course,
@@ -101,13 +103,16 @@ LINK_KINDS = _numbered(
     Name(2, "udp", "a UDP tunnel to one remote address", "UDP"),
 )
 
-# -- counters of bpf/substrate.bpf.c (the kernel tier): per CPU, u64 each, by index ---------
+# -- counters of bpf/substrate.bpf.c (the classifier and the kernel tier): per CPU, u64 each, by
+# index; besides these, its per-link and node counters hold drops by DROP number and ignored
+# frames by IGNORE number --
 VLINK_COUNTERS = _numbered(
     "substrate.bpf.c vstats (per virtual link)", "vstat", "VSTAT_", "VSTAT_N",
     Name(0, "packets", "frames received (input) or sent (output) by the kernel"),
     Name(1, "bytes", "their payload bytes"),
     Name(2, "policed", "input: dropped by the token bucket (the policed drop)"),
     Name(3, "too_big", "output: larger than the output link carries (the too_big drop)"),
+    Name(4, "vli_drop", "input: the virtual link's action is drop (the vli_drop drop)"),
 )
 LINK_COUNTERS = _numbered(
     "substrate.bpf.c lstats (per substrate link)", "lstat", "LSTAT_", "LSTAT_N",
