@@ -187,6 +187,7 @@ def counters(dp) -> Counter:
         c.update({("vlink", key, "packets"): v.packets, ("vlink", key, "bytes"): v.bytes})
         c.update({("vlink", key, "drop", r): n for r, n in v.drops.items()})
     c.update({("drop", r): n for r, n in dp.drops.items()})
+    c.update({("vnet drop", vnet, r): n for (vnet, r), n in dp.vnet_drops.items()})
     return +c
 
 
@@ -465,6 +466,7 @@ def test_corpus_same_decisions_and_counters(facts):
         got = pair.kernel_counters()
         assert got == pair.expected
         assert got[("drop", "too_big")] >= 2
+        assert sum(n for k, n in got.items() if k[0] == "vnet drop" and k[2] == "too_big") >= 2
         assert got[("vlink", ("p2", 6, "out"), "packets")] >= 5
         assert pair.tier.stats()["kernel_frames"] == pair.kernel_frames
         assert pair.kernel_frames == classes["forward"] + classes["drop"]

@@ -301,10 +301,7 @@ class KernelTier:
             ctx = snap.links.get(v.link_id) if snap is not None else None
             for reason in ("policed", "too_big"):           # counters named as drop reasons
                 if n := d[reason]:
-                    dp.drops[reason] += n
-                    v.drops[reason] = v.drops.get(reason, 0) + n
-                    if ctx is not None:
-                        ctx.state.drops[reason] += n
+                    dp.count_drops(reason, n, ctx, v)
         for lid, slot in list(self.link_slots.of.items()):
             d = self._delta("lstats", slot)
             rxp, rxb, txp, txb = d["rx_packets"], d["rx_bytes"], d["tx_packets"], d["tx_bytes"]
