@@ -32,7 +32,9 @@
  * call), and a frame whose group would then hold more than its `budget` (bytes, written by the
  * daemon: the ring's share of the group) is dropped (TC_ACT_SHOT), counted as over_share.
  * The check and the reservation are not one atomic step: each CPU may overshoot by one
- * record, which the daemon leaves out of the shares (datapath/tapcap.py: shares()).
+ * record, which the daemon leaves out of the shares (datapath/tapcap.py: shares()).  So a
+ * frame refused (the flood's path) costs reads only, no atomic operation on a line every CPU
+ * of the flooding vNet writes.
  * Every frame dropped here (over its share or ring full) is also counted by its port's slot
  * (`refused`, per CPU): the daemon adds them to the ring_full drops of the port's vNet.
  *
