@@ -27,7 +27,7 @@ cdef class _Engine:
     cdef public int64_t wakeups, batches, drains
     cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
     cdef public int cap_fd          # the TAP capture's ``ports`` map (-1: no capture)
-    cdef public object cap_sync     # the capture's kernel drop count, read at sync (or None)
+    cdef public object cap_sync     # the capture's kernel drops by port, read at sync (or None)
 
     def __cinit__(self, dp, dict udp_conn):
         self.dp = dp
@@ -423,10 +423,18 @@ cdef class _Engine:
             if n:
                 self.dp.drops["ring_full"] += n
         if self.cap_sync is not None:
-            n = self.cap_sync()
-            if n:
-                self.dp.drops["ring_full"] += n
+            self.count_cap_drops(self.cap_sync())
         return 0
+
+    def count_cap_drops(self, drops):
+        """The TAP capture's drops by port (``TapCapture.take_drops``): ``ring_full``, globally
+        and on the port's output virtual link (its vNet's)."""
+        cdef int64_t n
+        for port, n in drops:
+            self.dp.drops["ring_full"] += n
+            if port.out is not None:
+                v = port.out.vlink
+                v.drops["ring_full"] = v.drops.get("ring_full", 0) + n
 
 
 
