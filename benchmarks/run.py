@@ -225,11 +225,11 @@ class Bench:
         return offered / dt, delivered / dt, (cpu1 - cpu0) * 1e6 / dt * self.seconds, both
 
     def _captured(self) -> int:
-        """Frames the router's TAP capture took at TC egress of its TAPs (or found no room
-        for): the TAP's own transmit counters never see them."""
+        """Frames the router's TAP capture took at TC egress of its TAPs (or dropped there:
+        no room, or over its vNet's share): the TAP's own transmit counters never see them."""
         from vnet_router.node import api as control
         st = control.request(str(self.work / "r.sock"), "show", timeout=5.0)["datapath_stats"]
-        return st.get("capture_taken", 0) + st.get("capture_ring_full", 0)
+        return sum(st.get("capture_" + k, 0) for k in ("taken", "ring_full", "over_share"))
 
     # -- cases ----------------------------------------------------------------------------------
 

@@ -96,9 +96,9 @@ stat = "/sys/class/net/%s/statistics/" % ifname
 def read(counter):
     with open(stat + counter) as f:
         return int(f.read())
-def captured():     # frames the router's TAP capture took at TC egress (or had no room for)
+def captured():     # frames the router's TAP capture took at TC egress (or dropped there)
     st = api.request(router, "show", timeout=10)["datapath_stats"]
-    return st.get("capture_taken", 0) + st.get("capture_ring_full", 0)
+    return sum(st.get("capture_" + k, 0) for k in ("taken", "ring_full", "over_share"))
 def left():         # frames that left the TAP: read by the router, dropped, or captured
     return read("tx_packets") + read("tx_dropped") + captured()
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)

@@ -4,7 +4,8 @@ walked by the compiled engine (``_CapRing``) give the outputs and counters the r
 engine gives reading the same frames from the TAP -- including a shaped port that pauses: the
 program then leaves its frames to the TAP, as the kernel would, where they wait unread.
 
-Then the program's own rules: frames it must leave to the TAP, the ring's overflow counted.
+Then the program's own rules: frames it must leave to the TAP, the ring's overflow counted,
+and each vNet held to its share of the ring while the others keep theirs.
 """
 import socket
 import struct
@@ -13,11 +14,12 @@ import pytest
 
 from test_datapath_diff import TAP_FRAMES, Rig, fast_mod, ref_mod
 from vnet_router.datapath.select import fast_module
-from vnet_router.datapath.tapcap import COUNTERS, SOURCE, SO_NETNS_COOKIE
+from vnet_router.datapath.tapcap import COUNTERS, RECORD_MAX, SOURCE, SO_NETNS_COOKIE, shares
 from vnet_router.ops import ebpf
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN = 0, 2, 4
 LO = 1
+SMALL_RECORD = 8 + 8 + 128      # the ring bytes of a record of a frame up to 128 bytes
 pytestmark = pytest.mark.skipif(fast_mod is None, reason="fast path not built")
 
 
@@ -41,6 +43,26 @@ def _counters(prog):
     return prog.counters(COUNTERS)
 
 
+def _u32(n):
+    return struct.pack("<I", n)
+
+
+def _group(prog, slot, group, budget):
+    """Capture slot ``slot`` in ``group``, which may hold ``budget`` ring bytes."""
+    prog.update("groups", _u32(slot), _u32(group))
+    prog.update("budget", _u32(group), struct.pack("<Q", budget))
+
+
+def _per_group(prog, map_name, group):
+    return sum(struct.unpack("<Q", v)[0] for v in prog.lookup(map_name, _u32(group)))
+
+
+def _ring(prog):
+    frames, consumed = prog.maps["frames"], prog.maps["consumed"]
+    return fast_module()._CapRing(frames.fd, frames.max_entries, consumed.fd,
+                                  consumed.max_entries)
+
+
 def _drain(ring, engine):
     while ring.pending():
         ring.walk_py(engine, as_ring_thread=False)
@@ -50,8 +72,8 @@ def run_captured(prog):
     """The diff rig on the compiled engine, its TAP frames through the program and ring."""
     rig = Rig(fast_mod)
     ports_fd = prog.maps["ports"].fd
-    frames_map = prog.maps["frames"]
-    ring = fast_module()._CapRing(frames_map.fd, frames_map.max_entries)
+    ring = _ring(prog)
+    _group(prog, 0, 0, prog.maps["frames"].max_entries)     # one vNet: the whole ring
     engine = rig.dp.engine._engine
     engine.cap_fd = ports_fd
     key = _key()
@@ -108,8 +130,8 @@ def test_captured_frames_decide_like_read_frames(prog):
 
 def test_what_the_program_leaves_to_the_tap(prog):
     key = _key()
-    ring_map = prog.maps["frames"]
-    ring = fast_module()._CapRing(ring_map.fd, ring_map.max_entries)
+    ring = _ring(prog)
+    _group(prog, 0, 0, prog.maps["frames"].max_entries)
     try:
         pending = ring.pending()
         # no entry for this interface: not ours, nothing counted
@@ -138,7 +160,8 @@ def test_a_full_ring_drops_and_counts(prog):
     after that is dropped (TC_ACT_SHOT) and counted, none is lost uncounted."""
     key = _key()
     ring_map = prog.maps["frames"]
-    ring = fast_module()._CapRing(ring_map.fd, ring_map.max_entries)
+    ring = _ring(prog)
+    _group(prog, 0, 0, ring_map.max_entries * 2)          # the ring fills before the share
     prog.update("ports", key, struct.pack("<II", 0, 0))
     try:
         before = _counters(prog)
@@ -150,6 +173,68 @@ def test_a_full_ring_drops_and_counts(prog):
         full = after["ring_full"] - before["ring_full"]
         assert full > 0
         assert taken + full == runs
+        assert _per_group(prog, "refused", 0) == full          # by the port's slot too
     finally:
         prog.delete("ports", key)
         ring.close()
+
+
+def test_a_vnet_holds_at_most_its_share_of_the_ring(prog):
+    """Ports of two vNets (capture ids 1 and 2, groups 0 and 1; one interface, the port's
+    entry swapped between them).  Nobody walks the ring: A's frames beyond its share are
+    dropped and counted by A's slot, B's are still taken; once the ring is walked, A's
+    share is free again."""
+    key = _key()
+    ring = _ring(prog)
+    share = 10 * SMALL_RECORD
+    _group(prog, 1, 0, share)
+    _group(prog, 2, 1, share)
+    rig = Rig(fast_mod)
+    engine = rig.dp.engine._engine
+    a, b = rig.dp.ports[("blue", "b1")], rig.dp.ports[("blue", "b3")]
+    a.capture, b.capture = (1, key), (2, key)
+    rig.dp.install(rig.tables.compile())
+    try:
+        before = _counters(prog)
+        prog.update("ports", key, struct.pack("<II", 1, 0))
+        assert prog.test_run(b"\x02" * 60, ifindex=LO, repeat=25)[0] == TC_ACT_SHOT
+        prog.update("ports", key, struct.pack("<II", 2, 0))
+        assert prog.test_run(b"\x02" * 60, ifindex=LO, repeat=5)[0] == TC_ACT_STOLEN
+        after = _counters(prog)
+        assert after["taken"] - before["taken"] == 10 + 5
+        assert after["over_share"] - before["over_share"] == 15
+        assert after["ring_full"] == before["ring_full"]
+        assert _per_group(prog, "refused", 1) == 15 and _per_group(prog, "refused", 2) == 0
+        assert _per_group(prog, "produced", 0) == share
+        assert _per_group(prog, "produced", 1) == 5 * SMALL_RECORD
+
+        # the walk gives the records back and credits their groups: A may send again
+        assert ring.walk_py(engine, as_ring_thread=False) == 15
+        assert _per_group(prog, "consumed", 0) == share
+        assert _per_group(prog, "consumed", 1) == 5 * SMALL_RECORD
+        assert a.rx_packets == 10 and b.rx_packets == 5
+        prog.update("ports", key, struct.pack("<II", 1, 0))
+        assert prog.test_run(b"\x02" * 60, ifindex=LO, repeat=10)[0] == TC_ACT_STOLEN
+
+        # the engine counts a port's drops as ring_full, globally and under its vNet
+        full = rig.dp.drops["ring_full"]
+        engine.count_cap_drops([(a, 15)])
+        assert rig.dp.drops["ring_full"] == full + 15
+        assert a.out.vlink.drops["ring_full"] == 15
+        assert "ring_full" not in b.out.vlink.drops
+    finally:
+        prog.delete("ports", key)
+        ring.close()
+        rig.close()
+
+
+def test_shares_split_the_ring_less_one_record_per_cpu():
+    ring = 1 << 23
+    s = shares(ring, [0, 1, 2], cpus=4)
+    assert set(s) == {0, 1, 2} and len(set(s.values())) == 1
+    assert sum(s.values()) + 4 * RECORD_MAX <= ring
+    assert s[0] % 8 == 0 and ring - 4 * RECORD_MAX - sum(s.values()) < 3 * 8
+    assert shares(ring, [5], cpus=2) == {5: (ring - 2 * RECORD_MAX) // 8 * 8}
+    assert shares(ring, [], cpus=2) == {}
+    # so many vNets that a part would not hold one record: each still holds one
+    assert set(shares(1 << 16, range(100), cpus=2).values()) == {RECORD_MAX}

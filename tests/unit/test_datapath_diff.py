@@ -10,6 +10,7 @@ Hypothesis then runs random frames through both.
 import asyncio
 import random
 import socket
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -269,9 +270,10 @@ class Rig:
                             dict(c.state.ignored))
                       for lid, c in snap.links.items()},
             "vlinks": {k: (v.packets, v.bytes, dict(v.drops),
-                           getattr(self.dp.meter_of(k), "depth", None))
+                           getattr(self.dp.meter_of(k), "depth", None), v.vnet)
                        for k, v in self.tables.vlinks.items()},
             "drops": dict(self.tables.drops),
+            "vnet_drops": dict(self.dp.vnet_drops),
             "ignored": dict(self.tables.ignored),
             "ports": {k: (p.rx_packets, p.rx_bytes, p.tx_packets, p.tx_bytes,
                           dict(p.learned.items()), p.paused, p.learned.stats())
@@ -451,6 +453,10 @@ def test_corpus_exercises_every_reason(mod):
     assert out["udp:t"] and out["tap:b4"]        # the UDP tunnel link both ways
     assert cnt["vlinks"][("t", 16, "out")][2].get("queue_full")          # shaped onto UDP
     assert cnt["vlinks"][("p1", 18, "out")][0] > 0                        # UDP -> p2p switch
+    by_vnet = Counter()                 # every drop of a virtual link, under its vNet
+    for _p, _b, drops, _d, vnet in cnt["vlinks"].values():
+        by_vnet.update({(vnet, r): n for r, n in drops.items()})
+    assert cnt["vnet_drops"] == dict(by_vnet) and len({v for v, _ in by_vnet}) > 1
     out, cnt = run(mod)
     assert out["if:3"] and cnt["drops"]["send_error"] == 0
 

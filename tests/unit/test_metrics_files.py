@@ -26,7 +26,7 @@ def exported_text() -> str:
     dp.install(tables.compile())
     tables.drops["short"] = 3
     for v in tables.vlinks.values():
-        v.drop("policed")
+        dp.drop("policed", None, v)          # by virtual link and by vNet
 
     def st():
         s = status(cfg, tables, dp, 0.0)

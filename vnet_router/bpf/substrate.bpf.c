@@ -46,7 +46,10 @@
 #define VLAN_TPID 0x8100
 #define QINQ_TPID 0x88A8
 
-enum link_type { LT_P2P = 0, LT_MULTI = 1, LT_VID = 2 };    /* LT_VID: "this VLAN id is used" */
+/* LT_VID: "this VLAN id is used here" (key: peer 0); LT_IFACE: "a substrate interface" (key:
+ * VLAN id IFACE_VID, peer 0) -- markers for the reason of a refusal */
+enum link_type { LT_P2P = 0, LT_MULTI = 1, LT_VID = 2, LT_IFACE = 3 };
+#define IFACE_VID 0xFFFF
 enum action { A_USER = 0, A_SWITCH = 1, A_DROP = 2 };
 
 struct config {                 /* config[0] */
@@ -315,12 +318,16 @@ int substrate_tc(struct __sk_buff *skb)
 	if (vid)
 		__builtin_memcpy(lk.peer, h + 6, ETH_ALEN);
 	struct link_val *l = bpf_map_lookup_elem(&links, &lk);
-	if (!l || l->type == LT_VID) {
+	if (!l || l->type == LT_VID || l->type == LT_IFACE) {
 		if (!vid)
 			return node_drop(R_NO_LINK);
 		__builtin_memset(lk.peer, 0, ETH_ALEN);
 		l = bpf_map_lookup_elem(&links, &lk);
-		return node_drop(l && l->type == LT_VID ? R_BAD_PEER : R_UNKNOWN_VLAN);
+		if (l && l->type == LT_VID)
+			return node_drop(R_BAD_PEER);
+		lk.vid = IFACE_VID;
+		l = bpf_map_lookup_elem(&links, &lk);
+		return node_drop(l && l->type == LT_IFACE ? R_UNKNOWN_VLAN : R_NO_LINK);
 	}
 	__u32 slot = l->slot;
 

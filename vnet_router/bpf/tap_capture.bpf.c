@@ -24,8 +24,23 @@
  *   - a frame with an offloaded VLAN tag, shorter than Ethernet or above JUMBO bytes.
  * A ring that is full drops the frame (TC_ACT_SHOT) and counts it.
  *
+ * Each vNet holds at most its share of the ring, so one that floods its TAPs cannot take the
+ * ring from the others.  A port belongs to a group (`groups`: capture slot -> group, one group
+ * per vNet, written by the daemon); the program counts the ring bytes it reserves for each
+ * group (`produced`), the engine publishes the bytes of each group's records it has walked
+ * past (`consumed`: an array the engine has mmap'd and stores into after each batch, no system
+ * call), and a frame whose group would then hold more than its `budget` (bytes, written by the
+ * daemon: the ring's share of the group) is dropped (TC_ACT_SHOT), counted as over_share.
+ * The check and the reservation are not one atomic step: each CPU may overshoot by one
+ * record, which the daemon leaves out of the shares (datapath/tapcap.py: shares()).  So a
+ * frame refused (the flood's path) costs reads only, no atomic operation on a line every CPU
+ * of the flooding vNet writes.
+ * Every frame dropped here (over its share or ring full) is also counted by its port's slot
+ * (`refused`, per CPU): the daemon adds them to the ring_full drops of the port's vNet.
+ *
  * Records: struct rec (8 bytes) then the frame; reserved at one of three fixed sizes (the
- * verifier wants a constant size), so small frames take little ring.
+ * verifier wants a constant size), so small frames take little ring.  A record carries its
+ * group, so the engine credits it without asking which port it came from (a port may be gone).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -38,6 +53,11 @@
 #define JUMBO 9216
 #define CHECKSUM_PARTIAL 3
 #define ETH_HLEN 14
+#define SLOTS 4096              /* capture slots = entries of `ports` (tapcap.py: id & 0xFFF) */
+#define SLOT_MASK (SLOTS - 1)
+#define GROUPS SLOTS            /* at most one group per port */
+/* the ring bytes a record of SIZE frame bytes takes: ring header, struct rec, frame, to 8 */
+#define FOOTPRINT(SIZE) ((8 + sizeof(struct rec) + (SIZE) + 7) & ~7UL)
 
 struct port_key {
 	__u64 netns;            /* bpf_get_netns_cookie: SO_NETNS_COOKIE of the TAP's namespace */
@@ -52,7 +72,8 @@ struct port_val {
 
 struct rec {
 	__u32 id;
-	__u32 len;
+	__u16 len;
+	__u16 group;            /* the group whose `consumed` the engine credits with it */
 	__u8 data[];
 };
 
@@ -76,6 +97,49 @@ struct {
 	__uint(map_flags, BPF_F_RDONLY_PROG);
 } ports SEC(".maps");
 
+/* capture slot -> its port's group */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_RDONLY_PROG);
+} groups SEC(".maps");
+
+/* group -> ring bytes its records may hold at once */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GROUPS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(map_flags, BPF_F_RDONLY_PROG);
+} budget SEC(".maps");
+
+/* group -> ring bytes reserved for it, ever (this program's, atomic adds) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GROUPS);
+	__type(key, __u32);
+	__type(value, __u64);
+} produced SEC(".maps");
+
+/* group -> ring bytes of its records the engine has walked past, ever (the engine's stores) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, GROUPS);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} consumed SEC(".maps");
+
+/* capture slot -> frames of its port dropped here (over share or ring full) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} refused SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CAP_N);
@@ -91,20 +155,48 @@ static __always_inline void count(__u32 c)
 		*v += 1;
 }
 
+/* Drop the frame: counted by reason and by its port's slot. */
+static __always_inline int refuse(__u32 c, __u32 slot)
+{
+	__u64 *v = bpf_map_lookup_elem(&refused, &slot);
+
+	if (v)
+		*v += 1;
+	count(c);
+	return TC_ACT_SHOT;
+}
+
+/* Would the group hold more than its budget with ``fp`` more bytes?  ``consumed`` is read
+ * first: what it counts was added to ``produced`` before (the program adds before it submits
+ * the record, the engine stores after it walked past it), so the difference is never below
+ * what the group holds. */
+static __always_inline int over_share(__u64 *bud, __u64 *prod, __u64 *cons, __u64 fp)
+{
+	__s64 c = *(volatile __u64 *)cons;
+	__s64 held = *(volatile __u64 *)prod - c;
+
+	if (held < 0)           /* not while both only grow; a guard, not a case */
+		held = 0;
+	return held + fp > *bud;
+}
+
 #define TAKE(SIZE)                                                                     \
 	do {                                                                           \
-		struct rec *r = bpf_ringbuf_reserve(&frames, sizeof(struct rec) + SIZE, 0); \
-		if (!r) {                                                              \
-			count(CAP_RING_FULL);                                          \
-			return TC_ACT_SHOT;                                            \
-		}                                                                      \
+		struct rec *r;                                                         \
+		if (over_share(bud, prod, cons, FOOTPRINT(SIZE)))                      \
+			return refuse(CAP_OVER_SHARE, slot);                           \
+		r = bpf_ringbuf_reserve(&frames, sizeof(struct rec) + SIZE, 0);        \
+		if (!r)                                                                \
+			return refuse(CAP_RING_FULL, slot);                            \
+		__sync_fetch_and_add(prod, FOOTPRINT(SIZE));                           \
+		r->id = p->id;                                                         \
+		r->len = len;                                                          \
+		r->group = group;                                                      \
 		if (len > SIZE || bpf_skb_load_bytes(skb, 0, r->data, len) != 0) {     \
 			bpf_ringbuf_discard(r, 0);                                     \
 			count(CAP_PASSED);                                             \
 			return TC_ACT_OK;                                              \
 		}                                                                      \
-		r->id = p->id;                                                         \
-		r->len = len;                                                          \
 		bpf_ringbuf_submit(r, 0);                                              \
 		count(CAP_TAKEN);                                                      \
 		return TC_ACT_STOLEN;                                                  \
@@ -116,13 +208,21 @@ int tap_capture(struct __sk_buff *skb)
 	struct port_key k = { .netns = bpf_get_netns_cookie(skb), .ifindex = skb->ifindex };
 	struct port_val *p = bpf_map_lookup_elem(&ports, &k);
 	struct sk_buff___vn *kskb;
-	__u32 len = skb->len;
+	__u64 *bud, *prod, *cons;
+	__u32 len = skb->len, slot, group, *g;
 
 	if (!p)
 		return TC_ACT_OK;
 	kskb = bpf_cast_to_kern_ctx(skb);
+	slot = p->id & SLOT_MASK;
+	g = bpf_map_lookup_elem(&groups, &slot);
+	group = g ? *g : GROUPS;
+	bud = bpf_map_lookup_elem(&budget, &group);
+	prod = bpf_map_lookup_elem(&produced, &group);
+	cons = bpf_map_lookup_elem(&consumed, &group);
 	if (p->paused || skb->gso_size || skb->vlan_present || len < ETH_HLEN || len > JUMBO ||
-	    BPF_CORE_READ_BITFIELD_PROBED(kskb, ip_summed) == CHECKSUM_PARTIAL) {
+	    BPF_CORE_READ_BITFIELD_PROBED(kskb, ip_summed) == CHECKSUM_PARTIAL ||
+	    !bud || !prod || !cons) {
 		count(CAP_PASSED);
 		return TC_ACT_OK;
 	}

@@ -61,10 +61,11 @@ enum vnet_lstat {
 
 /* tap_capture.bpf.c counters */
 enum vnet_cap_counter {
-	CAP_TAKEN = 0,       /* copied into the ring and consumed (TC_ACT_STOLEN) */
-	CAP_RING_FULL = 1,   /* no room in the ring: dropped (TC_ACT_SHOT), the ring_full drop */
-	CAP_PASSED = 2,      /* left to the TAP, read with read() */
-	CAP_N = 3
+	CAP_TAKEN = 0,        /* copied into the ring and consumed (TC_ACT_STOLEN) */
+	CAP_RING_FULL = 1,    /* no room in the ring: dropped (TC_ACT_SHOT), the ring_full drop */
+	CAP_PASSED = 2,       /* left to the TAP, read with read() */
+	CAP_OVER_SHARE = 3,   /* its vNet already holds its share of the ring: dropped (TC_ACT_SHOT), the ring_full drop of that vNet */
+	CAP_N = 4
 };
 
 #endif /* VNET_NAMES_H */

@@ -2,10 +2,10 @@
 
 ``vnetctl [-s SOCKET] show [--json] [--learned]`` prints a node's substrate links, virtual
 links, vNets, logical interfaces (on a multiaccess link: how many MACs each learned;
-``--learned`` lists them) and drop counters; ``top`` refreshes per-virtual-link rates;
-``reload`` applies a changed configuration file.  Against ``vnet-hostd``: ``vnet add|del``,
-``join|leave``, ``vlink add|del`` change the end-system at run time, ``instance
-start|stop|list`` runs sandboxed protocol instances.
+``--learned`` lists them) and drop counters (by reason; by vNet and reason); ``top`` refreshes
+per-virtual-link rates; ``reload`` applies a changed configuration file.  Against
+``vnet-hostd``: ``vnet add|del``, ``join|leave``, ``vlink add|del`` change the end-system at
+run time, ``instance start|stop|list`` runs sandboxed protocol instances.
 
 With the router's control plane (``[tm]`` / ``[vbm]``):
 
@@ -96,6 +96,11 @@ def show_view(st: dict) -> list:
     out.append("drops: " + _drops(st["drops"]))
     if any(st.get("ignored", {}).values()):
         out.append("ignored (not for this node, no fault): " + _drops(st["ignored"]))
+    rows = [[vnet, reason, n] for vnet, d in st.get("vnet_drops", {}).items()
+            for reason, n in d.items()]
+    if rows:
+        out += ["", render.table(["vnet", "reason", "frames"], rows,
+                                 'drops by vNet ("-": a VLI configured to drop)')]
     if "instances" in st:
         rows = [[i["name"], i["vnet"], i["pid"], i["user"],
                  f"{i['cpu_seconds_used']}/{i['cpu_seconds_limit']}s",

@@ -187,6 +187,8 @@ cdef struct Link:
     int addrlen
     int64_t rx_packets, rx_bytes, tx_packets, tx_bytes      # deltas since the last sync
     int64_t not_member       # delta: ignored multiaccess frames of vNets not hosted here
+    int64_t drops            # delta: drops of no virtual link here (by reason: its row of
+                             # ``_Tables.link_drops``)
 
 cdef struct Iface:
     int multi                # link index of the multiaccess link, -1 none
@@ -213,6 +215,7 @@ cdef struct VL:
     int hdr_len
     uint8_t hdr[HDR_MAX]     # output: precomputed header up to and including the VLI
     int64_t packets, nbytes  # deltas
+    int64_t drops            # delta: drops of this link (by reason: ``_Tables.vl_drops``)
     double rate, burst, tokens, stamp     # token bucket (``meters.TokenBucket``), bytes
     SQ *q                    # output shaper's queue (metered == 2)
 

@@ -2,7 +2,8 @@
 # senders (the event loop's and the ring thread's), the TAP read buffers and the shapers' timer.
 # It swaps tables (``install``), reads TAPs (``on_tap``), runs the ring thread's loop
 # (``run_rings``: rings, UDP sockets, the capture ring, the timer) and writes the C counter
-# deltas back to the Python objects ``show`` reads (``_sync``).  The per-frame work it calls
+# deltas back to the Python objects ``show`` reads (``_sync``), drops included (``_drop``
+# counts them in C arrays of the table, by reason).  The per-frame work it calls
 # is in ``_fp_receive.pxi`` and ``_fp_transmit.pxi``.
 
 cdef class _Engine:
@@ -27,7 +28,7 @@ cdef class _Engine:
     cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
     cdef public object kpoliced     # keys of input virtual links the classifier polices
     cdef public int cap_fd          # the TAP capture's ``ports`` map (-1: no capture)
-    cdef public object cap_sync     # the capture's kernel drop count, read at sync (or None)
+    cdef public object cap_sync     # the capture's kernel drops by port, read at sync (or None)
 
     def __cinit__(self, dp, dict udp_conn):
         self.dp = dp
@@ -85,9 +86,9 @@ cdef class _Engine:
         """Compile ``snap`` (after the core's ``install`` attached meters and ports) and swap
         it in: one assignment, for the loop and the ring thread alike.  Shaper queues follow
         their virtual link; a link no longer shaped here sends what it held at once."""
-        cdef _Tables t
+        cdef _Tables t, old = self.t
         cdef int i
-        if self.t is not None:
+        if old is not None:
             self.flush()            # batched frames out, counters and buckets written back
         t, kept = _compile(self.dp, snap, self.queues, self.udp_conn)
         left, self.queues = self.queues, kept
@@ -97,6 +98,8 @@ cdef class _Engine:
             if i >= 0 and t.vls[i].metered == M_POLICER:
                 t.vls[i].metered = M_NONE
         self.t = t
+        if old is not None:         # what the ring thread counted while this one compiled
+            _sync(old, False)
         for q, e in left.values():
             self._release_all(e, q)
         for i in range(t.nports):           # the capture follows the port's pause
@@ -156,9 +159,24 @@ cdef class _Engine:
 
     # -- slow paths: the core's code ---------------------------------------------------------
 
-    cdef void _drop(self, _Tables t, int reason, int link, int vl):
-        self.dp.drop(DROP_REASON_NAMES[reason], t.link_objs[link] if link >= 0 else None,
-                      t.vl_models[vl] if vl >= 0 else None)
+    cdef void _drop(self, _Tables t, int reason, int link, int vl) noexcept:
+        """Count a lost frame as ``Datapath.drop`` does, in ``t``'s C counters (no Python
+        call): ``_sync`` adds them to the core's (``count_drops``).  ``vl``, if any, is on
+        substrate link ``link``; else the core counts it at once (no C path drops so)."""
+        t.ndrops += 1
+        if vl >= 0:
+            if t.vls[vl].link == link:
+                t.vls[vl].drops += 1
+                t.vl_drops[<size_t>vl * N_REASONS + reason] += 1
+            else:
+                t.ndrops -= 1
+                self.dp.drop(DROP_REASON_NAMES[reason],
+                             t.link_objs[link] if link >= 0 else None, t.vl_models[vl])
+        elif link >= 0:
+            t.links[link].drops += 1
+            t.link_drops[<size_t>link * N_REASONS + reason] += 1
+        else:
+            t.node_drops[reason] += 1
 
     def _control_later(self, ctx, frame, start, length):
         self.ctl_pending -= 1
@@ -411,10 +429,17 @@ cdef class _Engine:
             if n:
                 self.dp.count_drops("ring_full", n, vnet=ring.vnet)
         if self.cap_sync is not None:
-            n = self.cap_sync()
-            if n:
-                self.dp.drops["ring_full"] += n
+            self.count_cap_drops(self.cap_sync())
         return 0
+
+    def count_cap_drops(self, drops):
+        """The TAP capture's drops by port (``TapCapture.take_drops``): ``ring_full``, globally
+        and on the port's output virtual link (its vNet's)."""
+        cdef int64_t n
+        for port, n in drops:
+            self.dp.count_drops("ring_full", n, None,
+                                port.out.vlink if port.out is not None else None,
+                                vnet=port.vnet if port.out is None else None)
 
 
 
@@ -429,9 +454,9 @@ def _run_all(work):
         fn(*args)
 
 
-cdef int _sync(_Tables t) except -1:
-    """C counter deltas to the Python objects; token bucket state and queue depth to the
-    Python meters (what ``show`` and the next compile read)."""
+cdef int _sync(_Tables t, bint meters=True) except -1:
+    """C counter deltas to the Python objects; with ``meters``, token bucket state and queue
+    depth to the Python meters (what ``show`` and the next compile read)."""
     cdef int i
     cdef Link *ln
     cdef VL *vl
@@ -456,7 +481,7 @@ cdef int _sync(_Tables t) except -1:
             o.packets += vl.packets
             o.bytes += vl.nbytes
             vl.packets = vl.nbytes = 0
-        if vl.metered == M_POLICER or vl.metered == M_SHAPER:
+        if meters and (vl.metered == M_POLICER or vl.metered == M_SHAPER):
             meter = t.vl_objs[i].meter
             if meter is not None:
                 bucket = getattr(meter, "bucket", meter)
@@ -472,4 +497,37 @@ cdef int _sync(_Tables t) except -1:
             o.tx_packets += p.tx_packets
             o.tx_bytes += p.tx_bytes
             p.rx_packets = p.rx_bytes = p.tx_packets = p.tx_bytes = 0
+    if t.ndrops:
+        _sync_drops(t)
+    return 0
+
+
+cdef int _sync_drops(_Tables t) except -1:
+    """The drops ``_Engine._drop`` counted, to the core's counters (``count_drops``: global,
+    substrate link, virtual link, vNet), by reason; zeroed."""
+    cdef int i, r
+    cdef int64_t *row
+    count = t.count_drops
+    for r in range(N_REASONS):
+        if t.node_drops[r]:
+            count(DROP_REASON_NAMES[r], t.node_drops[r])
+            t.node_drops[r] = 0
+    for i in range(t.nlinks):
+        if t.links[i].drops:
+            row = &t.link_drops[<size_t>i * N_REASONS]
+            for r in range(N_REASONS):
+                if row[r]:
+                    count(DROP_REASON_NAMES[r], row[r], t.link_objs[i])
+                    row[r] = 0
+            t.links[i].drops = 0
+    for i in range(t.nvl):
+        if t.vls[i].drops:
+            row = &t.vl_drops[<size_t>i * N_REASONS]
+            for r in range(N_REASONS):
+                if row[r]:
+                    count(DROP_REASON_NAMES[r], row[r], t.link_objs[t.vls[i].link],
+                          t.vl_models[i])
+                    row[r] = 0
+            t.vls[i].drops = 0
+    t.ndrops = 0
     return 0

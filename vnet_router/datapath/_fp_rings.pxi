@@ -93,19 +93,26 @@ cdef class _CapRing:
     mapped here as the kernel lays it out -- the consumer position (read-write page), the
     producer position (read-only page), then the data, mapped twice in a row so a record that
     wraps reads as one piece.  A record: the ring's 8-byte header (length of the reservation,
-    BUSY while the program writes it, DISCARD), the capture id and frame length (4 bytes
-    each), the frame."""
-    cdef object cons_map, prod_map
+    BUSY while the program writes it, DISCARD), the capture id (4 bytes), the frame length
+    and the group (2 bytes each), the frame.
+
+    The program's ``consumed`` array (a vNet's group -> ring bytes of its records walked past)
+    is mapped too: after each batch gives its records back, the walk adds their bytes to their
+    groups there -- a store, no system call -- and the program lets each group hold at most
+    its share of the ring (``tapcap.shares``)."""
+    cdef object cons_map, prod_map, acct_map
     cdef uint64_t *cons_pos
     cdef const uint64_t *prod_pos
     cdef const uint8_t *data
+    cdef uint64_t *consumed
+    cdef uint32_t ngroups
     cdef uint64_t mask
     cdef public int fd
     cdef public int64_t frames
 
-    def __cinit__(self, int fd, size_t size):
+    def __cinit__(self, int fd, size_t size, int consumed_fd, uint32_t ngroups):
         import mmap
-        cdef uint8_t[::1] cons
+        cdef uint8_t[::1] cons, acct
         cdef const uint8_t[::1] prod
         page = mmap.PAGESIZE
         self.fd = fd
@@ -113,11 +120,16 @@ cdef class _CapRing:
                                   offset=0)
         self.prod_map = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
                                   offset=page)
+        self.acct_map = mmap.mmap(consumed_fd, (ngroups * 8 + page - 1) // page * page,
+                                  mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         cons = self.cons_map
         prod = memoryview(self.prod_map)
+        acct = self.acct_map
         self.cons_pos = <uint64_t *>&cons[0]
         self.prod_pos = <const uint64_t *>&prod[0]
         self.data = &prod[page]
+        self.consumed = <uint64_t *>&acct[0]
+        self.ngroups = ngroups
         self.mask = size - 1
 
     def pending(self):
@@ -127,11 +139,16 @@ cdef class _CapRing:
     cdef int walk(self, _Engine e, _Sender s, int budget) except -1:
         """The records the program has committed, in order, up to ``budget`` frames;
         WALK_BATCH at a time: decided, sent (payloads point into the ring), then given back
-        (the consumer position moves past them).  Returns how many records it read."""
-        cdef uint64_t cons = vn_load64(self.cons_pos), prod
+        (the consumer position moves past them), then their bytes credited to their groups
+        (after the ring has the room: a group never looks emptier than the ring is).
+        Returns how many records it read."""
+        cdef uint64_t cons = vn_load64(self.cons_pos), prod, size
         cdef uint32_t hlen, cid, n, slot
+        cdef uint16_t grp[WALK_BATCH]
+        cdef uint32_t took[WALK_BATCH]
+        cdef uint64_t *c
         cdef const uint8_t *h
-        cdef int done = 0, k, pi
+        cdef int done = 0, k, j, pi
         cdef _Tables t
         while True:
             prod = vn_load64(self.prod_pos)
@@ -141,12 +158,15 @@ cdef class _CapRing:
                 hlen = vn_load32(h)
                 if hlen & RB_BUSY:                  # still being written: the next wake-up
                     break
-                cons += ((hlen & ~(RB_BUSY | RB_DISCARD)) + RB_HDR + 7) & ~(<uint64_t>7)
+                size = ((hlen & ~(RB_BUSY | RB_DISCARD)) + RB_HDR + 7) & ~(<uint64_t>7)
+                cons += size
+                grp[k] = (<const uint16_t *>(h + RB_HDR + 6))[0]
+                took[k] = <uint32_t>size
                 k += 1
                 if hlen & RB_DISCARD:
                     continue
                 cid = (<const uint32_t *>(h + RB_HDR))[0]
-                n = (<const uint32_t *>(h + RB_HDR + 4))[0]
+                n = (<const uint16_t *>(h + RB_HDR + 4))[0]
                 t = e.t
                 slot = cid & CAP_SLOT
                 pi = t.cap_port[slot] if slot < <uint32_t>t.ncap and t.cap_id[slot] == cid \
@@ -158,6 +178,10 @@ cdef class _CapRing:
                 self.frames += 1
             _tx_flush(e, s)
             vn_store64(self.cons_pos, cons)
+            for j in range(k):                      # the one writer of ``consumed``
+                if grp[j] < self.ngroups:
+                    c = &self.consumed[grp[j]]
+                    vn_store64(c, c[0] + took[j])
             done += k
             if k < WALK_BATCH or done >= budget:
                 return done
@@ -182,5 +206,7 @@ cdef class _CapRing:
         self.cons_pos = NULL
         self.prod_pos = NULL
         self.data = NULL
+        self.consumed = NULL
         self.cons_map.close()
         self.prod_map.close()
+        self.acct_map.close()

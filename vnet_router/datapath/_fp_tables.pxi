@@ -79,8 +79,17 @@ cdef class _Tables:
     cdef int ncap
     cdef int nshaped
     cdef dict ignored         # Tables.ignored: global ignore counters (``_sync``)
+    # drops (``_Engine._drop``), deltas by reason merged by ``_sync`` through ``count_drops``
+    # (``Datapath.count_drops``); each drop is in one of the three, the most specific
+    cdef int64_t node_drops[N_REASONS]  # of no substrate link (not classified that far)
+    cdef int64_t *link_drops  # nlinks x N_REASONS: on a substrate link, of no virtual link
+    cdef int64_t *vl_drops    # nvl x N_REASONS: of a virtual link (on its substrate link)
+    cdef int64_t ndrops       # all of them (0: nothing to merge)
+    cdef object count_drops
 
     def __dealloc__(self):
+        free(self.link_drops)
+        free(self.vl_drops)
         free(self.shaped)
         free(self.cap_port)
         free(self.cap_id)
@@ -195,11 +204,14 @@ cdef tuple _compile(dp, snap, dict queues, dict udp_conn):
     t.shaped = <int *>calloc(max(t.nvl, 1), sizeof(int))
     t.udp_links = <int *>calloc(max(t.nlinks, 1), sizeof(int))
     t.lcache = <LCE *>calloc(max(t.nports, 1) * LCACHE, sizeof(LCE))
+    t.link_drops = <int64_t *>calloc(max(t.nlinks, 1) * N_REASONS, sizeof(int64_t))
+    t.vl_drops = <int64_t *>calloc(max(t.nvl, 1) * N_REASONS, sizeof(int64_t))
     if not (t.links and t.vls and t.ports and t.ifaces and t.shaped and t.udp_links and
-            t.lcache):
+            t.lcache and t.link_drops and t.vl_drops):
         raise MemoryError()
     t.ethertype = snap.ethertype
     t.ignored = dp.ignored
+    t.count_drops = dp.count_drops
     t.queues = []
     link_ix = {id(c): i for i, c in enumerate(links)}
     vl_ix = {id(v): i for i, v in enumerate(vls)}

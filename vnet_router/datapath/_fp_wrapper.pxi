@@ -64,7 +64,7 @@ class CEngine:
         cap = getattr(self.dp, "capture", None)
         if cap is not None and self._cap is None:
             self._stop_ring_thread()
-            self._cap = _CapRing(cap.ring_fd, cap.ring_size)
+            self._cap = _CapRing(cap.ring_fd, cap.ring_size, cap.consumed_fd, cap.ngroups)
             self._engine.cap_fd = cap.ports_fd
             self._engine.cap_sync = cap.take_drops
         if self._thread is None or {id(r) for _, r in self._thread_rings} != \
@@ -150,7 +150,7 @@ class CEngine:
     def sync_counters(self):
         """Counts kept outside Python (the TAP capture's kernel drops) before a read."""
         if self._cap is not None:
-            self.dp.drops["ring_full"] += self.dp.capture.take_drops(True)
+            self._engine.count_cap_drops(self.dp.capture.take_drops(True))
 
     # -- the ring thread ---------------------------------------------------------------------
     #

@@ -58,7 +58,7 @@ VNET_FRAMES = 2048
 WALK_BUDGET, MIN_QUANTUM, OTHER_QUANTUM = 1024, 64, 32
 KNOWN_BUDGET = (5000, 1000)         # VLI-0 frames per second, burst: each known neighbour
 OTHER_BUDGET = (1000, 200)          # ... all other senders of one substrate link together
-LT_P2P, LT_MULTI, LT_VID = 0, 1, 2
+LT_P2P, LT_MULTI, LT_VID, LT_IFACE, IFACE_VID = 0, 1, 2, 3, 0xFFFF
 A_USER, A_SWITCH, A_DROP = 0, 1, 2
 
 _CONFIG = struct.Struct("<IHHIII")              # gen, ethertype, pad, queues: default, known, other
@@ -204,11 +204,15 @@ class Classifier:
     def install(self, snap):
         """Write ``snap``'s entries as the next generation and make it the one in force."""
         self.sync()
+        self.ethertype = snap.ethertype
         gen = 0 if self.gen == EMPTY_GEN else self.gen ^ 1
         links: dict[bytes, bytes] = {}
         vlis: dict[bytes, bytes] = {}
         eth = {lid: c for lid, c in snap.links.items() if c.kind != "udp"}
         self.link_slots.keep(eth)
+        for ifindex in snap.ifaces:
+            links[_LINK_KEY.pack(ifindex, IFACE_VID, gen, 0, bytes(6), 0)] = _LINK_VAL.pack(
+                NO_BUCKET, 0, LT_IFACE, NO_BUCKET, bytes(6), 0)
         for lid, ctx in eth.items():
             slot = self._slot(self.link_slots, "lstats", lid)
             if slot is None:
@@ -364,6 +368,7 @@ class Classifier:
         for reason, n in zip(DROP_REASONS, self._delta("nstats", 0)):
             if n:
                 count(reason, n)
+                self.frames += n
         # virtual links first: the program counts a frame on its links before its virtual
         # links, so each read sees on the links every frame it sees on the virtual links
         names = VLINK_COUNTERS.ordered()

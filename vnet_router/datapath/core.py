@@ -14,16 +14,17 @@ A ``Datapath`` is composed of this core and one *engine* (``engine.Engine``):
   ``reference.PyEngine`` through ``classify`` + ``receive``/``output`` (pure Python, one frame
   at a time; the definition of what the datapath does), ``_fastpath.CEngine`` in C on
   TPACKET_V2 rings with batched sends, its own token buckets and shaper queues (the meters'
-  arithmetic; state written back to them) and UDP tunnel sockets, calling the core for drops
-  and control frames (its counters are C deltas added to the same objects) and for outputs
-  its C path cannot take (no socket yet), which the core's meters then shape: no link is
-  shaped in two places.
+  arithmetic; state written back to them) and UDP tunnel sockets, calling the core for
+  control frames (its counters, drops included, are C deltas added to the same objects:
+  ``count_drops``) and for outputs its C path cannot take (no socket yet), which the core's
+  meters then shape: no link is shaped in two places.
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
-``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the core calls the
-engine only through ``engine.Engine``, and what differs between engines beyond its methods is
-chosen by the engine's ``Capabilities``, never by its ``name``.  ``select`` builds each
-datapath: ``DatapathPy``, ``DatapathC``, ``DatapathKernel`` (``ktier.KernelEngine``).
+``count_drops``, ``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the
+core calls the engine only through ``engine.Engine``, and what differs between engines beyond
+its methods is chosen by the engine's ``Capabilities``, never by its ``name``.  ``select``
+builds each datapath: ``DatapathPy``, ``DatapathC``, ``DatapathKernel``
+(``ktier.KernelEngine``).
 
 Per frame in the reference: one dict lookup for the substrate link, one for the VLI, and the
 write; everything that can be computed when the tables change is computed in ``install``.
@@ -37,6 +38,7 @@ import os
 import socket
 import struct
 import time
+from collections import Counter
 
 from vnet_router.datapath import entries, packet_io
 from vnet_router.wire import substrate as wire
@@ -74,6 +76,7 @@ class Datapath:
         self._reading: set[int] = set()
         self.drops = tables.drops
         self.ignored = tables.ignored
+        self.vnet_drops: Counter[tuple[str, str]] = Counter()     # (vNet, reason) -> frames
         # the TAP capture (``tapcap.TapCapture``; its owner closes it after ``close``): ports
         # ``add_port`` attaches get ``capture``, and the engine takes their frames from its
         # ring -- only an engine that walks that ring may have one, or the frames the program
@@ -402,21 +405,24 @@ class Datapath:
             self.drop("vli_drop", ctx, v)
 
     def drop(self, reason: str, ctx: LinkCtx | None, v: VLink | None):
-        """Count a lost frame: globally, on its substrate link and on its virtual link."""
-        self.drops[reason] += 1
-        if ctx is not None:
-            ctx.state.drops[reason] += 1
-        if v is not None:
-            v.drop(reason)
+        """Count a lost frame: globally, on its substrate link, on its virtual link and under
+        that link's vNet."""
+        self.count_drops(reason, 1, ctx, v)
 
     def count_drops(self, reason: str, n: int, ctx: LinkCtx | None = None,
                     v: VLink | None = None, vnet: str | None = None):
-        """``n`` lost frames at once (counted outside Python: the classifier, the rings)."""
+        """Count ``n`` frames lost for ``reason`` as ``drop`` counts one: the one place drops
+        are counted, for engines that count them elsewhere (C arrays, BPF maps) and add them
+        here at sync.  ``vnet``: the vNet of drops no virtual link stands for (``v``'s own
+        otherwise; a VLI configured to drop has vNet ``-``)."""
         self.drops[reason] += n
         if ctx is not None:
             ctx.state.drops[reason] += n
         if v is not None:
-            v.drops[reason] = v.drops.get(reason, 0) + n
+            v.drop(reason, n)
+            vnet = v.vnet
+        if vnet is not None:
+            self.vnet_drops[(vnet, reason)] += n
 
     def ignore(self, reason: str, ctx: LinkCtx):
         """Count a frame that was not for this node (``tables.IGNORE_REASONS``): no fault."""

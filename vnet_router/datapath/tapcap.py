@@ -23,9 +23,22 @@ the vNet's own stack sends, so a local TCP connection keeps one way to the engin
 kernel's TCP small queues keep their back-pressure -- and the odd ones (an offloaded VLAN
 tag, above 9216 bytes).  What it takes is UDP, ICMP, raw frames and what the vNet forwards.
 
-The kernel's count of frames it found no room for in the ring is added to the ``ring_full``
-drops, like a substrate ring's.  If the program cannot load or a TAP cannot be attached, one
-log line says why and those TAPs are read with ``read()``.
+Each vNet holds at most its share of the ring, so a vNet whose stack floods its TAPs cannot
+take the ring from the others: the ports of one vNet make a group (``groups``: slot -> group),
+the program counts the bytes it reserves per group, the engine's walk publishes the bytes it
+walked past per group (``consumed``, mmap'd by ``_CapRing``) and the program drops a frame
+whose group would hold more than its ``budget``.  ``shares`` computes the budgets: the ring,
+less one record per CPU (the check and the reservation are not one atomic step), in equal
+parts among the vNets that have captured TAPs, written again when a vNet comes or goes.
+Equal, not by rate: a share bounds how much a vNet may have waiting in the ring, not how fast
+it is served (the ring is walked in order), and a vNet's rates shape its frames after the
+ring.
+
+Every frame the program drops -- over its vNet's share, or the ring full -- is counted by its
+port (``refused``); ``take_drops`` hands those counts over by port, and the engine adds them
+to the ``ring_full`` drops, globally and on the port's output virtual link (its vNet).  If the
+program cannot load or a TAP cannot be attached, one log line says why and those TAPs are
+read with ``read()``.
 """
 from __future__ import annotations
 
@@ -48,19 +61,36 @@ TC_HANDLE, TC_PRIORITY = 0x564E, 2
 TUNGETIFF = 0x800454D2
 TUNGETDEVNETNS = 0x54E3
 SO_NETNS_COOKIE = 71
-COUNTERS = CAPTURE_COUNTERS.ordered()   # by index in its counters map: taken ring_full passed
-SYNC_S = 0.2                # the ring thread reads the kernel's drop count at most this often
+COUNTERS = CAPTURE_COUNTERS.ordered()   # by index in its counters map: taken ring_full ...
+SYNC_S = 0.2                # the ring thread reads the kernel's drop counts at most this often
+SLOT_MASK = 0xFFF           # a capture id: slot | generation << 12
+RECORD_MAX = 8 + 8 + 9216   # the ring bytes of the largest record (header, struct rec, JUMBO)
 _KEY = struct.Struct("<QII")
 _VAL = struct.Struct("<II")
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+
+
+def shares(ring: int, groups, cpus: int) -> dict:
+    """Ring bytes each of ``groups`` may hold: ``ring`` less one largest record per CPU (each
+    CPU may pass the check before another's reservation counts), in equal parts rounded down
+    to 8 bytes, never less than one largest record (a vNet can always send a frame; with
+    more than ~900 vNets their shares may then add up to more than the ring)."""
+    groups = list(groups)
+    if not groups:
+        return {}
+    part = (ring - cpus * RECORD_MAX) // len(groups) // 8 * 8
+    return dict.fromkeys(groups, max(part, RECORD_MAX))
 
 
 class Attached:
     """One captured TAP."""
 
-    def __init__(self, cid: int, key: bytes, namespace: int, ifname: str, ifindex: int,
-                 created_qdisc: bool):
-        self.cid, self.key, self.namespace, self.ifname = cid, key, namespace, ifname
-        self.ifindex, self.created_qdisc = ifindex, created_qdisc
+    def __init__(self, port, cid: int, key: bytes, namespace: int, ifname: str, ifindex: int,
+                 created_qdisc: bool, refused: int):
+        self.port, self.cid, self.key, self.namespace = port, cid, key, namespace
+        self.ifname, self.ifindex, self.created_qdisc = ifname, ifindex, created_qdisc
+        self.refused = refused              # the slot's drop count already handed over
 
 
 class TapCapture:
@@ -71,13 +101,17 @@ class TapCapture:
         frames = self.prog.maps["frames"]
         self.ring_fd, self.ring_size = frames.fd, frames.max_entries
         self.ports_fd = self.prog.maps["ports"].fd
+        self.consumed_fd = self.prog.maps["consumed"].fd
+        self.ngroups = self.prog.maps["consumed"].max_entries
         self.ports: dict[int, Attached] = {}    # id(TapPort) -> its attachment
         self.slots = self.prog.maps["ports"].max_entries
         self._free: list[int] = []
         self._next = 0
         self._gen: dict[int, int] = {}          # slot -> generation of its last id
+        self.groups: dict[str, int] = {}        # vNet -> its group (while it has a port)
+        self._cpus = len(self.prog.lookup("refused", _U32.pack(0)))    # possible CPUs
         self._lock = threading.Lock()           # take_drops: ring thread and loop thread
-        self._seen = dict.fromkeys(COUNTERS, 0)
+        self._gone: list[tuple[object, int]] = []   # drops of detached ports, not handed over
         self._read_at = 0.0
 
     @classmethod
@@ -139,20 +173,45 @@ class TapCapture:
         self._gen[slot] = gen = self._gen.get(slot, 0) % 0xFFFFF + 1
         cid = gen << 12 | slot
         key = _KEY.pack(cookie, ifindex, 0)
+        group = self._group(port.vnet)
+        self.prog.update("groups", _U32.pack(slot), _U32.pack(group))
+        self._write_budgets()                   # the group's budget before its first frame
         self.prog.update("ports", key, _VAL.pack(cid, 1 if port.paused else 0))
-        self.ports[id(port)] = Attached(cid, key, ns, ifname, ifindex, created)
-        log.info("TAP capture: %s/%s (%s) at TC egress, capture id %#x", port.vnet,
-                 port.name, ifname, cid)
+        with self._lock:
+            self.ports[id(port)] = Attached(port, cid, key, ns, ifname, ifindex, created,
+                                            self._refused(slot))
+        log.info("TAP capture: %s/%s (%s) at TC egress, capture id %#x, group %d", port.vnet,
+                 port.name, ifname, cid, group)
         return cid, key
 
     def detach(self, port):
-        a = self.ports.pop(id(port), None)
-        if a is None:
-            return
-        self.prog.delete("ports", a.key)
-        self._free.append(a.cid & 0xFFF)
+        with self._lock:
+            a = self.ports.pop(id(port), None)
+            if a is None:
+                return
+            self.prog.delete("ports", a.key)
+            n = self._refused(a.cid & SLOT_MASK) - a.refused
+            if n:
+                self._gone.append((port, n))
+        self._free.append(a.cid & SLOT_MASK)
+        if not any(b.port.vnet == port.vnet for b in self.ports.values()):
+            del self.groups[port.vnet]          # its records still in the ring stay counted
+            self._write_budgets()               # under the group, whoever takes it next
         self._detach_tc(a.namespace, a.ifname, a.ifindex, a.created_qdisc)
         os.close(a.namespace)
+
+    # -- shares of the ring --------------------------------------------------------------------
+
+    def _group(self, vnet: str) -> int:
+        """``vnet``'s group: its own while it has a port, the lowest free one."""
+        if vnet not in self.groups:
+            used = set(self.groups.values())
+            self.groups[vnet] = next(g for g in range(self.ngroups) if g not in used)
+        return self.groups[vnet]
+
+    def _write_budgets(self):
+        for g, size in shares(self.ring_size, self.groups.values(), self._cpus).items():
+            self.prog.update("budget", _U32.pack(g), _U64.pack(size))
 
     def _detach_tc(self, ns, ifname, ifindex, created_qdisc):
         def work():                             # by ifindex: `--configure` may rename it
@@ -168,18 +227,25 @@ class TapCapture:
         """The program's counters, summed over CPUs."""
         return self.prog.counters(COUNTERS)
 
-    def take_drops(self, force: bool = False) -> int:
-        """Frames the kernel found no room for in the ring since the last call (at most every
-        SYNC_S unless ``force``)."""
+    def take_drops(self, force: bool = False) -> list[tuple[object, int]]:
+        """(port, frames) the program dropped since the last call, over its vNet's share or
+        the ring full, for each port that had some (at most every SYNC_S unless ``force``)."""
         with self._lock:
             now = time.monotonic()
             if not force and now - self._read_at < SYNC_S:
-                return 0
+                return []
             self._read_at = now
-            c = self.counters()
-            n = c["ring_full"] - self._seen["ring_full"]
-            self._seen = c
-            return n
+            out, self._gone = self._gone, []
+            for a in self.ports.values():
+                n = self._refused(a.cid & SLOT_MASK)
+                if n != a.refused:
+                    out.append((a.port, n - a.refused))
+                    a.refused = n
+            return out
+
+    def _refused(self, slot: int) -> int:
+        """The program's count of frames it dropped for capture slot ``slot``, ever."""
+        return sum(_U64.unpack(v)[0] for v in self.prog.lookup("refused", _U32.pack(slot)))
 
     def close(self, ports):
         for port in ports:

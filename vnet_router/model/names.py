@@ -128,6 +128,8 @@ CAPTURE_COUNTERS = _numbered(
     Name(0, "taken", "copied into the ring and consumed (TC_ACT_STOLEN)"),
     Name(1, "ring_full", "no room in the ring: dropped (TC_ACT_SHOT), the ring_full drop"),
     Name(2, "passed", "left to the TAP, read with read()"),
+    Name(3, "over_share", "its vNet already holds its share of the ring: dropped (TC_ACT_SHOT), "
+                          "the ring_full drop of that vNet"),
 )
 
 # what the rest of the tree imports

@@ -64,8 +64,8 @@ class VLink:
     def key(self):
         return (self.link_id, self.vli, self.direction)
 
-    def drop(self, reason: str):
-        self.drops[reason] = self.drops.get(reason, 0) + 1
+    def drop(self, reason: str, n: int = 1):
+        self.drops[reason] = self.drops.get(reason, 0) + n
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -30,6 +30,15 @@ def _learned(p, entries: bool):
     return d
 
 
+def _by_vnet(counts) -> dict:
+    """(vNet, reason) -> n as {vNet: {reason: n}}, sorted, without zeros."""
+    out: dict = {}
+    for (vnet, reason), n in sorted(counts.items()):
+        if n:
+            out.setdefault(vnet, {})[reason] = n
+    return out
+
+
 def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> dict:
     """The node's tables and counters; ``learned``: also list every learned MAC."""
     dp.sync_counters()
@@ -80,6 +89,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
         "vnets": [{"name": v.name, "id": v.id, "namespace": v.namespace} for v in cfg.vnets],
         "logical_interfaces": ports,
         "drops": {k: n for k, n in tables.drops.items()},
+        # the drops of virtual links, by vNet and reason ("-": a VLI configured to drop)
+        "vnet_drops": _by_vnet(dp.vnet_drops),
         # frames not for this node (no fault): not_member
         "ignored": {k: n for k, n in tables.ignored.items()},
         # control plane ([tm]/[vbm]): event counters, messages by type and outcome, allocations

@@ -86,7 +86,7 @@ class _TestRunOpts(Structure):      # struct bpf_test_run_opts (libbpf.h)
                 ("batch_size", c_uint32)]
 
 
-SKB_CTX_SIZE, SKB_IFINDEX = 192, 40            # struct __sk_buff: size, offset of ifindex
+SKB_CTX_SIZE, SKB_IFINDEX, SKB_MARK = 192, 40, 8   # struct __sk_buff: size, ifindex, mark
 
 _PRINT = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 _lib = None
@@ -330,10 +330,12 @@ class Program:
             m = lib.bpf_object__next_map(self._obj, m)
 
     def test_run(self, frame: bytes, ifindex: int = 0, repeat: int = 1,
-                 program: str | None = None) -> tuple[int, bytes, int]:
+                 program: str | None = None, ctx_out: bytearray | None = None) \
+            -> tuple[int, bytes, int]:
         """Run the program on ``frame`` as if received by ``ifindex`` (of the calling thread's
         namespace) without sending anything (BPF_PROG_TEST_RUN): (its verdict, the frame as
-        it left it, mean nanoseconds per run)."""
+        it left it, mean nanoseconds per run).  ``ctx_out`` (SKB_CTX_SIZE bytes) receives the
+        ``__sk_buff`` as the program left it (its ``mark`` at SKB_MARK)."""
         out = ctypes.create_string_buffer(len(frame) + 256)
         ctx = bytearray(SKB_CTX_SIZE)
         ctx[SKB_IFINDEX:SKB_IFINDEX + 4] = ifindex.to_bytes(4, "little")
@@ -343,6 +345,9 @@ class Program:
                             data_out=ctypes.addressof(out), data_size_in=len(frame),
                             data_size_out=len(out), ctx_in=ctypes.addressof(ctx_in),
                             ctx_size_in=SKB_CTX_SIZE, repeat=repeat)
+        if ctx_out is not None:
+            out_ctx = (ctypes.c_char * SKB_CTX_SIZE).from_buffer(ctx_out)
+            opts.ctx_out, opts.ctx_size_out = ctypes.addressof(out_ctx), SKB_CTX_SIZE
         fd = self.fd if program is None else self.programs[program]
         rc = _libbpf().bpf_prog_test_run_opts(fd, byref(opts))
         if rc != 0:

@@ -96,6 +96,13 @@ class Collector:
         for reason, n in st["drops"].items():
             drops.add_metric([reason], n)
         yield drops
+        vnet_drops = CounterMetricFamily(
+            "vnet_vnet_drops", "Frames of a virtual link dropped, by its vNet and reason "
+            "(vnet \"-\": a VLI configured to drop)", labels=["vnet", "reason"])
+        for vnet, reasons in st.get("vnet_drops", {}).items():
+            for reason, n in reasons.items():
+                vnet_drops.add_metric([vnet, reason], n)
+        yield vnet_drops
         ignored = CounterMetricFamily(
             "vnet_ignored", "Frames not for this node, by reason (not_member: a vNet it does "
             "not host, flooded on a multiaccess LAN); no fault, not a drop", labels=["reason"])
