@@ -93,8 +93,8 @@ def test_both_datapaths_exist_side_by_side():
 
 def test_auto_picks_fast(monkeypatch):
     monkeypatch.delenv(datapaths.ENV, raising=False)
-    assert datapaths.choose("auto") is DatapathC
-    assert datapaths.choose("fast") is DatapathC
+    assert datapaths.choose("auto") is datapaths.DatapathFast     # the classifier in front
+    assert datapaths.choose("fast") is datapaths.DatapathFast
     assert datapaths.choose("reference") is DatapathPy
 
 
