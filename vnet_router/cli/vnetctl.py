@@ -60,7 +60,10 @@ def _learned(t: dict | None) -> str:
 def show_view(st: dict) -> list:
     """``vnetctl show``: the parts ``render.write`` prints."""
     kernel = st["datapath"] == "kernel"
-    tiers = f" (kernel tier: {st['datapath_stats']['kernel_frames']:,} frames)" if kernel else ""
+    ds = st["datapath_stats"]
+    tiers = f" (kernel tier: {ds['kernel_frames']:,} frames)" if kernel else \
+        f" (classified in the kernel: {ds['kernel_frames']:,} frames ended there)" \
+        if ds.get("classified") else ""
     out = [f"node {st['node']}  config {st['config']}  generation {st['generation']}  "
            f"datapath {st['datapath']}{tiers}  up {st['uptime_seconds']:.0f}s", ""]
     rows = []

@@ -51,8 +51,13 @@ class Collector:
         fast = GaugeMetricFamily("vnet_fast_path_in_use", "1 if the Cython fast path forwards")
         fast.add_metric([], 1 if st["datapath"] in ("fast", "kernel") else 0)
         yield fast
-        kernel = CounterMetricFamily("vnet_kernel_tier_frames", "Frames the kernel tier's eBPF "
-                                     "program forwarded or dropped (datapath = kernel)")
+        classified = GaugeMetricFamily("vnet_classifier_in_use", "1 if the eBPF classifier "
+                                       "sorts substrate frames before the engine's rings")
+        classified.add_metric([], st["datapath_stats"].get("classified", 0))
+        yield classified
+        kernel = CounterMetricFamily("vnet_kernel_tier_frames", "Frames the eBPF classifier "
+                                     "ended in the kernel: forwarded (datapath = kernel) or "
+                                     "dropped (fast and kernel)")
         kernel.add_metric([], st["datapath_stats"].get("kernel_frames", 0))
         yield kernel
         capture = CounterMetricFamily("vnet_tap_capture_frames", "Frames the TAP capture took "
