@@ -19,7 +19,7 @@ The queues of an interface (``RX_QUEUES`` rings, one fanout group):
   link, by name (more vNets than rings: they share, round-robin).
 
 The engine serves them in weighted rounds (``quanta``): known neighbours' control first, each
-vNet's ring up to its quantum (``WALK_BUDGET`` scaled by the vNet's rate, at least
+vNet's ring up to its quantum (``TURN`` frames scaled by the vNet's rate, at least
 ``MIN_QUANTUM``), strangers' control last and least.  A full ring drops only its own frames:
 the kernel counts them on that ring's socket and the engine adds them as its vNet's
 ``ring_full``.
@@ -55,7 +55,7 @@ RX_QUEUES = 8
 Q_DEFAULT, Q_KNOWN, Q_OTHER, FIRST_VNET_Q = 0, 1, 2, 3
 RING_FRAMES = {Q_DEFAULT: 1024, Q_KNOWN: 256, Q_OTHER: 256}     # the vNets' rings: VNET_FRAMES
 VNET_FRAMES = 2048
-WALK_BUDGET, MIN_QUANTUM, OTHER_QUANTUM = 1024, 64, 32
+TURN, MIN_QUANTUM, OTHER_QUANTUM = 256, 32, 16   # frames per ring and turn (see quanta)
 KNOWN_BUDGET = (5000, 1000)         # VLI-0 frames per second, burst: each known neighbour
 OTHER_BUDGET = (1000, 200)          # ... all other senders of one substrate link together
 LT_P2P, LT_MULTI, LT_VID, LT_IFACE, IFACE_VID = 0, 1, 2, 3, 0xFFFF
@@ -112,7 +112,9 @@ def vnet_queues(snap, nqueues: int = RX_QUEUES) -> dict[str, int]:
 def quanta(snap, queues: dict[str, int], nqueues: int = RX_QUEUES) -> dict[int, int]:
     """Frames each ring may give per turn of the ring thread: a vNet's in proportion to the
     sum of its input virtual links' rates (unrated vNets count as the largest), at least
-    MIN_QUANTUM; known neighbours' control and the default ring the whole budget."""
+    MIN_QUANTUM; known neighbours' control and the default ring a whole TURN.  A turn is short
+    (one send batch, WALK_BATCH): a frame of a quiet vNet waits behind at most one turn of
+    each flooding vNet's ring."""
     rate: dict[str, float] = {}
     for e in snap.inputs.values():
         r = e.vlink.rate
@@ -120,12 +122,12 @@ def quanta(snap, queues: dict[str, int], nqueues: int = RX_QUEUES) -> dict[int, 
         if e.ctx.kind != "udp" and bps:
             rate[e.vlink.vnet] = rate.get(e.vlink.vnet, 0) + bps
     top = max(rate.values(), default=0)
-    out = {Q_DEFAULT: WALK_BUDGET, Q_KNOWN: WALK_BUDGET, Q_OTHER: OTHER_QUANTUM}
+    out = {Q_DEFAULT: TURN, Q_KNOWN: TURN, Q_OTHER: OTHER_QUANTUM}
     for q in range(FIRST_VNET_Q, nqueues):
         out[q] = MIN_QUANTUM
     for name, q in queues.items():
         share = rate.get(name, top) / top if top else 1.0
-        out[q] = max(out[q], MIN_QUANTUM, int(WALK_BUDGET * share))
+        out[q] = max(out[q], MIN_QUANTUM, int(TURN * share))
     return out
 
 
