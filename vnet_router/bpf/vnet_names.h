@@ -6,23 +6,26 @@
 
 /* drop reasons */
 enum vnet_drop_reason {
-	R_SHORT = 0,           /* shorter than the Ethernet / VLAN / substrate header */
-	R_BAD_LEN = 1,         /* LEN larger than what arrived */
-	R_UNKNOWN_VLAN = 2,    /* tagged with a VLAN id no p2p substrate link of the interface uses */
-	R_BAD_PEER = 3,        /* p2p VLAN frame from a MAC that is not the configured peer */
-	R_NO_LINK = 4,         /* untagged but no multiaccess link here / UDP from an unknown remote */
-	R_UNKNOWN_VLI = 5,     /* no virtual link with this VLI on the substrate link */
-	R_CONTROL = 6,         /* VLI 0 frame that does not parse (or no control plane runs) */
-	R_OVERSIZE = 7,        /* larger than the substrate link MTU or the logical interface */
-	R_POLICED = 8,         /* input token bucket empty */
-	R_QUEUE_FULL = 9,      /* output shaper queue full */
-	R_VLI_DROP = 10,       /* virtual link configured with action drop */
-	R_TAP_ERROR = 11,      /* the logical interface refused the frame */
-	R_SEND_ERROR = 12,     /* the substrate interface refused the frame */
-	R_RING_FULL = 13,      /* the kernel found no room in the receive ring / socket buffer */
-	R_CONTROL_QUEUE = 14,  /* VLI 0 frame beyond the bounded queue to the control plane */
-	R_TOO_BIG = 15,        /* switched (or sent) frame larger than the output substrate link carries */
-	N_REASONS = 16
+	R_SHORT = 0,            /* shorter than the Ethernet / VLAN / substrate header */
+	R_BAD_LEN = 1,          /* LEN larger than what arrived */
+	R_UNKNOWN_VLAN = 2,     /* tagged with a VLAN id no p2p substrate link of the interface uses */
+	R_BAD_PEER = 3,         /* p2p VLAN frame from a MAC that is not the configured peer */
+	R_NO_LINK = 4,          /* untagged but no multiaccess link here / UDP from an unknown remote */
+	R_UNKNOWN_VLI = 5,      /* no virtual link with this VLI on the substrate link */
+	R_CONTROL = 6,          /* VLI 0 frame that does not parse (or no control plane runs) */
+	R_OVERSIZE = 7,         /* larger than the substrate link MTU or the logical interface */
+	R_POLICED = 8,          /* input token bucket empty */
+	R_QUEUE_FULL = 9,       /* output shaper queue full */
+	R_VLI_DROP = 10,        /* virtual link configured with action drop */
+	R_TAP_ERROR = 11,       /* the logical interface refused the frame */
+	R_SEND_ERROR = 12,      /* the substrate interface refused the frame */
+	R_RING_FULL = 13,       /* the kernel found no room in the receive ring / socket buffer */
+	R_CONTROL_QUEUE = 14,   /* VLI 0 frame from a known neighbour beyond the bounded queue of known neighbours to the control plane */
+	R_TOO_BIG = 15,         /* switched (or sent) frame larger than the output substrate link carries */
+	R_CONTROL_PEER = 16,    /* VLI 0 frame from a known neighbour beyond its own share of the queue to the control plane */
+	R_CONTROL_OTHER = 17,   /* VLI 0 frame from a source that is not a known neighbour, beyond the small queue the rest share */
+	R_CONTROL_SOURCE = 18,  /* VLI 0 frame from a source that is not a known neighbour, beyond that source's share of the rest's queue */
+	N_REASONS = 19
 };
 
 /* ignore reasons */

@@ -24,7 +24,6 @@ cdef class _Engine:
     cdef uint8_t *unames            # UDP_BATCH x 28: senders' addresses
     cdef double armed               # when the timer fires (0: not armed)
     cdef public int64_t wakeups, batches, drains
-    cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
     cdef public int cap_fd          # the TAP capture's ``ports`` map (-1: no capture)
     cdef public object cap_sync     # the capture's kernel drop count, read at sync (or None)
 
@@ -153,12 +152,6 @@ cdef class _Engine:
     cdef void _drop(self, _Tables t, int reason, int link, int vl):
         self.dp.drop(DROP_REASON_NAMES[reason], t.link_objs[link] if link >= 0 else None,
                       t.vl_models[vl] if vl >= 0 else None)
-
-    def _control_later(self, ctx, frame, start, length):
-        self.ctl_pending -= 1
-        on_control = self.dp.on_control
-        if on_control is None or not on_control(ctx, memoryview(frame), start, length):
-            self.dp.drop("control", ctx, None)
 
     cdef int _later(self, _Sender s, fn, arg) except -1:
         if s.deferred is not None:
