@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from vnet_router.datapath import copp
 from vnet_router.wire import auth
 from vnet_router.wire import control as m
 from vnet_router.wire import substrate as wire
@@ -163,10 +164,11 @@ def test_forged_control_messages_are_refused_and_change_nothing(make_lab, tmp_pa
                for i, v in enumerate(("blue", "red"))}
     expected = {n: {} for n in "xyv"}
     for name, (target, frames, reason) in attacks.items():
-        # in chunks a node's control queue holds (1,024 frames; beyond, a burst would be
-        # counted as `control_queue` drops instead, before anyone looked at it)
-        for i in range(0, len(frames), 250):
-            chunk = frames[i:i + 250]
+        # in chunks the queue to a node's control plane holds for one source that is not a
+        # neighbour (beyond, a burst would be counted as `control_source` drops instead,
+        # before anyone looked at it: datapath/copp.py)
+        for i in range(0, len(frames), copp.PER_SOURCE):
+            chunk = frames[i:i + copp.PER_SOURCE]
             inject(lab, "e", chunk)
             for n in ("xyv" if chunk[0][:6] == bcast else target):   # a broadcast: to all
                 expected[n][reason] = expected[n].get(reason, 0) + len(chunk)

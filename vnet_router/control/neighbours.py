@@ -22,8 +22,8 @@ import logging
 
 log = logging.getLogger(__name__)
 
-REFUSED_RATE = 200.0        # refused frames a second checked from one source
-REFUSED_BURST = 400.0
+REFUSED_RATE = 1000.0       # refused frames a second checked from one source
+REFUSED_BURST = 2000.0
 MAX_SOURCES = 4096          # sources the budget tracks (the idlest forgotten first)
 
 

@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 KNOWN = 1024            # frames of known neighbours waiting at once
 PER_PEER = 256          # ... of one known neighbour
-OTHER = 128             # frames of the rest waiting at once
-PER_SOURCE = 16         # ... of one source of the rest
+OTHER = 256             # frames of the rest waiting at once
+PER_SOURCE = 64         # ... of one source of the rest
 TURN = 64               # frames the control plane takes in one turn of the loop
 
 
