@@ -65,7 +65,7 @@ class Guard:
 
     def open(self, link_id: str, data, src: bytes | None):
         """The decoded message; raises auth.AuthError (or control.ControlDecodeError).  The
-        cheap checks come first: header, key id, freshness, then the HMAC, the decoding, and
+        cheap checks come first: header, key id, the HMAC (then freshness), the decoding, and
         last the VBM's signature (Ed25519, the dearest)."""
         plain = auth.unseal(data, self.keyrings.get(link_id), src, self.wallclock(),
                             self.max_age)

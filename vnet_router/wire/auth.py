@@ -110,11 +110,13 @@ def unseal(data, ring: Keyring | None, src: bytes | None, now: float,
     key = ring.get(key_id)
     if key is None:
         raise AuthError("unknown_key", f"key id {key_id} is not configured")
-    age = now - sent_ms / 1000              # the cheap checks before the HMAC
-    if abs(age) > max_age:
-        raise AuthError("stale", f"sent {age:+.1f} s ago (accepted: within {max_age:g} s)")
     if not hmac.compare_digest(_mac(key, src, data[:-MAC_LEN]), data[-MAC_LEN:]):
         raise AuthError("bad_mac", "authentication code does not verify")
+    # after the HMAC, though cheaper: ``stale`` says an authentic message came late (a
+    # replay, a clock astray), never a forgery
+    age = now - sent_ms / 1000
+    if abs(age) > max_age:
+        raise AuthError("stale", f"sent {age:+.1f} s ago (accepted: within {max_age:g} s)")
     return plain
 
 
