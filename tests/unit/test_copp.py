@@ -9,6 +9,7 @@ from vnet_router.datapath import copp
 from vnet_router.wire import substrate as wire
 
 T10 = wire.VlanTag(10, 5)
+FLOOD = copp.PER_SOURCE + 24            # frames of the stranger's flood
 
 
 def lan(src, n=1):
@@ -42,7 +43,7 @@ def run(mod, frames, peers=None):
 
 def flood_then_neighbours():
     """A stranger floods the LAN, then the known neighbour P3 and the p2p peer speak."""
-    return (lan(STRANGER, 40) + lan(P3, 2) + [(IF0, sub(b"\x02" * 6, P1, 0, b"\x01p" * 9, T10),
+    return (lan(STRANGER, FLOOD) + lan(P3, 2) + [(IF0, sub(b"\x02" * 6, P1, 0, b"\x01p" * 9, T10),
                                                None)])
 
 
@@ -52,8 +53,8 @@ def test_known_neighbours_are_served_first(mod):
     assert waiting == (3, copp.PER_SOURCE)
     assert seen[:3] == [("lan", P3), ("lan", P3), ("p1", P1)]
     assert seen[3:] == [("lan", STRANGER)] * copp.PER_SOURCE
-    assert cnt["drops"]["control_source"] == 40 - copp.PER_SOURCE
-    assert cnt["links"]["lan"][4] == {"control_source": 40 - copp.PER_SOURCE}
+    assert cnt["drops"]["control_source"] == FLOOD - copp.PER_SOURCE
+    assert cnt["links"]["lan"][4] == {"control_source": FLOOD - copp.PER_SOURCE}
     assert cnt["drops"]["control"] == 0
 
 
