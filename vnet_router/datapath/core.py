@@ -20,8 +20,8 @@ A ``Datapath`` is composed of this core and one *engine* (``engine.Engine``):
   shaped in two places.
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
-``port_closed``, ``on_control``, ``control`` (the control-plane policing, ``copp``), ``loop``, ``tx``, ``ports``, ``snap``); the core calls the
-engine only through ``engine.Engine``, and what differs between engines beyond its methods is
+``port_closed``, ``on_control``, ``control`` -- the control-plane policing, ``copp`` --,
+``loop``, ``tx``, ``ports``, ``snap``); the core calls the engine only through ``engine.Engine``, and what differs between engines beyond its methods is
 chosen by the engine's ``Capabilities``, never by its ``name``.  ``select`` builds each
 datapath: ``DatapathPy``, ``DatapathC``, ``DatapathKernel`` (``ktier.KernelEngine``).
 
