@@ -21,8 +21,9 @@ A ``Datapath`` is composed of this core and one *engine* (``engine.Engine``):
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
 ``port_closed``, ``on_control``, ``control`` -- the control-plane policing, ``copp`` --,
-``loop``, ``tx``, ``ports``, ``snap``); the core calls the engine only through ``engine.Engine``, and what differs between engines beyond its methods is
-chosen by the engine's ``Capabilities``, never by its ``name``.  ``select`` builds each
+``loop``, ``tx``, ``ports``, ``snap``); the core calls the engine only through
+``engine.Engine``, and what differs between engines beyond its methods is chosen by the
+engine's ``Capabilities``, never by its ``name``.  ``select`` builds each
 datapath: ``DatapathPy``, ``DatapathC``, ``DatapathKernel`` (``ktier.KernelEngine``).
 
 Per frame in the reference: one dict lookup for the substrate link, one for the VLI, and the
