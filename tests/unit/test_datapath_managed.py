@@ -33,6 +33,7 @@ def run_control(mod):
         seen.append((ctx.id, bytes(view[6:12]), bytes(view[start:start + length])))
         return length > 0 and view[start] == 1
     rig = Rig(mod, on_control=on_control)
+    rig.dp.set_control_peers({"lan": {P3}})         # a neighbour heard on the LAN
     try:
         for ifindex, frame, tci in control_frames():
             rig.eth(ifindex, frame, tci)
@@ -43,10 +44,12 @@ def run_control(mod):
 
 @pytest.mark.parametrize("mod", IMPLS)
 def test_vli0_frames_go_to_the_control_plane(mod):
+    """Known neighbours' frames (p2p and UDP links, and the LAN's known MACs) in arrival
+    order, then the rest's (a stranger on the LAN)."""
     seen, out, cnt = run_control(mod)
     assert [(lid, src) for lid, src, _ in seen] == [("p1", P1), ("p1", P1), ("p2", P2),
-                                                    ("lan", P3), ("lan", STRANGER), ("q", Q),
-                                                    ("q", Q)]
+                                                    ("lan", P3), ("q", Q), ("q", Q),
+                                                    ("lan", STRANGER)]
     assert seen[0][2] == b"\x01hello" * 5
     assert cnt["drops"]["control"] == 3          # refused: garbage twice, empty once
     assert cnt["drops"]["oversize"] == 1

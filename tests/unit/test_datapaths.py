@@ -49,8 +49,8 @@ def test_engines_implement_the_interface_and_nothing_inherits(engine):
     assert not missing, missing
     assert Datapath not in engine.__mro__
     assert ENGINE_METHODS == ["close", "flush", "flush_tx", "install", "on_tap",
-                              "process_eth", "process_udp", "retune", "start", "stats",
-                              "sync_counters", "sync_substrate", "tier_of"]
+                              "process_eth", "process_udp", "retune", "set_peers", "start",
+                              "stats", "sync_counters", "sync_substrate", "tier_of"]
 
 
 def test_the_tap_capture_goes_only_to_an_engine_that_walks_its_ring(monkeypatch):

@@ -67,6 +67,9 @@ class FakeDp:
         self.sent.append((ctx.id, dst, m.decode(payload)))
         return True
 
+    def set_control_peers(self, peers):
+        self.peers = peers
+
 
 class FakeLoop:
     def call_soon(self, fn, *args):

@@ -164,8 +164,9 @@ def test_vlan_from_the_ring_header_and_unknown_interface():
 
 
 def test_control_frames_handed_to_the_loop_are_bounded_and_counted():
-    """From the ring thread, VLI 0 frames go to the control plane through the event loop: at
-    most 1,024 wait at once, the rest are counted as control_queue, none vanishes."""
+    """From the ring thread, VLI 0 frames go to the control plane through the event loop: a
+    known neighbour (the p2p link's peer) has at most 256 waiting at once, the rest of its
+    frames are counted as control_peer, none vanishes."""
     taken = []
     rig = Rig(fast_mod, on_control=lambda ctx, view, start, length: taken.append(ctx.id) or True)
     synth, ring = _ring(rig, IF0)
@@ -176,13 +177,14 @@ def test_control_frames_handed_to_the_loop_are_bounded_and_counted():
             synth.fill([(frame, None)] * (NR - 1))
             engine.walk(ring, as_ring_thread=True)
         sent = (1100 // (NR - 1) + 1) * (NR - 1)
-        cnt = rig.counters()
         assert taken == []                              # nothing taken in the ring thread
-        assert cnt["drops"]["control_queue"] == sent - 1024
-        assert engine.ctl_pending == 1024
+        assert rig.dp.control.waiting() == (256, 0)
         rig.loop.call_soon(rig.loop.stop)
-        rig.loop.run_forever()                          # the loop takes what was handed over
-        assert taken == ["p1"] * 1024 and engine.ctl_pending == 0
+        rig.loop.run_forever()                          # one turn of the loop: 64 frames
+        assert taken == ["p1"] * 64 and rig.dp.control.waiting() == (192, 0)
+        cnt = rig.counters()                            # (serves what still waits)
+        assert taken == ["p1"] * 256 and rig.dp.control.waiting() == (0, 0)
+        assert cnt["drops"]["control_peer"] == sent - 256
         assert rig.counters()["links"]["p1"][0] == sent
     finally:
         ring.release()

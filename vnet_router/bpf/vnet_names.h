@@ -20,10 +20,13 @@ enum vnet_drop_reason {
 	R_TAP_ERROR = 11,        /* the logical interface refused the frame */
 	R_SEND_ERROR = 12,       /* the substrate interface refused the frame */
 	R_RING_FULL = 13,        /* the kernel found no room in the receive ring / socket buffer */
-	R_CONTROL_QUEUE = 14,    /* VLI 0 frame beyond the bounded queue to the control plane */
+	R_CONTROL_QUEUE = 14,    /* VLI 0 frame from a known neighbour beyond the bounded queue of known neighbours to the control plane */
 	R_TOO_BIG = 15,          /* switched (or sent) frame larger than the output substrate link carries */
-	R_CONTROL_POLICED = 16,  /* VLI 0 frame beyond its sender's budget (a known neighbour's own, or the budget all other senders on the link share) */
-	N_REASONS = 17
+	R_CONTROL_PEER = 16,     /* VLI 0 frame from a known neighbour beyond its own share of the queue to the control plane */
+	R_CONTROL_OTHER = 17,    /* VLI 0 frame from a source that is not a known neighbour, beyond the small queue the rest share */
+	R_CONTROL_SOURCE = 18,   /* VLI 0 frame from a source that is not a known neighbour, beyond that source's share of the rest's queue */
+	R_CONTROL_POLICED = 19,  /* VLI 0 frame beyond its sender's budget (a known neighbour's own, or the budget all other senders on the link share) */
+	N_REASONS = 20
 };
 
 /* ignore reasons */

@@ -60,7 +60,7 @@ def _learned(t: dict | None) -> str:
 def show_view(st: dict) -> list:
     """``vnetctl show``: the parts ``render.write`` prints."""
     kernel = st["datapath"] == "kernel"
-    ds = st["datapath_stats"]
+    ds = st.get("datapath_stats", {})
     tiers = f" (kernel tier: {ds['kernel_frames']:,} frames)" if kernel else \
         f" (classified in the kernel: {ds['kernel_frames']:,} frames ended there)" \
         if ds.get("classified") else ""

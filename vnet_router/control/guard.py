@@ -21,6 +21,7 @@ from vnet_router.wire import control as m
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 10.0
+THROTTLED = "throttled"     # refused unchecked: its source's budget is spent (neighbours.py)
 
 
 class Guard:
@@ -30,7 +31,7 @@ class Guard:
         self.signer = auth.signing_key(signing_seed) if signing_seed else None
         self.vbm_key = auth.verify_key(vbm_public) if vbm_public else None
         self.keyrings: dict = {}
-        self.refused: dict[str, int] = dict.fromkeys(auth.REASONS, 0)
+        self.refused: dict[str, int] = dict.fromkeys(auth.REASONS + (THROTTLED,), 0)
         self._logged: dict[str, tuple[float, int]] = {}
         self.set_links(links)
 
@@ -63,11 +64,14 @@ class Guard:
         return packed if ring is None else auth.seal(packed, ring, src, self.wallclock())
 
     def open(self, link_id: str, data, src: bytes | None):
-        """The decoded message; raises auth.AuthError (or control.ControlDecodeError)."""
+        """The decoded message; raises auth.AuthError (or control.ControlDecodeError).  The
+        cheap checks come first: header, key id, the HMAC (then freshness), the decoding, and
+        last the VBM's signature (Ed25519, the dearest)."""
         plain = auth.unseal(data, self.keyrings.get(link_id), src, self.wallclock(),
                             self.max_age)
-        plain, signed = auth.unsign(plain, self.vbm_key)
-        msg = m.decode(plain)
+        plain, body, sig = auth.split_signature(plain)
+        msg = m.decode(plain)           # cheap: what does not decode costs no verification
+        signed = auth.verify_signature(body, sig, self.vbm_key)
         if self.vbm_key is not None and not signed and self.vbm_only(msg):
             raise auth.AuthError("vbm_unsigned", f"{msg.TYPE.name} not signed by the VBM")
         return msg

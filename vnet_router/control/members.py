@@ -115,21 +115,18 @@ class Membership:
         log.info("vnet %s: %s left", vnet, _who(cp, peer))
         return m.Ack(status=m.Status.OK)
 
-    def expire(self, now: float, timeout: float):
-        """Neighbours not heard for ``timeout``: their run-time virtual links go."""
+    def peer_lost(self, peer, n: dict, now: float):
+        """Neighbour ``peer`` was not heard for the timeout (``neighbours.expire`` removed
+        it): its run-time virtual links go."""
         cp = self.cp
-        for peer, n in list(cp.neighbours.items()):
-            if now - n["seen"] <= timeout:
-                continue
-            del cp.neighbours[peer]
-            gone = [d for d in cp.dynamic.values() if d.peer == peer]
-            for d in gone:
-                cp.uninstall(d)
-                d.fsm.fire("remote_teardown")
-                cp.count("vlinks_peer_lost")
-            names = ", ".join(f"{d.vnet}/{d.name}" for d in gone)
-            log.warning("neighbour %s not heard for %.1f s: gone%s", _who(cp, peer, n),
-                        now - n["seen"], f"; removed {names}" if gone else "")
+        gone = [d for d in cp.dynamic.values() if d.peer == peer]
+        for d in gone:
+            cp.uninstall(d)
+            d.fsm.fire("remote_teardown")
+            cp.count("vlinks_peer_lost")
+        names = ", ".join(f"{d.vnet}/{d.name}" for d in gone)
+        log.warning("neighbour %s not heard for %.1f s: gone%s", _who(cp, peer, n),
+                    now - n["seen"], f"; removed {names}" if gone else "")
 
     def peer_restarted(self, peer, msg: m.Hello):
         """A neighbour restarted (a new incarnation in its HELLO): it forgot the run-time

@@ -32,8 +32,10 @@ from vnet_router.wire import substrate as wire
 from vnet_router.model.config import LogicalInterface, NodeConfig, Rate, valid_ifname
 from vnet_router.wire import control as m
 from vnet_router.control.fsm import VlinkFSM, VlinkState
-from vnet_router.control.guard import Guard
+from vnet_router.control.guard import THROTTLED, Guard
+from vnet_router.control import views
 from vnet_router.control.members import Membership
+from vnet_router.control.neighbours import Budget, Neighbours
 from vnet_router.control.pmtu import node_id
 from vnet_router.wire import auth
 from vnet_router.control.transport import Requester, Responder
@@ -44,9 +46,6 @@ from vnet_router.model.units import parse_rate
 from vnet_router.control.vbm import VBM
 
 log = logging.getLogger(__name__)
-
-# refusals counted by the transport and by this module (with the guard's, in ``refused``)
-REFUSALS = ("replay", "old_incarnation", "bad_seq", "limit_peer", "limit_vnet")
 
 
 @dataclass
@@ -111,7 +110,8 @@ class ControlPlane:
             for s in cfg.vbm.shares:
                 self.vbm.admit(s.vnet, s.share)
         self.kshaping = KernelShaping(dp, loop, on_owned) if tm_cfg.kernel_shaping else None
-        self.neighbours: dict[tuple, dict] = {}
+        self.neighbours = Neighbours(dp, cfg.substrate_links, clock)
+        self.budget = Budget(clock)             # refused frames checked per source
         self.dynamic: dict[tuple[str, str], Dynamic] = {}
         self.reserved: set[tuple[str, int]] = set()
         self.in_progress: dict[tuple, str] = {}     # VLINK_SETUPs being set up -> vNet
@@ -165,6 +165,7 @@ class ControlPlane:
         old, new = self._static(self.cfg), self._static(cfg)
         self.cfg = cfg
         self.guard.set_links(cfg.substrate_links)
+        self.neighbours.set_links(cfg.substrate_links)
         self.vnet_ids = {v.name: v.id for v in cfg.vnets}
         self.vnet_names = {v.id: v.name for v in cfg.vnets}
         for key in [k for k in old if old[k] != new.get(k)]:
@@ -226,13 +227,19 @@ class ControlPlane:
         if src is not None and src == ctx.local_mac:
             return True
         peer = (ctx.id, src)
+        if not self.budget.allows(peer):        # refused too often: not checked again yet
+            self.guard.note(THROTTLED, f"from {_peer_str(peer)}: too many refused")
+            self._message("unknown", "refused")
+            return False
         try:
             msg = self.guard.open(ctx.id, view[start:start + length], src)
         except auth.AuthError as e:
+            self.budget.refused(peer)
             self.guard.note(e.auth_reason, f"from {_peer_str(peer)}: {e.message}")
             self._message("unknown", "refused")
             return False
         except m.ControlDecodeError:
+            self.budget.refused(peer)
             self.count("malformed")
             self._message("unknown", "malformed")
             return False
@@ -256,9 +263,7 @@ class ControlPlane:
         return True
 
     def _hello(self, peer, msg: m.Hello):
-        old = self.neighbours.get(peer)
-        self.neighbours[peer] = {"name": msg.name, "role": msg.role.name, "node": msg.node,
-                                 "incarnation": msg.incarnation, "seen": self.clock()}
+        old = self.neighbours.heard(peer, msg)
         if msg.role == m.Role.VBM and peer[0] == self.cfg.tm_settings.vbm_link:
             if self.tm.vbm_peer != peer or old is None or old["incarnation"] != msg.incarnation:
                 log.info("VBM at %s (incarnation %08x)", _peer_str(peer), msg.incarnation)
@@ -297,7 +302,9 @@ class ControlPlane:
             self.req.tick(now)
             self._observe(now)
             self.tm.tick(now)
-            self.members.expire(now, self.neighbour_timeout)
+            for peer, n in self.neighbours.expire(now, self.neighbour_timeout):
+                self.count("neighbours_lost")
+                self.members.peer_lost(peer, n, now)
             if self.vbm is not None:
                 self.vbm.tick(now)
             if now - self._last_hello >= self.hello_every:
@@ -541,58 +548,19 @@ class ControlPlane:
         self.count("unknown_vlink")
         return m.Ack(status=m.Status.UNKNOWN_VLINK)
 
-    # -- views -------------------------------------------------------------------------------
+    # -- views (``views.py``) ----------------------------------------------------------------
 
     def dynamic_view(self, d: Dynamic) -> dict:
         """``d`` as ``alloc`` and ``vlink add`` show it."""
-        return {"vnet": d.vnet, "name": d.name, "substrate_link": d.link,
-                "peer": _peer_str(d.peer), "in_vli": d.in_vli, "out_vli": d.out_vli,
-                "min": d.min, "max": d.max, "upstream": d.upstream, "state": d.fsm.state.name}
+        return views.dynamic(d)
 
     def status(self) -> dict:
-        """``status()['control']``: the protocol's counters (flat, by event), plus
-        ``messages`` (type -> outcome -> count) and ``allocations`` (as ``alloc``)."""
-        messages: dict[str, dict[str, int]] = {}
-        for (kind, outcome), n in sorted(self.messages.items()):
-            messages.setdefault(kind, {})[outcome] = n
-        refused = dict(self.guard.refused)
-        for reason in REFUSALS:
-            refused[reason] = self.counters.get(reason, 0)
-        return {**dict(sorted(self.counters.items())), "messages": messages,
-                "refused": refused, "unauthenticated_links": self.guard.unauthenticated(),
-                "allocations": self.allocations()}
+        """``status()['control']``: see ``views.status``."""
+        return views.status(self)
 
     def allocations(self) -> dict:
-        tm = self.tm
-        outs = []
-        for (peer, vli), o in sorted(tm.outputs.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
-            outs.append({"substrate_link": peer[0], "peer": _peer_str(peer), "vli": vli,
-                         "vnet": self.vnet_names.get(o.vnet, str(o.vnet)), "min": o.min,
-                         "current": o.current, "max": o.max, "demand": o.want,
-                         "state": o.state.name})
-        ins = []
-        for (peer, vli), i in sorted(tm.inputs.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
-            ins.append({"substrate_link": peer[0], "peer": _peer_str(peer), "vli": vli,
-                        "vnet": self.vnet_names.get(i.vnet, str(i.vnet)), "min": i.min,
-                        "current": i.current, "max": i.max})
-        aggs = {self.vnet_names.get(v, str(v)): {"aggregate": a.rate, "used": tm.input_sum(v),
-                                                   "minimum": tm.input_min_sum(v)}
-                for v, a in sorted(tm.aggregates.items())}
-        return {
-            "node": self.cfg.node.name, "node_id": f"{self.node_id:08x}",
-            "vbm_peer": _peer_str(tm.vbm_peer) if tm.vbm_peer else None,
-            "outputs": outs, "inputs": ins, "aggregates": aggs,
-            "dynamic": [self.dynamic_view(d) for d in self.dynamic.values()],
-            "members": self.members.view(),
-            "neighbours": [{"peer": _peer_str(p), **{k: v for k, v in n.items() if k != "seen"}}
-                           for p, n in self.neighbours.items()],
-            "vbm": self.vbm.view() if self.vbm is not None else None,
-            "kernel_shaping": self.kshaping.rates() if self.kshaping is not None else None,
-            "counters": dict(sorted(self.counters.items())),
-        }
+        """``alloc``: see ``views.allocations``."""
+        return views.allocations(self)
 
 
-def _peer_str(peer) -> str:
-    link_id, mac = peer
-    return f"{link_id}/{wire.mac_to_str(mac)}" if mac else str(link_id)
-
+_peer_str = views.peer_str

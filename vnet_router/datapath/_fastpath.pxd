@@ -131,7 +131,6 @@ cdef enum:
     TAP_BUF = 65600
     HDR_MAX = 24            # the longest precomputed output header (up to the VLI)
     UDP_BATCH = 64          # datagrams per recvmmsg
-    CONTROL_QUEUE = 1024    # VLI-0 frames the ring thread may have handed to the loop at once
     LCACHE = 1024           # learned-MAC cache slots per port (a power of two)
     # the ring thread
     EP_EVENTS = 64          # epoll events taken per wake-up

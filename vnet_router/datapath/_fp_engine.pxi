@@ -25,7 +25,6 @@ cdef class _Engine:
     cdef uint8_t *unames            # UDP_BATCH x 28: senders' addresses
     cdef double armed               # when the timer fires (0: not armed)
     cdef public int64_t wakeups, batches, drains
-    cdef public int ctl_pending     # VLI-0 frames handed to the loop thread, not yet taken
     cdef public object kpoliced     # keys of input virtual links the classifier polices
     cdef public int cap_fd          # the TAP capture's ``ports`` map (-1: no capture)
     cdef public object cap_sync     # the capture's kernel drops by port, read at sync (or None)
@@ -177,12 +176,6 @@ cdef class _Engine:
             t.link_drops[<size_t>link * N_REASONS + reason] += 1
         else:
             t.node_drops[reason] += 1
-
-    def _control_later(self, ctx, frame, start, length):
-        self.ctl_pending -= 1
-        on_control = self.dp.on_control
-        if on_control is None or not on_control(ctx, memoryview(frame), start, length):
-            self.dp.drop("control", ctx, None)
 
     cdef int _later(self, _Sender s, fn, arg) except -1:
         if s.deferred is not None:

@@ -129,21 +129,22 @@ cdef int _rx_udp(_Engine eng, _Sender s, _Tables t, int j, uint8_t *f, uint32_t 
 
 cdef bint _rx_control(_Engine eng, _Sender s, _Tables t, int link, uint8_t *f, uint32_t n,
                       uint32_t start, uint32_t length) except -1:
-    """VLI 0: hand a copy of the frame to the control plane (``Datapath.on_control``, as
-    the reference does); False if there is none or it refused the frame.  From the ring
-    thread the control plane gets it in the loop thread (it is counted there if refused)."""
+    """VLI 0: hand a copy of the frame to the control-plane policing (``copp``: known
+    neighbours' queue or the rest's, served in the loop thread; ``Datapath.offer_control``
+    in the reference), counting what its bounds refuse; False if no control plane runs."""
+    cdef int kind = t.links[link].kind
     if eng.dp.on_control is None:
         return False
-    if s.deferred is not None:
-        if eng.ctl_pending >= CONTROL_QUEUE:
-            eng._drop(t, R_CONTROL_QUEUE, link, -1)
-            return True
-        eng.ctl_pending += 1
-        s.deferred.append((eng._control_later,
-                           (t.link_objs[link], (<char *>f)[:n], start, length)))
-        return True
-    frame = (<char *>f)[:n]
-    return bool(eng.dp.on_control(t.link_objs[link], memoryview(frame), start, length))
+    ctx = t.link_objs[link]
+    why = eng.dp.control.offer(ctx, (<char *>f)[6:12] if kind != K_UDP else None,
+                               (<char *>f)[:n], start, length)
+    if why is not None:
+        eng._drop(t, _CTL_REFUSED[why], link, -1)
+    return True
+
+
+_CTL_REFUSED = {"control_queue": R_CONTROL_QUEUE, "control_peer": R_CONTROL_PEER,
+                "control_other": R_CONTROL_OTHER, "control_source": R_CONTROL_SOURCE}
 
 cdef int _rx_deliver(_Engine eng, _Tables t, int v, int link, uint8_t *f, uint32_t start,
                      uint32_t length) except -1:

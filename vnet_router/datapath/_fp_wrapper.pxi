@@ -79,6 +79,9 @@ class CEngine:
     def retune(self, v):
         self._engine.retune(v)
 
+    def set_peers(self, peers):
+        """VLI 0 is sorted by the core's queues only (``copp``): nothing here."""
+
     def process_eth(self, ifindex, frame, tci):
         self._engine.process_eth(ifindex, frame, tci)
 

@@ -17,10 +17,13 @@ cdef enum:
     R_TAP_ERROR = 11         # the logical interface refused the frame
     R_SEND_ERROR = 12        # the substrate interface refused the frame
     R_RING_FULL = 13         # the kernel found no room in the receive ring / socket buffer
-    R_CONTROL_QUEUE = 14     # VLI 0 frame beyond the bounded queue to the control plane
+    R_CONTROL_QUEUE = 14     # VLI 0 frame from a known neighbour beyond the bounded queue of known neighbours to the control plane
     R_TOO_BIG = 15           # switched (or sent) frame larger than the output substrate link carries
-    R_CONTROL_POLICED = 16   # VLI 0 frame beyond its sender's budget (a known neighbour's own, or the budget all other senders on the link share)
-    N_REASONS = 17
+    R_CONTROL_PEER = 16      # VLI 0 frame from a known neighbour beyond its own share of the queue to the control plane
+    R_CONTROL_OTHER = 17     # VLI 0 frame from a source that is not a known neighbour, beyond the small queue the rest share
+    R_CONTROL_SOURCE = 18    # VLI 0 frame from a source that is not a known neighbour, beyond that source's share of the rest's queue
+    R_CONTROL_POLICED = 19   # VLI 0 frame beyond its sender's budget (a known neighbour's own, or the budget all other senders on the link share)
+    N_REASONS = 20
     # ignore reasons
     I_NOT_MEMBER = 0    # multiaccess: a vNet this node does not host (VLI unknown here, frame not addressed to this node's MAC)
     N_IGNORES = 1
@@ -48,7 +51,10 @@ DROP_REASON_NAMES = (
     'ring_full',       # 13
     'control_queue',   # 14
     'too_big',         # 15
-    'control_policed', # 16
+    'control_peer',    # 16
+    'control_other',   # 17
+    'control_source',  # 18
+    'control_policed', # 19
 )
 IGNORE_REASON_NAMES = (
     'not_member',      # 0

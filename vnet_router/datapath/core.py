@@ -20,11 +20,6 @@ A ``Datapath`` is composed of this core and one *engine* (``engine.Engine``):
   meters then shape: no link is shaped in two places.
 
 The engine calls the core only through its public methods (``receive``, ``output``, ``drop``,
-``count_drops``, ``port_closed``, ``on_control``, ``loop``, ``tx``, ``ports``, ``snap``); the
-core calls the engine only through ``engine.Engine``, and what differs between engines beyond
-its methods is chosen by the engine's ``Capabilities``, never by its ``name``.  ``select``
-builds each datapath: ``DatapathPy``, ``DatapathC``, ``DatapathKernel``
-(``ktier.KernelEngine``).
 
 Per frame in the reference: one dict lookup for the substrate link, one for the VLI, and the
 write; everything that can be computed when the tables change is computed in ``install``.
@@ -41,6 +36,7 @@ import time
 from collections import Counter
 
 from vnet_router.datapath import entries, packet_io
+from vnet_router.datapath.copp import ControlQueues
 from vnet_router.wire import substrate as wire
 from vnet_router.datapath.entries import Compiled, InEntry, OutEntry
 from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
@@ -86,8 +82,11 @@ class Datapath:
         self.capture = capture
         self.engine: Engine = engine(self)
         # VLI 0: on_control(link ctx, frame view, payload start, length) -> taken?  The node's
-        # is a ``dispatch.ControlDispatch``; None: every VLI 0 frame is the ``control`` drop
+        # is a ``dispatch.ControlDispatch``; None: every VLI 0 frame is the ``control`` drop.
+        # Engines hand the frames to ``control`` (``copp.ControlQueues``: known neighbours
+        # first, bounded), which calls it in the loop
         self.on_control = on_control
+        self.control = ControlQueues(self.loop, on_control, self.drop)
         # called with the port when a library endpoint's application closed its end (EOF)
         self.on_port_closed = on_port_closed
         # called in the loop thread with a message when the datapath can no longer forward
@@ -305,6 +304,7 @@ class Datapath:
 
     def close(self):
         self.engine.close()
+        self.control.clear()
         for s in self.udp.values():
             self.stop_reading(s.fileno())
             s.close()
@@ -337,8 +337,34 @@ class Datapath:
         self.engine.process_eth(ifindex, frame, tci)
 
     def flush(self):
-        """Send frames the engine holds for a batched send; counters up to date."""
+        """Send frames the engine holds for a batched send; counters up to date; waiting VLI 0
+        frames handed to the control plane (tests: the datapath has nothing left to do)."""
         self.engine.flush()
+        if self.on_control is not None:
+            self.control.serve()
+
+    def set_control_peers(self, peers: dict[str, set[bytes]]):
+        """The control plane's known neighbours: substrate link id -> their MACs (bytes).  On
+        a multiaccess link their VLI 0 frames go ahead of the rest's (``copp``); p2p and UDP
+        links' frames are known by the link lookup.  Called when the set changes."""
+        self.control.set_peers(peers)
+        self.engine.set_peers(peers)
+
+    @property
+    def control_peers(self) -> dict[str, frozenset]:
+        """What ``set_control_peers`` was last given."""
+        return self.control.peers
+
+    def offer_control(self, ctx: LinkCtx, view, n: int, start: int, length: int):
+        """VLI 0 frame ``view[:n]`` of link ``ctx``: queued for the control plane (``copp``),
+        or counted by the reason it was refused for (no control plane: ``control``)."""
+        if self.on_control is None:
+            self.drop("control", ctx, None)
+            return
+        src = bytes(view[6:12]) if ctx.kind != "udp" else None
+        why = self.control.offer(ctx, src, bytes(view[:n]), start, length)
+        if why is not None:
+            self.drop(why, ctx, None)
 
     def process_udp(self, local: tuple, remote: tuple, datagram):
         """Decide and act on one UDP tunnel datagram (the engine's way; tests feed here)."""
@@ -367,8 +393,8 @@ class Datapath:
             st.rx_packets += 1
             st.rx_bytes += n
         if reason is not None:
-            if reason == "control" and self.on_control is not None and \
-                    self.on_control(ctx, view, start, length):
+            if reason == "control":
+                self.offer_control(ctx, view, n, start, length)
                 return
             if reason == "not_member":
                 self.ignore(reason, ctx)

@@ -1,6 +1,6 @@
 """The interface between the datapath's core (``core.Datapath``) and its engines.
 
-* ``Engine``: what the core asks of an engine -- the thirteen methods every engine has;
+* ``Engine``: what the core asks of an engine -- the fourteen methods every engine has;
 * ``Capabilities``: what an engine declares beyond them (it reads the UDP tunnel sockets
   itself, walks the TAP capture's ring, forwards in the kernel).  The core and the builders
   (``select``) choose by these, never by an engine's ``name``, which is a label for ``show``,
@@ -79,9 +79,9 @@ class Engine(Protocol):
     and keeps it to call back; it reads what the core owns but changes only its own state and
     the counters it is given.
 
-    Every engine has all thirteen methods: set-up ``sync_substrate``, ``start``, ``install``,
-    ``retune``, ``close``; frames ``process_eth``, ``process_udp``, ``on_tap``, ``flush``,
-    ``flush_tx``; reading ``sync_counters``, ``stats``, ``tier_of``.  Besides them:
+    Every engine has all fourteen methods: set-up ``sync_substrate``, ``start``, ``install``,
+    ``retune``, ``set_peers``, ``close``; frames ``process_eth``, ``process_udp``, ``on_tap``,
+    ``flush``, ``flush_tx``; reading ``sync_counters``, ``stats``, ``tier_of``.  Besides them:
     ``name`` (a label: ``reference``, ``fast``, ``kernel``) and ``capabilities``."""
 
     name: str
@@ -129,6 +129,10 @@ class Engine(Protocol):
 
     def stats(self) -> dict[str, int]:
         """Engine-specific counters for the exit log and ``show``."""
+
+    def set_peers(self, peers: dict) -> None:
+        """The control plane's known neighbours (link id -> their MACs): an engine that sorts
+        VLI 0 before its queues puts theirs first (the classifier's map); others ignore it."""
 
     def tier_of(self, key) -> str:
         """``kernel`` if the kernel forwards the frames of input virtual link ``key``, else

@@ -60,6 +60,9 @@ class PyEngine:
     def sync_counters(self):
         """Every count is the core's already."""
 
+    def set_peers(self, peers):
+        """VLI 0 is sorted by the core's queues only (``copp``)."""
+
     def close(self):
         for s in self.rx.values():
             self._kernel_drops(s)

@@ -81,9 +81,16 @@ DROP = _numbered(
     Name(11, "tap_error", "the logical interface refused the frame"),
     Name(12, "send_error", "the substrate interface refused the frame"),
     Name(13, "ring_full", "the kernel found no room in the receive ring / socket buffer"),
-    Name(14, "control_queue", "VLI 0 frame beyond the bounded queue to the control plane"),
+    Name(14, "control_queue", "VLI 0 frame from a known neighbour beyond the bounded queue of "
+                              "known neighbours to the control plane"),
     Name(15, "too_big", "switched (or sent) frame larger than the output substrate link carries"),
-    Name(16, "control_policed", "VLI 0 frame beyond its sender's budget (a known neighbour's "
+    Name(16, "control_peer", "VLI 0 frame from a known neighbour beyond its own share of the "
+                             "queue to the control plane"),
+    Name(17, "control_other", "VLI 0 frame from a source that is not a known neighbour, beyond "
+                              "the small queue the rest share"),
+    Name(18, "control_source", "VLI 0 frame from a source that is not a known neighbour, beyond "
+                               "that source's share of the rest's queue"),
+    Name(19, "control_policed", "VLI 0 frame beyond its sender's budget (a known neighbour's "
                                 "own, or the budget all other senders on the link share)"),
 )
 

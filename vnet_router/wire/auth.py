@@ -112,6 +112,8 @@ def unseal(data, ring: Keyring | None, src: bytes | None, now: float,
         raise AuthError("unknown_key", f"key id {key_id} is not configured")
     if not hmac.compare_digest(_mac(key, src, data[:-MAC_LEN]), data[-MAC_LEN:]):
         raise AuthError("bad_mac", "authentication code does not verify")
+    # after the HMAC, though cheaper: ``stale`` says an authentic message came late (a
+    # replay, a clock astray), never a forgery
     age = now - sent_ms / 1000
     if abs(age) > max_age:
         raise AuthError("stale", f"sent {age:+.1f} s ago (accepted: within {max_age:g} s)")
@@ -159,17 +161,31 @@ def unsign(data: bytes, public) -> tuple[bytes, bool]:
     """(the message without signature and SIGNED flag, whether it carried a valid one).
     Raises AuthError ``bad_signature`` if it carries one that does not verify with
     ``public``; without ``public`` a signature is stripped unchecked (and not valid)."""
+    plain, body, sig = split_signature(data)
+    return plain, verify_signature(body, sig, public)
+
+
+def split_signature(data: bytes) -> tuple[bytes, bytes | None, bytes | None]:
+    """(the message without signature and SIGNED flag, what is signed, the signature), the
+    last two None if unsigned; nothing verified yet (``verify_signature``: the expensive
+    part, so a receiver decodes the message first)."""
     if not _versioned(data) or not _flags(data) & SIGNED:
-        return data, False
+        return data, None, None
     if len(data) < HEADER_LEN + SIG_LEN:
         raise AuthError("truncated", "signed control message shorter than its signature")
     body, sig = data[:-SIG_LEN], data[-SIG_LEN:]
-    ok = False
-    if public is not None:
-        from cryptography.exceptions import InvalidSignature
-        try:
-            public.verify(sig, body)
-        except InvalidSignature:
-            raise AuthError("bad_signature", "the VBM signature does not verify") from None
-        ok = True
-    return _with_flags(body, _flags(body) & ~SIGNED), ok
+    return _with_flags(body, _flags(body) & ~SIGNED), body, sig
+
+
+def verify_signature(body: bytes | None, sig: bytes | None, public) -> bool:
+    """Whether ``body`` carries a valid signature ``sig`` (None: unsigned) of ``public``;
+    raises AuthError ``bad_signature`` if it does not verify.  Without ``public`` a signature
+    is not checked (and not valid)."""
+    if sig is None or public is None:
+        return False
+    from cryptography.exceptions import InvalidSignature
+    try:
+        public.verify(sig, body)
+    except InvalidSignature:
+        raise AuthError("bad_signature", "the VBM signature does not verify") from None
+    return True
