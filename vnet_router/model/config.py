@@ -91,9 +91,11 @@ class NodeSection(Schema):
     datapath: Literal["auto", "reference", "fast", "kernel"] = key(
         "`auto` (the Cython fast path if built, else the reference, with a warning), "
         "`reference`, `fast` (an error if not built), `kernel` (the fast path with the "
-        "substrate's switches forwarded by an eBPF program at TC ingress; if BPF cannot "
-        "load, one error line and the fast path forwards everything; see architecture.md); "
-        "the environment variable `VNET_DATAPATH` overrides it", "auto")
+        "substrate's switches forwarded by an eBPF program at TC ingress). `fast`, `auto` and "
+        "`kernel` classify every substrate frame in that program before the engine's queues "
+        "(what the tables refuse and what input rates police dropped, each vNet to a ring of "
+        "its own); if BPF cannot load, one line and the fast path reads every frame itself; "
+        "see architecture.md. The environment variable `VNET_DATAPATH` overrides it", "auto")
     tap_capture: Literal["auto", "off"] = key(
         "frames the vNets send into TAP logical interfaces: `auto` copies them into the "
         "compiled engine's capture ring at the TAP's TC egress (an eBPF program, in the "
