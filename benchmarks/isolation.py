@@ -85,7 +85,7 @@ def run(b, tiers, want) -> list[Iso]:
     if not todo:
         return []
     gen_net, gen_offered, _ = _reference(b, None)
-    gen_us = gen_net / gen_offered if gen_offered else None
+    gen_us = gen_net / gen_offered if gen_offered else None      # None: no cost columns
     b.progress(f"  {GEN_ALONE:<50} offered {gen_offered / 1e3:8.1f} kpps, "
                f"{_f(gen_us)} us per frame (both cores, net of an idle window)")
     out = []
@@ -110,7 +110,16 @@ def run(b, tiers, want) -> list[Iso]:
 def _reference(b, datapath: str | None) -> tuple[float, float, float]:
     """trafgen's full rate into r0 with nothing attached (``datapath`` None) or with the VLI
     switch of ``run.py``'s row (d) on ``datapath``: (both cores' busy us per second minus an
-    idle window's just before, offered pps, delivered pps at s0)."""
+    idle window's just before, offered pps, delivered pps at s0); zeros, said, if it fails
+    (the rows then go without the cost it stands for)."""
+    try:
+        return _measure_reference(b, datapath)
+    except Exception as e:          # noqa: BLE001 -- the rows go on without it
+        b.progress(f"  {PREFIX}: reference on {datapath or 'no router'} FAILED: {e}")
+        return 0.0, 0.0, 0.0
+
+
+def _measure_reference(b, datapath: str | None) -> tuple[float, float, float]:
     b.build()
     try:
         if datapath:
