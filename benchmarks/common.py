@@ -11,7 +11,7 @@ import platform
 from dataclasses import dataclass, field
 
 MAC = {"g0": "02:b0:00:00:00:01", "r0": "02:b0:00:00:00:02", "r1": "02:b0:00:00:00:03",
-       "s0": "02:b0:00:00:00:04"}
+       "s0": "02:b0:00:00:00:04", "g2": "02:b0:00:00:00:05", "r2": "02:b0:00:00:00:06"}
 BELL = "02:b0:00:00:00:ff"
 
 
@@ -57,11 +57,43 @@ class Shaped:
     achieved_bps: float         # what reached the sink (payload bits/s, as the shaper counts)
     flood_pps: float            # the other vNet's frames at the sink
     target_bps: float
-    runs: list = field(default_factory=list)     # achieved bits/s of each run
+    runs: list = field(default_factory=list)     # achieved bits/s of each run (None: failed)
+    flood_alone_pps: float = 0.0    # the same flood, same router, the shaped vNet silent
+    failed: str = ""            # why the case produced no numbers (a sender or router failed)
 
     @property
     def ratio(self) -> float:
         return self.achieved_bps / self.target_bps
+
+    @property
+    def flood_ratio(self) -> float:
+        """The flood's rate beside the shaped link over its rate alone."""
+        return self.flood_pps / self.flood_alone_pps if self.flood_alone_pps else 0.0
+
+
+@dataclass
+class Iso:
+    """An isolation row (``isolation.py``): vNet B beside vNet A's flood, and alone."""
+    case: str
+    engine: str
+    kind: str = ""              # flood, in_rate, garbage, tap
+    switch_us: float | None = None      # the engine's cost per forwarded frame (VLI switch)
+    failed: str = ""
+    b_sent_alone: int = 0
+    b_lost_alone: int = 0
+    b_median_alone: float | None = None     # ping RTT, us
+    b_p99_alone: float | None = None
+    b_tcp_alone: float = 0.0                # iperf3 TCP, bits/s received
+    b_sent_beside: int = 0
+    b_lost_beside: int = 0
+    b_median_beside: float | None = None
+    b_p99_beside: float | None = None
+    b_tcp_beside: float = 0.0
+    a_offered: float = 0.0                  # A's frames/s
+    a_delivered: float = 0.0
+    cost_offered_us: float | None = None    # both cores, net of B and the generator
+    cost_fwd_us: float | None = None
+    cost_drop_us: float | None = None
 
 
 @dataclass

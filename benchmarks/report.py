@@ -94,7 +94,7 @@ def forwarding_cost(results) -> list[tuple[str, int, float]]:
             if r.note != "alone" and r.size in alone and r.cpu_all_us is not None]
 
 
-def table(results, lats, shaped=(), idle=()) -> str:
+def table(results, lats, shaped=(), idle=(), iso=()) -> str:
     lines = ["| case | frame | offered kpps | delivered kpps | delivered/offered | "
              "router CPU-us/pkt | both cores CPU-us/pkt | each run, kpps |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -146,22 +146,63 @@ def table(results, lats, shaped=(), idle=()) -> str:
                 lines.append(f"| core {core} | {rm:+.1f} | {cm:+.1f} | {_over(rm, cm)} | "
                              f"{r99:+.1f} | {c99:+.1f} | {_over(r99, c99)} |")
     if shaped:
-        lines += ["", "| shaped link (one vNet shaped, another floods the same interface) | "
-                  "flood frame | shaped vNet offered Mbit/s | achieved Mbit/s | achieved / "
-                  "20 Mbit/s | flood delivered kpps | each run, Mbit/s |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| shaped link (one vNet shaped, another floods the same interface; a "
+                  "sender each) | flood frame | shaped vNet offered Mbit/s | achieved Mbit/s | "
+                  "achieved / 20 Mbit/s | flood delivered kpps | flood alone kpps | flood "
+                  "beside / alone | each run, Mbit/s |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in shaped:
-            each = " / ".join(f"{x / 1e6:.2f}" for x in r.runs)
+            each = " / ".join("failed" if x is None else f"{x / 1e6:.2f}" for x in r.runs)
+            if r.failed:
+                lines.append(f"| {r.case} | {r.size} B | **failed**: {r.failed} | - | - | - | "
+                             f"- | - | {each} |")
+                continue
             lines.append(f"| {r.case} | {r.size} B | {r.offered_bps / 1e6:.1f} | "
                          f"{r.achieved_bps / 1e6:.2f} | {r.ratio:.3f} | "
-                         f"{r.flood_pps / 1e3:.1f} | {each} |")
+                         f"{r.flood_pps / 1e3:.1f} | {r.flood_alone_pps / 1e3:.1f} | "
+                         f"{r.flood_ratio:.2f} | {each} |")
     for r in idle:
         lines += ["", f"Idle router CPU ({r.engine}; links, a TAP and a switch with rates; no "
                   f"traffic; {r.seconds:.0f} s): **{r.percent:.2f}% of one core** (utime + "
                   f"stime of its process; one clock tick is {r.resolution:.2f}%)."]
+    lines += isolation_table(iso)
     while lines and not lines[0]:           # no pps rows: start at the first table there is
         lines.pop(0)
     return "\n".join(lines)
+
+
+def isolation_table(results) -> list[str]:
+    """Markdown lines for the isolation rows of ``isolation.py`` (none: no lines)."""
+    if not results:
+        return []
+    f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
+    ratio = lambda a, z: f"{a / z:.2f}" if a is not None and z else "-"
+    lines = ["", "| isolation: A floods, B alone -> beside A | B pings lost | B median RTT us "
+             "| B p99 RTT us | B TCP Mbit/s | A offered kpps | A delivered kpps | router us "
+             "per offered frame | per forwarded frame | per dropped frame | dropped / "
+             "forwarded (VLI switch) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if r.failed:
+            lines.append(f"| {r.case} | **failed**: {r.failed} | - | - | - | - | - | - | - | "
+                         "- | - |")
+            continue
+        lost = lambda n, s: f"{n}/{s} ({100 * n / s:.1f}%)" if s else "-"
+        lines.append(
+            f"| {r.case} | {lost(r.b_lost_alone, r.b_sent_alone)} -> "
+            f"{lost(r.b_lost_beside, r.b_sent_beside)} | {f(r.b_median_alone, 0)} -> "
+            f"{f(r.b_median_beside, 0)} ({ratio(r.b_median_beside, r.b_median_alone)}x) | "
+            f"{f(r.b_p99_alone, 0)} -> {f(r.b_p99_beside, 0)} | "
+            f"{r.b_tcp_alone / 1e6:.2f} -> {r.b_tcp_beside / 1e6:.2f} "
+            f"({ratio(r.b_tcp_beside, r.b_tcp_alone)}x) | {r.a_offered / 1e3:.1f} | "
+            f"{r.a_delivered / 1e3:.1f} | {f(r.cost_offered_us, 3)} | {f(r.cost_fwd_us, 3)} | "
+            f"{f(r.cost_drop_us, 3)} | {ratio(r.cost_drop_us, r.switch_us)} |")
+    refs = {r.engine: r.switch_us for r in results if r.switch_us is not None}
+    if refs:
+        lines += ["", "Cost per forwarded frame of the VLI switch (r0 -> r1, the same "
+                  "generator, no B; both cores net of the generator alone), the reference of "
+                  "the last column: " + ", ".join(f"{e} {x:.3f} us" for e, x in refs.items())
+                  + "."]
+    return lines
 
 
 def plot(results, path: Path):
@@ -195,11 +236,11 @@ def plot(results, path: Path):
 
 
 def write_markdown(out: Path, results, lats, machine: str, cmd: str, a, shaped=(),
-                   idle=()) -> str:
+                   idle=(), iso=()) -> str:
     """docs/benchmarks.md (and the PNG next to it) for one run; returns what was written."""
     png = out.with_suffix(".png")
     have_png = plot(results, png)
-    text = table(results, lats, shaped, idle)
+    text = table(results, lats, shaped, idle, iso)
     out.write_text(
         "# Benchmarks\n\n"
         f"- machine: {machine}\n- date: {time.strftime('%Y-%m-%d %H:%M %Z')}\n"
@@ -218,6 +259,11 @@ def write_markdown(out: Path, results, lats, machine: str, cmd: str, a, shaped=(
         "column undercounts). Other work on the machine shares both cores.\n"
         f"- rows (g)-(n) (`benchmarks/rows.py`): the router on the {getattr(a, 'datapath', 'fast')}"
         " engine; rates that never limit are 100Gbit; (l) counts the shaped vNet's payload "
-        "bytes at the sink, as the shaper counts them.\n\n"
+        "bytes at the sink, as the shaper counts them, each vNet sending from its own trafgen "
+        "(the flood's rate alone is measured first, in the same router). Rows (o) "
+        "(`benchmarks/isolation.py`): vNet A floods while vNet B's pings, then its TCP flow, "
+        "cross the same interface, B beside A against B alone in the same router; each case "
+        "once; the router's cost is both cores' busy time net of B's alone and of the "
+        "generator's.\n\n"
         + text + "\n" + (f"\n![pps]({png.name})\n" if have_png else ""))
     return f"{out}" + (f" and {png}" if have_png else "")

@@ -26,6 +26,7 @@ Rows for what users configure are in ``rows.py`` (the router on ``--datapath``):
 VLI switch, rated TAP in and out, TAP -> multiaccess LAN, UDP tunnels, each with its ratio to
 the bridge of the same run (a selected row brings the bridge along); (l) a 20 Mbit/s shaped
 link beside a flood; (n) idle router CPU; and in the latency part the C relay (``crelay.c``).
+Rows (o), isolation under overload, are in ``isolation.py`` (``--only isolation``).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import report, rows
+from benchmarks import isolation, report, rows
 from benchmarks.common import BELL, MAC, Latency, Result, Shaped, core_busy, mac_bytes, machine
 from benchmarks.report import BASELINE, FWD_CORE, GEN_CORE, ratios, table
 from vnet_router.ops import netlink
@@ -417,7 +418,7 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
     their reference, along.  With ``baseline`` (a source tree of another commit, its fast path
     built in place) every router row has a twin, ``... [baseline]``, whose router runs that
     code, interleaved with the row.  Returns (pps results, latency cases, shaped-link results,
-    idle)."""
+    idle, isolation rows)."""
     b = Bench(seconds, progress)
     lats, idle = [], []
     want = lambda name: not only or any(o in name for o in only)
@@ -460,15 +461,16 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
             if want(rows.IDLE_NAME):
                 progress(f" {rows.IDLE_NAME}: {idle_seconds:g} s without traffic ({tier})")
                 idle.append(rows.idle_cpu(b, idle_seconds, tier))
+        iso = isolation.run(b, tiers, want)
     finally:
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
     results = [_median_run(rs) for rs in raw.values() if isinstance(rs[0], Result)]
-    shaped = [_median_shaped(rs) for rs in raw.values() if isinstance(rs[0], Shaped)]
+    shaped = [rows.median_shaped(rs) for rs in raw.values() if isinstance(rs[0], Shaped)]
     if pings:
         lats = latency(pings, interval, rounds, progress, relay, crelay=want(rows.CRELAY_NAME),
                        kernel=datapath == "kernel" and want(KERNEL_LAT_NAME))
-    return results, lats, shaped, idle
+    return results, lats, shaped, idle, iso
 
 
 def _runs_router(name: str) -> bool:
@@ -485,12 +487,6 @@ def _on_code(b: Bench, code: Path, setup):
         finally:
             b.code = ROOT
     return run
-
-
-def _median_shaped(rs: list[Shaped]) -> Shaped:
-    mid = sorted(rs, key=lambda r: r.achieved_bps)[(len(rs) - 1) // 2]
-    return Shaped(mid.case, mid.size, mid.offered_bps, mid.achieved_bps, mid.flood_pps,
-                  mid.target_bps, [r.achieved_bps for r in rs])
 
 
 def _median_run(rs: list[Result]) -> Result:
@@ -540,11 +536,11 @@ def main(argv=None):
     cmd = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
-    results, lats, shaped, idle = run_all(
+    results, lats, shaped, idle, iso = run_all(
         a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds, relay=a.relay,
         repeat=a.repeat, datapath=a.datapath, idle_seconds=a.idle_seconds,
         baseline=a.baseline)
-    text = table(results, lats, shaped, idle)
+    text = table(results, lats, shaped, idle, iso)
     print()
     print(text)
     if a.json:
@@ -557,11 +553,13 @@ def main(argv=None):
             "router_vs_crelay": [dict(zip(("core", "router_median_us", "router_p99_us",
                                            "crelay_median_us", "crelay_p99_us"), x))
                                  for x in report.added_vs_crelay(lats)],
-            "shaped": [r.__dict__ | {"ratio": r.ratio} for r in shaped],
-            "idle": [r.__dict__ for r in idle]}, indent=1))
+            "shaped": [r.__dict__ | {"ratio": r.ratio, "flood_ratio": r.flood_ratio}
+                       for r in shaped],
+            "idle": [r.__dict__ for r in idle],
+            "isolation": [r.__dict__ for r in iso]}, indent=1))
     if a.out != "-":
         out = report.write_markdown(Path(a.out), results, lats, machine(), cmd.strip(), a,
-                                    shaped, idle)
+                                    shaped, idle, iso)
         print(f"\nwrote {out}")
     return 0
 

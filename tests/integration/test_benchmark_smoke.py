@@ -61,7 +61,9 @@ def test_rows_for_what_users_configure_run_once(tmp_path):
     assert set(to_bridge) == {"(g)", "(h)", "(i)", "(j)", "(k)"}
     assert all(v > 0 for v in to_bridge.values())
     [shaped] = data["shaped"]
+    assert shaped["failed"] == "", shaped
     assert shaped["achieved_bps"] > 0 and shaped["flood_pps"] > 0 and shaped["ratio"] > 0
+    assert shaped["flood_alone_pps"] > 0 and shaped["flood_ratio"] > 0
     [idle] = data["idle"]
     # an idle router may use less than one clock tick in a second: a number, not a speed
     assert idle["seconds"] > 0 and idle["percent"] >= 0
@@ -80,3 +82,41 @@ def test_c_relay_latency_beside_the_router(tmp_path):
         assert c["replies"] > 0 and c["median_us"] > 0
     assert [x["core"] for x in data["router_vs_crelay"]] == [0, 1]
     assert "| added RTT: vnet router vs C relay |" in md
+
+
+def test_isolation_rows_complete(tmp_path):
+    """Rows (o) of benchmarks/isolation.py on the compiled engine, briefly: every case
+    completes with B's ping, RTT and TCP numbers beside A and alone, A's rates and the router's
+    cost (numbers, whatever they are); the references come along."""
+    data, md = _bench(tmp_path, "--pings", "0", "--only", "isolation, fast path",
+                      seconds="0.5", timeout=170)
+    rows = {r["kind"]: r for r in data["isolation"]}
+    assert set(rows) == {"flood", "in_rate", "garbage", "tap"}
+    for r in rows.values():
+        assert r["failed"] == "", r
+        for when in ("alone", "beside"):
+            assert r[f"b_sent_{when}"] > 0 and r[f"b_tcp_{when}"] > 0, r
+            assert r[f"b_median_{when}"] is not None and r[f"b_p99_{when}"] is not None, r
+        assert r["a_offered"] > 0 and r["cost_offered_us"] is not None, r
+        assert r["switch_us"] is not None, r
+    assert rows["garbage"]["a_delivered"] == 0       # garbage never reaches A's TAP
+    assert rows["flood"]["cost_fwd_us"] is not None and rows["tap"]["cost_fwd_us"] is not None
+    assert rows["in_rate"]["cost_drop_us"] is not None
+    assert rows["garbage"]["cost_drop_us"] is not None
+    assert "| isolation: A floods, B alone -> beside A |" in md
+
+
+def test_failed_cases_are_rows(tmp_path):
+    """A case that failed is a row of the table saying why, beside the others."""
+    from benchmarks.common import Iso, Shaped
+    from benchmarks.report import table
+    from benchmarks.rows import median_shaped
+    ok = Shaped("(l) x", 64, 50e6, 20e6, 300e3, 20e6, flood_alone_pps=310e3)
+    bad = Shaped("(l) x", 64, 0, 0, 0, 20e6, [None], failed="flood's trafgen exited (1): boom")
+    assert median_shaped([bad, ok]).runs == [None, 20e6]
+    assert median_shaped([bad]).failed
+    text = table([], [], [median_shaped([bad]), ok], (),
+                 [Iso("(o) y", "fast path", "flood", failed="iperf3 did not finish")])
+    assert "**failed**: flood's trafgen exited (1): boom" in text
+    assert "| (o) y | **failed**: iperf3 did not finish |" in text
+    assert "| 0.97 |" in text                   # flood beside / alone: 300 / 310

@@ -1,0 +1,363 @@
+"""Rows (o), isolation under overload (issue 27): vNet A floods the router while vNet B's ping
+stream and TCP flow cross the same substrate interface; B beside A against B alone.
+
+Topology (``run.py``'s, one more vnet instance on the generator's side)::
+
+    bsrc ns (B's end-system, TAP bs0 10.9.2.1)        anet ns (A's TAP ta)   bdst ns (tb 10.9.2.2)
+      vnet instance "gen" (fast path)                        \\                /
+    gen ns  g0 ==veth== r0  router under test (rtr ns, core 1)  r1 ==veth== s0  sink ns
+
+* B: a vNet with a TAP at each end.  Its sender side is a vnet instance in the generator's
+  namespace on g0 whose interface has ``rate = B_RATE`` (B's TCP is limited by configuration,
+  so "B alone" is well defined); at the router under test B's TAP (``tb``, on substrate link
+  ``in`` = r0) has ``in_rate = B_IN_RATE``, above what B's shaper sends.  B's instance, ping and
+  iperf3 run on the generator's core, the instance and ping at SCHED_FIFO priorities
+  (``chrt``): what is measured is what the router under test does to B, not how the
+  generator's core shares itself between trafgen and B.
+* A: a vNet with a TAP ``ta`` at the router under test.  The cases:
+  - ``flood``: trafgen on g0 sends A's valid frames (VLAN 10, VLI 100) at its full rate into
+    A's input virtual link, which has no input rate; A's frames end in A's TAP;
+  - ``in_rate``: the same with ``in_rate = A_IN_RATE`` on A's interface (policed);
+  - ``garbage``: trafgen on g0 sends, in turn, a frame to an unknown VLI, a frame to B's VLI
+    from a MAC that is not the p2p link's peer, and a VLI-0 (control) frame whose payload is
+    no control message; none is A's or B's traffic, the router drops all;
+  - ``tap``: A's end-system floods its TAP: trafgen in A's namespace writes Ethernet frames
+    into ``ta`` through its queueing layer (``-q``, as the vNet's stack does); A's interface
+    is then on substrate link ``out`` (r1), so A's frames leave by the sink and do not land
+    on B's instance at g0.
+  Each case on the router's ``datapath``; ``--datapath kernel`` runs the compiled engine and
+  the kernel tier.
+
+Per case, in one router: B alone (``ping`` every ``PING_INTERVAL`` over ``Bench.seconds``,
+then one iperf3 TCP flow as long), then A's flood started, and B again with the same windows.
+Reported: B's pings lost, median and p99 RTT, TCP throughput beside A and alone; A's offered
+and delivered rate; the router's cost (both cores' busy time, as ``run.py`` reads it from
+/proc/stat, beside A minus alone, minus the generator alone's cost per frame times A's
+offered rate; the generator alone and the switch below are each netted of an idle window):
+per offered frame, per forwarded frame (``flood``, ``tap``: per frame delivered) and per
+dropped frame (``in_rate``: net of the frames delivered at ``flood``'s per-frame cost;
+``garbage``: every frame dropped), beside the cost per forwarded frame of a VLI switch
+(r0 -> r1, the same generator, no B) on the same engine, measured in the same run.  A case
+that fails is a row saying why, never the end of the run.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+from benchmarks import rows
+from benchmarks.common import MAC, Iso, core_busy
+from benchmarks.report import FWD_CORE, GEN_CORE
+
+PREFIX = "(o) isolation"
+CASES = {
+    "flood": "A floods its input virtual link (no in_rate)",
+    "in_rate": "A floods, in_rate {}",
+    "garbage": "garbage (unknown VLI, bad peer MAC, malformed VLI 0)",
+    "tap": "A floods from its TAP",
+}
+SWITCH = "forwarding reference: VLI switch r0 -> r1"
+GEN_ALONE = "(o) generator alone (nothing forwards)"
+B_RATE = "20Mbit"           # B's output virtual link at its sender: what limits B's TCP
+B_IN_RATE = "25Mbit"        # B's input virtual link at the router under test (never limits)
+A_IN_RATE = "10Mbit"
+PING_INTERVAL = 0.005       # 200 pings/s: 1,000 in a 5 s window
+RT_ROUTER = "20"            # SCHED_FIFO priorities on the generator's core: B's vnet instance,
+RT_PING = "10"              # above B's pings (iperf3, client and server at one SCHED_FIFO
+                            # priority, hung; it sleeps most of the time and runs as it is)
+IPERF_PORT = 5201
+B_IP = {"src": "10.9.2.1", "dst": "10.9.2.2"}
+VLI = {"a_in": 100, "a_out": 101, "b_in": 300, "b_out": 301, "unknown": 999}
+BAD_PEER = "02:b0:00:00:00:bb"
+FRAME = 64
+
+
+def name(case: str, datapath: str) -> str:
+    what = CASES[case].format(A_IN_RATE)
+    return f"{PREFIX}, {rows.engine(datapath)}: {what}"
+
+
+def run(b, tiers, want) -> list[Iso]:
+    """The isolation rows ``want`` selects, on every tier, with the references they need."""
+    todo = [(c, t) for t in tiers for c in CASES if want(name(c, t))]
+    if not todo:
+        return []
+    gen_net, gen_offered, _ = _reference(b, None)
+    gen_us = gen_net / gen_offered if gen_offered else None      # None: no cost columns
+    b.progress(f"  {GEN_ALONE:<50} offered {gen_offered / 1e3:8.1f} kpps, "
+               f"{_f(gen_us)} us per frame (both cores, net of an idle window)")
+    out = []
+    for tier in tiers:
+        cases = [c for c, t in todo if t == tier]
+        if not cases:
+            continue
+        sw_net, sw_offered, sw_delivered = _reference(b, tier)
+        switch_us = ((sw_net - gen_us * sw_offered) / sw_delivered
+                     if sw_delivered and gen_us is not None else None)
+        b.progress(f"  {PREFIX}, {rows.engine(tier)}: {SWITCH}: {sw_delivered / 1e3:.1f} of "
+                   f"{sw_offered / 1e3:.1f} kpps, {_f(switch_us)} us per forwarded frame")
+        tap_fwd = None
+        for c in cases:
+            r = one(b, c, tier, gen_us, switch_us, tap_fwd)
+            if c == "flood" and not r.failed:
+                tap_fwd = r.cost_fwd_us
+            out.append(r)
+    return out
+
+
+def _reference(b, datapath: str | None) -> tuple[float, float, float]:
+    """trafgen's full rate into r0 with nothing attached (``datapath`` None) or with the VLI
+    switch of ``run.py``'s row (d) on ``datapath``: (both cores' busy us per second minus an
+    idle window's just before, offered pps, delivered pps at s0); zeros, said, if it fails
+    (the rows then go without the cost it stands for)."""
+    try:
+        return _measure_reference(b, datapath)
+    except Exception as e:          # noqa: BLE001 -- the rows go on without it
+        b.progress(f"  {PREFIX}: reference on {datapath or 'no router'} FAILED: {e}")
+        return 0.0, 0.0, 0.0
+
+
+def _measure_reference(b, datapath: str | None) -> tuple[float, float, float]:
+    b.build()
+    try:
+        if datapath:
+            b.setup_router(datapath)
+        cfg = b.trafgen_cfg(FRAME, MAC["r0"], MAC["g0"])
+        t0, idle0 = time.monotonic(), _both_busy()
+        time.sleep(b.seconds)
+        idle = (_both_busy() - idle0) / (time.monotonic() - t0)
+        tg = b.popen("gen", ["trafgen", "-o", "g0", "-i", str(cfg), "-P", "1", "--no-sock-mem",
+                             "-Q"], core=GEN_CORE)
+        time.sleep(min(1.0, b.seconds / 3))
+        c0 = (time.monotonic(), _both_busy(), _tx(b, "gen", "g0"), _rx(b, "sink", "s0"))
+        time.sleep(b.seconds)
+        c1 = (time.monotonic(), _both_busy(), _tx(b, "gen", "g0"), _rx(b, "sink", "s0"))
+        if tg.poll() is not None:
+            raise RuntimeError("trafgen exited")
+        b.stop(tg)
+    finally:
+        b.teardown()
+    dt = c1[0] - c0[0]
+    return (((c1[1] - c0[1]) / dt - idle) * 1e6, (c1[2] - c0[2]) / dt, (c1[3] - c0[3]) / dt)
+
+
+def _both_busy() -> float:
+    return core_busy(GEN_CORE) + core_busy(FWD_CORE)
+
+
+def _tx(b, ns, dev) -> int:
+    tx = b.stats(ns, dev)[1]
+    return tx["packets"] + tx.get("dropped", 0)
+
+
+def _rx(b, ns, dev) -> int:
+    return b.stats(ns, dev)[0]["packets"]
+
+
+def _f(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def one(b, case: str, datapath: str, gen_us, switch_us, tap_fwd_us) -> Iso:
+    """One case; a failure (an exit, a missing reply, a tool's error) is a row saying so."""
+    r = Iso(name(case, datapath), rows.engine(datapath), case, switch_us=switch_us)
+    b.build()
+    try:
+        _setup(b, case, datapath)
+        alone = _window(b, case)
+        flood = _flood(b, case)
+        time.sleep(min(1.0, b.seconds / 3))         # ramp up
+        if flood.poll() is not None:
+            raise RuntimeError(f"A's trafgen exited at once: {_last(b, 'trafgen-a')}")
+        beside = _window(b, case)
+        if flood.poll() is not None:
+            raise RuntimeError(f"A's trafgen exited: {_last(b, 'trafgen-a')}")
+        b.stop(flood)
+        _fill(r, alone, beside, gen_us, tap_fwd_us)
+    except Exception as e:          # noqa: BLE001 -- whatever broke, the table says it
+        r.failed = " ".join(str(e).split())[:200] or type(e).__name__
+    finally:
+        b.teardown()
+    b.progress(_line(r))
+    return r
+
+
+# -- set-up -------------------------------------------------------------------------------------
+
+def _setup(b, case: str, datapath: str) -> None:
+    a_link = "out" if case == "tap" else "in"
+    a = (f'[[vnet]]\nname = "anet"\nid = 1\nnamespace = "{b.ns("anet")}"\n'
+         f'[[interface]]\nvnet = "anet"\nname = "ta"\nsubstrate_link = "{a_link}"\n'
+         f'in_vli = {VLI["a_in"]}\nout_vli = {VLI["a_out"]}\nmac = "{MAC["s0"]}"\n' +
+         (f'in_rate = "{A_IN_RATE}"\n' if case == "in_rate" else ""))
+    bb = (f'[[vnet]]\nname = "bnet"\nid = 2\nnamespace = "{b.ns("bdst")}"\n'
+          f'[[interface]]\nvnet = "bnet"\nname = "tb"\nsubstrate_link = "in"\n'
+          f'in_vli = {VLI["b_in"]}\nout_vli = {VLI["b_out"]}\n'
+          f'addresses = ["{B_IP["dst"]}/24"]\nin_rate = "{B_IN_RATE}"\n')
+    b.router(b.p2p("in", "r0", MAC["g0"], 10) + b.p2p("out", "r1", MAC["s0"], 20) + a + bb,
+             datapath)
+    src = (b.p2p("up", "g0", MAC["r0"], 10) +
+           f'[[vnet]]\nname = "bnet"\nid = 2\nnamespace = "{b.ns("bsrc")}"\n'
+           f'[[interface]]\nvnet = "bnet"\nname = "bs0"\nsubstrate_link = "up"\n'
+           f'in_vli = {VLI["b_out"]}\nout_vli = {VLI["b_in"]}\n'
+           f'addresses = ["{B_IP["src"]}/24"]\nrate = "{B_RATE}"\n')
+    p = b.router(src, "fast", name="gen")
+    b.sh(None, "chrt", "-a", "-f", "-p", RT_ROUTER, str(p.pid))
+    b.popen("bdst", ["iperf3", "-s", "-p", str(IPERF_PORT)], core=GEN_CORE,
+            log=b.work / "iperf3-server.log")
+    for _ in range(20):                 # link watch, ARP (run.py's latency warm-up)
+        if _ping(b, 2, 0.2).returncode == 0:
+            break
+    else:
+        raise RuntimeError("B: no ping reply through the router before the measurement")
+    deadline = time.time() + 5
+    while f":{IPERF_PORT}" not in b.sh("bdst", "ss", "-ltn").stdout:
+        if time.time() > deadline:
+            raise RuntimeError(f"iperf3 server not listening: {_last(b, 'iperf3-server')}")
+        time.sleep(0.1)
+
+
+def _flood(b, case: str):
+    """A's trafgen at full speed (its TX ring), on the generator's core."""
+    f = rows.substrate_frame
+    if case == "tap":
+        cfg = b.trafgen_cfg(FRAME - rows.HDR, MAC["s0"], "02:b0:00:00:00:aa", tagged=False,
+                            substrate=False)
+        return b.popen("anet", ["trafgen", "-o", "ta", "-i", str(cfg), "-P", "1",
+                                "--no-sock-mem", "-Q", "-q"], core=GEN_CORE,
+                       log=b.work / "trafgen-a.log")
+    if case == "garbage":
+        frames = [f(FRAME, VLI["unknown"]), f(FRAME, VLI["b_in"], src=BAD_PEER), _vli0()]
+    else:
+        frames = [f(FRAME, VLI["a_in"])]
+    cfg = rows.write_cfg(b.work / f"a-{case}.cfg", frames)
+    return b.popen("gen", ["trafgen", "-o", "g0", "-i", str(cfg), "-P", "1", "--no-sock-mem",
+                           "-Q"], core=GEN_CORE, log=b.work / "trafgen-a.log")
+
+
+def _vli0() -> bytes:
+    """A tagged VLI-0 frame of FRAME bytes from the link's peer whose LEN is right and whose
+    payload is no control message (0xA5 bytes)."""
+    plen = FRAME - rows.HDR
+    return (bytes.fromhex(MAC["r0"].replace(":", "") + MAC["g0"].replace(":", "")) +
+            b"\x81\x00\x00\x0a\x88\xb5" + (0).to_bytes(2, "big") + plen.to_bytes(2, "big") +
+            b"\xa5" * plen)
+
+
+def _rt(argv: list[str]) -> list[str]:
+    return ["chrt", "-f", RT_PING] + argv if argv[0] == "ping" else argv
+
+
+def _ping(b, count: int, interval: float):
+    return subprocess.run(["ip", "netns", "exec", b.ns("bsrc")] + _rt(
+        ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1", B_IP["dst"]]),
+        capture_output=True, text=True, timeout=count * interval + 30)
+
+
+
+def _last(b, log: str) -> str:
+    try:
+        text = (b.work / f"{log}.log").read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    lines = [x for x in text.splitlines() if x.strip()]
+    return lines[-1] if lines else "(no output)"
+
+
+# -- measurement --------------------------------------------------------------------------------
+
+def _window(b, case: str) -> dict:
+    """B's ping stream over ``b.seconds``, then B's TCP flow over ``b.seconds`` (whole seconds,
+    after one second iperf3 omits: slow start), one after the other so that the pings do not
+    wait in the queue B's own TCP keeps full at B's shaper; both cores' busy time and A's
+    counters over both."""
+    count = max(10, int(b.seconds / PING_INTERVAL))
+    c0 = _counters(b, case)
+    ping = _in_bsrc(b, ["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "1",
+                        B_IP["dst"]], b.seconds + 30)
+    tcp = _in_bsrc(b, ["iperf3", "-c", B_IP["dst"], "-p", str(IPERF_PORT), "-t",
+                       str(max(1, round(b.seconds))), "-O", "1", "-J", "--connect-timeout",
+                       "5000"], b.seconds + 30)
+    c1 = _counters(b, case)
+    sent = re.search(r"(\d+) packets transmitted, (\d+) received", ping)
+    if sent is None:
+        raise RuntimeError(f"ping: {ping.strip()[-200:]}")
+    rtts = sorted(float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", ping))
+    dt = c1["t"] - c0["t"]
+    return {"sent": int(sent.group(1)), "received": int(sent.group(2)), "rtts": rtts,
+            "bps": _iperf_bps(tcp), **{k: (c1[k] - c0[k]) / dt for k in c1 if k != "t"}}
+
+
+def _in_bsrc(b, argv: list[str], timeout: float) -> str:
+    """``argv`` in B's sending namespace at real-time priority on the generator's core; its
+    output (killed, and an error, past ``timeout``)."""
+    cmd = ["ip", "netns", "exec", b.ns("bsrc"), "taskset", "-c", str(GEN_CORE)] + _rt(argv)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{argv[0]} did not finish in {timeout:g} s") from None
+
+
+def _iperf_bps(out: str) -> float:
+    """Bits/s the iperf3 server received, from the client's JSON; raises with iperf3's own
+    error when there is none."""
+    try:
+        res = json.loads(out)
+    except ValueError:
+        raise RuntimeError(f"iperf3: {out.strip()[-200:]}") from None
+    try:
+        return float(res["end"]["sum_received"]["bits_per_second"])
+    except (KeyError, TypeError):
+        raise RuntimeError(f"iperf3: {res.get('error', 'no result')}") from None
+
+
+def _counters(b, case: str) -> dict:
+    """Both cores' busy seconds; A's frames offered (the generator's side: g0's or ta's tx
+    with its drops, plus in the TAP case what the router's TAP capture took or found no room
+    for) and delivered (A's TAP rx; in the TAP case s0 rx)."""
+    busy = _both_busy()
+    if case == "tap":
+        offered, delivered = _tx(b, "anet", "ta") + b._captured(), _rx(b, "sink", "s0")
+    else:
+        offered, delivered = _tx(b, "gen", "g0"), _rx(b, "anet", "ta")
+    return {"t": time.monotonic(), "busy": busy, "offered": offered, "delivered": delivered}
+
+
+def _pct(xs, p):
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else None
+
+
+def _fill(r: Iso, alone: dict, beside: dict, gen_us, tap_fwd_us) -> None:
+    """The row from the two windows; A's rates are net of B's (the alone window's)."""
+    for key, w in (("alone", alone), ("beside", beside)):
+        setattr(r, f"b_sent_{key}", w["sent"])
+        setattr(r, f"b_lost_{key}", w["sent"] - w["received"])
+        setattr(r, f"b_median_{key}", _pct(w["rtts"], 50))
+        setattr(r, f"b_p99_{key}", _pct(w["rtts"], 99))
+        setattr(r, f"b_tcp_{key}", w["bps"])
+    r.a_offered = beside["offered"] - alone["offered"]
+    r.a_delivered = max(0.0, beside["delivered"] - alone["delivered"])
+    if not r.a_offered or gen_us is None:
+        return
+    # busy us per second beside A, minus alone (B, the router's own), minus the generator's
+    net = (beside["busy"] - alone["busy"]) * 1e6 - gen_us * r.a_offered
+    r.cost_offered_us = net / r.a_offered
+    dropped = r.a_offered - r.a_delivered
+    if r.kind in ("flood", "tap"):
+        r.cost_fwd_us = net / r.a_delivered if r.a_delivered else None
+    elif dropped > 0:
+        per_fwd = tap_fwd_us if tap_fwd_us is not None else r.switch_us
+        r.cost_drop_us = (net - r.a_delivered * (per_fwd or 0.0)) / dropped
+
+
+def _line(r: Iso) -> str:
+    if r.failed:
+        return f"  {r.case:<50}  FAILED: {r.failed}"
+    f = lambda x: "-" if x is None else f"{x:.2f}"
+    return (f"  {r.case:<50}  B lost {r.b_lost_beside}/{r.b_sent_beside} (alone "
+            f"{r.b_lost_alone}/{r.b_sent_alone})  median {f(r.b_median_beside)} us (alone "
+            f"{f(r.b_median_alone)})  TCP {r.b_tcp_beside / 1e6:.2f} Mbit/s (alone "
+            f"{r.b_tcp_alone / 1e6:.2f})  A {r.a_offered / 1e3:.1f} -> "
+            f"{r.a_delivered / 1e3:.1f} kpps  us/offered {f(r.cost_offered_us)}")
