@@ -9,6 +9,7 @@ from vnet_router.model.toml import dump_toml, parse_toml
 from vnet_router.node.api import ControlError
 
 import topo as t
+from vnet_router.datapath.classifier import RX_QUEUES
 from harness import eventually, vnetctl
 
 pytestmark = pytest.mark.root
@@ -172,7 +173,9 @@ def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
     assert lab.ping("x", "10.0.1.2", vnet="blue", count=3).received == 3
     starts = [l.split("msg=")[1] for l in lab.log_path("x").read_text().splitlines()
               if "ring thread reads" in l]
-    reads = '"fast path: ring thread reads %s, 0 udp socket(s), the TAP capture ring"'
-    assert starts == [reads % "1 substrate interface(s): e0",
-                      reads % "2 substrate interface(s): e0 e1",
-                      reads % "1 substrate interface(s): e0"], starts
+    reads = '"fast path: ring thread reads %s, 0 udp socket(s), the TAP capture ring%s"'
+    rings = " ({} rings: one per vNet queue)" if lab.control("x")["datapath_stats"].get(
+        "classified") else ""
+    assert starts == [reads % ("1 substrate interface(s): e0", rings.format(RX_QUEUES)),
+                      reads % ("2 substrate interface(s): e0 e1", rings.format(2 * RX_QUEUES)),
+                      reads % ("1 substrate interface(s): e0", rings.format(RX_QUEUES))], starts

@@ -186,9 +186,11 @@ class CEngine:
         self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings, udps),
                                         name="vnet-rings", daemon=True)
         self._thread.start()
-        log.info("fast path: ring thread reads %d substrate interface(s): %s, %d udp socket(s)%s",
-                 len(rings), " ".join(rx.ifname for rx, _ in rings) or "-", len(udps),
-                 ", the TAP capture ring" if self._cap is not None else "")
+        names = list(dict.fromkeys(rx.ifname for rx, _ in rings))
+        log.info("fast path: ring thread reads %d substrate interface(s): %s, %d udp socket(s)%s"
+                 "%s", len(names), " ".join(names) or "-", len(udps),
+                 ", the TAP capture ring" if self._cap is not None else "",
+                 f" ({len(rings)} rings: one per vNet queue)" if len(rings) > len(names) else "")
 
     def _ring_thread(self, epfd, rings, udps):
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
