@@ -16,7 +16,9 @@ STALL seconds in the middle, so a ring overflows for certain, whatever the machi
   an unknown VLI and from a stranger's MAC on the VLAN): counted by reason, at r's kernel,
   and ``b`` still loses nothing.
 
-The counters are read once they stop moving; waits are on observed state (the ping's output,
+Without the classifier (tried: the engine reading one ring per interface) b lost 20 echo
+requests in a row during the stall and a's losses were counted globally only.  The counters
+are read once they stop moving; waits are on observed state (the ping's output,
 counters), never a fixed sleep but the stall (our own input).  Numbers are printed
 (``pytest -s``) and are in every failure message.
 """
@@ -84,7 +86,7 @@ def _counts(lab) -> dict:
     st = _show(lab, "r")
     return {"drops": dict(st["drops"]), "vnet": {v: dict(d) for v, d in
                                                  st.get("vnet_drops", {}).items()},
-            "stats": st["datapath_stats"]}
+            "kernel_frames": st["datapath_stats"]["kernel_frames"]}   # not the ping's: stable
 
 
 def _flood(lab, tmp_path, name: str, garbage: bool, stall: bool):
@@ -110,7 +112,8 @@ def test_a_flood_in_one_vnet_costs_the_other_nothing(make_lab, datapath, tmp_pat
     lab = make_lab(_on(ISOLATION, datapath))
     _check_datapath(lab, datapath)
     assert _show(lab, "r")["datapath_stats"].get("classified") == 1, "no classifier on r"
-    eventually(lambda: lab.ping("g", "10.2.0.2", "b").returncode == 0, 20, "b to answer")
+    eventually(lambda: lab.ping("g", "10.2.0.2", vnet="b", count=1).received == 1, 20,
+               "b to answer")
 
     ping_out = tmp_path / "ping-b.txt"
     ping = lab.popen("g", ["ping", "-n", "-i", str(PING_INTERVAL), "10.2.0.2"], vnet="b",
@@ -143,5 +146,5 @@ def test_a_flood_in_one_vnet_costs_the_other_nothing(make_lab, datapath, tmp_pat
     assert a.get("ring_full", 0) > 0, f"a's overload not counted under a: {numbers}"
     # the garbage: ended at r's kernel by the classifier, counted by reason
     assert drops.get("unknown_vli", 0) > 1000 and drops.get("bad_peer", 0) > 1000, numbers
-    assert after["stats"]["kernel_frames"] - before["stats"]["kernel_frames"] >= \
+    assert after["kernel_frames"] - before["kernel_frames"] >= \
         drops["unknown_vli"] + drops["bad_peer"], numbers
