@@ -14,7 +14,7 @@ import pytest
 
 from test_datapath_diff import TAP_FRAMES, Rig, fast_mod, ref_mod
 from vnet_router.datapath.select import fast_module
-from vnet_router.datapath.tapcap import COUNTERS, RECORD_MAX, SOURCE, SO_NETNS_COOKIE, shares
+from vnet_router.datapath.tapcap import COUNTERS, RECORD_MAX, SOURCE, SO_NETNS_COOKIE, SHARE_MAX, shares
 from vnet_router.ops import ebpf
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN = 0, 2, 4
@@ -230,10 +230,13 @@ def test_a_vnet_holds_at_most_its_share_of_the_ring(prog):
 
 def test_shares_split_the_ring_less_one_record_per_cpu():
     ring = 1 << 23
-    s = shares(ring, [0, 1, 2], cpus=4)
+    small = 1 << 18
+    s = shares(small, [0, 1, 2], cpus=4)
     assert set(s) == {0, 1, 2} and len(set(s.values())) == 1
-    assert sum(s.values()) + 4 * RECORD_MAX <= ring
-    assert s[0] % 8 == 0 and ring - 4 * RECORD_MAX - sum(s.values()) < 3 * 8
+    assert sum(s.values()) + 4 * RECORD_MAX <= small
+    assert s[0] % 8 == 0 and small - 4 * RECORD_MAX - sum(s.values()) < 3 * 8
+    # a large ring: each of several vNets holds at most SHARE_MAX (the ring is one FIFO)
+    assert set(shares(ring, [0, 1, 2], cpus=4).values()) == {SHARE_MAX}
     assert shares(ring, [5], cpus=2) == {5: (ring - 2 * RECORD_MAX) // 8 * 8}
     assert shares(ring, [], cpus=2) == {}
     # so many vNets that a part would not hold one record: each still holds one
