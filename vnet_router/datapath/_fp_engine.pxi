@@ -198,6 +198,14 @@ cdef class _Engine:
         self.copy_used = 0
         self.sync()
 
+    def drain_due(self):
+        """Drain the shapers if their next departure is due by ``now()`` (what the ring thread
+        does when its timer fires), in this thread; the next departure, 0 if none.  A test's
+        clock arms no timer: the test calls this as its clock reaches the departure."""
+        if self.armed and self.now() >= self.armed:
+            _tx_drain(self, self.main)
+        return self.armed
+
     cdef int _run_deferred(self, _Sender s) except -1:
         if s.deferred:
             work, s.deferred = s.deferred, []
