@@ -94,6 +94,7 @@ class Iso:
     cost_offered_us: float | None = None    # both cores, net of B and the generator
     cost_fwd_us: float | None = None
     cost_drop_us: float | None = None
+    prog_ns: float | None = None            # the classifier program's time per frame it ran on
 
 
 @dataclass

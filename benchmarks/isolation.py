@@ -42,6 +42,7 @@ that fails is a row saying why, never the end of the run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -99,12 +100,33 @@ def run(b, tiers, want) -> list[Iso]:
         b.progress(f"  {PREFIX}, {rows.engine(tier)}: {SWITCH}: {sw_delivered / 1e3:.1f} of "
                    f"{sw_offered / 1e3:.1f} kpps, {_f(switch_us)} us per forwarded frame")
         tap_fwd = None
-        for c in cases:
-            r = one(b, c, tier, gen_us, switch_us, tap_fwd)
-            if c == "flood" and not r.failed:
-                tap_fwd = r.cost_fwd_us
-            out.append(r)
+        with _bpf_stats():
+            for c in cases:
+                r = one(b, c, tier, gen_us, switch_us, tap_fwd)
+                if c == "flood" and not r.failed:
+                    tap_fwd = r.cost_fwd_us
+                out.append(r)
     return out
+
+
+@contextlib.contextmanager
+def _bpf_stats():
+    """The kernel's run-time statistics of BPF programs on (what the classifier column reads),
+    as they were after."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    try:
+        with open(path) as f:
+            was = f.read().strip()
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(was)
 
 
 def _reference(b, datapath: str | None) -> tuple[float, float, float]:
@@ -318,11 +340,21 @@ def _counters(b, case: str) -> dict:
     with its drops, plus in the TAP case what the router's TAP capture took or found no room
     for) and delivered (A's TAP rx; in the TAP case s0 rx)."""
     busy = _both_busy()
+    prog = _classifier(b)
     if case == "tap":
         offered, delivered = _tx(b, "anet", "ta") + b._captured(), _rx(b, "sink", "s0")
     else:
         offered, delivered = _tx(b, "gen", "g0"), _rx(b, "anet", "ta")
-    return {"t": time.monotonic(), "busy": busy, "offered": offered, "delivered": delivered}
+    return {"t": time.monotonic(), "busy": busy, "offered": offered, "delivered": delivered,
+            "prog_runs": prog[0], "prog_ns": prog[1]}
+
+
+def _classifier(b) -> tuple[int, int]:
+    """The router's classifier program: (runs, nanoseconds in them), as the kernel counts them
+    while ``kernel.bpf_stats_enabled`` is 1 (``run`` sets it for the cases); (0, 0) without."""
+    from vnet_router.node import api as control
+    st = control.request(str(b.work / "r.sock"), "show", timeout=5.0)["datapath_stats"]
+    return st.get("classifier_runs", 0), st.get("classifier_run_ns", 0)
 
 
 def _pct(xs, p):
@@ -337,6 +369,8 @@ def _fill(r: Iso, alone: dict, beside: dict, gen_us, tap_fwd_us) -> None:
         setattr(r, f"b_median_{key}", _pct(w["rtts"], 50))
         setattr(r, f"b_p99_{key}", _pct(w["rtts"], 99))
         setattr(r, f"b_tcp_{key}", w["bps"])
+    runs = beside["prog_runs"] - alone["prog_runs"]
+    r.prog_ns = (beside["prog_ns"] - alone["prog_ns"]) / runs if runs > 0 else None
     r.a_offered = beside["offered"] - alone["offered"]
     r.a_delivered = max(0.0, beside["delivered"] - alone["delivered"])
     if not r.a_offered or gen_us is None:
@@ -360,4 +394,5 @@ def _line(r: Iso) -> str:
             f"{r.b_lost_alone}/{r.b_sent_alone})  median {f(r.b_median_beside)} us (alone "
             f"{f(r.b_median_alone)})  TCP {r.b_tcp_beside / 1e6:.2f} Mbit/s (alone "
             f"{r.b_tcp_alone / 1e6:.2f})  A {r.a_offered / 1e3:.1f} -> "
-            f"{r.a_delivered / 1e3:.1f} kpps  us/offered {f(r.cost_offered_us)}")
+            f"{r.a_delivered / 1e3:.1f} kpps  us/offered {f(r.cost_offered_us)}  classifier "
+            f"{f(r.prog_ns)} ns/frame")

@@ -406,5 +406,8 @@ class Classifier:
                     st.ignored[reason] += n
 
     def stats(self) -> dict[str, int]:
+        runs, ns = self.prog.run_stats("substrate_tc")
         return {"kernel_frames": self.frames, "kernel_switches": len(self.kernel_vlinks),
-                "kernel_interfaces": len(self.attached), "classified": 1}
+                "kernel_interfaces": len(self.attached), "classified": 1,
+                # the program's runs and time in them (kernel.bpf_stats_enabled = 1; else 0)
+                "classifier_runs": runs, "classifier_run_ns": ns}

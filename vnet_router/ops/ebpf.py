@@ -87,6 +87,7 @@ class _TestRunOpts(Structure):      # struct bpf_test_run_opts (libbpf.h)
 
 
 SKB_CTX_SIZE, SKB_IFINDEX, SKB_MARK = 192, 40, 8   # struct __sk_buff: size, ifindex, mark
+PROG_INFO_SIZE, PROG_INFO_RUN_TIME = 232, 192     # struct bpf_prog_info: run_time_ns, run_cnt
 
 _PRINT = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
 _lib = None
@@ -148,6 +149,7 @@ def _libbpf():
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
         "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(_TestRunOpts)]),
+        "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
         "libbpf_set_print": (c_void_p, [_PRINT]),
         "bpf_tc_hook_create": (c_int, [POINTER(_TcHook)]),
         "bpf_tc_hook_destroy": (c_int, [POINTER(_TcHook)]),
@@ -353,6 +355,17 @@ class Program:
         if rc != 0:
             raise BpfError(f"{self.name}: test run: {os.strerror(-rc)}")
         return opts.retval, out.raw[:opts.data_size_out], opts.duration
+
+    def run_stats(self, program: str | None = None) -> tuple[int, int]:
+        """(runs, total nanoseconds) of a program as the kernel counts them (BPF_ENABLE_STATS:
+        only while ``kernel.bpf_stats_enabled`` is 1, else both stay 0)."""
+        fd = self.fd if program is None else self.programs[program]
+        info = ctypes.create_string_buffer(PROG_INFO_SIZE)
+        size = c_uint32(PROG_INFO_SIZE)
+        if _libbpf().bpf_obj_get_info_by_fd(fd, info, byref(size)) != 0:
+            return 0, 0
+        ns, runs = struct.unpack_from("<QQ", info.raw, PROG_INFO_RUN_TIME)
+        return runs, ns
 
     def close(self):
         if self._obj:
