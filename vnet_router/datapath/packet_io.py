@@ -215,7 +215,8 @@ PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
 
 def fanout_rings(ifname: str, ethertype: int, selector_fd: int, frames: list[int]) \
         -> list[RxRing]:
-    """Rings on ``ifname`` (``frames[i]`` slots for ring i) in one PACKET_FANOUT group whose eBPF program
+    """Rings on ``ifname`` (``frames[i]`` slots of 2 KiB for ring i: fewer, larger ones for a
+    larger MTU, so a ring's memory does not grow with it) in one PACKET_FANOUT group whose eBPF program
     ``selector_fd`` picks the ring of each frame (``bpf/substrate.bpf.c``: the queue the
     classifier wrote into the mark; the kernel takes it modulo ``count``).  They are bound to
     the substrate EtherType, so they are served after TC ingress, where the classifier ran,
@@ -223,9 +224,11 @@ def fanout_rings(ifname: str, ethertype: int, selector_fd: int, frames: list[int
     them).  The group id is the kernel's (PACKET_FANOUT_FLAG_UNIQUEID): no other process's
     group can be joined by mistake."""
     rings: list[RxRing] = []
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as probe:
+        scale = frame_size_for(interface_mtu(probe, ifname)) // 2048
     try:
         for i, n in enumerate(frames):
-            r = RxRing(ifname, ethertype, n, classified=True)
+            r = RxRing(ifname, ethertype, max(64, n // scale), classified=True)
             rings.append(r)
             if i == 0:
                 r.sock.setsockopt(SOL_PACKET, PACKET_FANOUT,
