@@ -71,7 +71,7 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
-SHARE_MAX = 128 << 10       # bytes of the ring one vNet may hold while others share it
+SHARE_MAX = 1 << 20         # bytes of the ring one vNet may hold while others share it
 
 
 def shares(ring: int, groups, cpus: int) -> dict:
@@ -80,9 +80,10 @@ def shares(ring: int, groups, cpus: int) -> dict:
     to 8 bytes, never less than one largest record (a vNet can always send a frame; with
     more than ~900 vNets their shares may then add up to more than the ring).  With more than
     one vNet a part is at most SHARE_MAX: the ring is one FIFO, so a frame of a quiet vNet
-    waits behind whatever a flooding vNet holds in it (128 KiB: about 1,600 small frames or
-    85 full ones, a millisecond or two of the engine's time; 4 MiB, the half of the ring,
-    measured 46 ms)."""
+    waits behind whatever a flooding vNet holds in it (1 MiB: about 7,000 small frames or 680
+    full ones; 4 MiB, half of the ring, measured 46 ms of B's median RTT; 128 KiB refused the
+    bursts of a single raw sender of 200-400 frames on a loaded machine, ENOBUFS to it).
+    """
     groups = list(groups)
     if not groups:
         return {}
