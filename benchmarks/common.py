@@ -35,6 +35,14 @@ class Result:
         return self.delivered / self.offered if self.offered else 0.0
 
 
+def percentile(xs, p: float):
+    """The ``p``-th percentile of ``xs`` (nearest rank), None if empty."""
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
 @dataclass
 class Latency:
     case: str
@@ -42,10 +50,8 @@ class Latency:
     sent: int = 0
 
     def pct(self, p):
-        if not self.rtts:
-            return float("nan")
-        s = sorted(self.rtts)
-        return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+        x = percentile(self.rtts, p)
+        return float("nan") if x is None else x
 
 
 @dataclass

@@ -49,7 +49,7 @@ import subprocess
 import time
 
 from benchmarks import rows
-from benchmarks.common import MAC, Iso, core_busy
+from benchmarks.common import MAC, Iso, core_busy, percentile
 from benchmarks.report import FWD_CORE, GEN_CORE
 
 PREFIX = "(o) isolation"
@@ -357,17 +357,13 @@ def _classifier(b) -> tuple[int, int]:
     return st.get("classifier_runs", 0), st.get("classifier_run_ns", 0)
 
 
-def _pct(xs, p):
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else None
-
-
 def _fill(r: Iso, alone: dict, beside: dict, gen_us, tap_fwd_us) -> None:
     """The row from the two windows; A's rates are net of B's (the alone window's)."""
     for key, w in (("alone", alone), ("beside", beside)):
         setattr(r, f"b_sent_{key}", w["sent"])
         setattr(r, f"b_lost_{key}", w["sent"] - w["received"])
-        setattr(r, f"b_median_{key}", _pct(w["rtts"], 50))
-        setattr(r, f"b_p99_{key}", _pct(w["rtts"], 99))
+        setattr(r, f"b_median_{key}", percentile(w["rtts"], 50))
+        setattr(r, f"b_p99_{key}", percentile(w["rtts"], 99))
         setattr(r, f"b_tcp_{key}", w["bps"])
     runs = beside["prog_runs"] - alone["prog_runs"]
     r.prog_ns = (beside["prog_ns"] - alone["prog_ns"]) / runs if runs > 0 else None
