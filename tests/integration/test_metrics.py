@@ -189,7 +189,8 @@ def test_shipped_alerts_stay_quiet_without_vbm_and_see_a_node_go_down(make_lab, 
     prom = lab.popen("y", ["prometheus", f"--config.file={cfg}",
                            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                            "--web.listen-address=127.0.0.1:9090"],
-                     stdout=open(tmp_path / "prom.log", "w"), stderr=open(tmp_path / "prom.err", "w"))
+                     stdout=open(tmp_path / "prom.log", "w"),
+                     stderr=open(tmp_path / "prom.err", "w"))
     _up(lab)
     _wait_scrape(lab, 'vnet_vbm_configured{node="x"}', lambda v: v == 0, timeout=40)
     _wait_scrape(lab, 'vnet_vbm_configured{node="y"}', lambda v: v == 0, timeout=40)
