@@ -112,6 +112,13 @@ def metric_rate(lab, node, vnet, vli):
     raise AssertionError(f"no current-rate metric for {vnet} VLI {vli} on {node}")
 
 
+def vbm_metrics(lab, node):
+    """(vnet_vbm_configured, vnet_vbm_reachable) from the node's /metrics."""
+    values = dict(line.split() for line in metrics_text(lab, node).splitlines()
+                  if line.startswith(("vnet_vbm_configured ", "vnet_vbm_reachable ")))
+    return float(values["vnet_vbm_configured"]), float(values["vnet_vbm_reachable"])
+
+
 def iperf(lab, vnet, dst, port, seconds):
     """An iperf3 flow x -> y (``dst``) in ``vnet``: (server, client) once it runs."""
     server = iperf_server(lab, "y", dst, port, vnet)
@@ -271,6 +278,8 @@ def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
     run_flow(lab, "blue", "10.7.0.2", 5501, 8)
     before = {n: lab.control(n, "alloc")["aggregates"] for n in "xy"}
     assert before["y"]["blue"]["aggregate"] > 16 * M, before
+    # x and y expect the VBM and hear it; v expects none (the alert's inputs)
+    assert {n: vbm_metrics(lab, n) for n in "xyv"} == {"x": (1, 1), "y": (1, 1), "v": (0, 0)}
     lab.kill_daemon("v")
     # demand goes on and asks for more: nobody goes above what it had
     _, samples = run_flow(lab, "blue", "10.7.0.2", 5502, 6,
@@ -283,6 +292,9 @@ def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
     # y noticed: a request to the VBM timed out (its retries back off over a few seconds)
     assert eventually(lambda: lab.control("y", "alloc")["counters"].get("timeouts", 0), 20,
                       "y to count a timeout of its requests to the killed VBM") > 0
+    for n in "xy":                      # its HELLOs stopped: gone after neighbour_timeout
+        eventually(lambda n=n: vbm_metrics(lab, n), 20, f"{n} to export the VBM unreachable",
+                   until=lambda got: got == (1, 0))
     lab.restart_daemon("v")
 
     def rebuilt():
@@ -293,6 +305,7 @@ def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
                 for n in "xy"}
         return view["state"] == "ACTIVE" and {k: x["aggregate"] for k, x in nodes.items()} == want
     eventually(rebuilt, 20, "the restarted VBM to rebuild its view from the nodes")
+    assert {n: vbm_metrics(lab, n) for n in "xy"} == {"x": (1, 1), "y": (1, 1)}
 
 
 def test_spoofed_and_malformed_control_messages_are_refused_and_counted(make_lab):

@@ -1,8 +1,10 @@
 """Metrics: a real Prometheus server (Debian's) scrapes the routers of a lab; its HTTP API
 shows counters matching the packets the test sent and the configured rates; `vnetctl show
---json` agrees with the /metrics endpoint."""
+--json` agrees with the /metrics endpoint; the shipped alert rules load, name no job, and stay
+quiet on healthy nodes without a VBM."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,6 +15,9 @@ from harness import eventually
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("prometheus") is None,
                                  reason="Debian's prometheus is not installed (run.sh installs it)")]
+
+
+RULES = Path(__file__).resolve().parents[2] / "etc" / "prometheus" / "vnet-alerts.yml"
 
 
 def _node(name, peer, octet, b_in, b_out):
@@ -151,3 +156,61 @@ def test_show_json_matches_metrics_endpoint(make_lab):
         assert samples[("vnet_substrate_link_tx_bytes_total", labels)] == s["tx_bytes"]
     assert samples[("vnet_config_generation", ())] == st["generation"]
     assert v["packets"] >= 20
+
+
+ALERTS_CONFIG = """
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: ["%s"]
+scrape_configs:
+  - job_name: lab-routers
+    static_configs:
+      - targets: ["127.0.0.1:9477"]
+        labels: {node: y}
+      - targets: ["192.168.60.1:9477"]
+        labels: {node: x}
+""" % RULES
+
+
+def _api(lab, path):
+    out = json.loads(_get(lab, "y", f"http://127.0.0.1:9090/api/v1/{path}"))
+    assert out["status"] == "success", out
+    return out["data"]
+
+
+def test_shipped_alerts_stay_quiet_without_vbm_and_see_a_node_go_down(make_lab, tmp_path):
+    """The rules under a job not called "vnet": all load and evaluate; on two healthy nodes
+    without a VBM no alert is even pending (the old VBM rule was, at once); a killed node is
+    seen by VnetNodeDown (pending: its ``for`` is 1 min)."""
+    lab = make_lab(TOPO)
+    cfg = tmp_path / "prometheus.yml"
+    cfg.write_text(ALERTS_CONFIG)
+    prom = lab.popen("y", ["prometheus", f"--config.file={cfg}",
+                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                           "--web.listen-address=127.0.0.1:9090"],
+                     stdout=open(tmp_path / "prom.log", "w"),
+                     stderr=open(tmp_path / "prom.err", "w"))
+    _up(lab)
+    _wait_scrape(lab, 'vnet_vbm_configured{node="x"}', lambda v: v == 0, timeout=40)
+    _wait_scrape(lab, 'vnet_vbm_configured{node="y"}', lambda v: v == 0, timeout=40)
+    _scrapes(lab, "x", 3)
+
+    def rules():
+        return [r for g in _api(lab, "rules")["groups"] for r in g["rules"]]
+    evaluated = eventually(rules, 20, "every rule evaluated after x and y were scraped",
+                           until=lambda rs: rs and all(r["lastEvaluation"] > "2000"
+                                                        for r in rs))
+    names = sorted(r["name"] for r in evaluated)
+    print(f"{len(names)} rules loaded: {names}")
+    assert "VnetVBMUnreachable" in names and "VnetNodeDown" in names
+    assert [r for r in evaluated if r["health"] != "ok"] == []
+    _scrapes(lab, "x", 3)                                 # a few more evaluations
+    assert _api(lab, "alerts")["alerts"] == []
+    lab.kill_daemon("x")
+    pending = eventually(lambda: _api(lab, "alerts")["alerts"], 30,
+                         "VnetNodeDown for x once its scrapes fail", until=bool)
+    assert [(a["labels"]["alertname"], a["labels"]["node"], a["labels"]["job"], a["state"])
+            for a in pending] == [("VnetNodeDown", "x", "lab-routers", "pending")], pending
+    prom.terminate()
+    prom.wait(timeout=20)

@@ -51,6 +51,8 @@ def allocations(cp) -> dict:
     return {
         "node": cp.cfg.node.name, "node_id": f"{cp.node_id:08x}",
         "vbm_peer": peer_str(tm.vbm_peer) if tm.vbm_peer else None,
+        "vbm_link": cp.cfg.tm_settings.vbm_link,
+        "vbm_reachable": vbm_reachable(cp),
         "outputs": outs, "inputs": ins, "aggregates": aggs,
         "dynamic": [dynamic(d) for d in cp.dynamic.values()],
         "members": cp.members.view(),
@@ -60,6 +62,17 @@ def allocations(cp) -> dict:
         "kernel_shaping": cp.kshaping.rates() if cp.kshaping is not None else None,
         "counters": dict(sorted(cp.counters.items())),
     }
+
+
+def vbm_reachable(cp) -> bool:
+    """Is the VBM this node expects (``[tm] vbm_link``) heard: a HELLO with role VBM from it
+    on that link within ``[tm] neighbour_timeout`` (on a keyed link: one that authenticated;
+    with ``vbm_public_key``: one it signed)?  False where no VBM is expected."""
+    peer = cp.tm.vbm_peer
+    if not cp.cfg.tm_settings.vbm_link or peer is None:
+        return False
+    n = cp.neighbours.get(peer)
+    return n is not None and n["role"] == "VBM"
 
 
 def peer_str(peer) -> str:

@@ -345,8 +345,10 @@ class TMSection(Schema):
     vbm_link: Str | None = key(
         "substrate link on which the LAN's VBM is heard (its HELLO says role VBM); none = no "
         "VBM serves this node: input rates are bounded only by each virtual link's `max`", None)
-    dynamic_vli_base: VLI = key("this node allocates VLIs for run-time virtual links from "
-                                "here up (the lowest free one)", 1024)
+    dynamic_vli_base: VLI = key(
+        "this node allocates the input VLIs of run-time virtual links from here up: the first "
+        "free one from an offset of its own (its node id mod 8192), wrapping around to here, "
+        "so nodes on a LAN rarely choose the same for one upstream", 1024)
     start_at: Literal["min", "max"] = key("where managed static links start", "min")
     kernel_shaping: Bool = key(
         "shape managed output virtual links of Ethernet substrate links, and the rated "

@@ -37,6 +37,7 @@ class Collector:
     def collect(self):
         st = self.status_fn()
         yield from self._node(st)
+        yield from self._vbm_client(st)
         yield from self._links(st)
         yield from self._vlinks(st)
         yield from self._ports(st)
@@ -114,6 +115,21 @@ class Collector:
         for reason, n in st.get("ignored", {}).items():
             ignored.add_metric([reason], n)
         yield ignored
+
+    @staticmethod
+    def _vbm_client(st):
+        """Whether this node expects a VBM and hears it: exported by every node (0 without a
+        control plane), so an alert can ask for a VBM only where one is expected."""
+        a = (st.get("control") or {}).get("allocations") or {}
+        configured = GaugeMetricFamily("vnet_vbm_configured", "1 if this node expects a VBM "
+                                       "([tm] vbm_link names the LAN it serves)")
+        configured.add_metric([], 1 if a.get("vbm_link") else 0)
+        reachable = GaugeMetricFamily("vnet_vbm_reachable", "1 if the VBM this node expects "
+                                      "was heard (its HELLO, within [tm] neighbour_timeout); "
+                                      "0 if not, or if none is expected")
+        reachable.add_metric([], 1 if a.get("vbm_link") and a.get("vbm_reachable") else 0)
+        yield configured
+        yield reachable
 
     @staticmethod
     def _links(st):
