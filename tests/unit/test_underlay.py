@@ -176,3 +176,53 @@ def test_a_datapath_opens_without_the_link_down_and_counts_its_frames_send_error
     finally:
         dp.close()
         loop.close()
+
+
+LAB = """
+[[node]]
+name = "x"
+addresses = {{ e0 = ["192.168.50.1/24"] }}
+{commands}
+[node.router]
+[[node.router.substrate_link]]
+id = "tun"
+kind = "udp"
+local = "{local}:4799"
+remote = "{remote}:4799"
+[[node]]
+name = "y"
+addresses = {{ e0 = ["192.168.50.2/24"] }}
+[node.router]
+[[node.router.substrate_link]]
+id = "tun"
+kind = "udp"
+local = "192.168.50.2:4799"
+remote = "192.168.50.1:4799"
+[[link]]
+a = "x:e0"
+b = "y:e0"
+"""
+
+
+def test_lab_check_warns_about_an_address_or_route_the_node_lacks(tmp_path, capsys):
+    from vnet_router.lab import cli as lab_cli
+    from vnet_router.lab import topology as T
+
+    def report(local="192.168.50.1", remote="192.168.50.2", commands=""):
+        return T.underlay_report(T.loads(LAB.format(local=local, remote=remote,
+                                                    commands=commands)))
+    assert report() == []
+    assert report(local="192.168.50.9") == [
+        "warning: node x: substrate link tun: local address 192.168.50.9 is not among the "
+        "node's addresses"]
+    assert report(remote="10.1.1.1") == [
+        "warning: node x: substrate link tun: no route to remote 10.1.1.1 (in none of the "
+        "node's subnets)"]
+    later = report(remote="10.1.1.1", commands='commands = [{ run = "ip route add 10.1.1.0/24 '
+                                               'dev e0" }]')
+    assert later[0].endswith("(unless one of its commands adds it: the daemon waits for it)")
+    path = tmp_path / "t.toml"
+    path.write_text(LAB.format(local="192.168.50.9", remote="192.168.50.2", commands=""))
+    assert lab_cli.main(["check", str(path)]) == 0           # a warning, not a failure
+    out = capsys.readouterr().out
+    assert "underlay: warning: node x: substrate link tun: local address 192.168.50.9" in out
