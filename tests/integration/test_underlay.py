@@ -11,7 +11,7 @@ import time
 import pytest
 
 import topo as t
-from harness import eventually
+from harness import eventually, vnetctl
 
 pytestmark = [pytest.mark.root]
 
@@ -121,3 +121,23 @@ def test_check_warns_about_a_local_address_not_on_the_node(make_lab):
     check = lab.exec("x", [*lab.daemon_cmd, "-c", str(lab.workdir / "x.toml"), "--check"],
                      timeout=30)
     assert "underlay:" not in check.stdout, check.stdout
+
+
+def test_a_reload_that_adds_a_link_without_a_route_is_applied_with_the_link_down(make_lab):
+    """Before, a reload whose new udp link had no route was refused ("cannot open substrate
+    sockets"); now it is applied and the link waits like one at start."""
+    lab = make_lab(topology(y_end="192.168.50.2"))
+    assert _tun(lab, "x")["state"] == "up"
+    path = lab.workdir / "x.toml"
+    text = path.read_text()
+    assert text.count('"192.168.50.2:4799"') == 1, text
+    path.write_text(text.replace('"192.168.50.2:4799"', '"192.168.51.2:4799"'))
+    r = vnetctl(lab, "x", "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    tun = _tun(lab, "x")
+    assert tun["state"] == "down" and tun["missing"] == "route", tun
+    assert tun["remote"] == "192.168.51.2:4799"
+    lab.exec("x", ["ip", "route", "add", "192.168.51.0/24", "dev", "e0"], check=True)
+    eventually(lambda: _tun(lab, "x"), 10, "x's tunnel to come up",
+               until=lambda s: s["state"] == "up")
+    assert lab.alive()["x"] is None
