@@ -65,7 +65,7 @@ class UnderlayWatch:
             ends = (s.local, s.remote)
             if s.id not in self.down and self._ends.get(s.id) == ends:
                 continue
-            missing = self.probe(s.local, s.remote)
+            missing = self._probe(s.local, s.remote)
             if missing is not None:
                 out[s.id] = missing
         return out
@@ -98,6 +98,12 @@ class UnderlayWatch:
             self._schedule(link_id, d)
         return frozenset(self.down)
 
+    def _probe(self, local: tuple, remote: tuple) -> probes.Missing | None:
+        try:
+            return self.probe(local, remote)
+        except OSError as e:          # something else (no file descriptor left ...): down too
+            return probes.Missing("route", remote[0], f"cannot probe: {e}")
+
     def _forget(self, link_id: str):
         d = self.down.pop(link_id)
         if d.timer is not None:
@@ -127,10 +133,7 @@ class UnderlayWatch:
             return
         d.timer = None
         d.retries += 1
-        try:
-            missing = self.probe(d.local, d.remote)
-        except OSError as e:                         # not a missing address or route
-            missing = probes.Missing("route", d.remote[0], str(e))
+        missing = self._probe(d.local, d.remote)
         if missing is None:
             took = self.clock() - d.since_mono
             del self.down[link_id]
