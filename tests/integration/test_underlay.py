@@ -63,7 +63,7 @@ def test_a_route_that_appears_late_brings_the_link_up(make_lab):
     tun = _tun(lab, "x")
     assert tun["state"] == "down" and tun["missing"] == "route", tun
     assert "192.168.51.2" in tun["down_reason"], tun
-    warned = _log_lines(lab, "x", "substrate link tun")
+    warned = _log_lines(lab, "x", "substrate link tun (udp ")
     assert len(warned) == 1 and "192.168.51.2" in warned[0] and "down" in warned[0], warned
     assert "state" in _tun(lab, "y") and _tun(lab, "y")["state"] == "up"
     m = eventually(lambda: _metrics(lab, "x"), 10, "x's link gauges",
@@ -79,7 +79,7 @@ def test_a_route_that_appears_late_brings_the_link_up(make_lab):
     tun = eventually(lambda: _tun(lab, "x"), 10, "x's tunnel to come up",
                      until=lambda s: s["state"] == "up")
     assert tun["up_since"] - added < 2.0, (tun, added)           # the daemon's own clock
-    assert len(_log_lines(lab, "x", "substrate link tun")) == 2   # the warning, then "up"
+    assert len(_log_lines(lab, "x", "substrate link tun (udp ")) == 2   # the warning, then "up"
     m = _metrics(lab, "x")
     assert m == {"vnet_substrate_link_up": 1, "vnet_substrate_link_down_seconds": 0}, m
     # traffic flows over it, both ways
