@@ -55,6 +55,13 @@ def _learned(t: dict | None) -> str:
     return f"{t['entries']}" + (f" (overflow {t['overflow']})" if t["overflow"] else "")
 
 
+def _state(s: dict) -> str:
+    """A substrate link's state in one cell: ``up``, or ``down 12s`` (how long)."""
+    if s.get("state") != "down":
+        return s.get("state", "up")
+    return f"down {s['down_seconds']:.0f}s"
+
+
 # -- views -------------------------------------------------------------------------------------
 
 def show_view(st: dict) -> list:
@@ -71,10 +78,14 @@ def show_view(st: dict) -> list:
         where = s.get("interface") or f"{s.get('local')} -> {s.get('remote')}"
         extra = f"peer {s['peer_mac']} vlan {s['vlan']} prio {s['priority']}" \
             if s["kind"] == "p2p" else ""
-        rows.append([s["id"], s["kind"], where, extra or "-", s["mtu"], s["rx_packets"],
-                     s["tx_packets"], _drops(s["drops"])])
-    out += [render.table(["id", "kind", "where", "peer", "mtu", "rx_pkts", "tx_pkts", "drops"],
-                         rows, "substrate links"), ""]
+        rows.append([s["id"], s["kind"], _state(s), where, extra or "-", s["mtu"],
+                     s["rx_packets"], s["tx_packets"], _drops(s["drops"])])
+    out += [render.table(["id", "kind", "state", "where", "peer", "mtu", "rx_pkts", "tx_pkts",
+                          "drops"], rows, "substrate links"), ""]
+    out += [f"substrate link {s['id']} is down: {s['down_reason']} (retried: {s['retries']})"
+            for s in st["substrate_links"] if s.get("state") == "down"]
+    if out[-1] != "":
+        out.append("")
     rows = []
     for v in st["virtual_links"]:
         r = v["rate"]

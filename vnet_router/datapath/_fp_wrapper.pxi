@@ -40,7 +40,8 @@ class CEngine:
                 for q, rx in enumerate(packet_io.fanout_rings(iface.ifname, snap.ethertype,
                                                               selector, frames)):
                     self.rings[(ifindex, q)] = (rx, _Ring(rx, ifindex, q))
-        want = {(c.local, c.remote) for c in snap.links.values() if c.kind == "udp"}
+        # the UDP links that are up (``snap.udp``; one waiting for its underlay has no socket)
+        want = {(local, remote) for local, ends in snap.udp.items() for remote in ends}
         for key in want:
             if key not in self.udp_conn:
                 self.udp_conn[key] = _connected_udp(*key)

@@ -495,7 +495,7 @@ class Datapath:
                 (out.txsock or self.tx[ctx.ifindex]).send(dst + out.encap +
                                                           _LEN.pack(len(payload)) + payload)
             else:
-                self.udp[ctx.local].sendto(out.encap + payload, ctx.remote)
+                self._udp_sock(ctx).sendto(out.encap + payload, ctx.remote)
         except (BlockingIOError, OSError):
             self.drop("send_error", ctx, v)
             return
@@ -517,7 +517,7 @@ class Datapath:
                                           entries.encap(ctx, wire.VLI_CONTROL) +
                                           _LEN.pack(len(payload)) + payload)
             else:
-                self.udp[ctx.local].sendto(entries.encap(ctx, wire.VLI_CONTROL) + payload,
+                self._udp_sock(ctx).sendto(entries.encap(ctx, wire.VLI_CONTROL) + payload,
                                            ctx.remote)
         except (BlockingIOError, OSError):
             self.drop("send_error", ctx, None)
@@ -526,6 +526,15 @@ class Datapath:
         st.tx_packets += 1
         st.tx_bytes += len(payload)
         return True
+
+    def _udp_sock(self, ctx: LinkCtx) -> socket.socket:
+        """The socket UDP link ``ctx`` sends on; a link waiting for its underlay (no socket
+        opened: ``Tables.underlay_down``) raises OSError, counted ``send_error`` as a send
+        whose route went."""
+        sock = self.udp.get(ctx.local)
+        if sock is None:
+            raise OSError(f"substrate link {ctx.id} is down (no socket)")
+        return sock
 
     def _schedule(self, v: VLink, shaper: Shaper):
         delay = shaper.next_departure()

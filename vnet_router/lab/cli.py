@@ -102,6 +102,8 @@ def _check(args) -> int:
     lines, ok = topology.path_net(t).report()
     for line in lines:
         print(f"path MTU: {line}")
+    for line in topology.underlay_report(t):
+        print(f"underlay: {line}")
     return 0 if ok else 1
 
 

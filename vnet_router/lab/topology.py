@@ -37,6 +37,7 @@ topology is ``lab.py``'s business; this module never touches the system.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 import shlex
 from pathlib import Path
@@ -473,14 +474,42 @@ def render_router(topo: Topology, node: str, prefix: str, workdir: str) -> dict:
 
 # -- paths --------------------------------------------------------------------------------------
 
+def _configs(topo: Topology) -> dict:
+    macs = topo.macs()
+    return {n.name: parse_node_config(render(n.router, n.name, SAMPLE_PREFIX, SAMPLE_WORKDIR,
+                                             macs, n.daemon), topo.path, n.daemon)
+            for n in topo.nodes if n.router is not None}
+
+
+def underlay_report(topo: Topology) -> list[str]:
+    """``vnet-lab check``: a warning for each UDP link whose ``local`` address is not among its
+    node's ``addresses`` or whose ``remote`` is in none of their subnets (the lab adds no
+    routes of its own).  What the node's ``[[node.commands]]`` add is not known here: they
+    run after the daemons start, which then bring such a link up (the daemon retries)."""
+    lines = []
+    for name, cfg in _configs(topo).items():
+        node = topo.node(name)
+        nets = [ipaddress.ip_interface(c) for _if, cidrs in node.addresses for c in cidrs]
+        later = " (unless one of its commands adds it: the daemon waits for it)" \
+            if node.commands else ""
+        for s in cfg.substrate_links:
+            if s.kind != "udp":
+                continue
+            local, remote = ipaddress.ip_address(s.local[0]), ipaddress.ip_address(s.remote[0])
+            if not (local.is_loopback or local.is_unspecified or
+                    any(n.ip == local for n in nets)):
+                lines.append(f"warning: node {name}: substrate link {s.id}: local address "
+                             f"{local} is not among the node's addresses{later}")
+            if not (remote.is_loopback or any(remote in n.network for n in nets)):
+                lines.append(f"warning: node {name}: substrate link {s.id}: no route to remote "
+                             f"{remote} (in none of the node's subnets){later}")
+    return lines
+
+
 def path_net(topo: Topology) -> Net:
     """The topology's routers and link ends as ``model.paths.Net`` (``vnet-lab check``: the
     MTU of every logical interface's static path)."""
-    macs = topo.macs()
-    configs = {n.name: parse_node_config(render(n.router, n.name, SAMPLE_PREFIX,
-                                                SAMPLE_WORKDIR, macs, n.daemon),
-                                         topo.path, n.daemon)
-               for n in topo.nodes if n.router is not None}
+    configs = _configs(topo)
     ends = {}
     for i, link in enumerate(topo.links):
         segment = link.b.switch if link.b.switch is not None else f"link{i}"

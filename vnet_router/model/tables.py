@@ -117,7 +117,7 @@ class Snapshot:
     ethertype: int
     links: Mapping          # id -> LinkCtx
     ifaces: Mapping         # ifindex -> IfaceCtx
-    udp: Mapping            # (local ip, port) -> {(remote ip, port): LinkCtx}
+    udp: Mapping            # (local ip, port) -> {(remote ip, port): LinkCtx} (links up)
     vlinks: Mapping         # (link, vli, dir) -> VLink
     # (link, out VLI) -> payload MTU the downstream reported (PATH_MTU)
     path_mtu: Mapping = field(default_factory=lambda: MappingProxyType({}))
@@ -167,9 +167,14 @@ def receive_limit(ctx: LinkCtx, li) -> int:
 class Tables:
     """The authoritative model: substrate links, vNets, virtual links and their state."""
 
-    def __init__(self, config: NodeConfig, facts: dict[str, IfaceFacts]):
+    def __init__(self, config: NodeConfig, facts: dict[str, IfaceFacts],
+                 underlay_down=frozenset()):
         self.config = config
         self.facts = facts
+        # UDP links waiting for their underlay (local address or route missing, node/
+        # underlay.py): compiled without a place in ``Snapshot.udp``, so the datapath opens no
+        # socket for them and their frames are ``send_error`` drops until they are up
+        self.underlay_down: frozenset[str] = frozenset(underlay_down)
         self.generation = 0
         self.link_states: dict[str, LinkState] = {}
         self.vlinks: dict[tuple, VLink] = {}
@@ -181,11 +186,13 @@ class Tables:
         self.dynamic: list = []       # LogicalInterfaces made at run time (control protocol)
         self._build()
 
-    def update(self, config: NodeConfig, facts: dict[str, IfaceFacts]):
+    def update(self, config: NodeConfig, facts: dict[str, IfaceFacts],
+               underlay_down=frozenset()):
         """Adopt a new configuration.  Virtual links whose key, vNet and action stay keep their
         state (counters, meters); run-time logical interfaces (``dynamic``) stay; the datapath
         installs the next ``compile()``."""
         self.config, self.facts = config, facts
+        self.underlay_down = frozenset(underlay_down)
         self._build()
         for link_id in list(self.link_states):
             if not any(s.id == link_id for s in config.substrate_links):
@@ -297,7 +304,7 @@ class Tables:
                                          frozenset(v for v, _ in p2p), multi)
         udp: dict = {}
         for ctx in links.values():
-            if ctx.kind == "udp":
+            if ctx.kind == "udp" and ctx.id not in self.underlay_down:
                 udp.setdefault(ctx.local, {})[ctx.remote] = ctx
         leads: dict[tuple, Leads] = {}
         port_out: dict[tuple, tuple] = {}

@@ -20,7 +20,7 @@ from vnet_router.model.schema import ConfigError
 from vnet_router.model.tables import Tables
 from vnet_router.node.lifecycle import Node
 from vnet_router.node.owned import StateError, StateFile
-from vnet_router.ops import logs, loop
+from vnet_router.ops import logs, loop, underlay
 from vnet_router.node import ports as ports_mod, units
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
@@ -36,7 +36,8 @@ def parse_args(argv=None):
                "the paths of the installed commands (see vnet-router install-units --help).")
     p.add_argument("-c", "--config", required=True, help="TOML configuration file")
     p.add_argument("--check", action="store_true",
-                   help="validate the configuration (and the interfaces it names) and exit")
+                   help="validate the configuration (and the interfaces it names) and exit; "
+                        "warns about UDP links whose local address or route is missing here")
     steps = p.add_mutually_exclusive_group()
     steps.add_argument("--prepare", action="store_true",
                        help="privileged helper step (systemd ExecStartPre=+): create the vNet "
@@ -52,6 +53,26 @@ def parse_args(argv=None):
                    help="override [node].log_level")
     p.add_argument("--version", action="version", version=f"vnet-router {__version__}")
     return p.parse_args(argv)
+
+
+def underlay_warnings(cfg) -> list[str]:
+    """``--check``: a warning for each UDP link whose local address is not on this node or
+    whose remote has no route from it -- as the kernel of the network namespace ``--check``
+    runs in sees it (the daemon's is the one it is started in): such a link starts down and
+    is retried (``node/underlay.py``); it does not stop the node."""
+    out = []
+    for s in cfg.substrate_links:
+        if s.kind != "udp":
+            continue
+        try:
+            missing = underlay.probe(s.local, s.remote)
+        except OSError as e:
+            missing = f"cannot probe it: {e}"
+        if missing is not None:
+            out.append(f"warning: substrate link {s.id}: {missing}, in "
+                       f"{underlay.netns_name()}; the daemon starts with the link down and "
+                       f"brings it up once it is there")
+    return out
 
 
 def setup_logging(level: str):
@@ -102,6 +123,8 @@ def main(argv=None) -> int:
         snap = Tables(cfg, facts).compile()
         for line in narrowing_switches(cfg, {i: c.payload_mtu for i, c in snap.links.items()}):
             print(f"path MTU: {line}")
+        for line in underlay_warnings(cfg):
+            print(f"underlay: {line}")
         return 0
     # Netlink work (pyroute2 runs its own event loop) happens outside the datapath's loop:
     # namespaces and TAPs are made before it starts and removed after it ends.  Stop signals

@@ -38,6 +38,7 @@ from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
 from vnet_router.node.status import status
+from vnet_router.node.underlay import UnderlayWatch
 from vnet_router.model.tables import Tables, interface_mtu
 from vnet_router.control.pmtu import PathMtu, node_id
 
@@ -59,7 +60,9 @@ class Node:
         self.incarnation = next_incarnation(self.previous.get("incarnation"))
         self._unblock = unblock          # signals main() held back during set-up
         self.facts = facts
-        self.tables = Tables(cfg, facts)
+        # UDP links whose local address or route is missing wait for it, down (underlay.py)
+        self.underlay = UnderlayWatch(bring_up=self._underlay_up)
+        self.tables = Tables(cfg, facts, self.underlay.hold(cfg, self.underlay.plan(cfg)))
         self.ports = Ports(cfg, on_owned=(lambda ns: state.save(namespaces=ns))
                            if state is not None else None)
         self.dp = None           # the datapath chosen by datapaths.choose()
@@ -135,6 +138,8 @@ class Node:
         # control socket, kernel instances, path MTU notices, the control plane, the datapath
         # and its TAP capture
         async with contextlib.AsyncExitStack() as parts:
+            self.underlay.start(loop)         # links down since __init__: retried from now
+            parts.callback(self.underlay.close)
             vli0 = ControlDispatch()     # VLI 0: the control plane (if any), then path MTU
             self.dp = datapaths.choose(cfg.node.datapath)(
                 self.tables, loop, tap_capture=cfg.node.tap_capture, on_control=vli0,
@@ -182,6 +187,21 @@ class Node:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
             return status
+
+    def _underlay_up(self, link_id: str) -> bool:
+        """UDP link ``link_id`` found its address and route (``UnderlayWatch``): its sockets
+        open and the tables without it down go in, in this step of the loop.  False (it stays
+        down, retried): a reload is running, or opening failed after all."""
+        if self.dp is None or (self._reload_lock is not None and self._reload_lock.locked()):
+            return False
+        self.tables.underlay_down = frozenset(self.underlay.down)
+        try:
+            self.dp.reconfigure({}, [])
+        except OSError as e:
+            self.tables.underlay_down |= {link_id}
+            log.debug("substrate link %s: opening its sockets failed: %s", link_id, e)
+            return False
+        return True
 
     def _close_datapath(self):
         """The datapath, then the TAP capture its engine walked."""
@@ -315,7 +335,8 @@ class Node:
 
     def status(self, learned: bool = False) -> dict:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
-        st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned)
+        st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned,
+                    underlay=self.underlay.status)
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
         st["kernel_instances"] = self.kernel.status()
         st["path_mtu"] = self.pmtu.status() if self.pmtu is not None else None
@@ -414,7 +435,8 @@ class Node:
                 facts = await loop.run_in_executor(None, read_facts, new, owned)
             except EnvironmentError_ as e:
                 raise CommandError(str(e)) from None
-            trial = Tables(new, facts).compile()
+            down = self.underlay.plan(new)     # UDP links new or changed, probed
+            trial = Tables(new, facts, down).compile()
             try:
                 change = await loop.run_in_executor(None, self.ports.prepare, new, trial)
             except Exception as e:
@@ -429,7 +451,7 @@ class Node:
             add = {(li.vnet, li.name): change.new_taps[Ports.key(new, li)].fd
                    for li in new.interfaces if Ports.key(new, li) in change.new_taps}
             remove = [vk for vk, pk in old_keys.items() if pk in change.drop_taps or vk in add]
-            self.tables.update(new, facts)
+            self.tables.update(new, facts, self.underlay.hold(new, down))
             self.dp.reconfigure(add, remove)
             self.cfg, self.facts, self.loaded_at = new, facts, time.time()
             if self.control is not None:       # the control socket's limits apply at once

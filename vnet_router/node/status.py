@@ -39,8 +39,11 @@ def _by_vnet(counts) -> dict:
     return out
 
 
-def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> dict:
-    """The node's tables and counters; ``learned``: also list every learned MAC."""
+def status(cfg, tables, dp, started: float, cp=None, learned: bool = False,
+           underlay=None) -> dict:
+    """The node's tables and counters; ``learned``: also list every learned MAC.
+    ``underlay``: link id -> the state of a UDP link (``UnderlayWatch.status``); every other
+    link is ``up`` (its interface was there at start)."""
     dp.sync_counters()
     snap = dp.snap
     links = []
@@ -52,6 +55,8 @@ def status(cfg, tables, dp, started: float, cp=None, learned: bool = False) -> d
              "tx_packets": st.tx_packets, "tx_bytes": st.tx_bytes,
              "drops": {k: n for k, n in st.drops.items() if n},
              "ignored": {k: n for k, n in st.ignored.items() if n}}
+        d.update(underlay(s.id) if underlay is not None and s.kind == "udp" else
+                 {"state": "up"})
         if s.kind == "udp":
             d.update(local=f"{s.local[0]}:{s.local[1]}", remote=f"{s.remote[0]}:{s.remote[1]}")
         else:

@@ -142,14 +142,23 @@ class Collector:
         ignored = CounterMetricFamily("vnet_substrate_link_ignored",
                                       "Frames not for this node by substrate link",
                                       labels=["link", "reason"])
+        up = GaugeMetricFamily("vnet_substrate_link_up", "1 if the substrate link is up, 0 "
+                               "while it waits for its underlay (a UDP link whose local "
+                               "address or route is missing: retried)", labels=labels)
+        down = GaugeMetricFamily("vnet_substrate_link_down_seconds", "How long the substrate "
+                                 "link has been down (0: up)", labels=labels)
         for s in st["substrate_links"]:
             for k, fam in fams.items():
                 fam.add_metric([s["id"], s["kind"]], s[k])
+            up.add_metric([s["id"], s["kind"]], 0 if s.get("state") == "down" else 1)
+            down.add_metric([s["id"], s["kind"]], s.get("down_seconds", 0))
             for reason, n in s["drops"].items():
                 drops.add_metric([s["id"], reason], n)
             for reason, n in s.get("ignored", {}).items():
                 ignored.add_metric([s["id"], reason], n)
         yield from fams.values()
+        yield up
+        yield down
         yield drops
         yield ignored
 
