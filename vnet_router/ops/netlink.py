@@ -5,7 +5,7 @@ these functions), so swapping the library touches one place.  Functions take pla
 ``ns=None`` means the caller's own network namespace.
 
 A named namespace is a bind mount on ``/run/netns/NAME``.  A process started by ``ip netns
-exec`` (or in a systemd service with ``PrivateTmp=``) runs in a mount namespace of its own: a
+exec`` (or ``unshare --mount``) runs in a mount namespace of its own: a
 mount it makes there is not seen by the host, where ``/run/netns/NAME`` stays an empty file
 (``ip netns exec NAME`` then fails with "Invalid argument").  So ``netns_create`` also mounts
 the namespace in the mount namespace of the nearest ancestor process that sees the same
@@ -124,10 +124,10 @@ def _parent(pid: int) -> int:
 def outer_mount_ns() -> int | None:
     """The pid of the nearest ancestor that runs in another mount namespace and sees the same
     ``/run/netns`` directory (so it would see our namespaces' files, not their mounts): the
-    shell that ran ``ip netns exec``, systemd for a service with a private mount namespace.
-    None when this process shares its ancestors' mount namespace, or when the other one has a
-    ``/run`` of its own (a container's): nothing to do then.  Ancestors this process may not
-    inspect are passed over."""
+    shell that ran ``ip netns exec``.  None when this process shares its ancestors' mount
+    namespace, or when the other one has a ``/run`` of its own (a container's): nothing to do
+    then.  Ancestors this process may not inspect are passed over (the kernel's ptrace check:
+    e.g. pid 1 for a process whose capabilities are not a superset of its own)."""
     path = NETNS_DIR if os.path.isdir(NETNS_DIR) else os.path.dirname(NETNS_DIR)
     try:
         own, here = _mnt_ns("self"), os.stat(path)
