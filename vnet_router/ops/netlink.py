@@ -5,9 +5,9 @@ these functions), so swapping the library touches one place.  Functions take pla
 ``ns=None`` means the caller's own network namespace.
 
 A named namespace is a bind mount on ``/run/netns/NAME``.  A process started by ``ip netns
-exec`` (or ``unshare --mount``) runs in a mount namespace of its own: a
-mount it makes there is not seen by the host, where ``/run/netns/NAME`` stays an empty file
-(``ip netns exec NAME`` then fails with "Invalid argument").  So ``netns_create`` also mounts
+exec`` (or ``unshare --mount``) runs in a mount namespace of its own: a mount it makes there
+is not seen by the host, where ``/run/netns/NAME`` stays an empty file (``ip netns exec
+NAME`` then fails with "Invalid argument").  So ``netns_create`` also mounts
 the namespace in the mount namespace of the nearest ancestor process that sees the same
 ``/run/netns`` directory through another mount namespace (``outer_mount_ns``); removing the
 file (``netns_remove``) takes that mount with it.  ``netns_hidden`` says why it could not.
