@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import logging
 import os
 import signal
@@ -43,7 +45,7 @@ from vnet_router.node.lifecycle import Node
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
 from vnet_host.config import allowed, resolve_gid
-from vnet_host.sandbox import Sandbox, SandboxError, check_name
+from vnet_host.sandbox import Sandbox, SandboxError, check_dest, check_name
 from vnet_host.state import State, StateError
 
 log = logging.getLogger("vnet_host")
@@ -323,11 +325,15 @@ class HostNode(Node):
 
     def instance_start(self, name, vnet, argv=(), user=None, cpu_seconds=None, memory=None,
                        caps=(), kernel=None, interfaces=(), routes=(), peer=None, pids=None,
-                       cpu_rate=None):
+                       cpu_rate=None, files=None):
         try:
             check_name(name)
+            put = _instance_files(files)
         except SandboxError as e:
             raise CommandError(f"instance start: {e}; nothing created") from None
+        if kernel is not None and put:
+            raise CommandError("instance start: --file is for a command instance, not a kernel "
+                               "instance; nothing created")
         if kernel is not None:          # an eBPF program (vnet_router/node/kernel.py)
             return self.kernel_start(name, vnet, kernel, interfaces, routes, argv,
                                      user_names=set(self.sandbox.instances))
@@ -343,7 +349,7 @@ class HostNode(Node):
                                       user or self.hcfg.host.instance_user,
                                       int(cpu_seconds or lim.cpu_seconds), mem or lim.memory,
                                       tuple(caps), int(pids or lim.pids),
-                                      float(cpu_rate or lim.cpu_rate))
+                                      float(cpu_rate or lim.cpu_rate), put)
         except (SandboxError, ValueError, OSError) as e:
             raise CommandError(f"instance start {name}: {e}") from None
         return inst.status()
@@ -361,6 +367,27 @@ class HostNode(Node):
         return {"running": [i.status() for i in self.sandbox.instances.values()],
                 "stopped": dict(self.sandbox.stopped), "events": list(self.sandbox.events),
                 "kernel": self.kernel.status(), "kernel_stopped": dict(self.kernel.stopped)}
+
+
+def _instance_files(files) -> list[tuple[str, bytes]]:
+    """``instance start --file`` as sent by vnetctl (``[{"path": DST, "data": BASE64}]``):
+    (destination, content) pairs, each checked (SandboxError naming the bad one)."""
+    out = []
+    for f in files or ():
+        if not (isinstance(f, dict) and isinstance(f.get("path"), str)
+                and isinstance(f.get("data"), str)):
+            raise SandboxError("--file: each file is {\"path\": DST, \"data\": BASE64}")
+        dst = check_dest(f["path"])
+        if len(f["data"]) > (commands.FILE_MAX + 2) // 3 * 4:
+            raise SandboxError(f"--file {dst}: larger than {commands.FILE_MAX // 1024} KiB")
+        try:
+            data = base64.b64decode(f["data"], validate=True)
+        except (binascii.Error, ValueError):
+            raise SandboxError(f"--file {dst}: the content is not base64") from None
+        if len(data) > commands.FILE_MAX:
+            raise SandboxError(f"--file {dst}: larger than {commands.FILE_MAX // 1024} KiB")
+        out.append((dst, data))
+    return out
 
 
 def _iface(vnet, name, link, in_vli, out_vli, addresses, kind, rate, in_rate, mac) -> dict:

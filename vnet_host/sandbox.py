@@ -15,7 +15,8 @@ after it has put the child (before ``exec``) into a cgroup of its own (``cgroup.
   writable ``/tmp``, ``/var/tmp`` and ``/dev/shm`` (tmpfs, charged to the memory limit), the
   other instances' directories hidden behind an empty read-only directory, and its own
   working directory ``STATE_DIR/instances/NAME`` the one writable place it shares with the
-  host (``output.log``, a routing daemon's control socket);
+  host (``output.log``, a routing daemon's control socket, the files ``instance start
+  --file`` put there before the command starts: :meth:`Sandbox._put_files`);
 * system calls: the seccomp filter of ``seccomp.py``;
 * privileges (``setpriv``): an unprivileged uid/gid, no supplementary groups,
   ``no_new_privs``, optionally CAP_NET_ADMIN/NET_RAW/NET_BIND_SERVICE (useful only in its
@@ -51,12 +52,33 @@ log = logging.getLogger("vnet_host.sandbox")
 CAPS = ("net_admin", "net_raw", "net_bind_service")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 KILL_WAIT = 0.2             # seconds one watchdog round waits for a group to empty
+FILE_TMP = ".vnet-file."    # a --file being written (then renamed to its name)
 RECORD = ".cgroups"          # in the base dir: the daemon's cgroup directories (no name clash:
                              # a name cannot start with ".")
 
 
 class SandboxError(RuntimeError):
     pass
+
+
+def check_dest(dst) -> str:
+    """``dst`` if it names a file inside an instance's directory (relative, no ``..``, ``.`` or
+    empty parts, not the daemon's ``output.log``), else SandboxError naming it."""
+    if not isinstance(dst, str) or not dst:
+        raise SandboxError("--file: an empty destination")
+    if dst.startswith("/"):
+        raise SandboxError(f"--file destination {dst!r}: an absolute path; give a path "
+                           f"relative to the instance's directory")
+    parts = dst.split("/")
+    if any(p in ("", ".", "..") for p in parts) or "\0" in dst:
+        raise SandboxError(f"--file destination {dst!r}: not inside the instance's directory "
+                           f"(no '..', '.' or empty parts)")
+    if len(dst) > 255 or len(parts) > 8:
+        raise SandboxError(f"--file destination {dst[:64]!r}...: longer than 255 characters "
+                           f"or 8 parts")
+    if dst == "output.log" or parts[-1].startswith(FILE_TMP):
+        raise SandboxError(f"--file destination {dst!r}: the daemon's own file")
+    return dst
 
 
 def check_name(name) -> str:
@@ -148,8 +170,12 @@ class Sandbox:
 
     def start(self, name: str, vnet: str, namespace: str, argv: list, user: str,
               cpu_seconds: int, memory: int, caps=(), pids: int = 64,
-              cpu_rate: float = 1.0) -> Instance:
+              cpu_rate: float = 1.0, files=()) -> Instance:
+        """Start ``argv``; ``files``: (destination, content) put into its directory first."""
         check_name(name)
+        files = [(check_dest(dst), bytes(data)) for dst, data in files]
+        if len({dst for dst, _ in files}) < len(files):
+            raise SandboxError("--file: the same destination twice")
         if name in self.instances:
             raise SandboxError(f"instance {name!r} already runs (pid "
                                f"{self.instances[name].proc.pid})")
@@ -170,6 +196,14 @@ class Sandbox:
                                f"memory {memory} (>= 4MiB), pids {pids} (>= 1)")
         tree = self.tree()
         workdir, out = self._workdir(name, pw)
+        try:
+            self._put_files(workdir, pw, files)
+        except BaseException:
+            os.close(out)
+            raise
+        if files:
+            log.info("instance %s: put %s into %s", name,
+                     ", ".join(f"{dst} ({len(data)} bytes)" for dst, data in files), workdir)
         try:
             group = tree.create(name, lim)
         except FileExistsError:
@@ -223,6 +257,57 @@ class Sandbox:
         finally:
             os.close(fd)
         return workdir, out
+
+    @staticmethod
+    def _put_files(workdir: str, pw, files) -> None:
+        """Write each (destination, content) below ``workdir``, owned by the instance's user,
+        mode 0600.  The instance owns the directory and may have left links there: every part
+        is opened with O_NOFOLLOW relative to its parent (a link is refused, never followed),
+        missing directories are made, and the content is written to a new file that is then
+        renamed over the destination (which replaces a link instead of writing through it)."""
+        top = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            for dst, data in files:
+                parts = dst.split("/")
+                fd = os.dup(top)
+                try:
+                    for part in parts[:-1]:
+                        try:
+                            os.mkdir(part, 0o700, dir_fd=fd)
+                            made = True
+                        except FileExistsError:
+                            made = False
+                        sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                                      dir_fd=fd)
+                        os.close(fd)
+                        fd = sub
+                        if made:
+                            os.fchown(fd, pw.pw_uid, pw.pw_gid)
+                    tmp = f"{FILE_TMP}{parts[-1]}"
+                    try:
+                        os.unlink(tmp, dir_fd=fd)
+                    except FileNotFoundError:
+                        pass
+                    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                                  | os.O_CLOEXEC, 0o600, dir_fd=fd)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(out, view):]
+                        os.fchown(out, pw.pw_uid, pw.pw_gid)
+                    finally:
+                        os.close(out)
+                    try:
+                        os.rename(tmp, parts[-1], src_dir_fd=fd, dst_dir_fd=fd)
+                    except OSError:
+                        os.unlink(tmp, dir_fd=fd)
+                        raise
+                except OSError as e:
+                    raise SandboxError(f"--file {dst}: {e.strerror} (in {workdir})") from None
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(top)
 
     def _spawn(self, name, vnet, namespace, argv, pw, caps, workdir, out, group):
         capset = ",".join(f"+{c}" for c in caps)

@@ -1,8 +1,9 @@
 """A routing daemon as hosted virtual router: bird2 runs OSPF inside vNet "ospf" across
 virtual links of the substrate.  h1 and h2 join the vNet at run time and start bird as a
 sandboxed instance of vnet-hostd (user nobody, CAP_NET_ADMIN/NET_RAW only, its namespace
-only); the substrate router r runs bird in its own "ospf" namespace between its two TAPs.
-Adjacencies form and h1 reaches h2's stub address over the route OSPF learned."""
+only; its bird.conf given with ``--file``); the substrate router r runs bird in its own "ospf"
+namespace between its two TAPs.  Adjacencies form and h1 reaches h2's stub address over the
+route OSPF learned."""
 import shutil
 import time
 
@@ -50,12 +51,12 @@ def test_bird_ospf_adjacency_and_learned_route_carries_traffic(lab, tmp_path):
         lab.exec(h, ["ip", "link", "set", "dev", "lo", "up"], vnet="ospf", check=True)
         lab.exec(h, ["ip", "addr", "add", f"10.9.{i}.1/32", "dev", "lo"], vnet="ospf",
                  check=True)
-        inst = lab.workdir / f"{h}-state" / "instances" / "bird"
-        inst.mkdir(parents=True)
-        (inst / "bird.conf").write_text(bird_conf(f"10.1.{i}.1", ["ospf0"]))
+        conf = tmp_path / f"{h}-bird.conf"           # vnetctl reads it, the daemon puts it
+        conf.write_text(bird_conf(f"10.1.{i}.1", ["ospf0"]))      # into the instance's dir
         r = vnetctl(lab, h, "instance", "start", "bird", "--vnet", "ospf", "--cap", "net_admin",
                     "--cap", "net_raw", "--cap", "net_bind_service", "--memory", "128MB",
-                    "--cpu", "600", "--", "bird", "-f", "-c", "bird.conf", "-s", "bird.ctl")
+                    "--cpu", "600", "--file", f"{conf}:bird.conf",
+                    "--", "bird", "-f", "-c", "bird.conf", "-s", "bird.ctl")
         assert r.returncode == 0, r.stderr
     conf = tmp_path / "r-bird.conf"
     conf.write_text(bird_conf("10.1.255.254", ["t1", "t2"], stub=False))

@@ -1,10 +1,14 @@
 """Sandboxed protocol instances of vnet-hostd: own vNet namespace only, unprivileged, CPU and
 memory limits; one over its limit is stopped and unloaded while another vNet keeps
 forwarding without loss."""
+import base64
+import os
 import subprocess
 import time
 
 import pytest
+
+from vnet_router.node.api import ControlError
 
 from harness import eventually, vnetctl
 from host_topo import join_all, topology
@@ -45,6 +49,57 @@ def test_instance_sees_only_its_vnet_and_runs_unprivileged(lab):
     names = {l.split(":")[1].strip() for l in out.splitlines() if l[:1].isdigit() and ": " in l}
     assert names == {"lo", "blue0"}, out            # not green0, not the host's e0
     assert "\n65534\n" in out and "CapEff:\t0000000000000000" in out, out
+
+
+def test_files_put_in_by_the_client_and_bad_destinations_refused(lab, tmp_path):
+    """--file SRC[:DST]: vnetctl reads SRC, the daemon writes it into the instance's directory
+    (owned by the instance's user) before the command starts; a link the instance left there is
+    replaced, never written through; an absolute, ``..`` or oversize one is refused."""
+    workdir = lab.workdir / "h1-state" / "instances" / "cat"
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    # a first run leaves a link to a file of root's where the next run's file goes
+    r = vnetctl(lab, "h1", "instance", "start", "cat", "--vnet", "blue", "--",
+                "ln", "-s", str(victim), "link.conf")
+    assert r.returncode == 0, r.stderr
+    ev, _, _ = _wait_stopped(lab, "cat")
+    assert ev["status"] == 0 and os.path.islink(workdir / "link.conf"), ev
+    conf = tmp_path / "app.conf"
+    conf.write_text("hello from the client\n")
+    conf.chmod(0o600)
+    r = vnetctl(lab, "h1", "instance", "start", "cat", "--vnet", "blue", "--file", str(conf),
+                "--file", f"{conf}:etc/sub/app.conf", "--file", f"{conf}:link.conf", "--",
+                "sh", "-c", "cat app.conf etc/sub/app.conf link.conf; "
+                            "stat -c '%n %u %a' app.conf etc/sub/app.conf")
+    assert r.returncode == 0, r.stderr
+    ev, _, _ = _wait_stopped(lab, "cat")
+    out = (workdir / "output.log").read_text()
+    assert ev["status"] == 0 and out.count("hello from the client\n") == 3, (ev, out)
+    assert "app.conf 65534 600\netc/sub/app.conf 65534 600" in out, out
+    assert victim.read_text() == "untouched\n"
+    assert not os.path.islink(workdir / "link.conf")
+    # refused, with the reason, and nothing started
+    for dst, reason in (("../escape.conf", "not inside the instance's directory"),
+                        ("/etc/escape.conf", "an absolute path"),
+                        ("a/../../escape.conf", "not inside the instance's directory")):
+        r = vnetctl(lab, "h1", "instance", "start", "bad", "--vnet", "blue", "--file",
+                    f"{conf}:{dst}", "--", "true")
+        assert r.returncode == 1 and reason in r.stderr and dst in r.stderr, r.stderr
+        assert "nothing created" in r.stderr, r.stderr
+    assert not (workdir.parent / "escape.conf").exists()
+    assert not (workdir.parent / "bad").exists()
+    big = tmp_path / "big.conf"
+    big.write_bytes(b"x" * (32 * 1024 + 1))
+    r = vnetctl(lab, "h1", "instance", "start", "bad", "--vnet", "blue", "--file", str(big),
+                "--", "true")
+    assert r.returncode == 2 and "larger than 32 KiB" in r.stderr, r.stderr
+    # the daemon's own bound, for a client that does not check
+    with pytest.raises(ControlError, match="larger than 32 KiB"):
+        lab.control("h1", "instance_start", name="bad", vnet="blue", argv=["true"],
+                    files=[{"path": "big.conf",
+                            "data": base64.b64encode(big.read_bytes()).decode()}])
+    assert "bad" not in {i["name"] for i in lab.control("h1", "instances")["running"]}
+    assert not (workdir.parent / "bad").exists()
 
 
 def test_over_limit_instances_are_stopped_while_another_vnet_loses_nothing(lab):

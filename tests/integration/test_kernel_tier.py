@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -141,11 +142,23 @@ def test_a_rated_switch_is_shaped_by_htb_in_the_kernel(make_lab):
     assert st["datapath_stats"]["ring_frames"] < kernel // 100, st["datapath_stats"]
 
 
-def test_without_bpf_privileges_one_error_line_and_the_engine_forwards(tmp_path):
-    """The shipped unit's privileges (CAP_NET_ADMIN, CAP_NET_RAW only) cannot load BPF: a node
-    configured with the kernel tier says so in one line and the compiled engine forwards."""
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "vnet-router.service"
+
+
+def _unit_caps() -> list[str]:
+    """setpriv's arguments for exactly the shipped unit's capabilities (AmbientCapabilities=)."""
+    line, = [l for l in UNIT.read_text().splitlines() if l.startswith("AmbientCapabilities=")]
+    caps = ",".join("+" + c[len("CAP_"):].lower() for c in line.split("=", 1)[1].split())
+    return ["setpriv", f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}",
+            f"--bounding-set=-all,{caps}"]
+
+
+def _switch_20_frames(tmp_path, caps: list[str], tag: str):
+    """A node ``y`` on ``datapath = "kernel"``, run with the capabilities ``caps`` (setpriv
+    arguments), switches 20 injected frames from p/100 to q/200.  Returns ``show``, the TC
+    ingress filters of its substrate interface and the daemon's stderr."""
     pid = os.getpid()
-    x, y = f"vl{pid}kx", f"vl{pid}ky"
+    x, y = f"vl{pid}{tag}x", f"vl{pid}{tag}y"
     xmac, ymac = "02:00:00:00:ab:01", "02:00:00:00:ab:02"
     for ns in (x, y):
         netlink.netns_create(ns)
@@ -158,7 +171,7 @@ def test_without_bpf_privileges_one_error_line_and_the_engine_forwards(tmp_path)
             t.p2p("p", "e0", peer_mac=xmac, vlan=10), t.p2p("q", "e0", peer_mac=xmac, vlan=20),
             t.switch("blue", "p", 100, "q", 200),
             settings={"control_socket": str(sock), "datapath": "kernel"})))
-        proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{y}", *LIMITED, sys.executable,
+        proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{y}", *caps, sys.executable,
                                  "-m", "vnet_router.node.daemon", "-c", str(cfg)],
                                 stderr=subprocess.PIPE, text=True,
                                 env=repo_env(VNET_DATAPATH=""))
@@ -167,7 +180,6 @@ def test_without_bpf_privileges_one_error_line_and_the_engine_forwards(tmp_path)
             assert proc.poll() is None, proc.stderr.read()
             return os.path.exists(sock)
         eventually(up, 20, "the daemon's control socket")
-        assert control.request(str(sock), "show")["datapath"] == "fast"
         frame = (bytes.fromhex(ymac.replace(":", "") + xmac.replace(":", "")) +
                  b"\x81\x00\x00\x0a\x88\xb5" + (100).to_bytes(2, "big") +
                  (46).to_bytes(2, "big") + bytes(46))
@@ -178,21 +190,42 @@ def test_without_bpf_privileges_one_error_line_and_the_engine_forwards(tmp_path)
                               frame.hex()], capture_output=True, text=True, timeout=30)
         assert inj.returncode == 0, inj.stderr
         st = eventually(lambda: control.request(str(sock), "show"),
-                        what="20 frames switched by the engine",
+                        what="20 frames switched",
                         until=lambda s: _vlinks(s)[("q", 200, "out")]["packets"] >= 20)
-        assert _vlinks(st)[("p", 100, "in")]["tier"] == "engine"
-        assert st["datapath_stats"]["kernel_frames"] == 0
         tc = subprocess.run(["ip", "netns", "exec", y, "tc", "filter", "show", "dev", "e0",
                              "ingress"], capture_output=True, text=True, timeout=30).stdout
-        assert "substrate_tc" not in tc, tc
     finally:
+        err = ""
         if proc is not None:
             proc.terminate()
             _out, err = proc.communicate(timeout=15)
         for ns in (x, y):
             netlink.netns_remove(ns)
     assert proc.returncode == 0, err
+    return st, tc, err
+
+
+def test_without_bpf_privileges_one_error_line_and_the_engine_forwards(tmp_path):
+    """Without CAP_BPF and CAP_PERFMON (CAP_NET_ADMIN, CAP_NET_RAW only) BPF cannot load: a
+    node configured with the kernel tier says so in one line and the compiled engine forwards."""
+    st, tc, err = _switch_20_frames(tmp_path, LIMITED, "k")
+    assert st["datapath"] == "fast"
+    assert _vlinks(st)[("p", 100, "in")]["tier"] == "engine"
+    assert st["datapath_stats"]["kernel_frames"] == 0
+    assert "substrate_tc" not in tc, tc
     errors = [ln for ln in err.splitlines() if "level=error" in ln]
     assert len(errors) == 1, errors
     assert "the kernel tier cannot run" in errors[0] and "CAP_BPF" in errors[0], errors
     assert "the compiled engine forwards everything" in errors[0], errors
+
+
+def test_the_shipped_units_capabilities_run_the_kernel_tier(tmp_path):
+    """With exactly the capabilities of systemd/vnet-router.service the kernel tier loads and
+    forwards the switch in the kernel: no error line."""
+    caps = _unit_caps()
+    assert "+bpf" in caps[1] and "+perfmon" in caps[1], caps
+    st, tc, err = _switch_20_frames(tmp_path, caps, "u")
+    assert st["datapath"] == "kernel", err
+    assert st["datapath_stats"]["kernel_frames"] >= 20, st["datapath_stats"]
+    assert "substrate_tc" in tc, tc
+    assert not [ln for ln in err.splitlines() if "level=error" in ln], err

@@ -1,4 +1,5 @@
-"""The systemd deployment model: the daemon runs with only CAP_NET_ADMIN + CAP_NET_RAW; the
+"""The systemd deployment model: the daemon runs without CAP_SYS_ADMIN (here with only
+CAP_NET_ADMIN + CAP_NET_RAW: the units add CAP_BPF, CAP_PERFMON, test_kernel_tier.py); the
 privileged helper steps --prepare / --configure / --cleanup (ExecStartPre=+, ExecStartPost=+,
 ExecStopPost=+) do what needs CAP_SYS_ADMIN (namespaces)."""
 import os

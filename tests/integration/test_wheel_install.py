@@ -1,7 +1,8 @@
 """Installed like a package: build a wheel of this tree, install it (with its dependencies, from
 PyPI) into a fresh venv, then the venv's own commands must work without the source tree:
 ``vnet-lab demo`` passes (its topology comes from the package data) and
-``vnet-router install-units`` writes units that ``systemd-analyze verify`` accepts.
+``vnet-router install-units`` writes units that ``systemd-analyze verify`` accepts, whose
+``Documentation=`` names the pages the wheel installed.
 
 Needs root (the demo builds namespaces) and network access to PyPI. Slow: the wheel build
 (Cython fast path included when a compiler is there), the venv install and the demo."""
@@ -93,6 +94,9 @@ def test_installed_units_verify(venv, tmp_path):
     for name in written:
         text = (out / name).read_text()
         assert "/usr/local/bin/" not in text and f"ExecStart={venv}/vnet-" in text, name
+        doc, = [l.split("=", 1)[1] for l in text.splitlines() if l.startswith("Documentation=")]
+        assert doc.startswith(f"file://{venv.parent}/share/doc/vnet/"), doc    # the wheel's pages
+        assert Path(doc[len("file://"):]).is_file(), doc
         unit = name.replace("@.", "@r1.")            # a template is verified as an instance
         r = _run(["systemd-analyze", "verify", str(out / unit)], cwd=out)
         assert r.returncode == 0 and not r.stderr.strip(), (unit, r.stderr)

@@ -2,6 +2,7 @@
 server's dispatch by it (refusals name the reason), access by its ``privileged`` marks, and
 vnetctl staying import-light.  No root, no socket: the server's dispatch is called directly."""
 import asyncio
+import base64
 import io
 import json
 import os
@@ -133,6 +134,24 @@ def test_requests_built_from_the_registry(sent, tmp_path, monkeypatch):
         ("reload", {"path": str(tmp_path / "new.toml")}),
         ("instance_start", {"name": "b", "vnet": "blue", "user": None, "cpu_seconds": None,
                             "memory": None, "caps": ["net_admin"], "argv": ["bird", "-f"]})]
+
+
+def test_instance_files_are_read_by_vnetctl_and_sent(sent, tmp_path, capsys):
+    conf = tmp_path / "bird.conf"
+    conf.write_bytes(b"router id 1.2.3.4;\n\x00binary too")
+    assert ctl.main(["instance", "start", "b", "--vnet", "blue", "--file", str(conf),
+                     "--file", f"{conf}:etc/b.conf", "--", "bird"]) == 0
+    (_cmd, args), = sent
+    data = base64.b64encode(conf.read_bytes()).decode()
+    assert args["files"] == [{"path": "bird.conf", "data": data},
+                             {"path": "etc/b.conf", "data": data}]
+    conf.write_bytes(b"x" * (commands.FILE_MAX + 1))
+    for bad, msg in ((str(conf), "larger than 32 KiB"),
+                     (f"{tmp_path}/missing:x", "No such file or directory"), (":x", "no source")):
+        with pytest.raises(SystemExit) as e:
+            ctl.main(["instance", "start", "b", "--vnet", "blue", "--file", bad, "--", "bird"])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert len(sent) == 1
 
 
 @pytest.mark.parametrize("argv, msg", [

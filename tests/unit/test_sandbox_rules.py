@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from vnet_host import seccomp
-from vnet_host.sandbox import SandboxError, check_name
+from vnet_host.sandbox import SandboxError, check_dest, check_name
 
 
 @pytest.mark.parametrize("name", ["bird", "ospf-1", "a", "r1.v2_x", "9", "x" * 64])
@@ -23,6 +23,23 @@ def test_bad_names_are_refused_naming_the_input(name):
     with pytest.raises(SandboxError, match="bad instance name") as e:
         check_name(name)
     assert repr(name) in str(e.value)
+
+
+@pytest.mark.parametrize("dst", ["bird.conf", "etc/bird/bird.conf", ".config", "a..b"])
+def test_good_file_destinations(dst):
+    assert check_dest(dst) == dst
+
+
+@pytest.mark.parametrize("dst, msg", [
+    ("/etc/passwd", "an absolute path"), ("../x", "not inside"), ("a/../../x", "not inside"),
+    ("a//b", "not inside"), ("./x", "not inside"), ("x/", "not inside"), ("a\0b", "not inside"),
+    ("output.log", "the daemon's own file"), ("", "empty"), (None, "empty"),
+    ("/".join("a" * 9), "8 parts")])
+def test_bad_file_destinations_are_refused_naming_the_input(dst, msg):
+    with pytest.raises(SandboxError, match=msg) as e:
+        check_dest(dst)
+    if dst and msg != "8 parts":
+        assert repr(dst) in str(e.value)
 
 
 def test_rules_refuse_what_an_instance_does_not_need():

@@ -34,6 +34,47 @@ def test_unit_verifies(tmp_path, unit, instance):
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)],
                        capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    docs = [l.split("=", 1)[1] for l in text.splitlines() if l.startswith("Documentation=")]
+    assert docs, text
+    for url in docs:                          # names a page this installation has
+        assert url.startswith("file:///") and Path(url[len("file://"):]).is_file(), url
+
+
+def _settings(unit: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for l in (UNITS / unit).read_text().splitlines():
+        if "=" in l and not l.startswith("#"):
+            k, v = l.split("=", 1)
+            out.setdefault(k, []).append(v)
+    return out
+
+
+KERNEL_TIER_CAPS = {"CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_BPF", "CAP_PERFMON"}
+
+
+@pytest.mark.parametrize("unit", ["vnet-router.service", "vnet-router@.service",
+                                  "vnet-vbm.service", "vnet-hostd.service"])
+def test_units_carry_what_the_bpf_datapaths_need(unit):
+    """The eBPF classifier (the default datapath), the kernel tier and kernel instances load
+    with CAP_BPF and CAP_PERFMON (tests/integration/test_kernel_tier.py runs the kernel tier
+    with exactly the router unit's capabilities)."""
+    s = _settings(unit)
+    assert KERNEL_TIER_CAPS <= set(s["CapabilityBoundingSet"][0].split()), s
+    if unit != "vnet-hostd.service":                      # runs as root: bounded, not ambient
+        assert KERNEL_TIER_CAPS == set(s["AmbientCapabilities"][0].split()), s
+        assert set(s["AmbientCapabilities"][0].split()) == \
+            set(s["CapabilityBoundingSet"][0].split())
+
+
+@pytest.mark.parametrize("unit", ["vnet-router.service", "vnet-router@.service",
+                                  "vnet-vbm.service", "vnet-hostd.service"])
+def test_units_restart_a_crash_at_once_but_not_a_refused_configuration(unit):
+    s = _settings(unit)
+    assert s["Restart"] == ["on-failure"]
+    restart = s["RestartSec"][0]
+    ms = float(restart[:-2]) if restart.endswith("ms") else float(restart.rstrip("s")) * 1000
+    assert ms <= 200, restart          # + the daemon's own start (about 1.3 s): under 2 s
+    assert s["RestartPreventExitStatus"] == ["2"]          # exit 2: the config was refused
 
 
 @pytest.mark.parametrize("unit", ["vnet-router.service", "vnet-router@.service",
@@ -41,8 +82,8 @@ def test_unit_verifies(tmp_path, unit, instance):
 def test_unit_settings(unit):
     lines = {tuple(l.split("=", 1)) for l in (UNITS / unit).read_text().splitlines() if "=" in l}
     for want in [("Type", "notify"), ("User", "vnet"),
-                 ("AmbientCapabilities", "CAP_NET_ADMIN CAP_NET_RAW"),
-                 ("CapabilityBoundingSet", "CAP_NET_ADMIN CAP_NET_RAW"),
+                 ("AmbientCapabilities", "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_PERFMON"),
+                 ("CapabilityBoundingSet", "CAP_NET_ADMIN CAP_NET_RAW CAP_BPF CAP_PERFMON"),
                  ("NoNewPrivileges", "yes"), ("ProtectSystem", "strict")]:
         assert want in lines, want
     keys = {k for k, _ in lines}
@@ -74,14 +115,31 @@ def test_install_units_writes_every_unit_with_the_real_paths(tmp_path, capsys):
     out = tmp_path / "units"
     assert units.main(["--dir", str(out), "--bindir", str(bindir)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in UNITS.iterdir())
+    docs = Path(__file__).resolve().parents[2] / "docs"    # no wheel here: the tree's pages
     for p in out.iterdir():
         shipped = (UNITS / p.name).read_text()
-        assert p.read_text() == shipped.replace("/usr/local/bin/", f"{bindir}/")
+        assert p.read_text() == shipped.replace("/usr/local/bin/", f"{bindir}/").replace(
+            "file:///usr/local/share/doc/vnet/", f"file://{docs}/")
         assert oct(p.stat().st_mode & 0o777) == "0o644"
     assert f"ExecStart={bindir}/vnet-router -c /etc/vnet/router.toml" in \
         (out / "vnet-router.service").read_text()
     err = capsys.readouterr().err
     assert "hidden from the services" in err          # pytest's tmp_path is under /tmp
+
+
+def test_documentation_names_only_pages_that_are_there(tmp_path):
+    text = (UNITS / "vnet-hostd.service").read_text()
+    assert "Documentation=file:///usr/local/share/doc/vnet/host.md" in text
+    docs = tmp_path / "doc"
+    docs.mkdir()
+    (docs / "host.md").write_text("# host\n")
+    out = units.render(text, {"vnet-hostd": Path("/opt/x/vnet-hostd"),
+                              "vnetctl": Path("/opt/x/vnetctl")}, docs)
+    assert f"Documentation=file://{docs}/host.md\n" in out
+    (docs / "host.md").unlink()
+    out = units.render(text, {"vnet-hostd": Path("/opt/x/vnet-hostd"),
+                              "vnetctl": Path("/opt/x/vnetctl")}, docs)
+    assert "Documentation=" not in out and "ExecStart=/opt/x/vnet-hostd" in out
 
 
 def test_install_units_print_writes_nothing(tmp_path, capsys):

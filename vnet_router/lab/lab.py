@@ -10,8 +10,9 @@ namespace, veth pairs for the links (created directly in their namespaces throug
 ``vnet_router.ops.netlink``, so no name ever appears in the host's namespace), sysctls, legacy
 addresses; then each node's router config (``topology.render_router``) is written to the work
 dir and ``vnet_router.node.daemon`` is started in the node's namespace with ``nsenter --net`` (not
-``ip netns exec``: its private mount namespace would hide the vNet namespaces the daemon
-creates), ready once its control socket answers ``show``; then the post-start commands run.
+``ip netns exec``: in its private mount namespace the daemon would have to mount every vNet
+namespace in the host's as well, see ``ops/netlink.py``), ready once its control socket answers
+``show``; then the post-start commands run.
 
 Stopping (always: normal exit, exception, Ctrl-C, SIGTERM): SIGTERM to the daemons, SIGKILL
 after a timeout, then every namespace whose name starts with the lab's prefix is removed —

@@ -19,6 +19,7 @@ tree from :data:`COMMANDS` and its requests with :func:`request_args`; the print
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -145,6 +146,30 @@ def _rate(text: str) -> str:
     return text
 
 
+# instance start --file: the most one file carries.  The files travel in the request, base64
+# (read by vnetctl with its user's rights: the daemon opens nothing on the client's behalf), and
+# a request is at most 64 KiB (api.MAX_REQUEST).
+FILE_MAX = 32 * 1024
+
+
+def _file(text: str) -> dict:
+    """--file SRC[:DST]: SRC read here, at most FILE_MAX bytes; DST (default: SRC's file name)
+    is checked by the daemon (relative, inside the instance's directory)."""
+    src, sep, dst = text.partition(":")
+    if not src:
+        raise argparse.ArgumentTypeError(f"{text!r}: no source file (SRC[:DST])")
+    try:
+        with open(src, "rb") as f:
+            data = f.read(FILE_MAX + 1)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"{src}: {e.strerror}") from None
+    if len(data) > FILE_MAX:
+        raise argparse.ArgumentTypeError(f"{src}: larger than {FILE_MAX // 1024} KiB, the most "
+                                         f"one --file carries")
+    return {"path": dst if sep else os.path.basename(src),
+            "data": base64.b64encode(data).decode("ascii")}
+
+
 JSON = arg("--json", key=None, action="store_true", help="machine-readable output")
 _ALLOW = arg("--allow", action="append", default=[],
              help="user, uid or @group that may open endpoints of the vNet (repeat)")
@@ -237,7 +262,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("vlink_del", "remove a run-time virtual link (negotiated ones on both ends)", BOTH,
             needs=_CP, cli=(
                 Cli(("vlink", "del"), "vlink", (arg("vnet"), arg("name"), JSON), timeout=60),)),
-    Command("instance_start", "start NAME in a vNet: ... start NAME --vnet V -- CMD ARGS "
+    Command("instance_start", "start NAME in a vNet: ... start NAME --vnet V [--file SRC[:DST]] -- "
+            "CMD ARGS "
             "(vnet-hostd), or a kernel instance: ... start NAME --vnet V --kernel PROGRAM "
             "--interface I ... (an eBPF program at TC ingress, docs/host.md)",
             BOTH, peer=True, cli=(
@@ -252,6 +278,10 @@ COMMANDS: tuple[Command, ...] = (
                         help="CPUs at once, e.g. 0.5"),
                     arg("--cap", key="caps", action="append", default=[],
                         help="net_admin, net_raw or net_bind_service (repeat)"),
+                    arg("--file", key="files", action="append", omit_none=True, type=_file,
+                        metavar="SRC[:DST]", help="put file SRC (read by vnetctl, at most "
+                        f"{FILE_MAX // 1024} KiB) into the instance's directory as DST, a "
+                        "relative path (default: SRC's name) (repeat)"),
                     arg("--kernel", omit_none=True, convert=_program,
                         help="kernel instance: an eBPF program (shipped name, e.g. vnp_router, "
                         "or a .c source) verified and attached at TC ingress"),

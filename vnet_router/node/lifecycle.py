@@ -301,6 +301,9 @@ class Node:
         if kernel is None:
             raise CommandError(f"instance start {name}: {self.DAEMON} runs kernel instances "
                                f"only (--kernel PROGRAM); user-space instances need vnet-hostd")
+        if user_space.get("files"):
+            raise CommandError(f"instance start {name}: --file is for a command instance of "
+                               f"vnet-hostd, not a kernel instance; nothing created")
         return await self.kernel_start(name, vnet, kernel, interfaces, routes, argv)
 
     async def kernel_start(self, name, vnet, program, interfaces, routes, argv=(),

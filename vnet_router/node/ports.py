@@ -44,6 +44,12 @@ def read_facts(cfg: NodeConfig, owned: set | None = None) -> dict[str, IfaceFact
                                     f"{s.interface!r} on this node")
         facts[s.interface] = IfaceFacts(info["index"], info["mac"], info["mtu"])
     privileged = netlink.can_enter_namespaces()
+    hidden = netlink.netns_hidden() if privileged and cfg.vnets else None
+    if hidden:
+        raise EnvironmentError_(
+            f"{cfg.path}: vnet: the namespaces it creates would be invisible from the host: this "
+            f"process runs in a private mount namespace (`ip netns exec`?) and {hidden}; start "
+            f"it with `nsenter --net=/run/netns/NS vnet-router -c {cfg.path}` instead")
     if not privileged:
         for idx, v in enumerate(cfg.vnets):
             if not netlink.netns_exists(v.namespace):

@@ -5,10 +5,17 @@ console scripts as ``/usr/local/bin/NAME``, where ``pip install`` as root puts t
 Installed anywhere else (a venv, pyenv, ``--user``), the units are written with the directory
 the scripts really are in: the one this command was started from, else the scripts directory of
 this interpreter (sysconfig), else the interpreter's own directory, else ``PATH``.
+
+Their ``Documentation=`` names ``/usr/local/share/doc/vnet/``, where the same install puts the
+pages of ``docs/`` (the wheel's data files, ``share/doc/vnet`` under the installation's
+prefix: a venv, ``~/.local``, ``/usr/local``).  They are written with the directory this
+installation really put the pages in (recorded in the package's file list), else the source
+tree's ``docs/`` (an editable install); a unit never names a page that is not there.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import re
 import sys
@@ -20,6 +27,9 @@ from vnet_router.ops import shipped
 DEFAULT_DIR = "/etc/systemd/system"
 TEMPLATE_PREFIX = "/usr/local/bin/"
 _SCRIPT = re.compile(re.escape(TEMPLATE_PREFIX) + r"([A-Za-z0-9_.-]+)")
+DOC_PREFIX = "/usr/local/share/doc/vnet/"
+_DOC = re.compile(r"file://" + re.escape(DOC_PREFIX) + r"([A-Za-z0-9_.-]+)")
+DOC_PAGE = "operations.md"                       # a page every unit may name: found = all there
 # hidden from the services by their hardening: PrivateTmp=yes, ProtectHome=yes
 _HIDDEN = ("/tmp/", "/var/tmp/", "/home/", "/root/", "/run/user/")
 
@@ -52,9 +62,37 @@ def find_script(name: str, dirs: list[Path]) -> Path | None:
     return None
 
 
-def render(text: str, paths: dict[str, Path]) -> str:
-    """``text`` with every ``/usr/local/bin/NAME`` replaced by ``paths[NAME]``."""
-    return _SCRIPT.sub(lambda m: str(paths[m.group(1)]), text)
+def doc_dir() -> Path | None:
+    """Where this installation put the pages of ``docs/``: the wheel's data files (found in
+    the distribution's file list), else the source tree's ``docs/``; None if neither is there."""
+    try:
+        files = importlib.metadata.distribution("vnet").files or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.name == DOC_PAGE and f.parent.name == "vnet" and f.parent.parent.name == "doc":
+            p = Path(os.path.normpath(f.locate()))
+            if p.is_file():
+                return p.parent
+    p = shipped.ROOT / "docs" / DOC_PAGE
+    return p.parent if p.is_file() else None
+
+
+def render(text: str, paths: dict[str, Path], docs: Path | None) -> str:
+    """``text`` with every ``/usr/local/bin/NAME`` replaced by ``paths[NAME]`` and every
+    ``Documentation=file:///usr/local/share/doc/vnet/PAGE`` by the page in ``docs``; such a
+    line is left out where ``docs`` is None or has no such page."""
+    text = _SCRIPT.sub(lambda m: str(paths[m.group(1)]), text)
+    out = []
+    for line in text.splitlines(keepends=True):
+        m = _DOC.search(line) if line.startswith("Documentation=") else None
+        if m:
+            page = docs / m.group(1) if docs is not None else None
+            if page is None or not page.is_file():
+                continue
+            line = line.replace(m.group(0), f"file://{page}")
+        out.append(line)
+    return "".join(out)
 
 
 def units() -> dict[str, str]:
@@ -96,11 +134,15 @@ def main(argv=None) -> int:
         print(f"vnet-router install-units: warning: {d} is hidden from the services "
               f"(PrivateTmp=yes / ProtectHome=yes): install the package system-wide for "
               f"units that start", file=sys.stderr)
+    docs = doc_dir()
+    if docs is None:
+        print("vnet-router install-units: warning: the pages of docs/ are not installed: the "
+              "units are written without Documentation=", file=sys.stderr)
     out_dir = Path(args.dir)
     if not args.dry_run:
         out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():
-        new = render(text, paths)
+        new = render(text, paths, docs)
         if args.dry_run:
             print(f"# {out_dir / name}\n{new}")
             continue
@@ -111,6 +153,8 @@ def main(argv=None) -> int:
         print(f"wrote {out_dir / name}")
     if not args.dry_run:
         print("commands: " + ", ".join(f"{n}={p}" for n, p in sorted(paths.items())))
+        if docs is not None:
+            print(f"documentation: {docs}")
         if out_dir == Path(DEFAULT_DIR):
             print("next: systemctl daemon-reload (and useradd --system vnet, if not done)")
     return 0

@@ -3,6 +3,14 @@
 The only module that imports pyroute2 (the router daemon, the host daemon and the lab all call
 these functions), so swapping the library touches one place.  Functions take plain names;
 ``ns=None`` means the caller's own network namespace.
+
+A named namespace is a bind mount on ``/run/netns/NAME``.  A process started by ``ip netns
+exec`` (or ``unshare --mount``) runs in a mount namespace of its own: a mount it makes there
+is not seen by the host, where ``/run/netns/NAME`` stays an empty file (``ip netns exec
+NAME`` then fails with "Invalid argument").  So ``netns_create`` also mounts
+the namespace in the mount namespace of the nearest ancestor process that sees the same
+``/run/netns`` directory through another mount namespace (``outer_mount_ns``); removing the
+file (``netns_remove``) takes that mount with it.  ``netns_hidden`` says why it could not.
 """
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ import threading
 
 from pyroute2 import IPRoute, NetNS, config as _pyroute2_config, netns
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.process import ChildProcess
 
 # NetNS forks a short-lived child that enters the namespace and hands back a socket, then
 # stops it with SIGTERM.  Without this the child runs the *caller's* SIGTERM handler on a
@@ -48,11 +57,20 @@ def netns_list() -> list[str]:
 
 
 def netns_create(name: str) -> None:
+    """Create namespace ``name`` (loopback up), seen from the host however this process was
+    started (module docstring).  LinkError, and nothing left, if it cannot be."""
     netns.create(name)
     try:
         _lo_up(name)
+        pid = outer_mount_ns()
+        if pid is not None:
+            try:
+                _in_child(_mount_outside, pid, name)
+            except OSError as e:
+                raise LinkError(f"namespace {name}: cannot mount it where the host sees it "
+                                f"(the mount namespace of pid {pid}): {e}") from e
     except BaseException:
-        netns.remove(name)
+        netns_remove(name)
         raise
 
 
@@ -64,8 +82,141 @@ def _lo_up(name: str) -> None:
 
 
 def netns_remove(name: str) -> None:
-    if netns_exists(name):
-        netns.remove(name)
+    """Unmount and remove ``/run/netns/NAME``.  Every mount of it in this mount namespace goes
+    (one may have come back from the host's by propagation); unlinking the file then detaches
+    its mounts in the other mount namespaces (the host's, when this process made one there)."""
+    path = os.path.join(NETNS_DIR, name)
+    if not os.path.lexists(path):
+        return
+    for _ in range(8):
+        if _libc().umount2(path.encode(), _MNT_DETACH) != 0:
+            break
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+# -- the host's view of the namespaces (module docstring) ------------------------------------
+
+_CLONE_NEWNS = 0x00020000
+_MS_BIND, _MS_REC, _MS_SHARED = 0x1000, 0x4000, 1 << 20
+_MNT_DETACH = 2
+_CAP_SYS_CHROOT, _CAP_SYS_ADMIN = 18, 21
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _mnt_ns(pid) -> int:
+    return os.stat(f"/proc/{pid}/ns/mnt").st_ino
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    return 0
+
+
+def outer_mount_ns() -> int | None:
+    """The pid of the nearest ancestor that runs in another mount namespace and sees the same
+    ``/run/netns`` directory (so it would see our namespaces' files, not their mounts): the
+    shell that ran ``ip netns exec``.  None when this process shares its ancestors' mount
+    namespace, or when the other one has a ``/run`` of its own (a container's): nothing to do
+    then.  Ancestors this process may not inspect are passed over (the kernel's ptrace check:
+    e.g. pid 1 for a process whose capabilities are not a superset of its own)."""
+    path = NETNS_DIR if os.path.isdir(NETNS_DIR) else os.path.dirname(NETNS_DIR)
+    try:
+        own, here = _mnt_ns("self"), os.stat(path)
+        pid = os.getpid()
+        while pid > 1:
+            pid = _parent(pid)
+            if pid <= 0:
+                return None
+            try:
+                if _mnt_ns(pid) == own:
+                    continue
+                there = os.stat(f"/proc/{pid}/root{path}")
+            except OSError:
+                continue
+            return pid if (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino) else None
+    except OSError:
+        pass
+    return None
+
+
+def _cap_eff() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def netns_hidden() -> str | None:
+    """Why the namespaces this process creates would not be seen from the host (its mount
+    namespace is private and it may not mount them in the host's), or None if they would."""
+    pid = outer_mount_ns()
+    if pid is None:
+        return None
+    missing = [n for n, bit in (("CAP_SYS_ADMIN", _CAP_SYS_ADMIN),
+                                ("CAP_SYS_CHROOT", _CAP_SYS_CHROOT)) if not _cap_eff() >> bit & 1]
+    if missing:
+        return (f"it has no {' and '.join(missing)} to enter the mount namespace of pid {pid}, "
+                f"where the host sees {NETNS_DIR}")
+    try:
+        os.close(os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY))
+    except OSError as e:
+        return f"it cannot open the mount namespace of pid {pid}: {e.strerror}"
+    return None
+
+
+def _in_child(fn, *args) -> None:
+    """Run ``fn(*args)`` in a forked child (pyroute2's, as netns.create does): a mount namespace
+    can only be entered by a process with a single thread."""
+    proc = ChildProcess(target=fn, args=list(args))
+    proc.run()
+    try:
+        proc.communicate()
+    finally:
+        proc.stop(kill=True)
+        proc.close()
+
+
+def _mount_outside(pid: int, name: str) -> None:
+    """In a forked child: mount namespace ``name`` (as this process sees it) on
+    ``/run/netns/NAME`` in the mount namespace of ``pid``, ``/run/netns`` shared there as
+    ``ip netns add`` makes it.  Nothing to do if it is there already (shared propagation)."""
+    libc = _libc()
+    path = os.path.join(NETNS_DIR, name)
+    ns = os.open(path, os.O_RDONLY)
+    mnt = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+    if libc.setns(mnt, _CLONE_NEWNS) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+    want = os.fstat(ns)
+    os.makedirs(NETNS_DIR, exist_ok=True)
+    d = NETNS_DIR.encode()
+    if libc.mount(b"", d, b"none", _MS_SHARED | _MS_REC, None) != 0:
+        if libc.mount(d, d, b"none", _MS_BIND | _MS_REC, None) != 0 or \
+                libc.mount(b"", d, b"none", _MS_SHARED | _MS_REC, None) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, f"making {NETNS_DIR} a shared mount: {os.strerror(e)}")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+        st = os.stat(path)
+    if (st.st_dev, st.st_ino) == (want.st_dev, want.st_ino):
+        return
+    if st.st_dev != os.stat(NETNS_DIR).st_dev:
+        raise OSError(17, f"{path} is another namespace there")
+    if libc.mount(f"/proc/self/fd/{ns}".encode(), path.encode(), b"none", _MS_BIND, None) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount: {os.strerror(e)}")
 
 
 def can_enter_namespaces() -> bool:
