@@ -107,3 +107,27 @@ def test_static_mismatch_is_counted_too_big_at_the_first_node_that_can_tell(make
     assert check.returncode == 0, check.stdout + check.stderr
     assert "path MTU: warning: switch p2p:100 -> tun:200 (vNet blue) narrows the path from " \
            "1496 to 1470 payload bytes" in check.stdout, check.stdout
+
+
+def _too_big(lab, node):
+    st = lab.control(node)
+    return st["drops"].get("too_big", 0)
+
+
+def test_the_taps_start_at_the_path_mtu(make_lab, datapath):
+    """Issue 26 (no black hole at start): right after the lab is up, the ends' TAPs already
+    have the path's MTU (each daemon is ready only once its output virtual links' path MTU is
+    known, or a notice interval passed), so a full-size DF ping and a TCP transfer started at
+    once lose nothing, and r1 (where the tunnel narrows the path) counts nothing too big."""
+    lab = make_lab(topology())
+    first = (_mtu(lab, "a"), _mtu(lab, "b"))             # the first look, before any traffic
+    assert first == (TUNNEL_MTU, TUNNEL_MTU), first
+    full = lab.exec("a", ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s",
+                          str(first[0] - 28), "10.9.0.2"], vnet="blue", timeout=30)
+    assert " 0% packet loss" in full.stdout, full.stdout + full.stderr
+    report = iperf_run(lab, "a", "b", "10.9.0.2", 5201, 2, vnet="blue")   # ~10 MB at 40 Mbit/s
+    assert report["end"]["sum_received"]["bytes"] >= 4 << 20, report["end"]
+    assert (_mtu(lab, "a"), _mtu(lab, "b")) == first      # and it stays (no later lowering)
+    assert {n: _too_big(lab, n) for n in ("a", "r1", "r2", "b")} == dict.fromkeys(
+        ("a", "r1", "r2", "b"), 0)
+    assert report["end"]["sum_sent"].get("retransmits", 0) == 0, report["end"]["sum_sent"]
