@@ -23,7 +23,7 @@ LINK_MTU = 1500 - 4 - 14                      # 1482: what each end's own link c
 RATE = "40Mbit"
 
 
-def topology(settings: dict | None = None) -> t.Topo:
+def topology(settings: dict | None = None, underlay_mtu: int | None = None) -> t.Topo:
     def end(name, peer, vlan, in_vli, out_vli, address):
         return t.node(name, t.p2p("up", "e0", peer, vlan=vlan), t.vnet("blue", 1),
                       t.iface("blue", "blue0", "up", in_vli, out_vli, rate=RATE,
@@ -36,7 +36,7 @@ def topology(settings: dict | None = None) -> t.Topo:
                       t.switch("blue", "tun", tun_in, "p2p", p2p_out),
                       addresses={"t0": [f"{local}/24"]}, settings=settings)
 
-    return (t.link("a:e0", "r1:e0") + t.link("r1:t0", "r2:t0") + t.link("r2:e0", "b:e0")
+    return (t.link("a:e0", "r1:e0") + t.link("r1:t0", "r2:t0", mtu=underlay_mtu) + t.link("r2:e0", "b:e0")
             + end("a", "r1:e0", 10, 101, 100, "10.9.0.1/24")
             + mid("r1", "e0", "a:e0", "192.168.60.1", "192.168.60.2", 201, 200, 100, 101, 10)
             + mid("r2", "e0", "b:e0", "192.168.60.2", "192.168.60.1", 200, 201, 301, 300, 30)
@@ -131,3 +131,18 @@ def test_the_taps_start_at_the_path_mtu(make_lab, datapath):
     assert {n: _too_big(lab, n) for n in ("a", "r1", "r2", "b")} == dict.fromkeys(
         ("a", "r1", "r2", "b"), 0)
     assert report["end"]["sum_sent"].get("retransmits", 0) == 0, report["end"]["sum_sent"]
+
+
+def test_a_tunnel_takes_its_underlay_mtu(make_lab, datapath):
+    """A UDP link with no ``mtu`` of its own carries what its route towards the remote does
+    (here the veth under the tunnel has MTU 1400, not the 1500 assumed before issue 26): the
+    ends' TAPs start at 1400 - IPv4 - UDP - VLI - Ethernet, and a full-size DF ping passes."""
+    lab = make_lab(topology(underlay_mtu=1400))
+    narrow = 1400 - 20 - 8 - 2 - 14
+    assert (_mtu(lab, "a"), _mtu(lab, "b")) == (narrow, narrow)
+    tun = {s["id"]: s["mtu"] for s in lab.control("r1")["substrate_links"]}["tun"]
+    assert tun == 1400
+    full = _ping_df(lab, narrow - 28)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert {n: _too_big(lab, n) for n in ("a", "r1", "r2", "b")} == dict.fromkeys(
+        ("a", "r1", "r2", "b"), 0)
