@@ -36,7 +36,8 @@ def topology(settings: dict | None = None, underlay_mtu: int | None = None) -> t
                       t.switch("blue", "tun", tun_in, "p2p", p2p_out),
                       addresses={"t0": [f"{local}/24"]}, settings=settings)
 
-    return (t.link("a:e0", "r1:e0") + t.link("r1:t0", "r2:t0", mtu=underlay_mtu) + t.link("r2:e0", "b:e0")
+    return (t.link("a:e0", "r1:e0") + t.link("r1:t0", "r2:t0", mtu=underlay_mtu)
+            + t.link("r2:e0", "b:e0")
             + end("a", "r1:e0", 10, 101, 100, "10.9.0.1/24")
             + mid("r1", "e0", "a:e0", "192.168.60.1", "192.168.60.2", 201, 200, 100, 101, 10)
             + mid("r2", "e0", "b:e0", "192.168.60.2", "192.168.60.1", 200, 201, 301, 300, 30)
