@@ -4,10 +4,14 @@ a --p2p-- r1 ==udp tunnel== r2 --p2p-- b : r1 and r2 only swap VLIs; blue's inst
 and b (one subnet).  Each end's own substrate link carries 1,496-byte payloads (TAP MTU 1482);
 the tunnel (1500 - IPv4 - UDP - VLI) only 1,470, i.e. an inner frame of 1470 (TAP MTU 1456).
 """
+import os
+import subprocess
+
 import pytest
 
 import topo as t
 from harness import eventually, iperf_run, received_rate
+from vnet_router.ops import netlink
 
 pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
@@ -147,3 +151,21 @@ def test_a_tunnel_takes_its_underlay_mtu(make_lab, datapath):
     assert full.returncode == 0, full.stdout + full.stderr
     assert {n: _too_big(lab, n) for n in ("a", "r1", "r2", "b")} == dict.fromkeys(
         ("a", "r1", "r2", "b"), 0)
+
+
+def test_route_mtu_reads_the_route_then_its_device():
+    """``netlink.route_mtu`` (what a UDP link's underlay MTU is read with): a route's ``mtu``
+    wins over its device's; no route (or a source not on the node): None."""
+    ns = f"i26smtu-{os.getpid()}"
+    netlink.netns_create(ns)
+    try:
+        netlink.veth_create_between("u0", ns, "u1", ns, mtu=1420)
+        netlink.addr_add("u0", "10.77.0.1/24", ns)
+        subprocess.run(["ip", "-n", ns, "route", "add", "10.78.0.0/24", "via", "10.77.0.2",
+                        "mtu", "1300"], check=True)
+        assert netlink.route_mtu("10.77.0.2", "10.77.0.1", ns) == 1420
+        assert netlink.route_mtu("10.78.0.9", "10.77.0.1", ns) == 1300
+        assert netlink.route_mtu("10.79.0.9", "10.77.0.1", ns) is None
+        assert netlink.route_mtu("10.77.0.2", "10.66.0.1", ns) is None
+    finally:
+        netlink.netns_remove(ns)
