@@ -4,10 +4,14 @@ a --p2p-- r1 ==udp tunnel== r2 --p2p-- b : r1 and r2 only swap VLIs; blue's inst
 and b (one subnet).  Each end's own substrate link carries 1,496-byte payloads (TAP MTU 1482);
 the tunnel (1500 - IPv4 - UDP - VLI) only 1,470, i.e. an inner frame of 1470 (TAP MTU 1456).
 """
+import os
+import subprocess
+
 import pytest
 
 import topo as t
 from harness import eventually, iperf_run, received_rate
+from vnet_router.ops import netlink
 
 pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
@@ -23,7 +27,7 @@ LINK_MTU = 1500 - 4 - 14                      # 1482: what each end's own link c
 RATE = "40Mbit"
 
 
-def topology(settings: dict | None = None) -> t.Topo:
+def topology(settings: dict | None = None, underlay_mtu: int | None = None) -> t.Topo:
     def end(name, peer, vlan, in_vli, out_vli, address):
         return t.node(name, t.p2p("up", "e0", peer, vlan=vlan), t.vnet("blue", 1),
                       t.iface("blue", "blue0", "up", in_vli, out_vli, rate=RATE,
@@ -36,7 +40,8 @@ def topology(settings: dict | None = None) -> t.Topo:
                       t.switch("blue", "tun", tun_in, "p2p", p2p_out),
                       addresses={"t0": [f"{local}/24"]}, settings=settings)
 
-    return (t.link("a:e0", "r1:e0") + t.link("r1:t0", "r2:t0") + t.link("r2:e0", "b:e0")
+    return (t.link("a:e0", "r1:e0") + t.link("r1:t0", "r2:t0", mtu=underlay_mtu)
+            + t.link("r2:e0", "b:e0")
             + end("a", "r1:e0", 10, 101, 100, "10.9.0.1/24")
             + mid("r1", "e0", "a:e0", "192.168.60.1", "192.168.60.2", 201, 200, 100, 101, 10)
             + mid("r2", "e0", "b:e0", "192.168.60.2", "192.168.60.1", 200, 201, 301, 300, 30)
@@ -107,3 +112,60 @@ def test_static_mismatch_is_counted_too_big_at_the_first_node_that_can_tell(make
     assert check.returncode == 0, check.stdout + check.stderr
     assert "path MTU: warning: switch p2p:100 -> tun:200 (vNet blue) narrows the path from " \
            "1496 to 1470 payload bytes" in check.stdout, check.stdout
+
+
+def _too_big(lab, node):
+    st = lab.control(node)
+    return st["drops"].get("too_big", 0)
+
+
+def test_the_taps_start_at_the_path_mtu(make_lab, datapath):
+    """Issue 26 (no black hole at start): right after the lab is up, the ends' TAPs already
+    have the path's MTU (each daemon is ready only once its output virtual links' path MTU is
+    known, or a notice interval passed), so a full-size DF ping and a TCP transfer started at
+    once lose nothing, and r1 (where the tunnel narrows the path) counts nothing too big."""
+    lab = make_lab(topology())
+    first = (_mtu(lab, "a"), _mtu(lab, "b"))             # the first look, before any traffic
+    assert first == (TUNNEL_MTU, TUNNEL_MTU), first
+    full = lab.exec("a", ["ping", "-n", "-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s",
+                          str(first[0] - 28), "10.9.0.2"], vnet="blue", timeout=30)
+    assert " 0% packet loss" in full.stdout, full.stdout + full.stderr
+    report = iperf_run(lab, "a", "b", "10.9.0.2", 5201, 2, vnet="blue")   # ~10 MB at 40 Mbit/s
+    assert report["end"]["sum_received"]["bytes"] >= 4 << 20, report["end"]
+    assert (_mtu(lab, "a"), _mtu(lab, "b")) == first      # and it stays (no later lowering)
+    assert {n: _too_big(lab, n) for n in ("a", "r1", "r2", "b")} == dict.fromkeys(
+        ("a", "r1", "r2", "b"), 0)
+    assert report["end"]["sum_sent"].get("retransmits", 0) == 0, report["end"]["sum_sent"]
+
+
+def test_a_tunnel_takes_its_underlay_mtu(make_lab, datapath):
+    """A UDP link with no ``mtu`` of its own carries what its route towards the remote does
+    (here the veth under the tunnel has MTU 1400, not the 1500 assumed before issue 26): the
+    ends' TAPs start at 1400 - IPv4 - UDP - VLI - Ethernet, and a full-size DF ping passes."""
+    lab = make_lab(topology(underlay_mtu=1400))
+    narrow = 1400 - 20 - 8 - 2 - 14
+    assert (_mtu(lab, "a"), _mtu(lab, "b")) == (narrow, narrow)
+    tun = {s["id"]: s["mtu"] for s in lab.control("r1")["substrate_links"]}["tun"]
+    assert tun == 1400
+    full = _ping_df(lab, narrow - 28)
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert {n: _too_big(lab, n) for n in ("a", "r1", "r2", "b")} == dict.fromkeys(
+        ("a", "r1", "r2", "b"), 0)
+
+
+def test_route_mtu_reads_the_route_then_its_device():
+    """``netlink.route_mtu`` (what a UDP link's underlay MTU is read with): a route's ``mtu``
+    wins over its device's; no route (or a source not on the node): None."""
+    ns = f"i26smtu-{os.getpid()}"
+    netlink.netns_create(ns)
+    try:
+        netlink.veth_create_between("u0", ns, "u1", ns, mtu=1420)
+        netlink.addr_add("u0", "10.77.0.1/24", ns)
+        subprocess.run(["ip", "-n", ns, "route", "add", "10.78.0.0/24", "via", "10.77.0.2",
+                        "mtu", "1300"], check=True)
+        assert netlink.route_mtu("10.77.0.2", "10.77.0.1", ns) == 1420
+        assert netlink.route_mtu("10.78.0.9", "10.77.0.1", ns) == 1300
+        assert netlink.route_mtu("10.79.0.9", "10.77.0.1", ns) is None
+        assert netlink.route_mtu("10.77.0.2", "10.66.0.1", ns) is None
+    finally:
+        netlink.netns_remove(ns)

@@ -1,10 +1,11 @@
 """Path MTU notices (control/pmtu.py): what a node reports upstream, what it takes from
 downstream, expiry, and the datapath callback -- on tables, with a recording datapath and a
 test clock (no sockets)."""
+import asyncio
 import functools
 
 from vnet_router.control.plane import ControlPlane
-from vnet_router.control.pmtu import HOLD, PathMtu
+from vnet_router.control.pmtu import HOLD, TICK, PathMtu
 from vnet_router.datapath.dispatch import ControlDispatch
 from vnet_router.model.config import loads
 from vnet_router.model.tables import IfaceFacts, Tables
@@ -212,3 +213,87 @@ def test_behind_a_control_plane_on_the_vli0_dispatcher():
     pm._tick()
     assert [msg.entries for lid, _dst, msg in dp.sent if lid == "west"] == [((100, 1470),)]
     assert cp.messages[("path_mtu", "sent")] == 3 and cp.counters["tx_path_mtu"] == 3
+
+
+# -- issue 26: no black hole at start ----------------------------------------------------------
+
+ONLY_OUT = """
+[[substrate_link]]
+id = "west"
+kind = "p2p"
+interface = "eth0"
+peer_mac = "02:00:00:00:00:01"
+vlan = 10
+[[substrate_link]]
+id = "tun"
+kind = "udp"
+local = "192.168.60.1:4799"
+remote = "192.168.60.2:4799"
+[[vnet]]
+name = "blue"
+id = 1
+[[switch]]
+vnet = "blue"
+in_link = "west"
+in_vli = 100
+out_link = "tun"
+out_vli = 200
+"""
+
+
+def test_a_start_asks_on_every_link_it_sends_on():
+    """The tunnel carries only this node's output: nothing to report there, but the start
+    sends an (empty) notice on it, which the neighbour answers; then only what changes."""
+    tables = Tables(loads(ONLY_OUT), {"eth0": IfaceFacts(2, ME, 1500)})
+    dp = FakeDp(tables)
+    pm = PathMtu(tables, dp, FakeLoop(), node=7, incarnation=9, clock=Clock(),
+                 on_interface=lambda li, mtu: None)
+    pm.start()
+    pm._tick()
+    assert sorted((lid, msg.entries) for lid, _dst, msg in dp.sent) == [
+        ("tun", ()), ("west", ((100, 1470),))]
+    dp.sent.clear()
+    pm._tick()
+    assert dp.sent == []
+
+
+def test_a_new_neighbour_is_answered_at_once():
+    tables, dp, clock, applied, pm = rig()
+    pm._tick()
+    dp.sent.clear()
+    clock.t += TICK                            # (at most one answer a TICK on a link)
+    hello = m.PathMtu(node=5, incarnation=1, entries=((200, 1470),))
+    pm.on_message("tun", None, hello)
+    assert [(lid, msg.entries) for lid, _dst, msg in dp.sent] == [("tun", ((201, 1496),))]
+    dp.sent.clear()
+    pm.on_message("tun", None, hello)                    # heard before: no answer
+    assert dp.sent == []
+    # it restarted (another incarnation) within a TICK of the answer: at the next tick
+    pm.on_message("tun", None, m.PathMtu(node=5, incarnation=2, entries=((200, 1470),)))
+    assert dp.sent == []
+    clock.t += TICK
+    pm._tick()
+    assert [lid for lid, _dst, _msg in dp.sent] == ["tun"]
+
+
+def test_the_start_waits_until_every_output_is_known_or_the_time_is_up():
+    async def main(interval, reports, timeout):
+        tables = Tables(loads(CFG.format(interval=interval)),
+                        {"eth0": IfaceFacts(2, ME, 1500), "eth1": IfaceFacts(3, ME, 9000)})
+        loop = asyncio.get_running_loop()
+        pm = PathMtu(tables, FakeDp(tables), loop, node=7, incarnation=9,
+                     on_interface=lambda li, mtu: None)
+        for i, (link, src, vli, mtu) in enumerate(reports):
+            loop.call_later(0.01 * (i + 1), pm.on_message, link, src,
+                            m.PathMtu(node=i, entries=((vli, mtu),)))
+        t0 = loop.time()
+        left = await pm.wait_known(timeout)
+        return left, loop.time() - t0, pm.start_wait
+
+    outputs = [("tun", None, 200, 1400), ("west", PEER, 101, 1496), ("lan", LAN1, 51, 1500)]
+    left, took, start_wait = asyncio.run(main(2.0, outputs, 10.0))
+    assert left == set() and took < 5.0 and start_wait == 2.0 + TICK
+    left, took, _ = asyncio.run(main(2.0, outputs[:2], 0.2))
+    assert left == {("lan", 51)} and took >= 0.2            # one neighbour silent: the bound
+    left, took, start_wait = asyncio.run(main(0, [], 10.0))
+    assert left == set() and took < 1.0 and start_wait == 0.0   # notices off: no wait

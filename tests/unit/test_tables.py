@@ -5,7 +5,7 @@ from vnet_router.wire import substrate as wire
 from vnet_router.model.config import loads
 from vnet_router.datapath.classify import classify_eth, classify_udp
 from vnet_router.datapath.entries import bind
-from vnet_router.model.tables import DELIVER, SWITCH, IfaceFacts, Tables
+from vnet_router.model.tables import DELIVER, SWITCH, Facts, IfaceFacts, Tables
 
 CFG = """
 [[substrate_link]]
@@ -150,3 +150,20 @@ def test_dynamic_interfaces_and_current_rate_survive_rebuild():
         t.add_interface(li)
     assert t.remove_interface("b", "dyn") is li
     assert t.vli_free("p", 1024) and 1024 not in t.compile().links["p"].in_vlinks
+
+
+def test_a_udp_link_takes_its_underlay_mtu():
+    """Issue 26: a UDP link without ``mtu`` carries what the route towards its remote does
+    (``Facts.underlay``, read at start and reload); with no route then, 1500 as before; a
+    configured ``mtu`` wins."""
+    facts = {"eth0": IfaceFacts(2, bytes.fromhex("020000000099"), 1500)}
+    own = 20 + 8 + wire.UDP_SUBSTRATE_HLEN
+    for underlay, configured, want in ((None, None, 1500), (1400, None, 1400),
+                                       (1400, 1300, 1300), (9000, None, 9000)):
+        text = CFG.replace('remote = "192.0.2.2:4799"', 'remote = "192.0.2.2:4799"'
+                           + (f"\nmtu = {configured}" if configured else ""))
+        f = Facts(facts, underlay={"t": underlay} if underlay else {})
+        ctx = Tables(loads(text), f).compile().links["t"]
+        assert (ctx.mtu, ctx.payload_mtu) == (want, want - own), (underlay, configured)
+    # plain dicts (tests, tools) read as "no route known"
+    assert Tables(loads(CFG), facts).compile().links["t"].mtu == 1500

@@ -22,6 +22,14 @@ substrate link (to the p2p peer, the tunnel's remote, or the LAN's broadcast add
 own link's MTU.  This covers static and run-time virtual links alike and follows changes (a
 reload giving a tunnel another MTU); no reply, no retry, no sequence numbers.
 
+At start (issue 26: no black hole at start) a node sends its notice on every substrate link it
+sends virtual links on, even an empty one, and a node that hears a neighbour (node id,
+incarnation) for the first time on a link sends its own notice there at once (at most one per
+``TICK`` and link) instead of at the next interval: a notice is also the question "what do you
+carry?".  The node itself waits before it says it is ready (:meth:`PathMtu.wait_known`, at
+most ``start_wait``) until every output virtual link it sends on has a reported path MTU, so
+its TAPs have their path's MTU before anything that waits for the node uses them.
+
 Work split: the node registers :meth:`PathMtu.on_control` with the datapath's VLI 0 dispatcher
 (``datapath.dispatch``) as the fallback: it takes PATH_MTU and refuses the rest.  With a
 control plane, ``plane.ControlPlane`` is asked first and answers every frame: it makes this
@@ -33,6 +41,7 @@ received; refusals counted under ``refused``).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import zlib
@@ -45,6 +54,8 @@ from vnet_router.wire import control as m
 log = logging.getLogger(__name__)
 
 TICK = 0.25             # seconds between looks at what changed
+START_WAIT = 3.0        # at most this long (or an interval, if shorter) a start waits for notices
+MAX_HEARD = 1024        # neighbours remembered per substrate link (then forgotten, all at once)
 HOLD = 3.5              # intervals an entry lives without being heard again
 MIN_PATH_MTU = 82       # smaller reports are refused (an IPv4 packet of 68 bytes + Ethernet)
 
@@ -67,6 +78,9 @@ class PathMtu:
         self.reports: dict[tuple[str, int], dict] = {}
         self._sent: dict[str, tuple] = {}    # link -> entries last sent
         self._when: dict[str, float] = {}    # link -> when they were sent
+        self._heard: dict[str, set] = {}     # link -> {(node, incarnation)} notices came from
+        self._due: set[str] = set()          # links to send on at the next chance (new peers)
+        self._known = None                   # future: every output's path MTU is known
         self.counters = dict.fromkeys(("sent", "received", "refused", "unknown_vlink",
                                        "changes", "expired", "ignored"), 0)
         self._timer = None
@@ -85,7 +99,15 @@ class PathMtu:
     def interval(self) -> float:
         return self.tables.config.node.path_mtu_interval
 
+    @property
+    def start_wait(self) -> float:
+        """How long a start waits for the notices of its downstream neighbours: a running
+        neighbour answers the start's own notice at once, one starting beside it sends its
+        first at its start; one that is not running does not make the start wait longer."""
+        return min(self.interval, START_WAIT) + TICK if self.interval else 0.0
+
     def start(self):
+        self._due.update(self.sending_links())       # a first notice on each: the question
         self._timer = self.loop.call_soon(self._tick)
 
     def close(self):
@@ -122,6 +144,12 @@ class PathMtu:
             self.counters["ignored"] += 1
             return
         now = self.clock()
+        heard = self._heard.setdefault(link_id, set())
+        if (msg.node, msg.incarnation) not in heard:
+            if len(heard) >= MAX_HEARD:
+                heard.clear()
+            heard.add((msg.node, msg.incarnation))
+            self._due.add(link_id)                   # a new neighbour (or it restarted): answer
         for vli, mtu in msg.entries:
             v = self.tables.vlinks.get((link_id, vli, OUT))
             if v is None or (v.dst is not None and src != v.dst):
@@ -134,6 +162,7 @@ class PathMtu:
                 continue
             self.reports.setdefault((link_id, vli), {})[src] = (mtu, now + HOLD * self.interval)
         self._settle(now)
+        self._report(now)
 
     # -- what we know ------------------------------------------------------------------------
 
@@ -167,6 +196,35 @@ class PathMtu:
                     self.on_interface(li, path.get(key))
         if changed:
             self._report(now)
+        if self._known is not None and not self._known.done() and not self.unknown():
+            self._known.set_result(None)
+
+    def sending_links(self) -> set:
+        """Substrate links this node sends virtual links on (where it wants notices)."""
+        return {lid for (lid, _vli, direction) in self.tables.vlinks if direction == OUT}
+
+    def unknown(self) -> set:
+        """(link, output VLI) of the output virtual links this node sends on (those of its
+        logical interfaces and its switches) that have no reported path MTU."""
+        cfg = self.tables.config
+        outs = {(li.substrate_link, li.out_vli) for li in self.tables.interfaces}
+        outs |= {(sw.out_link, sw.out_vli) for sw in cfg.switches}
+        return {k for k in outs if (k[0], k[1], OUT) in self.tables.vlinks
+                and k not in self.tables.path_mtu}
+
+    async def wait_known(self, timeout: float) -> set:
+        """Wait until every output virtual link's path MTU is known (:meth:`unknown` is empty)
+        or ``timeout`` seconds passed; returns what is still unknown."""
+        if not self.interval or not self.unknown():
+            return self.unknown() if self.interval else set()
+        self._known = self.loop.create_future()
+        try:
+            await asyncio.wait_for(self._known, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._known = None
+        return self.unknown()
 
     def entries(self, link_id: str) -> tuple:
         """((input VLI, path MTU), ...) this node reports upstream on ``link_id``."""
@@ -206,11 +264,13 @@ class PathMtu:
             return
         for link_id, ctx in self.dp.snap.links.items():
             entries = self.entries(link_id)
-            if not entries and not self._sent.get(link_id):
+            last = self._when.get(link_id, -1e9)
+            due = link_id in self._due and now - last >= TICK
+            if not entries and not self._sent.get(link_id) and not due:
                 continue
-            if entries == self._sent.get(link_id) and \
-                    now - self._when.get(link_id, -1e9) < self.interval:
+            if entries == self._sent.get(link_id) and now - last < self.interval and not due:
                 continue
+            self._due.discard(link_id)
             self._sent[link_id], self._when[link_id] = entries, now
             dst = ctx.peer_mac if ctx.kind == "p2p" else None
             for k in range(0, max(len(entries), 1), m.MAX_MTU_ENTRIES):

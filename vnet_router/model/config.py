@@ -124,8 +124,9 @@ class NodeSection(Schema):
         "seconds between the path MTU notices (PATH_MTU on VLI 0) this node sends upstream on "
         "each substrate link for its input virtual links; the MTU of a logical interface is "
         "lowered to what its neighbour reports (a pass-through node reports the smallest "
-        "along the path), an entry not heard for 3.5 intervals expires; `0`: off (neither "
-        "sent nor taken)", 2.0)
+        "along the path), an entry not heard for 3.5 intervals expires; a starting node asks "
+        "its neighbours and is ready once every virtual link it sends on has its path MTU "
+        "(at most min(interval, 3) + 0.25 s); `0`: off (neither sent nor taken, no wait)", 2.0)
 
     @property
     def state_path(self) -> str:
@@ -183,8 +184,10 @@ class SubstrateLink(Schema):
     capacity: RateBps | None = key("link capacity; reported to the VBM (HELLO, AGG_REQUEST): "
                                    "the LAN's bandwidth is its slowest link", None,
                                    shown="none")
-    mtu: int_range(128, 65535, "MTU") | None = key("substrate MTU", None,
-                                                   shown="the interface's (udp: 1500)")
+    mtu: int_range(128, 65535, "MTU") | None = key(
+        "substrate MTU", None,
+        shown="the interface's (udp: the route's towards remote, read at start and reload; "
+              "1500 with no route then)")
     key_file: Str | None = key(
         "file of the keys authenticating control messages on this link (mode 0600; format "
         "and rotation in security.md); every node on the link needs the same key.  Without "

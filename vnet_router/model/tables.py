@@ -137,6 +137,23 @@ class IfaceFacts:
     mtu: int
 
 
+class Facts(dict):
+    """What the daemon read off the system: interface name -> :class:`IfaceFacts`, and
+    ``underlay``: UDP substrate link id -> the MTU of its route towards the remote (a link
+    with no route when it was read is not there)."""
+
+    def __init__(self, *args, underlay=None, **kw):
+        super().__init__(*args, **kw)
+        self.underlay: dict[str, int] = dict(underlay or {})
+
+
+def udp_link_mtu(link, facts) -> int:
+    """MTU of UDP substrate link ``link`` (its datagrams, IP header included): its configured
+    ``mtu``, else its underlay's (``Facts.underlay``: the route's towards the remote, or its
+    device's), else 1500 (no route when the facts were read)."""
+    return link.mtu or getattr(facts, "underlay", {}).get(link.id) or 1500
+
+
 def udp_overhead(link) -> int:
     ipver = ipaddress.ip_address(link.remote[0]).version
     return (20 if ipver == 4 else 40) + 8 + wire.UDP_SUBSTRATE_HLEN
@@ -276,7 +293,7 @@ class Tables:
             common = dict(id=s.id, kind=s.kind, state=self.link_states[s.id],
                           in_vlinks=ro(in_vlinks[s.id]))
             if s.kind == "udp":
-                mtu = s.mtu or 1500
+                mtu = udp_link_mtu(s, self.facts)
                 ctx = LinkCtx(local=s.local, remote=s.remote, mtu=mtu,
                               payload_mtu=mtu - udp_overhead(s), **common)
             else:

@@ -77,6 +77,7 @@ class Node:
         self.requests: dict[tuple[str, str], int] = {}
         self._reload_lock: asyncio.Lock | None = None
         self._metrics = None
+        self._mtu_pending: set = set()   # TAP MTU changes under way (worker threads)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -168,6 +169,7 @@ class Node:
             parts.callback(self.pmtu.close)
             self.pmtu.start()
             parts.callback(vli0.register(self.pmtu.on_control, fallback=True))
+            await self._path_mtu_known()
             parts.callback(self.kernel.stop_all)
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}
@@ -287,11 +289,32 @@ class Node:
         mtu = interface_mtu(self.dp.snap.links[li.substrate_link], li, reported)
 
         def done(fut):
+            self._mtu_pending.discard(fut)
             if fut.exception() is not None:
                 log.error("vnet %s: setting the MTU of %s to %d failed: %s", li.vnet, li.name,
                           mtu, fut.exception())
-        self.loop.run_in_executor(None, self.ports.set_mtu, self.cfg, li, mtu) \
-            .add_done_callback(done)
+        fut = self.loop.run_in_executor(None, self.ports.set_mtu, self.cfg, li, mtu)
+        self._mtu_pending.add(fut)
+        fut.add_done_callback(done)
+
+    async def _path_mtu_known(self):
+        """Before the node says it is ready (issue 26: no black hole at start): wait, at most
+        ``pmtu.start_wait``, until the path MTU of every output virtual link is reported and
+        the TAPs have it, so what waits for the node (systemd's units after it, the lab's
+        commands, an operator) never sends a frame its path cannot carry.  A neighbour that
+        is not running yet leaves its links at their own MTU (lowered when it reports)."""
+        t0 = time.monotonic()
+        unknown = await self.pmtu.wait_known(self.pmtu.start_wait)
+        if self._mtu_pending:
+            await asyncio.gather(*list(self._mtu_pending), return_exceptions=True)
+        if unknown:
+            log.warning("path MTU: no notice within %.1f s for %s; their logical interfaces "
+                        "keep their own link's MTU until the neighbour reports",
+                        time.monotonic() - t0, ", ".join(f"{lid}:{vli}"
+                                                         for lid, vli in sorted(unknown)))
+        elif self.pmtu.interval:
+            log.info("path MTU: known for every output virtual link after %.2f s",
+                     time.monotonic() - t0)
 
     # -- kernel instances (node/kernel.py) -------------------------------------------------------
 

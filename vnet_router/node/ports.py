@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from vnet_router.ops import netlink
 from vnet_router.wire import substrate as wire
 from vnet_router.model.config import LogicalInterface, NodeConfig
-from vnet_router.model.tables import IfaceFacts, Snapshot, interface_mtu
+from vnet_router.model.tables import Facts, IfaceFacts, Snapshot, interface_mtu
 from vnet_router.ops.tap import Tap
 
 log = logging.getLogger(__name__)
@@ -29,13 +29,27 @@ class EnvironmentError_(RuntimeError):
     """The system does not match the configuration (missing interface, ...)."""
 
 
-def read_facts(cfg: NodeConfig, owned: set | None = None) -> dict[str, IfaceFacts]:
-    """Read index, MAC and MTU of every substrate interface (read-only; touches nothing).
+def underlay_mtu(link) -> int | None:
+    """MTU of the underlay of UDP substrate link ``link``: the route's from its local address
+    towards its remote (``netlink.route_mtu``), None when there is no route (yet)."""
+    try:
+        return netlink.route_mtu(link.remote[0], link.local[0])
+    except OSError:
+        return None
+
+
+def read_facts(cfg: NodeConfig, owned: set | None = None) -> Facts:
+    """Read index, MAC and MTU of every substrate interface, and the underlay MTU of every UDP
+    substrate link (read-only; touches nothing).
 
     ``owned``: (namespace, name) of TAPs this node already has (a reload keeps them)."""
-    facts = {}
+    facts = Facts()
     for s in cfg.substrate_links:
-        if s.kind == "udp" or s.interface in facts:
+        if s.kind == "udp":
+            if not s.mtu and (mtu := underlay_mtu(s)):
+                facts.underlay[s.id] = mtu
+            continue
+        if s.interface in facts:
             continue
         info = netlink.link_info(s.interface)
         if info is None:

@@ -253,6 +253,25 @@ def link_info(ifname: str, ns: str | None = None) -> dict | None:
                 "mtu": msg.get_attr("IFLA_MTU"), "up": bool(msg["flags"] & 1)}
 
 
+def route_mtu(dst: str, src: str | None = None, ns: str | None = None) -> int | None:
+    """MTU of the route from ``src`` towards ``dst``: the route's own (an ``mtu`` metric, or a
+    path MTU the kernel learned) or else its output device's; None if there is no route."""
+    with _ipr(ns) as ipr:
+        try:
+            msg = ipr.route("get", dst=dst, **({"src": src} if src else {}))[0]
+        except (NetlinkError, IndexError):
+            return None
+        metrics = msg.get_attr("RTA_METRICS")
+        mtu = metrics.get_attr("RTAX_MTU") if metrics is not None else None
+        if mtu:
+            return mtu
+        oif = msg.get_attr("RTA_OIF")
+        if oif is None:
+            return None
+        links = ipr.get_links(oif)
+        return links[0].get_attr("IFLA_MTU") if links else None
+
+
 def link_by_alias(alias: str, ns: str | None = None) -> str | None:
     """Name of the link whose IFLA_IFALIAS is ``alias``, or None."""
     with _ipr(ns) as ipr:
