@@ -86,6 +86,9 @@ class HostNode(Node):
         except OSError as e:
             log.error("cannot save state: %s", e)
 
+    def answered_path(self) -> str:
+        return os.path.join(self.hcfg.host.state_dir, "answered")
+
     async def started_serving(self):
         os.chmod(self.cfg.node.control_socket, 0o666)
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())

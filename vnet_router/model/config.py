@@ -84,7 +84,8 @@ class NodeSection(Schema):
     state_file: Str | None = key(
         "what the running node owns on the system (its namespaces, HTB qdiscs, its last "
         "incarnation), so a start after a crash adopts or removes it (see operations.md); "
-        "locked while the node runs", None,
+        "locked while the node runs; beside it `STATE.answered`, the control requests "
+        "answered, kept across restarts (security.md)", None,
         shown="the control socket's path, `.sock` replaced by `.state`")
     ethertype: int_range(0x0600, 0xFFFF, "EtherType", "integer 0x0600..0xFFFF") = key(
         "EtherType of substrate frames", wire.ETHERTYPE_SUBSTRATE, shown="`0x88B5`")

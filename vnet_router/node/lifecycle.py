@@ -34,6 +34,7 @@ from vnet_router.ops import sdnotify
 from vnet_router.node import commands
 from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
 from vnet_router.node.kernel import KernelError, KernelInstances
+from vnet_router.node.answered import Answered
 from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
@@ -150,10 +151,15 @@ class Node:
             self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
                 from vnet_router.control.plane import ControlPlane
+                answered = None
+                if self.answered_path() is not None:    # requests answered, across restarts
+                    answered = Answered(self.answered_path())
+                    answered.load(cfg.tm_settings.replay_window)
+                    parts.callback(answered.close)
                 self.cp = ControlPlane(
                     cfg, self.tables, self.dp, self.ports, loop, incarnation=self.incarnation,
                     on_owned=(lambda q: self.statefile.save(qdiscs=q)) if self.statefile
-                    else None, path_mtu=path_mtu)
+                    else None, path_mtu=path_mtu, answered=answered)
                 self.pmtu = self.cp.pmtu         # sends through the plane, hears PATH_MTU from it
                 parts.push_async_callback(self.cp.close)
                 self.cp.start()
@@ -182,6 +188,11 @@ class Node:
             log.info("stopping")
             sdnotify.notify("STOPPING=1")
             return status
+
+    def answered_path(self) -> str | None:
+        """Where the control requests this node answered are kept across restarts
+        (``node/answered.py``): beside the state file."""
+        return self.statefile.path + ".answered" if self.statefile is not None else None
 
     def _close_datapath(self):
         """The datapath, then the TAP capture its engine walked."""
