@@ -310,8 +310,11 @@ class HostNode(Node):
         except CommandError as e:
             log.error("reload refused: %s", e)
 
-    async def reload_state(self):
+    async def reload_state(self, peer=None, path=None, text=None, files=None, adopt=False):
         """Re-read the configuration file (with the current state) and apply it."""
+        if path is not None or text is not None:
+            raise CommandError("reload FILE is a command of vnet-router; vnet-hostd re-reads "
+                               "its own file (plain reload)")
         async with self._reload_lock:
             try:
                 hcfg = hconfig.load(self.cfg.path, self.state)

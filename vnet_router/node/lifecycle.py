@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import signal
 import time
 
@@ -54,6 +55,7 @@ class Node:
     def __init__(self, cfg: config_mod.NodeConfig, facts, unblock=frozenset(),
                  state: StateFile | None = None, previous: dict | None = None):
         self.cfg = cfg
+        self.config_file = cfg.path      # what a plain reload reads (``reload --adopt``)
         # what the node owns on the system, for the next start after a crash (owned.py);
         # ``previous``: what a run that did not stop cleanly left there
         self.statefile, self.previous = state, previous or {}
@@ -327,7 +329,8 @@ class Node:
     def status(self, learned: bool = False) -> dict:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned)
-        st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
+        st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads),
+                              "file": self.config_file}
         st["kernel_instances"] = self.kernel.status()
         st["path_mtu"] = self.pmtu.status() if self.pmtu is not None else None
         if self.control is not None:
@@ -381,24 +384,53 @@ class Node:
         except CommandError as e:
             log.error("reload refused: %s", e)
 
-    async def reload(self, path: str | None = None) -> dict:
-        """Validate ``path`` (default: the file in use) fully, then apply only the difference.
-        Raises CommandError (and changes nothing) if the new configuration is not usable."""
+    async def reload(self, path: str | None = None, text: str | None = None,
+                     files: dict | None = None, adopt: bool = False, peer=None) -> dict:
+        """Plain (SIGHUP, ``vnetctl reload``): re-read the file in use.  With ``text``
+        (``vnetctl reload FILE``): the configuration the client read from ``path``, with the
+        key files it names (``files``) -- the daemon opens none of them; ``adopt``: ``path``
+        becomes the file in use (root or the daemon's own user only).  Validate fully, then
+        apply only the difference.  Raises CommandError (and changes nothing) if the new
+        configuration is not usable."""
         async with self._reload_lock:
             try:
-                return await self._reload(path or self.cfg.path)
+                if path is None and text is None:
+                    return await self._reload(self.config_file)
+                new = self._sent_config(path, text, files, adopt, peer)
+                result = await self.apply(new, path)
             except CommandError as e:
                 self.reloads["refused"] += 1
                 log.error("reload refused, still running generation %d: %s",
                           self.tables.generation, e)
                 raise
+            if adopt:
+                self.config_file = path
+                log.info("%s is now the configuration file in use", path)
+            return {**result, "from": path, "file": self.config_file}
+
+    def _sent_config(self, path, text, files, adopt, peer) -> config_mod.NodeConfig:
+        if not isinstance(text, str) or not isinstance(path, str):
+            raise CommandError("reload FILE: want the file's path and the text the client "
+                               "read (vnetctl reload FILE); the daemon reads no file on a "
+                               "client's behalf")
+        if not isinstance(files or {}, dict) or not isinstance(adopt, bool):
+            raise CommandError("reload FILE: files must be an object, adopt a boolean")
+        if adopt and (peer is None or peer.uid not in (0, os.geteuid())):
+            raise CommandError(f"reload --adopt: only root or the daemon's own user may "
+                               f"change the file the daemon reads (uid "
+                               f"{peer.uid if peer else '?'}); without --adopt FILE is "
+                               f"applied once")
+        try:
+            return config_mod.loads_sent(text, path, files or {})
+        except ConfigError as e:
+            raise CommandError(str(e)) from None
 
     async def _reload(self, path: str) -> dict:
         try:
             new = self.load_config(path)
         except ConfigError as e:
             raise CommandError(str(e)) from None
-        return await self.apply(new, path)
+        return {**await self.apply(new, path), "from": path, "file": self.config_file}
 
     def load_config(self, path: str) -> config_mod.NodeConfig:
         return config_mod.load(path)
