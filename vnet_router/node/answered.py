@@ -18,12 +18,14 @@ the one an attacker most easily waits for).  At most ``MAX_SENDERS`` senders, th
 recently heard, are kept.
 
 A missing file is a first start (nothing to refuse) -- unless the machine booted less than
-``[tm] replay_window`` ago: the file lives in /run by default, which a boot empties, so the
-record may be lost.  A line that does not parse is skipped and an unreadable file ignored,
-each with a warning naming the file.  In those cases (lost or damaged record) the node knows
-too little, and the safe default is :attr:`Answered.hold`: the control plane refuses every
-request (``replay_restart``) until what was captured before is ``stale`` by its send time
-(``replay_window`` after the boot, or after this start for a damaged record).
+``[tm] replay_window`` ago: the file lives in /run by default, which a boot empties, and one
+on a disk may lack lines that were written but not yet synced (no ``fsync``: a process that
+dies loses nothing written).  A line that does not parse is skipped and an unreadable file
+ignored, each with a warning naming the file.  In those cases (a boot just before, a damaged
+record) the node knows too little, and the safe default is :attr:`Answered.hold`: the control
+plane refuses every request (``replay_restart``) until what was captured before is ``stale``
+by its send time (``replay_window`` after the boot, or after this start for a damaged
+record).
 """
 from __future__ import annotations
 
@@ -74,16 +76,13 @@ class Answered:
         if bad > 0:
             log.warning("%s: %d unreadable line%s ignored in the record of answered control "
                         "requests", self.path, bad, "s" if bad > 1 else "")
-        if bad:
-            self.hold = window
-        elif missing:
-            up = time.clock_gettime(time.CLOCK_BOOTTIME) if uptime is None else uptime
-            self.hold = max(0.0, window - up)
+        up = time.clock_gettime(time.CLOCK_BOOTTIME) if uptime is None else uptime
+        self.hold = window if bad else max(0.0, window - up)
         if self.hold:
             log.warning("%s: %s: control requests are refused for %.1f s (until what was "
                         "sent before is stale, [tm] replay_window)", self.path,
-                        "damaged" if bad else "missing, and the machine booted "
-                        f"{window - self.hold:.0f} s ago", self.hold)
+                        "damaged" if bad else f"{'missing' if missing else 'kept'}, and the "
+                        f"machine booted {up:.0f} s ago", self.hold)
         self._trim()
         self.floor = dict(self.newest)
         self._compact()
