@@ -149,11 +149,10 @@ def _read_sent(path: str, what: str) -> str:
 def _key_files(text: str) -> list[str]:
     """The key files a router configuration names (``[[substrate_link]] key_file``, ``[vbm]
     signing_key_file``); none if it is not TOML (the daemon says where it is not)."""
-    from vnet_router.model.schema import ConfigError    # here: `vnetctl --help` stays quick
-    from vnet_router.model.toml import parse_toml
+    import tomllib                  # not model.toml: vnetctl runs without pydantic
     try:
-        data = parse_toml(text)
-    except ConfigError:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
         return []
     links = data.get("substrate_link")
     vbm = data.get("vbm")
