@@ -218,7 +218,7 @@ def _top(r, a):
 
 
 def _reload(r, a):
-    print(f"reloaded {r.get('from', '')}: generation {r['generation']}".replace(" :", ":"))
+    print(f"reloaded{' ' + r['from'] if r.get('from') else ''}: generation {r['generation']}")
     if r.get("from") and r.get("file") and r["from"] != r["file"]:
         print(f"  (applied once: the file in use stays {r['file']}, which a plain reload "
               f"reads; --adopt makes FILE the file in use)")
