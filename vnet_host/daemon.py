@@ -88,6 +88,9 @@ class HostNode(Node):
         except OSError as e:
             log.error("cannot save state: %s", e)
 
+    def answered_path(self) -> str:
+        return os.path.join(self.hcfg.host.state_dir, "answered")
+
     async def started_serving(self):
         os.chmod(self.cfg.node.control_socket, 0o666)
         self._watchdog = asyncio.get_running_loop().create_task(self._watch())
@@ -309,8 +312,11 @@ class HostNode(Node):
         except CommandError as e:
             log.error("reload refused: %s", e)
 
-    async def reload_state(self):
+    async def reload_state(self, peer=None, path=None, text=None, files=None, adopt=False):
         """Re-read the configuration file (with the current state) and apply it."""
+        if path is not None or text is not None:
+            raise CommandError("reload FILE is a command of vnet-router; vnet-hostd re-reads "
+                               "its own file (plain reload)")
         async with self._reload_lock:
             try:
                 hcfg = hconfig.load(self.cfg.path, self.state)

@@ -9,6 +9,7 @@ reason, and nothing may change: allocations, links, TAPs, the VBM role; pings in
 lose nothing.
 """
 import os
+import signal
 import subprocess
 import time
 
@@ -39,13 +40,13 @@ def _keyfile(path, *keys):
     return str(path)
 
 
-def topology(keyfiles: dict, signing_key: str | None = None):
+def topology(keyfiles: dict, signing_key: str | None = None, tm: dict | None = None):
     """``keyfiles``: node -> the key file of its LAN link; ``signing_key``: the VBM's (then
-    x and y take VBM messages only signed with it)."""
+    x and y take VBM messages only signed with it); ``tm``: [tm] keys other than ``TM``'s."""
     lan = {n: t.multiaccess("lan", "e0", capacity="1Gbit", key_file=keyfiles[n]) for n in "xyv"}
     vbm = {"link": "lan", "capacity": "1Gbit", "rebuild_time": 2,
            "share": [{"vnet": 1, "share": 0.5}, {"vnet": 2, "share": 0.5}]}
-    tm = TM
+    tm = {**TM, **(tm or {})}
     if signing_key:
         vbm["signing_key_file"] = signing_key
         tm = {**TM, "vbm_public_key": VBM_PUBLIC}
@@ -259,6 +260,35 @@ def test_a_captured_request_replayed_later_and_after_a_restart_is_refused(make_l
                "the restarted y to refuse the replay")
     assert "cap0" not in [d["name"] for d in lab.control("y", "alloc")["dynamic"]]
     assert "cap0" not in lab.exec("y", ["ip", "-br", "link"], vnet="blue").stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "kill-9"])
+def test_a_setup_replayed_right_after_a_restart_creates_nothing(make_lab, tmp_path, sig):
+    """Within the replay window (30 s here) the send time cannot tell a replay; y's record of
+    the requests it answered (node/answered.py, beside its state file) does, after a clean
+    stop as after a kill -9: the replayed VLINK_SETUP makes no link and no TAP, and is
+    counted (replay_restart).  A new set-up from x is not disturbed."""
+    lab = make_lab(topology(one_key(tmp_path), tm={"replay_window": 30}))
+    eventually(lambda: [n for n in lab.control("x", "alloc")["neighbours"]
+                        if n["name"] == "y"], 15, "x to hear y")
+    captured = _capture_setup(lab, "blue", "cap0")
+    assert captured[20:22] == b"\x00\x01", captured      # flags: AUTH
+    assert lab.kill_daemon("y", sig) == (0 if sig == signal.SIGTERM else -sig)
+    lab.restart_daemon("y")
+    # x hears y's new incarnation and drops its end of cap0, which y forgot
+    eventually(lambda: not lab.control("x", "alloc")["dynamic"], 10, "x to drop cap0")
+    r0 = refused(lab, "y")
+    inject(lab, "x", [captured])
+    eventually(lambda: refused(lab, "y")["replay_restart"] - r0["replay_restart"] == 1, 10,
+               "the restarted y to refuse the replayed VLINK_SETUP")
+    assert refused(lab, "y")["stale"] == r0["stale"]      # not for its age: 30 s is long
+    assert "cap0" not in [d["name"] for d in lab.control("y", "alloc")["dynamic"]]
+    assert "cap0" not in lab.exec("y", ["ip", "-br", "link"], vnet="blue").stdout
+    r = vnetctl(lab, "x", "vlink", "add", "lan", "blue", "cap1", "--peer", "y", "--min",
+                "1Mbit", "--max", "5Mbit")
+    assert r.returncode == 0, r.stderr + lab.log_tail("y")
+    assert [d["name"] for d in lab.control("y", "alloc")["dynamic"]] == ["cap1"]
+    assert refused(lab, "y")["replay_restart"] - r0["replay_restart"] == 1
 
 
 def test_keys_rotate_one_node_after_the_other_while_requests_run(make_lab, tmp_path):

@@ -1,6 +1,9 @@
 """Live reconfiguration: a reload adds a virtual link and re-rates another while a ping flood
 runs over a third -- which loses nothing; a broken file changes nothing and names the key."""
+import ctypes
+import json
 import os
+import struct
 import subprocess
 
 import pytest
@@ -179,3 +182,97 @@ def test_reload_adds_and_removes_a_substrate_interface_under_traffic(make_lab):
     assert starts == [reads % ("1 substrate interface(s): e0", rings.format(RX_QUEUES)),
                       reads % ("2 substrate interface(s): e0 e1", rings.format(2 * RX_QUEUES)),
                       reads % ("1 substrate interface(s): e0", rings.format(RX_QUEUES))], starts
+
+
+NOBODY = 65534
+SECRET = "root:$6$notforyou$abcdefghijklmnop:19000:0:99999:7:::\n"     # like /etc/shadow
+
+
+def _open_watch(path):
+    """An inotify descriptor that sees every open of ``path`` (IN_OPEN)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert fd >= 0 and libc.inotify_add_watch(fd, str(path).encode(), 0x20) >= 0
+    return fd
+
+
+def _opens(fd) -> int:
+    try:
+        data = os.read(fd, 65536)
+    except BlockingIOError:
+        return 0
+    n = 0
+    while data:                         # struct inotify_event: wd, mask, cookie, len, name
+        n, data = n + 1, data[16 + struct.unpack_from("I", data, 12)[0]:]
+    return n
+
+
+RAW = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+print(s.makefile().readline())
+"""
+
+
+def test_reload_file_is_read_by_the_client_never_by_the_daemon(make_lab, sock_dir):
+    """A member of the socket's group (uid nobody, group nogroup here) cannot make the root
+    daemon read a file: ``vnetctl reload FILE`` reads FILE itself (and is refused by the
+    kernel), and a request naming a path, or a key file, without its content is refused
+    unopened (inotify watches the file).  FILE is applied once unless --adopt, which only
+    root (or the daemon's user) may give."""
+    lab = make_lab(t.topology(
+        t.link("x:e0", "e:e0"), t.node("e"),
+        t.node("x", t.p2p("p", "e0", "e:e0"), t.vnet("blue", 1),
+               t.iface("blue", "a0", "p", 11, 10),
+               settings={"control_socket": f"{sock_dir}/x.sock"})))
+    sock, own = lab.socket("x"), str(lab.workdir / "x.toml")
+    os.chown(sock, -1, NOBODY)                  # nobody's group owns the socket (mode 0660)
+    secret = os.path.join(sock_dir, "secret")
+    with open(secret, "w") as f:
+        f.write(SECRET)
+    os.chmod(secret, 0o600)
+    watch = _open_watch(secret)
+    try:
+        gen = lab.control("x")["generation"]
+        r = vnetctl(lab, "x", "reload", secret, user=NOBODY)
+        assert r.returncode == 2 and f"reload: {secret}: Permission denied" in r.stderr, r
+        assert "notforyou" not in r.stdout + r.stderr
+        key_cfg = ('[[substrate_link]]\nid = "p"\nkind = "p2p"\ninterface = "e0"\n'
+                   f'peer_mac = "02:00:00:00:00:01"\nvlan = 1\nkey_file = "{secret}"\n')
+        for request, says in (({"cmd": "reload", "path": secret}, "reads no file on a client"),
+                              ({"cmd": "reload", "path": "/x.toml", "text": key_cfg},
+                               f"{secret}: not sent with the configuration")):
+            out = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                  "--clear-groups", "/usr/bin/python3", "-c", RAW, sock,
+                                  json.dumps(request)], capture_output=True, text=True,
+                                 timeout=30)
+            reply = json.loads(out.stdout)
+            assert not reply["ok"] and says in reply["error"], reply
+            assert "notforyou" not in reply["error"]
+        assert _opens(watch) == 0               # the daemon never opened it ...
+        with open(secret):
+            pass
+        assert _opens(watch) == 1               # ... as the watch would have seen
+        assert lab.control("x")["generation"] == gen
+
+        # a file nobody can read: applied once; --adopt is not nobody's to give
+        mine = os.path.join(sock_dir, "mine.toml")
+        with open(own) as f, open(mine, "w") as g:
+            g.write(f.read().replace('name = "a0"', 'name = "a0"\nmtu = 1400', 1))
+        os.chmod(mine, 0o644)
+        r = vnetctl(lab, "x", "reload", mine, user=NOBODY)
+        assert r.returncode == 0 and f"the file in use stays {own}" in r.stdout, r
+        st = lab.control("x")
+        assert st["generation"] > gen and st["config"] == mine
+        assert st["config_state"]["file"] == own
+        r = vnetctl(lab, "x", "reload", "--adopt", mine, user=NOBODY)
+        assert r.returncode == 1 and "only root or the daemon's own user" in r.stderr, r
+        r = vnetctl(lab, "x", "reload")                 # plain: the daemon's own file again
+        assert r.returncode == 0 and lab.control("x")["config"] == own, r
+        r = vnetctl(lab, "x", "reload", "--adopt", mine)          # root may
+        assert r.returncode == 0 and "applied once" not in r.stdout, r
+        assert lab.control("x")["config_state"]["file"] == mine
+    finally:
+        os.close(watch)

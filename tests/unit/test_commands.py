@@ -119,6 +119,12 @@ def sent(monkeypatch):
 
 def test_requests_built_from_the_registry(sent, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "new.toml").write_text('[[substrate_link]]\nkey_file = "lan.key"\n'
+                                       '[vbm]\nsigning_key_file = "/nonexistent/x"\n')
+    (tmp_path / "lan.key").write_text("1 00112233445566778899aabbccddeeff\n")
+    (tmp_path / "lan.key").chmod(0o600)
+    assert ctl.main(["reload", "new.toml"]) == 2         # a key file it names is missing
+    (tmp_path / "new.toml").write_text('[[substrate_link]]\nkey_file = "lan.key"\n')
     assert ctl.main(["join", "blue", "--id", "1", "--link", "up", "--in-vli", "101",
                      "--address", "10.0.0.1/24"]) == 0
     assert ctl.main(["vnet", "add", "red", "--id", "7", "--allow", "@vnet"]) == 0
@@ -131,7 +137,10 @@ def test_requests_built_from_the_registry(sent, tmp_path, monkeypatch):
                   "out_vli": None, "addresses": ["10.0.0.1/24"], "kind": "tap", "allow": []}),
         ("vnet_add", {"name": "red", "id": 7, "namespace": None, "allow": ["@vnet"]}),
         ("reload", {}),
-        ("reload", {"path": str(tmp_path / "new.toml")}),
+        ("reload", {"path": str(tmp_path / "new.toml"),
+                    "text": '[[substrate_link]]\nkey_file = "lan.key"\n',
+                    "files": {"lan.key": {"text": "1 00112233445566778899aabbccddeeff\n",
+                                          "mode": 0o100600}}}),
         ("instance_start", {"name": "b", "vnet": "blue", "user": None, "cpu_seconds": None,
                             "memory": None, "caps": ["net_admin"], "argv": ["bird", "-f"]})]
 
@@ -272,3 +281,28 @@ def test_top_does_not_ask_for_learned_macs(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ctl.main(["top", "-n", "1"])
     assert calls == [("show", {})]
+
+
+def test_reload_file_is_read_by_vnetctl_bounded_and_adopted_only_when_asked(sent, tmp_path,
+                                                                           capsys):
+    cfg = tmp_path / "r.toml"
+    cfg.write_text("[node]\n")
+    assert ctl.main(["reload", str(cfg), "--adopt"]) == 0
+    assert sent[-1] == ("reload", {"path": str(cfg), "text": "[node]\n", "adopt": True})
+    assert ctl.main(["reload", "--adopt"]) == 2
+    assert "reload: --adopt needs FILE" in capsys.readouterr().err
+    cfg.write_text("#" * (60 * 1024 + 1))
+    assert ctl.main(["reload", str(cfg)]) == 2
+    assert "larger than 61440 bytes" in capsys.readouterr().err
+    cfg.write_text("x = '" + '"' * 40000 + "'\n")         # JSON doubles it: too long a request
+    assert ctl.main(["reload", str(cfg)]) == 2
+    assert "make a request of" in capsys.readouterr().err
+    cfg.write_bytes(b"\xff\xfe")
+    assert ctl.main(["reload", str(cfg)]) == 2 and "not UTF-8" in capsys.readouterr().err
+    assert len(sent) == 1                                   # nothing else was sent
+
+
+def test_reload_max_fits_a_request():
+    from vnet_router.node import api
+    from vnet_router.node.commands import RELOAD_MAX
+    assert RELOAD_MAX + 1024 <= api.MAX_REQUEST

@@ -194,3 +194,33 @@ def test_a_neighbour_timeout_shorter_than_two_hellos_is_refused():
     with pytest.raises(ConfigError, match=r"tm.neighbour_timeout: 1.5 s is less than two "
                        r"hello_intervals \(1 s\)"):
         config.loads('[tm]\nneighbour_timeout = 1.5\n')
+
+
+def test_a_configuration_sent_by_a_client_opens_no_key_file(tmp_path):
+    """``vnetctl reload FILE``: the key files come with the text, as the client read them;
+    one not sent is refused -- even one the daemon could read -- and a loose mode too."""
+    from vnet_router.model.config import loads_sent
+    from vnet_router.model.schema import ConfigError
+    real = _keyfile(tmp_path, f"1 {K1.hex()}\n")            # there, readable: not opened
+    text = ('[[substrate_link]]\nid = "lan"\nkind = "multiaccess"\ninterface = "eth0"\n'
+            f'key_file = "{real}"\n')
+    with pytest.raises(ConfigError, match="not sent with the configuration"):
+        loads_sent(text, "/home/u/r.toml", {})
+    cfg = loads_sent(text, "/home/u/r.toml", {real: {"text": f"7 {K2.hex()}\n",
+                                                       "mode": 0o100600}})
+    assert cfg.path == "/home/u/r.toml" and dict(cfg.substrate_links[0].keyring.keys) == {7: K2}
+    for mode, msg in ((0o100640, "mode 0640 lets group"), (0o060600, "not a regular file")):
+        with pytest.raises(ConfigError, match=msg):
+            loads_sent(text, "r.toml", {real: {"text": f"7 {K2.hex()}\n", "mode": mode}})
+    assert load_keyring(real).send == 1                  # outside: read from disk as before
+
+
+def test_vnetctl_finds_every_key_file_the_schema_has():
+    """vnetctl cannot import the schema (pydantic): its list of key-file keys is checked here."""
+    from vnet_router.model.config import SubstrateLink, VBMSection
+    from vnet_router.node.commands import _key_files
+    assert [n for n in SubstrateLink.model_fields if n.endswith("_file")] == ["key_file"]
+    assert [n for n in VBMSection.model_fields if n.endswith("_file")] == ["signing_key_file"]
+    text = ('[[substrate_link]]\nkey_file = "a"\n[[substrate_link]]\nkey_file = "b"\n'
+            '[[substrate_link]]\nkey_file = "a"\n[vbm]\nsigning_key_file = "c"\n')
+    assert _key_files(text) == ["a", "b", "c"] and _key_files("not = toml =") == []

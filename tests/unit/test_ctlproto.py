@@ -231,3 +231,44 @@ def test_vbm_unreachable_node_keeps_its_aggregate():
     net.run(20.0)
     assert net.b.aggregates[1].rate == 20 * M and out.current == 20 * M
     assert net.b.input_sum(1) <= 20 * M
+
+
+def test_responder_refuses_what_it_answered_before_a_restart():
+    """``floor`` (node/answered.py) is what the last run answered; ``journal`` learns each new
+    request before it is executed."""
+    clock, runs, journal = Clock(), [], []
+
+    def execute(peer, msg):
+        runs.append((msg.incarnation, msg.seq))
+        journal_then = list(journal)
+        assert journal_then[-1] == (("a", 1), msg.incarnation, msg.seq)   # recorded first
+        return m.Ack()
+
+    resp = Responder(lambda p, msg: None, clock, node=2, incarnation=9,
+                     floor={("a", 1): (3, 1000)},
+                     journal=lambda sender, inc, seq: journal.append((sender, inc, seq)))
+    for seq in (1000, 999, 5):                  # answered (or overtaken) before the restart
+        resp.handle("a", m.VlinkSetup(node=1, incarnation=3, seq=seq, name="x"), execute)
+    resp.handle("a", m.VlinkSetup(node=1, incarnation=2, seq=2000, name="x"), execute)
+    assert runs == [] and journal == []
+    assert resp.counters == {"replay_restart": 3, "old_incarnation": 1}
+    resp.handle("a", m.VlinkSetup(node=1, incarnation=3, seq=1001, name="x"), execute)
+    resp.handle("b", m.VlinkSetup(node=1, incarnation=3, seq=7, name="x"), lambda p, msg: None)
+    assert runs == [(3, 1001)] and journal[-1] == (("b", 1), 3, 7)
+    resp.handle("a", m.VlinkSetup(node=1, incarnation=3, seq=1000, name="x"), execute)
+    assert resp.counters["replay_restart"] == 4  # still refused after newer ones
+    resp.handle("a", m.VlinkSetup(node=1, incarnation=4, seq=1, name="x"), execute)
+    assert runs[-1] == (4, 1)                   # the sender restarted too: a new run
+
+
+def test_responder_holds_every_request_while_a_lost_record_may_hide_replays():
+    clock, runs = Clock(), []
+    resp = Responder(lambda p, msg: None, clock, node=2, incarnation=9, hold=18)
+    execute = lambda peer, msg: runs.append(msg.seq) or m.Ack()        # noqa: E731
+    resp.handle("a", m.Leave(node=1, incarnation=3, seq=1), execute)
+    clock.t += 17.9
+    resp.handle("a", m.Leave(node=1, incarnation=3, seq=2), execute)
+    assert runs == [] and resp.counters == {"replay_restart": 2}
+    clock.t += 0.2
+    resp.handle("a", m.Leave(node=1, incarnation=3, seq=2), execute)
+    assert runs == [2]

@@ -229,7 +229,10 @@ def _top(r, a):
 
 
 def _reload(r, a):
-    print(f"reloaded: generation {r['generation']}")
+    print(f"reloaded{' ' + r['from'] if r.get('from') else ''}: generation {r['generation']}")
+    if r.get("from") and r.get("file") and r["from"] != r["file"]:
+        print(f"  (applied once: the file in use stays {r['file']}, which a plain reload "
+              f"reads; --adopt makes FILE the file in use)")
     for line in r["changes"]:
         print(f"  {line}")
 

@@ -68,7 +68,7 @@ class Dynamic:
 class ControlPlane:
     def __init__(self, cfg: NodeConfig, tables, dp, ports, loop, *, clock=time.monotonic,
                  rng: random.Random | None = None, incarnation: int | None = None,
-                 on_owned=None, path_mtu=None):
+                 on_owned=None, path_mtu=None, answered=None):
         self.cfg, self.tables, self.dp, self.ports, self.loop = cfg, tables, dp, ports, loop
         self.clock = clock
         self.rng = rng or random.Random()
@@ -87,8 +87,12 @@ class ControlPlane:
                              seq_start=self.rng.getrandbits(32), rng=self.rng,
                              counters=self.counters)
         window = tm_cfg.replay_window
+        # ``answered``: what this node answered, kept across restarts (node/answered.py)
         self.resp = Responder(self.send, clock, node=self.node_id, window=window,
-                              incarnation=self.incarnation, counters=self.counters)
+                              incarnation=self.incarnation, counters=self.counters,
+                              floor=answered.floor if answered else None,
+                              journal=answered.note if answered else None,
+                              hold=answered.hold if answered else 0.0)
         self.guard = Guard(cfg.substrate_links, max_age=window,
                            signing_seed=cfg.vbm.signing_seed if cfg.vbm else None,
                            vbm_public=tm_cfg.vbm_public)

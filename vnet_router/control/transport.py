@@ -15,6 +15,13 @@ from a timer (the daemon) or a simulation step, and routes every received reply 
   left the cache is a replay (``replay``).  A newer incarnation of a peer resets its state;
   an older one is refused (``old_incarnation``: incarnations increase across restarts).  At
   most ``max_peers`` senders are tracked (the oldest is forgotten, ``peers_evicted``).
+  Across restarts of this node: ``floor`` is what the run before answered (sender ->
+  (incarnation, newest seq), from the node's record, ``node/answered.py``); a request of
+  that incarnation at or below it is refused (``replay_restart``), one of an older
+  incarnation too (``old_incarnation``); for ``hold`` seconds (a record lost or damaged)
+  every request is refused (``replay_restart``).  ``journal(sender, incarnation, newest seq)`` is
+  called before each new request is executed (the record must hold it before anything is
+  done or answered, so a ``kill -9`` cannot lose it).
 
 Peers are opaque hashable ids (the daemon uses (substrate link, MAC); the simulation ints).
 """
@@ -128,8 +135,12 @@ class Responder:
     """Executes each request once; answers retries from a cache."""
 
     def __init__(self, send, clock, *, node: int, incarnation: int, window: float = 30.0,
-                 counters: dict | None = None, max_peers: int = 4096):
+                 counters: dict | None = None, max_peers: int = 4096,
+                 floor: dict | None = None, journal=None, hold: float = 0.0):
         self.send, self.clock, self.window = send, clock, window
+        self.hold_until = clock() + hold if hold > 0 else None    # the record was lost
+        self.floor = dict(floor or {})  # (peer, node) -> (incarnation, seq) before a restart
+        self.journal = journal
         self.node, self.incarnation = node, incarnation
         self.cache: dict[tuple, tuple[float, Message]] = {}
         self.newest: dict = {}          # (peer, node) -> (incarnation, newest seq)
@@ -154,6 +165,13 @@ class Responder:
             self.send(peer, hit[1])
             return hit[1]
         sender = (peer, msg.node)
+        if self.hold_until is not None and now < self.hold_until:
+            self._count("replay_restart")
+            return None
+        fenced = self._fenced(sender, msg)
+        if fenced is not None:
+            self._count(fenced)
+            return None
         inc, newest = self.newest.get(sender, (None, None))
         if inc == msg.incarnation and newest is not None:
             if msg.seq in self.answered.get(sender, ()):
@@ -176,10 +194,25 @@ class Responder:
                 self._count("peers_evicted")
             self.newest[sender] = (msg.incarnation, msg.seq)
             self.answered[sender] = set()
+        if self.journal is not None:
+            self.journal(sender, *self.newest[sender])
         reply = execute(peer, msg)
         if reply is None:
             return None
         return self._answer(peer, msg, reply, now)
+
+    def _fenced(self, sender, msg: Message) -> str | None:
+        """Why a request is refused by what this node answered before it restarted."""
+        f = self.floor.get(sender)
+        if f is None:
+            return None
+        inc, seq = f
+        if msg.incarnation == inc:
+            return None if seq_newer(msg.seq, seq) else "replay_restart"
+        if seq_newer(inc, msg.incarnation):
+            return "old_incarnation"
+        del self.floor[sender]          # the sender restarted too: its new run starts afresh
+        return None
 
     def complete(self, peer, msg: Message, reply: Message) -> Message:
         """Answer a request whose ``execute`` returned None (deferred work now done)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 from vnet_router.wire import substrate as wire
 
 # refusals counted by the transport and by the plane (with the guard's, in ``refused``)
-REFUSALS = ("replay", "old_incarnation", "bad_seq", "limit_peer", "limit_vnet")
+REFUSALS = ("replay", "replay_restart", "old_incarnation", "bad_seq", "limit_peer", "limit_vnet")
 
 
 def dynamic(d) -> dict:

@@ -21,7 +21,8 @@ from vnet_router.model.schema import (Bool, Invalid, Schema, Shown, Str, derived
                                       key, number_range, prepare, rules, tables, validate)
 from vnet_router.model.toml import parse_toml, read_toml
 from vnet_router.model.units import parse_rate
-from vnet_router.model.keys import KeyFileError, load_keyring, load_seed, parse_public
+from vnet_router.model.keys import (KeyFileError, load_keyring, load_seed, parse_public,
+                                     supplied)
 from vnet_router.model.types import (  # noqa: F401  (valid_ifname, Cidr: used from here too)
     VLI, Cidr, HostPort, IfName, Mac, Name, Queue, RateBps, SizeBytes, VNetId, valid_ifname)
 
@@ -84,7 +85,8 @@ class NodeSection(Schema):
     state_file: Str | None = key(
         "what the running node owns on the system (its namespaces, HTB qdiscs, its last "
         "incarnation), so a start after a crash adopts or removes it (see operations.md); "
-        "locked while the node runs", None,
+        "locked while the node runs; beside it `STATE.answered`, the control requests "
+        "answered, kept across restarts (security.md)", None,
         shown="the control socket's path, `.sock` replaced by `.state`")
     ethertype: int_range(0x0600, 0xFFFF, "EtherType", "integer 0x0600..0xFFFF") = key(
         "EtherType of substrate frames", wire.ETHERTYPE_SUBSTRATE, shown="`0x88B5`")
@@ -587,4 +589,11 @@ def load(path: str | Path) -> NodeConfig:
 
 def loads(text: str, path: str = "<string>") -> NodeConfig:
     return parse(parse_toml(text, path), path)
+
+
+def loads_sent(text: str, path: str, files: dict) -> NodeConfig:
+    """A configuration a client read and sent (``vnetctl reload FILE``), with the key files it
+    names as that client read them (``keys.supplied``): no file is opened."""
+    with supplied(files):
+        return loads(text, path)
 

@@ -7,9 +7,15 @@ without downtime: add the new key as the second line on every node (reload), mov
 each node (reload), then remove the old one.  The file must not be readable or writable by
 group or others (``chmod 600``): checked when the configuration is loaded, so ``--check`` and
 a reload refuse a file with a loose mode.
+
+A configuration a client sent (``vnetctl reload FILE``: the daemon reads no file on a
+client's behalf) comes with the key files it names as that client read them; while it is
+validated (:func:`supplied`) a key file is taken from what was sent, never opened.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import stat
 
@@ -22,7 +28,25 @@ class KeyFileError(ValueError):
     pass
 
 
+_SUPPLIED: contextvars.ContextVar = contextvars.ContextVar("supplied_key_files",
+                                                           default=None)
+
+
+@contextlib.contextmanager
+def supplied(files: dict):
+    """Within: key files come from ``files`` (path -> ``{"text", "mode"}`` as the client's
+    ``stat`` and read gave them); one not there is an error, none is opened."""
+    token = _SUPPLIED.set(files)
+    try:
+        yield
+    finally:
+        _SUPPLIED.reset(token)
+
+
 def _read_private(path: str) -> str:
+    files = _SUPPLIED.get()
+    if files is not None:
+        return _sent(files, path)
     try:
         st = os.stat(path)
         with open(path) as f:
@@ -35,6 +59,21 @@ def _read_private(path: str) -> str:
         raise KeyFileError(f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others "
                            f"read it; a key file must be 0600 (chmod 600 {path})")
     return text
+
+
+def _sent(files: dict, path: str) -> str:
+    f = files.get(path)
+    if not isinstance(f, dict) or not isinstance(f.get("text"), str) \
+            or not isinstance(f.get("mode"), int):
+        raise KeyFileError(f"{path}: not sent with the configuration (vnetctl reload FILE "
+                           f"reads the key files FILE names and sends them; the daemon opens "
+                           f"no file for a client)")
+    if not stat.S_ISREG(f["mode"]):
+        raise KeyFileError(f"{path}: not a regular file")
+    if f["mode"] & 0o077:
+        raise KeyFileError(f"{path}: mode {stat.S_IMODE(f['mode']):04o} lets group or others "
+                           f"read it; a key file must be 0600 (chmod 600 {path})")
+    return f["text"]
 
 
 def load_seed(path: str) -> bytes:

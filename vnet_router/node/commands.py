@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -97,6 +98,69 @@ class Command:
     def spoken(self) -> str:
         """The name as people write it: ``vnet add`` for ``vnet_add``."""
         return self.name.replace("_", " ")
+
+
+RELOAD_MAX = 60 * 1024      # bytes of a reload request (api.MAX_REQUEST: 64 KiB a request)
+
+
+def _reload(ns) -> dict:
+    """``reload [FILE] [--adopt]``: FILE and the key files it names are read here, as the user
+    who runs vnetctl, and sent: the daemon reads no file on a client's behalf."""
+    if ns.file is None:
+        if ns.adopt:
+            raise UsageError("reload: --adopt needs FILE")
+        return {}
+    path = os.path.abspath(ns.file)
+    kw = {"path": path, "text": _read_sent(path, "reload")}
+    files = {}
+    for key_file in _key_files(kw["text"]):
+        try:
+            st = os.stat(key_file)
+            files[key_file] = {"text": _read_sent(key_file, f"reload: key file of {path}"),
+                               "mode": st.st_mode}
+        except OSError as e:
+            raise UsageError(f"reload: {key_file} (a key file {path} names): "
+                             f"{e.strerror}") from None
+    if files:
+        kw["files"] = files
+    if ns.adopt:
+        kw["adopt"] = True
+    size = len(json.dumps(kw))
+    if size > RELOAD_MAX:
+        raise UsageError(f"reload: {path} and its key files make a request of {size} bytes; "
+                         f"at most {RELOAD_MAX} are sent (put the file where the daemon "
+                         f"reads its configuration and run a plain reload)")
+    return kw
+
+
+def _read_sent(path: str, what: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(RELOAD_MAX + 1)
+    except OSError as e:
+        raise UsageError(f"{what}: {path}: {e.strerror}") from None
+    if len(data) > RELOAD_MAX:
+        raise UsageError(f"{what}: {path}: larger than {RELOAD_MAX} bytes, the most sent")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what}: {path}: not UTF-8 text") from None
+
+
+def _key_files(text: str) -> list[str]:
+    """The key files a router configuration names (``[[substrate_link]] key_file``, ``[vbm]
+    signing_key_file``); none if it is not TOML (the daemon says where it is not)."""
+    import tomllib                  # not model.toml: vnetctl runs without pydantic
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return []
+    links = data.get("substrate_link")
+    vbm = data.get("vbm")
+    found = [t.get("key_file") for t in links if isinstance(t, dict)] \
+        if isinstance(links, list) else []
+    found.append(vbm.get("signing_key_file") if isinstance(vbm, dict) else None)
+    return list(dict.fromkeys(f for f in found if isinstance(f, str)))
 
 
 def _vlink_add(ns) -> dict:
@@ -198,11 +262,17 @@ COMMANDS: tuple[Command, ...] = (
     Command("alloc", "rate allocations (Traffic Manager, VBM), members, neighbours", BOTH,
             privileged=False,
             needs=_CP, cli=(Cli(("alloc",), "alloc", (JSON,)),)),
-    Command("reload", "validate the configuration file (or FILE) and apply only what changed; "
-            "an invalid file changes nothing", BOTH, cli=(
-                Cli(("reload",), "reload", timeout=60, args=(
-                    arg("file", key="path", nargs="?", omit_none=True, convert=os.path.abspath,
-                        help="configuration to load (default: the one in use; vnet-router)"),)),
+    Command("reload", "validate the configuration file in use (or FILE) and apply only what "
+            "changed; an invalid file changes nothing", BOTH, peer=True, cli=(
+                Cli(("reload",), "reload", timeout=60, build=_reload, args=(
+                    arg("file", key=None, nargs="?",
+                        help="configuration to apply (vnet-router): read by vnetctl, as the "
+                        "user who runs it, and sent with the key files it names (at most "
+                        f"{RELOAD_MAX // 1024} KiB in all); applied once: a later plain "
+                        "reload reads the file in use again (default: that file)"),
+                    arg("--adopt", key=None, action="store_true",
+                        help="FILE becomes the file in use, read by later plain reloads and "
+                        "SIGHUP (root or the daemon's user only)"))),
             )),
     Command("ping", "is the daemon serving? (answers pong)", BOTH, privileged=False,
             cli=(Cli(("ping",), "text"),)),

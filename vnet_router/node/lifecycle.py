@@ -23,6 +23,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import signal
 import time
 
@@ -34,6 +35,7 @@ from vnet_router.ops import sdnotify
 from vnet_router.node import commands
 from vnet_router.node.api import CommandError, ControlServer, Limits, WithFds
 from vnet_router.node.kernel import KernelError, KernelInstances
+from vnet_router.node.answered import Answered
 from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
@@ -54,6 +56,7 @@ class Node:
     def __init__(self, cfg: config_mod.NodeConfig, facts, unblock=frozenset(),
                  state: StateFile | None = None, previous: dict | None = None):
         self.cfg = cfg
+        self.config_file = cfg.path      # what a plain reload reads (``reload --adopt``)
         # what the node owns on the system, for the next start after a crash (owned.py);
         # ``previous``: what a run that did not stop cleanly left there
         self.statefile, self.previous = state, previous or {}
@@ -156,10 +159,15 @@ class Node:
             self.dp.open()
             if cfg.tm is not None or cfg.vbm is not None:
                 from vnet_router.control.plane import ControlPlane
+                answered = None
+                if self.answered_path() is not None:    # requests answered, across restarts
+                    answered = Answered(self.answered_path())
+                    answered.load(cfg.tm_settings.replay_window)
+                    parts.callback(answered.close)
                 self.cp = ControlPlane(
                     cfg, self.tables, self.dp, self.ports, loop, incarnation=self.incarnation,
                     on_owned=(lambda q: self.statefile.save(qdiscs=q)) if self.statefile
-                    else None, path_mtu=path_mtu)
+                    else None, path_mtu=path_mtu, answered=answered)
                 self.pmtu = self.cp.pmtu         # sends through the plane, hears PATH_MTU from it
                 parts.push_async_callback(self.cp.close)
                 self.cp.start()
@@ -204,6 +212,11 @@ class Node:
             log.debug("substrate link %s: opening its sockets failed: %s", link_id, e)
             return False
         return True
+
+    def answered_path(self) -> str | None:
+        """Where the control requests this node answered are kept across restarts
+        (``node/answered.py``): beside the state file."""
+        return self.statefile.path + ".answered" if self.statefile is not None else None
 
     def _close_datapath(self):
         """The datapath, then the TAP capture its engine walked."""
@@ -363,7 +376,8 @@ class Node:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned,
                     underlay=self.underlay.status)
-        st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads)}
+        st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads),
+                              "file": self.config_file}
         st["kernel_instances"] = self.kernel.status()
         st["path_mtu"] = self.pmtu.status() if self.pmtu is not None else None
         if self.control is not None:
@@ -417,24 +431,53 @@ class Node:
         except CommandError as e:
             log.error("reload refused: %s", e)
 
-    async def reload(self, path: str | None = None) -> dict:
-        """Validate ``path`` (default: the file in use) fully, then apply only the difference.
-        Raises CommandError (and changes nothing) if the new configuration is not usable."""
+    async def reload(self, path: str | None = None, text: str | None = None,
+                     files: dict | None = None, adopt: bool = False, peer=None) -> dict:
+        """Plain (SIGHUP, ``vnetctl reload``): re-read the file in use.  With ``text``
+        (``vnetctl reload FILE``): the configuration the client read from ``path``, with the
+        key files it names (``files``) -- the daemon opens none of them; ``adopt``: ``path``
+        becomes the file in use (root or the daemon's own user only).  Validate fully, then
+        apply only the difference.  Raises CommandError (and changes nothing) if the new
+        configuration is not usable."""
         async with self._reload_lock:
             try:
-                return await self._reload(path or self.cfg.path)
+                if path is None and text is None:
+                    return await self._reload(self.config_file)
+                new = self._sent_config(path, text, files, adopt, peer)
+                result = await self.apply(new, path)
             except CommandError as e:
                 self.reloads["refused"] += 1
                 log.error("reload refused, still running generation %d: %s",
                           self.tables.generation, e)
                 raise
+            if adopt:
+                self.config_file = path
+                log.info("%s is now the configuration file in use", path)
+            return {**result, "from": path, "file": self.config_file}
+
+    def _sent_config(self, path, text, files, adopt, peer) -> config_mod.NodeConfig:
+        if not isinstance(text, str) or not isinstance(path, str):
+            raise CommandError("reload FILE: want the file's path and the text the client "
+                               "read (vnetctl reload FILE); the daemon reads no file on a "
+                               "client's behalf")
+        if not isinstance(files or {}, dict) or not isinstance(adopt, bool):
+            raise CommandError("reload FILE: files must be an object, adopt a boolean")
+        if adopt and (peer is None or peer.uid not in (0, os.geteuid())):
+            raise CommandError(f"reload --adopt: only root or the daemon's own user may "
+                               f"change the file the daemon reads (uid "
+                               f"{peer.uid if peer else '?'}); without --adopt FILE is "
+                               f"applied once")
+        try:
+            return config_mod.loads_sent(text, path, files or {})
+        except ConfigError as e:
+            raise CommandError(str(e)) from None
 
     async def _reload(self, path: str) -> dict:
         try:
             new = self.load_config(path)
         except ConfigError as e:
             raise CommandError(str(e)) from None
-        return await self.apply(new, path)
+        return {**await self.apply(new, path), "from": path, "file": self.config_file}
 
     def load_config(self, path: str) -> config_mod.NodeConfig:
         return config_mod.load(path)

@@ -254,7 +254,7 @@ class Collector:
         refused = CounterMetricFamily(
             "vnet_control_refused", "Control messages refused, by reason (authentication: "
             "unauthenticated, unknown_key, bad_mac, stale, truncated; replay protection: "
-            "replay, old_incarnation, bad_seq; admission: limit_peer, limit_vnet)",
+            "replay, replay_restart, old_incarnation, bad_seq; admission: limit_peer, limit_vnet)",
             labels=["reason"])
         for reason, n in c.get("refused", {}).items():
             refused.add_metric([reason], n)
