@@ -57,6 +57,29 @@ def test_requester_matches_reply_and_refuses_unknown_sequence():
     assert r.on_reply("a", m.RateReply(seq=seq, rate=10))
     assert results[0].rate == 10
     assert not r.on_reply("a", m.RateReply(seq=seq, rate=10))           # late duplicate
+    assert r.counters["late_replies"] == 1 and r.counters["bad_seq"] == 3 and len(results) == 1
+    assert not r.on_reply("a", m.AggAssign(seq=seq, rate=10))           # not its reply type
+    assert r.counters["bad_seq"] == 4
+
+
+def test_requester_takes_a_retried_request_answered_twice_as_no_refusal():
+    """The responder answers each retry from its cache: a request retried because its reply
+    was slow is answered twice.  The second reply is counted as late, not refused (bad_seq)."""
+    clock, sent, results = Clock(), [], []
+    r = Requester(lambda p, msg: sent.append(msg), clock, node=1, incarnation=1,
+                  rng=random.Random(1), seq_start=0)
+    seq = r.request("a", m.Join(vnet=2), results.append)
+    while len(sent) < 2:                          # the first reply is slow: a retry goes out
+        clock.t += 0.05
+        r.tick()
+    assert r.on_reply("a", m.Ack(seq=seq)) and not r.on_reply("a", m.Ack(seq=seq))
+    assert r.counters == {"requests": 1, "retries": 1, "late_replies": 1}, r.counters
+    seq2 = r.request("a", m.Join(vnet=2), results.append)
+    for _ in range(200):                          # times out, then its reply arrives
+        clock.t += 0.05
+        r.tick()
+    assert not r.on_reply("a", m.Ack(seq=seq2))
+    assert results[-1] is None and r.counters["late_replies"] == 2 and "bad_seq" not in r.counters
 
 
 def test_responder_executes_once_and_replays_the_reply():

@@ -6,8 +6,11 @@ from a timer (the daemon) or a simulation step, and routes every received reply 
 
 * ``Requester``: numbers requests (starting from an injected value), resends a request with
   exponential backoff and jitter (injected ``random``), and after ``tries`` attempts calls its
-  callback with ``None`` (time-out: the caller falls back to a safe state).  A reply whose
-  (peer, seq) matches nothing outstanding is refused and counted (``bad_seq``).
+  callback with ``None`` (time-out: the caller falls back to a safe state).  A reply to a
+  request that was answered or timed out a little earlier (the responder answers every retry
+  from its cache, so a retried request may be answered twice) is counted (``late_replies``)
+  and ignored: no refusal.  A reply whose (peer, seq) matches nothing outstanding nor recently
+  done is refused and counted (``bad_seq``).
 * ``Responder``: remembers the reply to each (peer, incarnation, seq) for ``window`` seconds,
   so a retried request gets the same reply without being executed twice (idempotent).  A
   request more than ``REPLAY_WINDOW`` behind the newest seen from that peer incarnation (and
@@ -28,6 +31,7 @@ Peers are opaque hashable ids (the daemon uses (substrate link, MAC); the simula
 from __future__ import annotations
 
 import random as _random
+from collections import OrderedDict
 from dataclasses import replace
 
 from vnet_router.control.fsm import PendingFSM, PendingState
@@ -35,6 +39,7 @@ from vnet_router.wire.control import Message
 
 SEQ_MOD = 1 << 32
 REPLAY_WINDOW = 1024       # requests may overtake each other by this many
+RECENT_DONE = 256          # (peer, seq) of requests answered or timed out, for late replies
 
 
 def seq_newer(a: int, b: int) -> bool:
@@ -61,10 +66,16 @@ class Requester:
         self.rng = rng or _random.Random()
         self.initial, self.factor, self.max_backoff, self.tries = initial, factor, max_backoff, tries
         self.pending: dict[tuple, Pending] = {}
+        self.done: OrderedDict[tuple, Message] = OrderedDict()   # bounded: RECENT_DONE
         self.counters = counters if counters is not None else {}
 
     def _count(self, name):
         self.counters[name] = self.counters.get(name, 0) + 1
+
+    def _done(self, key, p: Pending):
+        self.done[key] = p.msg
+        if len(self.done) > RECENT_DONE:
+            self.done.popitem(last=False)
 
     def next_seq(self) -> int:
         self.seq = (self.seq + 1) % SEQ_MOD or 1
@@ -84,12 +95,17 @@ class Requester:
         return t * (0.75 + 0.5 * self.rng.random())
 
     def on_reply(self, peer, msg: Message) -> bool:
-        p = self.pending.pop((peer, msg.seq), None)
+        key = (peer, msg.seq)
+        p = self.pending.pop(key, None)
         if p is None or not _matches(p.msg, msg):
             if p is not None:
-                self.pending[(peer, msg.seq)] = p
+                self.pending[key] = p
+            elif key in self.done and _matches(self.done[key], msg):
+                self._count("late_replies")     # a retry answered too: not a refusal
+                return False
             self._count("bad_seq")
             return False
+        self._done(key, p)
         p.fire("reply")
         p.callback(msg)
         return True
@@ -106,6 +122,7 @@ class Requester:
                 continue
             if p.tries >= self.tries:
                 del self.pending[key]
+                self._done(key, p)
                 p.fire("expire")
                 self._count("timeouts")
                 p.callback(None)
