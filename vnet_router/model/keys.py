@@ -152,9 +152,10 @@ def _write_private(path: str | Path, text: str, *, force: bool) -> Path:
     renamed over it, keeping the owner of the file it replaces (the daemon's user must still
     read it).  Without ``force`` an existing ``path`` is KeyFileError, untouched."""
     path = Path(path)
+    exists = KeyFileError(f"{path}: exists; not overwritten (--force replaces it, and every "
+                          f"node with the old key then refuses this node's messages)")
     if not force and os.path.lexists(path):
-        raise KeyFileError(f"{path}: exists; not overwritten (--force replaces it, and every "
-                           f"node with the old key then refuses this node's messages)")
+        raise exists
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         old = os.stat(path) if os.path.exists(path) else None
@@ -166,7 +167,15 @@ def _write_private(path: str | Path, text: str, *, force: bool) -> Path:
                 except PermissionError:
                     pass                # not root: the file becomes the caller's
             f.write(text)
-        os.replace(tmp, path)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)      # fails if someone made it meanwhile: never replaced
+            except FileExistsError:
+                os.unlink(tmp)
+                raise exists from None
+            os.unlink(tmp)
     except OSError as e:
         try:
             os.unlink(tmp)
@@ -179,8 +188,8 @@ def _write_private(path: str | Path, text: str, *, force: bool) -> Path:
 def write_key_file(path: str | Path, *, force: bool = False, key_id: int = 1) -> Keyring:
     """A new key file at ``path`` holding one fresh key (``key_id``); its keyring."""
     secret = secrets.token_bytes(SECRET_BYTES)
-    _write_private(path, f"# vnet control-plane key (docs/security.md): ID SECRET; the first "
-                         f"line signs\n{key_id} {secret.hex()}\n", force=force)
+    _write_private(path, f"# vnet control-plane keys (docs/security.md): ID SECRET, one a "
+                         f"line; the first signs\n{key_id} {secret.hex()}\n", force=force)
     return load_keyring(str(path))
 
 
