@@ -9,13 +9,15 @@ at a chosen moment (test_daemon_cli) -- with a comment saying so.
 
 ``vnetctl``/``vnetctl_at`` run the command line tool of this tree against a daemon's control
 socket; the iperf3 helpers start a one-shot server (returning once it listens), a JSON client,
-and read its result.  Lab fixtures (``make_lab``, ``sock_dir``) are in
+and read its result.  ``example`` makes a shipped example configuration (``etc/``) loadable
+here, with key files of its own.  Lab fixtures (``make_lab``, ``sock_dir``) are in
 ``tests/integration/conftest.py``; topologies are built with ``tests/integration/topo.py``.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -169,3 +171,43 @@ def interval_rates(report: dict) -> list[float]:
 def received_rate(report: dict) -> float:
     """Bits per second the receiver saw over the whole run."""
     return report["end"]["sum_received"]["bits_per_second"]
+
+
+# -- the shipped examples --------------------------------------------------------------------------
+
+ETC = Path(REPO) / "etc"
+_KEY_LINE = re.compile(r'^(key_file|signing_key_file) = "([^"]+)"[^\n]*\n', re.M)
+
+
+def example(name: str, tmp_path: Path, keys: bool = True) -> Path:
+    """A copy of the example ``etc/NAME`` in ``tmp_path``, loadable on this machine: the key
+    files it names (``key_file``, ``signing_key_file``: /etc/vnet/...) are made fresh in
+    ``tmp_path`` (by ``vnet-router keygen``'s writers) and named instead.  ``keys=False``
+    leaves them out: an unauthenticated copy, for tests that feed a node unsealed frames."""
+    from vnet_router.model import keys as keyfiles
+    made: dict[str, str] = {}
+
+    def one(m):
+        if not keys:
+            return ""
+        kind, path = m.group(1), m.group(2)
+        if path not in made:
+            new = tmp_path / Path(path).name
+            if kind == "signing_key_file":
+                keyfiles.write_seed_file(new, force=True)
+            else:
+                keyfiles.write_key_file(new, force=True)
+            made[path] = str(new)
+        return f'{kind} = "{made[path]}"\n'
+    out = tmp_path / name
+    out.write_text(_KEY_LINE.sub(one, (ETC / name).read_text()))
+    return out
+
+
+def load_example(name: str, keys: bool = True):
+    """The node configuration of ``example(name)`` (keys are read when it is loaded, so the
+    temporary copy and its key files are gone afterwards)."""
+    import tempfile
+    from vnet_router.model import config
+    with tempfile.TemporaryDirectory() as d:
+        return config.load(example(name, Path(d), keys))

@@ -16,11 +16,14 @@ from vnet_router.lab.lab import Lab
 
 import topo as t
 
+UNKEYED = "are NOT authenticated (no key_file)"     # control.guard's warning at start
+
 
 @pytest.fixture
 def make_lab(tmp_path):
     """make_lab(topology) -> a started Lab; ``topology`` is a ``topo.Topo`` (tables) or TOML
-    text.  Every lab is stopped (and removed) afterwards."""
+    text.  Every lab is stopped (and removed) afterwards; a keyed one (the default) whose daemons
+    warned about an unauthenticated link fails the test."""
     labs = []
 
     def make(topo) -> Lab:
@@ -35,6 +38,10 @@ def make_lab(tmp_path):
     yield make
     for lab in reversed(labs):
         lab.stop()
+    # labs are keyed by default (docs/lab.md): then no daemon may have run a link unkeyed
+    unkeyed = {f"{lab.workdir.name}/{log.name}" for lab in labs if lab.topo.lab.keys
+               for log in lab.workdir.glob("*.log") if UNKEYED in log.read_text(errors="replace")}
+    assert not unkeyed, f"a keyed lab's daemons warned about unauthenticated links: {unkeyed}"
 
 
 @pytest.fixture

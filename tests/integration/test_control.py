@@ -59,6 +59,7 @@ def topology(lan="60Mbit", blue=0.5, red=0.5, tm=TM, keys=True):
     vbm = {"link": "lan", "capacity": lan, "rebuild_time": 3,
            "share": [{"vnet": 1, "share": blue}, {"vnet": 2, "share": red}]}
     return t.topology(t.switch_node("sw"), *(t.link(f"{n}:e0", "sw") for n in "xyv"),
+                      *([] if keys else [t.lab(keys=False)]),      # else the lab's key
                       t.link("x:e1", "y:e1"), _node("x", "y", tm=tm, keys=keys),
                       _node("y", "x", tm=tm, keys=keys), _node("v", vbm=vbm, keys=keys))
 

@@ -171,6 +171,53 @@ def test_daemon_failing_at_start_reports_its_log(fake):
     assert lab_namespaces(lab.prefix) == []
 
 
+# two routers with a control plane ([tm]: HELLOs) and a host daemon (vnet-hostd) without one
+# (it takes only PATH_MTU notices on VLI 0) on one LAN; vNet v between x and y
+KEYED = t.topology(
+    t.switch_node("sw"), *(t.link(f"{n}:eth0", "sw") for n in "xyh"),
+    *(t.node(n, t.multiaccess("lan", "eth0"), t.vnet("v", 1),
+             t.iface("v", "v0", "lan", 200, addresses=[f"10.77.0.{i}/24"]),
+             router={"tm": {"hello_interval": 0.5}}) for i, n in enumerate("xy", 1)),
+    t.node("h", t.multiaccess("lan", "eth0"), daemon="host"))
+UNKEYED_LINE = "are NOT authenticated"           # control.guard's warning at start
+
+
+def _hear_each_other(lab):
+    def heard():
+        return {n: [x["name"] for x in lab.control(n, "alloc")["neighbours"]] for n in "xy"}
+    eventually(heard, 20, "x and y to hear each other's HELLOs",
+               until=lambda h: h == {"x": ["y"], "y": ["x"]})
+
+
+def test_a_lab_is_keyed_by_default_and_no_daemon_warns(make_lab):
+    lab = make_lab(KEYED)
+    key = lab.workdir / "lab.key"
+    assert lab.key_file == key and key.stat().st_mode & 0o777 == 0o600
+    for n in "xyh":
+        assert [s.key_file for s in lab.configs[n].substrate_links] == [str(key)]
+        assert f'key_file = "{key}"' in (lab.workdir / f"{n}.toml").read_text()
+    assert lab.ping("x", "10.77.0.2", vnet="v", count=2).received == 2
+    _hear_each_other(lab)                    # authenticated messages are taken
+    for n in "xy":
+        c = lab.control(n)["control"]
+        assert c["unauthenticated_links"] == [] and not any(c["refused"].values()), (n, c)
+    for n in "xyh":
+        assert UNKEYED_LINE not in lab.log_path(n).read_text(), lab.log_tail(n)
+
+
+def test_a_lab_with_keys_off_still_works_and_every_daemon_warns(make_lab):
+    lab = make_lab(KEYED + t.lab(keys=False))
+    assert lab.key_file is None and not (lab.workdir / "lab.key").exists()
+    assert all(s.key_file is None for n in "xyh" for s in lab.configs[n].substrate_links)
+    assert lab.ping("x", "10.77.0.2", vnet="v", count=2).received == 2
+    _hear_each_other(lab)
+    for n in "xy":
+        assert lab.control(n)["control"]["unauthenticated_links"] == ["lan"]
+    for n in "xyh":                        # h too: it takes PATH_MTU notices unchecked
+        log = lab.log_path(n).read_text()
+        assert "control messages on substrate link lan " + UNKEYED_LINE in log, log
+
+
 SCRIPT = """
 import signal, sys
 sys.path.insert(0, {root!r})
@@ -215,9 +262,14 @@ def test_parse_ping_output():
 
 def test_demo_end_to_end(tmp_path, capsys):
     plot = tmp_path / "rates.png"
-    rc = demo.run(demo.DEMO_TOPOLOGY, plot=str(plot))
+    rc = demo.run(demo.DEMO_TOPOLOGY, plot=str(plot), workdir=tmp_path / "w")
     out = capsys.readouterr().out
     assert rc == 0, out
+    # keyed: the lab's key on every link, and no daemon warns about unauthenticated links
+    assert "lab key " in out and (tmp_path / "w" / "lab.key").exists()
+    for node in ("r", "h1", "h2", "h3"):
+        log = (tmp_path / "w" / f"{node}.log").read_text()
+        assert f"node {node} ready" in log and UNKEYED_LINE not in log, log
     assert f"PASS: {len(demo.CHECKS)}/{len(demo.CHECKS)} checks as expected" in out
     assert "while green floods" in out and f"plot {plot}" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000

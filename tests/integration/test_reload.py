@@ -222,8 +222,10 @@ def test_reload_file_is_read_by_the_client_never_by_the_daemon(make_lab, sock_di
     kernel), and a request naming a path, or a key file, without its content is refused
     unopened (inotify watches the file).  FILE is applied once unless --adopt, which only
     root (or the daemon's user) may give."""
+    # unkeyed: nobody reloads a copy of x's file, which must then name no key file nobody
+    # cannot read (the lab's key is root's: vnetctl would refuse to read it, rightly)
     lab = make_lab(t.topology(
-        t.link("x:e0", "e:e0"), t.node("e"),
+        t.lab(keys=False), t.link("x:e0", "e:e0"), t.node("e"),
         t.node("x", t.p2p("p", "e0", "e:e0"), t.vnet("blue", 1),
                t.iface("blue", "a0", "p", 11, 10),
                settings={"control_socket": f"{sock_dir}/x.sock"})))

@@ -1,7 +1,7 @@
 """Lab topologies of the integration tests, built as tables (the format is in docs/lab.md).
 
-``switch_node()``, ``link()`` and ``node()`` each return a :class:`Topo`, the tables of a
-topology file; ``+`` joins them and ``text()`` writes the file (with the project's TOML writer,
+``switch_node()``, ``link()``, ``node()`` and ``lab()`` each return a :class:`Topo`, the tables
+of a topology file; ``+`` joins them and ``text()`` writes the file (with the project's TOML writer,
 ``vnet_router.model.toml.dump_toml``).  ``make_lab`` takes a Topo as it is.
 
 A node's router config is made of parts -- ``p2p()``, ``multiaccess()``, ``udp()``, ``vnet()``,
@@ -18,13 +18,16 @@ from vnet_router.model.toml import dump_toml
 
 
 class Topo(dict):
-    """Arrays of tables of a topology file (``switch``, ``node``, ``link``); ``a + b`` has the
-    entries of both, in order."""
+    """Arrays of tables of a topology file (``switch``, ``node``, ``link``) and its ``[lab]``
+    table; ``a + b`` has the entries of both, in order (and both ``[lab]`` tables' keys)."""
 
     def __add__(self, other: dict) -> "Topo":
-        out = Topo({k: list(v) for k, v in self.items()})
+        out = Topo({k: dict(v) if isinstance(v, dict) else list(v) for k, v in self.items()})
         for k, v in other.items():
-            out.setdefault(k, []).extend(v)
+            if isinstance(v, dict):
+                out.setdefault(k, {}).update(v)
+            else:
+                out.setdefault(k, []).extend(v)
         return out
 
 
@@ -42,6 +45,12 @@ def text(topo: Topo) -> str:
 
 def _entry(**kw) -> dict:
     return {k: v for k, v in kw.items() if v is not None}
+
+
+def lab(**settings) -> Topo:
+    """The ``[lab]`` table: ``lab(keys=False)`` runs the links without a ``key_file`` of their
+    own unauthenticated (labs are keyed by default, docs/lab.md)."""
+    return Topo(lab=dict(settings))
 
 
 def link(a: str, b: str, mtu: int | None = None, **extra) -> Topo:

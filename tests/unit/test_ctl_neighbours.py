@@ -1,17 +1,16 @@
 """The control plane's neighbours reach the datapath's control-plane policing, and a source
 that keeps sending refused frames is throttled before any work (``control/neighbours.py``)."""
 import asyncio
-from pathlib import Path
 
 from vnet_router.control import neighbours
 from vnet_router.control.plane import ControlPlane
 from vnet_router.datapath.select import DatapathPy as Datapath
-from vnet_router.model import config
 from vnet_router.model.tables import IfaceFacts, Tables
 from vnet_router.wire import control as m
 from vnet_router.wire import substrate as wire
 
-ETC = Path(__file__).resolve().parents[2] / "etc"
+from harness import load_example
+
 OURS, PEER, FORGER = (bytes.fromhex(x) for x in ("020000000001", "020000000002", "06000000000f"))
 
 
@@ -29,7 +28,7 @@ def frame(src, payload):
 
 
 def plane():
-    cfg = config.load(ETC / "vbm.toml")
+    cfg = load_example("vbm.toml", keys=False)      # fed unsealed frames
     tables = Tables(cfg, {"eth0": IfaceFacts(2, OURS, 1500)})
     loop = asyncio.new_event_loop()
     dp = Datapath(tables, loop)

@@ -79,7 +79,7 @@ def test_vnp_router_learns_forwards_and_counts():
                           "malformed": 1, "same_port": 1, "send_error": 0}
 
 
-def test_example_hostd_config_is_valid():
-    from pathlib import Path
-    h = hconfig.load(str(Path(__file__).resolve().parents[2] / "etc" / "hostd.toml"))
+def test_example_hostd_config_is_valid(tmp_path):
+    from harness import example
+    h = hconfig.load(str(example("hostd.toml", tmp_path)))
     assert h.node.substrate_links and h.host.namespace_prefix == "vnet-"

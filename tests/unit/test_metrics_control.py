@@ -3,11 +3,9 @@ counters, the VBM's allocations -- from ``status()['control']``, as ``vnetctl`` 
 import asyncio
 import shutil
 import subprocess
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vnet_router.model import config
 from vnet_router.wire import substrate as wire
 from vnet_router.control.plane import ControlPlane
 from vnet_router.wire import control as m
@@ -16,12 +14,13 @@ from vnet_router.ops.metrics import Collector
 from vnet_router.node.status import status
 from vnet_router.model.tables import IfaceFacts, Tables
 
-ETC = Path(__file__).resolve().parents[2] / "etc"
+from harness import load_example
+
 OURS, PEER = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
 
 
 def test_control_messages_and_vbm_allocations_are_exported():
-    cfg = config.load(ETC / "vbm.toml")
+    cfg = load_example("vbm.toml", keys=False)      # it feeds the VBM unsealed frames
     tables = Tables(cfg, {"eth0": IfaceFacts(2, OURS, 1500)})
     loop = asyncio.new_event_loop()
     try:

@@ -12,11 +12,12 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
-from vnet_router.model import config
 from vnet_router.datapath.select import DatapathPy as Datapath
 from vnet_router.ops.metrics import Collector
 from vnet_router.node.status import status
 from vnet_router.model.tables import IfaceFacts, Tables
+
+from harness import load_example
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 RULES = ETC / "prometheus/vnet-alerts.yml"
@@ -26,7 +27,7 @@ needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
 
 
 def exported_text() -> str:
-    cfg = config.load(ETC / "router.toml")
+    cfg = load_example("router.toml")
     tables = Tables(cfg, {"eth0": IfaceFacts(2, b"\x02" * 6, 1500)})
     dp = Datapath(tables, asyncio.new_event_loop())
     dp.install(tables.compile())

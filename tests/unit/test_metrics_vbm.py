@@ -2,7 +2,6 @@
 (``vnet_vbm_reachable``), so the VBM alert fires only where a VBM is expected
 (etc/prometheus/vnet-alerts.yml, VnetVBMUnreachable)."""
 import asyncio
-from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,7 +15,8 @@ from vnet_router.ops.metrics import Collector
 from vnet_router.wire import control as m
 from vnet_router.wire import substrate as wire
 
-ETC = Path(__file__).resolve().parents[2] / "etc"
+from harness import load_example
+
 OURS, VBM_MAC, OTHER = (b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x0a",
                         b"\x02\x00\x00\x00\x00\x0b")
 
@@ -93,7 +93,7 @@ def node():
 
 
 def test_a_node_without_control_plane_expects_no_vbm():
-    cfg = config.load(ETC / "router.toml")
+    cfg = load_example("router.toml")
     tables = Tables(cfg, {"eth0": IfaceFacts(2, OURS, 1500)})
     loop = asyncio.new_event_loop()
     try:

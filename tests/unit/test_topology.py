@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from vnet_router.model import config as rconfig
+from vnet_router.model import keys
 from vnet_router.model.schema import ConfigError
 from vnet_router.model.toml import dump_toml
 from vnet_router.lab import topology as T
@@ -62,6 +63,37 @@ def test_demo_rendered_configs_are_valid_and_name_peers_by_mac():
     h1 = rconfig.parse(T.render_router(t, "h1", "vl42-", "/tmp/w"))
     assert h1.link("p2p-r").peer_mac == bytes.fromhex("0200000000fe")
     assert h1.vnet("green").namespace == "vl42-h1-green"
+
+
+def test_labs_are_keyed_unless_told_not_to():
+    assert T.load(DEMO).lab.keys is True
+    assert load(BASE).lab.keys is True
+    assert load("[lab]\nkeys = false\n" + BASE).lab.keys is False
+    with pytest.raises(ConfigError, match=r"lab\.keys: .*bool"):
+        load('[lab]\nkeys = "no"\n' + BASE)
+
+
+def test_the_lab_key_goes_on_every_substrate_link_without_a_key_of_its_own(tmp_path):
+    lab_key = str(tmp_path / "lab.key")
+    keys.write_key_file(lab_key)
+    t = T.load(DEMO)
+    for node in t.nodes:
+        cfg = rconfig.parse(T.render_router(t, node.name, "vl42-", "/tmp/w", lab_key))
+        assert [s.key_file for s in cfg.substrate_links] == [lab_key] * len(cfg.substrate_links)
+        assert all(s.keyring is not None for s in cfg.substrate_links)
+        plain = rconfig.parse(T.render_router(t, node.name, "vl42-", "/tmp/w"))
+        assert all(s.keyring is None for s in plain.substrate_links)    # keys = false
+    own = str(tmp_path / "own.key")
+    keys.write_key_file(own)
+    t = load(BASE.replace('[[node]]\nname = "b"', f'''[[node]]
+name = "b"
+[node.router]
+substrate_link = [{{ id = "p", kind = "p2p", interface = "eth0", peer_mac = "{{mac:a:eth0}}", vlan = 7, key_file = "{own}" }},
+                  {{ id = "lan", kind = "multiaccess", interface = "eth0" }}]
+'''))
+    d = T.render_router(t, "b", "vl7-", "/w", lab_key)
+    assert [s["key_file"] for s in d["substrate_link"]] == [own, lab_key]
+    assert "key_file" not in t.node("b").router["substrate_link"][1]    # original untouched
 
 
 def test_switch_ports_and_derived_macs():

@@ -157,6 +157,8 @@ def _print_summary(lab: Lab):
                 print(f"  {v.namespace:24}   vNet {v.name} of {node.name}")
     for node in lab.configs:
         print(f"control: vnetctl -s {shlex.quote(lab.socket(node))} show      # {node}")
+    print(f"control messages: authenticated with {lab.key_file}" if lab.key_file else
+          "control messages: NOT authenticated ([lab] keys = false)")
     print(f"work dir (configs, logs): {lab.workdir}"
           + ("" if lab.keep_workdir or lab._workdir_arg else " (removed at exit; --keep-logs keeps it)"))
 

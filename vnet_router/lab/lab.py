@@ -8,11 +8,14 @@
 Building: one namespace per switch and node (``PREFIX + name``), a Linux bridge in each switch
 namespace, veth pairs for the links (created directly in their namespaces through
 ``vnet_router.ops.netlink``, so no name ever appears in the host's namespace), sysctls, legacy
-addresses; then each node's router config (``topology.render_router``) is written to the work
-dir and ``vnet_router.node.daemon`` is started in the node's namespace with ``nsenter --net`` (not
-``ip netns exec``: in its private mount namespace the daemon would have to mount every vNet
-namespace in the host's as well, see ``ops/netlink.py``), ready once its control socket answers
-``show``; then the post-start commands run.
+addresses; then (``[lab] keys``, the default) a fresh key file ``lab.key`` is written to the
+work dir, mode 0600, which every substrate link without a ``key_file`` of its own uses, so the
+control messages are authenticated; then each node's router config
+(``topology.render_router``) is written to the work dir and ``vnet_router.node.daemon`` is
+started in the node's namespace with ``nsenter --net`` (not ``ip netns exec``: in its private
+mount namespace the daemon would have to mount every vNet namespace in the host's as well, see
+``ops/netlink.py``), ready once its control socket answers ``show``; then the post-start
+commands run.
 
 Stopping (always: normal exit, exception, Ctrl-C, SIGTERM): SIGTERM to the daemons, SIGKILL
 after a timeout, then every namespace whose name starts with the lab's prefix is removed —
@@ -38,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vnet_router.model import config as rconfig
+from vnet_router.model import keys
 from vnet_router.model.toml import dump_toml
 from vnet_router.node import api as control
 from vnet_router.ops import netlink
@@ -121,6 +125,7 @@ class Lab:
         self.daemon_cmd = daemon_cmd or [sys.executable, "-m", "vnet_router.node.daemon"]
         self.ready_timeout, self.stop_timeout = ready_timeout, stop_timeout
         self.configs: dict[str, rconfig.NodeConfig] = {}
+        self.key_file: Path | None = None             # the lab's key ([lab] keys), once written
         self.daemons: dict[str, subprocess.Popen] = {}
         self.daemon_exit: dict[str, int] = {}          # node -> exit status, after stop
         self.leftovers: list[str] = []                 # vNet namespaces daemons left behind
@@ -194,6 +199,7 @@ class Lab:
                 self._owner_file.write_text(f"{os.getpid()} {_start_time(os.getpid())} "
                                             f"{self.workdir}\n")
             self._build()
+            self._write_key()
             self._start_daemons()
             self._run_commands()
         except BaseException:
@@ -311,11 +317,28 @@ class Lab:
         if r.returncode != 0:
             raise LabError(f"sysctl {key}={value} in {ns} failed: {r.stderr.strip()}")
 
+    def _write_key(self):
+        """The lab's key (``[lab] keys``): a fresh one per start, in the work dir."""
+        if not self.topo.lab.keys:
+            self.progress("keys off ([lab] keys = false): control messages are not "
+                          "authenticated")
+            return
+        path = self.workdir / "lab.key"
+        try:
+            keys.write_key_file(path, force=True)
+        except keys.KeyFileError as e:
+            raise LabError(f"cannot write the lab's key: {e}") from None
+        self.key_file = path
+        self.progress(f"lab key {path} (mode 0600): every substrate link without a key_file "
+                      f"of its own authenticates its control messages with it")
+
     def _start_daemons(self):
         for node in self.topo.nodes:
             if not node.has_router:
                 continue
-            rendered = topo_mod.render_router(self.topo, node.name, self.prefix, str(self.workdir))
+            rendered = topo_mod.render_router(
+                self.topo, node.name, self.prefix, str(self.workdir),
+                str(self.key_file) if self.key_file else None)
             path = self.workdir / f"{node.name}.toml"
             path.write_text(dump_toml(rendered))
             self.configs[node.name] = cfg = topo_mod.parse_node_config(

@@ -48,7 +48,7 @@ from vnet_router.model import host as hconfig
 from vnet_router.model.config import Cidr, valid_ifname
 from vnet_router.model.paths import End, Net
 from vnet_router.wire import substrate as wire
-from vnet_router.model.schema import (ConfigError, Invalid, Schema, Shown, Str, derived,
+from vnet_router.model.schema import (Bool, ConfigError, Invalid, Schema, Shown, Str, derived,
                                       int_range, key, pairs, parsed, pattern, prepare, rules,
                                       tables, validate)
 from vnet_router.model.toml import parse_toml, read_toml
@@ -220,6 +220,10 @@ class LabSection(Schema):
 
     name: Str | None = key("shown in messages", None, shown="the file's stem")
     description: Str = key("free text", "")
+    keys: Bool = key(
+        "authenticate the control messages: the lab writes a fresh key file, "
+        "`WORKDIR/lab.key`, and every substrate link without a `key_file` of its own gets it; "
+        "`false`: links without one run unauthenticated (each daemon warns at start)", True)
 
 
 class Topology(Schema):
@@ -416,11 +420,13 @@ def derived_mac(owner: str, ifname: str) -> str:
 # -- rendering router configs -----------------------------------------------------------------
 
 def render(table: dict, node: str, prefix: str, workdir: str,
-           macs: dict[tuple[str, str], str], daemon: str = "router") -> dict:
+           macs: dict[tuple[str, str], str], daemon: str = "router",
+           key_file: str | None = None) -> dict:
     """The router config of ``node`` with placeholders substituted and lab defaults filled in.
 
     Defaults: ``node.name`` = the node's name, ``node.control_socket`` = WORKDIR/NODE.sock,
-    a vNet's ``namespace`` = PREFIX + NODE + "-" + VNET.  Raises ConfigError (file "-") on an
+    a vNet's ``namespace`` = PREFIX + NODE + "-" + VNET, and (``key_file``: the lab's key, when
+    ``[lab] keys``) every substrate link's ``key_file``.  Raises ConfigError (file "-") on an
     unknown placeholder.
     """
     values = {"prefix": prefix, "node": node, "workdir": workdir}
@@ -457,6 +463,11 @@ def render(table: dict, node: str, prefix: str, workdir: str,
     for v in out.get("vnet", []) if isinstance(out.get("vnet"), list) else []:
         if isinstance(v, dict) and "namespace" not in v and isinstance(v.get("name"), str):
             v["namespace"] = f"{prefix}{node}-{v['name']}"
+    if key_file is not None:
+        for s in out.get("substrate_link", []) if isinstance(out.get("substrate_link"),
+                                                              list) else []:
+            if isinstance(s, dict):
+                s.setdefault("key_file", key_file)
     if daemon == "host":        # vnet-hostd: state and run-time vNet namespaces in the lab
         host = out.setdefault("host", {})
         if isinstance(host, dict):
@@ -465,11 +476,13 @@ def render(table: dict, node: str, prefix: str, workdir: str,
     return out
 
 
-def render_router(topo: Topology, node: str, prefix: str, workdir: str) -> dict:
+def render_router(topo: Topology, node: str, prefix: str, workdir: str,
+                  key_file: str | None = None) -> dict:
+    """``node``'s config in a lab; ``key_file``: the lab's key (``[lab] keys``)."""
     n = topo.node(node)
     if n.router is None:
         raise ValueError(f"node {node} has no router config")
-    return render(n.router, node, prefix, workdir, topo.macs(), n.daemon)
+    return render(n.router, node, prefix, workdir, topo.macs(), n.daemon, key_file)
 
 
 # -- paths --------------------------------------------------------------------------------------

@@ -191,10 +191,10 @@ class SubstrateLink(Schema):
         shown="the interface's (udp: the route's towards remote, read at start and reload; "
               "1500 with no route then)")
     key_file: Str | None = key(
-        "file of the keys authenticating control messages on this link (mode 0600; format "
-        "and rotation in security.md); every node on the link needs the same key.  Without "
-        "it the link's control messages are not authenticated (a warning at start, the "
-        "`vnet_control_links_unauthenticated` metric)", None, shown="none")
+        "file of the keys authenticating control messages on this link (`vnet-router keygen "
+        "FILE` writes one, mode 0600; security.md, operations.md); every node on the link "
+        "needs the same key.  Without it they are not authenticated (a warning at start, "
+        "the `vnet_control_links_unauthenticated` metric)", None, shown="none")
     keyring: Any = derived(None, "the keys read from key_file")
 
     @rules
@@ -422,8 +422,9 @@ class VBMSection(Schema):
                                    alias="share")
     signing_key_file: Str | None = key(
         "file holding the VBM's Ed25519 signing key (a 32-byte seed in hex, mode 0600; "
-        "`openssl rand -hex 32`); it signs its HELLOs and AGG_ASSIGNs, and nodes configured "
-        "with its public key (`[tm] vbm_public_key`) take only those", None, shown="none")
+        "`vnet-router keygen --signing FILE` writes one); it signs its HELLOs and AGG_ASSIGNs, "
+        "and nodes configured with its public key (`[tm] vbm_public_key`) take only those",
+        None, shown="none")
     signing_seed: Any = derived(None, "the seed read from signing_key_file")
 
     @rules

@@ -6,7 +6,13 @@ first key signs what the node sends; every key in the file is accepted, so a key
 without downtime: add the new key as the second line on every node (reload), move it first on
 each node (reload), then remove the old one.  The file must not be readable or writable by
 group or others (``chmod 600``): checked when the configuration is loaded, so ``--check`` and
-a reload refuse a file with a loose mode.
+a reload refuse a file with a loose mode, and a missing file is named with the command that
+makes one.
+
+Writing (``vnet-router keygen``, ``node/keygen.py``; the lab's key, ``lab/lab.py``):
+:func:`write_key_file` makes a new file of one fresh key, :func:`add_key` appends a fresh key
+(the next id) to an existing one, :func:`write_seed_file` makes a VBM signing key.  A file is
+written whole under a temporary name, mode 0600 from its creation, and renamed into place.
 
 A configuration a client sent (``vnetctl reload FILE``: the daemon reads no file on a
 client's behalf) comes with the key files it names as that client read them; while it is
@@ -17,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import secrets
 import stat
+from pathlib import Path
 
 from vnet_router.wire.auth import Keyring
 
@@ -43,7 +51,7 @@ def supplied(files: dict):
         _SUPPLIED.reset(token)
 
 
-def _read_private(path: str) -> str:
+def _read_private(path: str, make: str = "vnet-router keygen") -> str:
     files = _SUPPLIED.get()
     if files is not None:
         return _sent(files, path)
@@ -51,6 +59,9 @@ def _read_private(path: str) -> str:
         st = os.stat(path)
         with open(path) as f:
             text = f.read()
+    except FileNotFoundError as e:
+        raise KeyFileError(f"{path}: {e.strerror} (make one with `{make} {path}`, then copy "
+                           f"it to the other nodes)") from None
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
@@ -77,9 +88,10 @@ def _sent(files: dict, path: str) -> str:
 
 
 def load_seed(path: str) -> bytes:
-    """The VBM's Ed25519 signing key: a file holding the 32-byte seed in hex (64 digits, e.g.
-    ``openssl rand -hex 32``), mode 0600.  ``vnet-router --check`` prints its public key."""
-    words = [w for line in _read_private(path).splitlines()
+    """The VBM's Ed25519 signing key: a file holding the 32-byte seed in hex (64 digits,
+    ``vnet-router keygen --signing`` or ``openssl rand -hex 32``), mode 0600.  ``vnet-router
+    --check`` prints its public key."""
+    words = [w for line in _read_private(path, "vnet-router keygen --signing").splitlines()
              for w in line.split("#", 1)[0].split()]
     try:
         seed = bytes.fromhex(words[0]) if len(words) == 1 else b""
@@ -128,3 +140,76 @@ def load_keyring(path: str) -> Keyring:
     if first is None:
         raise KeyFileError(f"{path}: no key in the file")
     return Keyring(first, keys)
+
+
+# -- writing ----------------------------------------------------------------------------------
+
+SECRET_BYTES = 32
+
+
+def _write_private(path: str | Path, text: str, *, force: bool) -> Path:
+    """Write ``text`` to ``path``, mode 0600 from the start: a temporary file beside it, then
+    renamed over it, keeping the owner of the file it replaces (the daemon's user must still
+    read it).  Without ``force`` an existing ``path`` is KeyFileError, untouched."""
+    path = Path(path)
+    exists = KeyFileError(f"{path}: exists; not overwritten (--force replaces it, and every "
+                          f"node with the old key then refuses this node's messages)")
+    if not force and os.path.lexists(path):
+        raise exists
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        old = os.stat(path) if os.path.exists(path) else None
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            if old is not None and (old.st_uid, old.st_gid) != (os.geteuid(), os.getegid()):
+                try:
+                    os.fchown(f.fileno(), old.st_uid, old.st_gid)
+                except PermissionError:
+                    pass                # not root: the file becomes the caller's
+            f.write(text)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)      # fails if someone made it meanwhile: never replaced
+            except FileExistsError:
+                os.unlink(tmp)
+                raise exists from None
+            os.unlink(tmp)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise KeyFileError(f"{path}: {e.strerror}") from None
+    return path
+
+
+def write_key_file(path: str | Path, *, force: bool = False, key_id: int = 1) -> Keyring:
+    """A new key file at ``path`` holding one fresh key (``key_id``); its keyring."""
+    secret = secrets.token_bytes(SECRET_BYTES)
+    _write_private(path, f"# vnet control-plane keys (docs/security.md): ID SECRET, one a "
+                         f"line; the first signs\n{key_id} {secret.hex()}\n", force=force)
+    return load_keyring(str(path))
+
+
+def add_key(path: str | Path) -> int:
+    """Append a fresh key to the key file ``path`` (rotation, step 1: accepted, not yet
+    signing); its id, one above the highest there."""
+    ring = load_keyring(str(path))
+    kid = max(i for i, _ in ring.keys) + 1
+    if kid > 0xFFFFFFFF:
+        raise KeyFileError(f"{path}: no key id left above {kid - 1}")
+    text = _read_private(str(path))
+    if text and not text.endswith("\n"):
+        text += "\n"
+    _write_private(path, f"{text}{kid} {secrets.token_hex(SECRET_BYTES)}\n", force=True)
+    return kid
+
+
+def write_seed_file(path: str | Path, *, force: bool = False) -> bytes:
+    """A new VBM signing key (an Ed25519 seed) at ``path``; the seed."""
+    seed = secrets.token_bytes(32)
+    _write_private(path, f"# the VBM's Ed25519 signing key (docs/security.md)\n{seed.hex()}\n",
+                   force=force)
+    return seed

@@ -21,7 +21,7 @@ from vnet_router.model.tables import Tables
 from vnet_router.node.lifecycle import Node
 from vnet_router.node.owned import StateError, StateFile
 from vnet_router.ops import logs, loop, underlay
-from vnet_router.node import ports as ports_mod, units
+from vnet_router.node import keygen, ports as ports_mod, units
 from vnet_router.node.ports import EnvironmentError_, read_facts
 
 log = logging.getLogger("vnet_router")
@@ -33,7 +33,9 @@ def parse_args(argv=None):
         description="Substrate router: multiplexes virtual networks onto substrate links "
                     "(see docs/configuration.md for the config file).",
         epilog="vnet-router install-units [--dir DIR] [--print]: write the systemd units with "
-               "the paths of the installed commands (see vnet-router install-units --help).")
+               "the paths of the installed commands (see vnet-router install-units --help). "
+               "vnet-router keygen FILE: write a key file for a substrate link's key_file "
+               "(see vnet-router keygen --help).")
     p.add_argument("-c", "--config", required=True, help="TOML configuration file")
     p.add_argument("--check", action="store_true",
                    help="validate the configuration (and the interfaces it names) and exit; "
@@ -86,6 +88,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["install-units"]:
         return units.main(argv[1:])
+    if argv[:1] == ["keygen"]:
+        return keygen.main(argv[1:])
     args = parse_args(argv)
     try:
         cfg = config_mod.load(args.config)

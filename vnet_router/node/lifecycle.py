@@ -174,6 +174,8 @@ class Node:
                 parts.callback(vli0.register(self.cp.on_control))
             else:
                 self.pmtu = path_mtu()
+                if cfg.node.path_mtu_interval:   # it takes PATH_MTU notices: say if unkeyed
+                    self.pmtu.guard.warn_unauthenticated()
             parts.callback(self.pmtu.close)
             self.pmtu.start()
             parts.callback(vli0.register(self.pmtu.on_control, fallback=True))
