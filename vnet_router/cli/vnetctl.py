@@ -256,7 +256,31 @@ def _vlink(r, a):
                                                      " (peer did not confirm)"))
 
 
+def _runtime(r, a):
+    """``vlink rate``, ``vbm share``: what changed, and that the file still says otherwise."""
+    if a.json:
+        print(json.dumps(r, indent=2))
+        return
+    if "direction" in r:
+        side = "output (rate)" if r["direction"] == "out" else "input (in_rate)"
+        print(f"{r['vnet']}/{r['name']} {side}: {_range(r['was'])} -> {_range(r['rate'])}"
+              + (f" (generation {r['generation']})" if "generation" in r else ""))
+    else:
+        was = "none" if r["was"] is None else f"{r['was']:g}"
+        print(f"vNet {r['vnet']}: share of the LAN {was} -> {r['share']:g} "
+              f"(pool {_r(r['pool'])})")
+    print(f"note: {r['note']}")
+
+
+def _range(x: dict) -> str:
+    if x["max"] is None:
+        return "unlimited"
+    return format_rate(x["max"]) if x["min"] == x["max"] else \
+        f"{format_rate(x['min'])}..{format_rate(x['max'])}"
+
+
 PRINTERS = {
+    "runtime": _runtime,
     "show": _json_or(show_view),
     "alloc": _json_or(alloc_view),
     "top": _top,

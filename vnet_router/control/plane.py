@@ -163,9 +163,9 @@ class ControlPlane:
             add(peer, vli, vid, lo, hi, lo if start_at == "min" else hi)
 
     def reconfigured(self, cfg: NodeConfig):
-        """A reload swapped in ``cfg`` (same ``[tm]``/``[vbm]``): follow its vNets and its
-        static managed virtual links (new ones are managed, removed ones forgotten, changed
-        bounds start over)."""
+        """A reload swapped in ``cfg`` (same ``[tm]``, ``[vbm]`` but its shares): follow its
+        vNets, the VBM's shares and its static managed virtual links (new ones are managed,
+        removed ones forgotten, changed bounds start over)."""
         old, new = self._static(self.cfg), self._static(cfg)
         self.cfg = cfg
         self.guard.set_links(cfg.substrate_links)
@@ -178,6 +178,8 @@ class ControlPlane:
             self._obs.pop((peer, vli), None)
         self._manage({k: b for k, b in new.items() if old.get(k) != b})
         self._shape_switches()
+        if self.vbm is not None and cfg.vbm is not None:    # run-time shares: the file's again
+            self.vbm.set_shares({s.vnet: s.share for s in cfg.vbm.shares})
 
     def _shape_switches(self):
         for v in self.kshaping.switches(self.cfg) if self.kshaping is not None else ():

@@ -39,6 +39,7 @@ from vnet_router.node.answered import Answered
 from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
+from vnet_router.node import runtime
 from vnet_router.node.status import status
 from vnet_router.node.underlay import UnderlayWatch
 from vnet_router.model.tables import Tables, interface_mtu
@@ -242,6 +243,10 @@ class Node:
         if self.cp is not None:
             h.update(alloc=self.cp.allocations, vlink_add=self.cp.vlink_add,
                      vlink_del=self.cp.vlink_del)
+            if self.cp.vbm is not None:
+                h["vbm_share"] = functools.partial(runtime.vbm_share, self)
+        if self.DAEMON == commands.ROUTER:
+            h["vlink_rate"] = functools.partial(runtime.vlink_rate, self)
         return h
 
     def make_control(self, path: str, handlers: dict) -> ControlServer:
@@ -494,8 +499,8 @@ class Node:
             if getattr(new.node, key) != getattr(old.node, key):
                 raise CommandError(f"{path}: node.{key}: cannot change while running "
                                    f"(restart the daemon)")
-        for key in ("tm", "vbm"):
-            if getattr(new, key) != getattr(old, key):
+        for key in ("tm", "vbm"):            # [vbm]'s shares may change (the VBM's set_shares)
+            if _fixed(getattr(new, key)) != _fixed(getattr(old, key)):
                 raise CommandError(f"{path}: [{key}]: cannot change while running "
                                    f"(restart the daemon)")
         self._check_dynamic(new, path)
@@ -579,12 +584,27 @@ def _table_diff(old: config_mod.NodeConfig, new: config_mod.NodeConfig) -> list[
         out += [f"{what} added: {_name(x)}" for x in b - a if _name(x) not in map(_name, a)]
         out += [f"{what} removed: {_name(x)}" for x in a - b if _name(x) not in map(_name, b)]
         out += [f"{what} changed: {_name(x)}" for x in b - a if _name(x) in map(_name, a)]
+    if old.vbm is not None and new.vbm is not None:
+        was, now = ({s.vnet: s.share for s in c.vbm.shares} for c in (old, new))
+        out += [f"vbm share changed: vNet {v} {_share(was.get(v))} -> {_share(now.get(v))}"
+                for v in sorted(set(was) | set(now)) if was.get(v) != now.get(v)]
     return sorted(out)
 
 
+def _share(x) -> str:
+    return "none" if x is None else f"{x:g}"
+
+
+def _fixed(section):
+    """What a reload may not change of ``[tm]``/``[vbm]``: all but the VBM's shares."""
+    return section.model_dump(exclude={"shares"}) if section is not None else None
+
+
 def _name(x) -> str:
-    for attr in ("id", "name"):
-        if hasattr(x, attr) and not hasattr(x, "in_link"):
-            v = getattr(x, attr)
-            return f"{x.vnet}/{v}" if hasattr(x, "vnet") and attr == "name" else v
-    return f"{x.vnet} {x.in_link}:{x.in_vli}->{x.out_link}:{x.out_vli}"
+    """How a reload's changes name a table: a vNet and an interface by name, a substrate link
+    by id, a switch by its virtual links."""
+    if hasattr(x, "in_link"):
+        return f"{x.vnet} {x.in_link}:{x.in_vli}->{x.out_link}:{x.out_vli}"
+    if hasattr(x, "vnet"):
+        return f"{x.vnet}/{x.name}"
+    return x.name if hasattr(x, "name") else x.id
