@@ -272,12 +272,14 @@ class ControlPlane:
         old = self.neighbours.heard(peer, msg)
         if msg.role == m.Role.VBM and peer[0] == self.cfg.tm_settings.vbm_link:
             if self.tm.vbm_peer != peer or old is None or old["incarnation"] != msg.incarnation:
-                log.info("VBM at %s (incarnation %08x)", _peer_str(peer), msg.incarnation)
+                log.info("VBM at %s: %s (%08x), incarnation %08x", _peer_str(peer), msg.name,
+                         msg.node, msg.incarnation)
                 self.tm.vbm_peer = peer
                 for agg in self.tm.aggregates.values():
                     agg.last_report = -1e9          # report at once: a new VBM rebuilds
         if old is None:
-            log.info("neighbour %s on %s: %s", msg.name, _peer_str(peer), msg.role.name)
+            log.info("neighbour %s (%08x) on %s: %s", msg.name, msg.node, _peer_str(peer),
+                     msg.role.name)
         elif old["incarnation"] != msg.incarnation:
             self.members.peer_restarted(peer, msg)
 

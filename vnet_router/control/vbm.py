@@ -147,10 +147,11 @@ class VBM(VbmFSM):
         return m.AggAssign(status=status, vnet=vnet, rate=assigned)
 
     def view(self) -> dict:
+        """Nodes by their id in 8 hex digits, as everywhere (``alloc``, logs, metrics)."""
         return {
             "state": self.state.name, "lan_capacity": self.lan_capacity,
             "vnets": {str(v): {"share": s, "pool": self.pool(v), "allocated": self.allocated(v),
-                               "nodes": {str(n): {"aggregate": a,
+                               "nodes": {f"{n:08x}": {"aggregate": a,
                                                   "minimum": self.minimum[v].get(n, 0)}
                                          for n, a in sorted(self.alloc[v].items())}}
                       for v, s in sorted(self.shares.items())},
