@@ -272,7 +272,9 @@ COMMANDS: tuple[Command, ...] = (
         Cli(("top",), "top", help="live rates of every virtual link, refreshed", args=(
             arg("-i", "--interval", key=None, type=float, default=1.0,
                 help="seconds between samples"),
-            arg("-n", "--count", key=None, type=int, help="stop after this many refreshes"))),
+            arg("-n", "--count", key=None, type=int, help="stop after this many refreshes"),
+            arg("--json", key=None, action="store_true",
+                help="one JSON object per sample and line (for machines)"))),
     )),
     Command("alloc", "rate allocations (Traffic Manager, VBM), members, neighbours", BOTH,
             privileged=False,
@@ -294,7 +296,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("endpoint", "hand a library endpoint to the calling application (vnet_host.lib)",
             BOTH, privileged=False, peer=True, fds=True),
     Command("tables", "the read-only tables exported to applications", HOST_ONLY,
-            privileged=False, cli=(Cli(("tables",), "json"),)),
+            privileged=False, cli=(Cli(("tables",), "tables", (JSON,)),)),
     Command("vnet_add", "install a vNet", HOST_ONLY, cli=(
         Cli(("vnet", "add"), "changes", timeout=60, args=(
             arg("name"), arg("--id", type=int, required=True, help="vNet id"),
@@ -401,7 +403,7 @@ COMMANDS: tuple[Command, ...] = (
             BOTH, cli=(Cli(("instance", "stop"), "instance_stop", (arg("name"),)),)),
     Command("instances", "running and stopped instances, with kernel instances' counters",
             BOTH, privileged=False,
-            cli=(Cli(("instance", "list"), "json"),)),
+            cli=(Cli(("instance", "list"), "instances", (JSON,)),)),
 )
 
 BY_NAME = {c.name: c for c in COMMANDS}

@@ -383,6 +383,9 @@ class Node:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned,
                     underlay=self.underlay.status)
+        # the id its control messages carry, 8 hex digits as in every view and metric
+        nid = self.pmtu.node if self.pmtu is not None else node_id(self.cfg, self.facts)
+        st["node_id"] = f"{nid:08x}"
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads),
                               "file": self.config_file}
         st["kernel_instances"] = self.kernel.status()
