@@ -70,6 +70,9 @@ def test_vlink_rate_is_applied_and_a_plain_reload_restores_the_file(make_lab):
     assert _tm_output(lab, "x") == (5 * M, 20 * M)
     st = lab.control("x")
     assert st["generation"] == gen + 1
+    assert st["config_state"]["runtime_changes"] == [
+        "vlink rate blue/a0 out: 2Mbit..10Mbit -> 5Mbit..20Mbit"]
+    assert "run-time changes not in" in _ctl(lab, "x", "show")
     # the file was not touched
     assert 'max = "10Mbit"' in (lab.workdir / "x.toml").read_text()
 
@@ -85,6 +88,7 @@ def test_vlink_rate_is_applied_and_a_plain_reload_restores_the_file(make_lab):
     out = _ctl(lab, "x", "reload")
     assert "interface changed: blue/a0" in out, out
     assert _out_rate(lab, "x") == (2 * M, 10 * M)
+    assert lab.control("x")["config_state"]["runtime_changes"] == []
     eventually(lambda: _tm_output(lab, "x") == (2 * M, 10 * M), 10,
                "the Traffic Manager to take the file's bounds again")
 
@@ -120,6 +124,9 @@ def test_vbm_share_is_applied_and_a_plain_reload_restores_the_file(make_lab):
     r = vnetctl(lab, "x", "vbm", "share", "1", "0.3")
     assert r.returncode == 1 and "needs [vbm]" in r.stderr, r.stderr
 
+    assert lab.control("y")["config_state"]["runtime_changes"] == ["vbm share vNet 1: 0.5 -> 0.3"]
+
     out = _ctl(lab, "y", "reload")
     assert "vbm share changed: vNet 1 0.3 -> 0.5" in out, out
     assert share(1) == 0.5
+    assert lab.control("y")["config_state"]["runtime_changes"] == []

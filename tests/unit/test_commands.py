@@ -453,9 +453,13 @@ def test_alloc_names_every_node_by_name_and_hex_id():
         "node v (32c2d184)  VBM not heard"
 
 
-def test_show_header_has_the_node_id():
+def test_show_header_has_the_node_id_and_the_run_time_changes():
     st = {**_show_result(False), "node_id": "32c2d184"}
-    assert ctl.show_view(st)[0].startswith("node h1 (32c2d184)  config h1.toml")
+    view = ctl.show_view(st)
+    assert view[0].startswith("node h1 (32c2d184)  config h1.toml") and view[1] == ""
+    st["config_state"] = {"runtime_changes": ["vlink rate blue/a0 out: 2Mbit -> 5Mbit"]}
+    assert ctl.show_view(st)[1] == ("run-time changes not in h1.toml (a plain reload undoes "
+                                    "them): vlink rate blue/a0 out: 2Mbit -> 5Mbit")
 
 
 def test_tables_is_a_table_and_json_on_request(monkeypatch, capsys):

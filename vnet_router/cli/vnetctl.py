@@ -15,6 +15,12 @@ With the router's control plane (``[tm]`` / ``[vbm]``):
   a virtual link pair with the neighbour on LINK (it chooses the VLI of its input);
 * ``vnetctl vlink del VNET NAME`` -- tear it down on both ends.
 
+Run-time changes of one value (vnet-router, ``node/runtime.py``): ``vlink rate VNET NAME
+--min R --max R [--in]`` and, on the VBM, ``vbm share VNET SHARE``; they say that a plain
+``reload`` undoes them unless the file is edited too.  Every view printed as tables (``show``,
+``alloc``, ``top``, ``instance list``, ``tables``) takes ``--json`` for machines; nodes are
+shown by name and id (8 hex digits), measured rates as ``19.99 Mbit/s``.
+
 ``vlink add`` is one command for both daemons: with ``--in-vli`` the VLIs are given (what
 ``vnet-hostd`` takes), with ``--max`` (and no ``--in-vli``) they are negotiated with the
 neighbour by the router's control plane.  ``LINK`` may be given positionally or as ``--link``.
@@ -73,7 +79,12 @@ def show_view(st: dict) -> list:
         f" (classified in the kernel: {ds['kernel_frames']:,} frames ended there)" \
         if ds.get("classified") else ""
     out = [f"node {_who(st['node'], st.get('node_id'))}  config {st['config']}  generation {st['generation']}  "
-           f"datapath {st['datapath']}{tiers}  up {st['uptime_seconds']:.0f}s", ""]
+           f"datapath {st['datapath']}{tiers}  up {st['uptime_seconds']:.0f}s"]
+    changed = st.get("config_state", {}).get("runtime_changes")
+    if changed:
+        out.append(f"run-time changes not in {st['config']} (a plain reload undoes them): "
+                   + "; ".join(changed))
+    out.append("")
     rows = []
     for s in st["substrate_links"]:
         where = s.get("interface") or f"{s.get('local')} -> {s.get('remote')}"

@@ -78,6 +78,8 @@ class Node:
         self.started = time.time()
         self.loaded_at = time.time()
         self.reloads = {"ok": 0, "refused": 0}
+        # run-time changes of one value since the file was last applied (runtime.py)
+        self.runtime_changes: list[str] = []
         self.requests: dict[tuple[str, str], int] = {}
         self._reload_lock: asyncio.Lock | None = None
         self._metrics = None
@@ -243,10 +245,10 @@ class Node:
         if self.cp is not None:
             h.update(alloc=self.cp.allocations, vlink_add=self.cp.vlink_add,
                      vlink_del=self.cp.vlink_del)
-            if self.cp.vbm is not None:
-                h["vbm_share"] = functools.partial(runtime.vbm_share, self)
-        if self.DAEMON == commands.ROUTER:
+        if self.DAEMON == commands.ROUTER:         # run-time changes of one value (runtime.py)
             h["vlink_rate"] = functools.partial(runtime.vlink_rate, self)
+            if self.cp is not None and self.cp.vbm is not None:
+                h["vbm_share"] = functools.partial(runtime.vbm_share, self)
         return h
 
     def make_control(self, path: str, handlers: dict) -> ControlServer:
@@ -387,7 +389,8 @@ class Node:
         nid = self.pmtu.node if self.pmtu is not None else node_id(self.cfg, self.facts)
         st["node_id"] = f"{nid:08x}"
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads),
-                              "file": self.config_file}
+                              "file": self.config_file,
+                              "runtime_changes": list(self.runtime_changes)}
         st["kernel_instances"] = self.kernel.status()
         st["path_mtu"] = self.pmtu.status() if self.pmtu is not None else None
         if self.control is not None:
@@ -533,6 +536,7 @@ class Node:
             self.tables.update(new, facts, self.underlay.hold(new, down))
             self.dp.reconfigure(add, remove)
             self.cfg, self.facts, self.loaded_at = new, facts, time.time()
+            self.runtime_changes = []
             if self.control is not None:       # the control socket's limits apply at once
                 self.control.limits = Limits.of(new.node)
             if self.cp is not None:

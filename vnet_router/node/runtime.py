@@ -5,7 +5,9 @@ becomes the file's with the one value replaced, and is applied the way a reload 
 (``Node.apply``: only the difference; the Traffic Manager starts a changed managed range over).
 So a later plain ``vnetctl reload`` (or SIGHUP) compares the file with what runs, finds the
 value changed back, and restores it -- and says so in its list of changes.  The reply says that
-the change is run-time only and names the file to edit to keep it (docs/operations.md).
+the change is run-time only and names the file to edit to keep it (docs/operations.md);
+``show`` lists the run-time changes in force (``config_state.runtime_changes``) until a
+reload applies a file.
 
 How work is split: ``commands.py`` declares the verbs, ``cli/vnetctl.py`` prints the replies,
 ``lifecycle.Node`` registers these functions as handlers (bound to itself); the VBM's shares
@@ -65,9 +67,12 @@ async def vlink_rate(node, vnet: str, name: str, min=None, max=None,
             raise CommandError(f"vlink rate {vnet}/{name}: max must be above 0")
         interfaces = tuple(x.model_copy(update={field: new}) if x is li else x
                            for x in cfg.interfaces)
+        kept = list(node.runtime_changes)       # apply() forgets them: it applies a file
         result = await node.apply(cfg.model_copy(update={"interfaces": interfaces}), cfg.path)
-    log.warning("vlink rate %s/%s %s: %s -> %s (run-time only; the file %s says %s)", vnet,
-                name, direction, _rate_text(old), _rate_text(new), cfg.path, _rate_text(old))
+        node.runtime_changes = kept + [f"vlink rate {vnet}/{name} {direction}: "
+                                       f"{_rate_text(old)} -> {_rate_text(new)}"]
+    log.warning("vlink rate %s/%s %s: %s -> %s (run-time only: a plain reload sets back what "
+                "%s says)", vnet, name, direction, _rate_text(old), _rate_text(new), cfg.path)
     return {**result, "vnet": vnet, "name": name, "direction": direction,
             "rate": {"min": new.min, "max": new.max},
             "was": {"min": old.min, "max": old.max}, "file": cfg.path, "runtime_only": True,
@@ -75,6 +80,7 @@ async def vlink_rate(node, vnet: str, name: str, min=None, max=None,
 
 
 def _lower(a: int, b: int) -> int:
+    """The smaller (``min`` is a parameter name above)."""
     return a if a < b else b
 
 
@@ -101,17 +107,14 @@ def vbm_share(node, vnet, share) -> dict:
     new = cfg.model_copy(update={"vbm": cfg.vbm.model_copy(update={"shares": tuple(kept)})})
     node.cfg = new
     cp.cfg = new
-    log.warning("vbm share vNet %d: %s -> %g (run-time only; the file %s says %s)", vid,
-                "none" if was is None else f"{was:g}", entry.share, cfg.path,
-                _file_share(cfg, vid))
+    node.runtime_changes.append(f"vbm share vNet {vid}: {'none' if was is None else f'{was:g}'}"
+                                f" -> {entry.share:g}")
+    log.warning("vbm share vNet %d: %s -> %g (run-time only: a plain reload sets back what "
+                "%s says)", vid, "none" if was is None else f"{was:g}", entry.share, cfg.path)
     return {"vnet": vid, "share": entry.share, "was": was, "pool": cp.vbm.pool(vid),
             "changes": [f"vbm share changed: vNet {vid} "
                         f"{'none' if was is None else f'{was:g}'} -> {entry.share:g}"],
             "file": cfg.path, "runtime_only": True, "note": NOTE.format(file=cfg.path)}
-
-
-def _file_share(cfg, vid: int) -> str:
-    return next((f"{s.share:g}" for s in cfg.vbm.shares if s.vnet == vid), "none")
 
 
 def _vnet_id(cfg, vnet) -> int:
