@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from vnet_router.control.vbm import VBM, AdmissionError
 from vnet_router.model.config import loads
-from vnet_router.node.lifecycle import _fixed, _table_diff
+from vnet_router.node.changes import fixed_part as _fixed, table_diff as _table_diff
 from vnet_router.ops.metrics import Collector
 
 M = 1_000_000

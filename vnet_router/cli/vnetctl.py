@@ -80,10 +80,10 @@ def show_view(st: dict) -> list:
         if ds.get("classified") else ""
     out = [f"node {_who(st['node'], st.get('node_id'))}  config {st['config']}  generation {st['generation']}  "
            f"datapath {st['datapath']}{tiers}  up {st['uptime_seconds']:.0f}s"]
-    changed = st.get("config_state", {}).get("runtime_changes")
-    if changed:
-        out.append(f"run-time changes not in {st['config']} (a plain reload undoes them): "
-                   + "; ".join(changed))
+    cs = st.get("config_state", {})
+    if cs.get("runtime_changes"):
+        out.append(f"run-time changes not in {cs.get('file') or st['config']} (a plain reload "
+                   f"undoes them): " + "; ".join(cs["runtime_changes"]))
     out.append("")
     rows = []
     for s in st["substrate_links"]:

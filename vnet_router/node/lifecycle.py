@@ -40,6 +40,7 @@ from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
 from vnet_router.node import runtime
+from vnet_router.node.changes import fixed_part, name_of, table_diff
 from vnet_router.node.status import status
 from vnet_router.node.underlay import UnderlayWatch
 from vnet_router.model.tables import Tables, interface_mtu
@@ -506,7 +507,7 @@ class Node:
                 raise CommandError(f"{path}: node.{key}: cannot change while running "
                                    f"(restart the daemon)")
         for key in ("tm", "vbm"):            # [vbm]'s shares may change (the VBM's set_shares)
-            if _fixed(getattr(new, key)) != _fixed(getattr(old, key)):
+            if fixed_part(getattr(new, key)) != fixed_part(getattr(old, key)):
                 raise CommandError(f"{path}: [{key}]: cannot change while running "
                                    f"(restart the daemon)")
         self._check_dynamic(new, path)
@@ -546,10 +547,10 @@ class Node:
             await loop.run_in_executor(None, self.ports.commit, change)
         finally:
             sdnotify.notify("READY=1", f"STATUS=forwarding, generation {self.tables.generation}")
-        summary = change.summary + _table_diff(old, new)
+        summary = change.summary + table_diff(old, new)
         log.info("reloaded %s: generation %d, %d changes", path, self.tables.generation,
                  len(summary))
-        for line in _table_diff(old, new):
+        for line in table_diff(old, new):
             log.info("%s", line)
         return {"generation": self.tables.generation, "changes": summary}
 
@@ -578,40 +579,4 @@ class Node:
             for sw in new.switches:
                 if (sw.in_link, sw.in_vli) == (d.substrate_link, d.in_vli) or \
                         (sw.out_link, sw.out_vli) == (d.substrate_link, d.out_vli):
-                    raise CommandError(f"{path}: switch {_name(sw)}: VLI in use by a {what}")
-
-
-def _table_diff(old: config_mod.NodeConfig, new: config_mod.NodeConfig) -> list[str]:
-    out = []
-    for what, a, b in (("substrate link", old.substrate_links, new.substrate_links),
-                       ("vnet", old.vnets, new.vnets),
-                       ("interface", old.interfaces, new.interfaces),
-                       ("switch", old.switches, new.switches)):
-        a, b = set(a), set(b)
-        out += [f"{what} added: {_name(x)}" for x in b - a if _name(x) not in map(_name, a)]
-        out += [f"{what} removed: {_name(x)}" for x in a - b if _name(x) not in map(_name, b)]
-        out += [f"{what} changed: {_name(x)}" for x in b - a if _name(x) in map(_name, a)]
-    if old.vbm is not None and new.vbm is not None:
-        was, now = ({s.vnet: s.share for s in c.vbm.shares} for c in (old, new))
-        out += [f"vbm share changed: vNet {v} {_share(was.get(v))} -> {_share(now.get(v))}"
-                for v in sorted(set(was) | set(now)) if was.get(v) != now.get(v)]
-    return sorted(out)
-
-
-def _share(x) -> str:
-    return "none" if x is None else f"{x:g}"
-
-
-def _fixed(section):
-    """What a reload may not change of ``[tm]``/``[vbm]``: all but the VBM's shares."""
-    return section.model_dump(exclude={"shares"}) if section is not None else None
-
-
-def _name(x) -> str:
-    """How a reload's changes name a table: a vNet and an interface by name, a substrate link
-    by id, a switch by its virtual links."""
-    if hasattr(x, "in_link"):
-        return f"{x.vnet} {x.in_link}:{x.in_vli}->{x.out_link}:{x.out_vli}"
-    if hasattr(x, "vnet"):
-        return f"{x.vnet}/{x.name}"
-    return x.name if hasattr(x, "name") else x.id
+                    raise CommandError(f"{path}: switch {name_of(sw)}: VLI in use by a {what}")

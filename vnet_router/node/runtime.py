@@ -25,7 +25,7 @@ from vnet_router.control.vbm import AdmissionError
 log = logging.getLogger("vnet_router")
 
 NOTE = ("run-time only: a plain `vnetctl reload` (or SIGHUP, `systemctl reload`) sets it back "
-        "to the file's value; edit {file} to keep it")
+        "to the value in {file}, the file in use; edit it to keep the change")
 
 
 def _rate_text(r: Rate) -> str:
@@ -68,15 +68,16 @@ async def vlink_rate(node, vnet: str, name: str, min=None, max=None,
         interfaces = tuple(x.model_copy(update={field: new}) if x is li else x
                            for x in cfg.interfaces)
         kept = list(node.runtime_changes)       # apply() forgets them: it applies a file
-        result = await node.apply(cfg.model_copy(update={"interfaces": interfaces}), cfg.path)
+        result = await node.apply(cfg.model_copy(update={"interfaces": interfaces}),
+                                  f"vlink rate {vnet}/{name}")
         node.runtime_changes = kept + [f"vlink rate {vnet}/{name} {direction}: "
                                        f"{_rate_text(old)} -> {_rate_text(new)}"]
     log.warning("vlink rate %s/%s %s: %s -> %s (run-time only: a plain reload sets back what "
-                "%s says)", vnet, name, direction, _rate_text(old), _rate_text(new), cfg.path)
+                "%s says)", vnet, name, direction, _rate_text(old), _rate_text(new), node.config_file)
     return {**result, "vnet": vnet, "name": name, "direction": direction,
             "rate": {"min": new.min, "max": new.max},
-            "was": {"min": old.min, "max": old.max}, "file": cfg.path, "runtime_only": True,
-            "note": NOTE.format(file=cfg.path)}
+            "was": {"min": old.min, "max": old.max}, "file": node.config_file,
+            "runtime_only": True, "note": NOTE.format(file=node.config_file)}
 
 
 def _lower(a: int, b: int) -> int:
@@ -110,11 +111,12 @@ def vbm_share(node, vnet, share) -> dict:
     node.runtime_changes.append(f"vbm share vNet {vid}: {'none' if was is None else f'{was:g}'}"
                                 f" -> {entry.share:g}")
     log.warning("vbm share vNet %d: %s -> %g (run-time only: a plain reload sets back what "
-                "%s says)", vid, "none" if was is None else f"{was:g}", entry.share, cfg.path)
+                "%s says)", vid, "none" if was is None else f"{was:g}", entry.share, node.config_file)
     return {"vnet": vid, "share": entry.share, "was": was, "pool": cp.vbm.pool(vid),
             "changes": [f"vbm share changed: vNet {vid} "
                         f"{'none' if was is None else f'{was:g}'} -> {entry.share:g}"],
-            "file": cfg.path, "runtime_only": True, "note": NOTE.format(file=cfg.path)}
+            "file": node.config_file, "runtime_only": True,
+            "note": NOTE.format(file=node.config_file)}
 
 
 def _vnet_id(cfg, vnet) -> int:
