@@ -445,12 +445,18 @@ def test_alloc_names_every_node_by_name_and_hex_id():
                                     "000000ff"]
     i = next(n for n, line in enumerate(lines) if line.startswith("VBM: ACTIVE"))
     assert lines[i + 2].split()[4:6] == ["x", "(0a0b0c0d)"]
-    heard = {**ALLOC, "vbm": None, "vbm_peer": "lan/02:00:00:00:00:09",
-             "vbm_node": {"id": "0000abcd", "name": "v", "here": False}}
+    heard = {**ALLOC, "vbm": None, "vbm_peer": "lan/02:00:00:00:00:09", "vbm_link": "lan",
+             "vbm_reachable": True, "vbm_node": {"id": "0000abcd", "name": "v", "here": False}}
     assert ctl.alloc_view(heard)[0] == \
         "node v (32c2d184)  VBM v (0000abcd) at lan/02:00:00:00:00:09"
-    assert ctl.alloc_view({**heard, "vbm_peer": None, "vbm_node": None})[0] == \
-        "node v (32c2d184)  VBM not heard"
+    assert ctl.alloc_view({**heard, "vbm_reachable": False})[0] == \
+        "node v (32c2d184)  VBM v (0000abcd) at lan/02:00:00:00:00:09 (not heard lately)"
+    assert ctl.alloc_view({**heard, "vbm_peer": None, "vbm_node": None,
+                           "vbm_reachable": False})[0] == \
+        "node v (32c2d184)  VBM on lan: not heard"
+    assert ctl.alloc_view({**heard, "vbm_peer": None, "vbm_node": None, "vbm_link": None,
+                           "vbm_reachable": False})[0] == \
+        "node v (32c2d184)  no VBM expected ([tm] vbm_link unset)"
 
 
 def test_show_header_has_the_node_id_and_the_run_time_changes():

@@ -244,9 +244,13 @@ def _vbm_head(a: dict) -> str:
     v = a.get("vbm_node")
     if v and v.get("here"):
         return f"VBM this node ({a['vbm']['state']})" if a.get("vbm") else "VBM this node"
+    if "vbm_link" in a and not a["vbm_link"]:
+        return "no VBM expected ([tm] vbm_link unset)"
+    lost = "" if a.get("vbm_reachable", True) else " (not heard lately)"
     if v:
-        return f"VBM {_who(v['name'], v['id'])} at {a['vbm_peer']}"
-    return f"VBM at {a['vbm_peer']}" if a.get("vbm_peer") else "VBM not heard"
+        return f"VBM {_who(v['name'], v['id'])} at {a['vbm_peer']}{lost}"
+    return f"VBM at {a['vbm_peer']}{lost}" if a.get("vbm_peer") else \
+        f"VBM on {a.get('vbm_link') or '?'}: not heard"
 
 
 def _peer(x: dict) -> str:
