@@ -118,7 +118,7 @@ def test_children_are_charged_and_all_killed_within_1s_of_the_cpu_limit(lab):
                 "--pids", "200", "--memory", "128MB", "--", "sh", "-c", code)
     assert r.returncode == 0, r.stderr
     def listed():                      # what `vnetctl instance list` shows
-        r = vnetctl(lab, "h1", "instance", "list")
+        r = vnetctl(lab, "h1", "instance", "list", "--json")
         assert r.returncode == 0, r.stderr
         return next((i for i in json.loads(r.stdout)["running"] if i["name"] == "burn"), None)
     inst = eventually(listed, 20, "burn's children to be charged", step=0.05,

@@ -302,8 +302,7 @@ def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
         view = lab.control("v", "alloc")["vbm"]
         held = {n: lab.control(n, "alloc") for n in "xy"}
         nodes = view["vnets"]["1"]["nodes"]
-        want = {str(int(held[n]["node_id"], 16)): held[n]["aggregates"]["blue"]["aggregate"]
-                for n in "xy"}
+        want = {held[n]["node_id"]: held[n]["aggregates"]["blue"]["aggregate"] for n in "xy"}
         return view["state"] == "ACTIVE" and {k: x["aggregate"] for k, x in nodes.items()} == want
     eventually(rebuilt, 20, "the restarted VBM to rebuild its view from the nodes")
     assert {n: vbm_metrics(lab, n) for n in "xy"} == {"x": (1, 1), "y": (1, 1)}

@@ -50,7 +50,7 @@ def _app(lab, node, address, *args):
 
 
 def _kernel(lab, node="r") -> list:
-    r = vnetctl(lab, node, "instance", "list")
+    r = vnetctl(lab, node, "instance", "list", "--json")
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["kernel"]
 

@@ -213,8 +213,29 @@ def test_top_into_a_pipe_is_plain_blocks(samples):
     assert len(blocks) == 2
     last = blocks[-1].splitlines()
     assert last[0].startswith("node y") and last[1].split()[:3] == ["link", "vli", "dir"]
-    assert last[2].split() == ["tun", "7", "in", "blue", "blue/blue0", "100", "80kbit",
+    assert last[2].split() == ["tun", "7", "in", "blue", "blue/blue0", "100", "80", "kbit/s",
                                "unlimited", "0", "0"]
+
+
+def test_top_json_is_one_object_per_sample(samples):
+    out = io.StringIO()
+    assert ctl.top("s", 1.0, 2, out=out, as_json=True) == 0
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    last = json.loads(lines[-1])
+    assert (last["node"], last["seconds"]) == ("y", 1.0)
+    assert last["virtual_links"] == [{
+        "substrate_link": "tun", "vli": 7, "direction": "in", "vnet": "blue",
+        "owner": "blue/blue0", "packets_per_second": 100.0, "bits_per_second": 80000.0,
+        "max": None, "queue_depth": 0, "drops_per_second": 0.0}]
+
+
+@pytest.mark.parametrize("bps, shown", [(19_986_100, "19.99 Mbit/s"), (20_000_000, "20 Mbit/s"),
+                                        (1_500_000_000, "1.5 Gbit/s"), (80_000, "80 kbit/s"),
+                                        (999, "999 bit/s"), (None, "unlimited")])
+def test_measured_rates_are_shown_with_two_decimals_and_a_unit(bps, shown):
+    from vnet_router.model.units import format_bitrate
+    assert format_bitrate(bps) == shown
 
 
 def test_show_into_a_pipe_is_not_wrapped_and_a_terminal_gets_styles():
@@ -306,3 +327,168 @@ def test_reload_max_fits_a_request():
     from vnet_router.node import api
     from vnet_router.node.commands import RELOAD_MAX
     assert RELOAD_MAX + 1024 <= api.MAX_REQUEST
+
+
+# -- run-time verbs, output polish (issue 26) ---------------------------------------------------
+
+def test_vlink_rate_and_vbm_share_requests(sent):
+    for argv in (["vlink", "rate", "blue", "a0", "--min", "5Mbit", "--max", "20Mbit"],
+                 ["vlink", "rate", "blue", "a0", "--rate", "30Mbit", "--in"],
+                 ["vlink", "rate", "blue", "a0", "--max", "8Mbit"],
+                 ["vbm", "share", "blue", "0.3"]):
+        assert ctl.main(argv + ["--json"]) == 0
+    assert sent == [
+        ("vlink_rate", {"vnet": "blue", "name": "a0", "direction": "out", "min": "5Mbit",
+                        "max": "20Mbit"}),
+        ("vlink_rate", {"vnet": "blue", "name": "a0", "direction": "in", "min": "30Mbit",
+                        "max": "30Mbit"}),
+        ("vlink_rate", {"vnet": "blue", "name": "a0", "direction": "out", "max": "8Mbit"}),
+        ("vbm_share", {"vnet": "blue", "share": 0.3})]
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["vlink", "rate", "blue", "a0"], "give --max (and --min), or --rate"),
+    (["vlink", "rate", "blue", "a0", "--rate", "1Mbit", "--max", "2Mbit"], "not both"),
+])
+def test_vlink_rate_usage_errors(sent, capsys, argv, msg):
+    assert ctl.main(argv) == 2
+    assert sent == [] and msg in capsys.readouterr().err
+
+
+def _printed(capsys, printer, result, **args):
+    ns = type("Args", (), {"json": False, **args})()
+    ctl.PRINTERS[printer](result, ns)
+    return capsys.readouterr().out
+
+
+def test_run_time_changes_say_they_are_run_time_only(capsys):
+    note = "run-time only: a plain `vnetctl reload` ... edit /etc/vnet/r.toml to keep it"
+    out = _printed(capsys, "runtime", {
+        "generation": 4, "changes": [], "vnet": "blue", "name": "a0", "direction": "out",
+        "rate": {"min": 5_000_000, "max": 20_000_000}, "was": {"min": 2_000_000,
+                                                              "max": 10_000_000},
+        "file": "/etc/vnet/r.toml", "runtime_only": True, "note": note})
+    assert out.splitlines() == [
+        "blue/a0 output (rate): 2Mbit..10Mbit -> 5Mbit..20Mbit (generation 4)", f"note: {note}"]
+    out = _printed(capsys, "runtime", {"vnet": 1, "share": 0.3, "was": 0.5, "pool": 30_000_000,
+                                       "note": note})
+    assert out.splitlines()[0] == "vNet 1: share of the LAN 0.5 -> 0.3 (pool 30Mbit)"
+
+
+def test_vlink_del_says_removed(capsys):
+    d = {"vnet": "blue", "name": "dyn0", "substrate_link": "p", "peer": "p", "in_vli": 1024,
+         "out_vli": 1100, "min": 2_000_000, "max": 20_000_000}
+    assert _printed(capsys, "vlink", {**d, "peer_acked": True}) == \
+        "blue/dyn0 on p removed (in VLI 1024, out VLI 1100)\n"
+    assert _printed(capsys, "vlink", {**d, "peer_acked": False}).endswith(
+        "removed (in VLI 1024, out VLI 1100); p did not confirm\n")
+    assert _printed(capsys, "vlink", d).startswith("blue/dyn0 on p: in VLI 1024, out VLI 1100")
+
+
+INSTANCES = {"running": [{"name": "bird", "vnet": "blue", "pid": 42, "user": "vnet-inst",
+                          "argv": ["bird", "-f"], "cpu_seconds_used": 1.5,
+                          "cpu_seconds_limit": 60, "memory_bytes": 8 << 20,
+                          "memory_limit": 64 << 20, "processes": 2, "pids_limit": 64,
+                          "uptime_seconds": 12.3}],
+             "stopped": {"exited": 1}, "events": [
+                 {"instance": "hog", "vnet": "blue", "reason": "memory", "status": -9,
+                  "cpu_seconds_used": 0.2, "memory_peak_bytes": 64 << 20, "oom_kills": 1,
+                  "at": 0.0}],
+             "kernel": [{"name": "vnpk", "vnet": "vnp", "program": "vnp_router",
+                         "interfaces": {"p1": {}, "p2": {}}, "counters": {"forwarded": 10,
+                                                                          "dropped": 0}}],
+             "kernel_stopped": {}}
+
+
+def test_instance_list_is_a_table_and_json_on_request(monkeypatch, capsys):
+    monkeypatch.setattr(ctl, "request", lambda path, cmd, /, timeout=None, **a: INSTANCES)
+    assert ctl.main(["instance", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "instances"
+    assert lines[2].split() == ["bird", "blue", "42", "vnet-inst", "1.5/60s", "8/64M", "2/64",
+                                "12s", "bird", "-f"]
+    assert "instances stopped: exited=1" in lines
+    i = lines.index("kernel instances (eBPF at TC ingress)")
+    assert lines[i + 2].split() == ["vnpk", "vnp", "vnp_router", "p1", "p2", "forwarded=10"]
+    i = lines.index("last stops")
+    assert lines[i + 2].split()[:5] == ["hog", "blue", "memory", "-9", "0.2s"]
+    assert ctl.main(["instance", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == INSTANCES
+
+
+ALLOC = {"node": "v", "node_id": "32c2d184", "vbm_peer": None,
+         "vbm_node": {"id": "32c2d184", "name": "v", "here": True},
+         "outputs": [{"substrate_link": "lan", "peer": "lan/02:00:00:00:00:02",
+                      "peer_id": "0a0b0c0d", "peer_name": "x", "vli": 1100, "vnet": "blue",
+                      "min": 1, "current": 1, "max": 2, "demand": None, "state": "STABLE"}],
+         "inputs": [], "aggregates": {}, "dynamic": [], "members": {},
+         "neighbours": [{"peer": "lan/02:00:00:00:00:02", "name": "x", "node": "0a0b0c0d",
+                         "role": "NODE", "incarnation": 255}],
+         "vbm": {"state": "ACTIVE", "lan_capacity": 100_000_000, "vnets": {"1": {
+             "share": 0.5, "pool": 50_000_000, "allocated": 2_000_000, "nodes": {
+                 "0a0b0c0d": {"aggregate": 2_000_000, "minimum": 1_000_000, "name": "x"}}}},
+                 "counters": {}},
+         "counters": {}}
+
+
+def test_alloc_names_every_node_by_name_and_hex_id():
+    out = io.StringIO()
+    from vnet_router.ops import render
+    render.write(out, *ctl.alloc_view(ALLOC))
+    lines = out.getvalue().splitlines()
+    # on the VBM node the header says so (it said "VBM unknown" above an ACTIVE VBM)
+    assert lines[0] == "node v (32c2d184)  VBM this node (ACTIVE)"
+    i = lines.index("output virtual links")
+    assert lines[i + 2].split()[3:5] == ["x", "(0a0b0c0d)"]
+    i = lines.index("neighbours (their HELLOs)")
+    assert lines[i + 2].split() == ["x", "0a0b0c0d", "NODE", "lan/02:00:00:00:00:02",
+                                    "000000ff"]
+    i = next(n for n, line in enumerate(lines) if line.startswith("VBM: ACTIVE"))
+    assert lines[i + 2].split()[4:6] == ["x", "(0a0b0c0d)"]
+    heard = {**ALLOC, "vbm": None, "vbm_peer": "lan/02:00:00:00:00:09", "vbm_link": "lan",
+             "vbm_reachable": True, "vbm_node": {"id": "0000abcd", "name": "v", "here": False}}
+    assert ctl.alloc_view(heard)[0] == \
+        "node v (32c2d184)  VBM v (0000abcd) at lan/02:00:00:00:00:09"
+    assert ctl.alloc_view({**heard, "vbm_reachable": False})[0] == \
+        "node v (32c2d184)  VBM v (0000abcd) at lan/02:00:00:00:00:09 (not heard lately)"
+    assert ctl.alloc_view({**heard, "vbm_peer": None, "vbm_node": None,
+                           "vbm_reachable": False})[0] == \
+        "node v (32c2d184)  VBM on lan: not heard"
+    assert ctl.alloc_view({**heard, "vbm_peer": None, "vbm_node": None, "vbm_link": None,
+                           "vbm_reachable": False})[0] == \
+        "node v (32c2d184)  no VBM expected ([tm] vbm_link unset)"
+
+
+def test_show_header_has_the_node_id_and_the_run_time_changes():
+    st = {**_show_result(False), "node_id": "32c2d184"}
+    view = ctl.show_view(st)
+    assert view[0].startswith("node h1 (32c2d184)  config h1.toml") and view[1] == ""
+    st["config_state"] = {"runtime_changes": ["vlink rate blue/a0 out: 2Mbit -> 5Mbit"]}
+    assert ctl.show_view(st)[1] == ("run-time changes not in h1.toml (a plain reload undoes "
+                                    "them): vlink rate blue/a0 out: 2Mbit -> 5Mbit")
+
+
+def test_tables_is_a_table_and_json_on_request(monkeypatch, capsys):
+    t = {"node": "h", "generation": 2, "vnets": [{"name": "blue", "id": 1,
+                                                   "namespace": "vnet-blue"}],
+         "interfaces": [{"vnet": "blue", "name": "b0", "kind": "tap", "substrate_link": "up",
+                         "in_vli": 10, "out_vli": 10, "addresses": ["10.0.0.1/24"],
+                         "mtu": 1486}]}
+    monkeypatch.setattr(ctl, "request", lambda path, cmd, /, timeout=None, **a: t)
+    assert ctl.main(["tables"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "node h  generation 2"
+    i = lines.index("logical interfaces")
+    assert lines[i + 2].split() == ["blue", "b0", "tap", "up", "10", "10", "1486",
+                                    "10.0.0.1/24"]
+    assert ctl.main(["tables", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == t
+
+
+def test_every_table_view_has_json():
+    """A sub-command whose answer is printed as tables takes --json (for machines)."""
+    tabular = {"show", "alloc", "top", "instances", "tables"}
+    for c in commands.COMMANDS:
+        for cli in c.cli:
+            if cli.output in tabular:
+                assert any("--json" in a.flags for a in cli.args), cli.path

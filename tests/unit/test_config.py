@@ -251,3 +251,33 @@ def test_python_construction_is_validated_with_the_same_words():
     assert (li.out_vli, li.rate.max, li.in_rate.max) == (1025, 2, None)
     with pytest.raises(ValueError, match=r"^LogicalInterface: name: bad interface name"):
         LogicalInterface(vnet="b", name="x\n", substrate_link="p", in_vli=1)
+
+
+@pytest.mark.parametrize("extra, key, hint", [
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="a"\nin_vli=12\nrat="1Mbit"',
+     "interface[1].rat", " (did you mean 'rate'?)"),
+    ('[tm]\nidle_intervall=3', "tm.idle_intervall", " (did you mean 'idle_interval'?)"),
+    ('[tmm]\ntick=1', "tmm", " (did you mean 'tm'?)"),
+    ('[vbm]\nlink="lan"\ncapacty="1Gbit"', "vbm.capacty", " (did you mean 'capacity'?)"),
+    ('[[interface]]\nvnet="blue"\nname="x"\nsubstrate_link="a"\nin_vli=12\ncolour="red"',
+     "interface[1].colour", ""),                          # nothing close: no guess
+])
+def test_an_unknown_key_gets_the_closest_known_one(extra, key, hint):
+    with pytest.raises(ConfigError) as e:
+        loads(BASE + "\n" + extra, "r1.toml")
+    assert str(e.value) == f"r1.toml: {key}: unknown key{hint}"
+
+
+def test_unknown_keys_of_host_profiles_and_lab_topologies_get_suggestions(tmp_path):
+    from vnet_router.lab import topology
+    from vnet_router.model import host
+    f = tmp_path / "h.toml"
+    f.write_text('[host]\nstate_dri = "/tmp/x"\n')
+    with pytest.raises(ConfigError, match=r"host\.state_dri: unknown key \(did you mean "
+                       r"'state_dir'\?\)"):
+        host.load(str(f))
+    f = tmp_path / "lab.toml"
+    f.write_text('[[node]]\nname = "a"\ndamon = "router"\n')
+    with pytest.raises(ConfigError, match=r"node\[0\]\.damon: unknown key \(did you mean "
+                       r"'daemon'\?\)"):
+        topology.load(str(f))

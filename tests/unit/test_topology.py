@@ -301,3 +301,14 @@ def test_derived_fields_are_not_keys():
     with pytest.raises(ConfigError) as e:
         T.loads(BASE.replace('name = "a"', 'name = "a"\ninterfaces = ["eth5"]'), "topo.toml")
     assert (e.value.key, e.value.problem) == ("node[0].interfaces", "unknown key")
+
+
+def test_check_counts_nodes_by_role_with_plurals(capsys):
+    """``vnet-lab check``: the demo's end-systems are not counted as routers, one switch is
+    "1 switch"."""
+    from vnet_router.lab import cli
+    assert cli.main(["check", str(DEMO)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == \
+        f"{DEMO}: OK: 4 nodes (1 substrate router, 3 end-systems), 1 switch, 4 links"
+    t = load(BASE + '\n[[node]]\nname = "c"\n[[link]]\na = "c:eth0"\nb = "sw"\n')
+    assert cli.summary(t) == "3 nodes (3 without a daemon), 1 switch, 3 links"

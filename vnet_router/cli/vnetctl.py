@@ -15,6 +15,12 @@ With the router's control plane (``[tm]`` / ``[vbm]``):
   a virtual link pair with the neighbour on LINK (it chooses the VLI of its input);
 * ``vnetctl vlink del VNET NAME`` -- tear it down on both ends.
 
+Run-time changes of one value (vnet-router, ``node/runtime.py``): ``vlink rate VNET NAME
+--min R --max R [--in]`` and, on the VBM, ``vbm share VNET SHARE``; they say that a plain
+``reload`` undoes them unless the file is edited too.  Every view printed as tables (``show``,
+``alloc``, ``top``, ``instance list``, ``tables``) takes ``--json`` for machines; nodes are
+shown by name and id (8 hex digits), measured rates as ``19.99 Mbit/s``.
+
 ``vlink add`` is one command for both daemons: with ``--in-vli`` the VLIs are given (what
 ``vnet-hostd`` takes), with ``--max`` (and no ``--in-vli``) they are negotiated with the
 neighbour by the router's control plane.  ``LINK`` may be given positionally or as ``--link``.
@@ -27,12 +33,13 @@ terminal, plain (and wide, never wrapped) into a pipe.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import textwrap
 import time
 
-from vnet_router.model.units import format_rate
+from vnet_router.model.units import format_bitrate, format_rate
 from vnet_router.node import commands
 from vnet_router.node.api import ControlError, request
 from vnet_router.ops import render
@@ -71,8 +78,13 @@ def show_view(st: dict) -> list:
     tiers = f" (kernel tier: {ds['kernel_frames']:,} frames)" if kernel else \
         f" (classified in the kernel: {ds['kernel_frames']:,} frames ended there)" \
         if ds.get("classified") else ""
-    out = [f"node {st['node']}  config {st['config']}  generation {st['generation']}  "
-           f"datapath {st['datapath']}{tiers}  up {st['uptime_seconds']:.0f}s", ""]
+    out = [f"node {_who(st['node'], st.get('node_id'))}  config {st['config']}  generation {st['generation']}  "
+           f"datapath {st['datapath']}{tiers}  up {st['uptime_seconds']:.0f}s"]
+    cs = st.get("config_state", {})
+    if cs.get("runtime_changes"):
+        out.append(f"run-time changes not in {cs.get('file') or st['config']} (a plain reload "
+                   f"undoes them): " + "; ".join(cs["runtime_changes"]))
+    out.append("")
     rows = []
     for s in st["substrate_links"]:
         where = s.get("interface") or f"{s.get('local')} -> {s.get('remote')}"
@@ -116,26 +128,52 @@ def show_view(st: dict) -> list:
         out += ["", render.table(["vnet", "reason", "frames"], rows,
                                  'drops by vNet ("-": a VLI configured to drop)')]
     if "instances" in st:
-        rows = [[i["name"], i["vnet"], i["pid"], i["user"],
-                 f"{i['cpu_seconds_used']}/{i['cpu_seconds_limit']}s",
-                 f"{i['memory_bytes'] >> 20}/{i['memory_limit'] >> 20}M",
-                 f"{i['processes']}/{i['pids_limit']}", " ".join(i["argv"])]
-                for i in st["instances"]]
-        out += ["", render.table(["name", "vnet", "pid", "user", "cpu", "memory", "procs",
-                                  "command"],
-                                 rows, "instances"),
+        out += ["", _instances_table(st["instances"]),
                 "instances stopped: " + _drops(st["instances_stopped"])]
     if st.get("kernel_instances"):
-        rows = [[k["name"], k["vnet"], k["program"], " ".join(k["interfaces"]),
-                 " ".join(f"{n}={v}" for n, v in k["counters"].items() if v)]
-                for k in st["kernel_instances"]]
-        out += ["", render.table(["name", "vnet", "program", "interfaces", "counters"], rows,
-                                 "kernel instances (eBPF at TC ingress)")]
+        out += ["", _kernel_table(st["kernel_instances"])]
     return out
 
 
-def _rates(prev: dict, cur: dict, dt: float) -> list[list]:
-    """Rows of `top`: per virtual link, frames/s and bit/s since the previous sample."""
+def _instances_table(instances: list):
+    rows = [[i["name"], i["vnet"], i["pid"], i["user"],
+             f"{i['cpu_seconds_used']}/{i['cpu_seconds_limit']}s",
+             f"{i['memory_bytes'] >> 20}/{i['memory_limit'] >> 20}M",
+             f"{i['processes']}/{i['pids_limit']}", f"{i['uptime_seconds']:.0f}s"
+             if "uptime_seconds" in i else "-", " ".join(i["argv"])] for i in instances]
+    return render.table(["name", "vnet", "pid", "user", "cpu", "memory", "procs", "up",
+                         "command"], rows, "instances")
+
+
+def _kernel_table(kernel: list):
+    rows = [[k["name"], k["vnet"], k["program"], " ".join(k["interfaces"]),
+             " ".join(f"{n}={v}" for n, v in k["counters"].items() if v) or "-"]
+            for k in kernel]
+    return render.table(["name", "vnet", "program", "interfaces", "counters"], rows,
+                        "kernel instances (eBPF at TC ingress)")
+
+
+def instances_view(r: dict) -> list:
+    """``vnetctl instance list``: sandboxed instances (vnet-hostd), kernel instances, the
+    last stops."""
+    out = []
+    if "running" in r:
+        out += [_instances_table(r["running"]),
+                "instances stopped: " + _drops(r.get("stopped", {})), ""]
+    out += [_kernel_table(r.get("kernel", [])),
+            "kernel instances stopped: " + _drops(r.get("kernel_stopped", {}))]
+    if r.get("events"):
+        rows = [[e["instance"], e["vnet"], e["reason"], e["status"],
+                 f"{e['cpu_seconds_used']}s", f"{e['memory_peak_bytes'] >> 20}M",
+                 time.strftime("%H:%M:%S", time.localtime(e["at"]))] for e in r["events"]]
+        out += ["", render.table(["instance", "vnet", "reason", "status", "cpu",
+                                  "memory peak", "at"], rows, "last stops")]
+    return out
+
+
+def _rates(prev: dict, cur: dict, dt: float) -> list[dict]:
+    """Per virtual link, frames/s, bit/s and drops/s since the previous sample, busiest
+    first (what ``top --json`` prints)."""
     old = {(v["substrate_link"], v["vli"], v["direction"]): v for v in prev["virtual_links"]}
     rows = []
     for v in cur["virtual_links"]:
@@ -143,41 +181,90 @@ def _rates(prev: dict, cur: dict, dt: float) -> list[list]:
         dp = v["packets"] - p["packets"] if p else 0
         db = v["bytes"] - p["bytes"] if p else 0
         dd = sum(v["drops"].values()) - (sum(p["drops"].values()) if p else 0)
-        rows.append([v["substrate_link"], v["vli"], v["direction"], v["vnet"], v["owner"],
-                     f"{dp / dt:,.0f}", format_rate(int(db * 8 / dt)) if db else "0",
-                     format_rate(v["rate"]["max"]), v["queue_depth"], f"{dd / dt:,.0f}"])
-    rows.sort(key=lambda r: -float(r[5].replace(",", "")))
+        rows.append({"substrate_link": v["substrate_link"], "vli": v["vli"],
+                     "direction": v["direction"], "vnet": v["vnet"], "owner": v["owner"],
+                     "packets_per_second": round(dp / dt, 3),
+                     "bits_per_second": round(db * 8 / dt, 3), "max": v["rate"]["max"],
+                     "queue_depth": v["queue_depth"], "drops_per_second": round(dd / dt, 3)})
+    rows.sort(key=lambda r: -r["packets_per_second"])
     return rows
 
 
-def top(path: str, interval: float, count: int | None, out=None, first: dict | None = None) -> int:
+def _top_rows(rates: list[dict]) -> list[list]:
+    return [[r["substrate_link"], r["vli"], r["direction"], r["vnet"], r["owner"],
+             f"{r['packets_per_second']:,.0f}",
+             format_bitrate(r["bits_per_second"]) if r["bits_per_second"] else "0",
+             format_bitrate(r["max"]), r["queue_depth"], f"{r['drops_per_second']:,.0f}"]
+            for r in rates]
+
+
+def top(path: str, interval: float, count: int | None, out=None, first: dict | None = None,
+        as_json: bool = False) -> int:
     """Every ``interval`` seconds the rates since the previous sample (``count`` times, or
-    until Ctrl-C): redrawn in place on a terminal, one block per sample into a pipe."""
+    until Ctrl-C): redrawn in place on a terminal, one block per sample into a pipe;
+    ``as_json``: one JSON object per sample and line."""
     out = out or sys.stdout
     prev = first if first is not None else request(path, "show")
     t0 = time.monotonic()
     n = 0
-    with render.live(out) as show:
+    with render.live(out) if not as_json else _lines(out) as show:
         while count is None or n < count:
             time.sleep(interval)             # the sampling period
             cur = request(path, "show")
             t1 = time.monotonic()
-            show(f"node {cur['node']}  generation {cur['generation']}  every {interval:g}s  "
-                 f"(Ctrl-C quits)",
-                 render.table(["link", "vli", "dir", "vnet", "owner", "pkt/s", "bit/s", "max",
-                               "queue", "drops/s"], _rates(prev, cur, t1 - t0)))
+            rates = _rates(prev, cur, t1 - t0)
+            if as_json:
+                show(json.dumps({"node": cur["node"], "node_id": cur.get("node_id"),
+                                 "generation": cur["generation"],
+                                 "seconds": round(t1 - t0, 3), "virtual_links": rates}))
+            else:
+                show(f"node {_who(cur['node'], cur.get('node_id'))}  generation "
+                     f"{cur['generation']}  every {interval:g}s  (Ctrl-C quits)",
+                     render.table(["link", "vli", "dir", "vnet", "owner", "pkt/s", "bit/s",
+                                   "max", "queue", "drops/s"], _top_rows(rates)))
             prev, t0, n = cur, t1, n + 1
     return 0
 
 
+@contextlib.contextmanager
+def _lines(out):
+    def show(line):
+        out.write(line + "\n")
+        out.flush()
+    yield show
+
+
+def _who(name, node_id) -> str:
+    """A node as every view shows it: its name and id (8 hex digits)."""
+    return f"{name} ({node_id})" if name else (node_id or "?")
+
+
+def _vbm_head(a: dict) -> str:
+    """Where the LAN's VBM is, as the header of ``alloc`` says it."""
+    v = a.get("vbm_node")
+    if v and v.get("here"):
+        return f"VBM this node ({a['vbm']['state']})" if a.get("vbm") else "VBM this node"
+    if "vbm_link" in a and not a["vbm_link"]:
+        return "no VBM expected ([tm] vbm_link unset)"
+    lost = "" if a.get("vbm_reachable", True) else " (not heard lately)"
+    if v:
+        return f"VBM {_who(v['name'], v['id'])} at {a['vbm_peer']}{lost}"
+    return f"VBM at {a['vbm_peer']}{lost}" if a.get("vbm_peer") else \
+        f"VBM on {a.get('vbm_link') or '?'}: not heard"
+
+
+def _peer(x: dict) -> str:
+    return _who(x["peer_name"], x["peer_id"]) if x.get("peer_id") else x["peer"]
+
+
 def alloc_view(a: dict) -> list:
     """``vnetctl alloc``: the parts ``render.write`` prints."""
-    out = [f"node {a['node']} (id {a['node_id']})  VBM {a['vbm_peer'] or 'unknown'}", ""]
-    rows = [[o["substrate_link"], o["vli"], o["vnet"], o["peer"], _r(o["min"]), _r(o["current"]),
+    out = [f"node {_who(a['node'], a['node_id'])}  {_vbm_head(a)}", ""]
+    rows = [[o["substrate_link"], o["vli"], o["vnet"], _peer(o), _r(o["min"]), _r(o["current"]),
              _r(o["max"]), _r(o["demand"]), o["state"]] for o in a["outputs"]]
     out += [render.table(["link", "vli", "vnet", "peer", "min", "current", "max", "demand",
                           "state"], rows, "output virtual links"), ""]
-    rows = [[i["substrate_link"], i["vli"], i["vnet"], i["peer"], _r(i["min"]), _r(i["current"]),
+    rows = [[i["substrate_link"], i["vli"], i["vnet"], _peer(i), _r(i["min"]), _r(i["current"]),
              _r(i["max"])] for i in a["inputs"]]
     out += [render.table(["link", "vli", "vnet", "peer", "min", "current", "max"], rows,
                          "input virtual links"), ""]
@@ -196,10 +283,15 @@ def alloc_view(a: dict) -> list:
                 for v, ms in members.items() for m in ms] or [["-"] * 5]
         out += [render.table(["vnet", "member", "interface", "in_vli", "out_vli"], rows,
                              "vNet members (joined at run time; rates: the links above)"), ""]
+    if a.get("neighbours"):
+        rows = [[n["name"], n["node"], n["role"], n["peer"], f"{n['incarnation']:08x}"]
+                for n in a["neighbours"]]
+        out += [render.table(["name", "node id", "role", "heard at", "incarnation"], rows,
+                             "neighbours (their HELLOs)"), ""]
     vbm = a.get("vbm")
     if vbm:
-        rows = [[v, x["share"], _r(x["pool"]), _r(x["allocated"]), n, _r(y["aggregate"]),
-                 _r(y["minimum"])] for v, x in vbm["vnets"].items()
+        rows = [[v, x["share"], _r(x["pool"]), _r(x["allocated"]), _who(y.get("name"), n),
+                 _r(y["aggregate"]), _r(y["minimum"])] for v, x in vbm["vnets"].items()
                 for n, y in (x["nodes"].items() or [("-", {"aggregate": None,
                                                            "minimum": None})])]
         out += [render.table(["vnet id", "share", "pool", "allocated", "node", "aggregate",
@@ -207,6 +299,18 @@ def alloc_view(a: dict) -> list:
                              f"VBM: {vbm['state']}, LAN bandwidth {_r(vbm['lan_capacity'])}"),
                 ""]
     out.append("control: " + (",".join(f"{k}={n}" for k, n in a["counters"].items()) or "-"))
+    return out
+
+
+def tables_view(t: dict) -> list:
+    """``vnetctl tables`` (vnet-hostd): the tables it exports to applications."""
+    rows = [[v["name"], v["id"], v["namespace"]] for v in t["vnets"]]
+    out = [f"node {t['node']}  generation {t['generation']}", "",
+           render.table(["vnet", "id", "namespace"], rows, "vNets"), ""]
+    rows = [[i["vnet"], i["name"], i["kind"], i["substrate_link"], i["in_vli"], i["out_vli"],
+             i["mtu"], " ".join(i["addresses"]) or "-"] for i in t["interfaces"]]
+    out.append(render.table(["vnet", "name", "kind", "link", "in_vli", "out_vli", "mtu",
+                             "addresses"], rows, "logical interfaces"))
     return out
 
 
@@ -223,7 +327,7 @@ def _json_or(view):
 
 def _top(r, a):
     try:
-        return top(a.socket, a.interval, a.count, first=r)
+        return top(a.socket, a.interval, a.count, first=r, as_json=a.json)
     except KeyboardInterrupt:
         return 0
 
@@ -248,17 +352,44 @@ def _vlink(r, a):
         print(json.dumps(r))
     elif "generation" in r:                                 # vnet-hostd
         _changed(r)
-    elif "in_vli" in r:                                     # negotiated: added
+    elif "peer_acked" in r:                                 # negotiated: removed
+        print(f"{r['vnet']}/{r['name']} on {r['substrate_link']} removed (in VLI "
+              f"{r['in_vli']}, out VLI {r['out_vli']})" +
+              ("" if r["peer_acked"] else f"; {r['peer']} did not confirm"))
+    else:                                                   # negotiated: added
         print(f"{r['vnet']}/{r['name']} on {r['substrate_link']}: in VLI {r['in_vli']}, "
               f"out VLI {r['out_vli']} (chosen by {r['peer']}), {_r(r['min'])}..{_r(r['max'])}")
-    else:                                                   # negotiated: removed
-        print(f"{r['vnet']}/{r['name']} removed" + ("" if r["peer_acked"] else
-                                                     " (peer did not confirm)"))
+
+
+def _runtime(r, a):
+    """``vlink rate``, ``vbm share``: what changed, and that the file still says otherwise."""
+    if a.json:
+        print(json.dumps(r, indent=2))
+        return
+    if "direction" in r:
+        side = "output (rate)" if r["direction"] == "out" else "input (in_rate)"
+        print(f"{r['vnet']}/{r['name']} {side}: {_range(r['was'])} -> {_range(r['rate'])}"
+              + (f" (generation {r['generation']})" if "generation" in r else ""))
+    else:
+        was = "none" if r["was"] is None else f"{r['was']:g}"
+        print(f"vNet {r['vnet']}: share of the LAN {was} -> {r['share']:g} "
+              f"(pool {_r(r['pool'])})")
+    print(f"note: {r['note']}")
+
+
+def _range(x: dict) -> str:
+    if x["max"] is None:
+        return "unlimited"
+    return format_rate(x["max"]) if x["min"] == x["max"] else \
+        f"{format_rate(x['min'])}..{format_rate(x['max'])}"
 
 
 PRINTERS = {
+    "runtime": _runtime,
     "show": _json_or(show_view),
     "alloc": _json_or(alloc_view),
+    "instances": _json_or(instances_view),
+    "tables": _json_or(tables_view),
     "top": _top,
     "reload": _reload,
     "changes": _changed,

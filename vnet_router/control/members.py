@@ -183,4 +183,5 @@ class Membership:
 def _who(cp, peer, n=None) -> str:
     n = n or cp.neighbours.get(peer)
     link, mac = peer
-    return f"{n['name']} ({link})" if n else f"{link}/{mac.hex(':') if mac else '-'}"
+    return f"{n['name']} ({n['node']:08x} on {link})" if n else \
+        f"{link}/{mac.hex(':') if mac else '-'}"

@@ -163,9 +163,9 @@ class ControlPlane:
             add(peer, vli, vid, lo, hi, lo if start_at == "min" else hi)
 
     def reconfigured(self, cfg: NodeConfig):
-        """A reload swapped in ``cfg`` (same ``[tm]``/``[vbm]``): follow its vNets and its
-        static managed virtual links (new ones are managed, removed ones forgotten, changed
-        bounds start over)."""
+        """A reload swapped in ``cfg`` (same ``[tm]``, ``[vbm]`` but its shares): follow its
+        vNets, the VBM's shares and its static managed virtual links (new ones are managed,
+        removed ones forgotten, changed bounds start over)."""
         old, new = self._static(self.cfg), self._static(cfg)
         self.cfg = cfg
         self.guard.set_links(cfg.substrate_links)
@@ -178,6 +178,8 @@ class ControlPlane:
             self._obs.pop((peer, vli), None)
         self._manage({k: b for k, b in new.items() if old.get(k) != b})
         self._shape_switches()
+        if self.vbm is not None and cfg.vbm is not None:    # run-time shares: the file's again
+            self.vbm.set_shares({s.vnet: s.share for s in cfg.vbm.shares})
 
     def _shape_switches(self):
         for v in self.kshaping.switches(self.cfg) if self.kshaping is not None else ():
@@ -270,12 +272,14 @@ class ControlPlane:
         old = self.neighbours.heard(peer, msg)
         if msg.role == m.Role.VBM and peer[0] == self.cfg.tm_settings.vbm_link:
             if self.tm.vbm_peer != peer or old is None or old["incarnation"] != msg.incarnation:
-                log.info("VBM at %s (incarnation %08x)", _peer_str(peer), msg.incarnation)
+                log.info("VBM at %s: %s (%08x), incarnation %08x", _peer_str(peer), msg.name,
+                         msg.node, msg.incarnation)
                 self.tm.vbm_peer = peer
                 for agg in self.tm.aggregates.values():
                     agg.last_report = -1e9          # report at once: a new VBM rebuilds
         if old is None:
-            log.info("neighbour %s on %s: %s", msg.name, _peer_str(peer), msg.role.name)
+            log.info("neighbour %s (%08x) on %s: %s", msg.name, msg.node, _peer_str(peer),
+                     msg.role.name)
         elif old["incarnation"] != msg.incarnation:
             self.members.peer_restarted(peer, msg)
 

@@ -62,6 +62,25 @@ class VBM(VbmFSM):
         self.alloc.setdefault(vnet, {})
         self.minimum.setdefault(vnet, {})
 
+    def set_shares(self, shares: dict[int, float]):
+        """Replace every share (``vnetctl vbm share``, a reload): all or nothing.  A vNet
+        that loses its share is forgotten; one whose share shrank keeps its nodes' aggregates
+        until they next report (then it grants at most the new pool)."""
+        for vnet, share in shares.items():
+            if not 0 < share <= 1:
+                raise AdmissionError(f"vNet {vnet}: share {share} out of range (0, 1]")
+        total = sum(shares.values())
+        if total > 1 + 1e-9:
+            raise AdmissionError(f"the LAN's shares would sum to {total:.3f} (> 1)")
+        for vnet in [v for v in self.shares if v not in shares]:
+            del self.shares[vnet]
+            self.alloc.pop(vnet, None)
+            self.minimum.pop(vnet, None)
+        for vnet, share in shares.items():
+            self.shares[vnet] = share
+            self.alloc.setdefault(vnet, {})
+            self.minimum.setdefault(vnet, {})
+
     @property
     def lan_capacity(self) -> int:
         if self.configured_capacity:
@@ -128,10 +147,11 @@ class VBM(VbmFSM):
         return m.AggAssign(status=status, vnet=vnet, rate=assigned)
 
     def view(self) -> dict:
+        """Nodes by their id in 8 hex digits, as everywhere (``alloc``, logs, metrics)."""
         return {
             "state": self.state.name, "lan_capacity": self.lan_capacity,
             "vnets": {str(v): {"share": s, "pool": self.pool(v), "allocated": self.allocated(v),
-                               "nodes": {str(n): {"aggregate": a,
+                               "nodes": {f"{n:08x}": {"aggregate": a,
                                                   "minimum": self.minimum[v].get(n, 0)}
                                          for n, a in sorted(self.alloc[v].items())}}
                       for v, s in sorted(self.shares.items())},

@@ -31,34 +31,50 @@ def status(cp) -> dict:
             "allocations": allocations(cp)}
 
 
+def node_hex(node: int) -> str:
+    """A node id as every view, log line and metric label shows it: 8 hex digits."""
+    return f"{node:08x}"
+
+
+def _peer(cp, peer) -> dict:
+    """``peer`` (link, MAC), and the node id and name its HELLOs gave (None: not heard)."""
+    n = cp.neighbours.get(peer)
+    return {"peer": peer_str(peer), "peer_id": node_hex(n["node"]) if n else None,
+            "peer_name": n["name"] if n else None}
+
+
 def allocations(cp) -> dict:
-    """The Traffic Manager's allocations, the VBM's, members, neighbours (``alloc``)."""
+    """The Traffic Manager's allocations, the VBM's, members, neighbours (``alloc``).  Nodes
+    are named by id (8 hex digits) and name: the node's own, a peer's and the VBM's from their
+    HELLOs."""
     tm = cp.tm
     outs = []
     for (peer, vli), o in sorted(tm.outputs.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
-        outs.append({"substrate_link": peer[0], "peer": peer_str(peer), "vli": vli,
+        outs.append({"substrate_link": peer[0], **_peer(cp, peer), "vli": vli,
                      "vnet": cp.vnet_names.get(o.vnet, str(o.vnet)), "min": o.min,
                      "current": o.current, "max": o.max, "demand": o.want,
                      "state": o.state.name})
     ins = []
     for (peer, vli), i in sorted(tm.inputs.items(), key=lambda kv: (kv[0][0][0], kv[0][1])):
-        ins.append({"substrate_link": peer[0], "peer": peer_str(peer), "vli": vli,
+        ins.append({"substrate_link": peer[0], **_peer(cp, peer), "vli": vli,
                     "vnet": cp.vnet_names.get(i.vnet, str(i.vnet)), "min": i.min,
                     "current": i.current, "max": i.max})
     aggs = {cp.vnet_names.get(v, str(v)): {"aggregate": a.rate, "used": tm.input_sum(v),
                                            "minimum": tm.input_min_sum(v)}
             for v, a in sorted(tm.aggregates.items())}
     return {
-        "node": cp.cfg.node.name, "node_id": f"{cp.node_id:08x}",
+        "node": cp.cfg.node.name, "node_id": node_hex(cp.node_id),
         "vbm_peer": peer_str(tm.vbm_peer) if tm.vbm_peer else None,
         "vbm_link": cp.cfg.tm_settings.vbm_link,
         "vbm_reachable": vbm_reachable(cp),
+        "vbm_node": _vbm_node(cp),
         "outputs": outs, "inputs": ins, "aggregates": aggs,
         "dynamic": [dynamic(d) for d in cp.dynamic.values()],
         "members": cp.members.view(),
-        "neighbours": [{"peer": peer_str(p), **{k: v for k, v in n.items() if k != "seen"}}
+        "neighbours": [{"peer": peer_str(p), "name": n["name"], "node": node_hex(n["node"]),
+                        "role": n["role"], "incarnation": n["incarnation"]}
                        for p, n in cp.neighbours.items()],
-        "vbm": cp.vbm.view() if cp.vbm is not None else None,
+        "vbm": _vbm(cp),
         "kernel_shaping": cp.kshaping.rates() if cp.kshaping is not None else None,
         "counters": dict(sorted(cp.counters.items())),
     }
@@ -73,6 +89,30 @@ def vbm_reachable(cp) -> bool:
         return False
     n = cp.neighbours.get(peer)
     return n is not None and n["role"] == "VBM"
+
+
+def _vbm_node(cp) -> dict | None:
+    """The LAN's VBM as this node knows it: itself, the neighbour whose HELLO said VBM, or
+    None (not heard yet)."""
+    if cp.vbm is not None:
+        return {"id": node_hex(cp.node_id), "name": cp.cfg.node.name, "here": True}
+    n = cp.neighbours.get(cp.tm.vbm_peer) if cp.tm.vbm_peer else None
+    if n is None:
+        return None
+    return {"id": node_hex(n["node"]), "name": n["name"], "here": False}
+
+
+def _vbm(cp) -> dict | None:
+    """The VBM's view, each node with its name (from its HELLOs; this node's own)."""
+    if cp.vbm is None:
+        return None
+    view = cp.vbm.view()
+    names = {node_hex(n["node"]): n["name"] for _p, n in cp.neighbours.items()}
+    names[node_hex(cp.node_id)] = cp.cfg.node.name
+    for x in view["vnets"].values():
+        for node, y in x["nodes"].items():
+            y["name"] = names.get(node)
+    return view
 
 
 def peer_str(peer) -> str:

@@ -97,14 +97,34 @@ def _check(args) -> int:
     except ConfigError as e:
         print(f"vnet-lab: {e}", file=sys.stderr)
         return 2
-    print(f"{args.file}: OK ({len(t.nodes)} nodes, {len(t.switches)} switches, "
-          f"{len(t.links)} links, {sum(n.has_router for n in t.nodes)} routers)")
+    print(f"{args.file}: OK: {summary(t)}")
     lines, ok = topology.path_net(t).report()
     for line in lines:
         print(f"path MTU: {line}")
     for line in topology.underlay_report(t):
         print(f"underlay: {line}")
     return 0 if ok else 1
+
+
+def _plural(n: int, word: str, plural: str | None = None) -> str:
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
+def summary(t) -> str:
+    """What a topology holds, e.g. ``4 nodes (1 substrate router, 3 end-systems), 1 switch,
+    4 links`` (``Node.role``)."""
+    roles = [n.role for n in t.nodes]
+    hostd = sum(n.daemon == "host" and n.has_router for n in t.nodes)
+    parts = [text for text in (
+        _plural(roles.count("router"), "substrate router"),
+        _plural(roles.count("end-system"), "end-system") +
+        (f" ({hostd} on vnet-hostd)" if hostd else ""),
+        _plural(roles.count("daemon"), "other node running vnet-router",
+                "other nodes running vnet-router"),
+        f"{roles.count('plain')} without a daemon") if not text.startswith("0 ")]
+    return (_plural(len(t.nodes), "node") + (f" ({', '.join(parts)})" if parts else "")
+            + f", {_plural(len(t.switches), 'switch', 'switches')}, "
+            f"{_plural(len(t.links), 'link')}")
 
 
 def _up(args) -> int:

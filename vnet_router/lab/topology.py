@@ -209,6 +209,26 @@ class Node(Schema):
     def has_router(self) -> bool:
         return self.router is not None
 
+    @property
+    def role(self) -> str:
+        """What the node is in the lab: ``"router"`` (a substrate router: it forwards within
+        a vNet -- a ``[[switch]]``, a vNet with several logical interfaces or with members),
+        ``"end-system"`` (it only terminates vNets; any ``vnet-hostd`` node), ``"daemon"``
+        (runs vnet-router with no vNet of its own, e.g. only the VBM) or ``"plain"`` (no
+        daemon)."""
+        if self.router is None:
+            return "plain"
+        if self.daemon == "host":
+            return "end-system"
+        r = self.router
+        per_vnet: dict = {}
+        for li in r.get("interface", []):
+            per_vnet[li.get("vnet")] = per_vnet.get(li.get("vnet"), 0) + 1
+        if r.get("switch") or any(n > 1 for n in per_vnet.values()) or \
+                any("members" in v for v in r.get("vnet", [])):
+            return "router"
+        return "end-system" if per_vnet else "daemon"
+
     @rules
     def _one_router(self):
         if self.router is not None and self.router_config is not None:

@@ -16,6 +16,7 @@ the value types below (:func:`int_range`, :func:`pattern`, :func:`parsed` ...) c
 """
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import types
@@ -300,7 +301,36 @@ def validate(cls: type[Schema], data: Any, file: str, at: tuple = ()):
         loc, problem, passed = _explain(e.errors(include_url=False)[0])
         if passed is not None:
             raise passed from None
+        if problem == "unknown key" and loc:
+            problem += _suggestion(cls, loc)
         raise ConfigError(file, _key_path(at + loc), problem) from None
+
+
+def _suggestion(cls: type, loc: tuple) -> str:
+    """`` (did you mean 'rate'?)`` for an unknown key at ``loc`` (a path from ``cls``) close
+    to a key of its table; "" when none is close or the table is not a model."""
+    model = cls
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        model = _model_in(field.annotation) if field is not None else None
+        if model is None:
+            return ""
+    names = [f.alias or n for n, f in model.model_fields.items() if not _extra(f).get("derived")]
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_in(tp) -> type | None:
+    """The Schema model a field's type holds (itself, optional, an array of tables)."""
+    if isinstance(tp, type) and issubclass(tp, Schema):
+        return tp
+    for arg in typing.get_args(tp):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 # -- documentation ----------------------------------------------------------------------------

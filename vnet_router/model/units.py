@@ -88,3 +88,14 @@ def format_rate(bps: int | None) -> str:
         if bps >= scale:
             return f"{bps / scale:g}{unit}"
     return f"{bps}bit"
+
+
+def format_bitrate(bps: float | None) -> str:
+    """A measured rate for people: two decimals at most and a spaced unit, ``19.99 Mbit/s``
+    (``format_rate`` writes a configured one as the file would, ``20Mbit``)."""
+    if bps is None:
+        return "unlimited"
+    for unit, scale in (("Gbit/s", 10**9), ("Mbit/s", 10**6), ("kbit/s", 10**3)):
+        if bps >= scale:
+            return f"{bps / scale:.2f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{bps:.0f} bit/s"

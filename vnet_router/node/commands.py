@@ -195,6 +195,20 @@ def _vlink_add(ns) -> dict:
             "addresses": ns.address, "peer": ns.peer}
 
 
+def _vlink_rate(ns) -> dict:
+    """``vlink rate VNET NAME``: ``--rate R`` or ``--min``/``--max`` (at least one)."""
+    if ns.rate is not None and (ns.min is not None or ns.max is not None):
+        raise UsageError("vlink rate: give --rate (one fixed rate) or --min/--max, not both")
+    if ns.rate is None and ns.min is None and ns.max is None:
+        raise UsageError("vlink rate: give --max (and --min), or --rate")
+    kw = {"vnet": ns.vnet, "name": ns.name, "direction": "in" if ns.input else "out"}
+    if ns.rate is not None:
+        kw["min"] = kw["max"] = ns.rate
+    else:
+        kw.update({k: getattr(ns, k) for k in ("min", "max") if getattr(ns, k) is not None})
+    return kw
+
+
 def _program(text: str) -> str:
     """--kernel: a shipped program's name as typed, a path made absolute (the daemon reads it)."""
     return os.path.abspath(text) if "/" in text or text.endswith(".c") else text
@@ -245,6 +259,7 @@ GROUPS = {
     "vnet": "install (add) or remove (del) a vNet",
     "vlink": "add or delete a virtual link pair / logical interface at run time",
     "instance": "sandboxed protocol instances",
+    "vbm": "the LAN's vNet Bandwidth Manager (on the node that runs it)",
 }
 
 COMMANDS: tuple[Command, ...] = (
@@ -257,7 +272,9 @@ COMMANDS: tuple[Command, ...] = (
         Cli(("top",), "top", help="live rates of every virtual link, refreshed", args=(
             arg("-i", "--interval", key=None, type=float, default=1.0,
                 help="seconds between samples"),
-            arg("-n", "--count", key=None, type=int, help="stop after this many refreshes"))),
+            arg("-n", "--count", key=None, type=int, help="stop after this many refreshes"),
+            arg("--json", key=None, action="store_true",
+                help="one JSON object per sample and line (for machines)"))),
     )),
     Command("alloc", "rate allocations (Traffic Manager, VBM), members, neighbours", BOTH,
             privileged=False,
@@ -279,7 +296,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("endpoint", "hand a library endpoint to the calling application (vnet_host.lib)",
             BOTH, privileged=False, peer=True, fds=True),
     Command("tables", "the read-only tables exported to applications", HOST_ONLY,
-            privileged=False, cli=(Cli(("tables",), "json"),)),
+            privileged=False, cli=(Cli(("tables",), "tables", (JSON,)),)),
     Command("vnet_add", "install a vNet", HOST_ONLY, cli=(
         Cli(("vnet", "add"), "changes", timeout=60, args=(
             arg("name"), arg("--id", type=int, required=True, help="vNet id"),
@@ -332,6 +349,28 @@ COMMANDS: tuple[Command, ...] = (
     Command("vlink_del", "remove a run-time virtual link (negotiated ones on both ends)", BOTH,
             needs=_CP, cli=(
                 Cli(("vlink", "del"), "vlink", (arg("vnet"), arg("name"), JSON), timeout=60),)),
+    Command("vlink_rate", "change the rate of a configured logical interface's output virtual "
+            "link (--in: its input) at run time; undone by a plain reload unless the "
+            "configuration file is edited too", ROUTER_ONLY, cli=(
+                Cli(("vlink", "rate"), "runtime", timeout=60, build=_vlink_rate,
+                    usage="vnetctl vlink rate VNET NAME (--min R --max R | --rate R) [--in] "
+                    "[--json]", args=(
+                        arg("vnet"), arg("name", help="logical interface name"),
+                        arg("--min", type=_rate, help="lowest rate (default: the current "
+                            "minimum, lowered to --max)"),
+                        arg("--max", type=_rate, help="highest rate, e.g. 20Mbit"),
+                        arg("--rate", type=_rate, help="one fixed rate (min = max)"),
+                        arg("--in", dest="input", action="store_true",
+                            help="the input virtual link (in_rate: policing) instead of the "
+                            "output (rate: shaping)"),
+                        JSON)),)),
+    Command("vbm_share", "change a vNet's share of the LAN on the VBM at run time; undone by "
+            "a plain reload unless the configuration file is edited too", ROUTER_ONLY,
+            needs="[vbm] in the configuration", cli=(
+                Cli(("vbm", "share"), "runtime", args=(
+                    arg("vnet", help="vNet id (or the name of a vNet this node configures)"),
+                    arg("share", type=float, help="fraction of the LAN, e.g. 0.3"),
+                    JSON)),)),
     Command("instance_start", "start NAME in a vNet: ... start NAME --vnet V [--file SRC[:DST]] -- "
             "CMD ARGS "
             "(vnet-hostd), or a kernel instance: ... start NAME --vnet V --kernel PROGRAM "
@@ -364,7 +403,7 @@ COMMANDS: tuple[Command, ...] = (
             BOTH, cli=(Cli(("instance", "stop"), "instance_stop", (arg("name"),)),)),
     Command("instances", "running and stopped instances, with kernel instances' counters",
             BOTH, privileged=False,
-            cli=(Cli(("instance", "list"), "json"),)),
+            cli=(Cli(("instance", "list"), "instances", (JSON,)),)),
 )
 
 BY_NAME = {c.name: c for c in COMMANDS}

@@ -39,6 +39,8 @@ from vnet_router.node.answered import Answered
 from vnet_router.node.owned import StateFile, next_incarnation
 from vnet_router.node.ports import EnvironmentError_, Ports, SocketEnd, read_facts
 from vnet_router.ops import netlink
+from vnet_router.node import runtime
+from vnet_router.node.changes import fixed_part, name_of, table_diff
 from vnet_router.node.status import status
 from vnet_router.node.underlay import UnderlayWatch
 from vnet_router.model.tables import Tables, interface_mtu
@@ -77,6 +79,8 @@ class Node:
         self.started = time.time()
         self.loaded_at = time.time()
         self.reloads = {"ok": 0, "refused": 0}
+        # run-time changes of one value since the file was last applied (runtime.py)
+        self.runtime_changes: list[str] = []
         self.requests: dict[tuple[str, str], int] = {}
         self._reload_lock: asyncio.Lock | None = None
         self._metrics = None
@@ -242,6 +246,10 @@ class Node:
         if self.cp is not None:
             h.update(alloc=self.cp.allocations, vlink_add=self.cp.vlink_add,
                      vlink_del=self.cp.vlink_del)
+        if self.DAEMON == commands.ROUTER:         # run-time changes of one value (runtime.py)
+            h["vlink_rate"] = functools.partial(runtime.vlink_rate, self)
+            if self.cp is not None and self.cp.vbm is not None:
+                h["vbm_share"] = functools.partial(runtime.vbm_share, self)
         return h
 
     def make_control(self, path: str, handlers: dict) -> ControlServer:
@@ -378,8 +386,12 @@ class Node:
         """``show``; ``learned``: with every learned MAC of the multiaccess interfaces."""
         st = status(self.cfg, self.tables, self.dp, self.started, self.cp, learned=learned,
                     underlay=self.underlay.status)
+        # the id its control messages carry, 8 hex digits as in every view and metric
+        nid = self.pmtu.node if self.pmtu is not None else node_id(self.cfg, self.facts)
+        st["node_id"] = f"{nid:08x}"
         st["config_state"] = {"loaded_at": self.loaded_at, "reloads": dict(self.reloads),
-                              "file": self.config_file}
+                              "file": self.config_file,
+                              "runtime_changes": list(self.runtime_changes)}
         st["kernel_instances"] = self.kernel.status()
         st["path_mtu"] = self.pmtu.status() if self.pmtu is not None else None
         if self.control is not None:
@@ -494,8 +506,8 @@ class Node:
             if getattr(new.node, key) != getattr(old.node, key):
                 raise CommandError(f"{path}: node.{key}: cannot change while running "
                                    f"(restart the daemon)")
-        for key in ("tm", "vbm"):
-            if getattr(new, key) != getattr(old, key):
+        for key in ("tm", "vbm"):            # [vbm]'s shares may change (the VBM's set_shares)
+            if fixed_part(getattr(new, key)) != fixed_part(getattr(old, key)):
                 raise CommandError(f"{path}: [{key}]: cannot change while running "
                                    f"(restart the daemon)")
         self._check_dynamic(new, path)
@@ -525,6 +537,7 @@ class Node:
             self.tables.update(new, facts, self.underlay.hold(new, down))
             self.dp.reconfigure(add, remove)
             self.cfg, self.facts, self.loaded_at = new, facts, time.time()
+            self.runtime_changes = []
             if self.control is not None:       # the control socket's limits apply at once
                 self.control.limits = Limits.of(new.node)
             if self.cp is not None:
@@ -534,10 +547,10 @@ class Node:
             await loop.run_in_executor(None, self.ports.commit, change)
         finally:
             sdnotify.notify("READY=1", f"STATUS=forwarding, generation {self.tables.generation}")
-        summary = change.summary + _table_diff(old, new)
+        summary = change.summary + table_diff(old, new)
         log.info("reloaded %s: generation %d, %d changes", path, self.tables.generation,
                  len(summary))
-        for line in _table_diff(old, new):
+        for line in table_diff(old, new):
             log.info("%s", line)
         return {"generation": self.tables.generation, "changes": summary}
 
@@ -566,25 +579,4 @@ class Node:
             for sw in new.switches:
                 if (sw.in_link, sw.in_vli) == (d.substrate_link, d.in_vli) or \
                         (sw.out_link, sw.out_vli) == (d.substrate_link, d.out_vli):
-                    raise CommandError(f"{path}: switch {_name(sw)}: VLI in use by a {what}")
-
-
-def _table_diff(old: config_mod.NodeConfig, new: config_mod.NodeConfig) -> list[str]:
-    out = []
-    for what, a, b in (("substrate link", old.substrate_links, new.substrate_links),
-                       ("vnet", old.vnets, new.vnets),
-                       ("interface", old.interfaces, new.interfaces),
-                       ("switch", old.switches, new.switches)):
-        a, b = set(a), set(b)
-        out += [f"{what} added: {_name(x)}" for x in b - a if _name(x) not in map(_name, a)]
-        out += [f"{what} removed: {_name(x)}" for x in a - b if _name(x) not in map(_name, b)]
-        out += [f"{what} changed: {_name(x)}" for x in b - a if _name(x) in map(_name, a)]
-    return sorted(out)
-
-
-def _name(x) -> str:
-    for attr in ("id", "name"):
-        if hasattr(x, attr) and not hasattr(x, "in_link"):
-            v = getattr(x, attr)
-            return f"{x.vnet}/{v}" if hasattr(x, "vnet") and attr == "name" else v
-    return f"{x.vnet} {x.in_link}:{x.in_vli}->{x.out_link}:{x.out_vli}"
+                    raise CommandError(f"{path}: switch {name_of(sw)}: VLI in use by a {what}")

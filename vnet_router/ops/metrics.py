@@ -46,8 +46,10 @@ class Collector:
 
     @staticmethod
     def _node(st):
-        info = GaugeMetricFamily("vnet_info", "Node identity", labels=["node", "datapath"])
-        info.add_metric([st["node"], st["datapath"]], 1)
+        info = GaugeMetricFamily("vnet_info", "Node identity: name, id (8 hex digits, as in "
+                                 "vnetctl and the VBM's metrics) and datapath",
+                                 labels=["node", "node_id", "datapath"])
+        info.add_metric([st["node"], st.get("node_id", ""), st["datapath"]], 1)
         yield info
         fast = GaugeMetricFamily("vnet_fast_path_in_use", "1 if the Cython fast path forwards")
         fast.add_metric([], 1 if st["datapath"] in ("fast", "kernel") else 0)
@@ -310,16 +312,18 @@ class Collector:
                                  labels=["vnet_id"])
         alloc = GaugeMetricFamily("vnet_vbm_allocated_bytes_per_second",
                                   "VBM: sum of a vNet's node aggregates", labels=["vnet_id"])
+        # a node by its id and name (one name per id: no more series than nodes); not
+        # "node", which scrape configurations commonly set on the target
         node = GaugeMetricFamily("vnet_vbm_node_aggregate_bytes_per_second",
                                  "VBM: aggregate assigned to a node for a vNet",
-                                 labels=["vnet_id", "node"])
+                                 labels=["vnet_id", "node_id", "node_name"])
         for vid, x in vbm["vnets"].items():
             share.add_metric([vid], x["share"])
             if x["pool"] is not None:
                 pool.add_metric([vid], _bytes(x["pool"]))
             alloc.add_metric([vid], _bytes(x["allocated"]))
             for n, y in x["nodes"].items():
-                node.add_metric([vid, n], _bytes(y["aggregate"]))
+                node.add_metric([vid, n, y.get("name") or ""], _bytes(y["aggregate"]))
         yield from (active, lan, share, pool, alloc, node)
 
 
