@@ -295,7 +295,7 @@ class Lab:
                                         mac=link.a.mac, peer_mac=link.b.mac, mtu=link.mtu)
             if link.b.switch is not None:
                 netlink.bridge_attach(link.b.ifname, link.b.switch, self.ns(link.b.switch))
-        switching.build(t, self.ns, self.progress)
+        switching.build(t, self.ns, self.progress, LabError)
         if t.switches:
             self.progress("switches: " + ", ".join(
                 f"{sw.name} [{', '.join(l.b.ifname for l in t.links if l.b.switch == sw.name)}]"

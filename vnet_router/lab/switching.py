@@ -147,9 +147,17 @@ def switch_ports(topo, switch: str) -> list:
             for link in topo.links if link.b.switch == switch]
 
 
-def build(topo, ns_of, progress=lambda msg: None):
+def build(topo, ns_of, progress=lambda msg: None, error: type[Exception] = SwitchingError):
     """Give every port of ``topo``'s switches its rate, queue and classifier (``ns_of``:
-    switch name -> its namespace).  Called once the links are up."""
+    switch name -> its namespace).  Called once the links are up; a failure raises ``error``
+    (the lab's own exception, which its callers catch) naming the switch and port."""
+    try:
+        _build(topo, ns_of, progress)
+    except SwitchingError as e:
+        raise error(str(e)) from None
+
+
+def _build(topo, ns_of, progress):
     wanted = [sw for sw in topo.switches if sw.priority_queues or
               any(rate is not None for _p, rate, _q in switch_ports(topo, sw.name))]
     if not wanted:
