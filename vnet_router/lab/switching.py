@@ -29,12 +29,12 @@ from __future__ import annotations
 import json
 import subprocess
 
+from vnet_router.lab.topology import PORT_QUEUE as QUEUE_FRAMES
 from vnet_router.model.units import format_rate
 from vnet_router.ops import ebpf
 
 SOURCE = str(ebpf.BPF_DIR / "pcp_priority.bpf.c")
 TC_HANDLE, TC_PRIORITY = 0x8021, 1          # the classifier's cls_bpf filter (802.1)
-QUEUE_FRAMES = 128                          # default queue per band (frames)
 ROOT, CHILD = "1:", "10:"
 
 #: PCP -> pfifo_fast band (0 is sent first); what pcp_priority.bpf.c does, for docs and tests

@@ -77,6 +77,7 @@ def _mac(v):
 
 Mac = parsed(_mac, "MAC", str)
 _QUEUE = int_range(2, 100000, "queue length", "frames")
+PORT_QUEUE = 128                # frames per queue of a shaped switch port (docs/lab.md)
 SysctlKey = pattern(r"net\.[A-Za-z0-9_.\-/]+",
                     "only per-namespace network settings (net.*) may be set", "net.* key")
 
@@ -176,7 +177,7 @@ class Switch(Schema):
         "bounded queue; a `[[link]]`'s `port_rate` overrides it for its port", None,
         shown="unshaped")
     port_queue: _QUEUE = key("frames each queue of a shaped port holds (per band); more are "
-                             "dropped", 128)
+                             "dropped", PORT_QUEUE)
     priority_queues: Bool = key(
         "802.1p strict priority at shaped ports: PCP 5-7 sent first, then PCP 0, 3, 4 (and "
         "untagged frames), then PCP 1-2", False)
