@@ -6,13 +6,13 @@ calibration test of lab switch ports (``test_switch_ports.py``).  Run inside a n
 
 A probe frame: Ethernet, an 802.1Q tag (VLAN 100, the PCP), EtherType 0x88b5 (local
 experimental), then the flow (its PCP + 1, 0 untagged), a sequence number and the sender's
-CLOCK_MONOTONIC in ns (one clock for every namespace of the machine), padded to SIZE bytes.
+CLOCK_REALTIME in ns (one clock for every namespace of the machine), padded to SIZE bytes.
 ``send`` sends them at PPS on average for SECONDS, at random (exponential) gaps -- a
 periodic sender could lock onto the phase of a flood's bursts and always find the queue
-full, or never -- and prints ``{"sent": N}``.  ``recv`` prints ``ready``
-once its socket is bound, then counts the probes it receives for SECONDS and prints, per
-flow, the frames received and their one-way delays in ms (median, 90th percentile, max) as
-JSON.  The receiver's socket is bound to EtherType 0x88b5, so other traffic (a flood) is not
+full, or never -- and prints ``{"sent": N}``.  ``recv`` prints ``ready`` once its socket is
+bound, then counts the probes it receives for SECONDS and prints as JSON, per flow, the frames
+received and their one-way delays in ms (median, 90th percentile, max), up to the kernel's
+receive time (SO_TIMESTAMPNS: a receiver that falls behind adds nothing).  The receiver's socket is bound to EtherType 0x88b5, so other traffic (a flood) is not
 copied to it.
 """
 import json
@@ -25,6 +25,7 @@ import time
 ETHERTYPE = 0x88B5
 VLAN = 100
 PROBE = struct.Struct("!BIQ")           # flow, sequence, send time (ns)
+SO_TIMESTAMPNS = 35                     # the kernel's receive time of each frame
 
 
 def send(ifname, dst_mac, pcp, pps, seconds, size=1000):
@@ -47,7 +48,7 @@ def send(ifname, dst_mac, pcp, pps, seconds, size=1000):
             time.sleep(min(due - now, 0.002))
             continue
         try:
-            s.send(head + PROBE.pack(flow, n, time.monotonic_ns()) + pad)
+            s.send(head + PROBE.pack(flow, n, time.time_ns()) + pad)
         except (BlockingIOError, OSError):
             pass                        # a full queue at the sender: counted as lost
         n += 1
@@ -59,16 +60,19 @@ def recv(ifname, seconds):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETHERTYPE))
     s.bind((ifname, ETHERTYPE))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     s.settimeout(0.2)
     print("ready", flush=True)
     delays: dict[int, list[float]] = {}
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         try:
-            frame = s.recv(2048)
+            frame, anc, _flags, _addr = s.recvmsg(2048, 64)
         except socket.timeout:
             continue
-        now = time.monotonic_ns()
+        now = next((int.from_bytes(d[:8], "little") * 10**9 + int.from_bytes(d[8:16], "little")
+                    for level, kind, d in anc
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS), time.time_ns())
         off = 14                        # the kernel took the tag off (veth: into metadata)
         if struct.unpack_from("!H", frame, 12)[0] == 0x8100:
             off = 18
