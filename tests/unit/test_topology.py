@@ -107,6 +107,27 @@ def test_switch_ports_and_derived_macs():
     assert t.mac("a", "eth0") == T.derived_mac("a", "eth0") == load(BASE).mac("a", "eth0")
 
 
+def test_switch_port_rates_queues_and_per_port_overrides():
+    from vnet_router.lab import switching
+    plain = load(BASE)
+    assert (plain.switches[0].port_rate, plain.switches[0].priority_queues) == (None, False)
+    assert switching.switch_ports(plain, "sw") == [("a-eth0", None, 128), ("b-eth0", None, 128)]
+    t = load(BASE.replace('name = "sw"', 'name = "sw"\nport_rate = "100Mbit"\n'
+                          'priority_queues = true\nport_queue = 64')
+             + '[[link]]\na = "b:eth1"\nb = "sw"\nport_rate = "1Gbit"\nport_queue = 300\n')
+    assert t.switches[0].priority_queues
+    assert switching.switch_ports(t, "sw") == [
+        ("a-eth0", 100_000_000, 64), ("b-eth0", 100_000_000, 64), ("b-eth1", 10**9, 300)]
+
+
+def test_switch_port_bursts_hold_frames_not_gso_packets():
+    from vnet_router.lab import switching
+    assert switching.burst_bytes(100_000_000) == 25_000             # 2 ms at 100 Mbit/s
+    assert switching.burst_bytes(1_000_000) == 3028                 # at least two frames
+    assert switching.burst_bytes(10**10) == 60_000                  # under a 64 KB GSO packet
+    assert switching.PCP_BAND == {0: 1, 1: 2, 2: 2, 3: 1, 4: 1, 5: 0, 6: 0, 7: 0}
+
+
 def test_long_switch_port_names_fall_back_to_link_index():
     t = load("""
         [[switch]]
@@ -259,6 +280,16 @@ ERRORS = [
      "node[0].router.substrate_link[0].interface", "has no interface 'eth3'"),
     (BASE.replace('name = "a"', 'name = "a"\nrouter = { vnet = [{ name = "v", id = 1, '
                   'namespace = "fixed" }] }'), "node[0].router.vnet[0].namespace", "{prefix}"),
+    (BASE.replace('name = "sw"', 'name = "sw"\nport_rate = "100Mbps"'), "switch[0].port_rate",
+     "ambiguous rate"),
+    (BASE.replace('name = "sw"', 'name = "sw"\nport_queue = 1'), "switch[0].port_queue",
+     "out of range"),
+    (BASE.replace('name = "sw"', 'name = "sw"\npriority_queues = "yes"'),
+     "switch[0].priority_queues", "bool"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\nport_rate = "1Gbit"\n', "link[2].port_rate",
+     "is for a switch port"),
+    (BASE + '[[link]]\na = "a:e1"\nb = "b:e1"\nport_queue = 10\n', "link[2].port_queue",
+     "is for a switch port"),
     (BASE + '[[hub]]\nname = "x"\n', "hub", "unknown key"),
     ('[lab]\nname = 3\n', "lab.name", "must be str"),
     ('link = 3\n', "link", "array of tables"),

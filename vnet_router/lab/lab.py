@@ -45,7 +45,7 @@ from vnet_router.model import keys
 from vnet_router.model.toml import dump_toml
 from vnet_router.node import api as control
 from vnet_router.ops import netlink
-from vnet_router.lab import topology as topo_mod
+from vnet_router.lab import switching, topology as topo_mod
 from vnet_router.lab.owners import (  # noqa: F401  (the lab's API: cli, tests)
     OWNERS_DIR, PREFIX_RE, _STALE, _Spawner, _child_setup, _remove_workdir, _read_owner,
     _owner_alive, _start_time, forget_stale_owners, processes_in, stale_namespaces,
@@ -295,6 +295,7 @@ class Lab:
                                         mac=link.a.mac, peer_mac=link.b.mac, mtu=link.mtu)
             if link.b.switch is not None:
                 netlink.bridge_attach(link.b.ifname, link.b.switch, self.ns(link.b.switch))
+        switching.build(t, self.ns, self.progress, LabError)
         if t.switches:
             self.progress("switches: " + ", ".join(
                 f"{sw.name} [{', '.join(l.b.ifname for l in t.links if l.b.switch == sw.name)}]"
@@ -490,6 +491,10 @@ class Lab:
         except (ValueError, KeyError, TypeError):
             raise LabError(f"iperf3 {node} -> {dst} failed: "
                            f"{(r.stdout + r.stderr).strip()[-300:]}") from None
+
+    def switch_stats(self, switch: str) -> dict[str, dict]:
+        """port -> its egress counters (``lab/switching.py``: ``port_stats``)."""
+        return switching.switch_stats(self.topo, self.ns, switch)
 
     def control(self, node: str, cmd: str = "show", **args) -> dict:
         return control.request(self.socket(node), cmd, **args)

@@ -45,7 +45,7 @@ from typing import Annotated, Literal
 
 from vnet_router.model import config as rconfig
 from vnet_router.model import host as hconfig
-from vnet_router.model.config import Cidr, valid_ifname
+from vnet_router.model.config import Cidr, RateBps, valid_ifname
 from vnet_router.model.paths import End, Net
 from vnet_router.wire import substrate as wire
 from vnet_router.model.schema import (Bool, ConfigError, Invalid, Schema, Shown, Str, derived,
@@ -76,6 +76,8 @@ def _mac(v):
 
 
 Mac = parsed(_mac, "MAC", str)
+_QUEUE = int_range(2, 100000, "queue length", "frames")
+PORT_QUEUE = 128                # frames per queue of a shaped switch port (docs/lab.md)
 SysctlKey = pattern(r"net\.[A-Za-z0-9_.\-/]+",
                     "only per-namespace network settings (net.*) may be set", "net.* key")
 
@@ -146,6 +148,11 @@ class Link(Schema):
         "fixed MAC of `a` (unicast); default: derived from the names, `02:` + 5 bytes of "
         "SHA-256 of `\"owner:ifname\"` — stable across runs and prefixes", None, shown="derived")
     b_mac: Mac | None = key("fixed MAC of `b`, the same way", None, shown="derived")
+    port_rate: RateBps | None = key(
+        "when `b` is a switch: this port's egress rate, instead of the switch's `port_rate`",
+        None, shown="the switch's")
+    port_queue: _QUEUE | None = key("when `b` is a switch: this port's queue, instead of the "
+                                    "switch's `port_queue`", None, shown="the switch's")
 
     @prepare
     def _ends(cls, data):
@@ -161,9 +168,19 @@ class Link(Schema):
 
 
 class Switch(Schema):
-    """``[[switch]]``: a Linux bridge (named like the switch) in a namespace of its own."""
+    """``[[switch]]``: a Linux bridge (named like the switch) in a namespace of its own; its
+    ports may have an egress rate and 802.1p priority queues (`lab/switching.py`)."""
 
     name: SwitchName = key(_NAME_RULE + ". Namespace `PREFIX+name`, bridge `name`")
+    port_rate: RateBps | None = key(
+        "egress rate of each port (`\"100Mbit\"`: Ethernet frames, header included), over a "
+        "bounded queue; a `[[link]]`'s `port_rate` overrides it for its port", None,
+        shown="unshaped")
+    port_queue: _QUEUE = key("frames each queue of a shaped port holds (per band); more are "
+                             "dropped", PORT_QUEUE)
+    priority_queues: Bool = key(
+        "802.1p strict priority at shaped ports: PCP 5-7 sent first, then PCP 0, 3, 4 (and "
+        "untagged frames), then PCP 1-2", False)
 
 
 class Command(Schema):
@@ -323,6 +340,10 @@ def _resolve_links(items, nodes: set[str], switches: set[str]):
             ports[b_node].append(port)
             b = Endpoint(ifname=port, mac=link.b_mac or derived_mac(b_node, port), switch=b_node)
         else:
+            for k in ("port_rate", "port_queue"):
+                if getattr(link, k) is not None:
+                    raise Invalid(at + (k,), f"{k} is for a switch port; b = "
+                                  f"{b_node}:{b_if} is a node's interface")
             ifaces[b_node].append(b_if)
             b = Endpoint(ifname=b_if, mac=link.b_mac or derived_mac(b_node, b_if), node=b_node)
         ifaces[a_node].append(a_if)
