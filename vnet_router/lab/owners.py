@@ -29,6 +29,10 @@ OWNERS_DIR = Path(os.environ.get("VNET_LAB_RUN_DIR", "/run/vnet-lab"))
 PR_SET_PDEATHSIG = 1
 
 
+class LabError(RuntimeError):
+    """A lab cannot be built or run (``lab.py``, ``procs.py``); the message says why."""
+
+
 _libc = None
 
 
