@@ -123,7 +123,8 @@ def test_background_commands_run_after_the_daemons_log_and_end_with_the_lab(make
     # the logs stay in the work dir, each with how its command ended (leg.daemon's own process
     # exits once it has forked away, unless the teardown came first)
     for name in ("leg.sleeper", "leg.daemon", "r.invnet"):
-        assert re.search(r"\[vnet-lab\] \S+ (stopped \(status -?\d+\)|exited with status 0)\n$", logs[name].read_text())
+        assert re.search(r"\[vnet-lab\] \S+ (stopped \(status -?\d+\)|exited with status 0)\n$",
+                         logs[name].read_text()), name
 
 
 def _udp_node(name, local, remote, inner, addresses, routes=(), commands=()):

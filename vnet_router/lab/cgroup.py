@@ -71,14 +71,15 @@ class LabCgroup:
         return self.dirs.get("pids") or self.dirs["unified"]
 
     @classmethod
-    def create(cls, prefix: str) -> "LabCgroup | None":
-        """Make the group (None: no cgroup hierarchy to make it in)."""
+    def of(cls, prefix: str) -> "LabCgroup | None":
+        """The group ``prefix`` gets (None: no cgroup hierarchy is mounted); ``make()``
+        creates it."""
         dirs = _dirs(prefix)
-        if not dirs:
-            return None
-        for d in dirs.values():
+        return cls(prefix, dirs) if dirs else None
+
+    def make(self):
+        for d in self.dirs.values():
             os.makedirs(d, exist_ok=True)
-        return cls(prefix, dirs)
 
     @classmethod
     def existing(cls, prefix: str) -> "LabCgroup | None":
@@ -123,6 +124,8 @@ class LabCgroup:
         if "unified" in self.dirs and os.path.exists(kill_file):
             _write(kill_file, "1")
         freezer = self.dirs.get("freezer")
+        if freezer and not os.path.isdir(freezer):
+            freezer = None
         while True:
             if freezer:
                 _freeze(freezer, "FROZEN", end)

@@ -10,17 +10,18 @@ namespace, veth pairs for the links (created directly in their namespaces throug
 ``vnet_router.ops.netlink``, so no name ever appears in the host's namespace), sysctls, legacy
 addresses, each node's routes and ``when = "before"`` commands (``procs.py``, which also runs
 the later and the background commands); then (``[lab] keys``, the default) a fresh key file
-``lab.key`` is written to the work dir, mode 0600, which every substrate link without a ``key_file`` of its own uses, so the
-control messages are authenticated; then each node's router config
-(``topology.render_router``) is written to the work dir and ``vnet_router.node.daemon`` is
-started in the node's namespace with ``nsenter --net`` (not ``ip netns exec``: in its private
-mount namespace the daemon would have to mount every vNet namespace in the host's as well, see
-``ops/netlink.py``), ready once its control socket answers ``show``; then the post-start
-commands run.
+``lab.key`` is written to the work dir, mode 0600, which every substrate link without a
+``key_file`` of its own uses, so the control messages are authenticated; then each node's
+router config (``topology.render_router``) is written to the work dir and
+``vnet_router.node.daemon`` is started in the node's namespace with ``nsenter --net`` (not
+``ip netns exec``: in its private mount namespace the daemon would have to mount every vNet
+namespace in the host's as well, see ``ops/netlink.py``), ready once its control socket
+answers ``show``; then the post-start commands run.
 
 Stopping (always: normal exit, exception, Ctrl-C, SIGTERM): SIGTERM to the background
-commands (their whole cgroup) and the daemons, SIGKILL after a timeout, then every namespace whose name starts with the lab's prefix is removed —
-the ones the lab made and any vNet namespace a daemon left behind (recorded in ``leftovers``).
+commands (their whole cgroup) and the daemons, SIGKILL after a timeout, then every namespace
+whose name starts with the lab's prefix is removed — the ones the lab made and any vNet
+namespace a daemon left behind (recorded in ``leftovers``).
 Nothing happens at import; signal handlers are installed by ``start`` and restored by ``stop``.
 """
 from __future__ import annotations

@@ -97,11 +97,17 @@ class Commands:
     def _start(self, node: str, name: str, cmd: Command, ns: str):
         lab = self.lab
         if self.cgroup is None and not self._no_cgroup:
-            self.cgroup = LabCgroup.create(lab.prefix)
+            self.cgroup = LabCgroup.of(lab.prefix)        # known before it exists: stop()
+            why = "no cgroup hierarchy is mounted"         # removes even a half-made one
+            try:
+                if self.cgroup is not None:
+                    self.cgroup.make()
+            except OSError as e:
+                self.cgroup, why = None, f"cannot make cgroup {e.filename}: {e.strerror}"
             if self.cgroup is None:
                 self._no_cgroup = True
-                lab.progress("no cgroup hierarchy mounted: background commands are stopped by "
-                             "process group (a child that leaves it outlives the lab)")
+                lab.progress(f"{why}: background commands are stopped by process group (a "
+                             f"child that leaves it outlives the lab)")
         log = lab.workdir / f"{node}.{name}.log"
         with open(log, "ab") as out:
             out.write(f"[vnet-lab] {time.strftime('%H:%M:%S')} start in {ns}: {cmd}\n"
@@ -167,7 +173,13 @@ class Commands:
 
     def close(self):
         """After the spawner ended: SIGKILL whatever is left, remove the cgroup, record each
-        command's status."""
+        command's status.  Problems go to ``lab.cleanup_errors``: the teardown goes on."""
+        try:
+            self._close()
+        except OSError as e:
+            self.lab.cleanup_errors.append(f"background commands: {e}")
+
+    def _close(self):
         if self.cgroup is not None:
             left = len(self.cgroup.pids())
             if not self.cgroup.kill():
