@@ -281,3 +281,30 @@ def test_clean_ends_the_background_commands_of_a_lab_killed_with_sigkill(tmp_pat
         _nothing_left(up, tok, up.daemon_pids())
     finally:
         up.end()
+
+
+def test_the_next_lab_of_a_killed_labs_prefix_ends_what_its_commands_left(tmp_path):
+    tok, tok2 = Tokens(), Tokens()
+    first = Up(tmp_path, f"vl{os.getpid()}n-", _lab_topology(tok))
+    second = None
+    try:
+        first.wait_for(MOMENTS["running"])
+        eventually(lambda: len(tok.pids()) == 4, 10, "the background processes")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+        survivors = eventually(tok.pids, 10, "the commands' own processes to end",
+                               until=lambda p: len(p) == 3)
+        (tmp_path / "2").mkdir()
+        second = Up(tmp_path / "2", first.prefix, _lab_topology(tok2))
+        second.wait_for(MOMENTS["running"])
+        assert "killed 3 processes left by a lab with prefix" in second.output()
+        assert not [p for p in survivors if running(p)]
+        eventually(lambda: len(tok2.pids()) == 4, 10, "the second lab's background processes")
+        second.proc.send_signal(signal.SIGINT)
+        assert second.proc.wait(60) == 0, second.output()
+        _nothing_left(second, tok2, first.daemon_pids() + second.daemon_pids())
+        assert tok.pids() == []
+    finally:
+        first.end()
+        if second is not None:
+            second.end()

@@ -248,7 +248,6 @@ class Lab:
                                f"(pid {owner[0]})") from None
             _remove_workdir(path)
             path.write_text(me)
-            cgroup.sweep(only=self.prefix)          # its background commands, if any
             stale = self.namespaces()
             if stale:
                 self.progress(f"removing namespaces of a lab with prefix {self.prefix!r} that "
@@ -259,6 +258,8 @@ class Lab:
             with os.fdopen(fd, "w") as f:
                 f.write(me)
         self._owner_file = path
+        for n in cgroup.sweep(only=self.prefix).values():   # a dead lab's background commands
+            self.progress(f"killed {n} processes left by a lab with prefix {self.prefix!r}")
         self._preexisting = set(self.namespaces())      # not ours: never removed
 
     def _release_prefix(self):
