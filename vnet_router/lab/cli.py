@@ -3,7 +3,8 @@
     vnet-lab demo                 the paper's Fig. 4 LAN: build, check, report, tear down
     vnet-lab up FILE              build any topology file and keep it until Ctrl-C
     vnet-lab up --prefix P FILE   the same, its namespaces named P+NAME (labs side by side)
-    vnet-lab clean                remove namespaces of labs whose process is gone
+    vnet-lab clean                remove namespaces of labs whose process is gone, and kill
+                                  what their background commands left running
 
 The work (``Lab``, the demo) lives in ``lab.py`` and ``demo.py``; this module only parses
 arguments and prints.
@@ -59,7 +60,8 @@ def parse_args(argv=None):
     u.add_argument("file", help="topology file (TOML)")
     common(u, argparse.SUPPRESS)
     prefix(u)
-    c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone")
+    c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone "
+                                     "and kill what their background commands left running")
     c.add_argument("--kill", action="store_true",
                    help="also SIGTERM processes still running inside those namespaces")
     sub.add_parser("check", help="validate a topology file, report the logical interfaces "

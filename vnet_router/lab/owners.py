@@ -4,7 +4,8 @@
 with ``PR_SET_PDEATHSIG`` set (``_child_setup``), so the processes end with their lab even when
 it is killed with SIGKILL.  ``OWNERS_DIR/PREFIX`` records the pid (and start time) of the lab
 that owns a prefix, so ``vnet-lab clean`` and the next lab of that prefix tell a dead lab's
-namespaces from a running one's, whatever the prefix.
+namespaces from a running one's, whatever the prefix.  The same record tells whose cgroup of
+background commands (``cgroup.py``, ``vnet-lab/PREFIX``) is a dead lab's, to be emptied.
 """
 from __future__ import annotations
 
