@@ -8,6 +8,8 @@ rest of what a topology asks of a node, in this order:
    ``when = "before"``;
 2. once every daemon is ready: the other commands, in file order.
 
+The schema of both (``Route``, ``Command``) is here too; ``topology.Node`` uses it.
+
 A command runs in the foreground (the lab waits; a failure stops the lab, naming the command
 and its error) unless ``background = true``: then it is started in a session of its own, its
 output goes to ``WORKDIR/NODE.NAME.log`` (``NAME``: the command's ``name``, else
@@ -21,17 +23,83 @@ says so when it starts the first command).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import shlex
 import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from vnet_router.lab.cgroup import LabCgroup
 from vnet_router.lab.owners import LabError, _child_setup
-from vnet_router.lab.topology import Command
+from vnet_router.model.schema import Bool, Schema, Str, derived, key, parsed, pattern
 
+
+# -- the schema: a node's routes and [[node.commands]] (topology.py's Node uses them) --------
+
+CommandName = pattern(r"[A-Za-z0-9_]{1,24}", "bad command name {v} (at most 24 of letters, "
+                      "digits, '_')", "name")
+
+
+def _route(v):
+    if not isinstance(v, str):
+        raise ValueError(f"must be a string, not {v!r}")
+    words = v.split()
+    if len(words) < 3 or words[1] not in ("via", "dev"):
+        raise ValueError(f"bad route {v!r} (want 'DEST via GATEWAY' or 'DEST dev IFNAME', "
+                         f"then any `ip route` options)")
+    if words[0] != "default":
+        try:
+            ipaddress.ip_network(words[0], strict=False)
+        except ValueError:
+            raise ValueError(f"bad route {v!r}: {words[0]!r} is not a prefix") from None
+    return " ".join(words)
+
+
+Route = parsed(_route, "route", str)
+
+
+def _argv(v):
+    if isinstance(v, str):
+        try:
+            argv = tuple(shlex.split(v))
+        except ValueError as e:
+            raise ValueError(f"cannot split {v!r}: {e}") from None
+    elif isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v):
+        argv = tuple(v)
+    else:
+        raise ValueError("must be a string or a list of strings")
+    if not argv:
+        raise ValueError("empty command")
+    return argv
+
+
+class Command(Schema):
+    """``[[node.commands]]``: a command run after all daemons are ready (or before them)."""
+
+    argv: parsed(_argv, "string or list of strings", tuple[str, ...]) = key(
+        "a string, split like a shell does, or a list", alias="run")
+    vnet: Str | None = key("run in that vNet's namespace of this node", None,
+                           shown="the node's namespace")
+    when: Literal["after", "before"] = key(
+        "`\"after\"` all daemons are ready; `\"before\"`: once the node's addresses, sysctls "
+        "and routes are set, before any daemon starts (not with `vnet`)", "after")
+    background: Bool = key(
+        "start it and go on: output to `WORKDIR/NODE.NAME.log`, stopped with everything it "
+        "started (the lab's cgroup) at teardown; an early exit is reported, the lab stays up",
+        False)
+    name: CommandName | None = key("names its log (`WORKDIR/NODE.NAME.log`)", None,
+                                   shown="`cmd<index>`")
+    key: str = derived("", "where it was defined, for error messages")
+
+    def __str__(self):
+        return shlex.join(self.argv)
+
+
+# -- running ---------------------------------------------------------------------------------
 
 @dataclass
 class Background:

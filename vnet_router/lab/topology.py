@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-import shlex
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -54,13 +53,12 @@ from vnet_router.model.schema import (Bool, ConfigError, Invalid, Schema, Shown,
                                       int_range, key, pairs, parsed, pattern, prepare, rules,
                                       tables, validate)
 from vnet_router.model.toml import parse_toml, read_toml
+from vnet_router.lab.procs import Command, Route       # [[node.commands]], node routes
 
 _NAME_RULE = "a letter, then letters, digits, '_'; at most 12"
 _NAME = r"[A-Za-z][A-Za-z0-9_]{0,11}"                   # no '-': it separates name parts
 NodeName = pattern(_NAME, "bad node name {v} (" + _NAME_RULE + ")", "name")
 SwitchName = pattern(_NAME, "bad switch name {v} (" + _NAME_RULE + ")", "name")
-CommandName = pattern(r"[A-Za-z0-9_]{1,24}", "bad command name {v} (at most 24 of letters, "
-                      "digits, '_')", "name")
 _PLACEHOLDER = re.compile(r"\{([a-z]+)(?::([^{}]*))?\}")
 
 #: a prefix as long as a real one can get ("vl" + a 7-digit pid + "x" + counter + "-"), used
@@ -92,39 +90,6 @@ def _sysctl_value(v):
     if not isinstance(v, (int, str)):
         raise ValueError(f"must be an integer or a string, not {v!r}")
     return str(v)
-
-
-def _route(v):
-    if not isinstance(v, str):
-        raise ValueError(f"must be a string, not {v!r}")
-    words = v.split()
-    if len(words) < 3 or words[1] not in ("via", "dev"):
-        raise ValueError(f"bad route {v!r} (want 'DEST via GATEWAY' or 'DEST dev IFNAME', "
-                         f"then any `ip route` options)")
-    if words[0] != "default":
-        try:
-            ipaddress.ip_network(words[0], strict=False)
-        except ValueError:
-            raise ValueError(f"bad route {v!r}: {words[0]!r} is not a prefix") from None
-    return " ".join(words)
-
-
-Route = parsed(_route, "route", str)
-
-
-def _argv(v):
-    if isinstance(v, str):
-        try:
-            argv = tuple(shlex.split(v))
-        except ValueError as e:
-            raise ValueError(f"cannot split {v!r}: {e}") from None
-    elif isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v):
-        argv = tuple(v)
-    else:
-        raise ValueError("must be a string or a list of strings")
-    if not argv:
-        raise ValueError("empty command")
-    return argv
 
 
 class Endpoint(Schema):
@@ -203,28 +168,6 @@ class Switch(Schema):
     priority_queues: Bool = key(
         "802.1p strict priority at shaped ports: PCP 5-7 sent first, then PCP 0, 3, 4 (and "
         "untagged frames), then PCP 1-2", False)
-
-
-class Command(Schema):
-    """``[[node.commands]]``: a command run after all daemons are ready (or before them)."""
-
-    argv: parsed(_argv, "string or list of strings", tuple[str, ...]) = key(
-        "a string, split like a shell does, or a list", alias="run")
-    vnet: Str | None = key("run in that vNet's namespace of this node", None,
-                           shown="the node's namespace")
-    when: Literal["after", "before"] = key(
-        "`\"after\"` all daemons are ready; `\"before\"`: once the node's addresses, sysctls "
-        "and routes are set, before any daemon starts (not with `vnet`)", "after")
-    background: Bool = key(
-        "start it and go on: output to `WORKDIR/NODE.NAME.log`, stopped with everything it "
-        "started (the lab's cgroup) at teardown; an early exit is reported, the lab stays up",
-        False)
-    name: CommandName | None = key("names its log (`WORKDIR/NODE.NAME.log`)", None,
-                                   shown="`cmd<index>`")
-    key: str = derived("", "where it was defined, for error messages")
-
-    def __str__(self):
-        return shlex.join(self.argv)
 
 
 class Node(Schema):
