@@ -1,4 +1,5 @@
-"""Suite-wide guard: nothing the tests create (namespace, veth, TAP) may outlive the run."""
+"""Suite-wide guard: nothing the tests create (namespace, veth, TAP, a lab's cgroup of
+background commands) may outlive the run."""
 import os
 import re
 import subprocess
@@ -6,6 +7,7 @@ import subprocess
 import pytest
 
 from harness import poll
+from vnet_router.lab import cgroup as lab_cgroup
 
 
 def _netns() -> set[str]:
@@ -68,6 +70,7 @@ def nothing_left_behind():
         yield
         return
     ns_before, links_before, daemons_before = _netns(), _links(), _daemon_pids()
+    groups_before = set(lab_cgroup.group_prefixes())
     yield
     # daemons told to stop may take a moment to exit: up to 5 s until none of ours runs
     _, daemons_left = poll(lambda: _daemon_pids() - daemons_before, 5.0,
@@ -78,6 +81,10 @@ def nothing_left_behind():
     links_left = sorted(_links() - links_before)
     assert not ns_left and not links_left, \
         f"left behind after the suite: namespaces {ns_left}, links {links_left}"
+    # a lab's background commands live in vnet-lab/PREFIX (vnet_router/lab/cgroup.py)
+    groups_left = sorted(p for p in set(lab_cgroup.group_prefixes()) - groups_before
+                         if _ours(p))
+    assert not groups_left, f"lab cgroups left behind after the suite: {groups_left}"
 
 
 def pytest_collection_modifyitems(config, items):

@@ -3,7 +3,8 @@
     vnet-lab demo                 the paper's Fig. 4 LAN: build, check, report, tear down
     vnet-lab up FILE              build any topology file and keep it until Ctrl-C
     vnet-lab up --prefix P FILE   the same, its namespaces named P+NAME (labs side by side)
-    vnet-lab clean                remove namespaces of labs whose process is gone
+    vnet-lab clean                remove namespaces of labs whose process is gone, and kill
+                                  what their background commands left running
 
 The work (``Lab``, the demo) lives in ``lab.py`` and ``demo.py``; this module only parses
 arguments and prints.
@@ -19,7 +20,7 @@ import time
 
 from vnet_router.ops import netlink
 from vnet_router.model.schema import ConfigError
-from vnet_router.lab import demo
+from vnet_router.lab import cgroup, demo
 from vnet_router.lab.lab import (Lab, LabError, forget_stale_owners, processes_in,
                                   stale_namespaces)
 
@@ -59,7 +60,8 @@ def parse_args(argv=None):
     u.add_argument("file", help="topology file (TOML)")
     common(u, argparse.SUPPRESS)
     prefix(u)
-    c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone")
+    c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone "
+                                     "and kill what their background commands left running")
     c.add_argument("--kill", action="store_true",
                    help="also SIGTERM processes still running inside those namespaces")
     sub.add_parser("check", help="validate a topology file, report the logical interfaces "
@@ -144,6 +146,7 @@ def _up(args) -> int:
             print("up; press Ctrl-C to tear it down", flush=True)
             reported = set()
             while True:
+                lab.commands.exited()           # reported by the lab's progress lines
                 for node, rc in lab.alive().items():
                     if rc is not None and node not in reported:
                         reported.add(node)
@@ -175,6 +178,8 @@ def _print_summary(lab: Lab):
         if node.name in lab.configs:
             for v in lab.configs[node.name].vnets:
                 print(f"  {v.namespace:24}   vNet {v.name} of {node.name}")
+    for bg in lab.commands.running():
+        print(f"background {bg} (pid {bg.proc.pid}, log {bg.log.name}): {bg.command}")
     for node in lab.configs:
         print(f"control: vnetctl -s {shlex.quote(lab.socket(node))} show      # {node}")
     print(f"control messages: authenticated with {lab.key_file}" if lab.key_file else
@@ -184,6 +189,8 @@ def _print_summary(lab: Lab):
 
 
 def _clean(args) -> int:
+    for prefix, n in cgroup.sweep().items():       # background commands of dead labs
+        print(f"cgroup {cgroup.BASE}/{prefix}: killed {n} processes, removed")
     stale = stale_namespaces()
     if not stale:
         forget_stale_owners()

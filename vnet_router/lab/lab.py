@@ -8,18 +8,20 @@
 Building: one namespace per switch and node (``PREFIX + name``), a Linux bridge in each switch
 namespace, veth pairs for the links (created directly in their namespaces through
 ``vnet_router.ops.netlink``, so no name ever appears in the host's namespace), sysctls, legacy
-addresses; then (``[lab] keys``, the default) a fresh key file ``lab.key`` is written to the
-work dir, mode 0600, which every substrate link without a ``key_file`` of its own uses, so the
-control messages are authenticated; then each node's router config
-(``topology.render_router``) is written to the work dir and ``vnet_router.node.daemon`` is
-started in the node's namespace with ``nsenter --net`` (not ``ip netns exec``: in its private
-mount namespace the daemon would have to mount every vNet namespace in the host's as well, see
-``ops/netlink.py``), ready once its control socket answers ``show``; then the post-start
-commands run.
+addresses, each node's routes and ``when = "before"`` commands (``procs.py``, which also runs
+the later and the background commands); then (``[lab] keys``, the default) a fresh key file
+``lab.key`` is written to the work dir, mode 0600, which every substrate link without a
+``key_file`` of its own uses, so the control messages are authenticated; then each node's
+router config (``topology.render_router``) is written to the work dir and
+``vnet_router.node.daemon`` is started in the node's namespace with ``nsenter --net`` (not
+``ip netns exec``: in its private mount namespace the daemon would have to mount every vNet
+namespace in the host's as well, see ``ops/netlink.py``), ready once its control socket
+answers ``show``; then the post-start commands run.
 
-Stopping (always: normal exit, exception, Ctrl-C, SIGTERM): SIGTERM to the daemons, SIGKILL
-after a timeout, then every namespace whose name starts with the lab's prefix is removed —
-the ones the lab made and any vNet namespace a daemon left behind (recorded in ``leftovers``).
+Stopping (always: normal exit, exception, Ctrl-C, SIGTERM): SIGTERM to the background
+commands (their whole cgroup) and the daemons, SIGKILL after a timeout, then every namespace
+whose name starts with the lab's prefix is removed — the ones the lab made and any vNet
+namespace a daemon left behind (recorded in ``leftovers``).
 Nothing happens at import; signal handlers are installed by ``start`` and restored by ``stop``.
 """
 from __future__ import annotations
@@ -45,19 +47,16 @@ from vnet_router.model import keys
 from vnet_router.model.toml import dump_toml
 from vnet_router.node import api as control
 from vnet_router.ops import netlink
-from vnet_router.lab import switching, topology as topo_mod
+from vnet_router.lab import cgroup, switching, topology as topo_mod
+from vnet_router.lab.procs import Commands
 from vnet_router.lab.owners import (  # noqa: F401  (the lab's API: cli, tests)
-    OWNERS_DIR, PREFIX_RE, _STALE, _Spawner, _child_setup, _remove_workdir, _read_owner,
-    _owner_alive, _start_time, forget_stale_owners, processes_in, stale_namespaces,
-    stale_owners)
+    OWNERS_DIR, PREFIX_RE, _STALE, LabError, _Spawner, _child_setup, _remove_workdir,
+    _read_owner, _owner_alive, _start_time, forget_stale_owners, processes_in,
+    stale_namespaces, stale_owners)
 from vnet_router.lab.topology import Topology
 
 _counter = itertools.count()
 _PKG_ROOT = str(Path(__file__).resolve().parents[2])
-
-
-class LabError(RuntimeError):
-    pass
 
 
 def check_prefix(prefix: str) -> str:
@@ -131,6 +130,7 @@ class Lab:
         self.leftovers: list[str] = []                 # vNet namespaces daemons left behind
         self.cleanup_errors: list[str] = []
         self._procs: list[subprocess.Popen] = []
+        self.commands = Commands(self)                 # routes, commands, background ones
         self._created: list[str] = []
         self._old_handlers: dict[int, object] = {}
         self._spawner: _Spawner | None = None
@@ -199,9 +199,10 @@ class Lab:
                 self._owner_file.write_text(f"{os.getpid()} {_start_time(os.getpid())} "
                                             f"{self.workdir}\n")
             self._build()
+            self.commands.before_daemons()
             self._write_key()
             self._start_daemons()
-            self._run_commands()
+            self.commands.after_daemons()
         except BaseException:
             self.stop()
             raise
@@ -215,10 +216,12 @@ class Lab:
         atexit.unregister(self.stop)
         masked = self._mask_signals()
         try:
+            self.commands.stop(self.stop_timeout)
             self._stop_processes()
             self._stop_daemons()
             if self._spawner is not None:
                 self._spawner.close()
+            self.commands.close()          # none can still be starting: kill what is left
             if self._owner_file is not None:        # else another lab owns the prefix
                 self._remove_namespaces()
                 self._release_prefix()
@@ -255,6 +258,8 @@ class Lab:
             with os.fdopen(fd, "w") as f:
                 f.write(me)
         self._owner_file = path
+        for n in cgroup.sweep(only=self.prefix).values():   # a dead lab's background commands
+            self.progress(f"killed {n} processes left by a lab with prefix {self.prefix!r}")
         self._preexisting = set(self.namespaces())      # not ours: never removed
 
     def _release_prefix(self):
@@ -405,17 +410,6 @@ class Lab:
         vnets = ", ".join(f"{v.name} in {v.namespace}" for v in self.configs[node].vnets)
         self.progress(f"daemon {node}: ready in {time.monotonic() - t0:.1f} s"
                       + (f" (vNets: {vnets})" if vnets else ""))
-
-    def _run_commands(self):
-        for node in self.topo.nodes:
-            for cmd in node.commands:
-                ns = self.vnet_ns(node.name, cmd.vnet) if cmd.vnet else self.ns(node.name)
-                r = self.run_in(ns, list(cmd.argv))
-                where = f"{node.name}/{cmd.vnet}" if cmd.vnet else node.name
-                if r.returncode != 0:
-                    raise LabError(f"{self.topo.path}: {cmd.key}: `{cmd}` in {ns} failed "
-                                   f"(status {r.returncode}): {r.stderr.strip()}")
-                self.progress(f"command {where}: {cmd}")
 
     # -- using a running lab ----------------------------------------------------------------
 

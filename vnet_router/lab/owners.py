@@ -4,7 +4,8 @@
 with ``PR_SET_PDEATHSIG`` set (``_child_setup``), so the processes end with their lab even when
 it is killed with SIGKILL.  ``OWNERS_DIR/PREFIX`` records the pid (and start time) of the lab
 that owns a prefix, so ``vnet-lab clean`` and the next lab of that prefix tell a dead lab's
-namespaces from a running one's, whatever the prefix.
+namespaces from a running one's, whatever the prefix.  The same record tells whose cgroup of
+background commands (``cgroup.py``, ``vnet-lab/PREFIX``) is a dead lab's, to be emptied.
 """
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ PREFIX_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}-$")
 #: namespaces of a lab that died (SIGKILL) from those of a running one, whatever the prefix
 OWNERS_DIR = Path(os.environ.get("VNET_LAB_RUN_DIR", "/run/vnet-lab"))
 PR_SET_PDEATHSIG = 1
+
+
+class LabError(RuntimeError):
+    """A lab cannot be built or run (``lab.py``, ``procs.py``); the message says why."""
 
 
 _libc = None

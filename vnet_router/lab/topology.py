@@ -15,9 +15,11 @@ generated from the schema below)::
     sysctl = { "net.ipv4.ip_forward" = 1 }
     router = { ... a vnet-router config (vnet_router/model/config.py) as a TOML table ... }
     # or: router_config = "h1.toml"                 (relative to the topology file)
+    routes = ["10.1.0.0/16 via 192.168.77.254"]     # before the daemon starts
     [[node.commands]]                               # run after the daemons are ready
     vnet = "blue"                                   # in this vNet's namespace (else the node's)
-    run = "ip link add br0 type bridge"
+    run = "ip link add br0 type bridge"             # (when = "before": before them;
+                                                    # background = true: a long-lived process)
 
     [[link]]
     a = "h1:eth0"                                   # node:interface
@@ -39,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-import shlex
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -52,6 +53,7 @@ from vnet_router.model.schema import (Bool, ConfigError, Invalid, Schema, Shown,
                                       int_range, key, pairs, parsed, pattern, prepare, rules,
                                       tables, validate)
 from vnet_router.model.toml import parse_toml, read_toml
+from vnet_router.lab.procs import Command, Route       # [[node.commands]], node routes
 
 _NAME_RULE = "a letter, then letters, digits, '_'; at most 12"
 _NAME = r"[A-Za-z][A-Za-z0-9_]{0,11}"                   # no '-': it separates name parts
@@ -88,21 +90,6 @@ def _sysctl_value(v):
     if not isinstance(v, (int, str)):
         raise ValueError(f"must be an integer or a string, not {v!r}")
     return str(v)
-
-
-def _argv(v):
-    if isinstance(v, str):
-        try:
-            argv = tuple(shlex.split(v))
-        except ValueError as e:
-            raise ValueError(f"cannot split {v!r}: {e}") from None
-    elif isinstance(v, (list, tuple)) and all(isinstance(a, str) for a in v):
-        argv = tuple(v)
-    else:
-        raise ValueError("must be a string or a list of strings")
-    if not argv:
-        raise ValueError("empty command")
-    return argv
 
 
 class Endpoint(Schema):
@@ -183,19 +170,6 @@ class Switch(Schema):
         "untagged frames), then PCP 1-2", False)
 
 
-class Command(Schema):
-    """``[[node.commands]]``: a command run after all daemons are ready."""
-
-    argv: parsed(_argv, "string or list of strings", tuple[str, ...]) = key(
-        "a string, split like a shell does, or a list", alias="run")
-    vnet: Str | None = key("run in that vNet's namespace of this node", None,
-                           shown="the node's namespace")
-    key: str = derived("", "where it was defined, for error messages")
-
-    def __str__(self):
-        return shlex.join(self.argv)
-
-
 class Node(Schema):
     """``[[node]]``: a namespace, its link ends and (optionally) a daemon."""
 
@@ -206,6 +180,9 @@ class Node(Schema):
     sysctl: pairs(SysctlKey, parsed(_sysctl_value, "integer or string", str), "table") = key(
         "per-namespace network settings: `{ \"net.ipv4.ip_forward\" = 1 }` (only `net.*`)", (),
         shown="`{}`")
+    routes: tuple[Route, ...] = key(
+        "`[\"10.1.0.0/16 via 192.168.1.1\", \"default via 192.168.1.1\"]`: `ip route add` in the "
+        "node's namespace, after its addresses, before any daemon starts", (), shown="`[]`")
     router: dict | None = key("the node's vnet-router config, inline (a TOML table in the "
                               "format of `docs/configuration.md`)", None)
     router_config: Str | None = key("or: a vnet-router config file, relative to the topology "
@@ -217,7 +194,8 @@ class Node(Schema):
         "`host.namespace_prefix` to `{prefix}NODE-`, so vNets joined at run time are named "
         "like the others", "router")
     commands: tables(Command) = key(
-        "`[[node.commands]]`: commands run, in order, after all daemons are ready (below)", ())
+        "`[[node.commands]]`: commands run in order, after all daemons are ready or before them "
+        "(below)", ())
     interfaces: tuple[str, ...] = derived((), "from the links, in file order")
     router_key: str = derived("", '"node[1].router" or the router_config file, for messages')
     vnets: tuple[str, ...] = derived((), "vNet names of the router config")
@@ -383,10 +361,18 @@ def _complete_node(file: str, i: int, node: Node, interfaces: tuple[str, ...], m
                           f"{ifname!r} (its links give it: {', '.join(interfaces) or 'none'})")
     router, router_key, vnets = _router(file, i, node, interfaces, macmap, base)
     commands = []
+    names = set()
     for j, c in enumerate(node.commands):
         if c.vnet is not None and c.vnet not in vnets:
             raise Invalid(at + ("commands", j, "vnet"), f"node {node.name} has no vNet "
                           f"{c.vnet!r} (its router config has: {', '.join(vnets) or 'none'})")
+        if c.vnet is not None and c.when == "before":
+            raise Invalid(at + ("commands", j, "when"), "a command run before the daemons "
+                          "cannot run in a vNet namespace (the daemon makes it)")
+        if (c.name or f"cmd{j}") in names:
+            raise Invalid(at + ("commands", j, "name"), f"node {node.name} has two commands "
+                          f"named {c.name or f'cmd{j}'!r}")
+        names.add(c.name or f"cmd{j}")
         commands.append(c.model_copy(update={"key": f"node[{i}].commands[{j}]"}))
     return node.model_copy(update={"interfaces": interfaces, "router": router,
                                    "router_key": router_key, "vnets": vnets,
@@ -537,13 +523,15 @@ def _configs(topo: Topology) -> dict:
 
 def underlay_report(topo: Topology) -> list[str]:
     """``vnet-lab check``: a warning for each UDP link whose ``local`` address is not among its
-    node's ``addresses`` or whose ``remote`` is in none of their subnets (the lab adds no
-    routes of its own).  What the node's ``[[node.commands]]`` add is not known here: they
-    run after the daemons start, which then bring such a link up (the daemon retries)."""
+    node's ``addresses`` or whose ``remote`` is in none of their subnets nor of the node's
+    ``routes``.  What the node's ``[[node.commands]]`` add is not known here: those that run
+    after the daemons start, which then bring such a link up (the daemon retries)."""
     lines = []
     for name, cfg in _configs(topo).items():
         node = topo.node(name)
         nets = [ipaddress.ip_interface(c) for _if, cidrs in node.addresses for c in cidrs]
+        routed = [ipaddress.ip_network("0.0.0.0/0" if r.split()[0] == "default" else
+                                       r.split()[0], strict=False) for r in node.routes]
         later = " (unless one of its commands adds it: the daemon waits for it)" \
             if node.commands else ""
         for s in cfg.substrate_links:
@@ -554,7 +542,8 @@ def underlay_report(topo: Topology) -> list[str]:
                     any(n.ip == local for n in nets)):
                 lines.append(f"warning: node {name}: substrate link {s.id}: local address "
                              f"{local} is not among the node's addresses{later}")
-            if not (remote.is_loopback or any(remote in n.network for n in nets)):
+            if not (remote.is_loopback or any(remote in n.network for n in nets) or
+                    any(remote.version == r.version and remote in r for r in routed)):
                 lines.append(f"warning: node {name}: substrate link {s.id}: no route to remote "
                              f"{remote} (in none of the node's subnets){later}")
     return lines
