@@ -39,7 +39,8 @@ def load(text: str, path="topo.toml"):
 
 def test_demo_topology_parses():
     t = T.load(DEMO)
-    assert [n.name for n in t.nodes] == ["r", "h1", "h2", "h3"]
+    assert [n.name for n in t.nodes] == ["r", "h1", "h2", "h3", "lg"]
+    assert not t.node("lg").has_router                  # the legacy host: no daemon
     assert [s.name for s in t.switches] == ["sw"]
     assert all(link.b.switch == "sw" for link in t.links)
     assert t.mac("r", "eth0") == "02:00:00:00:00:fe"
@@ -52,7 +53,7 @@ def test_demo_topology_parses():
 
 def test_demo_rendered_configs_are_valid_and_name_peers_by_mac():
     t = T.load(DEMO)
-    for node in t.nodes:
+    for node in (n for n in t.nodes if n.has_router):
         d = T.render_router(t, node.name, "vl42-", "/tmp/w")
         cfg = rconfig.loads(dump_toml(d), f"{node.name}.toml")
         assert cfg.node.name == node.name
@@ -77,7 +78,7 @@ def test_the_lab_key_goes_on_every_substrate_link_without_a_key_of_its_own(tmp_p
     lab_key = str(tmp_path / "lab.key")
     keys.write_key_file(lab_key)
     t = T.load(DEMO)
-    for node in t.nodes:
+    for node in (n for n in t.nodes if n.has_router):
         cfg = rconfig.parse(T.render_router(t, node.name, "vl42-", "/tmp/w", lab_key))
         assert [s.key_file for s in cfg.substrate_links] == [lab_key] * len(cfg.substrate_links)
         assert all(s.keyring is not None for s in cfg.substrate_links)
@@ -339,7 +340,8 @@ def test_check_counts_nodes_by_role_with_plurals(capsys):
     "1 switch"."""
     from vnet_router.lab import cli
     assert cli.main(["check", str(DEMO)]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == \
-        f"{DEMO}: OK: 4 nodes (1 substrate router, 3 end-systems), 1 switch, 4 links"
+    assert capsys.readouterr().out.splitlines()[0] == (
+        f"{DEMO}: OK: 5 nodes (1 substrate router, 3 end-systems, 1 without a daemon), "
+        "1 switch, 5 links")
     t = load(BASE + '\n[[node]]\nname = "c"\n[[link]]\na = "c:eth0"\nb = "sw"\n')
     assert cli.summary(t) == "3 nodes (3 without a daemon), 1 switch, 3 links"

@@ -3,8 +3,10 @@
 ``run(...)`` builds the lab (progress lines on the way) and runs the checks below:
 reachability inside each vNet, isolation between the two vNets that share 10.0.0.0/24, legacy
 IP on the LAN, the substrate frames on the wire (tcpdump), the 20 Mbit/s limit of blue's
-virtual links (iperf3), and that limit held while green floods the same LAN interface (both
-vNets' rates sampled every 0.5 s and plotted to a PNG).  A check whose tool (``tools``: ping,
+virtual links (iperf3), that limit held while green floods the same LAN interface (both
+vNets' rates sampled every 0.5 s and plotted to a PNG), and held again while a legacy host
+floods the LAN at twice its switch's port rate (802.1p priority at the switch; green, best
+effort, shares what is left with the flood; a second PNG).  A check whose tool (``tools``: ping,
 tcpdump, iperf3) is not installed is not run: it is reported as SKIP with the reason, never as
 PASS.  It prints a report table (drawn by ``ops/render.py``) plus every node's substrate
 counters, tears everything down and returns 0 only if no check failed.  ``cli.py`` calls it
@@ -13,8 +15,10 @@ for ``vnet-lab demo``; the topology and what it means are described in ``docs/la
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +27,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from vnet_router.model.schema import ConfigError
-from vnet_router.lab.lab import Lab, LabError
+from vnet_router.lab.lab import Lab, LabError, parse_ping
 from vnet_router.ops import render, shipped
 
 # shipped in the package (vnet_router/data/etc/lab/demo.toml, a copy of etc/lab/demo.toml), so
@@ -183,6 +187,179 @@ class FloodCheck:
         return series
 
 
+@dataclass(frozen=True)
+class LanFloodCheck:
+    """The LAN's part of the guarantee (the paper's campus design): legacy host ``legacy``
+    floods the LAN at ``flood_rate`` (``lab/flood.py``: frames to a MAC no one has, so switch
+    ``switch`` sends them out of every port, twice the port rate) while vNet ``vnet`` runs TCP
+    from ``node`` to ``server`` (its reservation ``guaranteed``, p2p, PCP 5) with a ping stream
+    beside it from ``pinger``, and best-effort vNet ``best_effort`` sends ``be_rate`` of UDP
+    from ``be_node`` to ``be_server``, whose switch port the flood congests too.  Passes if
+    ``vnet`` holds ``share`` of its reservation and its pings lose < 1%, while
+    ``best_effort`` shares what is left with the flood: it gets through, and loses about what
+    the port loses (within 20 points; best effort has no priority over legacy traffic).
+    Rates are sampled every 0.5 s (received at the servers' daemons; legacy: what the flooder
+    sent) and plotted to ``plot``."""
+
+    what: str
+    node: str
+    vnet: str
+    server: str
+    dst: str
+    pinger: str
+    best_effort: str
+    be_node: str
+    be_server: str
+    be_dst: str
+    legacy: str
+    switch: str
+    guaranteed: int                # bit/s
+    flood_rate: int = 200_000_000
+    be_rate: int = 10_000_000
+    be_iface: str = "green0"
+    share: float = 0.9
+    seconds: float = 6.0
+    plot: str | None = "vnet-demo-lan.png"
+    tools: ClassVar[tuple[str, ...]] = ("iperf3", "ping")
+
+    @property
+    def expected(self) -> str:
+        return (f"{self.vnet} >= {self.share * self.guaranteed / 1e6:g} Mbit/s, pings < 1% "
+                f"lost; {self.best_effort} loses what its port loses")
+
+    def measure(self, lab: Lab) -> dict:
+        """Run the flood and the flows: ``vnet`` (median bit/s received past TCP's slow
+        start), ``best_effort`` (median bit/s received), ``legacy`` (bit/s the flooder sent),
+        ``loss`` (the pings', %), ``be_loss`` (the best-effort flow's: 1 - received / sent,
+        from the two daemons' counters, %), ``port_loss`` (``be_server``'s switch port's, %),
+        ``series``, ``port_drops`` (frames, by port)."""
+        t = self.seconds
+        # neighbours resolved before the flood (a flooded port loses half of ARP as well)
+        for node, vnet, dst in ((self.node, self.vnet, self.dst),
+                                (self.pinger, self.vnet, self.dst),
+                                (self.be_node, self.best_effort, self.be_dst)):
+            lab.ping(node, dst, vnet=vnet, count=1, wait=1.0)
+        be_mac = lab.exec(self.be_server, ["cat", f"/sys/class/net/{self.be_iface}/address"],
+                          vnet=self.best_effort).stdout.strip()
+        port = next(ln.b.ifname for ln in lab.topo.links
+                    if ln.a.node == self.be_server and ln.b.switch == self.switch)
+        stats0 = lab.switch_stats(self.switch)
+
+        def flood(node, iface, rate, vnet=None, *extra):
+            return lab.popen(node, [sys.executable, "-m", "vnet_router.lab.flood", iface,
+                                    "--rate", str(rate), *extra], vnet=vnet,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server = lab.popen(self.server, ["iperf3", "-s", "-1", "-B", self.dst, "-p", "5311"],
+                           vnet=self.vnet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        legacy = flood(self.legacy, "eth0", self.flood_rate)
+        # best effort: UDP without a control channel (iperf3's would not survive the loss)
+        be = flood(self.be_node, self.be_iface, self.be_rate, self.best_effort,
+                   "--dst", be_mac, "--size", "1000")
+        time.sleep(0.5)                              # the server listens; the floods are on
+        client = lab.popen(self.node, ["iperf3", "-c", self.dst, "-p", "5311", "-t", str(t)],
+                           vnet=self.vnet, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ping = lab.popen(self.pinger, ["ping", "-n", "-q", "-i", "0.02", "-w",
+                                       str(int(t) - 1), self.dst], vnet=self.vnet,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs = [client, server, ping, legacy, be]
+        try:
+            series, sent_be, got_be = self._sample(lab, t + 0.5)
+            for p in (legacy, be):                   # the floods end with the window
+                p.send_signal(signal.SIGTERM)
+            legacy_out, _ = legacy.communicate(timeout=10)
+            stats = lab.switch_stats(self.switch)
+            ping_out, _ = ping.communicate(timeout=t + 10)
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+        drops = {k: v["drops"] - stats0[k]["drops"] for k, v in stats.items()}
+        sent = stats[port]["sent_packets"] - stats0[port]["sent_packets"]
+        flooded = re.search(r"\(([\d.]+) Mbit/s\)", legacy_out or "")
+        if flooded is None:
+            raise LabError(f"the flood from {self.legacy} failed: {(legacy_out or '')[-300:]}")
+        both = [r for ts, r in series if 1.5 <= ts <= t]       # past TCP's slow start
+        if not both or not sent_be:
+            raise LabError(f"no rate samples, or {self.best_effort} sent nothing")
+        med = lambda k: sorted(r[k] for r in both)[len(both) // 2]     # noqa: E731
+        return {"blue": med(self.vnet), "best_effort": med(self.best_effort),
+                "legacy": float(flooded.group(1)) * 1e6, "loss": parse_ping(ping_out).loss,
+                "be_loss": 100 * (1 - got_be / sent_be),
+                "port_loss": 100 * drops[port] / max(1, drops[port] + sent),
+                "series": series, "port_drops": drops}
+
+    def run(self, lab: Lab) -> tuple[str, bool]:
+        m = self.measure(lab)
+        ok = (m["blue"] >= self.share * self.guaranteed and m["loss"] < 1.0
+              and m["best_effort"] > 0 and abs(m["be_loss"] - m["port_loss"]) < 20)
+        note = "; " + _plot_lan(m["series"], self, self.plot) if self.plot else ""
+        return (f"{self.vnet} {m['blue'] / 1e6:.1f} Mbit/s, pings {m['loss']:g}% lost; "
+                f"{self.best_effort} {m['best_effort'] / 1e6:.1f} of "
+                f"{self.be_rate / 1e6:g} Mbit/s ({m['be_loss']:.0f}% lost, its port "
+                f"{m['port_loss']:.0f}%); legacy {m['legacy'] / 1e6:.0f} Mbit/s offered{note}"), ok
+
+    def _sample(self, lab: Lab, seconds: float):
+        """(series of (t, bit/s received by vNet, legacy's sent)), best effort's bytes sent
+        and received over the whole window)."""
+        def totals():
+            acc = {self.vnet: 0, self.best_effort: 0, "be_sent": 0}
+            for node, vnet, direction, key in (
+                    (self.server, self.vnet, "in", self.vnet),
+                    (self.be_server, self.best_effort, "in", self.best_effort),
+                    (self.be_node, self.best_effort, "out", "be_sent")):
+                for v in lab.control(node)["virtual_links"]:
+                    if v["direction"] == direction and v["vnet"] == vnet:
+                        acc[key] += v["bytes"]
+            acc["legacy"] = int(lab.exec(self.legacy, ["cat", "/sys/class/net/eth0/statistics/"
+                                                        "tx_bytes"]).stdout or 0)
+            return time.monotonic(), acc
+        t0, first = totals()
+        start, series, prev = t0, [], first
+        while time.monotonic() - start < seconds:
+            time.sleep(0.5)
+            t1, cur = totals()
+            series.append((t1 - start, {k: (cur[k] - prev[k]) * 8 / (t1 - t0) for k in cur}))
+            t0, prev = t1, cur
+        return (series, prev["be_sent"] - first["be_sent"],
+                prev[self.best_effort] - first[self.best_effort])
+
+
+def _plot_lan(series, check: LanFloodCheck, path: str) -> str:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no plot (matplotlib missing)"
+    ts = [t for t, _ in series]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for key, color, label in (
+            (check.vnet, "tab:blue", f"{check.vnet} (p2p, PCP 5, reserved "
+                                     f"{check.guaranteed / 1e6:g} Mbit/s): received"),
+            (check.best_effort, "tab:green", f"{check.best_effort} (multiaccess, best effort, "
+                                             f"{check.be_rate / 1e6:g} Mbit/s UDP): received"),
+            ("legacy", "tab:gray", f"legacy flood from {check.legacy}: offered")):
+        ax.plot(ts, [r[key] / 1e6 if r[key] > 0 else float("nan") for _, r in series],
+                color=color, marker=".", label=label)
+    ax.axhline(check.guaranteed / 1e6, color="tab:blue", linestyle="--", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("Mbit/s (log)")
+    ax.set_title(f"vnet demo: the LAN flooded at {check.flood_rate / 1e6:g} Mbit/s "
+                 f"(100 Mbit/s ports, 802.1p queues)")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return f"plot {Path(path).resolve()}"
+
+
 def _plot(series, check: "FloodCheck", path: str) -> str:
     try:
         import matplotlib
@@ -245,6 +422,11 @@ CHECKS = (
               40_000_000, None, "> 40 Mbit/s"),
     FloodCheck("blue h1 -> r TCP while green floods", "h1", "blue", "r", "10.0.0.254",
                "green", "h2", "10.0.0.12", 20_000_000),
+    # the LAN's part: a legacy host floods every switch port at twice its rate; blue's
+    # priority (PCP 5) keeps its reservation at r's port, green shares h2's with the flood
+    LanFloodCheck("blue h1 -> r TCP while a legacy host floods the LAN", "h1", "blue", "r",
+                  "10.0.0.254", "h2", "green", "h3", "h2", "10.0.0.12", "lg", "sw",
+                  20_000_000),
 )
 
 
@@ -311,11 +493,19 @@ def summary(results, clean: bool = True) -> str:
     return line
 
 
+def _plot_path(plot: str | None, check) -> str | None:
+    """``plot`` for the first flood check; ``NAME-lan.png`` beside it for the LAN's."""
+    if plot is None or not isinstance(check, LanFloodCheck):
+        return plot
+    p = Path(plot)
+    return str(p.with_name(f"{p.stem}-lan{p.suffix}"))
+
+
 def run(topology: str | Path = DEMO_TOPOLOGY, *, workdir=None, keep_logs: bool = False,
         out=None, plot: str | None = "vnet-demo-rates.png", prefix: str | None = None) -> int:
     out = out or sys.stdout
-    checks = tuple(dataclasses.replace(c, plot=plot) if isinstance(c, FloodCheck) else c
-                   for c in CHECKS)
+    checks = tuple(dataclasses.replace(c, plot=_plot_path(plot, c))
+                   if isinstance(c, (FloodCheck, LanFloodCheck)) else c for c in CHECKS)
 
     def progress(msg):
         print(f"  {msg}", file=out, flush=True)

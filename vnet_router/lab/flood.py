@@ -6,8 +6,10 @@ them) until it is stopped, then prints what it sent.  The default destination MA
 no one (``02:ff:00:00:00:01``), so a learning switch floods every frame to all its ports: the
 worst a legacy host does to a LAN.  ``--dst MAC`` aims the flood at one station instead.
 
-It needs nothing but a raw packet socket (CAP_NET_RAW), and runs as a lab node's command
-(``[[node.commands]]``) or from the demo.  Frames the kernel refuses for lack of buffer
+Frames leave evenly spaced (at most ``BURST`` every ``TICK``), as from a host's NIC, not in
+bursts that a port's queue would take apart from the other traffic.  It needs nothing but a
+raw packet socket (CAP_NET_RAW), and runs as a lab node's command (``[[node.commands]]``) or
+from the demo.  Frames the kernel refuses for lack of buffer
 (ENOBUFS) are counted, not retried: the rate is what was offered, not what arrived.
 """
 from __future__ import annotations
@@ -24,7 +26,8 @@ from vnet_router.model.units import parse_rate
 
 NOBODY = "02:ff:00:00:00:01"       # locally administered, never a lab MAC: flooded everywhere
 FRAME = 1514                       # Ethernet header + 1500 bytes of IPv4
-TICK = 0.0005                      # pacing step, seconds
+TICK = 0.0001                      # pacing step, seconds
+BURST = 8                          # frames at most per step: behind schedule, catch up smoothly
 
 
 def frame(dst: str, src: str, size: int = FRAME) -> bytes:
@@ -62,7 +65,7 @@ def flood(ifname: str, rate: int, *, dst: str = NOBODY, size: int = FRAME,
             if seconds is not None and now - t0 >= seconds:
                 break
             due = int((now - t0) * per_s) - sent - refused
-            for _ in range(due):
+            for _ in range(min(due, BURST)):
                 try:
                     s.send(data)
                     sent += 1
