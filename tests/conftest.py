@@ -34,7 +34,8 @@ def _links() -> set[str]:
     return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line}
 
 
-_DAEMONS = ("vnet_router.node.daemon", "vnet_host.daemon", "vnet-router", "vnet-hostd", "trafgen")
+_DAEMONS = ("vnet_router.node.daemon", "vnet_host.daemon", "vnet-router", "vnet-hostd", "trafgen",
+            "vnet_router.lab.forward", "prometheus --config.file")
 
 
 def _cmdline(pid) -> str:

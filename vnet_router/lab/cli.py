@@ -3,6 +3,7 @@
     vnet-lab demo                 the paper's Fig. 4 LAN: build, check, report, tear down
     vnet-lab up FILE              build any topology file and keep it until Ctrl-C
     vnet-lab up --prefix P FILE   the same, its namespaces named P+NAME (labs side by side)
+    vnet-lab up --prometheus FILE the same, with a Prometheus scraping every node (mgmt.py)
     vnet-lab clean                remove namespaces of labs whose process is gone, and kill
                                   what their background commands left running
 
@@ -20,7 +21,7 @@ import time
 
 from vnet_router.ops import netlink
 from vnet_router.model.schema import ConfigError
-from vnet_router.lab import cgroup, demo
+from vnet_router.lab import cgroup, demo, mgmt
 from vnet_router.lab.lab import (Lab, LabError, forget_stale_owners, processes_in,
                                   stale_namespaces)
 
@@ -60,6 +61,12 @@ def parse_args(argv=None):
     u.add_argument("file", help="topology file (TOML)")
     common(u, argparse.SUPPRESS)
     prefix(u)
+    u.add_argument("--prometheus", metavar="HOST:PORT", nargs="?", const="127.0.0.1:9090",
+                   default=None,
+                   help="build the management network ([lab] management, else "
+                        "172.31.0.0/24), run Prometheus in it with every node as a target, and "
+                        "serve its web UI on this host loopback address (default: %(const)s; "
+                        "port 0: any free one)")
     c = sub.add_parser("clean", help="remove the namespaces of labs whose process has gone "
                                      "and kill what their background commands left running")
     c.add_argument("--kill", action="store_true",
@@ -93,7 +100,7 @@ def main(argv=None) -> int:
 
 
 def _check(args) -> int:
-    from vnet_router.lab import topology
+    from vnet_router.lab import campus, topology
     try:
         t = topology.load(args.file)
     except ConfigError as e:
@@ -105,6 +112,8 @@ def _check(args) -> int:
         print(f"path MTU: {line}")
     for line in topology.underlay_report(t):
         print(f"underlay: {line}")
+    for line in campus.report(t):
+        print(f"campus: {line}")
     return 0 if ok else 1
 
 
@@ -136,12 +145,19 @@ def _up(args) -> int:
     print(f"vnet-lab: building {args.file}", flush=True)
     try:
         lab = Lab(args.file, workdir=args.workdir, keep_workdir=args.keep_logs,
-                  progress=progress, prefix=args.prefix)
-    except (ConfigError, LabError) as e:
+                  progress=progress, prefix=args.prefix,
+                  management=mgmt.DEFAULT_NETWORK if args.prometheus else None)
+        listen = _host_port(args.prometheus) if args.prometheus else None
+    except (ConfigError, LabError, ValueError) as e:
         print(f"vnet-lab: {e}", file=sys.stderr)
         return 2
     try:
         with lab:
+            if listen is not None:
+                try:
+                    mgmt.start_prometheus(lab, listen)
+                except (RuntimeError, OSError) as e:
+                    raise LabError(f"prometheus: {e}") from None
             _print_summary(lab)
             print("up; press Ctrl-C to tear it down", flush=True)
             reported = set()
@@ -160,7 +176,7 @@ def _up(args) -> int:
         print(f"vnet-lab: torn down (signal {e.code - 128 if isinstance(e.code, int) else '?'})",
               flush=True)
         return 0
-    except LabError as e:
+    except RuntimeError as e:          # LabError, or a campus/management step that failed
         print(f"vnet-lab: {e}", file=sys.stderr)
         return 1
     finally:
@@ -182,10 +198,22 @@ def _print_summary(lab: Lab):
         print(f"background {bg} (pid {bg.proc.pid}, log {bg.log.name}): {bg.command}")
     for node in lab.configs:
         print(f"control: vnetctl -s {shlex.quote(lab.socket(node))} show      # {node}")
+    if lab.management is not None:
+        print(f"management network {lab.management} in {lab.ns(mgmt.MGMT)}; metrics:")
+        for node, target in mgmt.targets(lab).items():
+            print(f"  ip netns exec {lab.ns(mgmt.MGMT)} curl -s http://{target}/metrics"
+                  f"      # {node}")
     print(f"control messages: authenticated with {lab.key_file}" if lab.key_file else
           "control messages: NOT authenticated ([lab] keys = false)")
     print(f"work dir (configs, logs): {lab.workdir}"
           + ("" if lab.keep_workdir or lab._workdir_arg else " (removed at exit; --keep-logs keeps it)"))
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"--prometheus {text!r}: want HOST:PORT, e.g. 127.0.0.1:9090")
+    return host.strip("[]"), int(port)
 
 
 def _clean(args) -> int:

@@ -47,7 +47,7 @@ from vnet_router.model import keys
 from vnet_router.model.toml import dump_toml
 from vnet_router.node import api as control
 from vnet_router.ops import netlink
-from vnet_router.lab import cgroup, switching, topology as topo_mod
+from vnet_router.lab import campus, cgroup, mgmt, switching, topology as topo_mod
 from vnet_router.lab.procs import Commands
 from vnet_router.lab.owners import (  # noqa: F401  (the lab's API: cli, tests)
     OWNERS_DIR, PREFIX_RE, _STALE, LabError, _Spawner, _child_setup, _remove_workdir,
@@ -114,8 +114,10 @@ class Lab:
     def __init__(self, topology: Topology | str | Path, *, prefix: str | None = None,
                  workdir: str | Path | None = None, keep_workdir: bool = False,
                  progress=None, daemon_cmd: list[str] | None = None,
-                 ready_timeout: float = 10.0, stop_timeout: float = 5.0):
+                 ready_timeout: float = 10.0, stop_timeout: float = 5.0,
+                 management: str | None = None):
         self.topo = topology if isinstance(topology, Topology) else topo_mod.load(topology)
+        self.management = mgmt.network(self.topo, management)   # [lab] management, or this
         self.prefix = check_prefix(prefix) if prefix else default_prefix()
         self._workdir_arg = Path(workdir) if workdir else None
         self.workdir: Path | None = None
@@ -298,12 +300,15 @@ class Lab:
             netlink.veth_create_between(link.a.ifname, self.ns(link.a.owner),
                                         link.b.ifname, self.ns(link.b.owner),
                                         mac=link.a.mac, peer_mac=link.b.mac, mtu=link.mtu)
-            if link.b.switch is not None:
-                netlink.bridge_attach(link.b.ifname, link.b.switch, self.ns(link.b.switch))
+            for end in (link.a, link.b) if link.b.switch is not None else ():
+                if end.switch is not None:      # a switch port (both ends: a trunk)
+                    netlink.bridge_attach(end.ifname, end.switch, self.ns(end.switch))
         switching.build(t, self.ns, self.progress, LabError)
+        mgmt.build(self)
         if t.switches:
+            ends = [e for link in t.links for e in (link.a, link.b)]
             self.progress("switches: " + ", ".join(
-                f"{sw.name} [{', '.join(l.b.ifname for l in t.links if l.b.switch == sw.name)}]"
+                f"{sw.name} [{', '.join(e.ifname for e in ends if e.switch == sw.name)}]"
                 for sw in t.switches))
         if t.links:
             self.progress(f"links: {len(t.links)} veth pairs")
@@ -345,6 +350,7 @@ class Lab:
             rendered = topo_mod.render_router(
                 self.topo, node.name, self.prefix, str(self.workdir),
                 str(self.key_file) if self.key_file else None)
+            rendered = campus.render(self.topo, node.name, mgmt.render(self, node.name, rendered))
             path = self.workdir / f"{node.name}.toml"
             path.write_text(dump_toml(rendered))
             self.configs[node.name] = cfg = topo_mod.parse_node_config(

@@ -19,8 +19,8 @@ frame ever waits behind another.  :func:`shape_port` gives one port what a switc
   priority, as a switch's egress scheduler with three queues.  The program must be on every
   port frames come in by (:func:`classify_port`), the queues on every port they leave by.
 
-A trunk between two lab switches (both ends in switch namespaces) gets the same by calling
-:func:`shape_port` on each end.  :func:`port_stats` reads a port's counters (``tc -s``).
+A trunk between two lab switches (both ends in switch namespaces) is a port of each:
+:func:`switch_ports` lists both ends, so :func:`build` shapes and classifies them too.  :func:`port_stats` reads a port's counters (``tc -s``).
 The filter outlives the lab's handle on the program (cls_bpf holds it) and goes with the
 namespace; nothing here is left on the host.
 """
@@ -139,12 +139,13 @@ def port_stats(namespace: str, ifname: str) -> dict:
 
 def switch_ports(topo, switch: str) -> list:
     """``(port ifname, rate, queue)`` of each port of ``switch`` (a ``Topology``'s), in link
-    order; a link's ``port_rate``/``port_queue`` win over the switch's."""
+    order; a link's ``port_rate``/``port_queue`` win over the switch's (on a trunk, at both
+    ends: each switch has one of its ports)."""
     sw = next(s for s in topo.switches if s.name == switch)
-    return [(link.b.ifname,
+    return [(end.ifname,
              link.port_rate if link.port_rate is not None else sw.port_rate,
              link.port_queue if link.port_queue is not None else sw.port_queue)
-            for link in topo.links if link.b.switch == switch]
+            for link in topo.links for end in (link.a, link.b) if end.switch == switch]
 
 
 def build(topo, ns_of, progress=lambda msg: None, error: type[Exception] = SwitchingError):

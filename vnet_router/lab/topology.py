@@ -53,6 +53,7 @@ from vnet_router.model.schema import (Bool, ConfigError, Invalid, Schema, Shown,
                                       int_range, key, pairs, parsed, pattern, prepare, rules,
                                       tables, validate)
 from vnet_router.model.toml import parse_toml, read_toml
+from vnet_router.lab import mgmt, trunks
 from vnet_router.lab.procs import Command, Route       # [[node.commands]], node routes
 
 _NAME_RULE = "a letter, then letters, digits, '_'; at most 12"
@@ -121,11 +122,12 @@ def _end(value) -> Endpoint:
 
 
 class Link(Schema):
-    """``[[link]]``: a veth pair.  ``a`` is always a node interface; ``b`` a node interface or
-    a switch port."""
+    """``[[link]]``: a veth pair.  ``a`` is a node interface (or a switch port: a trunk);
+    ``b`` a node interface or a switch port."""
 
-    a: Annotated[Endpoint, Shown("`NODE:IFNAME`")] = key(
-        "`NODE:IFNAME` (IFNAME at most 15 characters)")
+    a: Annotated[Endpoint, Shown("`NODE:IFNAME` or name")] = key(
+        "`NODE:IFNAME` (IFNAME at most 15 characters), or a switch name when `b` is one too: "
+        "a trunk, each end a port named after the other switch (docs/lab.md, \"A campus\")")
     b: Annotated[Endpoint, Shown("`NODE:IFNAME` or name")] = key(
         "`NODE:IFNAME`, or a switch name: the end becomes a bridge port named `NODE-IFNAME` "
         "(or `p<link index>` when that is longer than 15 characters)")
@@ -136,8 +138,8 @@ class Link(Schema):
         "SHA-256 of `\"owner:ifname\"` — stable across runs and prefixes", None, shown="derived")
     b_mac: Mac | None = key("fixed MAC of `b`, the same way", None, shown="derived")
     port_rate: RateBps | None = key(
-        "when `b` is a switch: this port's egress rate, instead of the switch's `port_rate`",
-        None, shown="the switch's")
+        "when `b` is a switch: this port's egress rate, instead of the switch's `port_rate`; "
+        "on a trunk (`a` a switch too) both ends'", None, shown="the switch's")
     port_queue: _QUEUE | None = key("when `b` is a switch: this port's queue, instead of the "
                                     "switch's `port_queue`", None, shown="the switch's")
 
@@ -239,6 +241,10 @@ class LabSection(Schema):
         "authenticate the control messages: the lab writes a fresh key file, "
         "`WORKDIR/lab.key`, and every substrate link without a `key_file` of its own gets it; "
         "`false`: links without one run unauthenticated (each daemon warns at start)", True)
+    management: Cidr | None = key(
+        "an IPv4 network, e.g. `\"172.31.0.0/24\"`, for the lab's management network "
+        "(docs/lab.md, \"Management network\"); none of the lab's addresses in it", None,
+        shown="none")
 
 
 class Topology(Schema):
@@ -293,6 +299,8 @@ class Topology(Schema):
                               "share one namespace)")
             nodes.add(n.name)
         links, ifaces = _resolve_links(self.links, nodes, switches)
+        if self.lab.management is not None:
+            mgmt.check(self.lab.management, nodes | switches, ifaces, self.nodes)
         macmap = {(e.owner, e.ifname): e.mac for link in links for e in (link.a, link.b)}
         base = Path(self.path).parent if not self.path.startswith("<") else Path(".")
         self._complete(name=self.lab.name if self.lab.name is not None else Path(self.path).stem,
@@ -309,6 +317,11 @@ def _resolve_links(items, nodes: set[str], switches: set[str]):
     macs: dict[str, str] = {}
     for i, link in enumerate(items):
         at = ("link", i)
+        if link.a.switch in switches and link.b.switch in switches:     # a trunk
+            links.append(trunk_link(link, i, ports))
+            continue
+        if link.a.switch in switches and link.b.switch is not None:     # say what b lacks
+            _node_end(link.b, at + ("b",), ifaces, switches, allow_switch=True)
         a_node, a_if = _node_end(link.a, at + ("a",), ifaces, switches, allow_switch=False)
         b_node, b_if = _node_end(link.b, at + ("b",), ifaces, switches, allow_switch=True)
         if b_if is None:                    # a switch port: named after what plugs into it
@@ -326,13 +339,25 @@ def _resolve_links(items, nodes: set[str], switches: set[str]):
             b = Endpoint(ifname=b_if, mac=link.b_mac or derived_mac(b_node, b_if), node=b_node)
         ifaces[a_node].append(a_if)
         a = Endpoint(ifname=a_if, mac=link.a_mac or derived_mac(a_node, a_if), node=a_node)
-        for end, name in ((a, "a_mac"), (b, "b_mac")):
+        links.append(link.model_copy(update={"a": a, "b": b}))
+    for i, link in enumerate(links):
+        for end, name in ((link.a, "a_mac"), (link.b, "b_mac")):
             if end.mac in macs:
-                raise Invalid(at + (name,), f"MAC {end.mac} of {end} is already used by "
+                raise Invalid(("link", i, name), f"MAC {end.mac} of {end} is already used by "
                               f"{macs[end.mac]}")
             macs[end.mac] = str(end)
-        links.append(link.model_copy(update={"a": a, "b": b}))
     return tuple(links), ifaces
+
+
+def trunk_link(link: Link, i: int, ports: dict[str, list[str]]) -> Link:
+    """A switch-to-switch link with its ports named (``trunks.port_names``)."""
+    a_sw, b_sw = link.a.switch, link.b.switch
+    if a_sw == b_sw:
+        raise Invalid(("link", i, "b"), f"a trunk from switch {a_sw!r} to itself")
+    a, b = trunks.port_names(a_sw, b_sw, i, ports)
+    return link.model_copy(update={
+        "a": Endpoint(ifname=a, mac=link.a_mac or derived_mac(a_sw, a), switch=a_sw),
+        "b": Endpoint(ifname=b, mac=link.b_mac or derived_mac(b_sw, b), switch=b_sw)})
 
 
 def _node_end(end: Endpoint, where: tuple, ifaces, switches, *, allow_switch: bool):
@@ -341,7 +366,8 @@ def _node_end(end: Endpoint, where: tuple, ifaces, switches, *, allow_switch: bo
         if allow_switch and value in switches:
             return value, None
         known = "a switch name or NODE:IFNAME" if allow_switch else "NODE:IFNAME"
-        problem = (f"{value!r} is a switch; put the node side in 'a'" if value in switches
+        problem = (f"{value!r} is a switch: 'b' must be one too (a trunk), else put the node "
+                   "side in 'a'" if value in switches
                    else f"unknown switch {value!r}" if allow_switch else f"bad endpoint {value!r}")
         raise Invalid(where, f"{problem} (want {known})")
     if end.node not in ifaces:
@@ -553,9 +579,9 @@ def path_net(topo: Topology) -> Net:
     """The topology's routers and link ends as ``model.paths.Net`` (``vnet-lab check``: the
     MTU of every logical interface's static path)."""
     configs = _configs(topo)
-    ends = {}
+    ends, lan = {}, trunks.segments(topo)
     for i, link in enumerate(topo.links):
-        segment = link.b.switch if link.b.switch is not None else f"link{i}"
+        segment = lan[link.b.switch] if link.b.switch is not None else f"link{i}"
         for e in (link.a, link.b):
             if e.node is not None:
                 ends[(e.node, e.ifname)] = End(wire.mac_to_bytes(e.mac),
