@@ -352,7 +352,7 @@ def _plot_lan(series, check: LanFloodCheck, path: str) -> str:
     ax.set_ylabel("Mbit/s (log)")
     ax.set_title(f"vnet demo: the LAN flooded at {check.flood_rate / 1e6:g} Mbit/s "
                  f"(100 Mbit/s ports, 802.1p queues)")
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="center right", fontsize="small")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
