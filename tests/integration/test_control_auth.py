@@ -233,6 +233,7 @@ while True:
 """
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_a_captured_request_replayed_later_and_after_a_restart_is_refused(make_lab, tmp_path):
     lab = make_lab(topology(one_key(tmp_path)))
     _setup(lab)
@@ -262,6 +263,7 @@ def test_a_captured_request_replayed_later_and_after_a_restart_is_refused(make_l
     assert "cap0" not in lab.exec("y", ["ip", "-br", "link"], vnet="blue").stdout
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "kill-9"])
 def test_a_setup_replayed_right_after_a_restart_creates_nothing(make_lab, tmp_path, sig):
     """Within the replay window (30 s here) the send time cannot tell a replay; y's record of
@@ -291,6 +293,7 @@ def test_a_setup_replayed_right_after_a_restart_creates_nothing(make_lab, tmp_pa
     assert refused(lab, "y")["replay_restart"] - r0["replay_restart"] == 1
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_keys_rotate_one_node_after_the_other_while_requests_run(make_lab, tmp_path):
     k2 = bytes(range(50, 82))
     files = {n: tmp_path / f"{n}.key" for n in "xyv"}

@@ -55,6 +55,7 @@ def _run(ns, cfg_path, *args, timeout=20):
     (lambda text: text.replace('substrate_link = "p"', 'substrate_link = "q"'),
      "interface[0].substrate_link"),
 ])
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_bad_config_exits_2_with_one_line_and_creates_nothing(node_ns, tmp_path, mutate, key):
     cfg = tmp_path / "bad.toml"
     good = _good(tmp_path / "s.sock", node_ns)
@@ -72,6 +73,7 @@ def test_bad_config_exits_2_with_one_line_and_creates_nothing(node_ns, tmp_path,
     assert not os.path.exists(tmp_path / "s.sock")
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_check_refuses_an_ambiguous_rate_with_exit_2(node_ns, tmp_path):
     """``rate = "10Mbps"`` (megabits, or tc's megabytes?) is refused; the line says both."""
     cfg = tmp_path / "bad.toml"
@@ -118,6 +120,7 @@ def test_check_mode_and_show(node_ns, tmp_path):
     assert not sock.exists()
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_unreachable_daemon_is_a_clear_error(tmp_path):
     r = vnetctl_at(tmp_path / "none", "show")
     assert r.returncode == 1 and "cannot reach daemon" in r.stderr

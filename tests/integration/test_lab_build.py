@@ -113,6 +113,7 @@ def test_build_addresses_macs_mtu_forwarding_and_cleanup(tmp_path):
     assert lab.cleanup_errors == []
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_exception_inside_the_lab_still_cleans_up():
     lab = Lab(topology.loads(TOPO))
     with pytest.raises(ZeroDivisionError):
@@ -123,6 +124,7 @@ def test_exception_inside_the_lab_still_cleans_up():
     assert not lab.workdir.exists()            # temporary work dir removed
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_failing_command_fails_the_build_and_cleans_up():
     text = t.text(_topo(c_gateway="10.200.0.1"))            # not a reachable gateway
     lab = Lab(topology.loads(text, "t.toml"))
@@ -131,6 +133,7 @@ def test_failing_command_fails_the_build_and_cleans_up():
     assert lab_namespaces(lab.prefix) == []
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_daemons_vnet_namespaces_and_commands(fake, tmp_path):
     lab = Lab(topology.loads(t.text(_topo() + ROUTER_NODE)), daemon_cmd=fake("ok"),
               workdir=tmp_path / "w")
@@ -146,6 +149,7 @@ def test_daemons_vnet_namespaces_and_commands(fake, tmp_path):
     assert lab_namespaces(lab.prefix) == []
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_namespaces_left_behind_by_a_daemon_are_removed(fake):
     lab = Lab(topology.loads(t.text(ROUTER_NODE)), daemon_cmd=fake("litter"))
     with lab:
@@ -154,6 +158,7 @@ def test_namespaces_left_behind_by_a_daemon_are_removed(fake):
     assert lab_namespaces(lab.prefix) == []
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_daemon_ignoring_sigterm_is_killed(fake):
     lab = Lab(topology.loads(t.text(ROUTER_NODE)), daemon_cmd=fake("stubborn"), stop_timeout=1.0)
     with lab:
@@ -164,6 +169,7 @@ def test_daemon_ignoring_sigterm_is_killed(fake):
     assert lab_namespaces(lab.prefix) == []
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_daemon_failing_at_start_reports_its_log(fake):
     lab = Lab(topology.loads(t.text(ROUTER_NODE)), daemon_cmd=fake("bad"))
     with pytest.raises(LabError, match=r"(?s)node r exited with status 2.*this config is bad"):
@@ -189,6 +195,7 @@ def _hear_each_other(lab):
                until=lambda h: h == {"x": ["y"], "y": ["x"]})
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_a_lab_is_keyed_by_default_and_no_daemon_warns(make_lab):
     lab = make_lab(KEYED)
     key = lab.workdir / "lab.key"
@@ -205,6 +212,7 @@ def test_a_lab_is_keyed_by_default_and_no_daemon_warns(make_lab):
         assert UNKEYED_LINE not in lab.log_path(n).read_text(), lab.log_tail(n)
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_a_lab_with_keys_off_still_works_and_every_daemon_warns(make_lab):
     lab = make_lab(KEYED + t.lab(keys=False))
     assert lab.key_file is None and not (lab.workdir / "lab.key").exists()
@@ -229,6 +237,7 @@ with Lab(topology.loads({topo!r}), prefix={prefix!r}) as lab:
 """
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_to_the_lab_process_cleans_up(sig):
     prefix = f"vl{os.getpid()}s{int(sig)}-"
@@ -249,6 +258,7 @@ def test_signal_to_the_lab_process_cleans_up(sig):
     assert lab_namespaces(prefix) == []
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_parse_ping_output():
     out = ("--- 10.0.0.2 ping statistics ---\n"
            "3 packets transmitted, 2 received, 33.3333% packet loss, time 402ms\n"
@@ -277,6 +287,7 @@ def test_demo_end_to_end(tmp_path, capsys):
                    for n in netlink.netns_list())
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 @pytest.mark.parametrize("during, line", [("build", "  daemon "), ("checks", "  check ")],
                          ids=["build", "checks"])
 def test_demo_interrupted_leaves_nothing(tmp_path, during, line):

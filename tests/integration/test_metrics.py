@@ -179,6 +179,7 @@ def _api(lab, path):
     return out["data"]
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_shipped_alerts_stay_quiet_without_vbm_and_see_a_node_go_down(make_lab, tmp_path):
     """The rules under a job not called "vnet": all load and evaluate; on two healthy nodes
     without a VBM no alert is even pending (the old VBM rule was, at once); a killed node is

@@ -216,6 +216,7 @@ print(s.makefile().readline())
 """
 
 
+@pytest.mark.one_tier      # does not depend on the datapath tier
 def test_reload_file_is_read_by_the_client_never_by_the_daemon(make_lab, sock_dir):
     """A member of the socket's group (uid nobody, group nogroup here) cannot make the root
     daemon read a file: ``vnetctl reload FILE`` reads FILE itself (and is refused by the
