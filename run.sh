@@ -45,10 +45,11 @@ case "${1:-}" in
         if [ "$#" -gt 0 ]; then
             exec python3 -m pytest tests "$@"
         fi
-        python3 -m pytest tests
+        python3 -m pytest tests --durations=25
         echo "== the integration tests again, every node on the kernel tier (VNET_DATAPATH=kernel;" \
              "tests marked one_tier choose their datapaths themselves)"
-        exec env VNET_DATAPATH=kernel python3 -m pytest tests/integration -m "not one_tier"
+        exec env VNET_DATAPATH=kernel python3 -m pytest tests/integration -m "not one_tier" \
+            --durations=15
         ;;
     *)
         echo "usage: ./run.sh demo | test [pytest args]" >&2
