@@ -177,14 +177,20 @@ class FloodCheck:
                 if v["direction"] == "out" and v["vnet"] in acc:
                     acc[v["vnet"]] += v["bytes"]
             return time.monotonic(), acc
-        t0, prev = totals()
-        start, series = t0, []
-        while time.monotonic() - start < seconds:
-            time.sleep(0.5)
-            t1, cur = totals()
-            series.append((t1 - start, {k: (cur[k] - prev[k]) * 8 / (t1 - t0) for k in cur}))
-            t0, prev = t1, cur
-        return series
+        return _rate_series(totals, seconds)[0]
+
+
+def _rate_series(totals, seconds: float):
+    """Sample ``totals()`` -> (monotonic time, {key: bytes}) every 0.5 s for ``seconds``:
+    ([(t since start, {key: bit/s over the last step})], the first totals, the last)."""
+    t0, first = totals()
+    start, series, prev = t0, [], first
+    while time.monotonic() - start < seconds:
+        time.sleep(0.5)
+        t1, cur = totals()
+        series.append((t1 - start, {k: (cur[k] - prev[k]) * 8 / (t1 - t0) for k in cur}))
+        t0, prev = t1, cur
+    return series, first, prev
 
 
 @dataclass(frozen=True)
@@ -318,23 +324,25 @@ class LanFloodCheck:
             acc["legacy"] = int(lab.exec(self.legacy, ["cat", "/sys/class/net/eth0/statistics/"
                                                         "tx_bytes"]).stdout or 0)
             return time.monotonic(), acc
-        t0, first = totals()
-        start, series, prev = t0, [], first
-        while time.monotonic() - start < seconds:
-            time.sleep(0.5)
-            t1, cur = totals()
-            series.append((t1 - start, {k: (cur[k] - prev[k]) * 8 / (t1 - t0) for k in cur}))
-            t0, prev = t1, cur
-        return (series, prev["be_sent"] - first["be_sent"],
-                prev[self.best_effort] - first[self.best_effort])
+        series, first, last = _rate_series(totals, seconds)
+        return (series, last["be_sent"] - first["be_sent"],
+                last[self.best_effort] - first[self.best_effort])
 
 
-def _plot_lan(series, check: LanFloodCheck, path: str) -> str:
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (files, no display), or None without it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _plot_lan(series, check: LanFloodCheck, path: str) -> str:
+    plt = _pyplot()
+    if plt is None:
         return "no plot (matplotlib missing)"
     ts = [t for t, _ in series]
     fig, ax = plt.subplots(figsize=(8, 4))
@@ -361,11 +369,8 @@ def _plot_lan(series, check: LanFloodCheck, path: str) -> str:
 
 
 def _plot(series, check: "FloodCheck", path: str) -> str:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return "no plot (matplotlib missing)"
     ts = [t for t, _ in series]
     fig, ax = plt.subplots(figsize=(8, 4))
