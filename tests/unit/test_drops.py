@@ -7,8 +7,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from test_datapath_diff import (IF0, IF1, IMPLS, ME0, ME1, P1, P3, Q, UDP, UDP_REMOTE, Rig,
-                                fast_mod, ref_mod, run, sub)
+from test_datapath_diff import (IF0, IF1, IMPLS, ME0, ME1, P1, P3, Q, UDP, UDP_LOCAL, UDP_REMOTE,
+                                Rig, fast_mod, inner, ref_mod, run, sub)
 from vnet_router.cli import vnetctl
 from vnet_router.node.status import status
 from vnet_router.ops import render
@@ -134,3 +134,37 @@ def test_show_prints_no_vnet_table_without_vnet_drops():
           "logical_interfaces": [], "drops": {"short": 2}, "vnet_drops": {}}
     out = _shown(st)
     assert "drops: short=2" in out and not [line for line in out if "by vNet" in line]
+
+
+@pytest.mark.skipif(fast_mod is None, reason="fast path not built")
+def test_an_icmp_error_an_earlier_datagram_drew_costs_the_next_frame_nothing():
+    """A connected UDP socket reports the ICMP port-unreachable an earlier datagram drew (the
+    remote restarting, or not bound yet at start) on its *next* send, which the kernel then
+    does not send. The engine retries that frame once: it arrives, and no ``send_error`` is
+    counted for a frame the remote was ready for (seen in CI as one on a lab's tunnel)."""
+    import socket
+    from vnet_router.datapath import _fastpath
+    rig = Rig(fast_mod)
+    try:       # the link's connected socket, as the engine opens it when it starts its rings
+        conn = _fastpath._connected_udp(UDP_LOCAL, UDP_REMOTE)
+        rig.socks.append(conn)
+        rig.dp.engine.udp_conn[(UDP_LOCAL, UDP_REMOTE)] = conn
+        rig.dp.install(rig.tables.compile())
+        peer = rig.peers[("udp", "t")]
+        peer.close()                                # the remote's port closes ...
+        rig.tap("b4", [inner(n=60)])                # ... this datagram draws a port-unreachable
+        rig.dp.flush()
+        again = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(UDP_REMOTE)                      # ... and the remote is back
+        again.settimeout(5)
+        rig.socks.append(again)
+        rig.tap("b4", [inner(n=61)])
+        rig.dp.flush()
+        got = again.recv(70000)
+        assert wire.parse_udp(memoryview(got)) == 7 and got[2:] == inner(n=61), got[:8]
+        vl = rig.counters()["vlinks"][("t", 7, "out")]
+        assert vl[2] == {}, vl                      # no send_error
+        assert vl[0] == 2, vl                       # both frames counted as sent
+    finally:
+        rig.close()

@@ -159,7 +159,7 @@ cdef int _tx_send(_Engine eng, _Sender s, _Tables t, int o, uint8_t *payload, ui
 cdef int _tx_flush(_Engine eng, _Sender s) except -1:
     """Send every frame ``s`` holds: one ``sendmmsg`` per run of frames for one socket."""
     cdef _Tables t = s.t
-    cdef int i = 0, j, k, r, fd, n = s.nmsg
+    cdef int i = 0, j, k, r, fd, n = s.nmsg, retried = -1
     cdef VL *vl
     cdef Link *ln
     if n == 0:
@@ -174,6 +174,14 @@ cdef int _tx_flush(_Engine eng, _Sender s) except -1:
             r = sendmmsg(fd, &s.msgs[i], j - i, MSG_DONTWAIT)
             if r < 0:
                 if errno == EINTR:
+                    continue
+                # A connected UDP socket reports an ICMP error that an *earlier* datagram drew
+                # (e.g. the remote's port closed while it restarted) on the next send, which
+                # the kernel then does not send; reporting it cleared it, so that frame gets
+                # one more try instead of a send_error it did not cause.
+                if (errno == ECONNREFUSED or errno == EHOSTUNREACH or errno == ENETUNREACH) \
+                        and retried != i:
+                    retried = i
                     continue
                 r = 0
             for k in range(i, i + r):
