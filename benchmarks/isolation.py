@@ -366,7 +366,9 @@ def _fill(r: Iso, alone: dict, beside: dict, gen_us, tap_fwd_us) -> None:
         setattr(r, f"b_p99_{key}", percentile(w["rtts"], 99))
         setattr(r, f"b_tcp_{key}", w["bps"])
     runs = beside["prog_runs"] - alone["prog_runs"]
-    r.prog_ns = (beside["prog_ns"] - alone["prog_ns"]) / runs if runs > 0 else None
+    ns = beside["prog_ns"] - alone["prog_ns"]
+    # none without runs, or if the program was replaced between (its statistics restart)
+    r.prog_ns = ns / runs if runs > 0 and ns >= 0 else None
     r.a_offered = beside["offered"] - alone["offered"]
     r.a_delivered = max(0.0, beside["delivered"] - alone["delivered"])
     if not r.a_offered or gen_us is None:

@@ -7,6 +7,7 @@ program then leaves its frames to the TAP, as the kernel would, where they wait 
 Then the program's own rules: frames it must leave to the TAP, the ring's overflow counted,
 and each vNet held to its share of the ring while the others keep theirs.
 """
+import os
 import socket
 import struct
 
@@ -14,7 +15,8 @@ import pytest
 
 from test_datapath_diff import TAP_FRAMES, Rig, fast_mod, ref_mod
 from vnet_router.datapath.select import fast_module
-from vnet_router.datapath.tapcap import COUNTERS, RECORD_MAX, SOURCE, SO_NETNS_COOKIE, SHARE_MAX, shares
+from vnet_router.datapath.tapcap import (COUNTERS, RECORD_MAX, RING_BYTES, RINGS, SHARE_MAX,
+                                         SO_NETNS_COOKIE, SOURCE, shares)
 from vnet_router.ops import ebpf
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN = 0, 2, 4
@@ -57,10 +59,16 @@ def _per_group(prog, map_name, group):
     return sum(struct.unpack("<Q", v)[0] for v in prog.lookup(map_name, _u32(group)))
 
 
-def _ring(prog):
-    frames, consumed = prog.maps["frames"], prog.maps["consumed"]
-    return fast_module()._CapRing(frames.fd, frames.max_entries, consumed.fd,
-                                  consumed.max_entries)
+def _ring(prog, index=0):
+    """Ring ``index`` of the program's ``rings`` (groups ``index``, ``index + RINGS`` ...
+    write it), created as ``TapCapture`` does, and the engine's side of it."""
+    fd = ebpf.create_map(27, f"test_cap{index}", 0, 0, RING_BYTES)
+    try:
+        prog.update("rings", _u32(index), _u32(fd))
+        consumed = prog.maps["consumed"]
+        return fast_module()._CapRing(fd, RING_BYTES, consumed.fd, consumed.max_entries)
+    finally:
+        os.close(fd)        # the program's map and the engine's mapping keep the ring
 
 
 def _drain(ring, engine):
@@ -73,7 +81,7 @@ def run_captured(prog):
     rig = Rig(fast_mod)
     ports_fd = prog.maps["ports"].fd
     ring = _ring(prog)
-    _group(prog, 0, 0, prog.maps["frames"].max_entries)     # one vNet: the whole ring
+    _group(prog, 0, 0, RING_BYTES)                          # one vNet: the whole ring
     engine = rig.dp.engine._engine
     engine.cap_fd = ports_fd
     key = _key()
@@ -131,7 +139,7 @@ def test_captured_frames_decide_like_read_frames(prog):
 def test_what_the_program_leaves_to_the_tap(prog):
     key = _key()
     ring = _ring(prog)
-    _group(prog, 0, 0, prog.maps["frames"].max_entries)
+    _group(prog, 0, 0, RING_BYTES)
     try:
         pending = ring.pending()
         # no entry for this interface: not ours, nothing counted
@@ -159,13 +167,12 @@ def test_a_full_ring_drops_and_counts(prog):
     """Nobody walks the ring: the kernel runs the program until the ring is full; every frame
     after that is dropped (TC_ACT_SHOT) and counted, none is lost uncounted."""
     key = _key()
-    ring_map = prog.maps["frames"]
     ring = _ring(prog)
-    _group(prog, 0, 0, ring_map.max_entries * 2)          # the ring fills before the share
+    _group(prog, 0, 0, RING_BYTES * 2)                    # the ring fills before the share
     prog.update("ports", key, struct.pack("<II", 0, 0))
     try:
         before = _counters(prog)
-        runs = ring_map.max_entries // (8 + 8 + 128) + 1000
+        runs = RING_BYTES // (8 + 8 + 128) + 1000
         verdict, _, _ = prog.test_run(b"\x02" * 60, ifindex=LO, repeat=runs)
         assert verdict == TC_ACT_SHOT                   # the last run found no room
         after = _counters(prog)
@@ -179,16 +186,17 @@ def test_a_full_ring_drops_and_counts(prog):
         ring.close()
 
 
-def test_a_vnet_holds_at_most_its_share_of_the_ring(prog):
-    """Ports of two vNets (capture ids 1 and 2, groups 0 and 1; one interface, the port's
-    entry swapped between them).  Nobody walks the ring: A's frames beyond its share are
-    dropped and counted by A's slot, B's are still taken; once the ring is walked, A's
-    share is free again."""
+def test_vnets_sharing_a_ring_hold_at_most_their_share_of_it(prog):
+    """More vNets than rings: groups 0 and RINGS write ring 0.  Ports of two such vNets
+    (capture ids 1 and 2; one interface, the port's entry swapped between them).  Nobody walks
+    the ring: A's frames beyond its share are dropped and counted by A's slot, B's are still
+    taken; once the ring is walked, A's share is free again."""
     key = _key()
     ring = _ring(prog)
     share = 10 * SMALL_RECORD
-    _group(prog, 1, 0, share)
-    _group(prog, 2, 1, share)
+    ga, gb = 0, RINGS
+    _group(prog, 1, ga, share)
+    _group(prog, 2, gb, share)
     rig = Rig(fast_mod)
     engine = rig.dp.engine._engine
     a, b = rig.dp.ports[("blue", "b1")], rig.dp.ports[("blue", "b3")]
@@ -205,13 +213,13 @@ def test_a_vnet_holds_at_most_its_share_of_the_ring(prog):
         assert after["over_share"] - before["over_share"] == 15
         assert after["ring_full"] == before["ring_full"]
         assert _per_group(prog, "refused", 1) == 15 and _per_group(prog, "refused", 2) == 0
-        assert _per_group(prog, "produced", 0) == share
-        assert _per_group(prog, "produced", 1) == 5 * SMALL_RECORD
+        assert _per_group(prog, "produced", ga) == share
+        assert _per_group(prog, "produced", gb) == 5 * SMALL_RECORD
 
         # the walk gives the records back and credits their groups: A may send again
         assert ring.walk_py(engine, as_ring_thread=False) == 15
-        assert _per_group(prog, "consumed", 0) == share
-        assert _per_group(prog, "consumed", 1) == 5 * SMALL_RECORD
+        assert _per_group(prog, "consumed", ga) == share
+        assert _per_group(prog, "consumed", gb) == 5 * SMALL_RECORD
         assert a.rx_packets == 10 and b.rx_packets == 5
         prog.update("ports", key, struct.pack("<II", 1, 0))
         assert prog.test_run(b"\x02" * 60, ifindex=LO, repeat=10)[0] == TC_ACT_STOLEN
@@ -228,6 +236,45 @@ def test_a_vnet_holds_at_most_its_share_of_the_ring(prog):
         rig.close()
 
 
+def test_each_vnet_has_a_ring_of_its_own(prog):
+    """Two vNets (groups 0 and 1): each writes its own ring.  A fills its ring while nobody
+    walks it (the rest of its frames dropped, counted by A's slot); B's frames are still all
+    taken, into B's ring, and the walk of B's ring returns them at once, whatever A holds:
+    B's frame never waits behind A's in a FIFO."""
+    key = _key()
+    ring_a, ring_b = _ring(prog, 0), _ring(prog, 1)
+    _group(prog, 1, 0, RING_BYTES)              # alone on their rings: the whole of each
+    _group(prog, 2, 1, RING_BYTES)
+    rig = Rig(fast_mod)
+    engine = rig.dp.engine._engine
+    a, b = rig.dp.ports[("blue", "b1")], rig.dp.ports[("blue", "b3")]
+    a.capture, b.capture = (1, key), (2, key)
+    rig.dp.install(rig.tables.compile())
+    try:
+        before = _counters(prog)
+        runs = RING_BYTES // SMALL_RECORD + 100
+        prog.update("ports", key, struct.pack("<II", 1, 0))
+        assert prog.test_run(b"\x02" * 60, ifindex=LO, repeat=runs)[0] == TC_ACT_SHOT
+        held = ring_a.pending()
+        assert held > RING_BYTES - 2 * SMALL_RECORD
+        prog.update("ports", key, struct.pack("<II", 2, 0))
+        assert prog.test_run(b"\x02" * 60, ifindex=LO, repeat=7)[0] == TC_ACT_STOLEN
+        after = _counters(prog)
+        refused = _per_group(prog, "refused", 1)
+        assert refused >= 100 and _per_group(prog, "refused", 2) == 0
+        assert after["taken"] - before["taken"] == runs - refused + 7
+        assert ring_b.pending() == 7 * SMALL_RECORD and ring_a.pending() == held
+
+        assert ring_b.walk_py(engine, as_ring_thread=False) == 7
+        assert b.rx_packets == 7 and a.rx_packets == 0
+        assert ring_a.pending() == held
+    finally:
+        prog.delete("ports", key)
+        ring_a.close()
+        ring_b.close()
+        rig.close()
+
+
 def test_shares_split_the_ring_less_one_record_per_cpu():
     ring = 1 << 23
     small = 1 << 18
@@ -235,7 +282,7 @@ def test_shares_split_the_ring_less_one_record_per_cpu():
     assert set(s) == {0, 1, 2} and len(set(s.values())) == 1
     assert sum(s.values()) + 4 * RECORD_MAX <= small
     assert s[0] % 8 == 0 and small - 4 * RECORD_MAX - sum(s.values()) < 3 * 8
-    # a large ring: each of several vNets holds at most SHARE_MAX (the ring is one FIFO)
+    # a large ring: each of several vNets sharing it holds at most SHARE_MAX (a FIFO)
     assert set(shares(ring, [0, 1, 2], cpus=4).values()) == {SHARE_MAX}
     assert shares(ring, [5], cpus=2) == {5: (ring - 2 * RECORD_MAX) // 8 * 8}
     assert shares(ring, [], cpus=2) == {}

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
-/* TAP capture: the frames a vNet's stack sends into a TAP logical interface, copied into one
- * ring shared with the compiled engine, at TC egress of the TAP, in the sender's context.
+/* TAP capture: the frames a vNet's stack sends into a TAP logical interface, copied into its
+ * vNet's ring, shared with the compiled engine, at TC egress of the TAP, in the sender's
+ * context.
  *
  * Without it the engine reads a TAP with one read() per frame: the copy, the free of the skb
  * and the system call all land on the engine's core (benchmark row (i): 1.3 CPU-us per frame
@@ -21,16 +22,19 @@
  *     finished after TC egress too.  Every TCP segment the vNet's own stack sends is one, so a
  *     local TCP connection keeps one way to the engine (no reordering between ways) and the
  *     kernel's TCP small queues keep their back-pressure;
- *   - a frame with an offloaded VLAN tag, shorter than Ethernet or above JUMBO bytes.
+ *   - a frame with an offloaded VLAN tag, shorter than Ethernet or above JUMBO bytes;
+ *   - a frame of a group whose ring the daemon has not created yet.
  * A ring that is full drops the frame (TC_ACT_SHOT) and counts it.
  *
- * Each vNet holds at most its share of the ring, so one that floods its TAPs cannot take the
- * ring from the others.  A port belongs to a group (`groups`: capture slot -> group, one group
- * per vNet, written by the daemon); the program counts the ring bytes it reserves for each
- * group (`produced`), the engine publishes the bytes of each group's records it has walked
- * past (`consumed`: an array the engine has mmap'd and stores into after each batch, no system
- * call), and a frame whose group would then hold more than its `budget` (bytes, written by the
- * daemon: the ring's share of the group) is dropped (TC_ACT_SHOT), counted as over_share.
+ * Each vNet has a ring of its own (`rings`, by group), and holds at most its share of it
+ * (the whole ring unless vNets beyond RINGS share it), so one that floods its TAPs cannot
+ * take a ring or a turn of the walk from the others.  A port belongs to a group (`groups`:
+ * capture slot -> group, one group per vNet, written by the daemon); the program counts the
+ * ring bytes it reserves for each group (`produced`), the engine publishes the bytes of each
+ * group's records it has walked past (`consumed`: an array the engine has mmap'd and stores
+ * into after each batch, no system call), and a frame whose group would then hold more than
+ * its `budget` (bytes, written by the daemon: the ring's share of the group) is dropped
+ * (TC_ACT_SHOT), counted as over_share.
  * The check and the reservation are not one atomic step: each CPU may overshoot by one
  * record, which the daemon leaves out of the shares (datapath/tapcap.py: shares()).  So a
  * frame refused (the flood's path) costs reads only, no atomic operation on a line every CPU
@@ -56,6 +60,8 @@
 #define SLOTS 4096              /* capture slots = entries of `ports` (tapcap.py: id & 0xFFF) */
 #define SLOT_MASK (SLOTS - 1)
 #define GROUPS SLOTS            /* at most one group per port */
+#define RINGS 64                /* rings (tapcap.py: RINGS), one per group below it */
+#define RING_BYTES (1 << 21)    /* each ring's data bytes (tapcap.py: RING_BYTES) */
 /* the ring bytes a record of SIZE frame bytes takes: ring header, struct rec, frame, to 8 */
 #define FOOTPRINT(SIZE) ((8 + sizeof(struct rec) + (SIZE) + 7) & ~7UL)
 
@@ -84,10 +90,21 @@ struct sk_buff___vn {
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-struct {
+/* One ring per vNet (its group; groups beyond RINGS share ring group % RINGS), so a vNet's
+ * frames never wait behind another's: the engine walks the rings in turns.  The daemon
+ * creates a ring when a group first needs it and puts it here (tapcap.py: TapCapture._ring);
+ * a group without one yet leaves its frames to the TAP (read()). */
+struct ring {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 23);
-} frames SEC(".maps");
+	__uint(max_entries, RING_BYTES);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, RINGS);
+	__type(key, __u32);
+	__array(values, struct ring);
+} rings SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -185,7 +202,7 @@ static __always_inline int over_share(__u64 *bud, __u64 *prod, __u64 *cons, __u6
 		struct rec *r;                                                         \
 		if (over_share(bud, prod, cons, FOOTPRINT(SIZE)))                      \
 			return refuse(CAP_OVER_SHARE, slot);                           \
-		r = bpf_ringbuf_reserve(&frames, sizeof(struct rec) + SIZE, 0);        \
+		r = bpf_ringbuf_reserve(ring, sizeof(struct rec) + SIZE, 0);           \
 		if (!r)                                                                \
 			return refuse(CAP_RING_FULL, slot);                            \
 		__sync_fetch_and_add(prod, FOOTPRINT(SIZE));                           \
@@ -209,7 +226,8 @@ int tap_capture(struct __sk_buff *skb)
 	struct port_val *p = bpf_map_lookup_elem(&ports, &k);
 	struct sk_buff___vn *kskb;
 	__u64 *bud, *prod, *cons;
-	__u32 len = skb->len, slot, group, *g;
+	__u32 len = skb->len, slot, group, ri, *g;
+	void *ring;
 
 	if (!p)
 		return TC_ACT_OK;
@@ -220,7 +238,9 @@ int tap_capture(struct __sk_buff *skb)
 	bud = bpf_map_lookup_elem(&budget, &group);
 	prod = bpf_map_lookup_elem(&produced, &group);
 	cons = bpf_map_lookup_elem(&consumed, &group);
-	if (p->paused || skb->gso_size || skb->vlan_present || len < ETH_HLEN || len > JUMBO ||
+	ri = group % RINGS;
+	ring = bpf_map_lookup_elem(&rings, &ri);
+	if (!ring || p->paused || skb->gso_size || skb->vlan_present || len < ETH_HLEN || len > JUMBO ||
 	    BPF_CORE_READ_BITFIELD_PROBED(kskb, ip_summed) == CHECKSUM_PARTIAL ||
 	    !bud || !prod || !cons) {
 		count(CAP_PASSED);

@@ -126,6 +126,8 @@ cdef enum:
     WALK_BATCH = 256        # frames walked before a flush hands their slots back
     WALK_BUDGET = 1024      # frames of one ring per turn of the ring thread (then timers,
                             # other rings, counters, a stop request get their turn)
+    CAP_QUANTUM = 16        # frames of one vNet's TAP capture ring per turn: another vNet's
+                            # frame waits behind at most this many of a flooding one's
     BATCH = 256             # frames per sendmmsg
     TAP_BATCH = 64          # frames read from one TAP per wake-up (as the reference)
     TAP_BUF = 65600
@@ -160,7 +162,7 @@ cdef extern from *:
     # epoll data of the ring thread's own fds
     const uint32_t STOP_KEY "VN_STOP_KEY"         # the stop eventfd
     const uint32_t TIMER_KEY "VN_TIMER_KEY"       # the shapers' departure timer
-    const uint32_t CAP_KEY "VN_CAP_KEY"           # the TAP capture ring
+    const uint32_t CAP_KEY "VN_CAP_KEY"           # TAP capture ring i: CAP_KEY - i
     # BPF ring buffer record header bits
     const uint32_t RB_BUSY "VN_RB_BUSY"           # being written
     const uint32_t RB_DISCARD "VN_RB_DISCARD"     # discarded by the program

@@ -307,12 +307,13 @@ cdef class _Engine:
             self.dp.output(t.vl_objs[p.out], (<char *>buf)[:n], t.port_objs[pi])
         return 0
 
-    def run_rings(self, int epfd, list rings, list udps=None, _CapRing cap=None):
+    def run_rings(self, int epfd, list rings, list udps=None, list caps=None):
         """The ring thread: wait (without the GIL) until a ring or the shapers' timer is
         readable, then walk those rings / drain the shapers holding the GIL.  Epoll data ``i``
         stands for ``rings[i]``, ``UDP_KEY + j`` for the UDP tunnel socket ``udps[j]`` (fd,
-        local address); it returns when the entry with data ``STOP_KEY`` (the stop eventfd)
-        is readable.
+        local address), ``CAP_KEY - i`` for the TAP capture ring ``caps[i]`` (one per vNet,
+        CAP_QUANTUM frames of each per turn); it returns when the entry with data
+        ``STOP_KEY`` (the stop eventfd) is readable.
 
         Counters are added to the Python objects (``sync``) when the thread falls idle (an
         epoll_wait of SYNC_MS finds nothing) or, under steady load, at least every SYNC_MS:
@@ -326,6 +327,10 @@ cdef class _Engine:
         cdef _Ring ring
         cdef bytearray seen_buf = bytearray(max(nr, 1))
         cdef char *seen = seen_buf
+        cdef int nc = len(caps) if caps is not None else 0
+        cdef bytearray cap_seen_buf = bytearray(max(nc, 1))
+        cdef char *cap_seen = cap_seen_buf
+        cdef _CapRing cap
         cdef int64_t last_sync = _now_ns()
         while not stop:
             with nogil:
@@ -346,15 +351,8 @@ cdef class _Engine:
                     stop = True
                 elif key == TIMER_KEY:
                     timer = True
-                elif key == CAP_KEY:
-                    if cap is not None:
-                        dirty = True
-                        self.wakeups += 1
-                        try:
-                            cap.walk(self, self.rs, WALK_BUDGET)
-                        except Exception:
-                            _tx_flush(self, self.rs)
-                            log.exception("fast path: error while reading the TAP capture")
+                elif key <= CAP_KEY and key > CAP_KEY - <uint32_t>nc:
+                    cap_seen[CAP_KEY - key] = 1
                 elif key >= UDP_KEY:
                     if udps is not None and <int>(key - UDP_KEY) < len(udps):
                         fd_local = udps[key - UDP_KEY]
@@ -367,6 +365,17 @@ cdef class _Engine:
                                           fd_local[1])
                 elif <int>key < nr:
                     seen[key] = 1
+            for k in range(nc):                 # each vNet's TAP frames: a turn each
+                if cap_seen[k]:
+                    cap_seen[k] = 0
+                    cap = caps[k]
+                    dirty = True
+                    self.wakeups += 1
+                    try:
+                        cap.walk(self, self.rs, CAP_QUANTUM)
+                    except Exception:
+                        _tx_flush(self, self.rs)
+                        log.exception("fast path: error while reading the TAP capture")
             for k in range(nr):
                 if seen[k]:
                     seen[k] = 0

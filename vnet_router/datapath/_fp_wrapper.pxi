@@ -21,7 +21,7 @@ class CEngine:
         self._thread_rings = []
         self._thread_udp = []
         self._epfd = self._stopfd = -1
-        self._cap = None       # _CapRing of the node's TAP capture (``dp.capture``), if any
+        self._caps = {}        # the node's TAP capture rings (``dp.capture``): index -> _CapRing
 
     def sync_substrate(self, snap, close):
         """Substrate interfaces get a TPACKET_V2 ring; UDP tunnel links a socket of their own
@@ -63,9 +63,12 @@ class CEngine:
         udps = [(s.fileno(), local) for local, s in self.dp.udp.items()] + \
             [(s.fileno(), local) for (local, _remote), s in self.udp_conn.items()]
         cap = getattr(self.dp, "capture", None)
-        if cap is not None and self._cap is None:
+        new = [i for i in (cap.rings if cap is not None else ()) if i not in self._caps]
+        if new:                                 # a vNet's first captured TAP: its ring
             self._stop_ring_thread()
-            self._cap = _CapRing(cap.ring_fd, cap.ring_size, cap.consumed_fd, cap.ngroups)
+            for i in new:
+                self._caps[i] = _CapRing(cap.rings[i], cap.ring_size, cap.consumed_fd,
+                                         cap.ngroups)
             self._engine.cap_fd = cap.ports_fd
             self._engine.cap_sync = cap.take_drops
         if self._thread is None or {id(r) for _, r in self._thread_rings} != \
@@ -109,11 +112,12 @@ class CEngine:
         for sock in self.udp_conn.values():
             sock.close()
         self.udp_conn.clear()
-        if self._cap is not None:
+        if self._caps:
             self._engine.cap_fd = -1
             self._engine.cap_sync = None
-            self._cap.close()
-            self._cap = None
+            for c in self._caps.values():
+                c.close()
+            self._caps.clear()
 
     def _close_rings(self):
         for rx, ring in self.rings.values():
@@ -146,14 +150,14 @@ class CEngine:
         e = self._engine
         st = {"wakeups": e.wakeups, "batches": e.batches, "drains": e.drains,
               "ring_frames": sum(r.frames for _, r in self.rings.values())}
-        if self._cap is not None:
-            st["capture_frames"] = self._cap.frames
+        if self._caps:
+            st["capture_frames"] = sum(c.frames for c in self._caps.values())
             st.update({f"capture_{k}": v for k, v in self.dp.capture.counters().items()})
         return st
 
     def sync_counters(self):
         """Counts kept outside Python (the TAP capture's kernel drops) before a read."""
-        if self._cap is not None:
+        if self._caps:
             self._engine.count_cap_drops(self.dp.capture.take_drops(True))
 
     # -- the ring thread ---------------------------------------------------------------------
@@ -176,27 +180,29 @@ class CEngine:
                 _epoll_add(epfd, fd, UDP_KEY + j)
             _epoll_add(epfd, self._engine.timer_fd(), TIMER_KEY)
             _epoll_add(epfd, stopfd, STOP_KEY)
-            if self._cap is not None:
-                _epoll_add(epfd, self._cap.fd, CAP_KEY)
+            caps = list(self._caps.values())
+            for i, c in enumerate(caps):
+                _epoll_add(epfd, c.fd, CAP_KEY - i)
         except BaseException:
             os.close(epfd)
             os.close(stopfd)
             raise
         self._epfd, self._stopfd = epfd, stopfd
         self._thread_rings, self._thread_udp = rings, udps
-        self._thread = threading.Thread(target=self._ring_thread, args=(epfd, rings, udps),
+        self._thread = threading.Thread(target=self._ring_thread,
+                                        args=(epfd, rings, udps, caps),
                                         name="vnet-rings", daemon=True)
         self._thread.start()
         names = list(dict.fromkeys(rx.ifname for rx, _ in rings))
         log.info("fast path: ring thread reads %d substrate interface(s): %s, %d udp socket(s)%s"
                  "%s", len(names), " ".join(names) or "-", len(udps),
-                 ", the TAP capture ring" if self._cap is not None else "",
+                 f", {len(caps)} TAP capture ring(s)" if caps else "",
                  f" ({len(rings)} rings: one per vNet queue)" if len(rings) > len(names) else "")
 
-    def _ring_thread(self, epfd, rings, udps):
+    def _ring_thread(self, epfd, rings, udps, caps):
         signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
-            self._engine.run_rings(epfd, [ring for _, ring in rings], udps, self._cap)
+            self._engine.run_rings(epfd, [ring for _, ring in rings], udps, caps)
         except BaseException as e:
             log.exception("fast path: the ring thread failed; substrate frames are no longer "
                           "read")

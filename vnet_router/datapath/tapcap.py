@@ -1,12 +1,13 @@
 """TAP capture (``[node] tap_capture = "auto"``): the frames a vNet sends into its TAP logical
-interfaces reach the compiled engine through one ring filled in the sender's context.
+interfaces reach the compiled engine through a ring of its vNet, filled in the sender's
+context.
 
 Without it the engine reads every TAP with one ``read()`` per frame, and the copy out of the
 kernel, the free of the packet and the system call all land on the engine's core.  A frame
 from a substrate interface costs the engine less: its AF_PACKET ring is filled in the sender's
 softirq.  ``bpf/tap_capture.bpf.c`` at TC egress of each TAP does the same for TAPs: it copies
-the frame into a BPF ring buffer and consumes it there; the engine's ring thread walks that
-ring like a substrate ring (``datapath/_fastpath.pyx``, ``_CapRing``).
+the frame into a BPF ring buffer and consumes it there; the engine's ring thread walks those
+rings like substrate rings (``datapath/_fastpath.pyx``, ``_CapRing``).
 
 ``TapCapture`` owns the program (loaded once through ``ops.ebpf``), its attachments and its
 ``ports`` map: key (network namespace cookie, ifindex), so TAPs of different namespaces never
@@ -23,16 +24,21 @@ the vNet's own stack sends, so a local TCP connection keeps one way to the engin
 kernel's TCP small queues keep their back-pressure -- and the odd ones (an offloaded VLAN
 tag, above 9216 bytes).  What it takes is UDP, ICMP, raw frames and what the vNet forwards.
 
-Each vNet holds at most its share of the ring, so a vNet whose stack floods its TAPs cannot
-take the ring from the others: the ports of one vNet make a group (``groups``: slot -> group),
-the program counts the bytes it reserves per group, the engine's walk publishes the bytes it
-walked past per group (``consumed``, mmap'd by ``_CapRing``) and the program drops a frame
-whose group would hold more than its ``budget``.  ``shares`` computes the budgets: the ring,
-less one record per CPU (the check and the reservation are not one atomic step), in equal
-parts among the vNets that have captured TAPs, written again when a vNet comes or goes.
-Equal, not by rate: a share bounds how much a vNet may have waiting in the ring, not how fast
-it is served (the ring is walked in order), and a vNet's rates shape its frames after the
-ring.
+A vNet whose stack floods its TAPs cannot take the capture from the others: the ports of one
+vNet make a group (``groups``: slot -> group), and each group has a ring of its own (``rings``,
+an array of ring buffers: group ``g`` writes ring ``g % RINGS``, created here when a group
+first needs it), which the ring thread walks in turns with the substrate rings, at most
+WALK_BUDGET frames of each per turn.  A quiet vNet's frame so waits behind at most one turn of
+the flood, not behind whatever the flood holds in a shared FIFO (one ring shared with a 1 MiB
+share per vNet: 12 ms of B's median RTT beside A's flood, benchmark rows (o)).
+
+Where more than RINGS vNets have captured TAPs, a ring is shared, and each of its groups holds
+at most its share of it: the program counts the bytes it reserves per group, the engine's walk
+publishes the bytes it walked past per group (``consumed``, mmap'd by ``_CapRing``) and the
+program drops a frame whose group would hold more than its ``budget``.  ``shares`` computes
+the budgets per ring: the ring, less one record per CPU (the check and the reservation are not
+one atomic step), in equal parts among its groups (the whole ring for a group alone on it),
+written again when a vNet comes or goes.
 
 Every frame the program drops -- over its vNet's share, or the ring full -- is counted by its
 port (``refused``); ``take_drops`` hands those counts over by port, and the engine adds them
@@ -71,7 +77,10 @@ _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
 
-SHARE_MAX = 1 << 20         # bytes of the ring one vNet may hold while others share it
+SHARE_MAX = 1 << 20         # bytes of a ring one vNet may hold while others share it
+RINGS = 64                  # rings of the program's ``rings`` (bpf/tap_capture.bpf.c: RINGS)
+RING_BYTES = 1 << 21        # data bytes of each (RING_BYTES there)
+_RINGBUF = 27               # BPF_MAP_TYPE_RINGBUF
 
 
 def shares(ring: int, groups, cpus: int) -> dict:
@@ -108,8 +117,8 @@ class TapCapture:
 
     def __init__(self):
         self.prog = ebpf.load_shipped(SOURCE)
-        frames = self.prog.maps["frames"]
-        self.ring_fd, self.ring_size = frames.fd, frames.max_entries
+        self.ring_size = RING_BYTES
+        self.rings: dict[int, int] = {}         # ring index -> its ring buffer's fd
         self.ports_fd = self.prog.maps["ports"].fd
         self.consumed_fd = self.prog.maps["consumed"].fd
         self.ngroups = self.prog.maps["consumed"].max_entries
@@ -171,9 +180,16 @@ class TapCapture:
             log.warning("TAP capture: %s/%s (%s) is read with read(): %s", port.vnet,
                         port.name, ifname, str(e).splitlines()[0])
             return None
+        why = None
         if not self._free and self._next >= self.slots:
-            log.warning("TAP capture: %s/%s is read with read(): all %d capture slots are in "
-                        "use", port.vnet, port.name, self.slots)
+            why = f"all {self.slots} capture slots are in use"
+        else:
+            try:
+                group = self._group(port.vnet)      # and its ring
+            except ebpf.BpfError as e:
+                why = str(e).splitlines()[0]
+        if why is not None:
+            log.warning("TAP capture: %s/%s is read with read(): %s", port.vnet, port.name, why)
             self._detach_tc(ns, ifname, ifindex, created)
             os.close(ns)
             return None
@@ -183,15 +199,14 @@ class TapCapture:
         self._gen[slot] = gen = self._gen.get(slot, 0) % 0xFFFFF + 1
         cid = gen << 12 | slot
         key = _KEY.pack(cookie, ifindex, 0)
-        group = self._group(port.vnet)
         self.prog.update("groups", _U32.pack(slot), _U32.pack(group))
         self._write_budgets()                   # the group's budget before its first frame
         self.prog.update("ports", key, _VAL.pack(cid, 1 if port.paused else 0))
         with self._lock:
             self.ports[id(port)] = Attached(port, cid, key, ns, ifname, ifindex, created,
                                             self._refused(slot))
-        log.info("TAP capture: %s/%s (%s) at TC egress, capture id %#x, group %d", port.vnet,
-                 port.name, ifname, cid, group)
+        log.info("TAP capture: %s/%s (%s) at TC egress, capture id %#x, group %d (ring %d)",
+                 port.vnet, port.name, ifname, cid, group, group % RINGS)
         return cid, key
 
     def detach(self, port):
@@ -216,12 +231,32 @@ class TapCapture:
         """``vnet``'s group: its own while it has a port, the lowest free one."""
         if vnet not in self.groups:
             used = set(self.groups.values())
-            self.groups[vnet] = next(g for g in range(self.ngroups) if g not in used)
+            g = next(g for g in range(self.ngroups) if g not in used)
+            self._ring(g % RINGS)
+            self.groups[vnet] = g
         return self.groups[vnet]
 
+    def _ring(self, index: int):
+        """Ring ``index``, created and put into the program's ``rings`` if it is not yet: the
+        engine maps it at its next start (``core.Datapath._start_readers``).  A ring stays
+        until the capture closes (a vNet that comes back finds it)."""
+        if index in self.rings:
+            return
+        fd = ebpf.create_map(_RINGBUF, f"vnet_cap{index}", 0, 0, RING_BYTES)
+        try:
+            self.prog.update("rings", _U32.pack(index), _U32.pack(fd))
+        except ebpf.BpfError:
+            os.close(fd)
+            raise
+        self.rings[index] = fd
+
     def _write_budgets(self):
-        for g, size in shares(self.ring_size, self.groups.values(), self._cpus).items():
-            self.prog.update("budget", _U32.pack(g), _U64.pack(size))
+        by_ring: dict[int, list[int]] = {}
+        for g in self.groups.values():
+            by_ring.setdefault(g % RINGS, []).append(g)
+        for groups in by_ring.values():
+            for g, size in shares(self.ring_size, groups, self._cpus).items():
+                self.prog.update("budget", _U32.pack(g), _U64.pack(size))
 
     def _detach_tc(self, ns, ifname, ifindex, created_qdisc):
         def work():                             # by ifindex: `--configure` may rename it
@@ -261,6 +296,9 @@ class TapCapture:
         for port in ports:
             self.detach(port)
         self.prog.close()
+        for fd in self.rings.values():
+            os.close(fd)
+        self.rings.clear()
 
 
 def _tap_name(fd: int) -> str:

@@ -147,6 +147,7 @@ def _libbpf():
         "bpf_map_lookup_elem": (c_int, [c_int, c_void_p, c_void_p]),
         "bpf_map_delete_elem": (c_int, [c_int, c_void_p]),
         "bpf_map_get_next_key": (c_int, [c_int, c_void_p, c_void_p]),
+        "bpf_map_create": (c_int, [c_int, c_char_p, c_uint32, c_uint32, c_uint32, c_void_p]),
         "libbpf_num_possible_cpus": (c_int, []),
         "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(_TestRunOpts)]),
         "bpf_obj_get_info_by_fd": (c_int, [c_int, c_void_p, POINTER(c_uint32)]),
@@ -421,6 +422,17 @@ class Program:
             out.append(nxt.raw)
             prev = ctypes.create_string_buffer(nxt.raw, m.key_size)
         return out
+
+
+def create_map(map_type: int, name: str, key_size: int, value_size: int,
+               max_entries: int) -> int:
+    """A new map of its own (the fd; the caller closes it), e.g. a ring buffer to put into
+    an array of maps."""
+    fd = _libbpf().bpf_map_create(map_type, name.encode()[:15], key_size, value_size,
+                                  max_entries, None)
+    if fd < 0:
+        raise BpfError(f"cannot create BPF map {name}: {os.strerror(-fd)}")
+    return fd
 
 
 # -- attach (TC ingress, in a namespace) -----------------------------------------------------
