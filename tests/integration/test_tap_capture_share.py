@@ -1,13 +1,14 @@
-"""The TAP capture's shares: a vNet that floods its TAP holds at most its share of the capture
-ring, so another vNet's frames through the same ring still find room; what the flood loses
-is counted as ``ring_full`` under the flooding vNet, not anyone else's.
+"""The TAP capture's rings: a vNet that floods its TAP fills at most its own capture ring (its
+budget: the ring less a record per CPU), so another vNet's frames, in a ring of their own,
+still find room; what the flood loses is counted as ``ring_full`` under the flooding vNet,
+not anyone else's.
 
 s --p2p-- r --p2p-- b : r hosts vNets red and blue, each with a TAP.  red's TAP leads to s,
 which runs no router (its kernel discards what r sends); blue's to b.  red's namespace on r
 floods red0 with trafgen at the generator's full rate while blue's pings from r's blue0 go to
 b and back.  In the middle of the flood r's daemon is stopped for a moment: nothing walks the
-ring then, so red fills its share for certain, whatever the machine's speed (without shares
-it would fill the whole ring, and blue's echo requests would be dropped).
+rings then, so red fills its budget for certain, whatever the machine's speed (with one ring
+for both and no budget, blue's echo requests would be dropped).
 
 A frame the capture drops is refused to its sender (TC_ACT_SHOT at egress: ``sendmsg`` fails
 with ENOBUFS), and ping sends that echo request again: blue's ping count alone would not show
