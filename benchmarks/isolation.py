@@ -27,6 +27,12 @@ Topology (``run.py``'s, one more vnet instance on the generator's side)::
     on B's instance at g0.
   Each case on the router's ``datapath``; ``--datapath kernel`` runs the compiled engine and
   the kernel tier.
+* The reference (``bridge``, once per run): the Linux bridge in place of the router, joining
+  r0, r1 and r2 (a veth to a0 in anet, where A's frames end); B's instance on g0 as above, its
+  other end a vnet instance on s0 (B's TAP tb) on the router's core; A's trafgen sends the
+  ``flood`` case's frames to a0 across the same g0 -> r0 pair as B's.  What B's RTT does
+  beside A here is what this machine does to it with no vnet router in the way (the generator
+  and B's sender share core 0, where the veth pair delivers both).
 
 Per case, in one router: B alone (``ping`` every ``PING_INTERVAL`` over ``Bench.seconds``,
 then one iperf3 TCP flow as long), then A's flood started, and B again with the same windows.
@@ -60,6 +66,8 @@ CASES = {
     "tap": "A floods from its TAP",
 }
 SWITCH = "forwarding reference: VLI switch r0 -> r1"
+BRIDGE = f"{PREFIX}, Linux bridge (reference): A floods through it beside B"
+A_SINK_MAC = "02:b0:00:00:00:a0"    # the bridge reference: where A's frames end (a0 in anet)
 GEN_ALONE = "(o) generator alone (nothing forwards)"
 B_RATE = "20Mbit"           # B's output virtual link at its sender: what limits B's TCP
 B_IN_RATE = "25Mbit"        # B's input virtual link at the router under test (never limits)
@@ -83,13 +91,14 @@ def name(case: str, datapath: str) -> str:
 def run(b, tiers, want) -> list[Iso]:
     """The isolation rows ``want`` selects, on every tier, with the references they need."""
     todo = [(c, t) for t in tiers for c in CASES if want(name(c, t))]
-    if not todo:
+    bridge = want(BRIDGE)
+    if not todo and not bridge:
         return []
     gen_net, gen_offered, _ = _reference(b, None)
     gen_us = gen_net / gen_offered if gen_offered else None      # None: no cost columns
     b.progress(f"  {GEN_ALONE:<50} offered {gen_offered / 1e3:8.1f} kpps, "
                f"{_f(gen_us)} us per frame (both cores, net of an idle window)")
-    out = []
+    out = [one(b, "bridge", None, gen_us, None, None)] if bridge else []
     for tier in tiers:
         cases = [c for c, t in todo if t == tier]
         if not cases:
@@ -184,10 +193,13 @@ def _f(x) -> str:
 
 def one(b, case: str, datapath: str, gen_us, switch_us, tap_fwd_us) -> Iso:
     """One case; a failure (an exit, a missing reply, a tool's error) is a row saying so."""
-    r = Iso(name(case, datapath), rows.engine(datapath), case, switch_us=switch_us)
+    if case == "bridge":
+        r = Iso(BRIDGE, "Linux bridge", case)
+    else:
+        r = Iso(name(case, datapath), rows.engine(datapath), case, switch_us=switch_us)
     b.build()
     try:
-        _setup(b, case, datapath)
+        (_setup_bridge if case == "bridge" else _setup)(b, case, datapath)
         alone = _window(b, case)
         flood = _flood(b, case)
         time.sleep(min(1.0, b.seconds / 3))         # ramp up
@@ -220,11 +232,45 @@ def _setup(b, case: str, datapath: str) -> None:
           f'addresses = ["{B_IP["dst"]}/24"]\nin_rate = "{B_IN_RATE}"\n')
     b.router(b.p2p("in", "r0", MAC["g0"], 10) + b.p2p("out", "r1", MAC["s0"], 20) + a + bb,
              datapath)
-    src = (b.p2p("up", "g0", MAC["r0"], 10) +
-           f'[[vnet]]\nname = "bnet"\nid = 2\nnamespace = "{b.ns("bsrc")}"\n'
-           f'[[interface]]\nvnet = "bnet"\nname = "bs0"\nsubstrate_link = "up"\n'
-           f'in_vli = {VLI["b_out"]}\nout_vli = {VLI["b_in"]}\n'
-           f'addresses = ["{B_IP["src"]}/24"]\nrate = "{B_RATE}"\n')
+    _b_ready(b, _src(b, MAC["r0"]))
+
+
+def _setup_bridge(b, case: str, datapath) -> None:
+    """The reference: the Linux bridge in rtr joins r0, r1 and r2 (to a0 in anet, where A's
+    frames end, as they end in A's TAP at the router).  B's sending instance on g0 as in the
+    router's cases, its other end an instance on s0 (B's TAP tb in bdst) on the core the
+    router under test runs on; A's trafgen sends the flood case's frames to a0."""
+    from benchmarks.run import _SEND_ONE, _b
+    from vnet_router.ops import netlink
+    b.setup_bridge()
+    netlink.netns_create(b.ns("anet"))
+    netlink.veth_create_between("r2", b.ns("rtr"), "a0", b.ns("anet"), peer_mac=A_SINK_MAC)
+    b.sh("rtr", "ip", "link", "set", "dev", "r2", "master", "br0")
+    for ns, dev in (("rtr", "r2"), ("anet", "a0")):
+        b.sh(ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
+        b.sh(ns, "ip", "link", "set", "dev", dev, "up")
+    b.sh("anet", "python3", "-c", _SEND_ONE.format(dev="a0", frame=(   # the bridge learns a0
+        _b("ff:ff:ff:ff:ff:ff") + _b(A_SINK_MAC) + b"\x88\xb6" + bytes(50)).hex()))
+    dst = (b.p2p("up", "s0", MAC["g0"], 10) +
+           f'[[vnet]]\nname = "bnet"\nid = 2\nnamespace = "{b.ns("bdst")}"\n'
+           f'[[interface]]\nvnet = "bnet"\nname = "tb"\nsubstrate_link = "up"\n'
+           f'in_vli = {VLI["b_in"]}\nout_vli = {VLI["b_out"]}\n'
+           f'addresses = ["{B_IP["dst"]}/24"]\nin_rate = "{B_IN_RATE}"\n')
+    b.router(dst, "fast", name="sink", core=FWD_CORE)
+    _b_ready(b, _src(b, MAC["s0"]))
+
+
+def _src(b, peer: str) -> str:
+    """B's sending instance's config: on g0, its p2p link's peer ``peer``."""
+    return (b.p2p("up", "g0", peer, 10) +
+            f'[[vnet]]\nname = "bnet"\nid = 2\nnamespace = "{b.ns("bsrc")}"\n'
+            f'[[interface]]\nvnet = "bnet"\nname = "bs0"\nsubstrate_link = "up"\n'
+            f'in_vli = {VLI["b_out"]}\nout_vli = {VLI["b_in"]}\n'
+            f'addresses = ["{B_IP["src"]}/24"]\nrate = "{B_RATE}"\n')
+
+
+def _b_ready(b, src: str) -> None:
+    """B's sending instance started (``src``), its iperf3 server, and a first reply."""
     p = b.router(src, "fast", name="gen")
     b.sh(None, "chrt", "-a", "-f", "-p", RT_ROUTER, str(p.pid))
     b.popen("bdst", ["iperf3", "-s", "-p", str(IPERF_PORT)], core=GEN_CORE,
@@ -252,6 +298,8 @@ def _flood(b, case: str):
                        log=b.work / "trafgen-a.log")
     if case == "garbage":
         frames = [f(FRAME, VLI["unknown"]), f(FRAME, VLI["b_in"], src=BAD_PEER), _vli0()]
+    elif case == "bridge":
+        frames = [f(FRAME, VLI["a_in"], dst=A_SINK_MAC)]
     else:
         frames = [f(FRAME, VLI["a_in"])]
     cfg = rows.write_cfg(b.work / f"a-{case}.cfg", frames)
@@ -340,8 +388,10 @@ def _counters(b, case: str) -> dict:
     with its drops, plus in the TAP case what the router's TAP capture took or found no room
     for) and delivered (A's TAP rx; in the TAP case s0 rx)."""
     busy = _both_busy()
-    prog = _classifier(b)
-    if case == "tap":
+    prog = _classifier(b) if case != "bridge" else (0, 0)
+    if case == "bridge":
+        offered, delivered = _tx(b, "gen", "g0"), _rx(b, "anet", "a0")
+    elif case == "tap":
         offered, delivered = _tx(b, "anet", "ta") + b._captured(), _rx(b, "sink", "s0")
     else:
         offered, delivered = _tx(b, "gen", "g0"), _rx(b, "anet", "ta")
@@ -377,7 +427,7 @@ def _fill(r: Iso, alone: dict, beside: dict, gen_us, tap_fwd_us) -> None:
     net = (beside["busy"] - alone["busy"]) * 1e6 - gen_us * r.a_offered
     r.cost_offered_us = net / r.a_offered
     dropped = r.a_offered - r.a_delivered
-    if r.kind in ("flood", "tap"):
+    if r.kind in ("flood", "tap", "bridge"):
         r.cost_fwd_us = net / r.a_delivered if r.a_delivered else None
     elif dropped > 0:
         per_fwd = tap_fwd_us if tap_fwd_us is not None else r.switch_us

@@ -89,16 +89,18 @@ def test_isolation_rows_complete(tmp_path):
     completes with B's ping, RTT and TCP numbers beside A and alone, A's rates and the router's
     cost (numbers, whatever they are); the references come along."""
     data, md = _bench(tmp_path, "--pings", "0", "--only", "isolation, fast path",
-                      seconds="0.5", timeout=170)
+                      "--only", "Linux bridge (reference)", seconds="0.5", timeout=200)
     rows = {r["kind"]: r for r in data["isolation"]}
-    assert set(rows) == {"flood", "in_rate", "garbage", "tap"}
+    assert set(rows) == {"flood", "in_rate", "garbage", "tap", "bridge"}
     for r in rows.values():
         assert r["failed"] == "", r
         for when in ("alone", "beside"):
             assert r[f"b_sent_{when}"] > 0 and r[f"b_tcp_{when}"] > 0, r
             assert r[f"b_median_{when}"] is not None and r[f"b_p99_{when}"] is not None, r
         assert r["a_offered"] > 0 and r["cost_offered_us"] is not None, r
-        assert r["switch_us"] is not None, r
+        assert (r["switch_us"] is not None) == (r["kind"] != "bridge"), r
+    # the bridge reference: A's frames cross the same interface as B's and end at a0
+    assert rows["bridge"]["a_delivered"] > 0 and rows["bridge"]["cost_fwd_us"] is not None
     assert rows["garbage"]["a_delivered"] == 0       # garbage never reaches A's TAP
     assert rows["flood"]["cost_fwd_us"] is not None and rows["tap"]["cost_fwd_us"] is not None
     assert rows["in_rate"]["cost_drop_us"] is not None
