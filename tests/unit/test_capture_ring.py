@@ -186,6 +186,16 @@ def test_a_full_ring_drops_and_counts(prog):
         ring.close()
 
 
+def _two_ports(key):
+    """The diff rig on the compiled engine with ports b1 and b3 captured (ids 1 and 2, both
+    on interface ``key``): (rig, engine, port of id 1, port of id 2)."""
+    rig = Rig(fast_mod)
+    a, b = rig.dp.ports[("blue", "b1")], rig.dp.ports[("blue", "b3")]
+    a.capture, b.capture = (1, key), (2, key)
+    rig.dp.install(rig.tables.compile())
+    return rig, rig.dp.engine._engine, a, b
+
+
 def test_vnets_sharing_a_ring_hold_at_most_their_share_of_it(prog):
     """More vNets than rings: groups 0 and RINGS write ring 0.  Ports of two such vNets
     (capture ids 1 and 2; one interface, the port's entry swapped between them).  Nobody walks
@@ -197,11 +207,7 @@ def test_vnets_sharing_a_ring_hold_at_most_their_share_of_it(prog):
     ga, gb = 0, RINGS
     _group(prog, 1, ga, share)
     _group(prog, 2, gb, share)
-    rig = Rig(fast_mod)
-    engine = rig.dp.engine._engine
-    a, b = rig.dp.ports[("blue", "b1")], rig.dp.ports[("blue", "b3")]
-    a.capture, b.capture = (1, key), (2, key)
-    rig.dp.install(rig.tables.compile())
+    rig, engine, a, b = _two_ports(key)
     try:
         before = _counters(prog)
         prog.update("ports", key, struct.pack("<II", 1, 0))
@@ -245,11 +251,7 @@ def test_each_vnet_has_a_ring_of_its_own(prog):
     ring_a, ring_b = _ring(prog, 0), _ring(prog, 1)
     _group(prog, 1, 0, RING_BYTES)              # alone on their rings: the whole of each
     _group(prog, 2, 1, RING_BYTES)
-    rig = Rig(fast_mod)
-    engine = rig.dp.engine._engine
-    a, b = rig.dp.ports[("blue", "b1")], rig.dp.ports[("blue", "b3")]
-    a.capture, b.capture = (1, key), (2, key)
-    rig.dp.install(rig.tables.compile())
+    rig, engine, a, b = _two_ports(key)
     try:
         before = _counters(prog)
         runs = RING_BYTES // SMALL_RECORD + 100
