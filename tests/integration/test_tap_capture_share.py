@@ -23,7 +23,8 @@ import topo as t
 from harness import eventually
 from test_accounting import NO_IPV6, _on, _settled, _stall
 
-pytestmark = [pytest.mark.root,
+# one_tier: runs on each tier it names (parametrized, VNET_DATAPATH unset)
+pytestmark = [pytest.mark.root, pytest.mark.one_tier,
               pytest.mark.skipif(shutil.which("trafgen") is None,
                                  reason="trafgen missing (apt-get install netsniff-ng)")]
 
