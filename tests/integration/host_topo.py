@@ -6,11 +6,18 @@ vNet green likewise (VLI 300 in, 301 out); hosts join them at run time with vnet
 r's router config (e.g. the non-IP vNet's library endpoints) comes in ``router_parts`` (topo.py
 parts) and ``router_commands``.  Host control sockets go in ``sock_dir`` (the fixture), where
 unprivileged callers reach them.
+
+No node here sends or takes path MTU notices (``path_mtu_interval = 0``): r's output virtual
+links lead to hosts that join only at run time, so at start no neighbour carries them and every
+start of r waited its full ``start_wait`` (2.25 s) for reports that could not come (and a
+restarted host would wait as long for r's, were r's off alone); test_path_mtu.py is where
+path MTU is tested.
 """
 import topo as t
 from harness import vnetctl
 
 HOSTS = ("h1", "h2")
+NO_PMTU = {"path_mtu_interval": 0}
 
 
 def topology(sock_dir: str, router_parts=(), router_commands=(),
@@ -25,10 +32,11 @@ def topology(sock_dir: str, router_parts=(), router_commands=(),
         commands.append(("ip link add br0 type bridge", name))
         commands += [(f"ip link set dev t{i} master br0", name) for i in range(1, len(HOSTS) + 1)]
         commands.append(("ip link set dev br0 up", name))
-    router = t.node("r", *parts, *router_parts, commands=[*commands, *router_commands])
+    router = t.node("r", *parts, *router_parts, commands=[*commands, *router_commands],
+                    settings=NO_PMTU)
     hosts = [t.node(h, t.p2p("up", "e0", "r:e0", vlan=10, priority=5), t.multiaccess("lan", "e0"),
                     daemon="host", addresses={"e0": [f"192.168.77.{i}/24"]},
-                    settings={"control_socket": f"{sock_dir}/{h}.sock"})
+                    settings={"control_socket": f"{sock_dir}/{h}.sock", **NO_PMTU})
              for i, h in enumerate(HOSTS, 1)]
     return t.topology(t.switch_node("sw"), *links, router, *hosts)
 

@@ -138,11 +138,13 @@ STALL = 0.5                         # s the router is stopped during the flood (
 
 FLOOD = (
     t.link("g:e0", "r:e0") + t.link("r:e1", "s:e0")
-    # g (the generator) and s (the sink) run no router: s's kernel discards what r switches
+    # g (the generator) and s (the sink) run no router: s's kernel discards what r switches;
+    # no path MTU notices on r (no neighbour would answer: each start waited 2.25 s for none)
     + t.node("g", sysctl=NO_IPV6) + t.node("s", sysctl=NO_IPV6)
     + t.node("r", t.p2p("west", "e0", "g:e0"), t.p2p("east", "e1", "s:e0", vlan=20),
              t.vnet("blue", 1), t.switch("blue", "west", SWITCHED, "east", 200),
-             t.iface("blue", "t0", "west", DELIVERED, 102), sysctl=NO_IPV6))
+             t.iface("blue", "t0", "west", DELIVERED, 102), sysctl=NO_IPV6,
+             settings={"path_mtu_interval": 0}))
 
 
 def _link_stats(lab, node: str, ifname: str) -> dict:

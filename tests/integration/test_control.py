@@ -272,6 +272,10 @@ def test_two_vnets_competing_each_get_their_share(make_lab):
         assert got >= 0.85 * y_agg, (name, got, y_agg)
 
 
+# one_tier: what it checks is the control plane's (allocations held without the VBM, its
+# rebuild from the nodes); the tier only carries the flow's demand and the control frames,
+# which test_demand_raises_rate_to_max_and_idle_link_falls_back checks on each tier
+@pytest.mark.one_tier
 def test_vbm_killed_nodes_keep_allocations_and_restarted_vbm_rebuilds(make_lab):
     lab = make_lab(topology(lan="60Mbit"))
     wait_vbm(lab)

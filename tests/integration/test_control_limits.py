@@ -15,7 +15,8 @@ import pytest
 import topo as t
 from harness import eventually, vnetctl
 
-pytestmark = pytest.mark.root
+# one_tier: the control socket's limits do not depend on the datapath tier
+pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
 NOBODY = 65534
 FLOOD = 2000

@@ -17,12 +17,14 @@ from harness import eventually, repo_env, vnetctl_at
 pytestmark = pytest.mark.root
 
 
-def _good(sock, ns) -> str:
-    """A node with one p2p link and vNet blue (namespace NS-blue) on it."""
+def _good(sock, ns, path_mtu=True) -> str:
+    """A node with one p2p link and vNet blue (namespace NS-blue) on it.  Its peer runs no
+    router: no path MTU notice ever comes, so a start waits its full start_wait (2.25 s);
+    ``path_mtu=False`` (``path_mtu_interval = 0``) for tests that do not look at start-up."""
+    settings = {"control_socket": str(sock)} | ({} if path_mtu else {"path_mtu_interval": 0})
     return dump_toml(t.router_config(t.p2p("p", "e0", peer_mac="02:00:00:00:00:02", vlan=10),
                                      t.vnet("blue", 1, namespace=f"{ns}-blue"),
-                                     t.iface("blue", "blue0", "p", 10),
-                                     settings={"control_socket": str(sock)}))
+                                     t.iface("blue", "blue0", "p", 10), settings=settings))
 
 
 def _daemon(ns, cfg, **kw):
@@ -92,7 +94,7 @@ def test_check_refuses_an_ambiguous_rate_with_exit_2(node_ns, tmp_path):
 def test_check_mode_and_show(node_ns, tmp_path):
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"
-    cfg.write_text(_good(sock, node_ns))
+    cfg.write_text(_good(sock, node_ns, path_mtu=False))
     r = _run(node_ns, cfg, "--check")
     assert r.returncode == 0 and "OK" in r.stdout, r.stderr
     assert not netlink.netns_exists(f"{node_ns}-blue")
@@ -131,7 +133,7 @@ def test_systemd_notify_protocol(node_ns, tmp_path):
     import socket as socket_mod
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"
-    cfg.write_text(_good(sock, node_ns))
+    cfg.write_text(_good(sock, node_ns, path_mtu=False))
     notify = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_DGRAM)
     notify.bind(str(tmp_path / "notify"))
     notify.settimeout(15)
@@ -200,7 +202,7 @@ def test_a_restarted_node_keeps_its_logical_interface_macs_and_announces_them(no
     ARP and an unsolicited neighbour advertisement (arp_notify, ndisc_notify set)."""
     sock = tmp_path / "s.sock"
     cfg = tmp_path / "good.toml"
-    cfg.write_text(_good(sock, node_ns))
+    cfg.write_text(_good(sock, node_ns, path_mtu=False))
     seen = []
     for _ in range(2):
         p = _daemon(node_ns, cfg)

@@ -88,6 +88,7 @@ def fake(tmp_path):
     return lambda mode: [sys.executable, str(script), mode]
 
 
+@pytest.mark.one_tier      # no vnet router in this lab: nothing runs a datapath
 def test_build_addresses_macs_mtu_forwarding_and_cleanup(tmp_path):
     lab = Lab(topology.loads(TOPO), workdir=tmp_path / "w")
     try:

@@ -91,6 +91,7 @@ def test_vnetctl_top_shows_live_rates(make_lab):
     pinger = lab.popen("x", ["ping", "-q", "-c", "300", "-i", "0.01", "10.0.0.2"], vnet="blue",
                        stdout=subprocess.DEVNULL)
     r = vnetctl(lab, "y", "top", "-n", "2", "-i", "0.5", timeout=30)
+    pinger.terminate()              # -c 300 (3 s) only bounds it: top has read its rates
     pinger.wait(timeout=30)
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().split("\n\n")[-1].splitlines()

@@ -1,5 +1,6 @@
 """Rate: a virtual link shaped to 20 Mbit/s carries iperf3 TCP at 17-21 Mbit/s, also while a
 second vNet floods UDP over the same substrate link."""
+import signal
 import time
 
 import pytest
@@ -42,6 +43,8 @@ def test_shaped_rate_holds_alone_and_against_a_flood(make_lab):
                             until=lambda now: now[1] - start[1] > 3_000_000)
     contested = _iperf_tcp(lab)
     red_after = _red_out(lab)
+    # -t 12 only bounds the flood: it is no longer needed, end it (iperf3 tells its server)
+    flood.send_signal(signal.SIGINT)
     flood.wait(timeout=30)
     flood_server.wait(timeout=10)
     assert 17 <= contested <= 21, f"blue against the red flood: {contested:.2f} Mbit/s"

@@ -9,6 +9,7 @@ tagged frames (``pcp_probe.py``: raw sockets, one-way delay from CLOCK_MONOTONIC
 modest rate, one flow at PCP 5 and one at PCP 0, both to h3.
 """
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -52,7 +53,8 @@ def test_port_rate_holds_for_one_flow(make_lab):
     eventually(lambda: time.monotonic() - t0 >= 2, 10, "2 s of the flow")
     t1, b1 = _rx_bytes(lab, "h3")
     running = client.poll() is None
-    client.wait(timeout=30)
+    client.send_signal(signal.SIGINT)   # -t 5 only bounds the flow: measured (iperf3 tells
+    client.wait(timeout=30)             # its server)
     server.wait(timeout=10)
     assert running, "the flow ended before the measurement did"
     frames = (b1 - b0) * 8 / (t1 - t0) / 1e6
@@ -90,6 +92,7 @@ def _mixed_load(lab) -> dict:
     print("port h3-eth0 while probing:", {k: after[k] - before[k] for k in
                                           ("sent_packets", "drops", "sent_bytes")})
     got = json.loads(recv.communicate(timeout=30)[0])
+    flood.send_signal(signal.SIGINT)    # -t 6 only bounds the flood: the probes are done
     flood.wait(timeout=30)
     server.wait(timeout=10)
     out = {}
