@@ -229,12 +229,13 @@ def test_reload_file_is_read_by_the_client_never_by_the_daemon(make_lab, sock_di
     unopened (inotify watches the file).  FILE is applied once unless --adopt, which only
     root (or the daemon's user) may give."""
     # unkeyed: nobody reloads a copy of x's file, which must then name no key file nobody
-    # cannot read (the lab's key is root's: vnetctl would refuse to read it, rightly)
+    # cannot read (the lab's key is root's: vnetctl would refuse to read it, rightly); no path
+    # MTU notices (e runs no router: x's start waited 2.25 s for its report)
     lab = make_lab(t.topology(
         t.lab(keys=False), t.link("x:e0", "e:e0"), t.node("e"),
         t.node("x", t.p2p("p", "e0", "e:e0"), t.vnet("blue", 1),
                t.iface("blue", "a0", "p", 11, 10),
-               settings={"control_socket": f"{sock_dir}/x.sock"})))
+               settings={"control_socket": f"{sock_dir}/x.sock", "path_mtu_interval": 0})))
     sock, own = lab.socket("x"), str(lab.workdir / "x.toml")
     os.chown(sock, -1, NOBODY)                  # nobody's group owns the socket (mode 0660)
     secret = os.path.join(sock_dir, "secret")

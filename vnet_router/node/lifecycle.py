@@ -183,7 +183,7 @@ class Node:
             parts.callback(self.pmtu.close)
             self.pmtu.start()
             parts.callback(vli0.register(self.pmtu.on_control, fallback=True))
-            await self._path_mtu_known()
+            await self._path_mtu_known(stop)
             parts.callback(self.kernel.stop_all)
             handlers = {name: self._counted(name, fn) if name != "ping" else fn
                         for name, fn in self.handlers().items()}
@@ -320,16 +320,28 @@ class Node:
         self._mtu_pending.add(fut)
         fut.add_done_callback(done)
 
-    async def _path_mtu_known(self):
+    async def _path_mtu_known(self, stop: asyncio.Event):
         """Before the node says it is ready (issue 26: no black hole at start): wait, at most
         ``pmtu.start_wait``, until the path MTU of every output virtual link is reported and
         the TAPs have it, so what waits for the node (systemd's units after it, the lab's
         commands, an operator) never sends a frame its path cannot carry.  A neighbour that
-        is not running yet leaves its links at their own MTU (lowered when it reports)."""
+        is not running yet leaves its links at their own MTU (lowered when it reports).  A
+        stop signal (``stop`` set) ends the wait: nothing will use the TAPs."""
         t0 = time.monotonic()
-        unknown = await self.pmtu.wait_known(self.pmtu.start_wait)
+        waiting = asyncio.ensure_future(self.pmtu.wait_known(self.pmtu.start_wait))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        stopped = not waiting.done()
+        if stopped:
+            waiting.cancel()
+            await asyncio.wait({waiting})
         if self._mtu_pending:
             await asyncio.gather(*list(self._mtu_pending), return_exceptions=True)
+        if stopped:
+            log.info("path MTU: a stop came during the start's wait: not waiting on")
+            return
+        unknown = waiting.result()
         if unknown:
             log.warning("path MTU: no notice within %.1f s for %s; their logical interfaces "
                         "keep their own link's MTU until the neighbour reports",
