@@ -27,12 +27,14 @@ Topology (``run.py``'s, one more vnet instance on the generator's side)::
     on B's instance at g0.
   Each case on the router's ``datapath``; ``--datapath kernel`` runs the compiled engine and
   the kernel tier.
-* The reference (``bridge``, once per run): the Linux bridge in place of the router, joining
-  r0, r1 and r2 (a veth to a0 in anet, where A's frames end); B's instance on g0 as above, its
-  other end a vnet instance on s0 (B's TAP tb) on the router's core; A's trafgen sends the
-  ``flood`` case's frames to a0 across the same g0 -> r0 pair as B's.  What B's RTT does
-  beside A here is what this machine does to it with no vnet router in the way (the generator
-  and B's sender share core 0, where the veth pair delivers both).
+* The references (once per run): the Linux bridge in place of the router, joining r0, r1 and
+  r2 (a veth to a0 in anet); B's instance on g0 as above, its other end a vnet instance (B's
+  TAP tb) on the router's core.  ``bridge``: B's other end on s0, A's trafgen sends the
+  ``flood`` case's frames to a0 across the same g0 -> r0 pair as B's.  ``bridge_tap``, the
+  ``tap`` case's counterpart: B's other end on t0 (a fourth port, r3, in bend), and A's
+  trafgen in anet writes the ``tap`` case's frames into a0 through its queueing layer, to s0
+  (out by r1, as A's frames leave the router by r1 there).  What B's RTT does beside A here
+  is what this machine does to it with no vnet router in the way.
 
 Per case, in one router: B alone (``ping`` every ``PING_INTERVAL`` over ``Bench.seconds``,
 then one iperf3 TCP flow as long), then A's flood started, and B again with the same windows.
@@ -67,7 +69,9 @@ CASES = {
 }
 SWITCH = "forwarding reference: VLI switch r0 -> r1"
 BRIDGE = f"{PREFIX}, Linux bridge (reference): A floods through it beside B"
-A_SINK_MAC = "02:b0:00:00:00:a0"    # the bridge reference: where A's frames end (a0 in anet)
+BRIDGE_TAP = f"{PREFIX}, Linux bridge (reference): A floods from a local port beside B"
+A_SINK_MAC = "02:b0:00:00:00:a0"    # the bridge references: A's port (a0 in anet)
+B_END_MAC = "02:b0:00:00:00:b0"     # bridge_tap: B's other end (t0 in bend)
 GEN_ALONE = "(o) generator alone (nothing forwards)"
 B_RATE = "20Mbit"           # B's output virtual link at its sender: what limits B's TCP
 B_IN_RATE = "25Mbit"        # B's input virtual link at the router under test (never limits)
@@ -91,14 +95,14 @@ def name(case: str, datapath: str) -> str:
 def run(b, tiers, want) -> list[Iso]:
     """The isolation rows ``want`` selects, on every tier, with the references they need."""
     todo = [(c, t) for t in tiers for c in CASES if want(name(c, t))]
-    bridge = want(BRIDGE)
-    if not todo and not bridge:
+    refs = [c for c, n in (("bridge", BRIDGE), ("bridge_tap", BRIDGE_TAP)) if want(n)]
+    if not todo and not refs:
         return []
     gen_net, gen_offered, _ = _reference(b, None)
     gen_us = gen_net / gen_offered if gen_offered else None      # None: no cost columns
     b.progress(f"  {GEN_ALONE:<50} offered {gen_offered / 1e3:8.1f} kpps, "
                f"{_f(gen_us)} us per frame (both cores, net of an idle window)")
-    out = [one(b, "bridge", None, gen_us, None, None)] if bridge else []
+    out = [one(b, c, None, gen_us, None, None) for c in refs]
     for tier in tiers:
         cases = [c for c, t in todo if t == tier]
         if not cases:
@@ -193,13 +197,13 @@ def _f(x) -> str:
 
 def one(b, case: str, datapath: str, gen_us, switch_us, tap_fwd_us) -> Iso:
     """One case; a failure (an exit, a missing reply, a tool's error) is a row saying so."""
-    if case == "bridge":
-        r = Iso(BRIDGE, "Linux bridge", case)
+    if case.startswith("bridge"):
+        r = Iso(BRIDGE if case == "bridge" else BRIDGE_TAP, "Linux bridge", case)
     else:
         r = Iso(name(case, datapath), rows.engine(datapath), case, switch_us=switch_us)
     b.build()
     try:
-        (_setup_bridge if case == "bridge" else _setup)(b, case, datapath)
+        (_setup_bridge if case.startswith("bridge") else _setup)(b, case, datapath)
         alone = _window(b, case)
         flood = _flood(b, case)
         time.sleep(min(1.0, b.seconds / 3))         # ramp up
@@ -236,28 +240,35 @@ def _setup(b, case: str, datapath: str) -> None:
 
 
 def _setup_bridge(b, case: str, datapath) -> None:
-    """The reference: the Linux bridge in rtr joins r0, r1 and r2 (to a0 in anet, where A's
-    frames end, as they end in A's TAP at the router).  B's sending instance on g0 as in the
-    router's cases, its other end an instance on s0 (B's TAP tb in bdst) on the core the
-    router under test runs on; A's trafgen sends the flood case's frames to a0."""
+    """The references: the Linux bridge in rtr joins r0, r1 and r2 (to a0 in anet: where A's
+    frames end in ``bridge``, where they come from in ``bridge_tap``).  B's sending instance on
+    g0 as in the router's cases; its other end, an instance (B's TAP tb in bdst) on the core
+    the router under test runs on, on s0 (``bridge``) or on t0 in bend, a fourth port r3
+    (``bridge_tap``: s0 is where A's frames go)."""
     from benchmarks.run import _SEND_ONE, _b
     from vnet_router.ops import netlink
     b.setup_bridge()
-    netlink.netns_create(b.ns("anet"))
-    netlink.veth_create_between("r2", b.ns("rtr"), "a0", b.ns("anet"), peer_mac=A_SINK_MAC)
-    b.sh("rtr", "ip", "link", "set", "dev", "r2", "master", "br0")
-    for ns, dev in (("rtr", "r2"), ("anet", "a0")):
-        b.sh(ns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", check=False)
-        b.sh(ns, "ip", "link", "set", "dev", dev, "up")
-    b.sh("anet", "python3", "-c", _SEND_ONE.format(dev="a0", frame=(   # the bridge learns a0
-        _b("ff:ff:ff:ff:ff:ff") + _b(A_SINK_MAC) + b"\x88\xb6" + bytes(50)).hex()))
-    dst = (b.p2p("up", "s0", MAC["g0"], 10) +
+    ports = [("r2", "anet", "a0", A_SINK_MAC)]
+    if case == "bridge_tap":
+        ports.append(("r3", "bend", "t0", B_END_MAC))
+    for port, ns, dev, mac in ports:
+        netlink.netns_create(b.ns(ns))
+        netlink.veth_create_between(port, b.ns("rtr"), dev, b.ns(ns), peer_mac=mac)
+        b.sh("rtr", "ip", "link", "set", "dev", port, "master", "br0")
+        for n, d in (("rtr", port), (ns, dev)):
+            b.sh(n, "sysctl", "-qw", f"net.ipv6.conf.{d}.disable_ipv6=1", check=False)
+            b.sh(n, "ip", "link", "set", "dev", d, "up")
+        b.sh(ns, "python3", "-c", _SEND_ONE.format(dev=dev, frame=(    # the bridge learns it
+            _b("ff:ff:ff:ff:ff:ff") + _b(mac) + b"\x88\xb6" + bytes(50)).hex()))
+    end, end_mac = ("t0", B_END_MAC) if case == "bridge_tap" else ("s0", MAC["s0"])
+    dst = (b.p2p("up", end, MAC["g0"], 10) +
            f'[[vnet]]\nname = "bnet"\nid = 2\nnamespace = "{b.ns("bdst")}"\n'
            f'[[interface]]\nvnet = "bnet"\nname = "tb"\nsubstrate_link = "up"\n'
            f'in_vli = {VLI["b_in"]}\nout_vli = {VLI["b_out"]}\n'
            f'addresses = ["{B_IP["dst"]}/24"]\nin_rate = "{B_IN_RATE}"\n')
-    b.router(dst, "fast", name="sink", core=FWD_CORE)
-    _b_ready(b, _src(b, MAC["s0"]))
+    # an instance runs in the namespace of its name: sink (s0) or bend (t0)
+    b.router(dst, "fast", name="bend" if case == "bridge_tap" else "sink", core=FWD_CORE)
+    _b_ready(b, _src(b, end_mac))
 
 
 def _src(b, peer: str) -> str:
@@ -290,12 +301,12 @@ def _b_ready(b, src: str) -> None:
 def _flood(b, case: str):
     """A's trafgen at full speed (its TX ring), on the generator's core."""
     f = rows.substrate_frame
-    if case == "tap":
+    if case in ("tap", "bridge_tap"):
         cfg = b.trafgen_cfg(FRAME - rows.HDR, MAC["s0"], "02:b0:00:00:00:aa", tagged=False,
                             substrate=False)
-        return b.popen("anet", ["trafgen", "-o", "ta", "-i", str(cfg), "-P", "1",
-                                "--no-sock-mem", "-Q", "-q"], core=GEN_CORE,
-                       log=b.work / "trafgen-a.log")
+        return b.popen("anet", ["trafgen", "-o", "ta" if case == "tap" else "a0", "-i",
+                                str(cfg), "-P", "1", "--no-sock-mem", "-Q", "-q"],
+                       core=GEN_CORE, log=b.work / "trafgen-a.log")
     if case == "garbage":
         frames = [f(FRAME, VLI["unknown"]), f(FRAME, VLI["b_in"], src=BAD_PEER), _vli0()]
     elif case == "bridge":
@@ -388,9 +399,11 @@ def _counters(b, case: str) -> dict:
     with its drops, plus in the TAP case what the router's TAP capture took or found no room
     for) and delivered (A's TAP rx; in the TAP case s0 rx)."""
     busy = _both_busy()
-    prog = _classifier(b) if case != "bridge" else (0, 0)
+    prog = _classifier(b) if not case.startswith("bridge") else (0, 0)
     if case == "bridge":
         offered, delivered = _tx(b, "gen", "g0"), _rx(b, "anet", "a0")
+    elif case == "bridge_tap":
+        offered, delivered = _tx(b, "anet", "a0"), _rx(b, "sink", "s0")
     elif case == "tap":
         offered, delivered = _tx(b, "anet", "ta") + b._captured(), _rx(b, "sink", "s0")
     else:
@@ -427,7 +440,7 @@ def _fill(r: Iso, alone: dict, beside: dict, gen_us, tap_fwd_us) -> None:
     net = (beside["busy"] - alone["busy"]) * 1e6 - gen_us * r.a_offered
     r.cost_offered_us = net / r.a_offered
     dropped = r.a_offered - r.a_delivered
-    if r.kind in ("flood", "tap", "bridge"):
+    if r.kind in ("flood", "tap", "bridge", "bridge_tap"):
         r.cost_fwd_us = net / r.a_delivered if r.a_delivered else None
     elif dropped > 0:
         per_fwd = tap_fwd_us if tap_fwd_us is not None else r.switch_us

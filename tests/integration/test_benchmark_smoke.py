@@ -112,16 +112,17 @@ def test_isolation_rows_complete(tmp_path):
     data, md = _bench(tmp_path, "--pings", "0", "--only", "isolation, fast path",
                       "--only", "Linux bridge (reference)", seconds="0.5", timeout=200)
     rows = {r["kind"]: r for r in data["isolation"]}
-    assert set(rows) == {"flood", "in_rate", "garbage", "tap", "bridge"}
+    assert set(rows) == {"flood", "in_rate", "garbage", "tap", "bridge", "bridge_tap"}
     for r in rows.values():
         assert r["failed"] == "", r
         for when in ("alone", "beside"):
             assert r[f"b_sent_{when}"] > 0 and r[f"b_tcp_{when}"] > 0, r
             assert r[f"b_median_{when}"] is not None and r[f"b_p99_{when}"] is not None, r
         assert r["a_offered"] > 0 and r["cost_offered_us"] is not None, r
-        assert (r["switch_us"] is not None) == (r["kind"] != "bridge"), r
-    # the bridge reference: A's frames cross the same interface as B's and end at a0
-    assert rows["bridge"]["a_delivered"] > 0 and rows["bridge"]["cost_fwd_us"] is not None
+        assert (r["switch_us"] is not None) == (not r["kind"].startswith("bridge")), r
+    # the bridge references: A's frames cross the bridge (to a0; from a0 to s0)
+    for kind in ("bridge", "bridge_tap"):
+        assert rows[kind]["a_delivered"] > 0 and rows[kind]["cost_fwd_us"] is not None
     assert rows["garbage"]["a_delivered"] == 0       # garbage never reaches A's TAP
     assert rows["flood"]["cost_fwd_us"] is not None and rows["tap"]["cost_fwd_us"] is not None
     assert rows["in_rate"]["cost_drop_us"] is not None
