@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from vnet_router.ops import netlink
 from vnet_router.lab import topology
-from vnet_router.lab.lab import OWNERS_DIR, Lab, LabError, processes_in
+from vnet_router.lab.lab import OWNERS_DIR, Lab, LabError
 
 import topo as t
 from harness import eventually, repo_env
+from lab_remains import namespaces, remove_lab, running
 
 pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
@@ -32,19 +32,6 @@ TOPO = t.text(t.topology(
            settings={"path_mtu_interval": 0}),
     t.node("h", t.multiaccess("lan", "eth0"), daemon="host"),
     t.link("r:eth0", "sw"), t.link("h:eth0", "sw")))
-
-
-def namespaces(prefix: str) -> list[str]:
-    return sorted(n for n in netlink.netns_list() if n.startswith(prefix))
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 class LabProcess:
@@ -87,17 +74,7 @@ class LabProcess:
     def end(self):
         """Kill whatever is left (test cleanup): the lab, processes in its namespaces (a
         daemon a failing test left), then the namespaces."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        for ns in namespaces(self.prefix):
-            for pid in processes_in(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            netlink.netns_remove(ns)
-        (OWNERS_DIR / self.prefix).unlink(missing_ok=True)
+        remove_lab(self.proc, self.prefix)
 
 
 def _prefix(tag: str) -> str:

@@ -12,10 +12,10 @@ import urllib.request
 
 import pytest
 
-from vnet_router.lab.owners import OWNERS_DIR, processes_in
-from vnet_router.ops import netlink
+from vnet_router.lab.owners import processes_in
 
 import topo as t
+from lab_remains import namespaces, remove_lab
 from harness import eventually, repo_env
 
 pytestmark = [pytest.mark.root, pytest.mark.one_tier,
@@ -34,10 +34,6 @@ TOPO = t.text(t.topology(
            addresses={"eth0": ["192.168.9.1/24"]}),
     t.node("h", t.multiaccess("lan", "eth0"), daemon="host"),
     t.link("r:eth0", "sw"), t.link("h:eth0", "sw")))
-
-
-def _namespaces(prefix):
-    return sorted(n for n in netlink.netns_list() if n.startswith(prefix))
 
 
 def _get(url):
@@ -64,7 +60,7 @@ def test_vnet_lab_up_prometheus_scrapes_every_node_and_leaves_nothing(tmp_path):
         out = log.read_text()
         port = int(re.search(r"web UI http://127\.0\.0\.1:(\d+)/", out).group(1))
         mgmt_ns = prefix + "mgmt"
-        assert mgmt_ns in _namespaces(prefix)
+        assert mgmt_ns in namespaces(prefix)
         procs = processes_in(mgmt_ns)
 
         # Prometheus, through the forwarded loopback port: every node a target, and up
@@ -99,20 +95,10 @@ def test_vnet_lab_up_prometheus_scrapes_every_node_and_leaves_nothing(tmp_path):
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0, log.read_text()
-        assert _namespaces(prefix) == []
+        assert namespaces(prefix) == []
         assert not [p for p in procs if os.path.exists(f"/proc/{p}")], \
             "prometheus or the forwarder outlived the lab"
         with pytest.raises(OSError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for ns in _namespaces(prefix):
-            for pid in processes_in(ns):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            netlink.netns_remove(ns)
-        (OWNERS_DIR / prefix).unlink(missing_ok=True)
+        remove_lab(proc, prefix)

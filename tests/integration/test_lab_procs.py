@@ -18,10 +18,11 @@ import pytest
 
 from vnet_router.ops import netlink
 from vnet_router.lab import cgroup
-from vnet_router.lab.lab import OWNERS_DIR, processes_in
+from vnet_router.lab.lab import OWNERS_DIR
 
 import topo as t
 from harness import eventually, repo_env
+from lab_remains import remove_lab, running
 
 pytestmark = [pytest.mark.root, pytest.mark.one_tier]
 
@@ -68,15 +69,6 @@ class Tokens:
                 if self.sleep in cmd or self.py in cmd:
                     out.append(int(d))
         return out
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie (one killed but not yet reaped by init)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def group_dirs(prefix: str) -> list[str]:
@@ -213,15 +205,7 @@ class Up:
             self.proc.kill()
             self.proc.wait()
         cgroup.sweep(only=self.prefix)
-        for ns in netlink.netns_list():
-            if ns.startswith(self.prefix):
-                for pid in processes_in(ns):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                netlink.netns_remove(ns)
-        (OWNERS_DIR / self.prefix).unlink(missing_ok=True)
+        remove_lab(self.proc, self.prefix)
 
 
 def _nothing_left(up: Up, tok: Tokens, daemons: list[int]):
