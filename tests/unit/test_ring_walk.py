@@ -189,3 +189,35 @@ def test_control_frames_handed_to_the_loop_are_bounded_and_counted():
     finally:
         ring.release()
         rig.close()
+
+
+def test_the_ring_thread_serves_a_quiet_ring_first_and_backlogged_ones_by_quantum():
+    """One round of the ring thread's turns (``serve``): a ring that was empty at its last look
+    (a quiet vNet's) is served first; rings that still held frames after their turn are
+    backlogged and, while another ring has frames too, each walks its quantum only; a ring
+    alone with frames walks them all.  What each walked is read from the slots it gave back."""
+    frames = [f for i, f, t in corpus() if i == IF0 and t is not None][:6]
+    assert len(frames) == 6
+    rig = Rig(fast_mod)
+    (sa, a), (sc, c), (sb, b) = (_ring(rig, IF0) for _ in range(3))
+    try:
+        engine = rig.dp.engine._engine
+        sa.fill([(f, 10) for f in frames])
+        sc.fill([(f, 10) for f in frames])
+        a.quantum = c.quantum = 2
+        a.quiet = c.quiet = False                    # both were left holding frames
+        sb.fill([(frames[0], 10)])                   # the quiet ring's one frame
+        assert engine.serve_round([a, c, b]) == 5    # b's 1, then a's 2 and c's 2
+        assert (b.position, a.position, c.position) == (1, 2, 2)
+        assert b.quiet and not a.quiet and not c.quiet
+        assert engine.serve_round([a, c, b]) == 4    # a and c contend: 2 each
+        assert (a.position, c.position) == (4, 4)
+        c_left = engine.serve_round([c])             # c alone: all it has, in one turn
+        assert c_left == 2 and c.position == 6 and c.quiet
+        assert engine.serve_round([a, c, b]) == 2 and a.position == 6
+        assert engine.serve_round([a, c, b]) == 0    # nothing left: nothing read twice
+        assert not any(s.status(k) for s in (sa, sb, sc) for k in range(NR))
+    finally:
+        for r in (a, b, c):
+            r.release()
+        rig.close()

@@ -123,11 +123,14 @@ cdef enum:
     TP_STATUS_USER = 1
     TP_STATUS_VLAN_VALID = 16
     # batches and buffers
-    WALK_BATCH = 256        # frames walked before a flush hands their slots back
+    WALK_BATCH = 16         # frames walked before a flush (one sendmmsg) hands their slots back:
+                            # a quiet ring's frame waits behind at most one such send
     WALK_BUDGET = 1024      # frames of one ring per turn of the ring thread (then timers,
                             # other rings, counters, a stop request get their turn)
-    CAP_QUANTUM = 16        # frames of one vNet's TAP capture ring per turn: another vNet's
-                            # frame waits behind at most this many of a flooding one's
+    CAP_QUANTUM = 64        # frames of one vNet's TAP capture ring per turn (its weight
+                            # among backlogged rings)
+    YIELD_EVERY = 2         # a walk yields, after every this many frames, to a quiet ring
+                            # with a frame: what that frame waits behind per flooding ring
     BATCH = 256             # frames per sendmmsg
     TAP_BATCH = 64          # frames read from one TAP per wake-up (as the reference)
     TAP_BUF = 65600

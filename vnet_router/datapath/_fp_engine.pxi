@@ -28,6 +28,7 @@ cdef class _Engine:
     cdef public object kpoliced     # keys of input virtual links the classifier polices
     cdef public int cap_fd          # the TAP capture's ``ports`` map (-1: no capture)
     cdef public object cap_sync     # the capture's kernel drops by port, read at sync (or None)
+    cdef list walkers               # the ring thread's rings while it serves them, else None
 
     def __cinit__(self, dp, dict udp_conn):
         self.dp = dp
@@ -236,6 +237,21 @@ cdef class _Engine:
         cdef uint8_t *f = self._copy(frame, &n)
         _rx_frame(self, self.main, self.t.ifslot.get(ifindex, -1), f, n, -1 if tci is None else tci)
 
+    def serve_round(self, list walkers):
+        """One round of the ring thread's turns (``serve``) over ``walkers`` in the calling
+        thread, with the ring thread's sender; then flush and sync.  Returns the frames walked.
+        The unit tests drive the service order over synthetic rings this way."""
+        cdef int n
+        self.walkers = walkers
+        try:
+            n = self.serve()
+        finally:
+            self.walkers = None
+        _tx_flush(self, self.rs)
+        self._run_deferred(self.rs)
+        self.flush()
+        return n
+
     def walk(self, _Ring ring, bint as_ring_thread=False):
         """Walk ``ring`` in the calling thread until it is empty, then flush and sync; returns
         how many frames it read.  ``as_ring_thread``: with the ring thread's sender, whose slow
@@ -308,53 +324,48 @@ cdef class _Engine:
         return 0
 
     def run_rings(self, int epfd, list rings, list udps=None, list caps=None):
-        """The ring thread: wait (without the GIL) until a ring or the shapers' timer is
-        readable, then walk those rings / drain the shapers holding the GIL.  Epoll data ``i``
-        stands for ``rings[i]``, ``UDP_KEY + j`` for the UDP tunnel socket ``udps[j]`` (fd,
-        local address), ``CAP_KEY - i`` for the TAP capture ring ``caps[i]`` (one per vNet,
-        CAP_QUANTUM frames of each per turn); it returns when the entry with data
-        ``STOP_KEY`` (the stop eventfd) is readable.
+        """The ring thread: wait (without the GIL) until a ring, a UDP socket or the shapers'
+        timer is readable, then serve the rings (``serve``) / read those sockets / drain the
+        shapers holding the GIL.  Epoll data ``i`` stands for ``rings[i]``, ``UDP_KEY + j``
+        for the UDP tunnel socket ``udps[j]`` (fd, local address), ``CAP_KEY - i`` for the TAP
+        capture ring ``caps[i]`` (one per vNet); a ring's readiness only wakes the thread, which
+        then looks at every ring.  It returns when the entry with data ``STOP_KEY`` (the stop
+        eventfd) is readable.
 
         Counters are added to the Python objects (``sync``) when the thread falls idle (an
         epoll_wait of SYNC_MS finds nothing) or, under steady load, at least every SYNC_MS:
         not on the way of a lone frame to its next hop.  The kernel's count of frames it found
         no room for is read at the same moments (``ring_full``)."""
         cdef epoll_event evs[EP_EVENTS]
-        cdef int n, i, k, nr = len(rings)
+        cdef int n, i
         cdef uint32_t key
         cdef uint64_t ticks
         cdef bint stop = False, dirty = False, timer
-        cdef _Ring ring
-        cdef bytearray seen_buf = bytearray(max(nr, 1))
-        cdef char *seen = seen_buf
-        cdef int nc = len(caps) if caps is not None else 0
-        cdef bytearray cap_seen_buf = bytearray(max(nc, 1))
-        cdef char *cap_seen = cap_seen_buf
-        cdef _CapRing cap
         cdef int64_t last_sync = _now_ns()
-        while not stop:
-            with nogil:
-                n = epoll_wait(epfd, evs, EP_EVENTS, SYNC_MS if dirty else -1)
-            if n < 0:
-                if errno == EINTR:
-                    continue
-                raise OSError(errno, os.strerror(errno))
-            if n == 0 or (dirty and _now_ns() - last_sync >= SYNC_MS * 1000000):
-                self.sync()
-                self._ring_drops(rings)
-                dirty = False
-                last_sync = _now_ns()
-            timer = False
-            for i in range(n):
-                key = evs[i].data.u32
-                if key == STOP_KEY:
-                    stop = True
-                elif key == TIMER_KEY:
-                    timer = True
-                elif key <= CAP_KEY and key > CAP_KEY - <uint32_t>nc:
-                    cap_seen[CAP_KEY - key] = 1
-                elif key >= UDP_KEY:
-                    if udps is not None and <int>(key - UDP_KEY) < len(udps):
+        # TAP capture rings first: a vNet's frames from its own stack, then the substrate's
+        self.walkers = (list(caps) if caps is not None else []) + list(rings)
+        try:
+            while not stop:
+                with nogil:
+                    n = epoll_wait(epfd, evs, EP_EVENTS, SYNC_MS if dirty else -1)
+                if n < 0:
+                    if errno == EINTR:
+                        continue
+                    raise OSError(errno, os.strerror(errno))
+                if n == 0 or (dirty and _now_ns() - last_sync >= SYNC_MS * 1000000):
+                    self.sync()
+                    self._ring_drops(rings)
+                    dirty = False
+                    last_sync = _now_ns()
+                timer = False
+                for i in range(n):
+                    key = evs[i].data.u32
+                    if key == STOP_KEY:
+                        stop = True
+                    elif key == TIMER_KEY:
+                        timer = True
+                    elif key >= UDP_KEY and udps is not None and \
+                            key - UDP_KEY < <uint32_t>len(udps):
                         fd_local = udps[key - UDP_KEY]
                         dirty = True
                         try:
@@ -363,41 +374,79 @@ cdef class _Engine:
                             _tx_flush(self, self.rs)
                             log.exception("fast path: error while reading udp %s",
                                           fd_local[1])
-                elif <int>key < nr:
-                    seen[key] = 1
-            for k in range(nc):                 # each vNet's TAP frames: a turn each
-                if cap_seen[k]:
-                    cap_seen[k] = 0
-                    cap = caps[k]
+                if self.serve():
                     dirty = True
-                    self.wakeups += 1
-                    try:
-                        cap.walk(self, self.rs, CAP_QUANTUM)
-                    except Exception:
-                        _tx_flush(self, self.rs)
-                        log.exception("fast path: error while reading the TAP capture")
-            for k in range(nr):
-                if seen[k]:
-                    seen[k] = 0
-                    ring = rings[k]
+                if timer or (self.armed and self.now() >= self.armed):
+                    if timer:
+                        read(self.timerfd, &ticks, 8)
                     dirty = True
-                    self.wakeups += 1
-                    try:
-                        ring.walk(self, self.rs, ring.quantum)
-                    except Exception:
-                        _tx_flush(self, self.rs)
-                        log.exception("fast path: error while reading the ring of ifindex %d",
-                                      ring.ifindex)
-            if timer or (self.armed and self.now() >= self.armed):
-                if timer:
-                    read(self.timerfd, &ticks, 8)
-                dirty = True
-                _tx_drain(self, self.rs)
+                    _tx_drain(self, self.rs)
+                self._run_deferred(self.rs)
+            _tx_flush(self, self.rs)
             self._run_deferred(self.rs)
-        _tx_flush(self, self.rs)
-        self._run_deferred(self.rs)
-        self.sync()
-        self._ring_drops(rings)
+            self.sync()
+            self._ring_drops(rings)
+        finally:
+            self.walkers = None
+
+    cdef int serve(self) except -1:
+        """One round of the rings' turns; returns the frames walked (the loop then waits in
+        epoll_wait, which returns at once while a ring has frames: timers, sockets, a stop
+        request and the event loop's thread get their turn between rounds).
+
+        Round robin with a quiet list, as fq_codel's new flows: the round first serves the
+        walkers that were empty at their last look (a quiet vNet's frame), then the
+        backlogged ones, each up to its quantum (``quantum``: a vNet's weight) when another
+        has frames too, else up to WALK_BUDGET.  A walk yields after every YIELD_EVERY frames
+        to a quiet walker that has a frame, so such a frame waits behind at most YIELD_EVERY
+        frames of each backlogged walker, however many they hold."""
+        cdef list ws = self.walkers
+        cdef _Walker w
+        cdef int total = 0, k, i, nw = len(ws)
+        cdef bint first
+        for first in (True, False):
+            for i in range(nw):
+                w = <_Walker>ws[i]
+                if w.quiet != first:
+                    continue
+                if not w.ready():
+                    w.quiet = True
+                    continue
+                self.wakeups += 1
+                try:
+                    k = w.walk(self, self.rs, w.quantum if self.contended(w) else WALK_BUDGET)
+                except Exception:
+                    _tx_flush(self, self.rs)
+                    log.exception("fast path: error while walking %r", w)
+                    k = 0
+                total += k
+                w.quiet = not w.ready()
+        return total
+
+    cdef bint contended(self, _Walker me):
+        """Another walker has a frame too (``me``'s turn is then its quantum)."""
+        cdef list ws = self.walkers
+        cdef int i
+        cdef _Walker w
+        for i in range(len(ws)):
+            w = <_Walker>ws[i]
+            if w is not me and w.ready():
+                return True
+        return False
+
+    cdef bint quiet_waiting(self, _Walker me):
+        """A walker other than ``me`` that was quiet has a frame: ``me``'s walk yields to it.
+        False outside the ring thread's turns (``walk`` in tests, a reload's drain)."""
+        cdef list ws = self.walkers
+        cdef int i
+        cdef _Walker w
+        if ws is None:
+            return False
+        for i in range(len(ws)):
+            w = <_Walker>ws[i]
+            if w is not me and w.quiet and w.ready():
+                return True
+        return False
 
     cdef int read_udp(self, _Sender s, int fd, local) except -1:
         """Up to UDP_BATCH datagrams of one tunnel socket in one ``recvmmsg``; decided, sent

@@ -1,9 +1,25 @@
 # The ring walkers (part of ``_fastpath.pyx``): ``_Ring``, the user-space side of a substrate
 # interface's TPACKET_V2 receive ring (``packet_io.RxRing``), and ``_CapRing``, the TAP capture's
 # BPF ring buffer (``bpf/tap_capture.bpf.c``).  Both walk what the kernel published, WALK_BATCH
-# frames at a time, hand each to the engine, flush the batch, then give the slots back.
+# frames at a time, hand each to the engine, flush the batch, then give the slots back.  The
+# ring thread serves them in turns (``_Engine.serve``); a walk it runs yields, every
+# YIELD_EVERY frames, to a quiet walker that has a frame (``_Engine.quiet_waiting``).
 
-cdef class _Ring:
+cdef class _Walker:
+    """What the ring thread serves in turns: a ring some kernel code fills with frames."""
+    cdef public int quantum          # frames it may give per turn of the ring thread
+    cdef public int64_t frames
+    cdef public bint quiet           # it was empty at its last look: its next frames go first
+
+    cdef bint ready(self):
+        """A frame is there to walk (a load from the shared mapping; no system call)."""
+        return False
+
+    cdef int walk(self, _Engine e, _Sender s, int budget) except -1:
+        return 0
+
+
+cdef class _Ring(_Walker):
     """User-space side of a ``packet_io.RxRing`` (TPACKET_V2): the slot we are at."""
     cdef object owner                # the RxRing (keeps the mapping alive)
     cdef uint8_t[::1] view_keep
@@ -11,9 +27,7 @@ cdef class _Ring:
     cdef uint32_t frame_size, frame_nr, cur
     cdef public int ifindex
     cdef public int queue            # its place in the interface's fanout group (0: the only)
-    cdef public int quantum          # frames it may give per turn of the ring thread
     cdef public object vnet          # the vNet whose frames it alone holds (its ring_full), or None
-    cdef public int64_t frames
 
     def __cinit__(self, rx, int ifindex, int queue=0):
         cdef uint8_t[::1] mv = rx.map
@@ -25,6 +39,7 @@ cdef class _Ring:
         self.ifindex = ifindex
         self.queue = queue
         self.quantum = WALK_BUDGET
+        self.quiet = True
         self.vnet = None
 
     @property
@@ -46,11 +61,16 @@ cdef class _Ring:
         self.view_keep = None
         self.base = NULL
 
+    cdef bint ready(self):
+        return self.base != NULL and vn_load32(
+            self.base + <size_t>self.cur * self.frame_size + H2_STATUS) & TP_STATUS_USER
+
     cdef int walk(self, _Engine e, _Sender s, int budget) except -1:
         """The frames the kernel has published (TP_STATUS_USER, set after its copy), in
         order, up to ``budget``; WALK_BATCH at a time: they are decided, the batch is sent
         (payloads point into the slots), then the slots go back to the kernel.  Returns how
-        many frames it read (``budget``: there may be more)."""
+        many frames it read (``budget``: there may be more).  In the ring thread's turns it
+        stops early, after a multiple of YIELD_EVERY frames, when a quiet walker has a frame."""
         cdef int done = 0
         cdef uint8_t *h
         cdef uint32_t status, first, k, n, snap
@@ -61,6 +81,9 @@ cdef class _Ring:
         while True:
             first, n = self.cur, 0
             while n < WALK_BATCH and done + <int>n < budget:
+                if (done + n) % YIELD_EVERY == 0 and done + n and e.quiet_waiting(self):
+                    budget = done + n               # a quiet walker's frame goes next
+                    break
                 h = self.base + <size_t>self.cur * self.frame_size
                 status = vn_load32(h + H2_STATUS)
                 if not status & TP_STATUS_USER:
@@ -88,7 +111,7 @@ cdef class _Ring:
                 pass
 
 
-cdef class _CapRing:
+cdef class _CapRing(_Walker):
     """User-space side of the TAP capture ring: a BPF ring buffer (``bpf/tap_capture.bpf.c``)
     mapped here as the kernel lays it out -- the consumer position (read-write page), the
     producer position (read-only page), then the data, mapped twice in a row so a record that
@@ -108,7 +131,6 @@ cdef class _CapRing:
     cdef uint32_t ngroups
     cdef uint64_t mask
     cdef public int fd
-    cdef public int64_t frames
 
     def __cinit__(self, int fd, size_t size, int consumed_fd, uint32_t ngroups):
         import mmap
@@ -131,17 +153,28 @@ cdef class _CapRing:
         self.consumed = <uint64_t *>&acct[0]
         self.ngroups = ngroups
         self.mask = size - 1
+        self.quantum = CAP_QUANTUM
+        self.quiet = True
 
     def pending(self):
         """Bytes the program wrote that the walk has not consumed yet."""
         return vn_load64(self.prod_pos) - vn_load64(self.cons_pos)
+
+    cdef bint ready(self):
+        cdef uint64_t cons
+        if self.data == NULL:
+            return False
+        cons = vn_load64(self.cons_pos)
+        return cons < vn_load64(self.prod_pos) and \
+            not vn_load32(self.data + (cons & self.mask)) & RB_BUSY
 
     cdef int walk(self, _Engine e, _Sender s, int budget) except -1:
         """The records the program has committed, in order, up to ``budget`` frames;
         WALK_BATCH at a time: decided, sent (payloads point into the ring), then given back
         (the consumer position moves past them), then their bytes credited to their groups
         (after the ring has the room: a group never looks emptier than the ring is).
-        Returns how many records it read."""
+        Returns how many records it read; in the ring thread's turns it stops early, as
+        ``_Ring.walk`` does, when a quiet walker has a frame."""
         cdef uint64_t cons = vn_load64(self.cons_pos), prod, size
         cdef uint32_t hlen, cid, n, slot
         cdef uint16_t grp[WALK_BATCH]
@@ -154,6 +187,9 @@ cdef class _CapRing:
             prod = vn_load64(self.prod_pos)
             k = 0
             while cons < prod and k < WALK_BATCH and done + k < budget:
+                if (done + k) % YIELD_EVERY == 0 and done + k and e.quiet_waiting(self):
+                    budget = done + k               # a quiet walker's frame goes next
+                    break
                 h = self.data + (cons & self.mask)
                 hlen = vn_load32(h)
                 if hlen & RB_BUSY:                  # still being written: the next wake-up

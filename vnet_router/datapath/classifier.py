@@ -18,8 +18,9 @@ The queues of an interface (``RX_QUEUES`` rings, one fanout group):
 * ``FIRST_VNET_Q`` (3) on: one per vNet with an input virtual link on an Ethernet substrate
   link, by name (more vNets than rings: they share, round-robin).
 
-The engine serves them in weighted rounds (``quanta``): known neighbours' control first, each
-vNet's ring up to its quantum (``TURN`` frames scaled by the vNet's rate, at least
+The engine serves them in rounds (``_Engine.serve``): a ring that was empty at its last look
+first (a quiet vNet's frame), then the backlogged ones, known neighbours' control first, each
+vNet's ring up to its quantum (``quanta``: ``TURN`` frames scaled by the vNet's rate, at least
 ``MIN_QUANTUM``), strangers' control last and least.  A full ring drops only its own frames:
 the kernel counts them on that ring's socket and the engine adds them as its vNet's
 ``ring_full``.
@@ -112,9 +113,9 @@ def vnet_queues(snap, nqueues: int = RX_QUEUES) -> dict[str, int]:
 def quanta(snap, queues: dict[str, int], nqueues: int = RX_QUEUES) -> dict[int, int]:
     """Frames each ring may give per turn of the ring thread: a vNet's in proportion to the
     sum of its input virtual links' rates (unrated vNets count as the largest), at least
-    MIN_QUANTUM; known neighbours' control and the default ring a whole TURN.  A turn is short
-    (one send batch, WALK_BATCH): a frame of a quiet vNet waits behind at most one turn of
-    each flooding vNet's ring."""
+    MIN_QUANTUM; known neighbours' control and the default ring a whole TURN.  The quanta
+    weigh backlogged rings against each other; a quiet ring's frame does not wait for a turn
+    (``_Engine.serve``: it is served first, and a walk yields to it every YIELD_EVERY frames)."""
     rate: dict[str, float] = {}
     for e in snap.inputs.values():
         r = e.vlink.rate

@@ -27,10 +27,11 @@ tag, above 9216 bytes).  What it takes is UDP, ICMP, raw frames and what the vNe
 A vNet whose stack floods its TAPs cannot take the capture from the others: the ports of one
 vNet make a group (``groups``: slot -> group), and each group has a ring of its own (``rings``,
 an array of ring buffers: group ``g`` writes ring ``g % RINGS``, created here when a group
-first needs it), which the ring thread walks in turns with the substrate rings, at most
-WALK_BUDGET frames of each per turn.  A quiet vNet's frame so waits behind at most one turn of
-the flood, not behind whatever the flood holds in a shared FIFO (one ring shared with a 1 MiB
-share per vNet: 12 ms of B's median RTT beside A's flood, benchmark rows (o)).
+first needs it), which the ring thread serves in the same rounds as the substrate rings
+(``_Engine.serve``: a quiet ring's frame first, a walk yields to it every YIELD_EVERY frames).
+A quiet vNet's frame so waits behind a few frames of the flood, not behind whatever the flood
+holds in a shared FIFO (one ring shared with a 1 MiB share per vNet: 12 ms of B's median RTT
+beside A's flood, benchmark rows (o)).
 
 Where more than RINGS vNets have captured TAPs, a ring is shared, and each of its groups holds
 at most its share of it: the program counts the bytes it reserves per group, the engine's walk
