@@ -11,9 +11,13 @@ Topology (``run.py``'s, one more vnet instance on the generator's side)::
   namespace on g0 whose interface has ``rate = B_RATE`` (B's TCP is limited by configuration,
   so "B alone" is well defined); at the router under test B's TAP (``tb``, on substrate link
   ``in`` = r0) has ``in_rate = B_IN_RATE``, above what B's shaper sends.  B's instance, ping and
-  iperf3 run on the generator's core, the instance and ping at SCHED_FIFO priorities
-  (``chrt``): what is measured is what the router under test does to B, not how the
-  generator's core shares itself between trafgen and B.
+  iperf3 run on the router's core (``B_CORE``), the instance and ping at SCHED_FIFO priorities
+  (``chrt``), not on the generator's: there B's frames would wait in that core's backlog queue
+  (``netif_rx``) behind up to 1,000 of trafgen's, before any router sees them -- the Linux
+  bridge in the router's place gave B 1.7-3.0x its RTT alone there.  On a LAN, B's sender is
+  another machine.  ``ping -i`` is 10 ms: below that, iputils' ping busy-waits, and at
+  SCHED_FIFO it took its core from everything else (the rows before 2026-12-07's last section
+  measured that).
 * A: a vNet with a TAP ``ta`` at the router under test.  The cases:
   - ``flood``: trafgen on g0 sends A's valid frames (VLAN 10, VLI 100) at its full rate into
     A's input virtual link, which has no input rate; A's frames end in A's TAP;
@@ -36,8 +40,13 @@ Topology (``run.py``'s, one more vnet instance on the generator's side)::
   (out by r1, as A's frames leave the router by r1 there).  What B's RTT does beside A here
   is what this machine does to it with no vnet router in the way.
 
-Per case, in one router: B alone (``ping`` every ``PING_INTERVAL`` over ``Bench.seconds``,
-then one iperf3 TCP flow as long), then A's flood started, and B again with the same windows.
+Per case, in one router: B's TCP flow alone (one iperf3 flow over ``Bench.seconds``), then
+A's flood started and B's TCP again; then B's ping stream (every ``PING_INTERVAL``, about
+2 x ``Bench.seconds``) while A's trafgen is stopped (SIGSTOP) and let go (SIGCONT) in turn
+every SLICE seconds: B alone and B beside A interleaved, so that what the machine does
+meanwhile falls on both alike (``_ping_slices``).  Both cores are kept out of their halt state
+meanwhile (``_awake``): an idle core's wake-up would add to B alone what it does not add
+beside A.
 Reported: B's pings lost, median and p99 RTT, TCP throughput beside A and alone; A's offered
 and delivered rate; the router's cost (both cores' busy time, as ``run.py`` reads it from
 /proc/stat, beside A minus alone, minus the generator alone's cost per frame times A's
@@ -52,7 +61,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import signal
+import struct
 import subprocess
 import time
 
@@ -76,8 +88,12 @@ GEN_ALONE = "(o) generator alone (nothing forwards)"
 B_RATE = "20Mbit"           # B's output virtual link at its sender: what limits B's TCP
 B_IN_RATE = "25Mbit"        # B's input virtual link at the router under test (never limits)
 A_IN_RATE = "10Mbit"
-PING_INTERVAL = 0.005       # 200 pings/s: 1,000 in a 5 s window
-RT_ROUTER = "20"            # SCHED_FIFO priorities on the generator's core: B's vnet instance,
+PING_INTERVAL = 0.01        # 100 pings/s (iputils ping busy-waits below 10 ms: at SCHED_FIFO
+                            # it took its core from everything else)
+SLICE = 0.5                 # s: A stopped, then flooding, in turn while B's pings run
+SETTLE = 0.05               # s after each switch whose pings count for neither
+B_CORE = FWD_CORE           # B's sending instance, ping and iperf3: not on the generator's core
+RT_ROUTER = "20"            # SCHED_FIFO priorities on B's core: B's vnet instance,
 RT_PING = "10"              # above B's pings (iperf3, client and server at one SCHED_FIFO
                             # priority, hung; it sleeps most of the time and runs as it is)
 IPERF_PORT = 5201
@@ -102,7 +118,8 @@ def run(b, tiers, want) -> list[Iso]:
     gen_us = gen_net / gen_offered if gen_offered else None      # None: no cost columns
     b.progress(f"  {GEN_ALONE:<50} offered {gen_offered / 1e3:8.1f} kpps, "
                f"{_f(gen_us)} us per frame (both cores, net of an idle window)")
-    out = [one(b, c, None, gen_us, None, None) for c in refs]
+    with _awake():
+        out = [one(b, c, None, gen_us, None, None) for c in refs]
     for tier in tiers:
         cases = [c for c, t in todo if t == tier]
         if not cases:
@@ -113,13 +130,31 @@ def run(b, tiers, want) -> list[Iso]:
         b.progress(f"  {PREFIX}, {rows.engine(tier)}: {SWITCH}: {sw_delivered / 1e3:.1f} of "
                    f"{sw_offered / 1e3:.1f} kpps, {_f(switch_us)} us per forwarded frame")
         tap_fwd = None
-        with _bpf_stats():
+        with _bpf_stats(), _awake():
             for c in cases:
                 r = one(b, c, tier, gen_us, switch_us, tap_fwd)
                 if c == "flood" and not r.failed:
                     tap_fwd = r.cost_fwd_us
                 out.append(r)
     return out
+
+
+@contextlib.contextmanager
+def _awake():
+    """Both cores kept out of their halt state while held (PM QoS: ``/dev/cpu_dma_latency``
+    0, as cyclictest does): an idle core's wake-up from halt (a VM exit here) otherwise adds
+    to B's RTT alone, when the router's core idles between pings, what it does not add beside
+    A, when that core is busy; an idle core then polls (still idle in /proc/stat)."""
+    try:
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.write(fd, struct.pack("i", 0))
+        yield
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -204,15 +239,18 @@ def one(b, case: str, datapath: str, gen_us, switch_us, tap_fwd_us) -> Iso:
     b.build()
     try:
         (_setup_bridge if case.startswith("bridge") else _setup)(b, case, datapath)
-        alone = _window(b, case)
+        alone = _window(b, case)                    # TCP and costs: A not started
         flood = _flood(b, case)
         time.sleep(min(1.0, b.seconds / 3))         # ramp up
         if flood.poll() is not None:
             raise RuntimeError(f"A's trafgen exited at once: {_last(b, 'trafgen-a')}")
-        beside = _window(b, case)
+        beside = _window(b, case)                   # ... A flooding
+        pings_alone, pings_beside = _ping_slices(b, flood)
         if flood.poll() is not None:
             raise RuntimeError(f"A's trafgen exited: {_last(b, 'trafgen-a')}")
         b.stop(flood)
+        alone.update(pings_alone)
+        beside.update(pings_beside)
         _fill(r, alone, beside, gen_us, tap_fwd_us)
     except Exception as e:          # noqa: BLE001 -- whatever broke, the table says it
         r.failed = " ".join(str(e).split())[:200] or type(e).__name__
@@ -282,9 +320,9 @@ def _src(b, peer: str) -> str:
 
 def _b_ready(b, src: str) -> None:
     """B's sending instance started (``src``), its iperf3 server, and a first reply."""
-    p = b.router(src, "fast", name="gen")
+    p = b.router(src, "fast", name="gen", core=B_CORE)
     b.sh(None, "chrt", "-a", "-f", "-p", RT_ROUTER, str(p.pid))
-    b.popen("bdst", ["iperf3", "-s", "-p", str(IPERF_PORT)], core=GEN_CORE,
+    b.popen("bdst", ["iperf3", "-s", "-p", str(IPERF_PORT)], core=B_CORE,
             log=b.work / "iperf3-server.log")
     for _ in range(20):                 # link watch, ARP (run.py's latency warm-up)
         if _ping(b, 2, 0.2).returncode == 0:
@@ -350,31 +388,83 @@ def _last(b, log: str) -> str:
 # -- measurement --------------------------------------------------------------------------------
 
 def _window(b, case: str) -> dict:
-    """B's ping stream over ``b.seconds``, then B's TCP flow over ``b.seconds`` (whole seconds,
-    after one second iperf3 omits: slow start), one after the other so that the pings do not
-    wait in the queue B's own TCP keeps full at B's shaper; both cores' busy time and A's
-    counters over both."""
-    count = max(10, int(b.seconds / PING_INTERVAL))
+    """B's TCP flow over ``b.seconds`` (whole seconds, after one second iperf3 omits: slow
+    start); both cores' busy time and A's counters over it."""
     c0 = _counters(b, case)
-    ping = _in_bsrc(b, ["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "1",
-                        B_IP["dst"]], b.seconds + 30)
     tcp = _in_bsrc(b, ["iperf3", "-c", B_IP["dst"], "-p", str(IPERF_PORT), "-t",
                        str(max(1, round(b.seconds))), "-O", "1", "-J", "--connect-timeout",
                        "5000"], b.seconds + 30)
     c1 = _counters(b, case)
-    sent = re.search(r"(\d+) packets transmitted, (\d+) received", ping)
-    if sent is None:
-        raise RuntimeError(f"ping: {ping.strip()[-200:]}")
-    rtts = sorted(float(x) * 1000 for x in re.findall(r"time=([\d.]+) ms", ping))
     dt = c1["t"] - c0["t"]
-    return {"sent": int(sent.group(1)), "received": int(sent.group(2)), "rtts": rtts,
-            "bps": _iperf_bps(tcp), **{k: (c1[k] - c0[k]) / dt for k in c1 if k != "t"}}
+    return {"bps": _iperf_bps(tcp), **{k: (c1[k] - c0[k]) / dt for k in c1 if k != "t"}}
+
+
+def _ping_slices(b, flood) -> tuple[dict, dict]:
+    """B's ping stream over about 2 x ``b.seconds`` while A's trafgen is stopped and let go
+    (SIGSTOP, SIGCONT) in turn every SLICE seconds: B alone and B beside A interleaved, so
+    that what the machine does meanwhile (its other load, the host's scheduling of this VM)
+    falls on both alike.  Each ping counts for the slice it was sent in (``ping -D``: the
+    reply's time less its RTT; a lost one's: its sequence number's place between answered
+    ones), except in the SETTLE seconds after a switch.  Returns (alone, beside): pings
+    sent, received, RTTs in us."""
+    count = max(20, int(2 * b.seconds / PING_INTERVAL))
+    out = b.work / "ping-slices.log"
+    with open(out, "w") as f:
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", b.ns("bsrc"), "taskset", "-c", str(B_CORE)] +
+            _rt(["ping", "-n", "-D", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "1",
+                 B_IP["dst"]]), stdout=f, stderr=subprocess.STDOUT)
+    switches, on = [], False
+    try:
+        while True:
+            os.killpg(flood.pid, signal.SIGCONT if on else signal.SIGSTOP)
+            switches.append((time.time(), on))
+            try:
+                p.wait(SLICE)
+                break
+            except subprocess.TimeoutExpired:
+                on = not on
+            if time.time() - switches[0][0] > 4 * b.seconds + 30:
+                p.kill()
+                raise RuntimeError("ping did not finish")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(flood.pid, signal.SIGCONT)
+    text = out.read_text()
+    sent = re.search(r"(\d+) packets transmitted", text)
+    if sent is None:
+        raise RuntimeError(f"ping: {text.strip()[-200:]}")
+    replies = {int(q): (float(t) - float(ms) / 1000, float(ms) * 1000) for t, q, ms in
+               re.findall(r"\[([\d.]+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms", text)}
+    if len(replies) < 2:
+        raise RuntimeError(f"ping: {len(replies)} replies of {sent.group(1)}")
+    seqs = sorted(replies)
+    step = (replies[seqs[-1]][0] - replies[seqs[0]][0]) / max(1, seqs[-1] - seqs[0])
+    out_ = ({"sent": 0, "received": 0, "rtts": []}, {"sent": 0, "received": 0, "rtts": []})
+    for q in range(1, int(sent.group(1)) + 1):
+        if q in replies:
+            t, rtt = replies[q]
+        else:                               # lost: where its neighbours say it was sent
+            near = min(seqs, key=lambda x: abs(x - q))
+            t, rtt = replies[near][0] + (q - near) * step, None
+        k = max(i for i, (ts, _) in enumerate(switches) if ts <= t) if t >= switches[0][0] \
+            else None
+        if k is None or t - switches[k][0] < SETTLE:
+            continue
+        w = out_[1 if switches[k][1] else 0]
+        w["sent"] += 1
+        if rtt is not None:
+            w["received"] += 1
+            w["rtts"].append(rtt)
+    for w in out_:
+        w["rtts"].sort()
+    return out_
 
 
 def _in_bsrc(b, argv: list[str], timeout: float) -> str:
     """``argv`` in B's sending namespace at real-time priority on the generator's core; its
     output (killed, and an error, past ``timeout``)."""
-    cmd = ["ip", "netns", "exec", b.ns("bsrc"), "taskset", "-c", str(GEN_CORE)] + _rt(argv)
+    cmd = ["ip", "netns", "exec", b.ns("bsrc"), "taskset", "-c", str(B_CORE)] + _rt(argv)
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
     except subprocess.TimeoutExpired:
