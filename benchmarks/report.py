@@ -265,9 +265,10 @@ def write_markdown(out: Path, results, lats, machine: str, cmd: str, a, shaped=(
         " engine; rates that never limit are 100Gbit; (l) counts the shaped vNet's payload "
         "bytes at the sink, as the shaper counts them, each vNet sending from its own trafgen "
         "(the flood's rate alone is measured first, in the same router). Rows (o) "
-        "(`benchmarks/isolation.py`): vNet A floods while vNet B's pings, then its TCP flow, "
-        "cross the same interface, B beside A against B alone in the same router; each case "
-        "once; the router's cost is both cores' busy time net of B's alone and of the "
-        "generator's.\n\n"
+        "(`benchmarks/isolation.py`): vNet B's TCP flow alone, then beside vNet A's flood "
+        "through the same interface, then B's pings while A's trafgen is stopped and let go "
+        "every 0.5 s (B alone and beside A interleaved; B's sender on the router's core); "
+        "each case once; the router's cost is both cores' busy time net of B's alone and of "
+        "the generator's.\n\n"
         + text + "\n" + (f"\n![pps]({png.name})\n" if have_png else ""))
     return f"{out}" + (f" and {png}" if have_png else "")
