@@ -59,6 +59,7 @@ that fails is a row saying why, never the end of the run.
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import os
@@ -370,9 +371,9 @@ def _rt(argv: list[str]) -> list[str]:
 
 
 def _ping(b, count: int, interval: float):
-    return subprocess.run(["ip", "netns", "exec", b.ns("bsrc")] + _rt(
-        ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", "1", B_IP["dst"]]),
-        capture_output=True, text=True, timeout=count * interval + 30)
+    return subprocess.run(_bsrc(b, ["ping", "-n", "-c", str(count), "-i", str(interval), "-W",
+                                    "1", B_IP["dst"]]),
+                          capture_output=True, text=True, timeout=count * interval + 30)
 
 
 
@@ -411,9 +412,8 @@ def _ping_slices(b, flood) -> tuple[dict, dict]:
     out = b.work / "ping-slices.log"
     with open(out, "w") as f:
         p = subprocess.Popen(
-            ["ip", "netns", "exec", b.ns("bsrc"), "taskset", "-c", str(B_CORE)] +
-            _rt(["ping", "-n", "-D", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "1",
-                 B_IP["dst"]]), stdout=f, stderr=subprocess.STDOUT)
+            _bsrc(b, ["ping", "-n", "-D", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "1",
+                      B_IP["dst"]]), stdout=f, stderr=subprocess.STDOUT)
     switches, on = [], False
     try:
         while True:
@@ -439,6 +439,7 @@ def _ping_slices(b, flood) -> tuple[dict, dict]:
     if len(replies) < 2:
         raise RuntimeError(f"ping: {len(replies)} replies of {sent.group(1)}")
     seqs = sorted(replies)
+    starts = [ts for ts, _ in switches]
     step = (replies[seqs[-1]][0] - replies[seqs[0]][0]) / max(1, seqs[-1] - seqs[0])
     out_ = ({"sent": 0, "received": 0, "rtts": []}, {"sent": 0, "received": 0, "rtts": []})
     for q in range(1, int(sent.group(1)) + 1):
@@ -447,9 +448,8 @@ def _ping_slices(b, flood) -> tuple[dict, dict]:
         else:                               # lost: where its neighbours say it was sent
             near = min(seqs, key=lambda x: abs(x - q))
             t, rtt = replies[near][0] + (q - near) * step, None
-        k = max(i for i, (ts, _) in enumerate(switches) if ts <= t) if t >= switches[0][0] \
-            else None
-        if k is None or t - switches[k][0] < SETTLE:
+        k = bisect.bisect_right(starts, t) - 1          # the slice it was sent in
+        if k < 0 or t - starts[k] < SETTLE:
             continue
         w = out_[1 if switches[k][1] else 0]
         w["sent"] += 1
@@ -461,12 +461,17 @@ def _ping_slices(b, flood) -> tuple[dict, dict]:
     return out_
 
 
+def _bsrc(b, argv: list[str]) -> list[str]:
+    """``argv`` as run in B's sending namespace on B's core (ping at real-time priority)."""
+    return ["ip", "netns", "exec", b.ns("bsrc"), "taskset", "-c", str(B_CORE)] + _rt(argv)
+
+
 def _in_bsrc(b, argv: list[str], timeout: float) -> str:
-    """``argv`` in B's sending namespace at real-time priority on the generator's core; its
-    output (killed, and an error, past ``timeout``)."""
-    cmd = ["ip", "netns", "exec", b.ns("bsrc"), "taskset", "-c", str(B_CORE)] + _rt(argv)
+    """``argv`` in B's sending namespace (``_bsrc``); its output (killed, and an error, past
+    ``timeout``)."""
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout).stdout
+        return subprocess.run(_bsrc(b, argv), capture_output=True, text=True,
+                              timeout=timeout).stdout
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{argv[0]} did not finish in {timeout:g} s") from None
 

@@ -414,7 +414,8 @@ cdef class _Engine:
                     continue
                 self.wakeups += 1
                 try:
-                    k = w.walk(self, self.rs, w.quantum if self.contended(w) else WALK_BUDGET)
+                    k = w.walk(self, self.rs,
+                               w.quantum if self.other_ready(w, False) else WALK_BUDGET)
                 except Exception:
                     _tx_flush(self, self.rs)
                     log.exception("fast path: error while walking %r", w)
@@ -423,20 +424,10 @@ cdef class _Engine:
                 w.quiet = not w.ready()
         return total
 
-    cdef bint contended(self, _Walker me):
-        """Another walker has a frame too (``me``'s turn is then its quantum)."""
-        cdef list ws = self.walkers
-        cdef int i
-        cdef _Walker w
-        for i in range(len(ws)):
-            w = <_Walker>ws[i]
-            if w is not me and w.ready():
-                return True
-        return False
-
-    cdef bint quiet_waiting(self, _Walker me):
-        """A walker other than ``me`` that was quiet has a frame: ``me``'s walk yields to it.
-        False outside the ring thread's turns (``walk`` in tests, a reload's drain)."""
+    cdef bint other_ready(self, _Walker me, bint quiet_only):
+        """A walker other than ``me`` has a frame (``quiet_only``: one that was quiet, to
+        which ``me``'s walk yields; else ``me``'s turn is its quantum).  False outside the
+        ring thread's turns (``walk`` in tests, a reload's drain)."""
         cdef list ws = self.walkers
         cdef int i
         cdef _Walker w
@@ -444,7 +435,7 @@ cdef class _Engine:
             return False
         for i in range(len(ws)):
             w = <_Walker>ws[i]
-            if w is not me and w.quiet and w.ready():
+            if w is not me and (w.quiet or not quiet_only) and w.ready():
                 return True
         return False
 

@@ -3,7 +3,7 @@
 # BPF ring buffer (``bpf/tap_capture.bpf.c``).  Both walk what the kernel published, WALK_BATCH
 # frames at a time, hand each to the engine, flush the batch, then give the slots back.  The
 # ring thread serves them in turns (``_Engine.serve``); a walk it runs yields, every
-# YIELD_EVERY frames, to a quiet walker that has a frame (``_Engine.quiet_waiting``).
+# YIELD_EVERY frames, to a quiet walker that has a frame (``_Engine.other_ready``).
 
 cdef class _Walker:
     """What the ring thread serves in turns: a ring some kernel code fills with frames."""
@@ -81,7 +81,7 @@ cdef class _Ring(_Walker):
         while True:
             first, n = self.cur, 0
             while n < WALK_BATCH and done + <int>n < budget:
-                if (done + n) % YIELD_EVERY == 0 and done + n and e.quiet_waiting(self):
+                if (done + n) % YIELD_EVERY == 0 and done + n and e.other_ready(self, True):
                     budget = done + n               # a quiet walker's frame goes next
                     break
                 h = self.base + <size_t>self.cur * self.frame_size
@@ -187,7 +187,7 @@ cdef class _CapRing(_Walker):
             prod = vn_load64(self.prod_pos)
             k = 0
             while cons < prod and k < WALK_BATCH and done + k < budget:
-                if (done + k) % YIELD_EVERY == 0 and done + k and e.quiet_waiting(self):
+                if (done + k) % YIELD_EVERY == 0 and done + k and e.other_ready(self, True):
                     budget = done + k               # a quiet walker's frame goes next
                     break
                 h = self.data + (cons & self.mask)
