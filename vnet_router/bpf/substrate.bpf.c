@@ -331,14 +331,14 @@ int substrate_tc(struct __sk_buff *skb)
 	}
 	__u32 slot = l->slot;
 
-	/* VLI and LEN */
-	if (n < off + 4)
+	/* VLI and LEN, at off in the skb (n counts a stripped tag; the skb does not hold it) */
+	if (skb->len < off + 4)
 		return link_drop(slot, n, R_SHORT);
 	if (bpf_skb_load_bytes(skb, inline_tag ? 18 : 14, h + 18, 4) < 0)
 		return link_drop(slot, n, R_SHORT);
 	__u16 vli = (h[18] << 8) | h[19];
 	__u32 len = (h[20] << 8) | h[21];
-	if (off + 4 + len > n)
+	if (off + 4 + len > skb->len)
 		return link_drop(slot, n, R_BAD_LEN);
 	if (len > l->payload_mtu)
 		return link_drop(slot, n, R_OVERSIZE);
