@@ -2,8 +2,9 @@
 
 x, y and the VBM v share a switched LAN whose control messages are authenticated with a LAN key
 (the topology of test_control_auth); e, a station with no daemon and no key, floods the LAN
-with VLI 0 frames for 5 s with trafgen: malformed ones, ones sealed with a key of its own (each
-costs a receiver an HMAC), from its own MAC and from random ones.  The neighbours' timeout is
+with VLI 0 frames for 5 s with trafgen: ones that are no control message (the datapath's
+``control`` drop), unsealed ones, ones sealed with a key of its own (each costs a receiver an
+HMAC), from its own MAC and from random ones.  The neighbours' timeout is
 2 s, so a neighbour whose HELLOs the flood kept from the control plane would be lost.
 
 During the flood no neighbour goes (``neighbours_lost``), no request times out, the Traffic
@@ -48,9 +49,9 @@ def topology(keyfiles: dict):
 
 
 def _trafgen_cfg(lab, path) -> None:
-    """e's flood, sent in turn: malformed (unsealed) from e's MAC; sealed with e's own key
-    under the LAN key's id (each an HMAC to check) from e's MAC and from random MACs,
-    broadcast and to the VBM."""
+    """e's flood, sent in turn: no control message (an unknown type) and a HELLO without
+    the LAN's seal from e's MAC; sealed with e's own key under the LAN key's id (each an HMAC
+    to check) from e's MAC and from random MACs, broadcast and to the VBM."""
     evil = auth.Keyring(1, {1: EVIL_KEY})
     e, v = (wire.mac_to_bytes(lab.mac(n, "e0")) for n in "ev")
     bcast = wire.BROADCAST_MAC
@@ -63,6 +64,7 @@ def _trafgen_cfg(lab, path) -> None:
         return auth.seal(msg.pack(), evil, src, time.time())
     random_src = b"\x06\x00\x00\x00\x00\x00"        # its last 5 bytes random per frame
     frames = [(wire.pack_eth(bcast, e, 0, malformed), False),
+              (wire.pack_eth(bcast, e, 0, hello.pack()), False),
               (wire.pack_eth(bcast, e, 0, sealed(hello, e)), False),
               (wire.pack_eth(v, e, 0, sealed(agg, e)), False),
               (wire.pack_eth(bcast, random_src, 0, sealed(hello, random_src)), True),
@@ -155,8 +157,8 @@ def test_a_vli0_flood_costs_no_neighbour_and_no_exchange(make_lab, tmp_path):
     # the flood's frames, counted by reason on every receiver
     for n in "xyv":
         got = report[n]
-        assert got["refused"].get("unauthenticated", 0) > 0, (n, got)       # malformed
+        assert got["refused"].get("unauthenticated", 0) > 0, (n, got)       # unsealed
         assert got["refused"].get("bad_mac", 0) > 0, (n, got)               # forged
-        assert got["drops"].get("control", 0) > 0, (n, got)                 # refused by the plane
+        assert got["drops"].get("control", 0) > 0, (n, got)     # no message, or refused
     assert any(report[n]["drops"].get("control_other", 0) +
                report[n]["drops"].get("control_source", 0) > 0 for n in "xyv"), report

@@ -13,8 +13,8 @@ STALL seconds in the middle, so a ring overflows for certain, whatever the machi
 * r lost frames of ``a`` to the overload, and counted every one of them under ``a``
   (``ring_full`` of vNet ``a``): none under ``b``;
 * frames of ``a`` garbled in flight are the classifier's (a second trafgen sends frames with
-  an unknown VLI and from a stranger's MAC on the VLAN): counted by reason, at r's kernel,
-  and ``b`` still loses nothing.
+  an unknown VLI, from a stranger's MAC on the VLAN, and VLI 0 frames from the peer that are
+  no control message): counted by reason, at r's kernel, and ``b`` still loses nothing.
 
 Without the classifier (tried: the engine reading one ring per interface) b lost 20 echo
 requests in a row during the stall and a's losses were counted globally only.  The counters
@@ -62,8 +62,9 @@ def datapath(request, monkeypatch):
 
 
 def _frames(lab, path, garbage: bool) -> None:
-    """trafgen's frames from g to r on VLAN 10: a's (valid), or garbage (an unknown VLI, and
-    a's VLI from a MAC that is not g's)."""
+    """trafgen's frames from g to r on VLAN 10: a's (valid), or garbage (an unknown VLI, a's
+    VLI from a MAC that is not g's, and a VLI 0 frame from g whose payload is no control
+    message)."""
     inner = (wire.mac_to_bytes("02:a0:00:00:00:aa") + wire.mac_to_bytes("02:a0:00:00:00:bb")
              + b"\x88\xb6")
     payload = inner + bytes(46 - len(inner))
@@ -71,7 +72,8 @@ def _frames(lab, path, garbage: bool) -> None:
     if garbage:
         frames = [wire.pack_eth(dst, src, 999, payload, wire.VlanTag(10)),
                   wire.pack_eth(dst, wire.mac_to_bytes(STRANGER), A_VLI, payload,
-                                wire.VlanTag(10))]
+                                wire.VlanTag(10)),
+                  wire.pack_eth(dst, src, 0, b"\xa5" * 46, wire.VlanTag(10))]
     else:
         frames = [wire.pack_eth(dst, src, A_VLI, payload, wire.VlanTag(10))]
     path.write_text("".join("{ " + ", ".join(f"0x{b:02x}" for b in f) + " }\n"
@@ -144,7 +146,9 @@ def test_a_flood_in_one_vnet_costs_the_other_nothing(make_lab, datapath, tmp_pat
     assert not missing, f"b lost pings to a's flood: {numbers}"
     assert not b, f"b's frames dropped: {numbers}"
     assert a.get("ring_full", 0) > 0, f"a's overload not counted under a: {numbers}"
-    # the garbage: ended at r's kernel by the classifier, counted by reason
+    # the garbage: ended at r's kernel by the classifier, counted by reason; the VLI 0
+    # frames too, though they come from the peer, and before its control budget
     assert drops.get("unknown_vli", 0) > 1000 and drops.get("bad_peer", 0) > 1000, numbers
+    assert drops.get("control", 0) > 1000 and "control_policed" not in drops, numbers
     assert after["kernel_frames"] - before["kernel_frames"] >= \
-        drops["unknown_vli"] + drops["bad_peer"], numbers
+        drops["unknown_vli"] + drops["bad_peer"] + drops["control"], numbers

@@ -1,8 +1,8 @@
 """Control message codecs: every type round-trips; arbitrary bytes only raise the decode error."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
-from vnet_router.wire import substrate as wire
+from vnet_router.wire import auth, substrate as wire
 from vnet_router.wire import control as m
 
 u16, u32, u64 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF), st.integers(0, (1 << 64) - 1)
@@ -54,3 +54,32 @@ def test_valid_header_garbage_body(cls, body):
         m.decode(raw)
     except m.ControlDecodeError:
         pass
+
+
+# -- the datapath's check (``plausible``): what it drops no receiver would take ------------------
+
+RING = auth.Keyring(send=1, keys={1: b"k" * 32})
+SIGNER = auth.signing_key(b"s" * 32)
+SRC, NOW = b"\x02\x00\x00\x00\x00\x01", 1.7e9
+headerish = st.builds(lambda v, t, f, rest: bytes([v, t]) + f.to_bytes(2, "big") + rest,
+                      st.integers(0, 2), st.integers(0, m.MAX_TYPE + 2), st.integers(0, 7),
+                      st.binary(max_size=80))
+
+
+@pytest.mark.parametrize("cls", list(m.MESSAGES.values()), ids=lambda c: c.TYPE.name)
+@given(data=st.data(), signed=st.booleans(), sealed=st.booleans())
+def test_every_message_a_node_sends_is_plausible(cls, data, signed, sealed):
+    raw = data.draw(strategy(cls)).pack()
+    if signed:
+        raw = auth.sign(raw, SIGNER)
+    if sealed:
+        raw = auth.seal(raw, RING, SRC, NOW)
+    assert m.plausible(raw) and m.plausible(memoryview(raw))
+
+
+@given(st.one_of(headerish, st.binary(max_size=80)), st.booleans())
+def test_what_is_not_plausible_no_receiver_takes(raw, keyed):
+    assume(not m.plausible(raw))
+    with pytest.raises((auth.AuthError, m.ControlDecodeError)):
+        plain = auth.unseal(raw, RING if keyed else None, SRC, NOW, 60.0)
+        m.decode(auth.split_signature(plain)[0])

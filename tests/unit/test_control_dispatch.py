@@ -3,9 +3,9 @@ last, the first that takes or refuses a frame decides, and a frame nobody takes 
 ``control`` drop -- through both engines."""
 import pytest
 
-from test_datapath_diff import IF0, IF1, IMPLS, ME0, ME1, P1, Q, Rig, sub
+from test_datapath_diff import IF0, IF1, IMPLS, ME0, ME1, P1, Q, Rig, ctl, sub
 from vnet_router.datapath.dispatch import ControlDispatch
-from vnet_router.wire import substrate as wire
+from vnet_router.wire import control, substrate as wire
 
 
 def handler(name, calls, answer):
@@ -64,24 +64,30 @@ def test_unregister():
 @pytest.mark.parametrize("mod", IMPLS)
 def test_frames_nobody_takes_are_the_control_drop(mod):
     """Through a datapath: taken frames are not counted, refused and unclaimed ones are
-    the ``control`` drop, and the handlers see the frames in order."""
+    the ``control`` drop, and the handlers see the frames in order; a payload that is no
+    control message (``control.plausible``) is the ``control`` drop before any handler."""
     calls = []
     d = ControlDispatch()
-    d.register(handler("first", calls, lambda p: {b"\x01": True, b"\x02": False}.get(p[:1])))
-    d.register(handler("fallback", calls, lambda p: True if p[:1] == b"\x03" else None),
+    d.register(handler("first", calls, lambda p: {b"\x01": True, b"\x02": False}.get(tag(p))))
+    d.register(handler("fallback", calls, lambda p: True if tag(p) == b"\x03" else None),
                fallback=True)
     rig = Rig(mod, on_control=d)
     t10 = wire.VlanTag(10, 5)
     try:
-        for payload in (b"\x01take" * 4, b"\x02refuse" * 4, b"\x03fallback" * 4,
-                        b"\x04nobody" * 4):
+        for payload in (ctl(b"\x01take" * 4), ctl(b"\x02refuse" * 4), ctl(b"\x03fallback" * 4),
+                        b"\x01junk" * 8, ctl(b"\x04nobody" * 4)):
             rig.eth(IF0, sub(ME0, P1, 0, payload, t10), None)
-        rig.eth(IF1, sub(ME1, Q, 0, b"\x04nobody" * 4), 30)
+        rig.eth(IF1, sub(ME1, Q, 0, ctl(b"\x04nobody" * 4)), 30)
         cnt = rig.counters()
     finally:
         rig.close()
-    assert [(who, link, p[:1]) for who, link, p in calls] == [
+    assert [(who, link, tag(p)) for who, link, p in calls] == [
         ("first", "p1", b"\x01"), ("first", "p1", b"\x02"), ("first", "p1", b"\x03"),
         ("fallback", "p1", b"\x03"), ("first", "p1", b"\x04"), ("fallback", "p1", b"\x04"),
         ("first", "q", b"\x04"), ("fallback", "q", b"\x04")]
-    assert cnt["drops"]["control"] == 3                          # refused once, unclaimed twice
+    assert cnt["drops"]["control"] == 4              # junk, refused once, unclaimed twice
+
+
+def tag(payload):
+    """What the test's handlers decide on: the first byte after the control header."""
+    return payload[control.HEADER_LEN:control.HEADER_LEN + 1]

@@ -4,7 +4,7 @@ by its reason -- the same in both engines.  (The rig is test_datapath_diff's; th
 thread's hand-over is test_ring_walk's.)"""
 import pytest
 
-from test_datapath_diff import IF0, IMPLS, P1, P3, STRANGER, Rig, fast_mod, ref_mod, sub
+from test_datapath_diff import IF0, IMPLS, P1, P3, STRANGER, Rig, ctl, fast_mod, ref_mod, sub
 from vnet_router.datapath import copp
 from vnet_router.wire import substrate as wire
 
@@ -13,7 +13,7 @@ FLOOD = copp.PER_SOURCE + 24            # frames of the stranger's flood
 
 
 def lan(src, n=1):
-    return [(IF0, sub(wire.BROADCAST_MAC, src, 0, b"\x01lan" * 8), None)] * n
+    return [(IF0, sub(wire.BROADCAST_MAC, src, 0, ctl(b"lan" * 8)), None)] * n
 
 
 def stranger(i):
@@ -43,7 +43,7 @@ def run(mod, frames, peers=None):
 
 def flood_then_neighbours():
     """A stranger floods the LAN, then the known neighbour P3 and the p2p peer speak."""
-    return (lan(STRANGER, FLOOD) + lan(P3, 2) + [(IF0, sub(b"\x02" * 6, P1, 0, b"\x01p" * 9, T10),
+    return (lan(STRANGER, FLOOD) + lan(P3, 2) + [(IF0, sub(b"\x02" * 6, P1, 0, ctl(b"p" * 9), T10),
                                                None)])
 
 
@@ -83,7 +83,7 @@ def test_many_sources_fill_only_the_rest_s_queue(mod):
 def test_a_known_neighbour_has_its_own_share(mod):
     """A known neighbour (or a forger using its MAC) fills only its own share of the known
     neighbours' queue; another known neighbour still gets in."""
-    frames = lan(P3, copp.PER_PEER + 10) + [(IF0, sub(b"\x02" * 6, P1, 0, b"\x01p" * 9, T10),
+    frames = lan(P3, copp.PER_PEER + 10) + [(IF0, sub(b"\x02" * 6, P1, 0, ctl(b"p" * 9), T10),
                                              None)]
     seen, waiting, cnt = run(mod, frames, peers={"lan": {P3}})
     assert waiting == (copp.PER_PEER + 1, 0)

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from vnet_router.datapath import select as datapaths
 from vnet_router.datapath.select import DatapathC, DatapathPy
-from vnet_router.wire import substrate as wire
+from vnet_router.wire import control, substrate as wire
 from vnet_router.model.config import loads
 from vnet_router.model.tables import IfaceFacts, Tables
 
@@ -301,6 +301,13 @@ def by_virtual_link(frames):
 
 def sub(dst, src, vli, payload, vlan=None, ethertype=wire.ETHERTYPE_SUBSTRATE):
     return wire.pack_eth(dst, src, vli, payload, vlan, ethertype)
+
+
+def ctl(body=b"", mtype=1):
+    """A VLI 0 payload the datapath hands to the control plane (``control.plausible``: a
+    version-1 header of a known type, no flags), then ``body``: the tests' control plane reads
+    the body, as the real one would refuse it."""
+    return control.HEADER.pack(control.VERSION, mtype, 0, 0, 0, 0) + body
 
 
 def inner(dst=b"\x02\x11\x11\x11\x11\x11", src=b"\x02\x22\x22\x22\x22\x22", n=50):

@@ -4,21 +4,22 @@ the learned-MAC table under a flood of source MACs -- both engines, same outputs
 (The corpus and the rig are in test_datapath_diff.)"""
 import pytest
 
-from test_datapath_diff import (IF0, IF1, IMPLS, ME0, ME1, P1, P2, P3, Q, STRANGER, Rig, fast_mod,
-                                inner, ref_mod, sub)
-from vnet_router.wire import substrate as wire
+from test_datapath_diff import (IF0, IF1, IMPLS, ME0, ME1, P1, P2, P3, Q, STRANGER, Rig, ctl,
+                                fast_mod, inner, ref_mod, sub)
+from vnet_router.wire import control, substrate as wire
 
 
 # -- with a control plane: VLI 0, meters at the current rate, fixed neighbour, own socket -----
 
 def control_frames():
-    """VLI 0 frames: accepted ones (first byte 1) and refused ones, on p2p links (tag inline
-    and out of band), the multiaccess link and eth1, plus one oversize."""
+    """VLI 0 frames: accepted ones (body byte 1) and ones the control plane refuses, on p2p
+    links (tag inline and out of band), the multiaccess link and eth1; ones no control plane
+    sees (empty, no control header); plus one oversize."""
     t10, t30 = wire.VlanTag(10, 5), wire.VlanTag(30)
-    ok, bad = b"\x01hello" * 5, b"\xffgarbage" * 4
+    ok, bad = ctl(b"\x01hello" * 5), ctl(b"\xffgarbage" * 4)
     return [
         (IF0, sub(ME0, P1, 0, ok, t10), None), (IF0, sub(ME0, P1, 0, ok), t10.tci),
-        (IF0, sub(ME0, P2, 0, bad, t10), None),
+        (IF0, sub(ME0, P2, 0, bad, t10), None), (IF0, sub(ME0, P2, 0, b"\x01" * 20, t10), None),
         (IF0, sub(wire.BROADCAST_MAC, P3, 0, ok), None), (IF0, sub(ME0, STRANGER, 0, bad), None),
         (IF1, sub(ME1, Q, 0, ok, t30), None), (IF1, sub(ME1, Q, 0, b""), 30),
         (IF0, sub(ME0, P1, 0, b"\x01" * 1497, t10), None),                    # oversize
@@ -31,7 +32,7 @@ def run_control(mod):
 
     def on_control(ctx, view, start, length):
         seen.append((ctx.id, bytes(view[6:12]), bytes(view[start:start + length])))
-        return length > 0 and view[start] == 1
+        return view[start + control.HEADER_LEN] == 1
     rig = Rig(mod, on_control=on_control)
     rig.dp.set_control_peers({"lan": {P3}})         # a neighbour heard on the LAN
     try:
@@ -48,10 +49,10 @@ def test_vli0_frames_go_to_the_control_plane(mod):
     order, then the rest's (a stranger on the LAN)."""
     seen, out, cnt = run_control(mod)
     assert [(lid, src) for lid, src, _ in seen] == [("p1", P1), ("p1", P1), ("p2", P2),
-                                                    ("lan", P3), ("q", Q), ("q", Q),
-                                                    ("lan", STRANGER)]
-    assert seen[0][2] == b"\x01hello" * 5
-    assert cnt["drops"]["control"] == 3          # refused: garbage twice, empty once
+                                                    ("lan", P3), ("q", Q), ("lan", STRANGER)]
+    assert seen[0][2] == ctl(b"\x01hello" * 5)
+    assert cnt["drops"]["control"] == 4          # refused twice; empty and headerless unseen
+    assert cnt["links"]["p2"][4] == {"control": 2} and cnt["links"]["q"][4] == {"control": 1}
     assert cnt["drops"]["oversize"] == 1
     assert len(out["tap:b1"]) == 1
 

@@ -40,7 +40,7 @@ from vnet_router.model.config import Rate, loads
 from vnet_router.model.tables import DROP, IfaceFacts, Tables
 from vnet_router.datapath import classifier as ktier
 from vnet_router.ops import ebpf
-from vnet_router.wire import substrate as wire
+from vnet_router.wire import control, substrate as wire
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or ebpf.available() is not None,
@@ -273,7 +273,7 @@ class Pair:
     def reference(self, ifindex: int, frame: bytes):
         """The reference's class of ``frame``, the frames it sent: [(ifindex, bytes)], and the
         mark the program must write (the queue), or None."""
-        reason, ctx, v, _start, _length = classify_eth(self.ref.snap, ifindex, frame, None)
+        reason, ctx, v, start, length = classify_eth(self.ref.snap, ifindex, frame, None)
         kernel = reason is None and v.key in self.tier.kernel_vlinks
         before = counters(self.ref)
         ignored = self.ref.ignored["not_member"]
@@ -293,7 +293,8 @@ class Pair:
         if not classic_keeps(frame):
             return "legacy", sent, None
         ends = reason in KERNEL_ENDS or (reason is None and (
-            v.action == DROP or moved[("drop", "policed")]))
+            v.action == DROP or moved[("drop", "policed")])) or (
+            reason == "control" and not control.plausible(frame[start:start + length]))
         if ends:
             self.kernel_frames += 1
             self.expected.update(moved)
@@ -367,6 +368,11 @@ def eth(dst, src, vli, payload, vid=None, pcp=0, tpid=0x8100, ethertype=ETHERTYP
     return f + pad_byte * (pad - len(f)) if pad > len(f) else f
 
 
+def ctl(body: bytes = b"", mtype: int = 1, flags: int = 0) -> bytes:
+    """A VLI 0 payload: a control header (version 1), then ``body``."""
+    return control.HEADER.pack(control.VERSION, mtype, flags, 0, 0, 0) + body
+
+
 def data(n: int, seed: int = 0) -> bytes:
     return random.Random(n * 7 + seed).randbytes(n)
 
@@ -400,12 +406,20 @@ def corpus(e0: int, e1: int):
         c.append((e1, eth(ME1, Q, 13, data(n), 30), f"q->p3 {n}"))
     # the engine's: control, unknown VLI, delivery, drop action, a user-space-shaped output
     c += [
-        (e0, eth(ME0, P1, 0, data(30), 10), "p1 control"),
-        (e0, eth(ME0, P2, 0, data(3), 20), "p2 control"),
-        (e0, eth(ME0, LANPEER, 0, data(30)), "lan control"),
-        (e0, eth(wire.BROADCAST_MAC, OTHER, 0, data(30)), "lan control, broadcast"),
-        (e1, eth(ME1, Q, 0, data(30), 30), "q control"),
-        (e1, eth(ME1, LANPEER, 0, data(30)), "lan1 control"),
+        (e0, eth(ME0, P1, 0, ctl(data(30)), 10), "p1 control"),
+        (e0, eth(ME0, P2, 0, ctl(data(3), 13, control.KNOWN_FLAGS), 20), "p2 control, flags"),
+        (e0, eth(ME0, LANPEER, 0, ctl(data(30), 5)), "lan control"),
+        (e0, eth(wire.BROADCAST_MAC, OTHER, 0, ctl(data(30))), "lan control, broadcast"),
+        (e1, eth(ME1, Q, 0, ctl(), 30), "q control, header only"),
+        (e1, eth(ME1, LANPEER, 0, ctl(data(30))), "lan1 control"),
+        # VLI 0 but no control message: the control drop, in the kernel (control.plausible)
+        (e0, eth(ME0, P1, 0, data(30), 10), "p1 VLI 0, no header"),
+        (e0, eth(ME0, P1, 0, ctl()[:15], 10), "p1 VLI 0, shorter than a header"),
+        (e0, eth(ME0, P1, 0, ctl(data(30), 0), 10, pad=64), "p1 VLI 0, type 0"),
+        (e0, eth(ME0, P2, 0, ctl(data(30), 14), 20), "p2 VLI 0, unknown type"),
+        (e0, eth(ME0, LANPEER, 0, b"\x02" + ctl(data(30))[1:]), "lan VLI 0, version 2"),
+        (e1, eth(ME1, Q, 0, ctl(data(30), 1, 4), 30), "q VLI 0, unknown flag"),
+        (e1, eth(ME1, OTHER, 0, data(30)), "lan1 VLI 0, no header, from a stranger"),
         (e0, eth(ME0, P1, 555, data(30), 10), "p1 unknown VLI"),
         (e0, eth(ME0, LANPEER, 555, data(30)), "lan unknown VLI to us"),
         (e0, eth(wire.BROADCAST_MAC, LANPEER, 555, data(30)), "lan flooded: not member"),

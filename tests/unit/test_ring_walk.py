@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from test_datapath_diff import IF0, IF1, ME0, P1, UDP, Rig, corpus, fast_mod, ref_mod, run
+from test_datapath_diff import IF0, IF1, ME0, P1, UDP, Rig, corpus, ctl, fast_mod, ref_mod, run
 from vnet_router.datapath import select
 from vnet_router.wire import substrate as wire
 
@@ -170,7 +170,7 @@ def test_control_frames_handed_to_the_loop_are_bounded_and_counted():
     taken = []
     rig = Rig(fast_mod, on_control=lambda ctx, view, start, length: taken.append(ctx.id) or True)
     synth, ring = _ring(rig, IF0)
-    frame = wire.pack_eth(ME0, P1, 0, b"\x01" * 40, wire.VlanTag(10))
+    frame = wire.pack_eth(ME0, P1, 0, ctl(b"\x01" * 24), wire.VlanTag(10))
     try:
         engine = rig.dp.engine._engine
         for _ in range(1100 // (NR - 1) + 1):

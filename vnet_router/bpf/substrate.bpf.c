@@ -10,8 +10,10 @@
  *  - drop, counted by reason with no copy to user space: what the tables refuse (no link,
  *    unknown VLAN, bad peer, short, bad LEN, oversize, unknown VLI; not_member is counted as
  *    ignored), a virtual link whose action is drop, what the input virtual link's token bucket
- *    polices (the reference TokenBucket in integers), and VLI-0 frames beyond their sender's
- *    budget (a known neighbour's own bucket, else the link's bucket for all other senders);
+ *    polices (the reference TokenBucket in integers), VLI-0 frames whose payload is no control
+ *    message (wire/control.py plausible: the control drop, before any budget) and VLI-0 frames
+ *    beyond their sender's budget (a known neighbour's own bucket, else the link's bucket for
+ *    all other senders);
  *  - forward in the kernel (the kernel tier, `[node] datapath = "kernel"`): a switch
  *    (pass-through) onto an Ethernet substrate link whose output is unshaped or shaped by the
  *    kernel's HTB: the VLI swap with the output link's header (VLAN tag inline), padding
@@ -348,6 +350,12 @@ int substrate_tc(struct __sk_buff *skb)
 	struct vli_val *e = bpf_map_lookup_elem(&vlis, &vk);
 	if (!e) {
 		if (vli == 0) {                 /* control: known neighbours apart, each budgeted */
+			/* what no receiver would take (wire/control.py plausible) costs no budget */
+			__u8 c[4];
+			if (len < CTL_HEADER_LEN || bpf_skb_load_bytes(skb, off + 4, c, 4) < 0 ||
+			    c[0] != CTL_VERSION || c[1] < 1 || c[1] > CTL_MAX_TYPE ||
+			    (((c[2] << 8) | c[3]) & ~CTL_FLAGS))
+				return link_drop(slot, n, R_CONTROL);
 			struct peer_key pk = { .link_slot = slot };
 			__builtin_memcpy(pk.mac, h + 6, ETH_ALEN);
 			__u32 *pb = bpf_map_lookup_elem(&peers, &pk);

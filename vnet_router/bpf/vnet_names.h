@@ -71,4 +71,10 @@ enum vnet_cap_counter {
 	CAP_N = 4
 };
 
+/* constants */
+#define CTL_HEADER_LEN  16      /* a control message's header (wire/control.py) */
+#define CTL_VERSION     1       /* its version */
+#define CTL_MAX_TYPE    13      /* its highest message type (types are 1..this) */
+#define CTL_FLAGS       3       /* the flags a message may carry (AUTH, SIGNED) */
+
 #endif /* VNET_NAMES_H */

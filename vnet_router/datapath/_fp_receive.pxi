@@ -131,9 +131,10 @@ cdef bint _rx_control(_Engine eng, _Sender s, _Tables t, int link, uint8_t *f, u
                       uint32_t start, uint32_t length) except -1:
     """VLI 0: hand a copy of the frame to the control-plane policing (``copp``: known
     neighbours' queue or the rest's, served in the loop thread; ``Datapath.offer_control``
-    in the reference), counting what its bounds refuse; False if no control plane runs."""
+    in the reference), counting what its bounds refuse; False if no control plane runs or
+    the payload is no control message (``_ctl_plausible``): the ``control`` drop."""
     cdef int kind = t.links[link].kind
-    if eng.dp.on_control is None:
+    if eng.dp.on_control is None or not _ctl_plausible(f + start, length):
         return False
     ctx = t.link_objs[link]
     why = eng.dp.control.offer(ctx, (<char *>f)[6:12] if kind != K_UDP else None,
@@ -141,6 +142,13 @@ cdef bint _rx_control(_Engine eng, _Sender s, _Tables t, int link, uint8_t *f, u
     if why is not None:
         eng._drop(t, _CTL_REFUSED[why], link, -1)
     return True
+
+
+cdef inline bint _ctl_plausible(const uint8_t *p, uint32_t length) noexcept nogil:
+    """``wire.control.plausible`` on a VLI 0 payload: a header, version 1, a known type, no
+    flag but AUTH and SIGNED (what fails it costs no Python call)."""
+    return (length >= CTL_HEADER_LEN and p[0] == CTL_VERSION and 1 <= p[1] <= CTL_MAX_TYPE
+            and (vn_be16(p + 2) & ~CTL_FLAGS) == 0)
 
 
 _CTL_REFUSED = {"control_queue": R_CONTROL_QUEUE, "control_peer": R_CONTROL_PEER,

@@ -32,6 +32,11 @@ cdef enum:
     K_MULTI = 1    # a shared Ethernet LAN, untagged
     K_UDP = 2      # a UDP tunnel to one remote address
     N_KINDS = 3
+    # constants
+    CTL_HEADER_LEN = 16       # a control message's header (wire/control.py)
+    CTL_VERSION = 1           # its version
+    CTL_MAX_TYPE = 13         # its highest message type (types are 1..this)
+    CTL_FLAGS = 3             # the flags a message may carry (AUTH, SIGNED)
 
 # the name of number i
 DROP_REASON_NAMES = (

@@ -37,7 +37,7 @@ from collections import Counter
 
 from vnet_router.datapath import entries, packet_io
 from vnet_router.datapath.copp import ControlQueues
-from vnet_router.wire import substrate as wire
+from vnet_router.wire import control as ctlmsg, substrate as wire
 from vnet_router.datapath.entries import Compiled, InEntry, OutEntry
 from vnet_router.datapath.meters import Shaper, TokenBucket, default_burst
 from vnet_router.datapath.classify import classify_udp
@@ -357,8 +357,9 @@ class Datapath:
 
     def offer_control(self, ctx: LinkCtx, view, n: int, start: int, length: int):
         """VLI 0 frame ``view[:n]`` of link ``ctx``: queued for the control plane (``copp``),
-        or counted by the reason it was refused for (no control plane: ``control``)."""
-        if self.on_control is None:
+        or counted by the reason it was refused for (no control plane, or a payload no
+        receiver would take, ``wire.control.plausible``: ``control``)."""
+        if self.on_control is None or not ctlmsg.plausible(view[start:start + length]):
             self.drop("control", ctx, None)
             return
         src = bytes(view[6:12]) if ctx.kind != "udp" else None

@@ -12,6 +12,15 @@ import sys
 from pathlib import Path
 
 from vnet_router.model import names
+from vnet_router.wire import control
+
+# plain constants both datapaths in C use, from where Python defines them
+CONSTANTS = (
+    ("CTL_HEADER_LEN", control.HEADER_LEN, "a control message's header (wire/control.py)"),
+    ("CTL_VERSION", control.VERSION, "its version"),
+    ("CTL_MAX_TYPE", control.MAX_TYPE, "its highest message type (types are 1..this)"),
+    ("CTL_FLAGS", control.KNOWN_FLAGS, "the flags a message may carry (AUTH, SIGNED)"),
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PXI = "vnet_router/datapath/_names.pxi"
@@ -31,6 +40,8 @@ def pxi() -> str:
         for n in s.names:
             out.append(f"    {s.prefix + n.cname + ' = ' + str(n.number):<{width}}  # {n.meaning}")
         out.append(f"    {s.count} = {len(s.names)}")
+    out.append("    # constants")
+    out += [f"    {name + ' = ' + str(value):<24}  # {what}" for name, value, what in CONSTANTS]
     out += ["", "# the name of number i"]
     for s, var in ((names.DROP, "DROP_REASON_NAMES"), (names.IGNORE, "IGNORE_REASON_NAMES"),
                    (names.LINK_KINDS, "LINK_KIND_NAMES")):
@@ -56,6 +67,9 @@ def header() -> str:
         out.append(f"\t{s.count} = {len(s.names)}")
         out.append("};")
         out.append("")
+    out.append("/* constants */")
+    out += [f"#define {name:<16}{value:<8}/* {what} */" for name, value, what in CONSTANTS]
+    out.append("")
     out.append("#endif /* VNET_NAMES_H */")
     return "\n".join(out) + "\n"
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass, fields
 from enum import IntEnum
 
 from vnet_router.wire import substrate as wire
+from vnet_router.wire.auth import AUTH, SIGNED
 
 VERSION = 1
 RATE_UNLIMITED = (1 << 64) - 1
@@ -260,6 +261,19 @@ class PathMtu(Message):
 MESSAGES = {cls.TYPE: cls for cls in (Hello, VlinkSetup, VlinkSetupReply, VlinkTeardown, Ack,
                                       Join, Leave, RateRequest, RateReply, RateNotify,
                                       AggRequest, AggAssign, PathMtu)}
+MAX_TYPE = max(MESSAGES)
+KNOWN_FLAGS = AUTH | SIGNED     # the only flags a message has on the wire (``auth``)
+
+
+def plausible(data) -> bool:
+    """Whether ``data`` (a VLI 0 payload) starts like a control message: at least a header,
+    version 1, a known type, no flag but AUTH and SIGNED.  What fails here every receiver would
+    refuse (``decode`` after ``auth.unseal``), so the datapath drops it (the ``control`` drop)
+    before it costs the control plane anything: in the kernel's classifier
+    (``bpf/substrate.bpf.c``), the compiled engine and ``Datapath.offer_control`` alike.  It
+    reads four bytes and no more, so the kernel can do the same."""
+    return (len(data) >= HEADER_LEN and data[0] == VERSION and 1 <= data[1] <= MAX_TYPE
+            and not (data[2] << 8 | data[3]) & ~KNOWN_FLAGS)
 
 
 def decode(data: bytes | memoryview, off: int = 0) -> Message:
