@@ -269,6 +269,7 @@ def write_markdown(out: Path, results, lats, machine: str, cmd: str, a, shaped=(
         "through the same interface, then B's pings while A's trafgen is stopped and let go "
         "every 0.5 s (B alone and beside A interleaved; B's sender on the router's core); "
         "each case once; the router's cost is both cores' busy time net of B's alone and of "
-        "the generator's.\n\n"
+        "the generator's (per dropped frame of the in_rate rows: net of the router's core's, "
+        "where only the delivered frames go).\n\n"
         + text + "\n" + (f"\n![pps]({png.name})\n" if have_png else ""))
     return f"{out}" + (f" and {png}" if have_png else "")

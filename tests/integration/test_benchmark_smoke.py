@@ -112,7 +112,8 @@ def test_isolation_rows_complete(tmp_path):
     data, md = _bench(tmp_path, "--pings", "0", "--only", "isolation, fast path",
                       "--only", "Linux bridge (reference)", seconds="0.5", timeout=200)
     rows = {r["kind"]: r for r in data["isolation"]}
-    assert set(rows) == {"flood", "in_rate", "garbage", "tap", "bridge", "bridge_tap"}
+    assert set(rows) == {"flood", "in_rate", "policed", "garbage", "tap", "bridge",
+                         "bridge_tap"}
     for r in rows.values():
         assert r["failed"] == "", r
         for when in ("alone", "beside"):
@@ -126,6 +127,8 @@ def test_isolation_rows_complete(tmp_path):
     assert rows["garbage"]["a_delivered"] == 0       # garbage never reaches A's TAP
     assert rows["flood"]["cost_fwd_us"] is not None and rows["tap"]["cost_fwd_us"] is not None
     assert rows["in_rate"]["cost_drop_us"] is not None
+    assert rows["policed"]["cost_drop_us"] is not None
+    assert rows["policed"]["a_delivered"] < rows["in_rate"]["a_delivered"]
     assert rows["garbage"]["cost_drop_us"] is not None
     assert "| isolation: A floods, B alone -> beside A |" in md
 
