@@ -121,9 +121,8 @@ def run(b, tiers, want) -> list[Iso]:
     refs = [c for c, n in (("bridge", BRIDGE), ("bridge_tap", BRIDGE_TAP)) if want(n)]
     if not todo and not refs:
         return []
-    # every window, the references' too, under the same conditions: no core halts, the
-    # kernel times BPF programs (what a classifier run costs includes its timing)
-    with _bpf_stats(), _awake():
+    # every window, the references' too, under the same conditions: no core halts
+    with _awake():
         return _run(b, tiers, todo, refs)
 
 
@@ -252,7 +251,15 @@ def one(b, case: str, datapath: str, gen_us, switch_us) -> Iso:
         if flood.poll() is not None:
             raise RuntimeError(f"A's trafgen exited at once: {_last(b, 'trafgen-a')}")
         beside = _window(b, case)                   # ... A flooding
-        pings_alone, pings_beside = _ping_slices(b, flood)
+        # the classifier's time per run, while the pings run (A flooding half of the time):
+        # timing each run costs two clock reads, which the cost windows do not carry
+        with _bpf_stats():
+            p0 = _classifier(b, case)
+            pings_alone, pings_beside = _ping_slices(b, flood)
+            p1 = _classifier(b, case)
+        runs, ns = p1[0] - p0[0], p1[1] - p0[1]
+        # none without runs, or if the program was replaced between (its statistics restart)
+        r.prog_ns = ns / runs if runs > 0 and ns >= 0 else None
         if flood.poll() is not None:
             raise RuntimeError(f"A's trafgen exited: {_last(b, 'trafgen-a')}")
         b.stop(flood)
@@ -501,7 +508,6 @@ def _counters(b, case: str) -> dict:
     with its drops, plus in the TAP case what the router's TAP capture took or found no room
     for) and delivered (A's TAP rx; in the TAP case s0 rx)."""
     busy, busy_fwd = _both_busy(), core_busy(FWD_CORE)
-    prog = _classifier(b) if not case.startswith("bridge") else (0, 0)
     if case == "bridge":
         offered, delivered = _tx(b, "gen", "g0"), _rx(b, "anet", "a0")
     elif case == "bridge_tap":
@@ -511,13 +517,15 @@ def _counters(b, case: str) -> dict:
     else:
         offered, delivered = _tx(b, "gen", "g0"), _rx(b, "anet", "ta")
     return {"t": time.monotonic(), "busy": busy, "busy_fwd": busy_fwd, "offered": offered,
-            "delivered": delivered,
-            "prog_runs": prog[0], "prog_ns": prog[1]}
+            "delivered": delivered}
 
 
-def _classifier(b) -> tuple[int, int]:
+def _classifier(b, case: str) -> tuple[int, int]:
     """The router's classifier program: (runs, nanoseconds in them), as the kernel counts them
-    while ``kernel.bpf_stats_enabled`` is 1 (``run`` sets it for the cases); (0, 0) without."""
+    while ``kernel.bpf_stats_enabled`` is 1 (``one`` sets it for the pings); (0, 0) without
+    (and for the bridge references)."""
+    if case.startswith("bridge"):
+        return 0, 0
     from vnet_router.node import api as control
     st = control.request(str(b.work / "r.sock"), "show", timeout=5.0)["datapath_stats"]
     return st.get("classifier_runs", 0), st.get("classifier_run_ns", 0)
@@ -531,10 +539,6 @@ def _fill(r: Iso, alone: dict, beside: dict, gen_us) -> None:
         setattr(r, f"b_median_{key}", percentile(w["rtts"], 50))
         setattr(r, f"b_p99_{key}", percentile(w["rtts"], 99))
         setattr(r, f"b_tcp_{key}", w["bps"])
-    runs = beside["prog_runs"] - alone["prog_runs"]
-    ns = beside["prog_ns"] - alone["prog_ns"]
-    # none without runs, or if the program was replaced between (its statistics restart)
-    r.prog_ns = ns / runs if runs > 0 and ns >= 0 else None
     r.a_offered = beside["offered"] - alone["offered"]
     r.a_delivered = max(0.0, beside["delivered"] - alone["delivered"])
     if not r.a_offered or gen_us is None:

@@ -205,7 +205,9 @@ def isolation_table(results) -> list[str]:
                   "the dropped / forwarded column: " + ", ".join(f"{e} {x:.3f} us" for e, x in
                                                                refs.items())
                   + ".  Classifier ns per frame: the time the kernel counted in the substrate "
-                  "program per frame it ran on, beside A (BPF run-time statistics)."]
+                  "program per frame it ran on while B's pings ran, A flooding half of that time "
+                  "(BPF run-time statistics, on only then: they cost each run two clock reads, "
+                  "which the cost columns do not carry)."]
     return lines
 
 
