@@ -101,6 +101,7 @@ class Iso:
     cost_fwd_us: float | None = None
     cost_drop_us: float | None = None
     prog_ns: float | None = None            # the classifier program's time per frame it ran on
+    b_median_runs: list = field(default_factory=list)   # B's median ratio in each run
 
 
 @dataclass

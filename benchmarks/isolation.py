@@ -59,7 +59,10 @@ per offered frame, per forwarded frame (``flood``, ``tap``: per frame delivered)
 dropped frame (``in_rate``, ``policed``: net of the router's core's time beside A, where only
 the delivered frames go; ``garbage``: every frame dropped, both cores), beside the cost per forwarded frame of a VLI switch
 (r0 -> r1, the same generator, no B) on the same engine, measured in the same run.  A case
-that fails is a row saying why, never the end of the run.
+that fails is a row saying why, never the end of the run.  With ``--repeat N`` every case
+runs N times, interleaved (run 1 of every case, then run 2 ...), each in a router of its own;
+the row pools the runs (B's pings together, the windows' rates averaged) and shows B's median
+ratio of each run beside the pooled one.
 """
 from __future__ import annotations
 
@@ -115,33 +118,45 @@ def name(case: str, datapath: str) -> str:
     return f"{PREFIX}, {rows.engine(datapath)}: {what}"
 
 
-def run(b, tiers, want) -> list[Iso]:
-    """The isolation rows ``want`` selects, on every tier, with the references they need."""
+def run(b, tiers, want, repeat: int = 1) -> list[Iso]:
+    """The isolation rows ``want`` selects, on every tier, with the references they need;
+    each case ``repeat`` times, interleaved (run 1 of every case, then run 2 ...), in a router
+    of its own each time, the runs pooled (``_pool``)."""
     todo = [(c, t) for t in tiers for c in CASES if want(name(c, t))]
     refs = [c for c, n in (("bridge", BRIDGE), ("bridge_tap", BRIDGE_TAP)) if want(n)]
     if not todo and not refs:
         return []
     # every window, the references' too, under the same conditions: no core halts
     with _awake():
-        return _run(b, tiers, todo, refs)
+        return _run(b, tiers, todo, refs, max(1, repeat))
 
 
-def _run(b, tiers, todo, refs) -> list[Iso]:
+def _run(b, tiers, todo, refs, repeat: int) -> list[Iso]:
     gen_net, gen_offered, _ = _reference(b, None)
     gen_us = gen_net / gen_offered if gen_offered else None      # None: no cost columns
     b.progress(f"  {GEN_ALONE:<50} offered {gen_offered / 1e3:8.1f} kpps, "
                f"{_f(gen_us)} us per frame (both cores, net of an idle window)")
-    out = [one(b, c, None, gen_us, None) for c in refs]
+    switch = {}
     for tier in tiers:
-        cases = [c for c, t in todo if t == tier]
-        if not cases:
-            continue
-        sw_net, sw_offered, sw_delivered = _reference(b, tier)
-        switch_us = ((sw_net - gen_us * sw_offered) / sw_delivered
-                     if sw_delivered and gen_us is not None else None)
-        b.progress(f"  {PREFIX}, {rows.engine(tier)}: {SWITCH}: {sw_delivered / 1e3:.1f} of "
-                   f"{sw_offered / 1e3:.1f} kpps, {_f(switch_us)} us per forwarded frame")
-        out += [one(b, c, tier, gen_us, switch_us) for c in cases]
+        if any(t == tier for _c, t in todo):
+            sw_net, sw_offered, sw_delivered = _reference(b, tier)
+            switch[tier] = ((sw_net - gen_us * sw_offered) / sw_delivered
+                            if sw_delivered and gen_us is not None else None)
+            b.progress(f"  {PREFIX}, {rows.engine(tier)}: {SWITCH}: {sw_delivered / 1e3:.1f} "
+                       f"of {sw_offered / 1e3:.1f} kpps, {_f(switch[tier])} us per forwarded "
+                       "frame")
+    every = [(c, None) for c in refs] + [(c, t) for t in tiers for c, tt in todo if tt == t]
+    runs: dict[tuple, list] = {k: [] for k in every}
+    for i in range(repeat):
+        if repeat > 1:
+            b.progress(f"  {PREFIX}: run {i + 1}/{repeat}")
+        for case, tier in every:
+            runs[(case, tier)].append(_measure(b, case, tier))
+    out = []
+    for case, tier in every:
+        r = _pool(_row(case, tier, switch.get(tier)), runs[(case, tier)], gen_us)
+        b.progress(_line(r))
+        out.append(r)
     return out
 
 
@@ -236,12 +251,16 @@ def _f(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def one(b, case: str, datapath: str, gen_us, switch_us) -> Iso:
-    """One case; a failure (an exit, a missing reply, a tool's error) is a row saying so."""
+def _row(case: str, datapath: str | None, switch_us) -> Iso:
     if case.startswith("bridge"):
-        r = Iso(BRIDGE if case == "bridge" else BRIDGE_TAP, "Linux bridge", case)
-    else:
-        r = Iso(name(case, datapath), rows.engine(datapath), case, switch_us=switch_us)
+        return Iso(BRIDGE if case == "bridge" else BRIDGE_TAP, "Linux bridge", case)
+    return Iso(name(case, datapath), rows.engine(datapath), case, switch_us=switch_us)
+
+
+def _measure(b, case: str, datapath: str | None) -> dict | str:
+    """One run of a case, in a router of its own: its windows (A not started, then A
+    flooding: B's TCP and the costs), B's pings in both (the slices) and the classifier's
+    runs and time meanwhile; or what broke (an exit, a missing reply, a tool's error)."""
     b.build()
     try:
         (_setup_bridge if case.startswith("bridge") else _setup)(b, case, datapath)
@@ -257,20 +276,47 @@ def one(b, case: str, datapath: str, gen_us, switch_us) -> Iso:
             p0 = _classifier(b, case)
             pings_alone, pings_beside = _ping_slices(b, flood)
             p1 = _classifier(b, case)
-        runs, ns = p1[0] - p0[0], p1[1] - p0[1]
-        # none without runs, or if the program was replaced between (its statistics restart)
-        r.prog_ns = ns / runs if runs > 0 and ns >= 0 else None
         if flood.poll() is not None:
             raise RuntimeError(f"A's trafgen exited: {_last(b, 'trafgen-a')}")
         b.stop(flood)
         alone.update(pings_alone)
         beside.update(pings_beside)
-        _fill(r, alone, beside, gen_us)
+        got = {"alone": alone, "beside": beside, "prog": (p1[0] - p0[0], p1[1] - p0[1])}
     except Exception as e:          # noqa: BLE001 -- whatever broke, the table says it
-        r.failed = " ".join(str(e).split())[:200] or type(e).__name__
+        got = " ".join(str(e).split())[:200] or type(e).__name__
     finally:
         b.teardown()
-    b.progress(_line(r))
+    if isinstance(got, dict) and len(got["alone"]["rtts"]) and len(got["beside"]["rtts"]):
+        b.progress(f"  {_row(case, datapath, None).case:<50}  B median "
+                   f"{percentile(got['alone']['rtts'], 50):.0f} -> "
+                   f"{percentile(got['beside']['rtts'], 50):.0f} us")
+    return got
+
+
+def _pool(r: Iso, runs: list, gen_us) -> Iso:
+    """The row from a case's runs: B's pings pooled (counts added, RTTs together), the
+    windows' rates averaged, the classifier's runs and time added; a run that failed makes
+    the row a failed one, saying why.  ``b_median_runs``: B's median ratio in each run."""
+    failed = [x for x in runs if isinstance(x, str)]
+    if failed:
+        r.failed = failed[0]
+        return r
+    pooled = {}
+    for key in ("alone", "beside"):
+        ws = [x[key] for x in runs]
+        w = {k: sum(x[k] for x in ws) / len(ws) for k in ws[0]
+             if k not in ("sent", "received", "rtts")}
+        w["sent"] = sum(x["sent"] for x in ws)
+        w["received"] = sum(x["received"] for x in ws)
+        w["rtts"] = sorted(t for x in ws for t in x["rtts"])
+        pooled[key] = w
+    r.b_median_runs = [percentile(x["beside"]["rtts"], 50) / percentile(x["alone"]["rtts"], 50)
+                       for x in runs if x["alone"]["rtts"] and x["beside"]["rtts"]]
+    n, ns = sum(x["prog"][0] for x in runs), sum(x["prog"][1] for x in runs)
+    # none without runs, or if the program was replaced between (its statistics restart);
+    # none where A's frames do not cross the substrate's classifier (from A's TAP)
+    r.prog_ns = ns / n if n > 0 and ns >= 0 and r.kind != "tap" else None
+    _fill(r, pooled["alone"], pooled["beside"], gen_us)
     return r
 
 

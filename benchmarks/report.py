@@ -177,6 +177,7 @@ def isolation_table(results) -> list[str]:
         return []
     f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
     ratio = lambda a, z: f"{a / z:.2f}" if a is not None and z else "-"
+    runs = lambda xs: "; runs " + " / ".join(f"{x:.2f}" for x in xs) if len(xs) > 1 else ""
     lines = ["", "| isolation: A floods, B alone -> beside A | B pings lost | B median RTT us "
              "| B p99 RTT us | B TCP Mbit/s | A offered kpps | A delivered kpps | router us "
              "per offered frame | per forwarded frame | per dropped frame | dropped / "
@@ -191,7 +192,8 @@ def isolation_table(results) -> list[str]:
         lines.append(
             f"| {r.case} | {lost(r.b_lost_alone, r.b_sent_alone)} -> "
             f"{lost(r.b_lost_beside, r.b_sent_beside)} | {f(r.b_median_alone, 0)} -> "
-            f"{f(r.b_median_beside, 0)} ({ratio(r.b_median_beside, r.b_median_alone)}x) | "
+            f"{f(r.b_median_beside, 0)} ({ratio(r.b_median_beside, r.b_median_alone)}x"
+            f"{runs(r.b_median_runs)}) | "
             f"{f(r.b_p99_alone, 0)} -> {f(r.b_p99_beside, 0)} | "
             f"{r.b_tcp_alone / 1e6:.2f} -> {r.b_tcp_beside / 1e6:.2f} "
             f"({ratio(r.b_tcp_beside, r.b_tcp_alone)}x) | {r.a_offered / 1e3:.1f} | "
@@ -270,7 +272,7 @@ def write_markdown(out: Path, results, lats, machine: str, cmd: str, a, shaped=(
         "(`benchmarks/isolation.py`): vNet B's TCP flow alone, then beside vNet A's flood "
         "through the same interface, then B's pings while A's trafgen is stopped and let go "
         "every 0.5 s (B alone and beside A interleaved; B's sender on the router's core); "
-        "each case once; the router's cost is both cores' busy time net of B's alone and of "
+        "each case --repeat times, interleaved, the runs pooled; the router's cost is both cores' busy time net of B's alone and of "
         "the generator's (per dropped frame of the in_rate rows: net of the router's core's, "
         "where only the delivered frames go).\n\n"
         + text + "\n" + (f"\n![pps]({png.name})\n" if have_png else ""))

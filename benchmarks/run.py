@@ -466,7 +466,7 @@ def run_all(seconds, sizes, pings, interval, only=None, progress=print, rounds=1
             if want(rows.IDLE_NAME):
                 progress(f" {rows.IDLE_NAME}: {idle_seconds:g} s without traffic ({tier})")
                 idle.append(rows.idle_cpu(b, idle_seconds, tier))
-        iso = isolation.run(b, tiers, want)
+        iso = isolation.run(b, tiers, want, repeat)
     finally:
         b.teardown()
         shutil.rmtree(b.work, ignore_errors=True)
