@@ -5,8 +5,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import struct
 
 from dataclasses import dataclass, field
 
@@ -135,3 +137,41 @@ def machine() -> str:
     except OSError:
         pass
     return f"{platform.node()}: {cpu}, {os.cpu_count()} cores, Linux {platform.release()}"
+
+
+@contextlib.contextmanager
+def awake():
+    """Both cores kept out of their halt state while held (PM QoS: ``/dev/cpu_dma_latency``
+    0, as cyclictest does): an idle core's wake-up from halt (a VM exit here) otherwise adds
+    to B's RTT alone, when the router's core idles between pings, what it does not add beside
+    A, when that core is busy; an idle core then polls (still idle in /proc/stat)."""
+    try:
+        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        os.write(fd, struct.pack("i", 0))
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def bpf_stats():
+    """The kernel's run-time statistics of BPF programs on (what rows (o)'s classifier column reads),
+    as they were after."""
+    path = "/proc/sys/kernel/bpf_stats_enabled"
+    try:
+        with open(path) as f:
+            was = f.read().strip()
+        with open(path, "w") as f:
+            f.write("1")
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        with open(path, "w") as f:
+            f.write(was)

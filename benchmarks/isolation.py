@@ -49,7 +49,7 @@ A's flood started and B's TCP again; then B's ping stream (every ``PING_INTERVAL
 2 x ``Bench.seconds``) while A's trafgen is stopped (SIGSTOP) and let go (SIGCONT) in turn
 every SLICE seconds: B alone and B beside A interleaved, so that what the machine does
 meanwhile falls on both alike (``_ping_slices``).  Both cores are kept out of their halt state
-meanwhile (``_awake``): an idle core's wake-up would add to B alone what it does not add
+meanwhile (``common.awake``): an idle core's wake-up would add to B alone what it does not add
 beside A.
 Reported: B's pings lost, median and p99 RTT, TCP throughput beside A and alone; A's offered
 and delivered rate; the router's cost (both cores' busy time, as ``run.py`` reads it from
@@ -72,12 +72,11 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
 import time
 
 from benchmarks import rows
-from benchmarks.common import MAC, Iso, core_busy, percentile
+from benchmarks.common import MAC, Iso, awake, bpf_stats, core_busy, percentile
 from benchmarks.report import FWD_CORE, GEN_CORE
 
 PREFIX = "(o) isolation"
@@ -127,7 +126,7 @@ def run(b, tiers, want, repeat: int = 1) -> list[Iso]:
     if not todo and not refs:
         return []
     # every window, the references' too, under the same conditions: no core halts
-    with _awake():
+    with awake():
         return _run(b, tiers, todo, refs, max(1, repeat))
 
 
@@ -158,44 +157,6 @@ def _run(b, tiers, todo, refs, repeat: int) -> list[Iso]:
         b.progress(_line(r))
         out.append(r)
     return out
-
-
-@contextlib.contextmanager
-def _awake():
-    """Both cores kept out of their halt state while held (PM QoS: ``/dev/cpu_dma_latency``
-    0, as cyclictest does): an idle core's wake-up from halt (a VM exit here) otherwise adds
-    to B's RTT alone, when the router's core idles between pings, what it does not add beside
-    A, when that core is busy; an idle core then polls (still idle in /proc/stat)."""
-    try:
-        fd = os.open("/dev/cpu_dma_latency", os.O_WRONLY)
-    except OSError:
-        yield
-        return
-    try:
-        os.write(fd, struct.pack("i", 0))
-        yield
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _bpf_stats():
-    """The kernel's run-time statistics of BPF programs on (what the classifier column reads),
-    as they were after."""
-    path = "/proc/sys/kernel/bpf_stats_enabled"
-    try:
-        with open(path) as f:
-            was = f.read().strip()
-        with open(path, "w") as f:
-            f.write("1")
-    except OSError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        with open(path, "w") as f:
-            f.write(was)
 
 
 def _reference(b, datapath: str | None) -> tuple[float, float, float]:
@@ -272,7 +233,7 @@ def _measure(b, case: str, datapath: str | None) -> dict | str:
         beside = _window(b, case)                   # ... A flooding
         # the classifier's time per run, while the pings run (A flooding half of the time):
         # timing each run costs two clock reads, which the cost windows do not carry
-        with _bpf_stats():
+        with bpf_stats():
             p0 = _classifier(b, case)
             pings_alone, pings_beside = _ping_slices(b, flood)
             p1 = _classifier(b, case)
