@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import ipaddress
 import os
+import signal
 import threading
 
 from pyroute2 import IPRoute, NetNS, config as _pyroute2_config, netns
@@ -38,8 +39,38 @@ class LinkError(RuntimeError):
 
 
 @contextlib.contextmanager
+def _forking():
+    """Ctrl-C held back while pyroute2 forks (NetNS, netns.create, ChildProcess), then raised.
+
+    ``os.fork`` runs the at-fork handlers, logging's among them: the parent takes the logging
+    lock before the fork and releases it after.  A KeyboardInterrupt raised in that handler,
+    before the release, left the lock held by the main thread for good, and the next fork of
+    any other thread (the lab's spawner, whose preexec_fn runs the same handlers) waited for
+    it while the main thread waited for the spawner: `vnet-lab up` hung on a Ctrl-C while it
+    built (tests/integration/test_lab_procs.py, 5 times in 25).  Only where SIGINT raises
+    KeyboardInterrupt (Python's default handler) in the main thread; a daemon's own handler
+    is left alone."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if held:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
 def _ipr(ns: str | None = None):
-    ipr = NetNS(ns) if ns else IPRoute()
+    if ns:
+        with _forking():
+            ipr = NetNS(ns)
+    else:
+        ipr = IPRoute()
     try:
         yield ipr
     finally:
@@ -59,7 +90,8 @@ def netns_list() -> list[str]:
 def netns_create(name: str) -> None:
     """Create namespace ``name`` (loopback up), seen from the host however this process was
     started (module docstring).  LinkError, and nothing left, if it cannot be."""
-    netns.create(name)
+    with _forking():
+        netns.create(name)
     try:
         _lo_up(name)
         pid = outer_mount_ns()
@@ -177,13 +209,14 @@ def netns_hidden() -> str | None:
 def _in_child(fn, *args) -> None:
     """Run ``fn(*args)`` in a forked child (pyroute2's, as netns.create does): a mount namespace
     can only be entered by a process with a single thread."""
-    proc = ChildProcess(target=fn, args=list(args))
-    proc.run()
-    try:
-        proc.communicate()
-    finally:
-        proc.stop(kill=True)
-        proc.close()
+    with _forking():
+        proc = ChildProcess(target=fn, args=list(args))
+        proc.run()
+        try:
+            proc.communicate()
+        finally:
+            proc.stop(kill=True)
+            proc.close()
 
 
 def _mount_outside(pid: int, name: str) -> None:
