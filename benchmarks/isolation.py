@@ -411,11 +411,12 @@ def _last(b, log: str) -> str:
 
 def _window(b, case: str) -> dict:
     """B's TCP flow over ``b.seconds`` (whole seconds, after one second iperf3 omits: slow
-    start); both cores' busy time and A's counters over it."""
+    start; none in a window shorter than 2 s, a smoke run's); both cores' busy time and A's
+    counters over it."""
     c0 = _counters(b, case)
     tcp = _in_bsrc(b, ["iperf3", "-c", B_IP["dst"], "-p", str(IPERF_PORT), "-t",
-                       str(max(1, round(b.seconds))), "-O", "1", "-J", "--connect-timeout",
-                       "5000"], b.seconds + 30)
+                       str(max(1, round(b.seconds))), "-O", "1" if b.seconds >= 2 else "0",
+                       "-J", "--connect-timeout", "5000"], b.seconds + 30)
     c1 = _counters(b, case)
     dt = c1["t"] - c0["t"]
     return {"bps": _iperf_bps(tcp), **{k: (c1[k] - c0[k]) / dt for k in c1 if k != "t"}}
