@@ -247,9 +247,11 @@ def _measure(b, case: str, datapath: str | None) -> dict | str:
         got = " ".join(str(e).split())[:200] or type(e).__name__
     finally:
         b.teardown()
-    if isinstance(got, dict) and len(got["alone"]["rtts"]) and len(got["beside"]["rtts"]):
-        b.progress(f"  {_row(case, datapath, None).case:<50}  B median "
-                   f"{percentile(got['alone']['rtts'], 50):.0f} -> "
+    what = _row(case, datapath, None).case
+    if isinstance(got, str):
+        b.progress(f"  {what:<50}  FAILED: {got}")
+    elif got["alone"]["rtts"] and got["beside"]["rtts"]:
+        b.progress(f"  {what:<50}  B median {percentile(got['alone']['rtts'], 50):.0f} -> "
                    f"{percentile(got['beside']['rtts'], 50):.0f} us")
     return got
 

@@ -303,11 +303,11 @@ def sub(dst, src, vli, payload, vlan=None, ethertype=wire.ETHERTYPE_SUBSTRATE):
     return wire.pack_eth(dst, src, vli, payload, vlan, ethertype)
 
 
-def ctl(body=b"", mtype=1):
-    """A VLI 0 payload the datapath hands to the control plane (``control.plausible``: a
-    version-1 header of a known type, no flags), then ``body``: the tests' control plane reads
-    the body, as the real one would refuse it."""
-    return control.HEADER.pack(control.VERSION, mtype, 0, 0, 0, 0) + body
+def ctl(body=b"", mtype=1, flags=0):
+    """A VLI 0 payload: a version-1 control header, then ``body``.  With a known type and no
+    flag but AUTH and SIGNED the datapath hands it to the control plane (``control.plausible``):
+    the tests' control plane reads the body, as the real one would refuse it."""
+    return control.HEADER.pack(control.VERSION, mtype, flags, 0, 0, 0) + body
 
 
 def inner(dst=b"\x02\x11\x11\x11\x11\x11", src=b"\x02\x22\x22\x22\x22\x22", n=50):

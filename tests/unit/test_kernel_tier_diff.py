@@ -34,6 +34,7 @@ from collections import Counter
 
 import pytest
 
+from test_datapath_diff import ctl
 from vnet_router.datapath.classify import classify_eth
 from vnet_router.datapath.select import DatapathPy
 from vnet_router.model.config import Rate, loads
@@ -366,11 +367,6 @@ def eth(dst, src, vli, payload, vid=None, pcp=0, tpid=0x8100, ethertype=ETHERTYP
     f = dst + src + tag + ethertype.to_bytes(2, "big") + vli.to_bytes(2, "big") + \
         n.to_bytes(2, "big") + payload
     return f + pad_byte * (pad - len(f)) if pad > len(f) else f
-
-
-def ctl(body: bytes = b"", mtype: int = 1, flags: int = 0) -> bytes:
-    """A VLI 0 payload: a control header (version 1), then ``body``."""
-    return control.HEADER.pack(control.VERSION, mtype, flags, 0, 0, 0) + body
 
 
 def data(n: int, seed: int = 0) -> bytes:
