@@ -5,9 +5,11 @@
 """
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import platform
+import re
 import struct
 
 from dataclasses import dataclass, field
@@ -175,3 +177,38 @@ def bpf_stats():
     finally:
         with open(path, "w") as f:
             f.write(was)
+
+
+def slice_pings(text: str, switches: list, settle: float) -> tuple[dict, dict]:
+    """``ping -D`` output split by the slices ``switches`` began ([(time, A flooding)], in
+    order): each ping counts for the slice it was sent in (the reply's time less its RTT; a
+    lost one's: its sequence number's place between answered ones), except in the ``settle``
+    seconds after a switch.  Returns (alone, beside): pings sent, received, RTTs in us."""
+    sent = re.search(r"(\d+) packets transmitted", text)
+    if sent is None:
+        raise RuntimeError(f"ping: {text.strip()[-200:]}")
+    replies = {int(q): (float(t) - float(ms) / 1000, float(ms) * 1000) for t, q, ms in
+               re.findall(r"\[([\d.]+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms", text)}
+    if len(replies) < 2:
+        raise RuntimeError(f"ping: {len(replies)} replies of {sent.group(1)}")
+    seqs = sorted(replies)
+    starts = [ts for ts, _ in switches]
+    step = (replies[seqs[-1]][0] - replies[seqs[0]][0]) / max(1, seqs[-1] - seqs[0])
+    out = ({"sent": 0, "received": 0, "rtts": []}, {"sent": 0, "received": 0, "rtts": []})
+    for q in range(1, int(sent.group(1)) + 1):
+        if q in replies:
+            t, rtt = replies[q]
+        else:                               # lost: where its neighbours say it was sent
+            near = min(seqs, key=lambda x: abs(x - q))
+            t, rtt = replies[near][0] + (q - near) * step, None
+        k = bisect.bisect_right(starts, t) - 1          # the slice it was sent in
+        if k < 0 or t - starts[k] < settle:
+            continue
+        w = out[1 if switches[k][1] else 0]
+        w["sent"] += 1
+        if rtt is not None:
+            w["received"] += 1
+            w["rtts"].append(rtt)
+    for w in out:
+        w["rtts"].sort()
+    return out

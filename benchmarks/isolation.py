@@ -21,11 +21,11 @@ Topology (``run.py``'s, one more vnet instance on the generator's side)::
 * A: a vNet with a TAP ``ta`` at the router under test.  The cases:
   - ``flood``: trafgen on g0 sends A's valid frames (VLAN 10, VLI 100) at its full rate into
     A's input virtual link, which has no input rate; A's frames end in A's TAP;
-  - ``in_rate``: the same with ``in_rate = A_IN_RATE`` on A's interface (policed);
+  - ``in_rate``: the same with ``in_rate = A_IN_RATE`` on A's interface (policed); one more
+    window sends A's frames paced (``trafgen -t PACED_GAP``), below that rate: what a frame
+    the policer lets through costs, one at a time, as the bucket lets them through;
   - ``policed``: the same with ``in_rate = A_POLICED_RATE``, so low that nearly every frame
-    is policed: the cost of a policed frame alone (in ``in_rate`` the frames delivered at
-    A_IN_RATE, each waking the ring thread on its own, cost the generator's core too, where
-    the policed ones are dropped, so its column reads more than a policed frame costs);
+    is policed: the cost of a policed frame alone;
   - ``garbage``: trafgen on g0 sends, in turn, a frame to an unknown VLI, a frame to B's VLI
     from a MAC that is not the p2p link's peer, and a VLI-0 (control) frame whose payload is
     no control message; none is A's or B's traffic, the router drops all;
@@ -55,9 +55,11 @@ Reported: B's pings lost, median and p99 RTT, TCP throughput beside A and alone;
 and delivered rate; the router's cost (both cores' busy time, as ``run.py`` reads it from
 /proc/stat, beside A minus alone, minus the generator alone's cost per frame times A's
 offered rate; the generator alone and the switch below are each netted of an idle window):
-per offered frame, per forwarded frame (``flood``, ``tap``: per frame delivered) and per
-dropped frame (``in_rate``, ``policed``: net of the router's core's time beside A, where only
-the delivered frames go; ``garbage``: every frame dropped, both cores), beside the cost per forwarded frame of a VLI switch
+per offered frame, per forwarded frame (``flood``, ``tap``: per frame delivered; ``in_rate``:
+per frame delivered in the paced window, net of the generator alone paced) and per dropped
+frame (``in_rate``: net of the delivered frames at that cost; ``policed``: net of the
+router's core's time beside A, where only the 30 frames a second delivered go; ``garbage``:
+every frame dropped, both cores), beside the cost per forwarded frame of a VLI switch
 (r0 -> r1, the same generator, no B) on the same engine, measured in the same run.  A case
 that fails is a row saying why, never the end of the run.  With ``--repeat N`` every case
 runs N times, interleaved (run 1 of every case, then run 2 ...), each in a router of its own;
@@ -66,17 +68,15 @@ ratio of each run beside the pooled one.
 """
 from __future__ import annotations
 
-import bisect
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import time
 
 from benchmarks import rows
-from benchmarks.common import MAC, Iso, awake, bpf_stats, core_busy, percentile
+from benchmarks.common import MAC, Iso, awake, bpf_stats, core_busy, percentile, slice_pings
 from benchmarks.report import FWD_CORE, GEN_CORE
 
 PREFIX = "(o) isolation"
@@ -97,6 +97,7 @@ B_RATE = "20Mbit"           # B's output virtual link at its sender: what limits
 B_IN_RATE = "25Mbit"        # B's input virtual link at the router under test (never limits)
 A_IN_RATE = "10Mbit"
 A_POLICED_RATE = "10kbit"   # the policed case: about 30 of A's 64-byte frames a second pass
+PACED_GAP = "30us"          # in_rate: A paced below its rate (trafgen -t; about 20 kpps here)
 PING_INTERVAL = 0.01        # 100 pings/s (iputils ping busy-waits below 10 ms: at SCHED_FIFO
                             # it took its core from everything else)
 SLICE = 0.5                 # s: A stopped, then flooding, in turn while B's pings run
@@ -131,16 +132,19 @@ def run(b, tiers, want, repeat: int = 1) -> list[Iso]:
 
 
 def _run(b, tiers, todo, refs, repeat: int) -> list[Iso]:
-    gen_net, gen_offered, _ = _reference(b, None)
-    gen_us = gen_net / gen_offered if gen_offered else None      # None: no cost columns
-    b.progress(f"  {GEN_ALONE:<50} offered {gen_offered / 1e3:8.1f} kpps, "
-               f"{_f(gen_us)} us per frame (both cores, net of an idle window)")
+    gen_us = {}                     # the generator alone's cost per frame, flooding and paced
+    for gap in (None, PACED_GAP) if any(c == "in_rate" for c, _t in todo) else (None,):
+        gen_net, gen_offered, _ = _reference(b, None, gap)
+        gen_us[gap] = gen_net / gen_offered if gen_offered else None   # None: no cost columns
+        b.progress(f"  {GEN_ALONE + (f', paced (-t {gap})' if gap else ''):<50} offered "
+                   f"{gen_offered / 1e3:8.1f} kpps, {_f(gen_us[gap])} us per frame (both "
+                   "cores, net of an idle window)")
     switch = {}
     for tier in tiers:
         if any(t == tier for _c, t in todo):
             sw_net, sw_offered, sw_delivered = _reference(b, tier)
-            switch[tier] = ((sw_net - gen_us * sw_offered) / sw_delivered
-                            if sw_delivered and gen_us is not None else None)
+            switch[tier] = ((sw_net - gen_us[None] * sw_offered) / sw_delivered
+                            if sw_delivered and gen_us[None] is not None else None)
             b.progress(f"  {PREFIX}, {rows.engine(tier)}: {SWITCH}: {sw_delivered / 1e3:.1f} "
                        f"of {sw_offered / 1e3:.1f} kpps, {_f(switch[tier])} us per forwarded "
                        "frame")
@@ -159,19 +163,19 @@ def _run(b, tiers, todo, refs, repeat: int) -> list[Iso]:
     return out
 
 
-def _reference(b, datapath: str | None) -> tuple[float, float, float]:
-    """trafgen's full rate into r0 with nothing attached (``datapath`` None) or with the VLI
-    switch of ``run.py``'s row (d) on ``datapath``: (both cores' busy us per second minus an
-    idle window's just before, offered pps, delivered pps at s0); zeros, said, if it fails
-    (the rows then go without the cost it stands for)."""
+def _reference(b, datapath: str | None, gap: str | None = None) -> tuple[float, float, float]:
+    """trafgen's full rate (or one frame every ``gap``) into r0 with nothing attached
+    (``datapath`` None) or with the VLI switch of ``run.py``'s row (d) on ``datapath``: (both
+    cores' busy us per second minus an idle window's just before, offered pps, delivered pps at
+    s0); zeros, said, if it fails (the rows then go without the cost it stands for)."""
     try:
-        return _measure_reference(b, datapath)
+        return _measure_reference(b, datapath, gap)
     except Exception as e:          # noqa: BLE001 -- the rows go on without it
         b.progress(f"  {PREFIX}: reference on {datapath or 'no router'} FAILED: {e}")
         return 0.0, 0.0, 0.0
 
 
-def _measure_reference(b, datapath: str | None) -> tuple[float, float, float]:
+def _measure_reference(b, datapath: str | None, gap: str | None) -> tuple[float, float, float]:
     b.build()
     try:
         if datapath:
@@ -181,7 +185,7 @@ def _measure_reference(b, datapath: str | None) -> tuple[float, float, float]:
         time.sleep(b.seconds)
         idle = (_both_busy() - idle0) / (time.monotonic() - t0)
         tg = b.popen("gen", ["trafgen", "-o", "g0", "-i", str(cfg), "-P", "1", "--no-sock-mem",
-                             "-Q"], core=GEN_CORE)
+                             "-Q"] + (["-t", gap] if gap else []), core=GEN_CORE)
         time.sleep(min(1.0, b.seconds / 3))
         c0 = (time.monotonic(), _both_busy(), _tx(b, "gen", "g0"), _rx(b, "sink", "s0"))
         time.sleep(b.seconds)
@@ -243,6 +247,8 @@ def _measure(b, case: str, datapath: str | None) -> dict | str:
         alone.update(pings_alone)
         beside.update(pings_beside)
         got = {"alone": alone, "beside": beside, "prog": (p1[0] - p0[0], p1[1] - p0[1])}
+        if case == "in_rate":           # what A's delivered frames cost, A paced below its rate
+            got["paced"] = _paced(b, case, alone)
     except Exception as e:          # noqa: BLE001 -- whatever broke, the table says it
         got = " ".join(str(e).split())[:200] or type(e).__name__
     finally:
@@ -256,7 +262,23 @@ def _measure(b, case: str, datapath: str | None) -> dict | str:
     return got
 
 
-def _pool(r: Iso, runs: list, gen_us) -> Iso:
+def _paced(b, case: str, alone: dict) -> dict:
+    """A window (``_window``) with A's frames sent one every PACED_GAP, below A's ``in_rate``:
+    every one delivered, none dropped (else an error); A's rates net of B's (``alone``)."""
+    paced = _flood(b, case, PACED_GAP)
+    time.sleep(min(1.0, b.seconds / 3))
+    w = _window(b, case)
+    if paced.poll() is not None:
+        raise RuntimeError(f"A's paced trafgen exited: {_last(b, 'trafgen-a')}")
+    b.stop(paced)
+    offered, delivered = (w[k] - alone[k] for k in ("offered", "delivered"))
+    if offered <= 0 or delivered < 0.99 * offered:
+        raise RuntimeError(f"A paced: {delivered:.0f} of {offered:.0f} frames/s delivered "
+                           "(some policed: PACED_GAP is too short)")
+    return w
+
+
+def _pool(r: Iso, runs: list, gen_us: dict) -> Iso:
     """The row from a case's runs: B's pings pooled (counts added, RTTs together), the
     windows' rates averaged, the classifier's runs and time added; a run that failed makes
     the row a failed one, saying why.  ``b_median_runs``: B's median ratio in each run."""
@@ -265,13 +287,14 @@ def _pool(r: Iso, runs: list, gen_us) -> Iso:
         r.failed = failed[0]
         return r
     pooled = {}
-    for key in ("alone", "beside"):
+    for key in [k for k in ("alone", "beside", "paced") if k in runs[0]]:
         ws = [x[key] for x in runs]
         w = {k: sum(x[k] for x in ws) / len(ws) for k in ws[0]
              if k not in ("sent", "received", "rtts")}
-        w["sent"] = sum(x["sent"] for x in ws)
-        w["received"] = sum(x["received"] for x in ws)
-        w["rtts"] = sorted(t for x in ws for t in x["rtts"])
+        if "sent" in ws[0]:
+            w["sent"] = sum(x["sent"] for x in ws)
+            w["received"] = sum(x["received"] for x in ws)
+            w["rtts"] = sorted(t for x in ws for t in x["rtts"])
         pooled[key] = w
     r.b_median_runs = [percentile(x["beside"]["rtts"], 50) / percentile(x["alone"]["rtts"], 50)
                        for x in runs if x["alone"]["rtts"] and x["beside"]["rtts"]]
@@ -279,7 +302,7 @@ def _pool(r: Iso, runs: list, gen_us) -> Iso:
     # none without runs, or if the program was replaced between (its statistics restart);
     # none where A's frames do not cross the substrate's classifier (from A's TAP)
     r.prog_ns = ns / n if n > 0 and ns >= 0 and r.kind != "tap" else None
-    _fill(r, pooled["alone"], pooled["beside"], gen_us)
+    _fill(r, pooled, gen_us)
     return r
 
 
@@ -360,8 +383,9 @@ def _b_ready(b, src: str) -> None:
         time.sleep(0.1)
 
 
-def _flood(b, case: str):
-    """A's trafgen at full speed (its TX ring), on the generator's core."""
+def _flood(b, case: str, gap: str | None = None):
+    """A's trafgen at full speed (its TX ring), or one frame every ``gap`` (not for the TAP
+    cases), on the generator's core."""
     f = rows.substrate_frame
     if case in ("tap", "bridge_tap"):
         cfg = b.trafgen_cfg(FRAME - rows.HDR, MAC["s0"], "02:b0:00:00:00:aa", tagged=False,
@@ -377,7 +401,8 @@ def _flood(b, case: str):
         frames = [f(FRAME, VLI["a_in"])]
     cfg = rows.write_cfg(b.work / f"a-{case}.cfg", frames)
     return b.popen("gen", ["trafgen", "-o", "g0", "-i", str(cfg), "-P", "1", "--no-sock-mem",
-                           "-Q"], core=GEN_CORE, log=b.work / "trafgen-a.log")
+                           "-Q"] + (["-t", gap] if gap else []), core=GEN_CORE,
+                   log=b.work / "trafgen-a.log")
 
 
 def _vli0() -> bytes:
@@ -428,10 +453,9 @@ def _ping_slices(b, flood) -> tuple[dict, dict]:
     """B's ping stream over about 2 x ``b.seconds`` while A's trafgen is stopped and let go
     (SIGSTOP, SIGCONT) in turn every SLICE seconds: B alone and B beside A interleaved, so
     that what the machine does meanwhile (its other load, the host's scheduling of this VM)
-    falls on both alike.  Each ping counts for the slice it was sent in (``ping -D``: the
-    reply's time less its RTT; a lost one's: its sequence number's place between answered
-    ones), except in the SETTLE seconds after a switch.  Returns (alone, beside): pings
-    sent, received, RTTs in us."""
+    falls on both alike.  Each ping counts for the slice it was sent in, except in the SETTLE
+    seconds after a switch (``common.slice_pings``).  Returns (alone, beside): pings sent,
+    received, RTTs in us."""
     count = max(20, int(2 * b.seconds / PING_INTERVAL))
     out = b.work / "ping-slices.log"
     with open(out, "w") as f:
@@ -454,35 +478,7 @@ def _ping_slices(b, flood) -> tuple[dict, dict]:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(flood.pid, signal.SIGCONT)
-    text = out.read_text()
-    sent = re.search(r"(\d+) packets transmitted", text)
-    if sent is None:
-        raise RuntimeError(f"ping: {text.strip()[-200:]}")
-    replies = {int(q): (float(t) - float(ms) / 1000, float(ms) * 1000) for t, q, ms in
-               re.findall(r"\[([\d.]+)\] .*icmp_seq=(\d+) .*time=([\d.]+) ms", text)}
-    if len(replies) < 2:
-        raise RuntimeError(f"ping: {len(replies)} replies of {sent.group(1)}")
-    seqs = sorted(replies)
-    starts = [ts for ts, _ in switches]
-    step = (replies[seqs[-1]][0] - replies[seqs[0]][0]) / max(1, seqs[-1] - seqs[0])
-    out_ = ({"sent": 0, "received": 0, "rtts": []}, {"sent": 0, "received": 0, "rtts": []})
-    for q in range(1, int(sent.group(1)) + 1):
-        if q in replies:
-            t, rtt = replies[q]
-        else:                               # lost: where its neighbours say it was sent
-            near = min(seqs, key=lambda x: abs(x - q))
-            t, rtt = replies[near][0] + (q - near) * step, None
-        k = bisect.bisect_right(starts, t) - 1          # the slice it was sent in
-        if k < 0 or t - starts[k] < SETTLE:
-            continue
-        w = out_[1 if switches[k][1] else 0]
-        w["sent"] += 1
-        if rtt is not None:
-            w["received"] += 1
-            w["rtts"].append(rtt)
-    for w in out_:
-        w["rtts"].sort()
-    return out_
+    return slice_pings(out.read_text(), switches, SETTLE)
 
 
 def _bsrc(b, argv: list[str]) -> list[str]:
@@ -541,8 +537,10 @@ def _classifier(b, case: str) -> tuple[int, int]:
     return st.get("classifier_runs", 0), st.get("classifier_run_ns", 0)
 
 
-def _fill(r: Iso, alone: dict, beside: dict, gen_us) -> None:
-    """The row from the two windows; A's rates are net of B's (the alone window's)."""
+def _fill(r: Iso, windows: dict, gen_us: dict) -> None:
+    """The row from the windows (alone, beside, and paced for ``in_rate``); A's rates are net
+    of B's (the alone window's)."""
+    alone, beside, paced = windows["alone"], windows["beside"], windows.get("paced")
     for key, w in (("alone", alone), ("beside", beside)):
         setattr(r, f"b_sent_{key}", w["sent"])
         setattr(r, f"b_lost_{key}", w["sent"] - w["received"])
@@ -551,19 +549,27 @@ def _fill(r: Iso, alone: dict, beside: dict, gen_us) -> None:
         setattr(r, f"b_tcp_{key}", w["bps"])
     r.a_offered = beside["offered"] - alone["offered"]
     r.a_delivered = max(0.0, beside["delivered"] - alone["delivered"])
-    if not r.a_offered or gen_us is None:
+    if not r.a_offered or gen_us.get(None) is None:
         return
     # busy us per second beside A, minus alone (B, the router's own), minus the generator's
-    net = (beside["busy"] - alone["busy"]) * 1e6 - gen_us * r.a_offered
+    net = (beside["busy"] - alone["busy"]) * 1e6 - gen_us[None] * r.a_offered
     r.cost_offered_us = net / r.a_offered
     dropped = r.a_offered - r.a_delivered
     if r.kind in ("flood", "tap", "bridge", "bridge_tap"):
         r.cost_fwd_us = net / r.a_delivered if r.a_delivered else None
-    elif dropped > 0 and r.kind in ("in_rate", "policed"):
-        # the frames the policer lets through are the only ones that reach the router's core
-        # (its ring thread, A's TAP and stack); the dropped ones end in the classifier, in
-        # softirq on the generator's core, with the policed frames' classifier time and the
-        # ring copy of the delivered ones (so the dropped frames' cost is not understated)
+    elif dropped > 0 and r.kind == "in_rate" and paced and gen_us.get(PACED_GAP) is not None:
+        # the frames the policer lets through cost what they cost paced, one at a time, as
+        # the bucket lets them through here (both cores: classifier, ring copy and wake-up in
+        # softirq on the generator's, ring thread, A's TAP and stack on the router's); the
+        # rest of the router's time is the dropped frames'
+        n_paced = paced["delivered"] - alone["delivered"]
+        if n_paced > 0:
+            r.cost_fwd_us = ((paced["busy"] - alone["busy"]) * 1e6 - gen_us[PACED_GAP] *
+                             (paced["offered"] - alone["offered"])) / n_paced
+            r.cost_drop_us = (net - r.cost_fwd_us * r.a_delivered) / dropped
+    elif dropped > 0 and r.kind == "policed":
+        # about 30 frames a second pass, to the router's core (its ring thread, A's TAP and
+        # stack): the dropped ones end in the classifier, on the generator's core
         fwd = (beside["busy_fwd"] - alone["busy_fwd"]) * 1e6
         r.cost_drop_us = (net - fwd) / dropped
     elif dropped > 0:                       # garbage: every frame dropped, both cores its cost
