@@ -161,21 +161,36 @@ def awake():
 
 @contextlib.contextmanager
 def bpf_stats():
-    """The kernel's run-time statistics of BPF programs on (what rows (o)'s classifier column reads),
-    as they were after."""
-    path = "/proc/sys/kernel/bpf_stats_enabled"
+    """The kernel's run-time statistics of BPF programs on while inside (what rows (o)'s
+    classifier column reads): BPF_ENABLE_STATS, which a killed run cannot leave on."""
+    from vnet_router.ops import ebpf
+    with ebpf.run_time_stats():
+        yield
+
+
+STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
+
+
+@contextlib.contextmanager
+def no_bpf_stats(progress=print):
+    """``kernel.bpf_stats_enabled`` 0 while inside, as it was after: left at 1 (by hand, or by
+    a run killed before 2026-12-08 while it had it on), it times every BPF program run with two
+    clock reads, in every cost the benchmark measures, the kernel tier's above all."""
     try:
-        with open(path) as f:
+        with open(STATS_SYSCTL) as f:
             was = f.read().strip()
-        with open(path, "w") as f:
-            f.write("1")
     except OSError:
+        was = "0"
+    if was == "0":
         yield
         return
+    progress(f"benchmarks: {STATS_SYSCTL} was {was}: 0 for the run, {was} again after")
+    with open(STATS_SYSCTL, "w") as f:
+        f.write("0")
     try:
         yield
     finally:
-        with open(path, "w") as f:
+        with open(STATS_SYSCTL, "w") as f:
             f.write(was)
 
 

@@ -43,7 +43,8 @@ import time
 from pathlib import Path
 
 from benchmarks import isolation, report, rows
-from benchmarks.common import BELL, MAC, Latency, Result, Shaped, core_busy, mac_bytes, machine
+from benchmarks.common import (BELL, MAC, Latency, Result, Shaped, core_busy, mac_bytes, machine,
+                               no_bpf_stats)
 from benchmarks.report import BASELINE, FWD_CORE, GEN_CORE, ratios, table
 from vnet_router.ops import netlink
 
@@ -541,10 +542,11 @@ def main(argv=None):
     cmd = "python3 -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"vnet benchmarks on {machine()}; {a.seconds:g} s per case; trafgen on core "
           f"{GEN_CORE}, forwarder on core {FWD_CORE}")
-    results, lats, shaped, idle, iso = run_all(
-        a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds, relay=a.relay,
-        repeat=a.repeat, datapath=a.datapath, idle_seconds=a.idle_seconds,
-        baseline=a.baseline)
+    with no_bpf_stats():
+        results, lats, shaped, idle, iso = run_all(
+            a.seconds, sizes, a.pings, a.interval, a.only, rounds=a.rounds, relay=a.relay,
+            repeat=a.repeat, datapath=a.datapath, idle_seconds=a.idle_seconds,
+            baseline=a.baseline)
     text = table(results, lats, shaped, idle, iso)
     print()
     print(text)
