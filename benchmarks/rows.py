@@ -20,8 +20,9 @@ Then two measurements of their own:
 
 * (l) ``shaped``: a VLI switch shaped at 20 Mbit/s (vNet gold) while another vNet (flood) sends
   unshaped through the same router onto the same substrate interface r1.  Each vNet has its
-  own sender: flood's trafgen at full speed on g0, gold's trafgen paced at ``GOLD_OFFER`` of
-  1500-byte frames (2.5x the shaped rate) on g2, in a namespace of its own, over a p2p link of
+  own sender: flood's trafgen at full speed on g0, gold's trafgen paced, a 1500-byte frame
+  every ``GOLD_GAP`` (about twice the shaped rate; not ``-b``, which sends each second's
+  frames in one burst of ~50 ms) on g2, in a namespace of its own, over a p2p link of
   its own into the router (r2).  A shared sender is what broke the row on the kernel tier:
   that tier forwards the sender's own skb, and gold's frames waiting in r1's HTB stay charged
   to the sending socket's send buffer, so one socket for both vNets was paced (or, full,
@@ -54,7 +55,10 @@ RATE_OPEN = "100Gbit"
 SHAPED_RATE = "20Mbit"
 SHAPED_BPS = 20e6
 GOLD_SIZE = 1500
-GOLD_OFFER = "50Mbit"       # (l): what gold's own sender offers (2.5x the shaped rate)
+GOLD_GAP = "240us"          # (l): gold's own sender, a frame every GOLD_GAP (trafgen -t): 50
+                            # Mbit/s of 1500-byte frames at most, 2.5x the shaped rate (the
+                            # sleeps overshoot: about 40 Mbit/s here)
+GOLD_PRIO = "10"            # (l): gold's sender's SCHED_FIFO priority
 GOLD_VLAN = 11              # (l): gold's own p2p link, g2 -> r2
 HDR = 22                    # dst src tag 0x88B5 VLI LEN: a frame's bytes before its payload
 IDLE_SECONDS = 10.0
@@ -233,7 +237,7 @@ def _shaped(b, size: int, datapath: str, name: str) -> Shaped:
         alone = _window(b, {"flood": flood})
         gold = _sender(b, "gold", "g2", write_cfg(b.work / "gold.cfg", [substrate_frame(
             GOLD_SIZE, 100, dst=MAC["r2"], src=MAC["g2"], vlan=GOLD_VLAN)]), "gold",
-            rate=GOLD_OFFER)
+            gap=GOLD_GAP)
         # its ramp-up drains the gold bucket's burst
         both = _window(b, {"flood": flood, "gold": gold})
         b.stop(gold)
@@ -245,12 +249,39 @@ def _shaped(b, size: int, datapath: str, name: str) -> Shaped:
                   both["flood"], SHAPED_BPS, flood_alone_pps=alone["flood"])
 
 
-def _sender(b, ns: str, dev: str, cfg: Path, name: str, rate: str | None = None):
-    """A trafgen of its own (its own packet socket), on the generator's core; ``rate``: paced
-    (trafgen's ``-b``: one ``sendto`` a frame, blocking), else at full speed from its TX ring."""
+def _sender(b, ns: str, dev: str, cfg: Path, name: str, gap: str | None = None):
+    """A trafgen of its own (its own packet socket): at full speed from its TX ring on the
+    generator's core; or (``gap``) paced, a frame every ``gap`` (trafgen's ``-t``: one blocking
+    ``sendto`` a frame, then a sleep) on the router's core at a real-time priority, as B's
+    sender in rows (o): its frames then cross the router there, like a NIC's second receive
+    queue, not in the generator's backlog."""
     argv = ["trafgen", "-o", dev, "-i", str(cfg), "-P", "1", "--no-sock-mem", "-Q"]
-    return b.popen(ns, argv + (["-b", rate] if rate else []), core=GEN_CORE,
-                   log=b.work / f"trafgen-{name}.log")
+    if not gap:
+        return b.popen(ns, argv, core=GEN_CORE, log=b.work / f"trafgen-{name}.log")
+    p = b.popen(ns, ["chrt", "-f", GOLD_PRIO] + argv + ["-t", gap], core=FWD_CORE,
+                log=b.work / f"trafgen-{name}.log")
+    _pin_worker(p, FWD_CORE)
+    return p
+
+
+def _pin_worker(p, core: int) -> None:
+    """trafgen's worker (``-P 1``: one, forked) moved to ``core``: trafgen pins worker i to
+    CPU i whatever its own affinity, so every sender's worker is on CPU 0, the generator's
+    core.  A paced sender there does, in each blocking ``sendto``, the softirq work of the
+    flood's frames waiting in that core's backlog (gold offered 15 of its 45 Mbit/s so)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        kids = subprocess.run(["pgrep", "-P", str(p.pid)], capture_output=True,
+                              text=True).stdout.split()
+        if kids:
+            for pid in kids:
+                subprocess.run(["taskset", "-pc", str(core), pid], capture_output=True,
+                               check=True)
+            return
+        if p.poll() is not None:
+            raise RuntimeError("trafgen exited before its worker started")
+        time.sleep(0.01)
+    raise RuntimeError("trafgen's worker did not start in 5 s")
 
 
 def _window(b, senders: dict) -> dict:
