@@ -55,12 +55,13 @@ Reported: B's pings lost, median and p99 RTT, TCP throughput beside A and alone;
 and delivered rate; the router's cost (both cores' busy time, as ``run.py`` reads it from
 /proc/stat, beside A minus alone, minus the generator alone's cost per frame times A's
 offered rate; the generator alone and the switch below are each netted of an idle window):
-per offered frame, per forwarded frame (``flood``, ``tap``: per frame delivered; ``in_rate``:
+per offered frame, per forwarded frame (``flood``: per frame delivered; ``in_rate``:
 per frame delivered in the paced window, net of the generator alone paced) and per dropped
 frame (``in_rate``: net of the delivered frames at that cost; ``policed``: net of the
 router's core's time beside A, where only the 30 frames a second delivered go; ``garbage``:
 every frame dropped, both cores), beside the cost per forwarded frame of a VLI switch
-(r0 -> r1, the same generator, no B) on the same engine, measured in the same run.  A case
+(r0 -> r1, the same generator, no B) on the same engine, measured in the same run; none in
+``tap``, whose generator writes through a TAP (the generator alone is on a veth).  A case
 that fails is a row saying why, never the end of the run.  With ``--repeat N`` every case
 runs N times, interleaved (run 1 of every case, then run 2 ...), each in a router of its own;
 the row pools the runs (B's pings together, the windows' rates averaged) and shows B's median
@@ -549,13 +550,14 @@ def _fill(r: Iso, windows: dict, gen_us: dict) -> None:
         setattr(r, f"b_tcp_{key}", w["bps"])
     r.a_offered = beside["offered"] - alone["offered"]
     r.a_delivered = max(0.0, beside["delivered"] - alone["delivered"])
-    if not r.a_offered or gen_us.get(None) is None:
-        return
+    if not r.a_offered or gen_us.get(None) is None or r.kind == "tap":
+        return          # tap: its generator writes through A's TAP (and the capture program
+                        # runs in its context), which the generator alone on a veth is not
     # busy us per second beside A, minus alone (B, the router's own), minus the generator's
     net = (beside["busy"] - alone["busy"]) * 1e6 - gen_us[None] * r.a_offered
     r.cost_offered_us = net / r.a_offered
     dropped = r.a_offered - r.a_delivered
-    if r.kind in ("flood", "tap", "bridge", "bridge_tap"):
+    if r.kind in ("flood", "bridge", "bridge_tap"):
         r.cost_fwd_us = net / r.a_delivered if r.a_delivered else None
     elif dropped > 0 and r.kind == "in_rate" and paced and gen_us.get(PACED_GAP) is not None:
         # the frames the policer lets through cost what they cost paced, one at a time, as

@@ -119,13 +119,16 @@ def test_isolation_rows_complete(tmp_path):
         for when in ("alone", "beside"):
             assert r[f"b_sent_{when}"] > 0 and r[f"b_tcp_{when}"] > 0, r
             assert r[f"b_median_{when}"] is not None and r[f"b_p99_{when}"] is not None, r
-        assert r["a_offered"] > 0 and r["cost_offered_us"] is not None, r
+        assert r["a_offered"] > 0, r
+        # the TAP row has no generator reference for its costs (one written through a TAP)
+        assert (r["cost_offered_us"] is not None) == (r["kind"] != "tap"), r
         assert (r["switch_us"] is not None) == (not r["kind"].startswith("bridge")), r
     # the bridge references: A's frames cross the bridge (to a0; from a0 to s0)
     for kind in ("bridge", "bridge_tap"):
         assert rows[kind]["a_delivered"] > 0 and rows[kind]["cost_fwd_us"] is not None
     assert rows["garbage"]["a_delivered"] == 0       # garbage never reaches A's TAP
-    assert rows["flood"]["cost_fwd_us"] is not None and rows["tap"]["cost_fwd_us"] is not None
+    assert rows["flood"]["cost_fwd_us"] is not None
+    assert rows["tap"]["a_delivered"] > 0
     # in_rate: its delivered frames cost what they cost paced (a window of its own)
     assert rows["in_rate"]["cost_drop_us"] is not None and rows["in_rate"]["cost_fwd_us"] is not None
     assert rows["policed"]["cost_drop_us"] is not None
