@@ -159,13 +159,14 @@ def awake():
         os.close(fd)
 
 
-@contextlib.contextmanager
-def bpf_stats():
-    """The kernel's run-time statistics of BPF programs on while inside (what rows (o)'s
-    classifier column reads): BPF_ENABLE_STATS, which a killed run cannot leave on."""
-    from vnet_router.ops import ebpf
-    with ebpf.run_time_stats():
-        yield
+def trafgen(dev: str, cfg, gap: str | None = None, qdisc: bool = False) -> list[str]:
+    """trafgen's command line: one worker (``-P 1``, which trafgen pins to CPU 0, the
+    generator's core), out of ``dev``, the frames of ``cfg``; at full speed from its TX ring,
+    or one frame every ``gap`` (``-t``: a blocking ``sendto`` each, then a sleep); ``qdisc``:
+    through the device's queueing layer (TC egress and qdisc), as a vNet's stack sends,
+    instead of straight to the driver."""
+    return (["trafgen", "-o", dev, "-i", str(cfg), "-P", "1", "--no-sock-mem", "-Q"] +
+            (["-t", gap] if gap else []) + (["-q"] if qdisc else []))
 
 
 STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"

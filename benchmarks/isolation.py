@@ -77,8 +77,9 @@ import subprocess
 import time
 
 from benchmarks import rows
-from benchmarks.common import MAC, Iso, awake, bpf_stats, core_busy, percentile, slice_pings
+from benchmarks.common import MAC, Iso, awake, core_busy, percentile, slice_pings, trafgen
 from benchmarks.report import FWD_CORE, GEN_CORE
+from vnet_router.ops import ebpf
 
 PREFIX = "(o) isolation"
 CASES = {
@@ -185,8 +186,7 @@ def _measure_reference(b, datapath: str | None, gap: str | None) -> tuple[float,
         t0, idle0 = time.monotonic(), _both_busy()
         time.sleep(b.seconds)
         idle = (_both_busy() - idle0) / (time.monotonic() - t0)
-        tg = b.popen("gen", ["trafgen", "-o", "g0", "-i", str(cfg), "-P", "1", "--no-sock-mem",
-                             "-Q"] + (["-t", gap] if gap else []), core=GEN_CORE)
+        tg = b.popen("gen", trafgen("g0", cfg, gap), core=GEN_CORE)
         time.sleep(min(1.0, b.seconds / 3))
         c0 = (time.monotonic(), _both_busy(), _tx(b, "gen", "g0"), _rx(b, "sink", "s0"))
         time.sleep(b.seconds)
@@ -238,7 +238,7 @@ def _measure(b, case: str, datapath: str | None) -> dict | str:
         beside = _window(b, case)                   # ... A flooding
         # the classifier's time per run, while the pings run (A flooding half of the time):
         # timing each run costs two clock reads, which the cost windows do not carry
-        with bpf_stats():
+        with ebpf.run_time_stats():
             p0 = _classifier(b, case)
             pings_alone, pings_beside = _ping_slices(b, flood)
             p1 = _classifier(b, case)
@@ -391,8 +391,7 @@ def _flood(b, case: str, gap: str | None = None):
     if case in ("tap", "bridge_tap"):
         cfg = b.trafgen_cfg(FRAME - rows.HDR, MAC["s0"], "02:b0:00:00:00:aa", tagged=False,
                             substrate=False)
-        return b.popen("anet", ["trafgen", "-o", "ta" if case == "tap" else "a0", "-i",
-                                str(cfg), "-P", "1", "--no-sock-mem", "-Q", "-q"],
+        return b.popen("anet", trafgen("ta" if case == "tap" else "a0", cfg, qdisc=True),
                        core=GEN_CORE, log=b.work / "trafgen-a.log")
     if case == "garbage":
         frames = [f(FRAME, VLI["unknown"]), f(FRAME, VLI["b_in"], src=BAD_PEER), _vli0()]
@@ -401,9 +400,7 @@ def _flood(b, case: str, gap: str | None = None):
     else:
         frames = [f(FRAME, VLI["a_in"])]
     cfg = rows.write_cfg(b.work / f"a-{case}.cfg", frames)
-    return b.popen("gen", ["trafgen", "-o", "g0", "-i", str(cfg), "-P", "1", "--no-sock-mem",
-                           "-Q"] + (["-t", gap] if gap else []), core=GEN_CORE,
-                   log=b.work / "trafgen-a.log")
+    return b.popen("gen", trafgen("g0", cfg, gap), core=GEN_CORE, log=b.work / "trafgen-a.log")
 
 
 def _vli0() -> bytes:

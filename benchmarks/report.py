@@ -209,9 +209,10 @@ def isolation_table(results) -> list[str]:
                   + ".  Classifier ns per frame: the time the kernel counted in the substrate "
                   "program per frame it ran on while B's pings ran, A flooding half of that time "
                   "(BPF run-time statistics, on only then: they cost each run two clock reads, "
-                  "which the cost columns do not carry).  The router's TAP rows have no cost columns: A's "
-                  "generator writes through A's TAP there, with the router's capture program "
-                  "in its context, and the generator alone is measured on a veth."]
+                  "which the cost columns do not carry).  The router's TAP rows have no cost "
+                  "columns: A's generator writes through A's TAP there, with the router's "
+                  "capture program in its context, and the generator alone is measured on a "
+                  "veth."]
     return lines
 
 

@@ -46,7 +46,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import MAC, Idle, Shaped, mac_bytes as _b
+from benchmarks.common import MAC, Idle, Shaped, mac_bytes as _b, trafgen
 from benchmarks.report import FWD_CORE, GEN_CORE
 from vnet_router.ops import netlink
 
@@ -57,7 +57,7 @@ SHAPED_BPS = 20e6
 GOLD_SIZE = 1500
 GOLD_GAP = "240us"          # (l): gold's own sender, a frame every GOLD_GAP (trafgen -t): 50
                             # Mbit/s of 1500-byte frames at most, 2.5x the shaped rate (the
-                            # sleeps overshoot: about 40 Mbit/s here)
+                            # sleeps overshoot: 45 Mbit/s here)
 GOLD_PRIO = "10"            # (l): gold's sender's SCHED_FIFO priority
 GOLD_VLAN = 11              # (l): gold's own p2p link, g2 -> r2
 HDR = 22                    # dst src tag 0x88B5 VLI LEN: a frame's bytes before its payload
@@ -255,10 +255,9 @@ def _sender(b, ns: str, dev: str, cfg: Path, name: str, gap: str | None = None):
     ``sendto`` a frame, then a sleep) on the router's core at a real-time priority, as B's
     sender in rows (o): its frames then cross the router there, like a NIC's second receive
     queue, not in the generator's backlog."""
-    argv = ["trafgen", "-o", dev, "-i", str(cfg), "-P", "1", "--no-sock-mem", "-Q"]
     if not gap:
-        return b.popen(ns, argv, core=GEN_CORE, log=b.work / f"trafgen-{name}.log")
-    p = b.popen(ns, ["chrt", "-f", GOLD_PRIO] + argv + ["-t", gap], core=FWD_CORE,
+        return b.popen(ns, trafgen(dev, cfg), core=GEN_CORE, log=b.work / f"trafgen-{name}.log")
+    p = b.popen(ns, ["chrt", "-f", GOLD_PRIO] + trafgen(dev, cfg, gap), core=FWD_CORE,
                 log=b.work / f"trafgen-{name}.log")
     _pin_worker(p, FWD_CORE)
     return p

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from benchmarks import isolation, report, rows
 from benchmarks.common import (BELL, MAC, Latency, Result, Shaped, core_busy, mac_bytes, machine,
-                               no_bpf_stats)
+                               no_bpf_stats, trafgen)
 from benchmarks.report import BASELINE, FWD_CORE, GEN_CORE, ratios, table
 from vnet_router.ops import netlink
 
@@ -206,9 +206,7 @@ class Bench:
         """Run trafgen for the fixed time; (offered pps, delivered pps, core-1 busy us).
         ``qdisc``: trafgen sends through the device's queueing layer (TC egress and qdisc),
         as a vNet's stack does, instead of straight to the driver."""
-        tg = self.popen(gen_ns, ["trafgen", "-o", gen_dev, "-i", str(cfg), "-P", "1",
-                                 "--no-sock-mem", "-Q"] + (["-q"] if qdisc else []),
-                        core=GEN_CORE)
+        tg = self.popen(gen_ns, trafgen(gen_dev, cfg, qdisc=qdisc), core=GEN_CORE)
         time.sleep(min(1.0, self.seconds / 3))           # ramp up
         if tg.poll() is not None:
             raise RuntimeError("trafgen exited at once")

@@ -171,7 +171,6 @@ def _libbpf():
 
 
 BPF_STATS_RUN_TIME = 0
-STATS_SYSCTL = "/proc/sys/kernel/bpf_stats_enabled"
 
 
 @contextlib.contextmanager
